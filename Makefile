@@ -1,0 +1,52 @@
+# One entry point for people and CI. Every target installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
+PYTEST_ARGS ?=
+
+.PHONY: help venv system-deps test test-all test-unit lint demo bench image-test clean
+
+help:
+	@echo "make demo       run the whole stack locally with a sample workload"
+	@echo "make test       the test suite (emulators, broker and real workers)"
+	@echo "make test-all   the test suite including slow tests"
+	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
+	@echo "make image-test build the worker image with podman and test it (root)"
+
+# The virtualenv follows uv.lock exactly; re-synced whenever the lock changes.
+$(BIN)/.synced: uv.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv sync --frozen --all-extras --quiet
+	touch $@
+
+venv: $(BIN)/.synced
+
+# Debian packages the tests start for real: Redis (the broker), Java (the Firestore emulator).
+system-deps:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+	@command -v gcloud >/dev/null || { echo "gcloud (with the cloud-firestore-emulator component) is required: https://cloud.google.com/sdk/docs/install" >&2; exit 1; }
+
+test: venv system-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-all: venv system-deps
+	$(BIN)/pytest -m '' $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check backend infra tests bench
+
+demo: venv system-deps
+	$(BIN)/celery-gcs demo
+
+bench: venv system-deps
+	$(BIN)/python -m bench
+
+image-test: venv system-deps
+	$(BIN)/pytest -m '' tests/image $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .devstack

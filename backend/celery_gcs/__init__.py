@@ -1,0 +1,1 @@
+"""celery-gcs: a Celery result backend on Google Cloud Storage and Firestore."""

@@ -1,0 +1,276 @@
+"""A local stack on free ports: the GCS emulator, the Firestore emulator, Redis.
+
+Used by the tests, ``celery-gcs dev`` and ``make demo``/``make bench``. Every
+service runs in its own process group and is stopped by group: ending gcloud's
+wrapper alone would leave the Java Firestore emulator running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT = "celery-gcs-local"
+BUCKET = "celery-results"
+
+#: What to run when a prerequisite is missing, by executable.
+INSTALL_HINTS = {
+    "redis-server": "apt-get install -y redis-server",
+    "java": "apt-get install -y openjdk-17-jre-headless",
+    "gcloud": "install the Google Cloud SDK (https://cloud.google.com/sdk/docs/install), "
+    "then: gcloud components install cloud-firestore-emulator",
+}
+
+
+class PrerequisiteMissing(RuntimeError):
+    """A program the local stack needs is not installed."""
+
+
+class ServiceFailed(RuntimeError):
+    """A local service did not start."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        raise PrerequisiteMissing(f"{program} not found; install it with: {INSTALL_HINTS[program]}")
+    return path
+
+
+@dataclass
+class Service:
+    """One process group, started on a known port, stopped as a group."""
+
+    name: str
+    argv: Sequence[str]
+    port: int
+    ready_path: str | None = None  # HTTP path that answers 200 once ready; None: TCP only
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                list(self.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
+        finally:
+            if self.log_path:
+                log.close()  # type: ignore[union-attr]
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise ServiceFailed(
+                    f"{self.name} exited with {self.process.returncode} at start; "
+                    f"see {self.log_path or 'its output'}"
+                )
+            if self._answers():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise ServiceFailed(f"{self.name} did not answer on port {self.port} within {timeout:.0f}s")
+
+    def _answers(self) -> bool:
+        try:
+            if self.ready_path is None:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            url = f"http://127.0.0.1:{self.port}{self.ready_path}"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        stop_group(self.process.pid, timeout)
+        self.process.wait(timeout)
+
+
+def stop_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGTERM a process group, then SIGKILL whatever is left of it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def gcs_emulator(port: int, log_path: Path | None = None) -> Service:
+    argv = [sys.executable, "-m", "celery_gcs.devstack", "gcs-emulator", str(port)]
+    return Service("gcs-emulator", argv, port, ready_path="/", log_path=log_path)
+
+
+def firestore_emulator(port: int, log_path: Path | None = None) -> Service:
+    require("java")
+    gcloud = require("gcloud")
+    argv = [gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}", "--quiet"]
+    return Service("firestore-emulator", argv, port, ready_path="/", log_path=log_path)
+
+
+def redis_server(port: int, log_path: Path | None = None) -> Service:
+    argv = [
+        require("redis-server"),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+    return Service("redis", argv, port, log_path=log_path)
+
+
+@dataclass
+class LocalStack:
+    """The three services, their ports, and the environment that points at them."""
+
+    workdir: Path
+    project: str = PROJECT
+    bucket: str = BUCKET
+    services: dict[str, Service] = field(default_factory=dict)
+    #: Firestore databases that `reset` empties; tests add the ones they use.
+    firestore_databases: set[str] = field(default_factory=lambda: {"(default)"})
+
+    @property
+    def gcs_host(self) -> str:
+        return f"http://127.0.0.1:{self.services['gcs'].port}"
+
+    @property
+    def firestore_host(self) -> str:
+        return f"127.0.0.1:{self.services['firestore'].port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.services['redis'].port}/0"
+
+    @property
+    def result_backend(self) -> str:
+        return f"gcs://{self.bucket}"
+
+    def env(self) -> dict[str, str]:
+        """Variables that point Google's clients and Celery at this stack."""
+        return {
+            "STORAGE_EMULATOR_HOST": self.gcs_host,
+            "FIRESTORE_EMULATOR_HOST": self.firestore_host,
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "CELERY_BROKER_URL": self.redis_url,
+            "CELERY_RESULT_BACKEND": self.result_backend,
+        }
+
+    def start(self, which: Sequence[str] = ("gcs", "firestore", "redis")) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        makers = {"gcs": gcs_emulator, "firestore": firestore_emulator, "redis": redis_server}
+        try:
+            for name in which:
+                service = makers[name](free_port(), self.workdir / f"{name}.log")
+                self.services[name] = service
+                service.start()
+            if "gcs" in which:
+                create_bucket(self.gcs_host, self.bucket)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            service.stop()
+
+    def reset(self) -> None:
+        """Empty every service, keeping the bucket, so tests start from nothing."""
+        if "gcs" in self.services:
+            _http("GET", f"{self.gcs_host}/wipe?keep-buckets=true")
+        if "firestore" in self.services:
+            for database in self.firestore_databases:
+                _http(
+                    "DELETE",
+                    f"http://{self.firestore_host}/emulator/v1/projects/{self.project}"
+                    f"/databases/{database}/documents",
+                )
+        if "redis" in self.services:
+            with socket.create_connection(("127.0.0.1", self.services["redis"].port)) as sock:
+                sock.sendall(b"FLUSHALL\r\n")
+                sock.recv(64)
+
+
+def _http(method: str, url: str, body: bytes | None = None) -> bytes:
+    request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read()
+
+
+def create_bucket(gcs_host: str, bucket: str) -> None:
+    """Create a bucket on the emulator; an existing one is fine."""
+    body = ('{"name": "%s"}' % bucket).encode()
+    try:
+        _http("POST", f"{gcs_host}/storage/v1/b?project={PROJECT}", body)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:
+            raise
+
+
+@contextlib.contextmanager
+def running(workdir: Path, which: Sequence[str] = ("gcs", "firestore", "redis")) -> Iterator[LocalStack]:
+    stack = LocalStack(workdir)
+    stack.start(which)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _serve_gcs_emulator(port: int) -> None:
+    """Run gcp-storage-emulator in memory with a listen backlog that survives bursts.
+
+    The emulator's HTTPServer keeps Python's default backlog of 5, so a burst of
+    parallel connections (a thread pool, several worker processes) gets refused.
+    """
+    from http import server
+
+    from gcp_storage_emulator.server import create_server
+
+    server.HTTPServer.request_queue_size = 1024
+    emulator = create_server("127.0.0.1", port, in_memory=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    emulator.run()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["gcs-emulator"]:
+        _serve_gcs_emulator(int(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m celery_gcs.devstack gcs-emulator PORT")
