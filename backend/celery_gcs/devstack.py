@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,16 +111,22 @@ class Service:
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        stop_group(self.process.pid, timeout)
+        stop_group(self.process.pid, timeout, reap=self.process.poll)
         self.process.wait(timeout)
 
 
-def stop_group(pgid: int, timeout: float = 10.0) -> None:
-    """SIGTERM a process group, then SIGKILL whatever is left of it."""
+def stop_group(pgid: int, timeout: float = 10.0, reap: Callable[[], object] | None = None) -> None:
+    """SIGTERM a process group, then SIGKILL whatever is left of it.
+
+    ``reap`` collects the group leader if it is our child, so that its zombie
+    does not keep the group alive.
+    """
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if reap:
+            reap()
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -131,7 +137,7 @@ def stop_group(pgid: int, timeout: float = 10.0) -> None:
 
 
 def gcs_emulator(port: int, log_path: Path | None = None) -> Service:
-    argv = [sys.executable, "-m", "celery_gcs.devstack", "gcs-emulator", str(port)]
+    argv = [sys.executable, "-m", "celery_gcs.gcs_emulator", str(port)]
     return Service("gcs-emulator", argv, port, ready_path="/", log_path=log_path)
 
 
@@ -182,14 +188,16 @@ class LocalStack:
         return f"gcs://{self.bucket}"
 
     def env(self) -> dict[str, str]:
-        """Variables that point Google's clients and Celery at this stack."""
-        return {
-            "STORAGE_EMULATOR_HOST": self.gcs_host,
-            "FIRESTORE_EMULATOR_HOST": self.firestore_host,
-            "GOOGLE_CLOUD_PROJECT": self.project,
-            "CELERY_BROKER_URL": self.redis_url,
-            "CELERY_RESULT_BACKEND": self.result_backend,
-        }
+        """Variables that point Google's clients and Celery at the running services."""
+        env = {"GOOGLE_CLOUD_PROJECT": self.project}
+        if "gcs" in self.services:
+            env["STORAGE_EMULATOR_HOST"] = self.gcs_host
+            env["CELERY_RESULT_BACKEND"] = self.result_backend
+        if "firestore" in self.services:
+            env["FIRESTORE_EMULATOR_HOST"] = self.firestore_host
+        if "redis" in self.services:
+            env["CELERY_BROKER_URL"] = self.redis_url
+        return env
 
     def start(self, which: Sequence[str] = ("gcs", "firestore", "redis")) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -251,26 +259,3 @@ def running(workdir: Path, which: Sequence[str] = ("gcs", "firestore", "redis"))
         yield stack
     finally:
         stack.stop()
-
-
-def _serve_gcs_emulator(port: int) -> None:
-    """Run gcp-storage-emulator in memory with a listen backlog that survives bursts.
-
-    The emulator's HTTPServer keeps Python's default backlog of 5, so a burst of
-    parallel connections (a thread pool, several worker processes) gets refused.
-    """
-    from http import server
-
-    from gcp_storage_emulator.server import create_server
-
-    server.HTTPServer.request_queue_size = 1024
-    emulator = create_server("127.0.0.1", port, in_memory=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    emulator.run()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["gcs-emulator"]:
-        _serve_gcs_emulator(int(sys.argv[2]))
-    else:
-        sys.exit("usage: python -m celery_gcs.devstack gcs-emulator PORT")

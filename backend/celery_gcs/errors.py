@@ -1,0 +1,69 @@
+"""Errors raised by celery-gcs.
+
+Hierarchy::
+
+    CeleryGCSError
+    ├── ConfigurationError      (also celery.exceptions.ImproperlyConfigured)
+    │   ├── BucketNotFound          the configured bucket does not exist
+    │   └── DatabaseNotFound        the configured Firestore database does not exist
+    ├── StoreError              (also celery.exceptions.BackendStoreError)
+    │   └── ResultTooLarge          an encoded result is over gcs_max_result_bytes
+    ├── CorruptResult           a stored object cannot be decoded
+    └── TransientError          a retryable failure outlived its retry deadline
+
+google-api-core errors are translated at the store boundary and re-raised
+``from`` the original, so the cause stays in the traceback.
+"""
+
+from celery.exceptions import BackendStoreError, ImproperlyConfigured
+
+E_BUCKET_MISSING = (
+    "GCS bucket {bucket!r} does not exist (project {project}); create it, "
+    "or fix the bucket in result_backend / gcs_bucket"
+)
+E_DATABASE_MISSING = (
+    "Firestore database {database!r} does not exist in project {project}; create it "
+    "(see infra/ or `gcloud firestore databases create --database={database}`), "
+    "or fix firestore_database"
+)
+E_RESULT_TOO_LARGE = (
+    "result of task {task_id} is {size:,} bytes encoded, over the {limit:,}-byte limit "
+    "(gcs_max_result_bytes); store large payloads elsewhere and return a reference, "
+    "or raise gcs_max_result_bytes"
+)
+E_CORRUPT = (
+    "object {name!r} in bucket {bucket!r} is not a result Celery can decode ({reason}); "
+    "it was not written by a Celery backend, or was truncated"
+)
+
+
+class CeleryGCSError(Exception):
+    """Base class of every error raised by celery-gcs."""
+
+
+class ConfigurationError(CeleryGCSError, ImproperlyConfigured):
+    """A setting is missing, malformed or points at something that does not exist."""
+
+
+class BucketNotFound(ConfigurationError):
+    """The configured bucket does not exist."""
+
+
+class DatabaseNotFound(ConfigurationError):
+    """The configured Firestore database does not exist."""
+
+
+class StoreError(CeleryGCSError, BackendStoreError):
+    """A result could not be stored."""
+
+
+class ResultTooLarge(StoreError):
+    """An encoded result is larger than ``gcs_max_result_bytes``."""
+
+
+class CorruptResult(CeleryGCSError):
+    """A stored object is not a result this backend can decode."""
+
+
+class TransientError(CeleryGCSError):
+    """A retryable failure (throttling, 5xx, reset) that outlived the retry deadline."""

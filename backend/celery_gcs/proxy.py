@@ -1,0 +1,319 @@
+"""A TCP proxy in front of a local emulator that counts requests and injects faults.
+
+Used by the tests (fault injection), ``make demo`` and ``make bench``
+(request counts). It understands just enough of each protocol:
+
+* HTTP/1.1 (the GCS emulator): one request at a time per connection; each is
+  counted by kind (``object.read``, ``object.write``, ``bucket.read``...), and
+  can be answered with an injected status (429, 503) instead of forwarded.
+* HTTP/2 with gRPC (the Firestore emulator): each new stream is one RPC,
+  counted by its method (``Commit``, ``BatchGetDocuments``...).
+* Any protocol: added latency, connection resets, and a blackhole that
+  accepts connections and never answers.
+
+Everything runs on one asyncio loop in a daemon thread; the proxy only ever
+listens on and connects to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+_CHUNK = 65536
+
+
+@dataclass
+class Faults:
+    """What to do to traffic. Change the fields at any time; they apply to new requests."""
+
+    #: Probability that an HTTP request is answered with one of ``statuses``.
+    error_rate: float = 0.0
+    statuses: tuple[int, ...] = (503,)
+    #: Probability that a request (HTTP/1) or a new connection (any) is reset.
+    reset_rate: float = 0.0
+    #: Seconds added before each request (HTTP/1) or chunk (other protocols) is forwarded.
+    latency: float = 0.0
+    #: Accept connections but never forward or answer anything.
+    blackhole: bool = False
+    #: Close every connection and refuse new ones, as a service that is down.
+    down: bool = False
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def clear(self) -> None:
+        self.error_rate = self.reset_rate = self.latency = 0.0
+        self.blackhole = self.down = False
+
+
+def classify_gcs(method: str, path: str) -> str:
+    """The kind of a GCS JSON API request, for counting and pricing."""
+    path = path.split("?", 1)[0]
+    if path.startswith("/upload/"):
+        return "object.write"
+    if path.startswith("/download/"):
+        return "object.read"
+    if path.startswith("/batch/"):
+        return "batch"
+    if re.match(r"^(/storage/v1)?/b/[^/]+/o/.+", path):
+        return {"GET": "object.metadata", "DELETE": "object.delete", "PATCH": "object.patch"}.get(
+            method, "object.other"
+        )
+    if re.match(r"^(/storage/v1)?/b/[^/]+/o$", path):
+        return "object.list" if method == "GET" else "object.write"
+    if re.match(r"^(/storage/v1)?/b/[^/]+$", path):
+        return "bucket.read" if method == "GET" else "bucket.write"
+    return f"other.{method}"
+
+
+class Proxy:
+    """Listen on a free loopback port and forward to ``127.0.0.1:upstream_port``."""
+
+    def __init__(self, upstream_port: int, protocol: str = "http1") -> None:
+        if protocol not in ("http1", "grpc", "tcp"):
+            raise ValueError(f"protocol must be http1, grpc or tcp, not {protocol!r}")
+        self.upstream_port = upstream_port
+        self.protocol = protocol
+        self.faults = Faults()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.port = 0
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> Proxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+        return self
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server:
+                self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def drop_connections(self) -> None:
+        """Reset every open connection, as a restarting service would."""
+
+        def abort() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        self._loop.call_soon_threadsafe(abort)
+
+    # -- counting ---------------------------------------------------------------
+
+    def count(self, kind: str) -> None:
+        with self._lock:
+            self.counts[kind] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.counts.clear()
+
+    # -- serving ----------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        faults = self.faults
+        if faults.down or (faults.reset_rate and faults.rng.random() < faults.reset_rate):
+            writer.transport.abort()
+            return
+        self._writers.add(writer)
+        try:
+            if faults.blackhole:
+                await reader.read()  # hold the connection open, answer nothing
+                return
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            self._writers.add(up_writer)
+            try:
+                if self.protocol == "http1":
+                    await self._serve_http1(reader, writer, up_reader, up_writer)
+                else:
+                    inspect = _GrpcCounter(self.count) if self.protocol == "grpc" else None
+                    await asyncio.gather(
+                        self._pipe(reader, up_writer, inspect),
+                        self._pipe(up_reader, writer, None),
+                    )
+            finally:
+                self._writers.discard(up_writer)
+                up_writer.close()
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            writer.transport.abort()
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        inspect: _GrpcCounter | None,
+    ) -> None:
+        try:
+            while data := await reader.read(_CHUNK):
+                if self.faults.down or self.faults.blackhole:
+                    writer.transport.abort()
+                    return
+                if self.faults.latency:
+                    await asyncio.sleep(self.faults.latency)
+                if inspect:
+                    inspect.feed(data)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            if writer.can_write_eof():
+                try:
+                    writer.write_eof()
+                except OSError:
+                    pass
+
+    async def _serve_http1(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            method, path, headers = _parse_head(head)
+            body = await _read_body(reader, headers)
+            self.count(classify_gcs(method, path))
+            faults = self.faults
+            if faults.down:
+                writer.transport.abort()
+                return
+            if faults.latency:
+                await asyncio.sleep(faults.latency)
+            if faults.reset_rate and faults.rng.random() < faults.reset_rate:
+                writer.transport.abort()
+                return
+            if faults.error_rate and faults.rng.random() < faults.error_rate:
+                writer.write(_error_response(faults.rng.choice(faults.statuses)))
+                await writer.drain()
+                continue
+            up_writer.write(head + body)
+            await up_writer.drain()
+            response_head = await up_reader.readuntil(b"\r\n\r\n")
+            _, _, response_headers = _parse_head(response_head, response=True)
+            response_body = await _read_body(up_reader, response_headers, response=method != "HEAD")
+            writer.write(response_head + response_body)
+            await writer.drain()
+
+
+def _parse_head(head: bytes, response: bool = False) -> tuple[str, str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    first = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    if response:
+        return "", first[1] if len(first) > 1 else "", headers
+    return first[0], first[1] if len(first) > 1 else "", headers
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], response: bool = False) -> bytes:
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            body += size_line
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            chunk = await reader.readexactly(size + 2)
+            body += chunk
+            if size == 0:
+                return bytes(body)
+    length = int(headers.get("content-length", "0") or 0)
+    if length == 0 and response and "content-length" not in headers:
+        return await reader.read()  # close-delimited response
+    return await reader.readexactly(length) if length else b""
+
+
+def _error_response(status: int) -> bytes:
+    reason = {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+    body = b'{"error": {"code": %d, "message": "injected by the test proxy"}}' % status
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+class _GrpcCounter:
+    """Counts gRPC calls in a client's HTTP/2 byte stream by their method path."""
+
+    def __init__(self, count: Callable[[str], None]) -> None:
+        from hpack import Decoder
+
+        self._count = count
+        self._decoder = Decoder()
+        self._buffer = bytearray()
+        self._preface_seen = False
+        self._header_block: bytearray | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._preface_seen:
+            preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            if len(self._buffer) < len(preface):
+                return
+            if bytes(self._buffer[: len(preface)]) != preface:
+                self._preface_seen = True  # not HTTP/2 after all: count nothing
+                self._count("non-grpc")
+                self.feed = lambda data: None  # type: ignore[method-assign]
+                return
+            del self._buffer[: len(preface)]
+            self._preface_seen = True
+        while len(self._buffer) >= 9:
+            length = int.from_bytes(self._buffer[0:3], "big")
+            if len(self._buffer) < 9 + length:
+                return
+            kind, flags = self._buffer[3], self._buffer[4]
+            payload = bytes(self._buffer[9 : 9 + length])
+            del self._buffer[: 9 + length]
+            if kind == 0x1:  # HEADERS
+                if flags & 0x8:  # PADDED
+                    pad = payload[0]
+                    payload = payload[1 : len(payload) - pad]
+                if flags & 0x20:  # PRIORITY
+                    payload = payload[5:]
+                self._header_block = bytearray(payload)
+                if flags & 0x4:  # END_HEADERS
+                    self._end_headers()
+            elif kind == 0x9 and self._header_block is not None:  # CONTINUATION
+                self._header_block += payload
+                if flags & 0x4:
+                    self._end_headers()
+
+    def _end_headers(self) -> None:
+        block, self._header_block = bytes(self._header_block or b""), None
+        headers = dict(self._decoder.decode(block))
+        path = headers.get(":path") or headers.get(b":path")
+        if path:
+            path = path.decode() if isinstance(path, bytes) else path
+            self._count("firestore." + path.rsplit("/", 1)[-1])

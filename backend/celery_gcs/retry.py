@@ -1,0 +1,73 @@
+"""The one classifier of retryable failures, for GCS, Firestore and Celery.
+
+Used three ways: as the predicate of the retry policy on every client call,
+by ``GCSBackend.exception_safe_to_retry`` (so ``result_backend_always_retry``
+retries the same failures), and by the chord code around Firestore.
+
+Only failures that say nothing about the request itself are retryable; a
+write is retried only when repeating it is harmless (a generation
+precondition, a create-only write, a delete, or a Firestore transaction).
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+
+import requests
+import urllib3.exceptions
+from google.api_core import exceptions as api
+from google.api_core.retry import Retry
+from google.auth import exceptions as auth
+from google.cloud.storage.exceptions import InvalidResponse
+
+from .errors import TransientError
+
+_RETRYABLE_TYPES: tuple[type[BaseException], ...] = (
+    api.TooManyRequests,  # 429: rate limits, including Firestore's per-document limit
+    api.InternalServerError,  # 500
+    api.BadGateway,  # 502
+    api.ServiceUnavailable,  # 503, and gRPC UNAVAILABLE
+    api.GatewayTimeout,  # 504
+    api.DeadlineExceeded,  # gRPC DEADLINE_EXCEEDED
+    api.ResourceExhausted,  # gRPC RESOURCE_EXHAUSTED (quota, hot documents)
+    api.Aborted,  # gRPC ABORTED: Firestore transaction contention
+    api.RetryError,  # the client's own retry ran out; ours may start over
+    requests.ConnectionError,  # resets, refused connections, DNS hiccups
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,  # body cut off mid-response
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.PoolError,
+    urllib3.exceptions.TimeoutError,
+    http.client.BadStatusLine,  # includes RemoteDisconnected
+    http.client.IncompleteRead,
+    http.client.ResponseNotReady,
+    ConnectionError,  # ConnectionResetError, BrokenPipeError, ...
+    socket.timeout,
+    auth.TransportError,  # token refresh could not reach the metadata server
+    TransientError,
+)
+
+
+#: HTTP statuses worth another try, wherever they surface.
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True when the failure is transient and the same call may succeed later."""
+    if isinstance(exc, _RETRYABLE_TYPES):
+        return True
+    # Uploads and downloads fail with the media layer's InvalidResponse, and a
+    # 408 arrives as a plain ClientError: both are judged by their status.
+    if isinstance(exc, InvalidResponse):
+        return exc.response is not None and exc.response.status_code in _RETRYABLE_STATUS
+    if isinstance(exc, api.GoogleAPICallError) and exc.code in _RETRYABLE_STATUS:
+        return True
+    # google-api-core wraps gRPC errors; the cause carries the real kind.
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and isinstance(cause, _RETRYABLE_TYPES)
+
+
+def policy(deadline: float) -> Retry:
+    """Exponential backoff with jitter on retryable failures, up to ``deadline`` seconds."""
+    return Retry(predicate=is_retryable, initial=0.1, maximum=5.0, multiplier=2.0, timeout=deadline)

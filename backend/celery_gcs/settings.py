@@ -1,0 +1,211 @@
+"""Settings: parsed and validated once, from the ``result_backend`` URL and ``app.conf``.
+
+The names are the built-in ``gs://`` backend's (``gcs_bucket``, ``gcs_project``,
+``gcs_base_path``, ``gcs_ttl``, ``gcs_threadpool_maxsize``, ``firestore_project``)
+plus our own. A value in the URL's query wins over the same key in ``app.conf``,
+as with the built-in backend. A misspelled key is an error, never ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import defaults
+from .errors import ConfigurationError
+
+#: Every key this backend reads, with what it means. Keys are looked up in the
+#: URL query first, then in ``app.conf``.
+KNOWN_KEYS: dict[str, str] = {
+    "gcs_bucket": "the bucket holding results (the URL's host)",
+    "gcs_base_path": "a prefix for every object name (the URL's path)",
+    "gcs_project": "the GCS project; inferred from the environment when unset",
+    "gcs_ttl": "seconds until a result expires; overrides result_expires (0: use result_expires)",
+    "gcs_threadpool_maxsize": "threads and HTTP connections used to read many results at once",
+    "gcs_max_result_bytes": "largest encoded result stored; a larger one is a clear error",
+    "gcs_timeout": "seconds one GCS or Firestore request may take",
+    "gcs_retry_deadline": "seconds a call is retried for on throttling, 5xx or resets",
+    "firestore_project": "the Firestore project; defaults to gcs_project",
+    "firestore_database": "the Firestore database holding chord counters",
+    "firestore_collection": "the Firestore collection holding chord counters",
+}
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
+_DATABASE_RE = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
+
+E_UNKNOWN_KEY = "unknown setting {key!r} in {where}{hint}; known settings: {known}"
+E_BAD_URL = "malformed result_backend URL {url!r}: {reason}. Expected gcs://BUCKET[/PREFIX][?key=value&...]"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the backend needs to know, validated."""
+
+    bucket: str
+    base_path: str = ""
+    project: str | None = None
+    ttl: float = 0.0
+    threadpool_maxsize: int = defaults.THREADPOOL_MAXSIZE
+    max_result_bytes: int = defaults.MAX_RESULT_BYTES
+    timeout: float = 60.0
+    retry_deadline: float = 120.0
+    firestore_project: str | None = None
+    firestore_database: str = defaults.FIRESTORE_DATABASE
+    firestore_collection: str = defaults.FIRESTORE_COLLECTION
+    #: Where each value came from, for error messages.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def object_name(self, key: str) -> str:
+        return f"{self.base_path}/{key}" if self.base_path else key
+
+
+def parse(url: str | None, conf: Mapping[str, Any]) -> Settings:
+    """Build validated settings from the backend URL and the app's configuration."""
+    from_url = _parse_url(url) if url else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in KNOWN_KEYS:
+        if key in from_url:
+            values[key], sources[key] = from_url[key], "result_backend URL"
+        elif conf.get(key) not in (None, ""):
+            values[key], sources[key] = conf.get(key), f"app.conf.{key}"
+    _reject_unknown_conf_keys(conf)
+    return _build(values, sources)
+
+
+def _parse_url(url: str) -> dict[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != defaults.URL_SCHEME:
+        raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"scheme must be {defaults.URL_SCHEME}://"))
+    if parts.username or parts.password or parts.port is not None or ":" in parts.netloc:
+        raise ConfigurationError(E_BAD_URL.format(url=url, reason="no user, password or port belong in it"))
+    if not parts.netloc:
+        raise ConfigurationError(E_BAD_URL.format(url=url, reason="the bucket name is missing"))
+    if parts.fragment:
+        raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"unexpected fragment #{parts.fragment}"))
+    values: dict[str, str] = {"gcs_bucket": parts.netloc}
+    path = urllib.parse.unquote(parts.path).strip("/")
+    if path:
+        values["gcs_base_path"] = path
+    try:
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"bad query string ({exc})")) from exc
+    for key, value in query:
+        if key not in KNOWN_KEYS:
+            raise ConfigurationError(_unknown(key, "the result_backend URL"))
+        if key in ("gcs_bucket", "gcs_base_path"):
+            raise ConfigurationError(
+                E_BAD_URL.format(url=url, reason=f"{key} goes in the URL itself, not its query")
+            )
+        if key in values:
+            raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"{key} is given twice"))
+        values[key] = value
+    return values
+
+
+def _reject_unknown_conf_keys(conf: Mapping[str, Any]) -> None:
+    for key in list(conf.keys()):
+        if key.startswith(("gcs_", "firestore_")) and key not in KNOWN_KEYS:
+            raise ConfigurationError(_unknown(key, "app.conf"))
+
+
+def _unknown(key: str, where: str) -> str:
+    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return E_UNKNOWN_KEY.format(key=key, where=where, hint=hint, known=", ".join(KNOWN_KEYS))
+
+
+def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
+    def named(key: str) -> str:
+        return f"{key} (from {sources.get(key, 'defaults')})"
+
+    def number(kind: type, minimum: float, strict: bool = False) -> Callable[[str, Any], Any]:
+        def convert(key: str, raw: Any) -> Any:
+            try:
+                value = kind(raw)
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"{named(key)} must be a {kind.__name__}, got {raw!r}") from None
+            if value < minimum or (strict and value == minimum):
+                bound = f"greater than {minimum}" if strict else f"at least {minimum}"
+                raise ConfigurationError(f"{named(key)} must be {bound}, got {raw!r}")
+            return value
+
+        return convert
+
+    def text(check: Callable[[str], str | None]) -> Callable[[str, Any], str]:
+        def convert(key: str, raw: Any) -> str:
+            value = str(raw).strip()
+            problem = check(value)
+            if problem:
+                raise ConfigurationError(f"{named(key)} = {raw!r} is invalid: {problem}")
+            return value
+
+        return convert
+
+    if "gcs_bucket" not in values:
+        raise ConfigurationError(
+            "no bucket configured: set result_backend = 'gcs://BUCKET[/PREFIX]' or app.conf.gcs_bucket"
+        )
+    converters: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+        "gcs_base_path": ("base_path", lambda _key, raw: str(raw).strip("/")),
+        "gcs_project": ("project", text(_project_problem)),
+        "gcs_ttl": ("ttl", number(float, 0)),
+        "gcs_threadpool_maxsize": ("threadpool_maxsize", number(int, 1)),
+        "gcs_max_result_bytes": ("max_result_bytes", number(int, 1)),
+        "gcs_timeout": ("timeout", number(float, 0, strict=True)),
+        "gcs_retry_deadline": ("retry_deadline", number(float, 0, strict=True)),
+        "firestore_project": ("firestore_project", text(_project_problem)),
+        "firestore_database": ("firestore_database", text(_database_problem)),
+        "firestore_collection": ("firestore_collection", text(_collection_problem)),
+    }
+    fields: dict[str, Any] = {"bucket": text(bucket_problem)("gcs_bucket", values["gcs_bucket"])}
+    for key, (name, convert) in converters.items():
+        if key in values:
+            fields[name] = convert(key, values[key])
+    fields.setdefault("firestore_project", fields.get("project"))
+    return Settings(**fields, sources=dict(sources))
+
+
+def bucket_problem(name: str) -> str | None:
+    """What is wrong with a bucket name under GCS's naming rules, or None."""
+    if not 3 <= len(name) <= 222:
+        return "bucket names are 3 to 222 characters"
+    if not _BUCKET_RE.match(name):
+        return "use lowercase letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+    if any(len(part) > 63 or not part for part in name.split(".")):
+        return "each dot-separated part is 1 to 63 characters"
+    if name.startswith("goog") or "google" in name or "g00gle" in name:
+        return "names may not start with 'goog' or contain 'google'"
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    return "a bucket name may not be an IP address"
+
+
+def _project_problem(project: str) -> str | None:
+    if not project or any(c.isspace() or c == "/" for c in project):
+        return "a project id has no spaces or slashes"
+    return None
+
+
+def _database_problem(database: str) -> str | None:
+    if database == defaults.FIRESTORE_DATABASE or _DATABASE_RE.match(database):
+        return None
+    return "use '(default)' or 4-63 lowercase letters, digits and '-', starting with a letter"
+
+
+def _collection_problem(collection: str) -> str | None:
+    if not collection or "/" in collection or collection in (".", ".."):
+        return "a collection id is a non-empty name without '/'"
+    if collection.startswith("__") and collection.endswith("__"):
+        return "ids of the form __name__ are reserved by Firestore"
+    if len(collection.encode()) > 1500:
+        return "a collection id is at most 1500 bytes"
+    return None

@@ -1,0 +1,138 @@
+"""GCS objects: get, put, delete, and many gets at once, one request each.
+
+The only module that talks to Cloud Storage. It sizes the HTTP connection
+pool to the thread pool, disables the client's background bucket look-ups,
+and turns google-api-core errors into ``celery_gcs.errors``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests.adapters
+from google.api_core import exceptions as api
+from google.cloud import storage
+
+from .. import retry
+from ..errors import E_BUCKET_MISSING, BucketNotFound, TransientError
+from ..settings import Settings
+from .perprocess import PerProcess
+
+
+class GenerationMismatch(Exception):
+    """A precondition on the object's generation did not hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    data: bytes
+    generation: int
+
+
+class ObjectStore:
+    """The bucket of one backend. No I/O until the first call."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._retry = retry.policy(settings.retry_deadline)
+        self._client = PerProcess(self._new_client, lambda client: client.close())
+        self._pool = PerProcess(self._new_pool, lambda pool: pool.shutdown(wait=False))
+
+    def _new_client(self) -> storage.Client:
+        client = storage.Client(project=self._settings.project)
+        # google-cloud-storage 3.x fetches bucket metadata in a background
+        # thread for its tracing attributes: a bucket GET on first use and
+        # another after every 404, i.e. after every read of a pending result.
+        # Those requests cost money and need storage.buckets.get, which the
+        # worker's least-privilege role does not grant.
+        client._bucket_metadata_cache = None
+        # One connection per pool thread, for https and for http:// emulators;
+        # retries are ours (retry.policy), not urllib3's.
+        size = self._settings.threadpool_maxsize
+        adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
+        for scheme in ("https://", "http://"):
+            client._http.mount(scheme, adapter)
+        return client
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self._settings.threadpool_maxsize, thread_name_prefix="celery-gcs")
+
+    def _blob(self, name: str) -> storage.Blob:
+        bucket = self._client.get().bucket(self._settings.bucket)
+        return bucket.blob(self._settings.object_name(name))
+
+    def get(self, name: str) -> StoredObject | None:
+        blob = self._blob(name)
+        try:
+            data = blob.download_as_bytes(retry=self._retry, timeout=self._settings.timeout)
+        except api.NotFound as exc:
+            if _bucket_missing(exc):
+                raise self._bucket_not_found() from exc
+            return None
+        except api.RetryError as exc:
+            raise TransientError(f"reading gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
+        return StoredObject(data, int(blob.generation or 0))
+
+    def get_many(self, names: Sequence[str]) -> list[StoredObject | None]:
+        if len(names) <= 1:
+            return [self.get(name) for name in names]
+        return list(self._pool.get().map(self.get, names))
+
+    def put(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        expires_at: dt.datetime | None,
+        if_generation_match: int | None = None,
+    ) -> int:
+        """Write one object in one request; return its new generation.
+
+        ``if_generation_match=0`` creates only; any other number replaces only
+        that generation. Either makes the write safe to retry.
+        """
+        blob = self._blob(name)
+        blob.custom_time = expires_at
+        try:
+            blob.upload_from_string(
+                data,
+                content_type="application/octet-stream",
+                if_generation_match=if_generation_match,
+                retry=self._retry,
+                timeout=self._settings.timeout,
+            )
+        except api.PreconditionFailed as exc:
+            raise GenerationMismatch(name) from exc
+        except api.NotFound as exc:
+            raise self._bucket_not_found() from exc
+        except api.RetryError as exc:
+            raise TransientError(f"writing gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
+        return int(blob.generation or 0)
+
+    def delete(self, name: str) -> None:
+        """Delete in one request; a missing object is already deleted."""
+        blob = self._blob(name)
+        try:
+            blob.delete(retry=self._retry, timeout=self._settings.timeout)
+        except api.NotFound as exc:
+            if _bucket_missing(exc):
+                raise self._bucket_not_found() from exc
+        except api.RetryError as exc:
+            raise TransientError(f"deleting gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
+
+    def close(self) -> None:
+        self._pool.clear()
+        self._client.clear()
+
+    def _bucket_not_found(self) -> BucketNotFound:
+        project = self._settings.project or self._client.get().project or "not set"
+        return BucketNotFound(E_BUCKET_MISSING.format(bucket=self._settings.bucket, project=project))
+
+
+def _bucket_missing(exc: api.NotFound) -> bool:
+    # GCS answers 404 for a missing object and for a missing bucket alike;
+    # only the message tells them apart.
+    return "bucket does not exist" in str(exc.message).lower()

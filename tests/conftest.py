@@ -1,0 +1,136 @@
+"""Fixtures shared by every suite: the local stack, proxies in front of it, apps and workers.
+
+The emulators and Redis start once per session, on free ports, only when a
+test asks for them; every test gets its own object prefix and a wiped stack.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_gcs import devstack
+from celery_gcs.proxy import Proxy
+
+from .workers import Worker
+
+
+@dataclass
+class Local:
+    """The running stack, with a counting, fault-injecting proxy in front of each emulator."""
+
+    stack: devstack.LocalStack
+    gcs: Proxy
+    firestore: Proxy
+
+    @property
+    def bucket(self) -> str:
+        return self.stack.bucket
+
+    def env(self) -> dict[str, str]:
+        env = self.stack.env()
+        env["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{self.gcs.port}"
+        env["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{self.firestore.port}"
+        env.pop("CELERY_RESULT_BACKEND", None)  # each test names its own
+        return env
+
+    def clear(self) -> None:
+        for proxy in (self.gcs, self.firestore):
+            proxy.faults.clear()
+            proxy.reset_counts()
+
+
+@pytest.fixture(scope="session")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
+    stack = devstack.LocalStack(tmp_path_factory.mktemp("stack"))
+    stack.start()
+    gcs = Proxy(stack.services["gcs"].port, "http1").start()
+    firestore = Proxy(stack.services["firestore"].port, "grpc").start()
+    here = Local(stack, gcs, firestore)
+    saved = {key: os.environ.get(key) for key in here.env()}
+    os.environ.update(here.env())
+    try:
+        yield here
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        gcs.stop()
+        firestore.stop()
+        stack.stop()
+
+
+@pytest.fixture
+def stack(local: Local) -> Iterator[Local]:
+    """The local stack, emptied and with faults and counts cleared for this test."""
+    local.stack.reset()
+    local.clear()
+    yield local
+    local.clear()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A unique object prefix for this test."""
+    return f"{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def backend_url(stack: Local, prefix: str) -> str:
+    return f"gcs://{stack.bucket}/{prefix}"
+
+
+@pytest.fixture
+def make_app(stack: Local, backend_url: str) -> Iterator[Any]:
+    """Build Celery apps on the local stack; extra settings go to app.conf."""
+    apps: list[Celery] = []
+
+    def make(url: str | None = None, **conf: Any) -> Celery:
+        app = Celery(f"test-{len(apps)}", set_as_current=False)
+        app.conf.update(
+            broker_url=stack.stack.redis_url,
+            result_backend=url or backend_url,
+            **conf,
+        )
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
+
+
+@pytest.fixture
+def app(make_app: Any) -> Celery:
+    return make_app()
+
+
+@pytest.fixture
+def start_worker(stack: Local, backend_url: str, tmp_path: Path) -> Iterator[Any]:
+    """Start real `celery worker` processes (prefork) on the local stack."""
+    workers: list[Worker] = []
+
+    def start(concurrency: int = 2, url: str | None = None, env: dict[str, str] | None = None, **conf: Any) -> Worker:
+        worker = Worker(
+            env={**stack.env(), **(env or {})},
+            backend_url=url or backend_url,
+            conf=conf,
+            concurrency=concurrency,
+            log_path=tmp_path / f"worker-{len(workers)}.log",
+        )
+        workers.append(worker)
+        worker.start()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
