@@ -144,17 +144,17 @@ class Proxy:
             if faults.blackhole:
                 await reader.read()  # hold the connection open, answer nothing
                 return
+            if self.protocol == "http1":
+                await self._serve_http1(reader, writer)
+                return
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
             self._writers.add(up_writer)
             try:
-                if self.protocol == "http1":
-                    await self._serve_http1(reader, writer, up_reader, up_writer)
-                else:
-                    inspect = _GrpcCounter(self.count) if self.protocol == "grpc" else None
-                    await asyncio.gather(
-                        self._pipe(reader, up_writer, inspect),
-                        self._pipe(up_reader, writer, None),
-                    )
+                inspect = _GrpcCounter(self.count) if self.protocol == "grpc" else None
+                await asyncio.gather(
+                    self._pipe(reader, up_writer, inspect),
+                    self._pipe(up_reader, writer, None),
+                )
             finally:
                 self._writers.discard(up_writer)
                 up_writer.close()
@@ -188,13 +188,10 @@ class Proxy:
                 except OSError:
                     pass
 
-    async def _serve_http1(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        up_reader: asyncio.StreamReader,
-        up_writer: asyncio.StreamWriter,
-    ) -> None:
+    async def _serve_http1(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # One upstream connection per request: the emulator serves one
+        # connection at a time, so an idle kept-alive upstream connection
+        # would stall every other client behind it.
         while True:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -216,13 +213,27 @@ class Proxy:
                 writer.write(_error_response(faults.rng.choice(faults.statuses)))
                 await writer.drain()
                 continue
+            response = await self._forward(head, body, method)
+            writer.write(response)
+            await writer.drain()
+
+    async def _forward(self, head: bytes, body: bytes, method: str) -> bytes:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers.add(up_writer)
+        try:
             up_writer.write(head + body)
             await up_writer.drain()
             response_head = await up_reader.readuntil(b"\r\n\r\n")
             _, _, response_headers = _parse_head(response_head, response=True)
             response_body = await _read_body(up_reader, response_headers, response=method != "HEAD")
-            writer.write(response_head + response_body)
-            await writer.drain()
+        finally:
+            self._writers.discard(up_writer)
+            up_writer.close()
+        # Keep the client's connection open whatever the emulator said: the
+        # client decides when to close it, as it would with GCS.
+        response_head = re.sub(rb"(?im)^connection:[^\r\n]*\r\n", b"", response_head)
+        response_head = re.sub(rb"^HTTP/1\.0", b"HTTP/1.1", response_head)
+        return response_head + response_body
 
 
 def _parse_head(head: bytes, response: bool = False) -> tuple[str, str, dict[str, str]]:

@@ -84,11 +84,10 @@ def _parse_url(url: str) -> dict[str, str]:
         raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"scheme must be {defaults.URL_SCHEME}://"))
     if parts.username or parts.password or parts.port is not None or ":" in parts.netloc:
         raise ConfigurationError(E_BAD_URL.format(url=url, reason="no user, password or port belong in it"))
-    if not parts.netloc:
-        raise ConfigurationError(E_BAD_URL.format(url=url, reason="the bucket name is missing"))
     if parts.fragment:
         raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"unexpected fragment #{parts.fragment}"))
-    values: dict[str, str] = {"gcs_bucket": parts.netloc}
+    # gcs:// alone is fine: drop-in users keep the bucket in app.conf.gcs_bucket.
+    values: dict[str, str] = {"gcs_bucket": parts.netloc} if parts.netloc else {}
     path = urllib.parse.unquote(parts.path).strip("/")
     if path:
         values["gcs_base_path"] = path

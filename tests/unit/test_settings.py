@@ -28,6 +28,10 @@ def test_builtin_setting_names_work_from_app_conf() -> None:
     assert (settings.threadpool_maxsize, settings.firestore_project) == (4, "fp")
 
 
+def test_a_bare_scheme_takes_the_bucket_from_app_conf() -> None:
+    assert parse("gcs://", {"gcs_bucket": "conf-bucket"}).bucket == "conf-bucket"
+
+
 def test_url_wins_over_app_conf() -> None:
     settings = parse("gcs://from-url?gcs_ttl=1", {"gcs_bucket": "from-conf", "gcs_ttl": 9})
     assert (settings.bucket, settings.ttl) == ("from-url", 1.0)
@@ -49,7 +53,7 @@ def test_defaults_come_from_the_shared_names() -> None:
         ("gcs://bucket", {"gcs_projet": "p"}, "unknown setting 'gcs_projet' in app.conf (did you mean 'gcs_project'?)"),
         ("gcs://bucket", {"firestore_db": "x"}, "unknown setting 'firestore_db' in app.conf"),
         ("gs://bucket", {}, "scheme must be gcs://"),
-        ("gcs:///prefix", {}, "the bucket name is missing"),
+        ("gcs:///prefix", {}, "no bucket configured: set result_backend = 'gcs://BUCKET[/PREFIX]'"),
         ("gcs://user:pw@bucket", {}, "no user, password or port"),
         ("gcs://bucket:443", {}, "no user, password or port"),
         ("gcs://bucket#frag", {}, "unexpected fragment"),
