@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from celery import Celery
-
 from celery_gcs import devstack
 from celery_gcs.proxy import Proxy
 

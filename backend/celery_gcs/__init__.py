@@ -8,15 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
-    "GCSBackend",
-    "Settings",
+    "BucketNotFound",
     "CeleryGCSError",
     "ConfigurationError",
-    "BucketNotFound",
-    "DatabaseNotFound",
-    "StoreError",
-    "ResultTooLarge",
     "CorruptResult",
+    "DatabaseNotFound",
+    "GCSBackend",
+    "ResultTooLarge",
+    "Settings",
+    "StoreError",
     "TransientError",
 ]
 

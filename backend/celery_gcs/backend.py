@@ -9,16 +9,15 @@ other's results. Differences that matter:
 * every result carries its expiry: the object's custom time drives the bucket
   lifecycle rule, and an ``expires_at`` field in the stored meta makes a
   result past its expiry read as missing before the lifecycle deletes it;
-* no network I/O until first use, and no admin API calls at all.
+* no network I/O until first use, and no admin API calls at all;
+* chords are counted in Firestore, each part once, with a claim so the
+  callback is published once (chords.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import re
 import time
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -30,19 +29,15 @@ from celery.result import result_from_tuple
 from kombu.utils.encoding import bytes_to_str
 
 from . import retry, settings
+from .chords import ChordCoordinator
 from .errors import E_CORRUPT, E_RESULT_TOO_LARGE, CorruptResult, ResultTooLarge, StoreError
-from .stores.objects import GenerationMismatch, ObjectStore, StoredObject
+from .keys import encode_id
+from .stores.objects import GenerationMismatch, ObjectStore
 from .stores.perprocess import PerProcess
 
 #: Field added to every stored meta: when the result expires (ISO 8601, UTC).
 EXPIRES_FIELD = "expires_at"
 
-# Ids made of these characters (and without "..") are used as they are, so
-# object names match the built-in backend's; anything else is %-encoded.
-_VERBATIM_ID = re.compile(r"^[A-Za-z0-9_.:@+=,-]+$")
-# Longest id kept readable in an object name; longer ones are hashed. GCS
-# allows 1024 bytes per name, which must also hold the base path and prefix.
-_MAX_ID_BYTES = 512
 # How many (key -> generation) of this process's unfinished states to remember.
 _GENERATIONS_KEPT = 10_000
 # The first poll of a result being waited for; later ones back off to the interval.
@@ -51,31 +46,14 @@ _FIRST_POLL = 0.02
 _MAX_CONFLICTS = 8
 
 
-def encode_id(task_id: str) -> str:
-    """A task or group id as it appears in an object name.
-
-    Injective: verbatim ids contain no ``%``; %-encoded ones always do; hashed
-    ones start with ``%hash-``, which %-encoding never produces.
-    """
-    if _VERBATIM_ID.match(task_id) and ".." not in task_id and len(task_id) <= _MAX_ID_BYTES:
-        return task_id
-    encoded = "".join(
-        char if char.isascii() and (char.isalnum() or char in "_-") else urllib.parse.quote(char, safe="")
-        for char in task_id
-    )
-    # quote() leaves nothing in "._~" escaped; escape them ourselves.
-    encoded = encoded.replace(".", "%2E").replace("~", "%7E")
-    if len(encoded.encode()) > _MAX_ID_BYTES:
-        return "%hash-" + hashlib.sha256(task_id.encode()).hexdigest()
-    return encoded
-
-
 class GCSBackend(KeyValueStoreBackend):
     """Celery result backend storing results as GCS objects."""
 
     supports_native_join = True
     supports_result_compression = True
     supports_failure_expires = True
+    #: The chord algorithm; tests swap in a subclass that injects faults.
+    coordinator_class: type[ChordCoordinator] = ChordCoordinator
 
     def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, url=url, **kwargs)
@@ -86,6 +64,10 @@ class GCSBackend(KeyValueStoreBackend):
         # Generations this process wrote for unfinished states (STARTED, RETRY),
         # so the next state of the same task is one conditional PUT.
         self._generations: PerProcess[OrderedDict[str, int]] = PerProcess(OrderedDict)
+        self.chords = self.coordinator_class(self)
+        # Chord parts this process counted while storing their result, so that
+        # Celery's on_chord_part_return that follows does nothing more.
+        self._parts_handled: PerProcess[dict[str, bool]] = PerProcess(dict)
 
     # -- keys ---------------------------------------------------------------
 
@@ -166,7 +148,7 @@ class GCSBackend(KeyValueStoreBackend):
             meta["result"] = result_from_tuple(meta["result"], self.app)
         return meta
 
-    def _filter_ready(self, values, READY_STATES=states.READY_STATES):  # noqa: N803 (Celery's name)
+    def _filter_ready(self, values, READY_STATES=states.READY_STATES):
         for k, value in values:
             if value is None:
                 continue
@@ -200,12 +182,45 @@ class GCSBackend(KeyValueStoreBackend):
         expires_at = self._expiry(expires)
         meta[EXPIRES_FIELD] = _isoformat(expires_at)
         name = bytes_to_str(self.get_key_for_task(task_id))
+        payload = self.encode(meta)
         try:
-            self._write_state(name, self.encode(meta), state, expires_at)
+            self._check_size(name, payload)
+            counted_at = None
+            if _is_chord_part(request, state):
+                # Count (and maybe fire the callback) before the result is
+                # stored: see chords.py for why this order never hangs.
+                counted_at = self.chords.part_ready(request, state, result)
+                self._parts_handled.get()[bytes_to_str(task_id)] = True
+            self._write_state(name, payload, state, expires_at)
         except StoreError as exc:
             exc.state, exc.task_id = state, bytes_to_str(task_id)
             raise
+        if counted_at is not None and time.monotonic() - counted_at > self.chords.slow_part_after():
+            # So slow that the callback's join may have given up on us: look again.
+            self.chords.complete_if_done(self.chords.part(request, state, result))
         return result
+
+    def on_chord_part_return(self, request, state, result, **kwargs) -> None:
+        handled = self._parts_handled.get()
+        if handled.pop(bytes_to_str(request.id), None):
+            return
+        # The result was not stored (ignore_result): the chord still needs it.
+        self._store_result(request.id, result, state, request=request)
+        handled.pop(bytes_to_str(request.id), None)
+
+    def apply_chord(self, header_result_args, body, **kwargs) -> None:
+        """Save the header's GroupResult: the callback reads its structure and ids."""
+        self.ensure_chords_allowed()
+        self.app.GroupResult(*header_result_args).save(backend=self)
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        self.chords.set_size(group_id, chord_size)
+
+    def add_to_chord(self, group_id: str, result: Any) -> None:
+        self.chords.add(group_id, result.id)
+
+    def incr(self, key: bytes | str) -> int:
+        return self.chords.store.incr(bytes_to_str(key), self._expiry(self.chord_expires))
 
     def _write_state(self, name: str, payload: bytes, state: str, expires_at: dt.datetime | None) -> None:
         generations = self._generations.get()
@@ -235,13 +250,15 @@ class GCSBackend(KeyValueStoreBackend):
         self._put(bytes_to_str(self.get_key_for_group(group_id)), self.encode(meta), expires_at=expires_at)
         return result
 
+    def _check_size(self, name: str, payload: bytes) -> None:
+        limit = self.settings.max_result_bytes
+        if len(payload) > limit:
+            raise ResultTooLarge(E_RESULT_TOO_LARGE.format(name=name, size=len(payload), limit=limit))
+
     def _put(
         self, name: str, payload: bytes, *, expires_at: dt.datetime | None, if_generation_match: int | None = None
     ) -> int:
-        limit = self.settings.max_result_bytes
-        if len(payload) > limit:
-            task_id = name.rsplit("/", 1)[-1]
-            raise ResultTooLarge(E_RESULT_TOO_LARGE.format(task_id=task_id, size=len(payload), limit=limit))
+        self._check_size(name, payload)
         return self.objects.put(name, payload, expires_at=expires_at, if_generation_match=if_generation_match)
 
     def _expiry(self, seconds: float | None) -> dt.datetime | None:
@@ -249,13 +266,23 @@ class GCSBackend(KeyValueStoreBackend):
         ttl = self.settings.ttl or seconds
         if not ttl:
             return None
-        return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=float(ttl))
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=float(ttl))
 
     def close(self) -> None:
         self.objects.close()
+        self.chords.close()
 
     def __reduce__(self, args: tuple = (), kwargs: dict | None = None) -> tuple:
         return super().__reduce__(args, {**(kwargs or {}), "url": self.url})
+
+
+def _is_chord_part(request: Any, state: str) -> bool:
+    return (
+        state in states.READY_STATES
+        and request is not None
+        and bool(getattr(request, "chord", None))
+        and bool(getattr(request, "group", None))
+    )
 
 
 def _isoformat(when: dt.datetime | None) -> str | None:
@@ -270,4 +297,4 @@ def _expired(meta: dict[str, Any]) -> bool:
         when = dt.datetime.fromisoformat(expires_at)
     except (TypeError, ValueError):
         return False  # not ours to judge; the lifecycle rule still applies
-    return when <= dt.datetime.now(dt.timezone.utc)
+    return when <= dt.datetime.now(dt.UTC)

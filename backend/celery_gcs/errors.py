@@ -27,7 +27,7 @@ E_DATABASE_MISSING = (
     "or fix firestore_database"
 )
 E_RESULT_TOO_LARGE = (
-    "result of task {task_id} is {size:,} bytes encoded, over the {limit:,}-byte limit "
+    "result {name} is {size:,} bytes encoded, over the {limit:,}-byte limit "
     "(gcs_max_result_bytes); store large payloads elsewhere and return a reference, "
     "or raise gcs_max_result_bytes"
 )

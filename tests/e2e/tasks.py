@@ -68,3 +68,29 @@ def kill_self(self, marker: str) -> str:
         open(path, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return marker
+
+
+@app.task(bind=True)
+def replace_with_group(self, n: int):
+    """Replace this header task with a group of n adds (Task.replace)."""
+    from celery import group
+
+    return self.replace(group(add.s(i, i) for i in range(n)))
+
+
+@app.task(bind=True)
+def grow_chord(self, extra: int) -> str:
+    """Add `extra` tasks to the chord this task belongs to (Task.add_to_chord)."""
+    for i in range(extra):
+        self.add_to_chord(echo.s(f"added-{i}"))
+    return "grown"
+
+
+@app.task
+def collect(results):
+    """A chord callback that returns what it got and records each time it ran."""
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    client.incr(f"callback-runs:{collect.request.id}")
+    return results

@@ -12,10 +12,9 @@ import pytest
 from celery import states
 from celery.exceptions import TimeoutError
 from celery.result import AsyncResult, GroupResult
-from google.cloud import storage
-
 from celery_gcs import BucketNotFound, ConfigurationError, CorruptResult, ResultTooLarge
 from celery_gcs.backend import GCSBackend
+from google.cloud import storage
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -147,7 +146,7 @@ def test_group_save_restore_and_delete(app) -> None:
 def test_result_expires_sets_custom_time_and_expired_results_read_as_missing(make_app, stack) -> None:
     app = make_app(result_expires=2)
     backend = app.backend
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     backend.store_result("t-exp", "soon gone", states.SUCCESS)
     blob = _blob(stack.bucket, backend.settings.object_name("celery-task-meta-t-exp"))
     assert blob is not None and blob.custom_time is not None
@@ -162,7 +161,7 @@ def test_result_expires_sets_custom_time_and_expired_results_read_as_missing(mak
 
 def test_gcs_ttl_keeps_its_builtin_meaning(make_app, stack) -> None:
     backend = make_app(gcs_ttl=3600, result_expires=5).backend
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     backend.store_result("t-ttl", 1, states.SUCCESS)
     blob = _blob(stack.bucket, backend.settings.object_name("celery-task-meta-t-ttl"))
     assert blob is not None
@@ -192,7 +191,7 @@ def test_expire_gives_an_existing_result_a_new_expiry(make_app, stack) -> None:
     key = backend.get_key_for_task("t-short")
     backend.expire(key, 1)
     blob = _blob(stack.bucket, backend.settings.object_name("celery-task-meta-t-short"))
-    assert blob.custom_time < dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)
+    assert blob.custom_time < dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
     time.sleep(1.3)
     assert backend.get_task_meta("t-short", cache=False)["status"] == states.PENDING
     backend.expire(backend.get_key_for_task("t-missing"), 10)  # nothing to do, no error

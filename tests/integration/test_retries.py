@@ -9,7 +9,6 @@ import uuid
 import pytest
 from celery import states
 from celery.result import AsyncResult
-
 from celery_gcs import TransientError
 
 pytestmark = pytest.mark.usefixtures("stack")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
-from celery_gcs.backend import encode_id
+from celery_gcs.keys import encode_id
 
 UUID = str(uuid.uuid4())
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import requests
-from google.api_core import exceptions as api
-from google.cloud.storage.exceptions import InvalidResponse
-
 from celery_gcs import retry
 from celery_gcs.errors import CorruptResult, ResultTooLarge, TransientError
+from google.api_core import exceptions as api
+from google.cloud.storage.exceptions import InvalidResponse
 
 
 class _Response:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from celery_gcs import defaults
 from celery_gcs.errors import ConfigurationError
 from celery_gcs.settings import Settings, parse
