@@ -12,10 +12,10 @@ ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import pulumi  # noqa: E402
+import pulumi
 
-from infra import settings  # noqa: E402
-from infra.components import CeleryStack  # noqa: E402
+from infra import settings
+from infra.components import CeleryStack
 
 args = settings.from_pulumi()
 stack = CeleryStack("celery", args)

@@ -90,54 +90,102 @@ def _worker(key: str, kind: type, description: str) -> Option:
 
 OPTIONS: tuple[Option, ...] = (
     _stack("project", str, "Google Cloud project ID to deploy into."),
-    _stack("region", str, "Region of the cluster, broker, registry, and default location "
-           "of the bucket and database (for example europe-west1)."),
-    Option("prefix", str, "", "Prefix of resource names (at most 23 characters); "
-           "empty: celery-STACK."),
-    _stack("protect", bool, "Production protection: Firestore delete protection and "
-           "point-in-time recovery, deletion protection on the cluster and Redis, Pulumi "
-           "protect on stateful resources. false makes the stack fully destroyable."),
+    _stack(
+        "region",
+        str,
+        "Region of the cluster, broker, registry, and default location "
+        "of the bucket and database (for example europe-west1).",
+    ),
+    Option(
+        "prefix", str, "", "Prefix of resource names (at most 23 characters); empty: celery-STACK."
+    ),
+    _stack(
+        "protect",
+        bool,
+        "Production protection: Firestore delete protection and "
+        "point-in-time recovery, deletion protection on the cluster and Redis, Pulumi "
+        "protect on stateful resources. false makes the stack fully destroyable.",
+    ),
     _stack("bucketName", str, "Result bucket name; empty: PROJECT-PREFIX-results."),
     _stack("bucketLocation", str, "Result bucket location; empty: the region."),
-    _stack("basePath", str, "Key prefix inside the bucket (the result URL's path); "
-           "empty: none."),
-    _stack("kmsKeyName", str, "Cloud KMS key (projects/P/locations/L/keyRings/R/"
-           "cryptoKeys/K) to encrypt results with; empty: Google-managed encryption."),
+    _stack("basePath", str, "Key prefix inside the bucket (the result URL's path); empty: none."),
+    _stack(
+        "kmsKeyName",
+        str,
+        "Cloud KMS key (projects/P/locations/L/keyRings/R/"
+        "cryptoKeys/K) to encrypt results with; empty: Google-managed encryption.",
+    ),
     _stack("firestoreDatabase", str, "Firestore database ID for chord counters."),
-    _stack("firestoreLocation", str, "Firestore location (region or multi-region such "
-           "as eur3); empty: the region."),
-    _stack("broker", str, "memorystore (create Memorystore for Redis) or external "
-           "(use brokerUrl)."),
-    _stack("brokerUrl", str, "External broker URL (redis:// or rediss://), set with "
-           "--secret; only with broker external.", secret=True),
+    _stack(
+        "firestoreLocation",
+        str,
+        "Firestore location (region or multi-region such as eur3); empty: the region.",
+    ),
+    _stack(
+        "broker", str, "memorystore (create Memorystore for Redis) or external (use brokerUrl)."
+    ),
+    _stack(
+        "brokerUrl",
+        str,
+        "External broker URL (redis:// or rediss://), set with "
+        "--secret; only with broker external.",
+        secret=True,
+    ),
     _stack("redisTier", str, "Memorystore tier: BASIC or STANDARD_HA."),
     _stack("redisMemoryGb", int, "Memorystore capacity in GB."),
     _stack("redisVersion", str, "Memorystore Redis version."),
-    _stack("cluster", str, "Name of an existing GKE cluster (Workload Identity on) to "
-           "deploy into; empty: create an Autopilot cluster named PREFIX."),
+    _stack(
+        "cluster",
+        str,
+        "Name of an existing GKE cluster (Workload Identity on) to "
+        "deploy into; empty: create an Autopilot cluster named PREFIX.",
+    ),
     _stack("clusterLocation", str, "Location of the existing cluster; empty: the region."),
     _stack("network", str, "VPC network of a new cluster (and of Memorystore)."),
-    _stack("subnetwork", str, "Subnetwork of a new cluster; empty: the network's "
-           "subnetwork in the region."),
-    _stack("releaseChannel", str, "GKE release channel of a new cluster: RAPID, "
-           "REGULAR, STABLE or EXTENDED."),
-    _stack("cloudNat", bool, "Add Cloud NAT for a new cluster's private nodes (needed "
-           "for an internet broker or images outside Google)."),
-    _stack("image", str, "Existing worker image pinned by digest (REGISTRY/PATH@sha256:"
-           "...); empty: build worker_image/ and push it to the stack's registry."),
+    _stack(
+        "subnetwork",
+        str,
+        "Subnetwork of a new cluster; empty: the network's subnetwork in the region.",
+    ),
+    _stack(
+        "releaseChannel",
+        str,
+        "GKE release channel of a new cluster: RAPID, REGULAR, STABLE or EXTENDED.",
+    ),
+    _stack(
+        "cloudNat",
+        bool,
+        "Add Cloud NAT for a new cluster's private nodes (needed "
+        "for an internet broker or images outside Google).",
+    ),
+    _stack(
+        "image",
+        str,
+        "Existing worker image pinned by digest (REGISTRY/PATH@sha256:"
+        "...); empty: build worker_image/ and push it to the stack's registry.",
+    ),
     _stack("imageTag", str, "Tag pushed with a built image (the digest is what deploys)."),
-    _worker("celeryApp", str, "The Celery app the workers run (CELERY_APP), such as "
-            "proj.celery:app."),
+    _worker(
+        "celeryApp", str, "The Celery app the workers run (CELERY_APP), such as proj.celery:app."
+    ),
     _worker("queues", str, "Comma-separated queues the workers consume (CELERY_QUEUES)."),
     _worker("concurrency", int, "Worker processes per pod (CELERY_CONCURRENCY)."),
     _worker("cpu", str, "CPU per pod (request and limit)."),
     _worker("memory", str, "Memory per pod (request and limit)."),
     _worker("minReplicas", int, "Fewest worker pods (0 allowed with KEDA)."),
     _worker("maxReplicas", int, "Most worker pods."),
-    _worker("terminationGracePeriodSeconds", int, "Seconds a pod gets after SIGTERM to "
-            "finish its tasks (warm shutdown); at least your longest task."),
-    _worker("keda", bool, "Scale on queue length with a KEDA ScaledObject (KEDA must "
-            "be installed in the cluster); false: CPU HorizontalPodAutoscaler."),
+    _worker(
+        "terminationGracePeriodSeconds",
+        int,
+        "Seconds a pod gets after SIGTERM to "
+        "finish its tasks (warm shutdown); at least your longest task.",
+    ),
+    _worker(
+        "keda",
+        bool,
+        "Scale on queue length with a KEDA ScaledObject (KEDA must "
+        "be installed in the cluster); false: CPU HorizontalPodAutoscaler.",
+    ),
     _worker("kedaListLength", int, "Queued tasks per pod KEDA aims for."),
     _worker("namespace", str, "Kubernetes namespace of the workers."),
     _worker("serviceAccount", str, "Kubernetes service account of the workers."),
@@ -158,7 +206,9 @@ def _parse(option: Option, raw: Any) -> Any:
         try:
             return int(str(raw))
         except ValueError:
-            raise ConfigError(option.key, f"is {raw!r}, not a whole number", "Use digits only") from None
+            raise ConfigError(
+                option.key, f"is {raw!r}, not a whole number", "Use digits only"
+            ) from None
     return str(raw)
 
 
@@ -180,19 +230,26 @@ def load(
             close = difflib.get_close_matches(key, BY_KEY, n=1)
             hint = f"Did you mean {close[0]}?" if close else "Pulumi.yaml lists the settings."
             raise ConfigError(
-                key, E_UNKNOWN, f"{hint} Remove it with: pulumi config rm {NAMESPACE}:{key}",
+                key,
+                E_UNKNOWN,
+                f"{hint} Remove it with: pulumi config rm {NAMESPACE}:{key}",
                 settable=False,
             )
 
     parsed: dict[str, Any] = {}
     for option in OPTIONS:
         if option.key in ours:
-            if option.secret and ours[option.key] and f"{NAMESPACE}:{option.key}" not in secret_keys:
+            if (
+                option.secret
+                and ours[option.key]
+                and f"{NAMESPACE}:{option.key}" not in secret_keys
+            ):
                 raise ConfigError(option.key, E_NOT_SECRET, "Store it encrypted", secret=True)
             parsed[option.key] = _parse(option, ours[option.key])
         elif option.default is None:
-            raise ConfigError(option.key, E_MISSING, option.description.rstrip("."),
-                              secret=option.secret)
+            raise ConfigError(
+                option.key, E_MISSING, option.description.rstrip("."), secret=option.secret
+            )
         else:
             parsed[option.key] = option.default
 
@@ -214,7 +271,9 @@ def load(
     except SettingError as exc:
         option = BY_FIELD.get(exc.field)
         key = option.key if option else camel(exc.field)
-        raise ConfigError(key, exc.problem, exc.fix, secret=bool(option and option.secret)) from None
+        raise ConfigError(
+            key, exc.problem, exc.fix, secret=bool(option and option.secret)
+        ) from None
 
 
 def from_pulumi() -> CeleryStackArgs:

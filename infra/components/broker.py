@@ -72,7 +72,9 @@ def parse_redis_url(url: str, field_name: str = "broker_url") -> RedisUrl:
         port = parts.port or 6379
     except ValueError:
         port = -1
-    common.check(bool(parts.hostname) and port > 0, field_name, "the URL has no valid host/port", fix)
+    common.check(
+        bool(parts.hostname) and port > 0, field_name, "the URL has no valid host/port", fix
+    )
     path = parts.path.strip("/")
     common.check(
         path == "" or path.isdigit(), field_name, "the URL's database is not a number", fix

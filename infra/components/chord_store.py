@@ -105,6 +105,4 @@ class ChordStore(pulumi.ComponentResource):
             opts=common.child(self),
         )
         self.name = self.database.name
-        self.register_outputs(
-            {"name": self.database.name, "ttl_field": self.ttl_policy.field}
-        )
+        self.register_outputs({"name": self.database.name, "ttl_field": self.ttl_policy.field})

@@ -74,9 +74,7 @@ def kubeconfig(*, name: str, endpoint: str, ca_certificate: str) -> str:
     )
 
 
-def require_workload_identity(
-    pool: str | None, *, project: str, name: str, location: str
-) -> None:
+def require_workload_identity(pool: str | None, *, project: str, name: str, location: str) -> None:
     if pool != workload_pool(project):
         raise ValueError(
             E_NO_WORKLOAD_IDENTITY.format(name=name, location=location, project=project)
@@ -251,4 +249,3 @@ class Cluster(pulumi.ComponentResource):
             self.cluster.endpoint,
             self.cluster.master_auth.cluster_ca_certificate,
         ).apply(lambda v: kubeconfig(name=v[0], endpoint=v[1], ca_certificate=v[2]))
-

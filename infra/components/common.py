@@ -64,8 +64,7 @@ def project_id(value: str, field: str = "project") -> str:
         bool(_PROJECT.match(value)),
         field,
         f"{value!r} is not a Google Cloud project ID",
-        "Use the project ID (6-30 lowercase letters, digits and hyphens), "
-        "not its name or number",
+        "Use the project ID (6-30 lowercase letters, digits and hyphens), not its name or number",
     )
     return value
 

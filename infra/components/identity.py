@@ -108,8 +108,6 @@ class WorkerIdentity(pulumi.ComponentResource):
             member=workload_identity_member(
                 args.project, args.namespace, args.kubernetes_service_account
             ),
-            opts=common.child(
-                self, depends_on=[args.cluster] if args.cluster is not None else []
-            ),
+            opts=common.child(self, depends_on=[args.cluster] if args.cluster is not None else []),
         )
         self.register_outputs({"email": self.email})

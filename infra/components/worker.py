@@ -75,7 +75,9 @@ class WorkerSettings:
             "Use comma-separated queue names, such as celery or celery,priority",
         )
         common.check(
-            1 <= self.concurrency <= 256, "concurrency", f"{self.concurrency} is out of range",
+            1 <= self.concurrency <= 256,
+            "concurrency",
+            f"{self.concurrency} is out of range",
             "Use 1-256 (processes per worker pod)",
         )
         for name, value in (("cpu", self.cpu), ("memory", self.memory)):
@@ -276,7 +278,7 @@ class Worker(pulumi.ComponentResource):
             ),
             opts=k8s_opts(depends_on=[*in_ns, self.service_account, self.secret]),
         )
-        target = dict(api_version="apps/v1", kind="Deployment", name=APP)
+        target = {"api_version": "apps/v1", "kind": "Deployment", "name": APP}
 
         self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
