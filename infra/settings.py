@@ -260,7 +260,7 @@ def load(
         if option.key == "queues":
             value = tuple(q.strip() for q in value.split(",") if q.strip())
         if option.key == "prefix":
-            value = value or f"celery-{stack}"
+            value = value or "celery-" + re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-")
         target = worker_kwargs if option.target is WorkerSettings else stack_kwargs
         target[option.field] = value
     stack_kwargs["labels"] = {"celery-gcs-stack": _label_value(stack)}
