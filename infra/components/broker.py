@@ -4,7 +4,7 @@ Memorystore runs with AUTH and in-transit encryption (server authentication)
 on the cluster's VPC network, and with ``maxmemory-policy noeviction``: a broker
 that evicts keys loses tasks. Its URL is ``rediss://`` with the instance's CA
 pinned (``ssl_cert_reqs=required``, ``ssl_ca_certs=`` the file the worker mounts
-from the broker Secret).
+from the broker Secret); see :func:`memorystore_url`.
 
 An external broker is a ``redis://`` or ``rediss://`` URL held as a secret config
 value. Pub/Sub is not offered: kombu's Pub/Sub transport is not proven with
@@ -213,9 +213,20 @@ class Broker(pulumi.ComponentResource):
 
 
 def memorystore_url(*, host: str, port: int, password: str, database: int = 0) -> str:
-    """A kombu URL for Memorystore with AUTH and TLS, verifying the server's certificate."""
+    """A kombu URL for Memorystore with AUTH and TLS, verifying the server's certificate.
+
+    The certificate must chain to the instance's own CA (each instance has its
+    own), which is what authenticates the server. The host name check is off:
+    clients connect to the instance's IP address, and Memorystore's certificate
+    carries that address in its CN, which redis-py (6+, where the check is on by
+    default) does not accept.
+    """
     query = urllib.parse.urlencode(
-        {"ssl_cert_reqs": "required", "ssl_ca_certs": f"{CA_DIR}/{CA_FILE}"}
+        {
+            "ssl_cert_reqs": "required",
+            "ssl_ca_certs": f"{CA_DIR}/{CA_FILE}",
+            "ssl_check_hostname": "false",
+        }
     )
     auth = urllib.parse.quote(password, safe="")
     return f"rediss://:{auth}@{host}:{port}/{database}?{query}"

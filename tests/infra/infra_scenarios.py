@@ -5,6 +5,8 @@
 - ``byo``: the dev stack bringing its own cluster, broker (a secret URL), image
   and CMEK key, scaled by KEDA;
 - ``team``: ``team_program/``, a team's own program importing ``CeleryStack``;
+- ``no_workload_identity``: an existing cluster without Workload Identity,
+  which must stop the program;
 - ``misspelled``: a stack file with a typo, which must stop the program before
   any resource is registered.
 """
@@ -78,6 +80,12 @@ def scenarios() -> dict[str, dict]:
             "project": "payments-infra",
             "config": {"payments-infra:brokerUrl": "redis://:pw@10.20.0.5:6379/0"},
             "secret_keys": ["payments-infra:brokerUrl"],
+        },
+        "no_workload_identity": {
+            "program": program,
+            "stack": "dev",
+            "config": stack_config("dev", {"cluster": "legacy-gke"}),
+            "existing_cluster": {"workloadIdentityConfigs": []},
         },
         "misspelled": {
             "program": program,

@@ -326,6 +326,7 @@ def test_memorystore_url_reaches_the_worker_as_a_secret_kombu_understands(dev):
     assert parsed["ssl"] == {
         "ssl_cert_reqs": ssl.CERT_REQUIRED,
         "ssl_ca_certs": "/etc/celery-broker/ca.pem",
+        "ssl_check_hostname": False,
     }
     assert data["ca.pem"].startswith("-----BEGIN CERTIFICATE-----")
     assert (data["address"], data["password"], data["tls"]) == (
@@ -625,3 +626,10 @@ def test_misspelled_key_stops_before_any_resource(runs):
     assert "celery-gcs:celeryAp is not a celery-gcs setting" in run["error"]["message"]
     assert "Did you mean celeryApp?" in run["error"]["message"]
     assert [r["type"] for r in run["resources"]] == ["pulumi:pulumi:Stack"]
+
+
+def test_existing_cluster_without_workload_identity_stops_the_program(runs):
+    error = runs["no_workload_identity"]["error"]
+    assert error is not None
+    assert "cluster legacy-gke in europe-west1 has Workload Identity off" in error["message"]
+    assert "--workload-pool=acme-celery-dev.svc.id.goog" in error["message"]
