@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from infra_inventory import Inventory
-from infra_scenarios import HERE, scenarios
+from .infra_inventory import Inventory
+from .infra_scenarios import HERE, scenarios
 
 
 def run_all(tmp: Path) -> dict[str, dict]:

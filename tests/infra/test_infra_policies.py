@@ -8,9 +8,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
-import infra_policies as policies
 import pytest
 from celery_gcs import defaults
+
+from . import infra_policies as policies
 
 
 def test_real_inventories_comply(any_inventory):

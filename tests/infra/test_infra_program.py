@@ -8,8 +8,9 @@ import urllib.parse
 
 import pytest
 from celery_gcs import defaults
-from infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, ROOT
 from kombu.utils.url import parse_url
+
+from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, ROOT
 
 SERVICE = "gcp:projects/service:Service"
 BUCKET = "gcp:storage/bucket:Bucket"

@@ -7,9 +7,10 @@ import re
 import pytest
 import yaml
 from celery_gcs import defaults
-from infra_scenarios import ROOT
 
 from infra import settings
+
+from .infra_scenarios import ROOT
 
 TYPES = {str: "string", int: "integer", bool: "boolean"}
 DECLARATION_FIELDS = {"type", "description", "default", "secret", "items"}
