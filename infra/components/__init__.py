@@ -1,0 +1,40 @@
+"""celery-gcs's Pulumi components, one module per concern.
+
+Import :class:`CeleryStack` for the whole deployment; the others are its parts.
+"""
+
+from .apis import Apis, ApisArgs
+from .broker import Broker, BrokerArgs, BrokerConnection
+from .chord_store import ChordStore, ChordStoreArgs
+from .cluster import Cluster, ClusterArgs
+from .common import SettingError
+from .identity import WorkerIdentity, WorkerIdentityArgs
+from .registry import Registry, RegistryArgs
+from .result_store import ResultStore, ResultStoreArgs
+from .stack import CeleryStack, CeleryStackArgs, result_backend_url
+from .worker import Worker, WorkerArgs, WorkerSettings
+
+__all__ = [
+    "Apis",
+    "ApisArgs",
+    "Broker",
+    "BrokerArgs",
+    "BrokerConnection",
+    "CeleryStack",
+    "CeleryStackArgs",
+    "ChordStore",
+    "ChordStoreArgs",
+    "Cluster",
+    "ClusterArgs",
+    "Registry",
+    "RegistryArgs",
+    "ResultStore",
+    "ResultStoreArgs",
+    "SettingError",
+    "Worker",
+    "WorkerArgs",
+    "WorkerIdentity",
+    "WorkerIdentityArgs",
+    "WorkerSettings",
+    "result_backend_url",
+]

@@ -1,0 +1,232 @@
+"""The Celery broker: Memorystore for Redis, or a Redis URL the stack is given.
+
+Memorystore runs with AUTH and in-transit encryption (server authentication)
+on the cluster's VPC network, and with ``maxmemory-policy noeviction``: a broker
+that evicts keys loses tasks. Its URL is ``rediss://`` with the instance's CA
+pinned (``ssl_cert_reqs=required``, ``ssl_ca_certs=`` the file the worker mounts
+from the broker Secret); see :func:`memorystore_url`.
+
+An external broker is a ``redis://`` or ``rediss://`` URL held as a secret config
+value. Pub/Sub is not offered: kombu's Pub/Sub transport is not proven with
+this backend yet.
+
+Either way the component returns a :class:`BrokerConnection`, the values the
+worker's Kubernetes Secret is made of.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pulumi
+import pulumi_gcp as gcp
+
+from . import common
+
+#: Where the worker mounts the broker Secret; the CA file is in it.
+CA_DIR = "/etc/celery-broker"
+CA_FILE = "ca.pem"
+
+KINDS = ("memorystore", "external")
+TIERS = ("BASIC", "STANDARD_HA")
+_REDIS_VERSION = re.compile(r"^REDIS_[0-9]+(_[0-9]+)?$")
+
+
+@dataclass(frozen=True)
+class RedisUrl:
+    """The parts of a Redis URL the autoscaler needs, parsed once at the edge."""
+
+    tls: bool
+    host: str
+    port: int
+    password: str = field(repr=False)
+    database: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_redis_url(url: str, field_name: str = "broker_url") -> RedisUrl:
+    """Parse and check an external broker URL; never echoes the URL (it holds a password)."""
+    fix = "Use redis://[:PASSWORD@]HOST[:PORT][/DB] or rediss://... for TLS"
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    common.check(
+        not scheme.startswith("gcpubsub") and not scheme.startswith("pubsub"),
+        field_name,
+        "Pub/Sub is not offered as a broker (kombu's transport is not proven with celery-gcs)",
+        fix,
+    )
+    common.check(
+        scheme in ("redis", "rediss"),
+        field_name,
+        f"the broker URL's scheme is {scheme or 'missing'!r}; only Redis brokers are supported "
+        "(the autoscaler reads the Redis queue length)",
+        fix,
+    )
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = -1
+    common.check(
+        bool(parts.hostname) and port > 0, field_name, "the URL has no valid host/port", fix
+    )
+    path = parts.path.strip("/")
+    common.check(
+        path == "" or path.isdigit(), field_name, "the URL's database is not a number", fix
+    )
+    return RedisUrl(
+        tls=scheme == "rediss",
+        host=parts.hostname or "",
+        port=port,
+        password=urllib.parse.unquote(parts.password or ""),
+        database=int(path or 0),
+    )
+
+
+@dataclass(frozen=True)
+class BrokerConnection:
+    """What the worker needs to reach the broker; every value that can hold a secret is one."""
+
+    url: pulumi.Output[str]
+    address: pulumi.Output[str]
+    password: pulumi.Output[str]
+    tls: bool
+    #: PEM bundle to verify the server with; ``None`` to use the system roots.
+    ca_pem: pulumi.Output[str] | None
+    database: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerArgs:
+    project: str
+    region: str
+    kind: Literal["memorystore", "external"] = "memorystore"
+    # Memorystore
+    instance_name: str = ""
+    #: ``projects/P/global/networks/N`` the instance peers with (the cluster's).
+    network: pulumi.Input[str] | None = None
+    tier: str = "BASIC"
+    memory_size_gb: int = 1
+    redis_version: str = "REDIS_7_2"
+    protect: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    # External
+    url: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        common.check(
+            self.kind in KINDS,
+            "broker",
+            f"{self.kind!r} is not a broker kind",
+            "Use memorystore (a new Memorystore for Redis instance) or external "
+            "(a Redis URL you provide); Pub/Sub is not offered",
+        )
+        if self.kind == "external":
+            common.check(
+                bool(self.url), "broker_url", "an external broker needs a URL", "Set the broker URL"
+            )
+            parse_redis_url(self.url)
+            return
+        common.dns_label(self.instance_name, "instance_name", max_len=40)
+        common.check(
+            self.tier in TIERS,
+            "redis_tier",
+            f"{self.tier!r} is not a Memorystore tier",
+            "Use BASIC (no replica) or STANDARD_HA (a failover replica)",
+        )
+        common.check(
+            1 <= self.memory_size_gb <= 300,
+            "redis_memory_gb",
+            f"{self.memory_size_gb} GB is out of range",
+            "Use 1-300",
+        )
+        common.check(
+            bool(_REDIS_VERSION.match(self.redis_version)),
+            "redis_version",
+            f"{self.redis_version!r} is not a Memorystore version",
+            "Use a version such as REDIS_7_2",
+        )
+
+
+class Broker(pulumi.ComponentResource):
+    connection: BrokerConnection
+    instance: gcp.redis.Instance | None
+
+    def __init__(
+        self, name: str, args: BrokerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(common.token("broker", "Broker"), name, None, opts)
+        if args.kind == "external":
+            self.instance = None
+            parsed = parse_redis_url(args.url)
+            self.connection = BrokerConnection(
+                url=pulumi.Output.secret(args.url),
+                address=pulumi.Output.from_input(parsed.address),
+                password=pulumi.Output.secret(parsed.password),
+                tls=parsed.tls,
+                ca_pem=None,
+                database=parsed.database,
+            )
+            self.register_outputs({"kind": "external"})
+            return
+
+        self.instance = gcp.redis.Instance(
+            f"{name}-redis",
+            name=args.instance_name,
+            project=args.project,
+            region=args.region,
+            tier=args.tier,
+            memory_size_gb=args.memory_size_gb,
+            redis_version=args.redis_version,
+            authorized_network=args.network,
+            connect_mode="DIRECT_PEERING",
+            auth_enabled=True,
+            transit_encryption_mode="SERVER_AUTHENTICATION",
+            redis_configs={"maxmemory-policy": "noeviction"},
+            labels={**common.APP_LABEL, **args.labels},
+            # The provider protects instances unless told otherwise.
+            deletion_protection=args.protect,
+            opts=common.child(self, protect=args.protect),
+        )
+        inst = self.instance
+        password = pulumi.Output.secret(inst.auth_string)
+        ca_pem = inst.server_ca_certs.apply(
+            lambda certs: "".join(c.cert for c in certs or [] if c.cert)
+        )
+        url = pulumi.Output.all(inst.host, inst.port, password).apply(
+            lambda v: memorystore_url(host=v[0], port=v[1], password=v[2])
+        )
+        self.connection = BrokerConnection(
+            url=pulumi.Output.secret(url),
+            address=pulumi.Output.concat(inst.host, ":", inst.port.apply(str)),
+            password=password,
+            tls=True,
+            ca_pem=ca_pem,
+            database=0,
+        )
+        self.register_outputs({"kind": "memorystore", "host": inst.host, "port": inst.port})
+
+
+def memorystore_url(*, host: str, port: int, password: str, database: int = 0) -> str:
+    """A kombu URL for Memorystore with AUTH and TLS, verifying the server's certificate.
+
+    The certificate must chain to the instance's own CA (each instance has its
+    own), which is what authenticates the server. The host name check is off:
+    clients connect to the instance's IP address, and Memorystore's certificate
+    carries that address in its CN, which redis-py (6+, where the check is on by
+    default) does not accept.
+    """
+    query = urllib.parse.urlencode(
+        {
+            "ssl_cert_reqs": "required",
+            "ssl_ca_certs": f"{CA_DIR}/{CA_FILE}",
+            "ssl_check_hostname": "false",
+        }
+    )
+    auth = urllib.parse.quote(password, safe="")
+    return f"rediss://:{auth}@{host}:{port}/{database}?{query}"

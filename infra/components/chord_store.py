@@ -1,0 +1,108 @@
+"""The chord store: a Firestore database in native mode and the TTL policy on chord documents.
+
+The backend keeps one document per chord in ``defaults.FIRESTORE_COLLECTION``
+with an ``defaults.FIRESTORE_TTL_FIELD`` timestamp; the TTL policy on that
+collection group and field lets Firestore delete finished chords. The field is
+also exempt from single-field indexes: nothing queries it, and an indexed
+timestamp that only grows is a write hotspot.
+
+Protected (prod) stacks get delete protection and point-in-time recovery and
+are abandoned, not deleted, on destroy. Other stacks are destroyable: the
+provider's default ``deletion_policy`` (ABANDON) would leave the database
+behind, so they set DELETE.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+from celery_gcs import defaults
+
+from . import common
+
+_DATABASE = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
+_LOCATION = re.compile(r"^([a-z]+-[a-z]+[0-9]+|nam[0-9]+|eur[0-9]+)$")
+
+
+def database_name(value: str, field_name: str = "firestore_database") -> str:
+    common.check(
+        value == "(default)" or bool(_DATABASE.match(value)),
+        field_name,
+        f"{value!r} is not a valid Firestore database ID",
+        "Use (default) or 4-63 lowercase letters, digits and hyphens starting with a letter",
+    )
+    return value
+
+
+def location(value: str, field_name: str = "firestore_location") -> str:
+    common.check(
+        bool(_LOCATION.match(value)),
+        field_name,
+        f"{value!r} is not a Firestore location",
+        "Use a region such as europe-west1 or a multi-region such as eur3 or nam5",
+    )
+    return value
+
+
+def resource_name(project: str, database: str) -> str:
+    """The database's IAM resource name, as IAM conditions see it."""
+    return f"projects/{project}/databases/{database}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChordStoreArgs:
+    project: str
+    database: str = defaults.FIRESTORE_DATABASE
+    location: str
+    collection: str = defaults.FIRESTORE_COLLECTION
+    ttl_field: str = defaults.FIRESTORE_TTL_FIELD
+    #: Delete protection, point-in-time recovery, abandon on destroy (prod).
+    protect: bool = False
+
+    def __post_init__(self) -> None:
+        common.project_id(self.project)
+        database_name(self.database)
+        location(self.location)
+
+
+class ChordStore(pulumi.ComponentResource):
+    database: gcp.firestore.Database
+    ttl_policy: gcp.firestore.Field
+    name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ChordStoreArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(common.token("chord_store", "ChordStore"), name, None, opts)
+        self.database = gcp.firestore.Database(
+            f"{name}-database",
+            project=args.project,
+            name=args.database,
+            location_id=args.location,
+            type="FIRESTORE_NATIVE",
+            delete_protection_state=(
+                "DELETE_PROTECTION_ENABLED" if args.protect else "DELETE_PROTECTION_DISABLED"
+            ),
+            point_in_time_recovery_enablement=(
+                "POINT_IN_TIME_RECOVERY_ENABLED"
+                if args.protect
+                else "POINT_IN_TIME_RECOVERY_DISABLED"
+            ),
+            deletion_policy="ABANDON" if args.protect else "DELETE",
+            opts=common.child(self, protect=args.protect),
+        )
+        self.ttl_policy = gcp.firestore.Field(
+            f"{name}-ttl",
+            project=args.project,
+            database=self.database.name,
+            collection=args.collection,
+            field=args.ttl_field,
+            ttl_config=gcp.firestore.FieldTtlConfigArgs(),
+            index_config=gcp.firestore.FieldIndexConfigArgs(),
+            opts=common.child(self),
+        )
+        self.name = self.database.name
+        self.register_outputs({"name": self.database.name, "ttl_field": self.ttl_policy.field})

@@ -1,0 +1,317 @@
+"""``CeleryStack``: everything celery-gcs needs on Google Cloud, as one component.
+
+This is the component a team's own Pulumi program imports::
+
+    from infra.components import CeleryStack, CeleryStackArgs, WorkerSettings
+
+    stack = CeleryStack("celery", CeleryStackArgs(
+        project="my-project", region="europe-west1",
+        worker=WorkerSettings(celery_app="proj.celery:app"),
+    ))
+    pulumi.export("result_backend", stack.result_backend)
+
+``CeleryStackArgs`` checks every value when it is constructed, before any
+resource exists; ``infra.settings`` builds it from stack config.
+
+Children, in creation order: APIs, result store, chord store, cluster, image
+registry, broker, worker identity (its Workload Identity binding after the
+cluster), worker.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass, field
+
+import pulumi
+from celery_gcs import defaults
+
+from . import apis, broker, chord_store, cluster, common, identity, registry, result_store
+from .worker import Worker, WorkerArgs, WorkerSettings
+
+
+def result_backend_url(*, bucket: str, base_path: str, project: str, database: str) -> str:
+    """The ``gcs://BUCKET[/prefix]?...`` URL the backend reads (Celery's ``result_backend``)."""
+    path = f"/{base_path}" if base_path else ""
+    query = urllib.parse.urlencode(
+        {"gcs_project": project, "firestore_project": project, "firestore_database": database},
+        safe="()",
+    )
+    return f"{defaults.URL_SCHEME}://{bucket}{path}?{query}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CeleryStackArgs:
+    """Every setting of a deployment. Empty strings mean "derive it" (see each field)."""
+
+    project: str
+    region: str
+    worker: WorkerSettings
+    #: Prefix of every resource name; at most 23 characters, starting with a letter.
+    prefix: str = "celery"
+    #: Production protection: Firestore delete protection and PITR, Pulumi
+    #: ``protect`` and provider deletion protection on stateful resources.
+    protect: bool = False
+    #: Labels on every Google Cloud resource that takes labels.
+    labels: dict[str, str] = field(default_factory=dict)
+    # Result store.
+    #: Default: ``PROJECT-PREFIX-results``.
+    bucket_name: str = ""
+    #: Default: the region.
+    bucket_location: str = ""
+    #: Key prefix inside the bucket (the URL's path).
+    base_path: str = ""
+    kms_key_name: str = ""
+    # Chord store.
+    firestore_database: str = defaults.FIRESTORE_DATABASE
+    #: Default: the region.
+    firestore_location: str = ""
+    # Broker.
+    broker: str = "memorystore"
+    broker_url: str = field(default="", repr=False)
+    redis_tier: str = "BASIC"
+    redis_memory_gb: int = 1
+    redis_version: str = "REDIS_7_2"
+    # Cluster.
+    #: An existing cluster's name; empty to create an Autopilot cluster named PREFIX.
+    cluster: str = ""
+    #: Default: the region.
+    cluster_location: str = ""
+    network: str = "default"
+    subnetwork: str = ""
+    release_channel: str = "REGULAR"
+    cloud_nat: bool = False
+    # Image.
+    #: An existing image pinned by digest; empty to build ``worker_image/``.
+    image: str = ""
+    image_tag: str = "latest"
+
+    def __post_init__(self) -> None:
+        common.project_id(self.project)
+        common.region(self.region)
+        common.dns_label(self.prefix, "prefix", max_len=23)
+        common.check(
+            self.prefix[0].isalpha(),
+            "prefix",
+            f"{self.prefix!r} must start with a letter",
+            "Use a prefix such as celery-dev",
+        )
+        common.labels(self.labels)
+        derived = {
+            "bucket_name": self.bucket_name or f"{self.project}-{self.prefix}-results",
+            "bucket_location": self.bucket_location or self.region,
+            "firestore_location": self.firestore_location or self.region,
+            "cluster_location": self.cluster_location or self.region,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+        result_store.base_path(self.base_path)
+        if self.broker == "memorystore":
+            common.check(
+                not self.broker_url,
+                "broker_url",
+                "a broker URL is set but the broker is memorystore",
+                "Set broker to external to use the URL, or remove the URL",
+            )
+        if self.cluster:
+            common.check(
+                not self.cloud_nat,
+                "cloud_nat",
+                "Cloud NAT is only added with a new cluster",
+                "Configure NAT on the existing cluster's network yourself, or turn cloud_nat off",
+            )
+            common.check(
+                not self.subnetwork,
+                "subnetwork",
+                "a subnetwork is only used for a new cluster",
+                "Remove it: the existing cluster's network is used",
+            )
+        # Build every argument object that needs no resource output: each validates itself.
+        self.result_store_args()
+        self.chord_store_args()
+        self.cluster_args()
+        self.broker_args(network=None)
+        self.registry_args(readers=())
+        self.identity_args(bucket="", cluster=None)
+
+    # --- what each component gets ----------------------------------------
+    def result_store_args(self) -> result_store.ResultStoreArgs:
+        return result_store.ResultStoreArgs(
+            project=self.project,
+            bucket_name=self.bucket_name,
+            location=self.bucket_location,
+            kms_key_name=self.kms_key_name,
+            force_destroy=not self.protect,
+            protect=self.protect,
+            labels=self.labels,
+        )
+
+    def chord_store_args(self) -> chord_store.ChordStoreArgs:
+        return chord_store.ChordStoreArgs(
+            project=self.project,
+            database=self.firestore_database,
+            location=self.firestore_location,
+            protect=self.protect,
+        )
+
+    def cluster_args(self) -> cluster.ClusterArgs:
+        return cluster.ClusterArgs(
+            project=self.project,
+            location=self.cluster_location,
+            name=self.cluster or self.prefix,
+            existing=bool(self.cluster),
+            network=self.network,
+            subnetwork=self.subnetwork,
+            release_channel=self.release_channel,
+            node_account_id=f"{self.prefix}-nodes",
+            cloud_nat=self.cloud_nat,
+            protect=self.protect,
+            labels=self.labels,
+        )
+
+    def broker_args(self, network: pulumi.Input[str] | None) -> broker.BrokerArgs:
+        return broker.BrokerArgs(
+            project=self.project,
+            region=self.region,
+            kind=self.broker,  # type: ignore[arg-type]  # validated by BrokerArgs
+            instance_name=f"{self.prefix}-broker",
+            network=network,
+            tier=self.redis_tier,
+            memory_size_gb=self.redis_memory_gb,
+            redis_version=self.redis_version,
+            protect=self.protect,
+            labels=self.labels,
+            url=self.broker_url,
+        )
+
+    def registry_args(self, readers: tuple[pulumi.Input[str], ...]) -> registry.RegistryArgs:
+        return registry.RegistryArgs(
+            project=self.project,
+            location=self.region,
+            repository_id=self.prefix,
+            image=self.image,
+            tag=self.image_tag,
+            readers=readers,
+            labels=self.labels,
+        )
+
+    def identity_args(
+        self, bucket: pulumi.Input[str], cluster: pulumi.Resource | None
+    ) -> identity.WorkerIdentityArgs:
+        return identity.WorkerIdentityArgs(
+            project=self.project,
+            account_id=f"{self.prefix}-worker",
+            bucket=bucket,
+            database=self.firestore_database,
+            namespace=self.worker.namespace,
+            kubernetes_service_account=self.worker.service_account,
+            cluster=cluster,
+        )
+
+    def apis_args(self) -> apis.ApisArgs:
+        return apis.ApisArgs(
+            project=self.project,
+            services=apis.services_for(
+                new_cluster=not self.cluster,
+                memorystore=self.broker == "memorystore",
+                cmek=bool(self.kms_key_name),
+            ),
+        )
+
+
+class CeleryStack(pulumi.ComponentResource):
+    """The whole deployment; its attributes are the stack's outputs."""
+
+    bucket: pulumi.Output[str]
+    database: pulumi.Output[str]
+    service_account_email: pulumi.Output[str]
+    result_backend: pulumi.Output[str]
+    cluster: pulumi.Output[str]
+    namespace: pulumi.Output[str]
+    image: pulumi.Output[str]
+    image_digest: pulumi.Output[str]
+    registry: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: CeleryStackArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(common.token("stack", "CeleryStack"), name, None, opts)
+        self.apis = apis.Apis(f"{name}-apis", args.apis_args(), opts=common.child(self))
+        after_apis = common.child(self, depends_on=[self.apis])
+
+        self.result_store = result_store.ResultStore(
+            f"{name}-results", args.result_store_args(), opts=after_apis
+        )
+        self.chord_store = chord_store.ChordStore(
+            f"{name}-chords", args.chord_store_args(), opts=after_apis
+        )
+        self.cluster_component = cluster.Cluster(
+            f"{name}-cluster", args.cluster_args(), opts=after_apis
+        )
+        gke = self.cluster_component
+        readers = (
+            (gke.node_service_account_email.apply(lambda e: f"serviceAccount:{e}"),)
+            if gke.node_service_account_email is not None
+            else ()
+        )
+        self.registry_component = registry.Registry(
+            f"{name}-registry", args.registry_args(readers), opts=after_apis
+        )
+        self.broker = broker.Broker(
+            f"{name}-broker",
+            args.broker_args(network=gke.network if args.broker == "memorystore" else None),
+            opts=after_apis,
+        )
+        self.identity = identity.WorkerIdentity(
+            f"{name}-identity",
+            args.identity_args(bucket=self.result_store.name, cluster=gke.cluster),
+            opts=after_apis,
+        )
+        self.result_backend = pulumi.Output.all(
+            self.result_store.name, self.chord_store.name
+        ).apply(
+            lambda v: result_backend_url(
+                bucket=v[0], base_path=args.base_path, project=args.project, database=v[1]
+            )
+        )
+        self.worker = Worker(
+            f"{name}-worker",
+            WorkerArgs(
+                project=args.project,
+                settings=args.worker,
+                google_service_account=self.identity.email,
+                image=self.registry_component.image_ref,
+                result_backend=self.result_backend,
+                broker=self.broker.connection,
+                provider=gke.provider,
+            ),
+            # The pods need their identity, its grants and the TTL policy in place.
+            opts=common.child(self, depends_on=[self.identity, self.chord_store]),
+        )
+
+        self.bucket = self.result_store.name
+        self.database = self.chord_store.name
+        self.service_account_email = self.identity.email
+        self.cluster = gke.name
+        self.namespace = self.worker.namespace.metadata.name
+        self.image = self.registry_component.image_ref
+        self.image_digest = self.registry_component.digest
+        self.registry = self.registry_component.repository.registry_uri
+        self.register_outputs(self.outputs())
+
+    def outputs(self) -> dict[str, pulumi.Output]:
+        """The stack outputs, by name."""
+        return {
+            "bucket": self.bucket,
+            "firestore_database": self.database,
+            "service_account_email": self.service_account_email,
+            "result_backend": self.result_backend,
+            "cluster": self.cluster,
+            "namespace": self.namespace,
+            "image": self.image,
+            "image_digest": self.image_digest,
+            "registry": self.registry,
+        }
+
+
+__all__ = ["CeleryStack", "CeleryStackArgs", "WorkerSettings", "result_backend_url"]

@@ -1,0 +1,377 @@
+"""The Celery workers on Kubernetes.
+
+One namespace holds: the Kubernetes service account bound to the worker's
+Google service account (Workload Identity), the broker Secret, the Deployment,
+a PodDisruptionBudget, and the autoscaler: a KEDA ScaledObject on the length
+of each queue's Redis list, or, without KEDA, a CPU HorizontalPodAutoscaler.
+
+The worker container is configured only through environment variables:
+``CELERY_BROKER_URL`` (from the Secret), ``CELERY_RESULT_BACKEND`` (the
+``gcs://`` URL), ``CELERY_APP``, ``CELERY_CONCURRENCY``, ``CELERY_QUEUES`` and
+``GOOGLE_CLOUD_PROJECT``. ``terminationGracePeriodSeconds`` is the time Celery
+gets, after SIGTERM, to finish the tasks it holds (a warm shutdown).
+
+The pods meet the ``restricted`` Pod Security Standard, which the namespace
+enforces: the image must run as a numeric non-root user.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from . import broker as broker_mod
+from . import common
+
+APP = "celery-worker"
+BROKER_SECRET = "celery-broker"
+KEDA_API = "keda.sh/v1alpha1"
+WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_CELERY_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    """How the workers run: plain values, validated when constructed."""
+
+    namespace: str = "celery"
+    #: Kubernetes service account of the pods.
+    service_account: str = APP
+    celery_app: str
+    queues: tuple[str, ...] = ("celery",)
+    concurrency: int = 4
+    cpu: str = "1"
+    memory: str = "2Gi"
+    min_replicas: int = 1
+    max_replicas: int = 10
+    termination_grace_period_seconds: int = 600
+    #: Scale on queue length with KEDA (installed in the cluster); CPU HPA if off.
+    keda: bool = False
+    #: Queued messages per replica KEDA aims for.
+    keda_list_length: int = 10
+    cpu_utilization: int = 70
+    #: Extra labels on every object (the stack name).
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        common.dns_label(self.namespace, "namespace")
+        common.dns_label(self.service_account, "service_account")
+        common.check(
+            bool(_CELERY_APP.match(self.celery_app)),
+            "celery_app",
+            f"{self.celery_app!r} is not a Celery app",
+            "Use the module path of the Celery app, such as proj.celery:app or proj.worker",
+        )
+        common.check(
+            len(self.queues) > 0 and all(_QUEUE.match(q) for q in self.queues),
+            "queues",
+            f"{','.join(self.queues)!r} is not a list of queue names",
+            "Use comma-separated queue names, such as celery or celery,priority",
+        )
+        common.check(
+            1 <= self.concurrency <= 256,
+            "concurrency",
+            f"{self.concurrency} is out of range",
+            "Use 1-256 (processes per worker pod)",
+        )
+        for name, value in (("cpu", self.cpu), ("memory", self.memory)):
+            common.check(
+                bool(_QUANTITY.match(value)),
+                name,
+                f"{value!r} is not a Kubernetes quantity",
+                "Use values such as 500m or 2 (cpu), 512Mi or 2Gi (memory)",
+            )
+        lowest = 0 if self.keda else 1
+        common.check(
+            lowest <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1,
+            "min_replicas",
+            f"replicas {self.min_replicas}..{self.max_replicas} is not a usable range",
+            f"Use {lowest} <= minReplicas <= maxReplicas (0 only with KEDA, which can "
+            "wake the Deployment up)",
+        )
+        common.check(
+            30 <= self.termination_grace_period_seconds <= 3600,
+            "termination_grace_period_seconds",
+            f"{self.termination_grace_period_seconds}s is out of range",
+            "Use 30-3600 seconds: at least as long as your longest task, so a warm "
+            "shutdown can finish it",
+        )
+        common.check(
+            self.keda_list_length >= 1,
+            "keda_list_length",
+            "must be at least 1",
+            "Use the number of queued tasks one replica should absorb",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerArgs:
+    """The settings plus what other components made: identity, image, URLs."""
+
+    project: str
+    settings: WorkerSettings
+    #: The Google service account the pods act as.
+    google_service_account: pulumi.Input[str]
+    #: Image pinned by digest.
+    image: pulumi.Input[str]
+    #: The ``gcs://`` URL the backend reads.
+    result_backend: pulumi.Input[str]
+    broker: broker_mod.BrokerConnection = field(repr=False)
+    #: Kubernetes provider for the target cluster.
+    provider: k8s.Provider
+
+    def __post_init__(self) -> None:
+        common.project_id(self.project)
+
+
+class Worker(pulumi.ComponentResource):
+    namespace: k8s.core.v1.Namespace
+    deployment: k8s.apps.v1.Deployment
+
+    def __init__(
+        self,
+        name: str,
+        args: WorkerArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(common.token("worker", "Worker"), name, None, opts)
+        cfg = args.settings
+
+        def k8s_opts(**kwargs) -> pulumi.ResourceOptions:
+            return common.child(self, provider=args.provider, **kwargs)
+
+        selector = {"app.kubernetes.io/name": APP, "app.kubernetes.io/part-of": "celery-gcs"}
+        labels = {**selector, **cfg.labels}
+        ns = cfg.namespace
+
+        def meta(name_: str, **kwargs) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(name=name_, namespace=ns, labels=labels, **kwargs)
+
+        self.namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=ns,
+                labels={
+                    **labels,
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            ),
+            opts=k8s_opts(),
+        )
+        in_ns = [self.namespace]
+
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-ksa",
+            metadata=meta(
+                cfg.service_account,
+                annotations={WORKLOAD_IDENTITY_ANNOTATION: args.google_service_account},
+            ),
+            opts=k8s_opts(depends_on=in_ns),
+        )
+
+        conn = args.broker
+        secret_data: dict[str, pulumi.Input[str]] = {
+            "url": conn.url,
+            "address": conn.address,
+            "password": conn.password,
+        }
+        if conn.tls:
+            secret_data["tls"] = "enable"
+        if conn.ca_pem is not None:
+            secret_data[broker_mod.CA_FILE] = conn.ca_pem
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-broker",
+            metadata=meta(BROKER_SECRET),
+            type="Opaque",
+            string_data=pulumi.Output.secret(secret_data),
+            opts=k8s_opts(depends_on=in_ns),
+        )
+
+        env = [
+            k8s.core.v1.EnvVarArgs(
+                name="CELERY_BROKER_URL",
+                value_from=k8s.core.v1.EnvVarSourceArgs(
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=BROKER_SECRET, key="url")
+                ),
+            ),
+            k8s.core.v1.EnvVarArgs(name="CELERY_RESULT_BACKEND", value=args.result_backend),
+            k8s.core.v1.EnvVarArgs(name="CELERY_APP", value=cfg.celery_app),
+            k8s.core.v1.EnvVarArgs(name="CELERY_CONCURRENCY", value=str(cfg.concurrency)),
+            k8s.core.v1.EnvVarArgs(name="CELERY_QUEUES", value=",".join(cfg.queues)),
+            k8s.core.v1.EnvVarArgs(name="GOOGLE_CLOUD_PROJECT", value=args.project),
+        ]
+        mounts = [k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")]
+        volumes = [
+            k8s.core.v1.VolumeArgs(
+                name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")
+            )
+        ]
+        if conn.ca_pem is not None:
+            mounts.append(
+                k8s.core.v1.VolumeMountArgs(
+                    name="broker-ca", mount_path=broker_mod.CA_DIR, read_only=True
+                )
+            )
+            volumes.append(
+                k8s.core.v1.VolumeArgs(
+                    name="broker-ca",
+                    secret=k8s.core.v1.SecretVolumeSourceArgs(
+                        secret_name=BROKER_SECRET,
+                        items=[
+                            k8s.core.v1.KeyToPathArgs(
+                                key=broker_mod.CA_FILE, path=broker_mod.CA_FILE
+                            )
+                        ],
+                    ),
+                )
+            )
+        resources = {"cpu": cfg.cpu, "memory": cfg.memory, "ephemeral-storage": "1Gi"}
+
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta(APP),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                # No replicas: the autoscaler owns the count.
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
+                        max_surge="25%", max_unavailable=0
+                    ),
+                ),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        service_account_name=cfg.service_account,
+                        termination_grace_period_seconds=cfg.termination_grace_period_seconds,
+                        security_context=k8s.core.v1.PodSecurityContextArgs(
+                            run_as_non_root=True,
+                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+                        ),
+                        containers=[
+                            k8s.core.v1.ContainerArgs(
+                                name="worker",
+                                image=args.image,
+                                env=env,
+                                resources=k8s.core.v1.ResourceRequirementsArgs(
+                                    requests=resources, limits=resources
+                                ),
+                                volume_mounts=mounts,
+                                security_context=k8s.core.v1.SecurityContextArgs(
+                                    allow_privilege_escalation=False,
+                                    read_only_root_filesystem=True,
+                                    run_as_non_root=True,
+                                    capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                                ),
+                            )
+                        ],
+                        volumes=volumes,
+                    ),
+                ),
+            ),
+            opts=k8s_opts(depends_on=[*in_ns, self.service_account, self.secret]),
+        )
+        target = {"api_version": "apps/v1", "kind": "Deployment", "name": APP}
+
+        self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta(APP),
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                # maxUnavailable, not minAvailable: one replica must still drain.
+                max_unavailable=1,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+            ),
+            opts=k8s_opts(depends_on=in_ns),
+        )
+
+        scale_down = k8s.autoscaling.v2.HPAScalingRulesArgs(stabilization_window_seconds=300)
+        self.autoscaler: pulumi.Resource
+        if cfg.keda:
+            auth_refs = [
+                {"parameter": "address", "name": BROKER_SECRET, "key": "address"},
+                {"parameter": "password", "name": BROKER_SECRET, "key": "password"},
+            ]
+            if conn.tls:
+                auth_refs.append({"parameter": "tls", "name": BROKER_SECRET, "key": "tls"})
+            if conn.ca_pem is not None:
+                auth_refs.append(
+                    {"parameter": "ca", "name": BROKER_SECRET, "key": broker_mod.CA_FILE}
+                )
+            auth = k8s.apiextensions.CustomResource(
+                f"{name}-keda-auth",
+                api_version=KEDA_API,
+                kind="TriggerAuthentication",
+                metadata=meta(BROKER_SECRET),
+                spec={"secretTargetRef": auth_refs},
+                opts=k8s_opts(depends_on=[*in_ns, self.secret]),
+            )
+            self.autoscaler = k8s.apiextensions.CustomResource(
+                f"{name}-scaledobject",
+                api_version=KEDA_API,
+                kind="ScaledObject",
+                metadata=meta(APP),
+                spec={
+                    "scaleTargetRef": {"name": APP},
+                    "minReplicaCount": cfg.min_replicas,
+                    "maxReplicaCount": cfg.max_replicas,
+                    "pollingInterval": 15,
+                    "cooldownPeriod": 300,
+                    "advanced": {
+                        "horizontalPodAutoscalerConfig": {
+                            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}
+                        }
+                    },
+                    "triggers": [
+                        {
+                            "type": "redis",
+                            "metadata": {
+                                "listName": queue,
+                                "listLength": str(cfg.keda_list_length),
+                                "databaseIndex": str(conn.database),
+                            },
+                            "authenticationRef": {"name": BROKER_SECRET},
+                        }
+                        for queue in cfg.queues
+                    ],
+                },
+                opts=k8s_opts(depends_on=[self.deployment, auth]),
+            )
+        else:
+            self.autoscaler = k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-hpa",
+                metadata=meta(APP),
+                spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                    scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(**target),
+                    min_replicas=cfg.min_replicas,
+                    max_replicas=cfg.max_replicas,
+                    metrics=[
+                        k8s.autoscaling.v2.MetricSpecArgs(
+                            type="Resource",
+                            resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                                name="cpu",
+                                target=k8s.autoscaling.v2.MetricTargetArgs(
+                                    type="Utilization",
+                                    average_utilization=cfg.cpu_utilization,
+                                ),
+                            ),
+                        )
+                    ],
+                    behavior=k8s.autoscaling.v2.HorizontalPodAutoscalerBehaviorArgs(
+                        scale_down=scale_down
+                    ),
+                ),
+                opts=k8s_opts(depends_on=[self.deployment]),
+            )
+        self.register_outputs(
+            {
+                "namespace": self.namespace.metadata.name,
+                "deployment": self.deployment.metadata.name,
+            }
+        )

@@ -1,0 +1,287 @@
+"""Stack config in, validated :class:`CeleryStackArgs` out: the program's only edge.
+
+:data:`OPTIONS` lists every ``celery-gcs:*`` key with its type, default and
+description; ``Pulumi.yaml`` declares the same keys (a test keeps the two
+equal), and the defaults come from the argument dataclasses themselves.
+
+Every problem is a :class:`ConfigError` naming the config key and the fix:
+missing required keys, values of the wrong type, unknown (misspelled) keys,
+a broker URL not stored as a secret, and whatever the argument dataclasses
+reject.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from infra.components.common import SettingError
+from infra.components.stack import CeleryStackArgs
+from infra.components.worker import WorkerSettings
+
+NAMESPACE = "celery-gcs"
+
+E_MISSING = "is required and not set"
+E_UNKNOWN = "is not a celery-gcs setting"
+E_NOT_SECRET = "holds a password and must be stored encrypted"
+
+
+class ConfigError(ValueError):
+    """A stack config value is missing, malformed or unusable."""
+
+    def __init__(
+        self, key: str, problem: str, fix: str, *, secret: bool = False, settable: bool = True
+    ) -> None:
+        self.key = f"{NAMESPACE}:{key}"
+        self.problem = problem
+        message = f"{self.key} {problem}. {fix}."
+        if settable:
+            flag = "--secret " if secret else ""
+            message += f" Set it with: pulumi config set {flag}{self.key} VALUE"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One config key: ``kind`` is str, int or bool; ``default`` None means required."""
+
+    key: str
+    kind: type
+    default: Any
+    description: str
+    #: Where the value goes: CeleryStackArgs or its WorkerSettings.
+    target: type = CeleryStackArgs
+    secret: bool = False
+
+    @property
+    def field(self) -> str:
+        return snake(self.key)
+
+
+def snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _default(cls: type, name: str) -> Any:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return ",".join(f.default) if isinstance(f.default, tuple) else f.default
+            return None
+    raise KeyError(name)
+
+
+def _stack(key: str, kind: type, description: str, **kw: Any) -> Option:
+    return Option(key, kind, _default(CeleryStackArgs, snake(key)), description, **kw)
+
+
+def _worker(key: str, kind: type, description: str) -> Option:
+    return Option(key, kind, _default(WorkerSettings, snake(key)), description, WorkerSettings)
+
+
+OPTIONS: tuple[Option, ...] = (
+    _stack("project", str, "Google Cloud project ID to deploy into."),
+    _stack(
+        "region",
+        str,
+        "Region of the cluster, broker, registry, and default location "
+        "of the bucket and database (for example europe-west1).",
+    ),
+    Option(
+        "prefix", str, "", "Prefix of resource names (at most 23 characters); empty: celery-STACK."
+    ),
+    _stack(
+        "protect",
+        bool,
+        "Production protection: Firestore delete protection and "
+        "point-in-time recovery, deletion protection on the cluster and Redis, Pulumi "
+        "protect on stateful resources. false makes the stack fully destroyable.",
+    ),
+    _stack("bucketName", str, "Result bucket name; empty: PROJECT-PREFIX-results."),
+    _stack("bucketLocation", str, "Result bucket location; empty: the region."),
+    _stack("basePath", str, "Key prefix inside the bucket (the result URL's path); empty: none."),
+    _stack(
+        "kmsKeyName",
+        str,
+        "Cloud KMS key (projects/P/locations/L/keyRings/R/"
+        "cryptoKeys/K) to encrypt results with; empty: Google-managed encryption.",
+    ),
+    _stack("firestoreDatabase", str, "Firestore database ID for chord counters."),
+    _stack(
+        "firestoreLocation",
+        str,
+        "Firestore location (region or multi-region such as eur3); empty: the region.",
+    ),
+    _stack(
+        "broker", str, "memorystore (create Memorystore for Redis) or external (use brokerUrl)."
+    ),
+    _stack(
+        "brokerUrl",
+        str,
+        "External broker URL (redis:// or rediss://), set with "
+        "--secret; only with broker external.",
+        secret=True,
+    ),
+    _stack("redisTier", str, "Memorystore tier: BASIC or STANDARD_HA."),
+    _stack("redisMemoryGb", int, "Memorystore capacity in GB."),
+    _stack("redisVersion", str, "Memorystore Redis version."),
+    _stack(
+        "cluster",
+        str,
+        "Name of an existing GKE cluster (Workload Identity on) to "
+        "deploy into; empty: create an Autopilot cluster named PREFIX.",
+    ),
+    _stack("clusterLocation", str, "Location of the existing cluster; empty: the region."),
+    _stack("network", str, "VPC network of a new cluster (and of Memorystore)."),
+    _stack(
+        "subnetwork",
+        str,
+        "Subnetwork of a new cluster; empty: the network's subnetwork in the region.",
+    ),
+    _stack(
+        "releaseChannel",
+        str,
+        "GKE release channel of a new cluster: RAPID, REGULAR, STABLE or EXTENDED.",
+    ),
+    _stack(
+        "cloudNat",
+        bool,
+        "Add Cloud NAT for a new cluster's private nodes (needed "
+        "for an internet broker or images outside Google).",
+    ),
+    _stack(
+        "image",
+        str,
+        "Existing worker image pinned by digest (REGISTRY/PATH@sha256:"
+        "...); empty: build worker_image/ and push it to the stack's registry.",
+    ),
+    _stack("imageTag", str, "Tag pushed with a built image (the digest is what deploys)."),
+    _worker(
+        "celeryApp", str, "The Celery app the workers run (CELERY_APP), such as proj.celery:app."
+    ),
+    _worker("queues", str, "Comma-separated queues the workers consume (CELERY_QUEUES)."),
+    _worker("concurrency", int, "Worker processes per pod (CELERY_CONCURRENCY)."),
+    _worker("cpu", str, "CPU per pod (request and limit)."),
+    _worker("memory", str, "Memory per pod (request and limit)."),
+    _worker("minReplicas", int, "Fewest worker pods (0 allowed with KEDA)."),
+    _worker("maxReplicas", int, "Most worker pods."),
+    _worker(
+        "terminationGracePeriodSeconds",
+        int,
+        "Seconds a pod gets after SIGTERM to "
+        "finish its tasks (warm shutdown); at least your longest task.",
+    ),
+    _worker(
+        "keda",
+        bool,
+        "Scale on queue length with a KEDA ScaledObject (KEDA must "
+        "be installed in the cluster); false: CPU HorizontalPodAutoscaler.",
+    ),
+    _worker("kedaListLength", int, "Queued tasks per pod KEDA aims for."),
+    _worker("namespace", str, "Kubernetes namespace of the workers."),
+    _worker("serviceAccount", str, "Kubernetes service account of the workers."),
+)
+
+BY_KEY = {o.key: o for o in OPTIONS}
+BY_FIELD = {o.field: o for o in OPTIONS}
+
+
+def _parse(option: Option, raw: Any) -> Any:
+    if option.kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("true", "false"):
+            return str(raw).lower() == "true"
+        raise ConfigError(option.key, f"is {raw!r}, not a boolean", "Use true or false")
+    if option.kind is int:
+        try:
+            return int(str(raw))
+        except ValueError:
+            raise ConfigError(
+                option.key, f"is {raw!r}, not a whole number", "Use digits only"
+            ) from None
+    return str(raw)
+
+
+def _label_value(text: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def load(
+    values: Mapping[str, Any], *, stack: str, secret_keys: Collection[str] = ()
+) -> CeleryStackArgs:
+    """Build the stack's arguments from ``celery-gcs:*`` config values.
+
+    ``values`` maps full keys (``celery-gcs:region``) to values as Pulumi passes
+    them (strings); keys of other namespaces (``gcp:*``) are ignored.
+    """
+    ours = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith(f"{NAMESPACE}:")}
+    for key in ours:
+        if key not in BY_KEY:
+            close = difflib.get_close_matches(key, BY_KEY, n=1)
+            hint = f"Did you mean {close[0]}?" if close else "Pulumi.yaml lists the settings."
+            raise ConfigError(
+                key,
+                E_UNKNOWN,
+                f"{hint} Remove it with: pulumi config rm {NAMESPACE}:{key}",
+                settable=False,
+            )
+
+    parsed: dict[str, Any] = {}
+    for option in OPTIONS:
+        if option.key in ours:
+            if (
+                option.secret
+                and ours[option.key]
+                and f"{NAMESPACE}:{option.key}" not in secret_keys
+            ):
+                raise ConfigError(option.key, E_NOT_SECRET, "Store it encrypted", secret=True)
+            parsed[option.key] = _parse(option, ours[option.key])
+        elif option.default is None:
+            raise ConfigError(
+                option.key, E_MISSING, option.description.rstrip("."), secret=option.secret
+            )
+        else:
+            parsed[option.key] = option.default
+
+    stack_kwargs: dict[str, Any] = {}
+    worker_kwargs: dict[str, Any] = {"labels": {"celery-gcs-stack": _label_value(stack)}}
+    for option in OPTIONS:
+        value = parsed[option.key]
+        if option.key == "queues":
+            value = tuple(q.strip() for q in value.split(",") if q.strip())
+        if option.key == "prefix":
+            value = value or "celery-" + re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-")
+        target = worker_kwargs if option.target is WorkerSettings else stack_kwargs
+        target[option.field] = value
+    stack_kwargs["labels"] = {"celery-gcs-stack": _label_value(stack)}
+
+    try:
+        worker = WorkerSettings(**worker_kwargs)
+        return CeleryStackArgs(worker=worker, **stack_kwargs)
+    except SettingError as exc:
+        option = BY_FIELD.get(exc.field)
+        key = option.key if option else camel(exc.field)
+        raise ConfigError(
+            key, exc.problem, exc.fix, secret=bool(option and option.secret)
+        ) from None
+
+
+def from_pulumi() -> CeleryStackArgs:
+    """:func:`load` with the running stack's config, as the language host provides it."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    secret_keys = set(runtime_config.get_config_secret_keys_env())
+    secret_keys |= {k for k in values if pulumi.runtime.is_config_secret(k)}
+    return load(values, stack=pulumi.get_stack(), secret_keys=secret_keys)

@@ -1,0 +1,95 @@
+"""The program runs the infra tests capture: which program, which stack, which config.
+
+- ``dev``, ``prod``: ``infra/__main__.py`` with Pulumi.yaml's defaults and the
+  stack file, as the Pulumi CLI would pass them;
+- ``byo``: the dev stack bringing its own cluster, broker (a secret URL), image
+  and CMEK key, scaled by KEDA;
+- ``team``: ``team_program/``, a team's own program importing ``CeleryStack``;
+- ``no_workload_identity``: an existing cluster without Workload Identity,
+  which must stop the program;
+- ``misspelled``: a stack file with a typo, which must stop the program before
+  any resource is registered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+PROJECT = "celery-gcs"
+
+BYO_BROKER_URL = "rediss://:s3cret%2Fpw@redis.example.com:6380/2"
+BYO_IMAGE = "europe-docker.pkg.dev/acme-ci/images/worker:2024.11@sha256:" + "c" * 64
+BYO_KMS_KEY = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/results"
+
+
+def _as_config_string(value) -> str:
+    """Stack config values reach the program as strings (the CLI's encoding)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def stack_config(stack: str, overrides: dict[str, object] | None = None) -> dict[str, str]:
+    """Pulumi.yaml defaults, then Pulumi.<stack>.yaml, then overrides: what `pulumi up` passes."""
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    config = {
+        f"{PROJECT}:{key}": _as_config_string(decl["default"])
+        for key, decl in project["config"].items()
+        if "default" in decl
+    }
+    stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    config.update({k: _as_config_string(v) for k, v in stack_file["config"].items()})
+    for key, value in (overrides or {}).items():
+        config[f"{PROJECT}:{key}"] = _as_config_string(value)
+    return config
+
+
+def scenarios() -> dict[str, dict]:
+    program = str(ROOT / "infra" / "__main__.py")
+    return {
+        "dev": {"program": program, "stack": "dev", "config": stack_config("dev")},
+        "prod": {"program": program, "stack": "prod", "config": stack_config("prod")},
+        "byo": {
+            "program": program,
+            "stack": "dev",
+            "config": stack_config(
+                "dev",
+                {
+                    "cluster": "shared-gke",
+                    "clusterLocation": "europe-west1-b",
+                    "broker": "external",
+                    "brokerUrl": BYO_BROKER_URL,
+                    "image": BYO_IMAGE,
+                    "kmsKeyName": BYO_KMS_KEY,
+                    "basePath": "results/v1",
+                    "keda": True,
+                    "minReplicas": 0,
+                },
+            ),
+            "secret_keys": [f"{PROJECT}:brokerUrl"],
+            "existing_cluster": {"network": "projects/acme-net/global/networks/shared"},
+        },
+        "team": {
+            "program": str(HERE / "team_program" / "__main__.py"),
+            "stack": "payments",
+            "project": "payments-infra",
+            "config": {"payments-infra:brokerUrl": "redis://:pw@10.20.0.5:6379/0"},
+            "secret_keys": ["payments-infra:brokerUrl"],
+        },
+        "no_workload_identity": {
+            "program": program,
+            "stack": "dev",
+            "config": stack_config("dev", {"cluster": "legacy-gke"}),
+            "existing_cluster": {"workloadIdentityConfigs": []},
+        },
+        "misspelled": {
+            "program": program,
+            "stack": "dev",
+            "config": {**stack_config("dev"), f"{PROJECT}:celeryAp": "acme.tasks:app"},
+        },
+    }

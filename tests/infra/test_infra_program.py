@@ -1,0 +1,636 @@
+"""What `pulumi up` would create, read from the captured inventories (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.parse
+
+import pytest
+from celery_gcs import defaults
+from kombu.utils.url import parse_url
+
+from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, ROOT
+
+SERVICE = "gcp:projects/service:Service"
+BUCKET = "gcp:storage/bucket:Bucket"
+DATABASE = "gcp:firestore/database:Database"
+FIELD = "gcp:firestore/field:Field"
+ACCOUNT = "gcp:serviceaccount/account:Account"
+BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
+PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
+SA_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
+REPO_MEMBER = "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"
+KMS_MEMBER = "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"
+REDIS = "gcp:redis/instance:Instance"
+CLUSTER = "gcp:container/cluster:Cluster"
+REPOSITORY = "gcp:artifactregistry/repository:Repository"
+IMAGE = "docker-build:index:Image"
+K8S_PROVIDER = "pulumi:providers:kubernetes"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+KSA = "kubernetes:core/v1:ServiceAccount"
+SECRET = "kubernetes:core/v1:Secret"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
+TRIGGER_AUTH = "kubernetes:keda.sh/v1alpha1:TriggerAuthentication"
+
+FAKE_DIGEST = "sha256:" + "ab" * 32
+
+
+def container(inv):
+    return inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(inv) -> dict:
+    return {e["name"]: e for e in container(inv)["env"]}
+
+
+def secret_data(inv) -> dict:
+    return inv.one(SECRET)["inputs"]["stringData"]
+
+
+def service_urn(inv, service: str) -> str:
+    return next(r["urn"] for r in inv.of_type(SERVICE) if r["inputs"]["service"] == service)
+
+
+# --- components ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_every_resource_belongs_to_a_component(request, name):
+    inv = request.getfixturevalue(name)
+    stack = inv.one("celery-gcs:stack:CeleryStack")
+    for r in inv:
+        if r["type"] in ("pulumi:pulumi:Stack", "celery-gcs:stack:CeleryStack"):
+            continue
+        parent = inv.parent(r)
+        assert parent is not None and parent["type"].startswith("celery-gcs:"), r["name"]
+        assert r["name"].startswith(parent["name"] + "-"), (r["name"], parent["name"])
+        assert stack in inv.ancestors(r)
+
+
+def test_components_have_tokens_and_register_outputs(any_inventory):
+    components = [r for r in any_inventory if r["type"].startswith("celery-gcs:")]
+    assert {c["type"] for c in components} >= {
+        "celery-gcs:stack:CeleryStack",
+        "celery-gcs:result_store:ResultStore",
+        "celery-gcs:chord_store:ChordStore",
+        "celery-gcs:identity:WorkerIdentity",
+        "celery-gcs:broker:Broker",
+        "celery-gcs:registry:Registry",
+        "celery-gcs:cluster:Cluster",
+        "celery-gcs:worker:Worker",
+    }
+    for c in components:
+        assert len(c["type"].split(":")) == 3
+        assert any_inventory.registered_outputs.get(c["urn"]), f"{c['name']} registered no outputs"
+
+
+# --- APIs ---------------------------------------------------------------------
+
+
+def test_apis_enabled_as_used_and_kept_on_destroy(dev, byo):
+    base = {
+        "storage.googleapis.com",
+        "firestore.googleapis.com",
+        "iam.googleapis.com",
+        "iamcredentials.googleapis.com",
+        "container.googleapis.com",
+        "artifactregistry.googleapis.com",
+    }
+    dev_services = {r["inputs"]["service"] for r in dev.of_type(SERVICE)}
+    assert dev_services == base | {"compute.googleapis.com", "redis.googleapis.com"}
+    byo_services = {r["inputs"]["service"] for r in byo.of_type(SERVICE)}
+    assert byo_services == base | {"cloudkms.googleapis.com"}
+    for inv in (dev, byo):
+        for r in inv.of_type(SERVICE):
+            assert r["inputs"]["disableOnDestroy"] is False
+            assert r["inputs"]["project"] == "acme-celery-dev"
+
+
+def test_resources_wait_for_their_apis(dev):
+    for typ, service in [
+        (BUCKET, "storage.googleapis.com"),
+        (DATABASE, "firestore.googleapis.com"),
+        (CLUSTER, "container.googleapis.com"),
+        (REDIS, "redis.googleapis.com"),
+        (REPOSITORY, "artifactregistry.googleapis.com"),
+        (ACCOUNT, "iam.googleapis.com"),
+    ]:
+        for r in dev.of_type(typ):
+            assert service_urn(dev, service) in dev.waits_for(r), (typ, r["name"])
+
+
+# --- result store -------------------------------------------------------------
+
+
+def test_bucket_is_private_disposable_and_named_from_config(dev, prod):
+    for inv, name in [
+        (dev, "acme-celery-dev-celery-dev-results"),
+        (prod, "acme-celery-prod-celery-prod-results"),
+    ]:
+        b = inv.one(BUCKET)["inputs"]
+        assert b["name"] == name
+        assert b["location"] == "europe-west1"
+        assert b["uniformBucketLevelAccess"] is True
+        assert b["publicAccessPrevention"] == "enforced"
+        assert b["softDeletePolicy"] == {"retentionDurationSeconds": 0}
+        assert b["versioning"] == {"enabled": False}
+        assert b["labels"]["celery-gcs-stack"] == inv.stack
+        assert b["labels"]["app"] == "celery-gcs"
+        assert "encryption" not in b
+
+
+def test_bucket_lifecycle_matches_backend_defaults(dev):
+    rules = dev.one(BUCKET)["inputs"]["lifecycleRules"]
+    assert rules == [
+        {
+            "action": {"type": "Delete"},
+            "condition": {
+                "daysSinceCustomTime": defaults.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME,
+                "sendDaysSinceCustomTimeIfZero": True,
+            },
+        },
+        {"action": {"type": "Delete"}, "condition": {"age": defaults.LIFECYCLE_MAX_AGE_DAYS}},
+    ]
+
+
+def test_dev_bucket_destroyable_prod_bucket_protected(dev, prod):
+    assert dev.one(BUCKET)["inputs"]["forceDestroy"] is True
+    assert dev.one(BUCKET)["protect"] is False
+    assert prod.one(BUCKET)["inputs"]["forceDestroy"] is False
+    assert prod.one(BUCKET)["protect"] is True
+
+
+def test_cmek_key_used_and_granted_to_the_storage_agent_first(byo, dev):
+    bucket = byo.one(BUCKET)
+    assert bucket["inputs"]["encryption"] == {"defaultKmsKeyName": BYO_KMS_KEY}
+    grant = byo.one(KMS_MEMBER)
+    assert grant["inputs"] == {
+        "cryptoKeyId": BYO_KMS_KEY,
+        "role": "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+        "member": "serviceAccount:service-123@gs-project-accounts.iam.gserviceaccount.com",
+    }
+    assert grant["urn"] in bucket["dependencies"]
+    assert dev.of_type(KMS_MEMBER) == []
+
+
+# --- chord store --------------------------------------------------------------
+
+
+def test_database_native_named_and_located_from_config(dev, prod):
+    d = dev.one(DATABASE)["inputs"]
+    assert (d["type"], d["name"], d["locationId"]) == (
+        "FIRESTORE_NATIVE",
+        "celery-dev",
+        "europe-west1",
+    )
+    p = prod.one(DATABASE)["inputs"]
+    assert (p["type"], p["name"], p["locationId"]) == (
+        "FIRESTORE_NATIVE",
+        defaults.FIRESTORE_DATABASE,
+        "eur3",
+    )
+
+
+def test_dev_database_is_destroyable(dev):
+    db = dev.one(DATABASE)
+    assert db["inputs"]["deletionPolicy"] == "DELETE"
+    assert db["inputs"]["deleteProtectionState"] == "DELETE_PROTECTION_DISABLED"
+    assert db["inputs"]["pointInTimeRecoveryEnablement"] == "POINT_IN_TIME_RECOVERY_DISABLED"
+    assert db["protect"] is False
+
+
+def test_prod_database_protected_with_pitr(prod):
+    db = prod.one(DATABASE)
+    assert db["inputs"]["deletionPolicy"] == "ABANDON"
+    assert db["inputs"]["deleteProtectionState"] == "DELETE_PROTECTION_ENABLED"
+    assert db["inputs"]["pointInTimeRecoveryEnablement"] == "POINT_IN_TIME_RECOVERY_ENABLED"
+    assert db["protect"] is True
+
+
+def test_ttl_policy_on_the_backend_collection_and_field(dev, prod):
+    for inv in (dev, prod):
+        field = inv.one(FIELD)
+        db = inv.one(DATABASE)
+        assert field["inputs"] == {
+            "project": db["inputs"]["project"],
+            "database": db["inputs"]["name"],
+            "collection": defaults.FIRESTORE_COLLECTION,
+            "field": defaults.FIRESTORE_TTL_FIELD,
+            "ttlConfig": {},
+            # Exempt from single-field indexes: no query uses it.
+            "indexConfig": {},
+        }
+        assert db["urn"] in field["dependencies"]
+
+
+# --- identity -----------------------------------------------------------------
+
+
+def worker_account(inv):
+    return next(a for a in inv.of_type(ACCOUNT) if a["inputs"]["accountId"].endswith("-worker"))
+
+
+def test_least_privilege_grants_exactly(dev):
+    worker = "serviceAccount:celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
+    nodes = "serviceAccount:celery-dev-nodes@acme-celery-dev.iam.gserviceaccount.com"
+    grants = sorted(
+        (r["type"], r["inputs"]["role"], r["inputs"]["member"])
+        for r in dev
+        if "member" in r["inputs"]
+    )
+    assert grants == sorted(
+        [
+            (BUCKET_MEMBER, "roles/storage.objectUser", worker),
+            (PROJECT_MEMBER, "roles/datastore.user", worker),
+            (
+                SA_MEMBER,
+                "roles/iam.workloadIdentityUser",
+                "serviceAccount:acme-celery-dev.svc.id.goog[celery/celery-worker]",
+            ),
+            (PROJECT_MEMBER, "roles/container.defaultNodeServiceAccount", nodes),
+            (REPO_MEMBER, "roles/artifactregistry.reader", nodes),
+        ]
+    )
+
+
+def test_object_role_is_on_the_result_bucket(dev):
+    grant = dev.one(BUCKET_MEMBER)
+    assert grant["inputs"]["bucket"] == dev.one(BUCKET)["inputs"]["name"]
+
+
+def test_firestore_access_conditioned_on_this_database(dev, prod):
+    for inv, database in [(dev, "celery-dev"), (prod, "(default)")]:
+        grant = next(
+            r for r in inv.of_type(PROJECT_MEMBER) if r["inputs"]["role"] == "roles/datastore.user"
+        )
+        project = grant["inputs"]["project"]
+        assert grant["inputs"]["condition"]["expression"] == (
+            f'resource.name == "projects/{project}/databases/{database}"'
+        )
+        assert grant["inputs"]["condition"]["title"]
+
+
+def test_workload_identity_binding(dev, byo):
+    for inv in (dev, byo):
+        binding = inv.one(SA_MEMBER)
+        assert binding["inputs"]["serviceAccountId"] == (
+            "projects/acme-celery-dev/serviceAccounts/"
+            "celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
+        )
+    assert dev.one(CLUSTER)["urn"] in dev.one(SA_MEMBER)["dependencies"]
+    assert byo.of_type(CLUSTER) == []
+
+
+def test_no_keys_and_worker_account_is_not_the_node_account(dev):
+    assert not [r for r in dev if r["type"].startswith("gcp:serviceaccount/key")]
+    auto = dev.one(CLUSTER)["inputs"]["clusterAutoscaling"]["autoProvisioningDefaults"]
+    assert auto["serviceAccount"] == "celery-dev-nodes@acme-celery-dev.iam.gserviceaccount.com"
+    assert worker_account(dev)["inputs"]["accountId"] == "celery-dev-worker"
+
+
+# --- broker -------------------------------------------------------------------
+
+
+def test_memorystore_auth_tls_on_cluster_network(dev, prod):
+    for inv, tier, size in [(dev, "BASIC", 1), (prod, "STANDARD_HA", 5)]:
+        redis = inv.one(REDIS)["inputs"]
+        assert redis["authEnabled"] is True
+        assert redis["transitEncryptionMode"] == "SERVER_AUTHENTICATION"
+        assert redis["authorizedNetwork"] == inv.one(CLUSTER)["inputs"]["network"]
+        assert redis["connectMode"] == "DIRECT_PEERING"
+        assert redis["redisConfigs"] == {"maxmemory-policy": "noeviction"}
+        assert (redis["tier"], redis["memorySizeGb"], redis["region"]) == (
+            tier,
+            size,
+            "europe-west1",
+        )
+    assert dev.one(REDIS)["inputs"]["deletionProtection"] is False
+    assert prod.one(REDIS)["inputs"]["deletionProtection"] is True
+    assert prod.one(REDIS)["protect"] is True
+
+
+def test_memorystore_url_reaches_the_worker_as_a_secret_kombu_understands(dev):
+    secret = dev.one(SECRET)
+    assert "stringData" in secret["secret_paths"]
+    data = secret["inputs"]["stringData"]
+    parsed = parse_url(data["url"])
+    assert parsed["transport"] == "rediss"
+    assert (parsed["hostname"], parsed["port"], parsed["password"]) == (
+        "10.0.0.3",
+        6378,
+        "mock-auth-string",
+    )
+    assert parsed["ssl"] == {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": "/etc/celery-broker/ca.pem",
+        "ssl_check_hostname": False,
+    }
+    assert data["ca.pem"].startswith("-----BEGIN CERTIFICATE-----")
+    assert (data["address"], data["password"], data["tls"]) == (
+        "10.0.0.3:6378",
+        "mock-auth-string",
+        "enable",
+    )
+    mounts = {m["name"]: m for m in container(dev)["volumeMounts"]}
+    assert mounts["broker-ca"]["mountPath"] == "/etc/celery-broker"
+    assert env_of(dev)["CELERY_BROKER_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "celery-broker", "key": "url"}
+    }
+
+
+def test_external_broker_url_stays_secret(byo):
+    assert byo.of_type(REDIS) == []
+    secret = byo.one(SECRET)
+    assert secret["inputs"]["stringData"] == {
+        "url": BYO_BROKER_URL,
+        "address": "redis.example.com:6380",
+        "password": "s3cret/pw",
+        "tls": "enable",
+    }
+    assert "stringData" in secret["secret_paths"]
+    leaking = [r["name"] for r in byo if "s3cret" in json.dumps(r["inputs"]) and r is not secret]
+    assert leaking == []
+    assert "s3cret" not in json.dumps(byo.outputs)
+    volumes = [
+        v["name"] for v in byo.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]["volumes"]
+    ]
+    assert "broker-ca" not in volumes
+
+
+# --- registry and image -------------------------------------------------------
+
+
+def test_repository_with_cleanup_policies(dev):
+    repo = dev.one(REPOSITORY)["inputs"]
+    assert (repo["format"], repo["location"], repo["repositoryId"]) == (
+        "DOCKER",
+        "europe-west1",
+        "celery-dev",
+    )
+    assert repo["cleanupPolicyDryRun"] is False
+    policies = {p["id"]: p for p in repo["cleanupPolicies"]}
+    assert policies["delete-untagged"]["action"] == "DELETE"
+    assert policies["delete-untagged"]["condition"] == {
+        "tagState": "UNTAGGED",
+        "olderThan": "604800s",
+    }
+    assert policies["delete-old"]["condition"] == {"tagState": "ANY", "olderThan": "2592000s"}
+    assert policies["keep-recent"] == {
+        "id": "keep-recent",
+        "action": "KEEP",
+        "mostRecentVersions": {"keepCount": 10},
+    }
+    reader = dev.one(REPO_MEMBER)["inputs"]
+    assert reader["repository"] == "celery-dev"
+
+
+def test_image_built_from_worker_image_and_deployed_by_digest(dev):
+    image = dev.one(IMAGE)
+    inputs = image["inputs"]
+    assert inputs["push"] is True
+    assert inputs["platforms"] == ["linux/amd64"]
+    assert inputs["context"] == {"location": str(ROOT)}
+    assert inputs["dockerfile"] == {"location": str(ROOT / "worker_image" / "Dockerfile")}
+    registry = "europe-west1-docker.pkg.dev/acme-celery-dev/celery-dev"
+    assert inputs["tags"] == [f"{registry}/worker:latest"]
+    assert inputs["registries"][0]["address"] == "europe-west1-docker.pkg.dev"
+    assert "registries[0].password" in image["secret_paths"]
+    assert container(dev)["image"] == f"{registry}/worker@{FAKE_DIGEST}"
+    assert dev.outputs["image_digest"] == FAKE_DIGEST
+
+
+def test_existing_image_deployed_as_given(byo):
+    assert byo.of_type(IMAGE) == []
+    assert container(byo)["image"] == BYO_IMAGE
+    assert byo.outputs["image_digest"] == BYO_IMAGE.split("@")[1]
+    # The repository exists anyway, for CI to push to; the existing cluster's nodes get no grant.
+    assert byo.one(REPOSITORY) and byo.of_type(REPO_MEMBER) == []
+
+
+# --- cluster ------------------------------------------------------------------
+
+
+def test_new_autopilot_cluster_private_on_a_channel(dev, prod):
+    for inv, channel, protected in [(dev, "REGULAR", False), (prod, "STABLE", True)]:
+        cluster = inv.one(CLUSTER)
+        c = cluster["inputs"]
+        assert c["enableAutopilot"] is True
+        assert c["privateClusterConfig"]["enablePrivateNodes"] is True
+        assert c["releaseChannel"] == {"channel": channel}
+        assert c["workloadIdentityConfig"] == {"workloadPool": f"{c['project']}.svc.id.goog"}
+        assert c["location"] == "europe-west1"
+        assert c["deletionProtection"] is protected
+        assert cluster["protect"] is protected
+
+
+def test_cloud_nat_only_when_asked(dev, prod):
+    assert dev.of_type("gcp:compute/routerNat:RouterNat") == []
+    nat = prod.one("gcp:compute/routerNat:RouterNat")["inputs"]
+    router = prod.one("gcp:compute/router:Router")["inputs"]
+    assert nat["router"] == router["name"]
+    assert router["network"] == prod.one(CLUSTER)["inputs"]["network"]
+
+
+def kubeconfig(inv) -> dict:
+    provider = inv.one(K8S_PROVIDER)
+    assert "kubeconfig" in provider["secret_paths"]
+    return json.loads(provider["inputs"]["kubeconfig"])
+
+
+def test_kubernetes_objects_go_to_the_stack_cluster(dev, byo):
+    config = kubeconfig(dev)
+    assert config["clusters"][0]["cluster"]["server"] == "https://203.0.113.10"
+    assert config["users"][0]["user"]["exec"]["command"] == "gke-gcloud-auth-plugin"
+    provider = dev.one(K8S_PROVIDER)
+    for obj in dev.kubernetes_objects():
+        assert obj["provider"].startswith(provider["urn"] + "::"), obj["name"]
+    assert kubeconfig(byo)["clusters"][0]["cluster"]["server"] == "https://198.51.100.7"
+
+
+def test_existing_cluster_is_looked_up_not_created(byo):
+    lookups = [i for i in byo.invokes if i["token"] == "gcp:container/getCluster:getCluster"]
+    assert lookups and lookups[0]["args"] == {
+        "name": "shared-gke",
+        "location": "europe-west1-b",
+        "project": "acme-celery-dev",
+    }
+    assert byo.of_type(CLUSTER) == [] and byo.of_type("gcp:compute/router:Router") == []
+    assert byo.outputs["cluster"] == "shared-gke"
+
+
+# --- worker -------------------------------------------------------------------
+
+
+def test_namespace_and_workload_identity_service_account(dev):
+    ns = dev.one(NAMESPACE)["inputs"]["metadata"]
+    assert ns["name"] == "celery"
+    assert ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    ksa = dev.one(KSA)["inputs"]["metadata"]
+    assert (ksa["namespace"], ksa["name"]) == ("celery", "celery-worker")
+    assert ksa["annotations"] == {
+        "iam.gke.io/gcp-service-account": dev.outputs["service_account_email"]
+    }
+
+
+def test_deployment_environment(dev, prod):
+    for inv, concurrency, queues in [(dev, "4", "celery"), (prod, "8", "celery,priority")]:
+        env = env_of(inv)
+        assert list(env) == [
+            "CELERY_BROKER_URL",
+            "CELERY_RESULT_BACKEND",
+            "CELERY_APP",
+            "CELERY_CONCURRENCY",
+            "CELERY_QUEUES",
+            "GOOGLE_CLOUD_PROJECT",
+        ]
+        assert env["CELERY_RESULT_BACKEND"]["value"] == inv.outputs["result_backend"]
+        assert env["CELERY_APP"]["value"] == "acme.tasks:app"
+        assert env["CELERY_CONCURRENCY"]["value"] == concurrency
+        assert env["CELERY_QUEUES"]["value"] == queues
+        assert env["GOOGLE_CLOUD_PROJECT"]["value"] == f"acme-celery-{inv.stack}"
+
+
+def test_result_backend_url_names_bucket_project_and_database(dev, byo):
+    for inv, path in [(dev, ""), (byo, "/results/v1")]:
+        url = urllib.parse.urlsplit(inv.outputs["result_backend"])
+        assert url.scheme == defaults.URL_SCHEME
+        assert url.netloc == inv.one(BUCKET)["inputs"]["name"]
+        assert url.path == path
+        assert urllib.parse.parse_qs(url.query) == {
+            "gcs_project": ["acme-celery-dev"],
+            "firestore_project": ["acme-celery-dev"],
+            "firestore_database": [inv.one(DATABASE)["inputs"]["name"]],
+        }
+
+
+def test_deployment_resources_shutdown_and_identity(dev, prod):
+    for inv, cpu, memory in [(dev, "500m", "1Gi"), (prod, "2", "4Gi")]:
+        deployment = inv.one(DEPLOYMENT)
+        pod = deployment["inputs"]["spec"]["template"]["spec"]
+        resources = container(inv)["resources"]
+        assert resources["requests"] == resources["limits"]
+        assert (resources["requests"]["cpu"], resources["requests"]["memory"]) == (cpu, memory)
+        assert pod["terminationGracePeriodSeconds"] == 600
+        assert pod["serviceAccountName"] == "celery-worker"
+        assert "replicas" not in deployment["inputs"]["spec"]  # the autoscaler owns it
+        waits = inv.waits_for(deployment)
+        assert inv.one(SA_MEMBER)["urn"] in waits
+        assert inv.one(FIELD)["urn"] in waits
+        assert inv.one(BUCKET_MEMBER)["urn"] in waits
+
+
+def test_pod_disruption_budget_lets_one_pod_drain(dev):
+    pdb = dev.one(PDB)["inputs"]["spec"]
+    assert pdb == {
+        "maxUnavailable": 1,
+        "selector": dev.one(DEPLOYMENT)["inputs"]["spec"]["selector"],
+    }
+
+
+def test_hpa_on_cpu_without_keda(dev):
+    assert dev.of_type(SCALED_OBJECT) == [] and dev.of_type(TRIGGER_AUTH) == []
+    spec = dev.one(HPA)["inputs"]["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "celery-worker",
+    }
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 3)
+    assert spec["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 70},
+            },
+        }
+    ]
+
+
+def test_keda_scales_on_each_queue_list(prod, byo):
+    assert prod.of_type(HPA) == []
+    spec = prod.one(SCALED_OBJECT)["inputs"]["spec"]
+    assert spec["scaleTargetRef"] == {"name": "celery-worker"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 50)
+    assert [t["metadata"]["listName"] for t in spec["triggers"]] == ["celery", "priority"]
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "redis"
+        assert trigger["authenticationRef"] == {"name": "celery-broker"}
+        assert trigger["metadata"]["databaseIndex"] == "0"
+    refs = {
+        r["parameter"]: r["key"]
+        for r in prod.one(TRIGGER_AUTH)["inputs"]["spec"]["secretTargetRef"]
+    }
+    assert refs == {"address": "address", "password": "password", "tls": "tls", "ca": "ca.pem"}
+    byo_spec = byo.one(SCALED_OBJECT)["inputs"]["spec"]
+    assert byo_spec["minReplicaCount"] == 0
+    assert byo_spec["triggers"][0]["metadata"]["databaseIndex"] == "2"
+    byo_refs = {r["parameter"] for r in byo.one(TRIGGER_AUTH)["inputs"]["spec"]["secretTargetRef"]}
+    assert byo_refs == {"address", "password", "tls"}
+
+
+# --- outputs ------------------------------------------------------------------
+
+
+def test_stack_outputs(dev):
+    out = dev.outputs
+    assert set(out) == {
+        "bucket",
+        "firestore_database",
+        "service_account_email",
+        "result_backend",
+        "cluster",
+        "namespace",
+        "image",
+        "image_digest",
+        "registry",
+    }
+    assert out["bucket"] == dev.one(BUCKET)["inputs"]["name"]
+    assert out["firestore_database"] == "celery-dev"
+    assert (
+        out["service_account_email"] == "celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
+    )
+    assert out["cluster"] == "celery-dev"
+    assert out["namespace"] == "celery"
+    assert out["image"] == container(dev)["image"]
+
+
+# --- a team's own program -----------------------------------------------------
+
+
+def test_team_program_reuses_the_component(team):
+    stack = team.one("celery-gcs:stack:CeleryStack")
+    assert stack["name"] == "payments"
+    url = urllib.parse.urlsplit(team.outputs["result_backend"])
+    assert (url.netloc, url.path) == ("acme-payments-payments-results", "/celery/results")
+    assert team.one(NAMESPACE)["inputs"]["metadata"]["name"] == "payments"
+    assert team.one(SCALED_OBJECT)["inputs"]["spec"]["minReplicaCount"] == 0
+    assert team.one(SECRET)["inputs"]["stringData"]["url"] == "redis://:pw@10.20.0.5:6379/0"
+    assert "tls" not in team.one(SECRET)["inputs"]["stringData"]
+    audit = team.named("payments-audit")
+    assert team.parent(audit)["type"] == "pulumi:pulumi:Stack"
+    assert team.outputs["audit_bucket"] == "acme-payments-audit"
+    result_bucket = next(b for b in team.of_type(BUCKET) if b is not audit)
+    assert result_bucket["inputs"]["labels"]["team"] == "payments"
+
+
+# --- config errors stop the program at the edge -------------------------------
+
+
+def test_misspelled_key_stops_before_any_resource(runs):
+    run = runs["misspelled"]
+    assert run["error"]["type"] == "ConfigError"
+    assert "celery-gcs:celeryAp is not a celery-gcs setting" in run["error"]["message"]
+    assert "Did you mean celeryApp?" in run["error"]["message"]
+    assert [r["type"] for r in run["resources"]] == ["pulumi:pulumi:Stack"]
+
+
+def test_existing_cluster_without_workload_identity_stops_the_program(runs):
+    error = runs["no_workload_identity"]["error"]
+    assert error is not None
+    assert "cluster legacy-gke in europe-west1 has Workload Identity off" in error["message"]
+    assert "--workload-pool=acme-celery-dev.svc.id.goog" in error["message"]

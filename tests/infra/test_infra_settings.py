@@ -1,0 +1,197 @@
+"""Stack config is parsed once, at the edge: every bad value names its key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+from celery_gcs import defaults
+
+from infra import settings
+from infra.components import CeleryStackArgs, SettingError, WorkerSettings
+
+REQUIRED = {
+    "celery-gcs:project": "acme-celery-dev",
+    "celery-gcs:region": "europe-west1",
+    "celery-gcs:celeryApp": "acme.tasks:app",
+}
+SECRET_URL = "rediss://:hunter2@redis.example.com:6380/1"
+
+
+def load(extra: dict[str, str] | None = None, secret_keys=(), stack="dev"):
+    return settings.load({**REQUIRED, **(extra or {})}, stack=stack, secret_keys=secret_keys)
+
+
+def load_error(extra: dict[str, str], secret_keys=(), drop: str | None = None):
+    values = {**REQUIRED, **extra}
+    if drop:
+        del values[drop]
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load(values, stack="dev", secret_keys=secret_keys)
+    return caught.value
+
+
+def test_defaults_fill_in_and_derive():
+    args = load()
+    assert args.prefix == "celery-dev"
+    assert args.bucket_name == "acme-celery-dev-celery-dev-results"
+    assert (args.bucket_location, args.firestore_location, args.cluster_location) == (
+        "europe-west1",
+        "europe-west1",
+        "europe-west1",
+    )
+    assert args.firestore_database == defaults.FIRESTORE_DATABASE
+    assert args.broker == "memorystore" and args.protect is False and args.cluster == ""
+    assert args.worker == WorkerSettings(
+        celery_app="acme.tasks:app", labels={"celery-gcs-stack": "dev"}
+    )
+    assert args.labels == {"celery-gcs-stack": "dev"}
+
+
+def test_values_are_parsed_from_the_cli_string_encoding():
+    args = load(
+        {
+            "celery-gcs:protect": "True",
+            "celery-gcs:redisMemoryGb": "5",
+            "celery-gcs:queues": "celery, priority ,",
+            "celery-gcs:keda": "true",
+            "celery-gcs:minReplicas": "0",
+            "gcp:project": "ignored-other-namespace",
+        },
+        stack="Prod_EU",
+    )
+    assert args.protect is True and args.redis_memory_gb == 5
+    assert args.worker.queues == ("celery", "priority")
+    assert args.worker.keda is True and args.worker.min_replicas == 0
+    assert args.labels == {"celery-gcs-stack": "prod_eu"}
+    assert args.prefix == "celery-prod-eu"
+
+
+def test_external_broker_from_a_secret():
+    args = load(
+        {"celery-gcs:broker": "external", "celery-gcs:brokerUrl": SECRET_URL},
+        secret_keys={"celery-gcs:brokerUrl"},
+    )
+    assert args.broker_url == SECRET_URL
+    assert "hunter2" not in repr(args)
+
+
+@pytest.mark.parametrize("key", ["project", "region", "celeryApp"])
+def test_missing_required_key(key):
+    error = load_error({}, drop=f"celery-gcs:{key}")
+    assert error.key == f"celery-gcs:{key}"
+    assert "is required and not set" in str(error)
+    assert f"pulumi config set celery-gcs:{key} VALUE" in str(error)
+
+
+BAD_VALUES = [
+    ("project", "My Project", "is not a Google Cloud project ID"),
+    ("region", "us-central1-a", "is not a Google Cloud region"),
+    ("prefix", "a-prefix-that-is-far-too-long", "is not a valid name"),
+    ("prefix", "1st", "must start with a letter"),
+    ("bucketName", "Results_Bucket", "is not a valid bucket name"),
+    ("bucketName", "google-results", "is not a valid bucket name"),
+    ("basePath", "/results/", "is not a usable key prefix"),
+    ("kmsKeyName", "my-key", "is not a Cloud KMS key name"),
+    ("firestoreDatabase", "Celery", "is not a valid Firestore database ID"),
+    ("firestoreLocation", "europe", "is not a Firestore location"),
+    ("broker", "pubsub", "is not a broker kind"),
+    ("redisTier", "PREMIUM", "is not a Memorystore tier"),
+    ("redisMemoryGb", "lots", "not a whole number"),
+    ("redisMemoryGb", "0", "out of range"),
+    ("redisVersion", "7.2", "is not a Memorystore version"),
+    ("releaseChannel", "BETA", "is not a GKE release channel"),
+    ("image", "europe-docker.pkg.dev/acme/images/worker:latest", "not an image reference pinned"),
+    ("celeryApp", "my app", "is not a Celery app"),
+    ("queues", " , ", "is not a list of queue names"),
+    ("concurrency", "0", "out of range"),
+    ("cpu", "lots", "is not a Kubernetes quantity"),
+    ("memory", "2GB", "is not a Kubernetes quantity"),
+    ("minReplicas", "0", "is not a usable range"),
+    ("maxReplicas", "0", "is not a usable range"),
+    ("terminationGracePeriodSeconds", "5", "out of range"),
+    ("keda", "yes", "not a boolean"),
+    ("protect", "maybe", "not a boolean"),
+    ("kedaListLength", "0", "must be at least 1"),
+    ("namespace", "Celery", "is not a valid name"),
+    ("serviceAccount", "celery_worker", "is not a valid name"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), BAD_VALUES)
+def test_bad_value_names_its_key_and_the_fix(key, value, problem):
+    error = load_error({f"celery-gcs:{key}": value})
+    # min/maxReplicas share one range check, reported on minReplicas.
+    expected_key = "minReplicas" if key == "maxReplicas" else key
+    assert error.key == f"celery-gcs:{expected_key}"
+    assert problem in str(error)
+    assert "Use " in str(error)  # every check says what to use instead
+    assert f"pulumi config set celery-gcs:{expected_key} VALUE" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"celery-gcs:broker": "external"}, "brokerUrl", "an external broker needs a URL"),
+        (
+            {"celery-gcs:broker": "external", "celery-gcs:brokerUrl": "gcpubsub://projects/acme"},
+            "brokerUrl",
+            "Pub/Sub is not offered",
+        ),
+        (
+            {"celery-gcs:broker": "external", "celery-gcs:brokerUrl": "amqp://u:hunter2@mq/"},
+            "brokerUrl",
+            "only Redis brokers are supported",
+        ),
+        (
+            {"celery-gcs:broker": "external", "celery-gcs:brokerUrl": "redis://:hunter2@/0"},
+            "brokerUrl",
+            "no valid host/port",
+        ),
+        ({"celery-gcs:brokerUrl": SECRET_URL}, "brokerUrl", "the broker is memorystore"),
+    ],
+)
+def test_broker_errors_never_echo_the_url(extra, key, problem):
+    error = load_error(extra, secret_keys={"celery-gcs:brokerUrl"})
+    assert error.key == f"celery-gcs:{key}"
+    assert problem in str(error)
+    assert "hunter2" not in str(error)
+    assert "pulumi config set --secret celery-gcs:brokerUrl" in str(error)
+
+
+def test_broker_url_must_be_stored_encrypted():
+    error = load_error({"celery-gcs:broker": "external", "celery-gcs:brokerUrl": SECRET_URL})
+    assert error.key == "celery-gcs:brokerUrl"
+    assert "must be stored encrypted" in str(error)
+    assert "pulumi config set --secret celery-gcs:brokerUrl VALUE" in str(error)
+    assert "hunter2" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"celery-gcs:cluster": "shared", "celery-gcs:cloudNat": "true"}, "cloudNat"),
+        ({"celery-gcs:cluster": "shared", "celery-gcs:subnetwork": "sub"}, "subnetwork"),
+    ],
+)
+def test_new_cluster_settings_rejected_with_an_existing_cluster(extra, key):
+    assert load_error(extra).key == f"celery-gcs:{key}"
+
+
+def test_unknown_key_suggests_the_closest():
+    error = load_error({"celery-gcs:bucket": "x"})
+    assert error.key == "celery-gcs:bucket"
+    assert "is not a celery-gcs setting" in str(error)
+    assert "Did you mean bucketName?" in str(error)
+    assert "pulumi config rm celery-gcs:bucket" in str(error)
+
+
+def test_component_arguments_validate_without_stack_config():
+    """A team program building the arguments itself gets the same checks, by field name."""
+    worker = WorkerSettings(celery_app="proj.celery:app")
+    with pytest.raises(SettingError) as caught:
+        CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker, prefix="-x")
+    assert caught.value.field == "prefix"
+    with pytest.raises(SettingError) as caught:
+        WorkerSettings(celery_app="proj.celery:app", cpu="1 core")
+    assert caught.value.field == "cpu"
+    args = CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker)
+    assert args.bucket_name == "acme-celery-celery-results"
