@@ -133,3 +133,22 @@ def start_worker(stack: Local, backend_url: str, tmp_path: Path) -> Iterator[Any
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def firestore_docs(stack: Local) -> Any:
+    """List the documents of the chord collection (and their parts) on the emulator."""
+    from google.cloud import firestore
+
+    def docs(collection: str = "celery", database: str = "(default)") -> dict[str, dict[str, Any]]:
+        client = firestore.Client(project=stack.stack.project, database=database)
+        found: dict[str, dict[str, Any]] = {}
+        for doc in client.collection(collection).list_documents():  # also parents with only parts
+            snapshot = doc.get()
+            if snapshot.exists:
+                found[doc.id] = snapshot.to_dict()
+            for part in doc.collection("parts").stream():
+                found[f"{doc.id}/parts/{part.id}"] = part.to_dict()
+        return found
+
+    return docs

@@ -94,3 +94,12 @@ def collect(results):
     client = redis.Redis.from_url(app.conf.broker_url)
     client.incr(f"callback-runs:{collect.request.id}")
     return results
+
+
+@app.task
+def on_chord_error(request, exc, traceback):
+    """An errback: records the error it was given, under the failed callback's id."""
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    client.rpush(f"errbacks:{request.id}", repr(exc))

@@ -1,0 +1,201 @@
+"""Chords through real prefork workers: counted once, one callback, right results, no hangs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+from billiard.exceptions import WorkerLostError
+from celery import chain, chord, group
+from celery.exceptions import ChordError
+
+from . import tasks
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+def sig(app, task, *args, **options):
+    return app.signature(task.name, args=args, **options)
+
+
+def callback_runs(app, result) -> int:
+    client = redis.Redis.from_url(app.conf.broker_url)
+    return int(client.get(f"callback-runs:{result.id}") or 0)
+
+
+def settle() -> None:
+    """Give a duplicate callback, if one were coming, time to run."""
+    time.sleep(1.5)
+
+
+@pytest.mark.parametrize("size", [1, 100, 1000])
+def test_chords_of_every_size_complete_once_and_clean_up(app, start_worker, firestore_docs, size) -> None:
+    start_worker(concurrency=2)
+    result = chord(sig(app, tasks.add, n, n) for n in range(size))(sig(app, tasks.collect))
+    assert result.get(timeout=300) == [2 * n for n in range(size)]
+    settle()
+    assert callback_runs(app, result) == 1
+    assert firestore_docs() == {}  # counter, claim and part documents all deleted
+
+
+def test_results_come_in_header_order_whatever_the_finishing_order(app, start_worker) -> None:
+    start_worker(concurrency=2)
+    header = [sig(app, tasks.sleep, 0.3 * (5 - n), n) for n in range(6)]
+    assert chord(header)(sig(app, tasks.collect)).get(timeout=60) == list(range(6))
+
+
+def test_a_failed_header_task_fails_the_chord_and_calls_its_errbacks(app, start_worker) -> None:
+    start_worker()
+    callback = sig(app, tasks.collect).on_error(sig(app, tasks.on_chord_error))
+    result = chord([sig(app, tasks.add, 1, 1), sig(app, tasks.fail, "part broke")])(callback)
+    with pytest.raises(ChordError, match="part broke") as caught:
+        result.get(timeout=60)
+    assert "Dependency" in str(caught.value)
+    settle()
+    assert callback_runs(app, result) == 0
+    errbacks = redis.Redis.from_url(app.conf.broker_url).lrange(f"errbacks:{result.id}", 0, -1)
+    assert len(errbacks) == 1 and b"ChordError" in errbacks[0] and b"part broke" in errbacks[0]
+
+
+def test_nested_groups_and_chains_in_the_header_as_the_redis_backend_does(
+    app, make_app, start_worker, stack
+) -> None:
+    def canvas(on):
+        return chord([
+            sig(on, tasks.add, 1, 1),
+            group(sig(on, tasks.add, 2, 2), sig(on, tasks.add, 3, 3)),
+            chain(sig(on, tasks.add, 4, 4), sig(on, tasks.mul, 10)),
+        ])(sig(on, tasks.collect))  # fmt: skip
+
+    redis_url = stack.stack.redis_url.rsplit("/", 1)[0] + "/1"
+    redis_worker = start_worker(url=redis_url)
+    expected = canvas(make_app(redis_url)).get(timeout=60)
+    redis_worker.stop()
+    assert sorted(expected) == [2, 4, 6, 80]  # Celery unrolls the nested group into the header
+    start_worker()
+    assert canvas(app).get(timeout=60) == expected
+
+
+def test_a_chain_of_chords(app, start_worker) -> None:
+    start_worker()
+    first = chord([sig(app, tasks.add, 1, 1), sig(app, tasks.add, 2, 2)], sig(app, tasks.tsum))
+    second = chord([sig(app, tasks.add, 10), sig(app, tasks.add, 20)], sig(app, tasks.tsum))
+    assert (first | second).apply_async().get(timeout=60) == (6 + 10) + (6 + 20)
+
+
+def test_a_header_task_replaced_by_a_group(app, start_worker) -> None:
+    start_worker()
+    result = chord([sig(app, tasks.replace_with_group, 3), sig(app, tasks.add, 5, 5)])(sig(app, tasks.collect))
+    assert result.get(timeout=60) == [[0, 2, 4], 10]
+    settle()
+    assert callback_runs(app, result) == 1
+
+
+def test_add_to_chord_grows_the_chord(app, start_worker) -> None:
+    start_worker()
+    result = chord([sig(app, tasks.grow_chord, 2), sig(app, tasks.add, 1, 1)])(sig(app, tasks.collect))
+    assert result.get(timeout=60) == ["grown", 2, "added-0", "added-1"]
+
+
+def test_a_redelivered_header_task_counts_once(app, start_worker, firestore_docs) -> None:
+    """The same header message delivered twice, as a broker redelivers an unacked task."""
+    start_worker(concurrency=2)
+    quick = sig(app, tasks.add, 1, 1)
+    slow = [sig(app, tasks.sleep, 2.0, n) for n in range(2)]
+    result = chord([quick, *slow])(sig(app, tasks.collect))
+    header = result.parent
+    first = header.results[0]
+    # Re-publish the first header task with its id, group and chord, as a redelivery would.
+    app.send_task(
+        tasks.add.name, args=(1, 1), task_id=first.id, group_id=header.id, group_index=0,
+        chord=sig(app, tasks.collect, task_id=result.id),
+    )  # fmt: skip
+    time.sleep(1.0)
+    parts = [name for name in firestore_docs() if "/parts/" in name]
+    assert len(parts) == 1  # counted once; the slow parts are still running
+    assert result.get(timeout=60) == [2, 0, 1]
+    settle()
+    assert callback_runs(app, result) == 1
+
+
+def test_a_late_duplicate_after_completion_does_nothing(app, start_worker, firestore_docs) -> None:
+    start_worker()
+    result = chord([sig(app, tasks.add, 1, 1), sig(app, tasks.add, 2, 2)])(sig(app, tasks.collect))
+    assert result.get(timeout=60) == [2, 4]
+    first = result.parent.results[0]
+    late = app.send_task(
+        tasks.add.name, args=(1, 1), task_id=first.id, group_id=result.parent.id, group_index=0,
+        chord=sig(app, tasks.collect, task_id=result.id),
+    )  # fmt: skip
+    assert late.get(timeout=30) == 2
+    settle()
+    assert callback_runs(app, result) == 1
+    docs = firestore_docs()
+    assert not [name for name in docs if "/parts/" not in name]  # no chord document again
+    # What the late copy wrote is a lone part document, which the TTL policy removes.
+    assert all("expires_at" in data for data in docs.values())
+
+
+def test_chord_documents_carry_the_ttl_field_while_open(app, start_worker, firestore_docs) -> None:
+    start_worker(result_chord_expires=600)
+    result = chord([sig(app, tasks.add, 1, 1), sig(app, tasks.sleep, 3.0, 7)])(sig(app, tasks.collect))
+    time.sleep(1.5)
+    docs = firestore_docs()
+    assert docs, "the chord's documents exist while it runs"
+    for data in docs.values():
+        assert "expires_at" in data
+    assert result.get(timeout=60) == [2, 7]
+
+
+KILL_STEPS = ["in_body", "before_count", "after_count", "after_claim"]
+
+
+@pytest.mark.parametrize("reject", [True, False], ids=["reject_on_worker_lost", "plain_acks_late"])
+@pytest.mark.parametrize("step", KILL_STEPS)
+def test_a_killed_child_never_hangs_a_chord_nor_doubles_its_callback(
+    app, start_worker, backend_url, tmp_path, step: str, reject: bool
+) -> None:
+    size = 20
+    kill_dir = tmp_path / "kills"
+    kill_dir.mkdir()
+    start_worker(
+        concurrency=2,
+        url=f"tests.e2e.faulty:KillingBackend+{backend_url}",
+        env={"CELERY_GCS_KILL_AT": step, "CELERY_GCS_KILL_DIR": str(kill_dir)},
+        task_acks_late=True,
+        task_reject_on_worker_lost=reject,
+    )
+    header = [sig(app, tasks.add, n, n) for n in range(size)]
+    if step == "in_body":
+        header[3] = sig(app, tasks.kill_self, str(kill_dir / "body"))
+    result = chord(header)(sig(app, tasks.collect))
+    expected = [2 * n for n in range(size)]
+    if step == "in_body":
+        expected[3] = str(kill_dir / "body")
+    if reject:
+        assert result.get(timeout=120) == expected
+    else:
+        # Without a requeue the lost part is a failure: the chord fails (get()
+        # re-raises the header's WorkerLostError first), or completes if the
+        # part had been stored before. Either way it ends.
+        try:
+            assert result.get(timeout=120) == expected
+        except (ChordError, WorkerLostError) as exc:
+            assert "Worker exited prematurely" in str(exc)
+    assert list(kill_dir.glob("kill-*")) or (kill_dir / "body.killed").exists(), "the fault was injected"
+    settle()
+    assert callback_runs(app, result) <= 1
+    if reject:
+        assert callback_runs(app, result) == 1
+
+
+@pytest.mark.slow
+def test_a_chord_of_ten_thousand_parts(app, start_worker, firestore_docs) -> None:
+    start_worker(concurrency=2)
+    result = chord(sig(app, tasks.add, n, 1) for n in range(10_000))(sig(app, tasks.collect))
+    assert result.get(timeout=3600) == [n + 1 for n in range(10_000)]
+    settle()
+    assert callback_runs(app, result) == 1
+    assert firestore_docs() == {}
