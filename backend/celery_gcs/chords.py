@@ -122,10 +122,13 @@ class ChordCoordinator:
             return
         self.after_claim(part)
         callback = maybe_signature(part.callback, app=self.backend.app)
+        ids: list[str] = list(chord.added)  # the header's ids join them once read
         try:
             if chord.total is None or self.store.counted(key) < chord.total:
                 raise PartsInFlight("the chord grew after its last part was counted")
-            value = self._join(part, chord)
+            shape = self._shape(part, chord)
+            ids = list(_leaf_ids(shape))
+            value = _rebuild(shape, self._gather(part, ids))
         except PartsInFlight as exc:
             log.warning("Chord %s: %s; its late parts will complete it", part.group_id, exc)
             self.store.release(key, mine.token)
@@ -136,7 +139,7 @@ class ChordCoordinator:
                 try:
                     self.backend.chord_error_from_stack(callback, exc)
                 finally:
-                    self._finish(key, part.group_id, chord)
+                    self._finish(key, ids)
             return
         publish_budget = self._publish_budget()
         if not self.store.renew(key, Claim(mine.token, mine.holder, _now_plus(self._lease() + publish_budget))):
@@ -144,11 +147,11 @@ class ChordCoordinator:
             return
         try:
             self.backend.app.amqp._retry_publish(callback.delay, value)
-        except Exception as exc:
+        except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
             self.backend.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
         finally:
-            self._finish(key, part.group_id, chord)
+            self._finish(key, ids)
 
     def _take_claim(self, key: str, mine: Claim, may_wait: bool) -> Chord | None:
         """Claim the callback. A replayed return may wait out a remote holder's lease."""
@@ -166,15 +169,13 @@ class ChordCoordinator:
             wait = (current.claim.lease_until - _now()).total_seconds()
             time.sleep(min(max(wait, 0.05), 1.0))
 
-    def _join(self, part: Part, chord: Chord) -> list[Any]:
-        """The header's results in header order, then those added to the chord."""
+    def _shape(self, part: Part, chord: Chord) -> list[Any]:
+        """The header's results in header order, then those added to the chord: one GCS read."""
         meta = self.backend._restore_group(part.group_id)
         if meta is None:
             raise ChordError(f"GroupResult {part.group_id} no longer exists")
         header: GroupResult = meta["result"]
-        shape = [*header.results, *(AsyncResult(task_id) for task_id in chord.added)]
-        values = self._gather(part, list(_leaf_ids(shape)))
-        return _rebuild(shape, values)
+        return [*header.results, *(AsyncResult(task_id) for task_id in chord.added)]
 
     def _gather(self, part: Part, ids: list[str]) -> dict[str, Any]:
         """Read every other part's result once; wait briefly for ones being stored."""
@@ -206,9 +207,7 @@ class ChordCoordinator:
                 raise error
         return {task_id: value for task_id, (_, value) in values.items()}
 
-    def _finish(self, key: str, group_id: str, chord: Chord) -> None:
-        meta = self.backend._restore_group(group_id)
-        ids = [*(_leaf_ids(meta["result"].results) if meta else ()), *chord.added]
+    def _finish(self, key: str, ids: Iterable[str]) -> None:
         self.store.finish(key, (self._part_id(task_id) for task_id in ids))
         self._totals.get().pop(key, None)
 
