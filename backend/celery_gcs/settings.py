@@ -9,8 +9,6 @@ as with the built-in backend. A misspelled key is an error, never ignored.
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 
 from . import defaults
 from .errors import ConfigurationError
+from .naming import bucket_problem, collection_problem, database_problem, project_problem
 
 #: Every key this backend reads, with what it means. Keys are looked up in the
 #: URL query first, then in ``app.conf``.
@@ -34,9 +33,6 @@ KNOWN_KEYS: dict[str, str] = {
     "firestore_database": "the Firestore database holding chord counters",
     "firestore_collection": "the Firestore collection holding chord counters",
 }
-
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
-_DATABASE_RE = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
 
 E_UNKNOWN_KEY = "unknown setting {key!r} in {where}{hint}; known settings: {known}"
 E_BAD_URL = "malformed result_backend URL {url!r}: {reason}. Expected gcs://BUCKET[/PREFIX][?key=value&...]"
@@ -153,15 +149,15 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
         )
     converters: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
         "gcs_base_path": ("base_path", lambda _key, raw: str(raw).strip("/")),
-        "gcs_project": ("project", text(_project_problem)),
+        "gcs_project": ("project", text(project_problem)),
         "gcs_ttl": ("ttl", number(float, 0)),
         "gcs_threadpool_maxsize": ("threadpool_maxsize", number(int, 1)),
         "gcs_max_result_bytes": ("max_result_bytes", number(int, 1)),
         "gcs_timeout": ("timeout", number(float, 0, strict=True)),
         "gcs_retry_deadline": ("retry_deadline", number(float, 0, strict=True)),
-        "firestore_project": ("firestore_project", text(_project_problem)),
-        "firestore_database": ("firestore_database", text(_database_problem)),
-        "firestore_collection": ("firestore_collection", text(_collection_problem)),
+        "firestore_project": ("firestore_project", text(project_problem)),
+        "firestore_database": ("firestore_database", text(database_problem)),
+        "firestore_collection": ("firestore_collection", text(collection_problem)),
     }
     fields: dict[str, Any] = {"bucket": text(bucket_problem)("gcs_bucket", values["gcs_bucket"])}
     for key, (name, convert) in converters.items():
@@ -169,42 +165,3 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
             fields[name] = convert(key, values[key])
     fields.setdefault("firestore_project", fields.get("project"))
     return Settings(**fields, sources=dict(sources))
-
-
-def bucket_problem(name: str) -> str | None:
-    """What is wrong with a bucket name under GCS's naming rules, or None."""
-    if not 3 <= len(name) <= 222:
-        return "bucket names are 3 to 222 characters"
-    if not _BUCKET_RE.match(name):
-        return "use lowercase letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
-    if any(len(part) > 63 or not part for part in name.split(".")):
-        return "each dot-separated part is 1 to 63 characters"
-    if name.startswith("goog") or "google" in name or "g00gle" in name:
-        return "names may not start with 'goog' or contain 'google'"
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return None
-    return "a bucket name may not be an IP address"
-
-
-def _project_problem(project: str) -> str | None:
-    if not project or any(c.isspace() or c == "/" for c in project):
-        return "a project id has no spaces or slashes"
-    return None
-
-
-def _database_problem(database: str) -> str | None:
-    if database == defaults.FIRESTORE_DATABASE or _DATABASE_RE.match(database):
-        return None
-    return "use '(default)' or 4-63 lowercase letters, digits and '-', starting with a letter"
-
-
-def _collection_problem(collection: str) -> str | None:
-    if not collection or "/" in collection or collection in (".", ".."):
-        return "a collection id is a non-empty name without '/'"
-    if collection.startswith("__") and collection.endswith("__"):
-        return "ids of the form __name__ are reserved by Firestore"
-    if len(collection.encode()) > 1500:
-        return "a collection id is at most 1500 bytes"
-    return None

@@ -19,21 +19,16 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
-from celery_gcs import defaults
+from celery_gcs import defaults, naming
 
 from . import common
 
-_DATABASE = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
 _LOCATION = re.compile(r"^([a-z]+-[a-z]+[0-9]+|nam[0-9]+|eur[0-9]+)$")
 
 
 def database_name(value: str, field_name: str = "firestore_database") -> str:
-    common.check(
-        value == "(default)" or bool(_DATABASE.match(value)),
-        field_name,
-        f"{value!r} is not a valid Firestore database ID",
-        "Use (default) or 4-63 lowercase letters, digits and hyphens starting with a letter",
-    )
+    problem = naming.database_problem(value)
+    common.check(problem is None, field_name, f"{value!r} is not a valid Firestore database ID", f"Use a valid ID: {problem}")
     return value
 
 

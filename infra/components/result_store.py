@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
-from celery_gcs import defaults
+from celery_gcs import defaults, naming
 
 from . import common
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
 _KMS_KEY = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 _BASE_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -30,13 +29,9 @@ KMS_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 
 
 def bucket_name(value: str, field_name: str = "bucket_name") -> str:
-    common.check(
-        bool(_BUCKET.match(value)) and not value.startswith("goog") and "google" not in value,
-        field_name,
-        f"{value!r} is not a valid bucket name",
-        "Use 3-63 lowercase letters, digits, '-' and '_', starting and ending with a "
-        "letter or digit, without 'goog' prefix or 'google'",
-    )
+    # Dotted names are valid GCS names but need domain verification to create.
+    problem = naming.bucket_problem(value) or ("avoid dots: they need domain verification" if "." in value else None)
+    common.check(problem is None, field_name, f"{value!r} is not a valid bucket name", f"Use a valid name: {problem}")
     return value
 
 

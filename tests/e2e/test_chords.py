@@ -192,6 +192,7 @@ def test_a_killed_child_never_hangs_a_chord_nor_doubles_its_callback(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_a_chord_of_ten_thousand_parts(app, start_worker, firestore_docs) -> None:
     start_worker(concurrency=2)
     result = chord(sig(app, tasks.add, n, 1) for n in range(10_000))(sig(app, tasks.collect))
