@@ -451,6 +451,10 @@ class Demo:
         )
 
     def run(self) -> Summary:
+        self.err.print(
+            f"celery-gcs demo, run {self.run_id}: results under {self.prefix}/, "
+            f"chord documents in Firestore collection {self.collection!r}"
+        )
         endpoints = self.start_services()
         gcs, firestore = self.start_proxies(endpoints)
         env = self.app_env(endpoints, gcs, firestore)

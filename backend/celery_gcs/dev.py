@@ -41,6 +41,8 @@ LABELS = {"gcs": "GCS emulator", "firestore": "Firestore emulator", "redis": "Re
 
 #: ``dev status`` exit codes: all up / some service down / no stack recorded.
 STATUS_UP, STATUS_DEGRADED, STATUS_NOT_RUNNING = 0, 1, 3
+#: ``dev up`` exit codes besides 0.
+EXIT_FAILED, EXIT_PREREQUISITES = 1, 2
 
 E_STATE_UNREADABLE = (
     "the state file {path} is unreadable ({reason}); remove it once its services are stopped"
@@ -238,7 +240,16 @@ def main(action: str, *, state_dir: Path | None = None, as_json: bool = False) -
     directory = resolve_state_dir(state_dir)
     out, err = Console(), Console(stderr=True, soft_wrap=True)
     if action == "up":
-        state = up(directory, err)
+        missing = devstack.missing_prerequisites()
+        if missing:
+            for problem in missing:
+                err.print(f"[red]missing prerequisite:[/] {problem}", highlight=False)
+            return EXIT_PREREQUISITES
+        try:
+            state = up(directory, err)
+        except devstack.ServiceFailed as exc:
+            err.print(f"[red]could not start the local stack:[/] {exc}", highlight=False)
+            return EXIT_FAILED
         out.file.write(exports(state.env()))
         out.file.flush()
         err.print(
