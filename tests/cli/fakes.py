@@ -11,7 +11,7 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from google.cloud import firestore_admin_v1
@@ -34,7 +34,7 @@ class FakeGCS:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        
                 fake.requests.append(self.path)
                 path = self.path.split("?", 1)[0]
                 if path == f"/storage/v1/b/{fake.bucket}/iam/testPermissions":
@@ -80,7 +80,7 @@ class FakeGCS:
     def host(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> FakeGCS:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -141,7 +141,7 @@ class FakeFirestore:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def __enter__(self) -> FakeFirestore:
+    def __enter__(self) -> Self:
         self.server.start()
         return self
 
