@@ -34,7 +34,7 @@ class FakeGCS:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-        
+            def do_GET(self) -> None:
                 fake.requests.append(self.path)
                 path = self.path.split("?", 1)[0]
                 if path == f"/storage/v1/b/{fake.bucket}/iam/testPermissions":
