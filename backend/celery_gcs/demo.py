@@ -359,19 +359,6 @@ class Demo:
         workload = self.options.workload
         expected = workload.expected_runs()
         self.err.print(f"Running {workload.describe()}.")
-        started = time.monotonic()
-        grouped = group(
-            app.signature(demo_tasks.add.name, (i, i)) for i in range(workload.group)
-        ).apply_async()
-        chained = chain(
-            app.signature(demo_tasks.inc.name, (0,)),
-            *(app.signature(demo_tasks.inc.name) for _ in range(workload.chain - 1)),
-        ).apply_async()
-        chorded = chord(
-            (app.signature(demo_tasks.square.name, (i,)) for i in range(workload.chord)),
-            app.signature(demo_tasks.total.name),
-        ).apply_async()
-        self.err.print(f"  workload submitted to queue {self.queue}")
         labels = {
             demo_tasks.add.name: "group: add",
             demo_tasks.inc.name: "chain: inc",
@@ -384,12 +371,25 @@ class Demo:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
+        started = time.monotonic()
+        deadline = started + self.options.timeout
         with Progress(*columns, console=self.err) as progress:
             bars = {
                 name: progress.add_task(labels[name], total=count)
                 for name, count in expected.items()
             }
-            deadline = started + self.options.timeout
+            grouped = group(
+                app.signature(demo_tasks.add.name, (i, i)) for i in range(workload.group)
+            ).apply_async()
+            chained = chain(
+                app.signature(demo_tasks.inc.name, (0,)),
+                *(app.signature(demo_tasks.inc.name) for _ in range(workload.chain - 1)),
+            ).apply_async()
+            chorded = chord(
+                (app.signature(demo_tasks.square.name, (i,)) for i in range(workload.chord)),
+                app.signature(demo_tasks.total.name),
+            ).apply_async()
+            progress.console.print(f"  workload submitted to queue {self.queue}")
             while True:
                 done = record.ran()
                 for name, bar in bars.items():
