@@ -119,10 +119,13 @@ class Endpoints:
             raise DemoError(E_USE_ENV.format(missing=", ".join(missing)))
         backend = env.get("CELERY_RESULT_BACKEND", "")
         bucket = urllib.parse.urlsplit(backend).netloc or devstack.BUCKET
+        gcs_host = env["STORAGE_EMULATOR_HOST"].rstrip("/")
+        if "://" not in gcs_host:
+            gcs_host = f"http://{gcs_host}"  # the client accepts a bare host:port too
         return cls(
             project=env.get("GOOGLE_CLOUD_PROJECT") or devstack.PROJECT,
             bucket=bucket,
-            gcs_host=env["STORAGE_EMULATOR_HOST"].rstrip("/"),
+            gcs_host=gcs_host,
             firestore_host=env["FIRESTORE_EMULATOR_HOST"],
             redis_url=env["CELERY_BROKER_URL"],
         )
@@ -468,6 +471,9 @@ class Demo:
         self.on_exit("the client app", app.close)
         record = _Record(endpoints.redis_url, self.run_id)
         self.on_exit("the Redis connection", record.close)
+        if self.options.use_env:
+            # A shared broker keeps no messages of an interrupted run.
+            self.on_exit("the run's queue", lambda: record.drop_queue(self.queue))
         correct = self.run_workload(app, worker, record)
         return self.summarize(endpoints, gcs, firestore, record, correct)
 
@@ -488,6 +494,9 @@ class _Record:
 
     def callbacks(self) -> int:
         return int(self._client.get(self._callbacks) or 0)
+
+    def drop_queue(self, queue: str) -> None:
+        self._client.delete(queue)
 
     def close(self) -> None:
         self._client.close()
