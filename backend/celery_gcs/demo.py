@@ -289,7 +289,8 @@ class Demo:
             try:
                 cleanup()
             except Exception as exc:  # noqa: BLE001 (keep stopping the rest)
-                self.err.print(f"[yellow]could not stop {what}: {exc}[/]")
+                with contextlib.suppress(OSError):
+                    self.err.print(f"[yellow]could not stop {what}: {exc}[/]")
 
     # -- steps -----------------------------------------------------------------
 
@@ -605,11 +606,12 @@ def _finish(demo: Demo | None, err: Console, *, keep_logs: bool) -> None:
     if demo is None:
         return
     demo.stop_everything()
-    if keep_logs:
-        err.print(f"Logs kept in {demo.workdir}")
-    else:
+    if not keep_logs:
         shutil.rmtree(demo.workdir, ignore_errors=True)
-    err.print("Stopped everything the demo started.")
+    with contextlib.suppress(OSError):  # stderr may be a closed pipe by now
+        if keep_logs:
+            err.print(f"Logs kept in {demo.workdir}")
+        err.print("Stopped everything the demo started.")
 
 
 def main(options: Options, *, out: Console | None = None, err: Console | None = None) -> int:
