@@ -8,18 +8,22 @@ wrapper alone would leave the Java Firestore emulator running.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import defaults
 
 PROJECT = "celery-gcs-local"
 BUCKET = "celery-results"
@@ -31,6 +35,11 @@ INSTALL_HINTS = {
     "gcloud": "install the Google Cloud SDK (https://cloud.google.com/sdk/docs/install), "
     "then: gcloud components install cloud-firestore-emulator",
 }
+
+#: Installing the Firestore emulator into an SDK from Debian's packages, or into
+#: one installed by Google's installer (where `gcloud components` works).
+FIRESTORE_EMULATOR_HINT_APT = "apt-get install -y google-cloud-cli-firestore-emulator"
+FIRESTORE_EMULATOR_HINT_SDK = "gcloud components install cloud-firestore-emulator"
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -54,6 +63,71 @@ def require(program: str) -> str:
     return path
 
 
+def require_firestore_emulator() -> str:
+    """gcloud, with its Firestore emulator component installed; returns gcloud's path."""
+    gcloud = require("gcloud")
+    sdk_root = Path(gcloud).resolve().parent.parent
+    if not (sdk_root / "platform" / "cloud-firestore-emulator").is_dir():
+        # Debian's google-cloud-cli lives in /usr/lib/google-cloud-sdk and
+        # disables `gcloud components`; its emulator is a package of its own.
+        apt = sdk_root == Path("/usr/lib/google-cloud-sdk")
+        hint = FIRESTORE_EMULATOR_HINT_APT if apt else FIRESTORE_EMULATOR_HINT_SDK
+        raise PrerequisiteMissing(
+            f"the gcloud Firestore emulator is not installed in {sdk_root}; install it with: {hint}"
+        )
+    return gcloud
+
+
+#: What each service needs, as checks that raise PrerequisiteMissing.
+PREREQUISITES: dict[str, tuple[Callable[[], object], ...]] = {
+    "gcs": (),
+    "firestore": (lambda: require("java"), require_firestore_emulator),
+    "redis": (lambda: require("redis-server"),),
+}
+
+
+def missing_prerequisites(which: Sequence[str] = ("gcs", "firestore", "redis")) -> list[str]:
+    """Every missing prerequisite of these services, each with its install command."""
+    problems: list[str] = []
+    for name in which:
+        for check in PREREQUISITES[name]:
+            try:
+                check()
+            except PrerequisiteMissing as exc:
+                problems.append(str(exc))
+    return problems
+
+
+@contextlib.contextmanager
+def signals_held(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while a child is spawned and recorded.
+
+    A KeyboardInterrupt raised between fork and ``self.process = ...`` would
+    leave a child nobody knows to stop. Signals arriving meanwhile are passed
+    to the previous handlers once the block ends. Only the main thread can
+    handle signals; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, _frame: pending.append(signum))
+        for signum in signums
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in pending:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
 @dataclass
 class Service:
     """One process group, started on a known port, stopped as a group."""
@@ -69,14 +143,15 @@ class Service:
     def start(self, timeout: float = 60.0) -> None:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self.process = subprocess.Popen(
-                list(self.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
-                start_new_session=True,
-            )
+            with signals_held():
+                self.process = subprocess.Popen(
+                    list(self.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **self.env},
+                    start_new_session=True,
+                )
         finally:
             if self.log_path:
                 log.close()  # type: ignore[union-attr]
@@ -127,13 +202,44 @@ def stop_group(pgid: int, timeout: float = 10.0, reap: Callable[[], object] | No
     while time.monotonic() < deadline:
         if reap:
             reap()
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not group_running(pgid):
             return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def group_running(pgid: int) -> bool:
+    """True while a process group has a member that is not a zombie.
+
+    Members whose parent has exited are reaped by PID 1, which in some
+    containers takes seconds; until then they are zombies that ``kill(0)``
+    still finds, though they no longer run.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return bool(group_members(pgid)) if Path("/proc/self/stat").exists() else True
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the running (not zombie) members of a process group, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # Fields after the command name (which may hold spaces and parentheses).
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def gcs_emulator(port: int, log_path: Path | None = None) -> Service:
@@ -143,7 +249,7 @@ def gcs_emulator(port: int, log_path: Path | None = None) -> Service:
 
 def firestore_emulator(port: int, log_path: Path | None = None) -> Service:
     require("java")
-    gcloud = require("gcloud")
+    gcloud = require_firestore_emulator()
     argv = [gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}", "--quiet"]
     return Service("firestore-emulator", argv, port, ready_path="/", log_path=log_path)
 
@@ -249,6 +355,26 @@ def create_bucket(gcs_host: str, bucket: str) -> None:
     except urllib.error.HTTPError as exc:
         if exc.code != 409:
             raise
+
+
+def recommended_lifecycle() -> list[dict[str, object]]:
+    """The bucket lifecycle rules a deployment has (infra/ sets the same ones)."""
+    return [
+        {
+            "action": {"type": "Delete"},
+            "condition": {"daysSinceCustomTime": defaults.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME},
+        },
+        {"action": {"type": "Delete"}, "condition": {"age": defaults.LIFECYCLE_MAX_AGE_DAYS}},
+    ]
+
+
+def configure_bucket(gcs_host: str, bucket: str) -> None:
+    """Give an emulator bucket a deployment's settings: lifecycle rules, uniform access."""
+    body = {
+        "lifecycle": {"rule": recommended_lifecycle()},
+        "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}},
+    }
+    _http("PATCH", f"{gcs_host}/storage/v1/b/{bucket}", json.dumps(body).encode())
 
 
 @contextlib.contextmanager

@@ -1,0 +1,291 @@
+"""``celery-gcs dev up|down|status``: the local stack, left running between commands.
+
+``up`` starts the GCS emulator, the Firestore emulator and Redis (see
+``devstack``), each in a process group of its own that outlives the command,
+gives the bucket a deployment's lifecycle rules and uniform access, records
+what it started in a state file, and prints the ``export`` lines that point an
+app at the stack (so ``eval "$(celery-gcs dev up)"`` works; everything else
+goes to stderr). ``status`` reads the state file and looks at each service;
+``down`` stops each process group and removes the state file.
+
+The state lives in ``--state-dir``, else ``$CELERY_GCS_DEVSTACK_DIR``, else
+``./.devstack`` (``make clean`` removes it). A recorded process is only
+signalled while it is still the one that was started: its group must exist and
+its leader, if alive, must have the start time recorded for it, so a stale
+state file never stops a stranger that reused the pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import devstack
+
+STATE_FILE = "state.json"
+STATE_DIR_ENV = "CELERY_GCS_DEVSTACK_DIR"
+DEFAULT_STATE_DIR = ".devstack"
+#: Order in which services start; they stop in reverse.
+SERVICES = ("gcs", "firestore", "redis")
+LABELS = {"gcs": "GCS emulator", "firestore": "Firestore emulator", "redis": "Redis"}
+
+#: ``dev status`` exit codes: all up / some service down / no stack recorded.
+STATUS_UP, STATUS_DEGRADED, STATUS_NOT_RUNNING = 0, 1, 3
+#: ``dev up`` exit codes besides 0.
+EXIT_FAILED, EXIT_PREREQUISITES = 1, 2
+
+E_STATE_UNREADABLE = (
+    "the state file {path} is unreadable ({reason}); remove it once its services are stopped"
+)
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """One started process group, as recorded in the state file."""
+
+    pid: int  # also the process group id: each service leads its own group
+    port: int
+    started: int  # the leader's start time, in clock ticks since boot (/proc/PID/stat)
+    log: str
+
+
+@dataclass(frozen=True)
+class State:
+    project: str
+    bucket: str
+    services: dict[str, ServiceRecord]
+
+    def stack(self) -> devstack.LocalStack:
+        """A LocalStack describing these services (for its ``env()``); it owns no process."""
+        services = {
+            name: devstack.Service(LABELS[name], (), record.port)
+            for name, record in self.services.items()
+        }
+        return devstack.LocalStack(
+            Path("."), project=self.project, bucket=self.bucket, services=services
+        )
+
+    def env(self) -> dict[str, str]:
+        return self.stack().env()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "bucket": self.bucket,
+            "services": {k: asdict(v) for k, v in self.services.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> State:
+        services = {name: ServiceRecord(**record) for name, record in data["services"].items()}
+        return cls(project=data["project"], bucket=data["bucket"], services=services)
+
+
+def resolve_state_dir(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit
+    return Path(os.environ.get(STATE_DIR_ENV) or Path.cwd() / DEFAULT_STATE_DIR)
+
+
+def read_state(directory: Path) -> State | None:
+    path = directory / STATE_FILE
+    try:
+        return State.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(E_STATE_UNREADABLE.format(path=path, reason=exc)) from exc
+
+
+def write_state(directory: Path, state: State) -> None:
+    path = directory / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
+    tmp.replace(path)
+
+
+# -- processes --------------------------------------------------------------------
+
+
+def start_time(pid: int) -> int | None:
+    """When a process started (clock ticks since boot), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses; count after its ')'.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def group_alive(record: ServiceRecord) -> bool:
+    """True while the recorded process group exists and is still the one we started."""
+    leader_started = start_time(record.pid)
+    if leader_started is not None and leader_started != record.started:
+        return False  # the pid now belongs to someone else
+    return devstack.group_running(record.pid)
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def service_state(record: ServiceRecord) -> str:
+    """``up``, ``not answering`` (running, port closed) or ``down``."""
+    if not group_alive(record):
+        return "down"
+    return "up" if answers(record.port) else "not answering"
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def up(directory: Path, err: Console) -> State:
+    """Start the stack unless it already runs; return its state."""
+    state = read_state(directory)
+    if state is not None:
+        states = {name: service_state(record) for name, record in state.services.items()}
+        if set(states) == set(SERVICES) and all(s == "up" for s in states.values()):
+            err.print(f"The local stack is already running (state in {directory / STATE_FILE}).")
+            return state
+        err.print(
+            "The recorded local stack is not fully up; stopping what is left of it and starting afresh."
+        )
+        down(directory, err, quiet=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    stack = devstack.LocalStack(directory)
+    try:
+        for name in SERVICES:
+            err.print(f"Starting {LABELS[name]}...")
+            stack.start((name,))
+        devstack.configure_bucket(stack.gcs_host, stack.bucket)
+        records = {}
+        for name, service in stack.services.items():
+            assert service.process is not None
+            started = start_time(service.process.pid)
+            assert started is not None, f"{service.name} exited right after starting"
+            records[name] = ServiceRecord(
+                service.process.pid, service.port, started, str(service.log_path)
+            )
+        state = State(project=stack.project, bucket=stack.bucket, services=records)
+        write_state(directory, state)
+    except BaseException:
+        stack.stop()
+        raise
+    # The services run on in their own sessions; the Popen objects just go away.
+    err.print(f"Started the local stack (state in {directory / STATE_FILE}).")
+    return state
+
+
+def down(directory: Path, err: Console, *, quiet: bool = False) -> list[str]:
+    """Stop every recorded process group and forget them; return the services stopped."""
+    state = read_state(directory)
+    if state is None:
+        if not quiet:
+            err.print(f"No local stack recorded in {directory / STATE_FILE}; nothing to stop.")
+        return []
+    stopped = []
+    for name in reversed(list(state.services)):
+        record = state.services[name]
+        if group_alive(record):
+            devstack.stop_group(record.pid, timeout=10)
+            stopped.append(name)
+            if not quiet:
+                err.print(f"Stopped {LABELS.get(name, name)} (process group {record.pid}).")
+        elif not quiet:
+            err.print(f"{LABELS.get(name, name)} was not running.")
+    with contextlib.suppress(FileNotFoundError):
+        (directory / STATE_FILE).unlink()
+    return stopped
+
+
+def exports(env: Mapping[str, str]) -> str:
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))
+
+
+def status_table(state: State) -> tuple[Table, bool]:
+    table = Table(title="celery-gcs local stack", header_style="bold")
+    for column in ("service", "state", "address", "process group"):
+        table.add_column(column)
+    all_up = True
+    for name in SERVICES:
+        record = state.services.get(name)
+        if record is None:
+            table.add_row(LABELS[name], "[red]missing[/]", "", "")
+            all_up = False
+            continue
+        current = service_state(record)
+        all_up &= current == "up"
+        style = {"up": "green", "down": "red"}.get(current, "yellow")
+        table.add_row(
+            LABELS[name], f"[{style}]{current}[/]", f"127.0.0.1:{record.port}", str(record.pid)
+        )
+    return table, all_up
+
+
+def main(action: str, *, state_dir: Path | None = None, as_json: bool = False) -> int:
+    directory = resolve_state_dir(state_dir)
+    out, err = Console(), Console(stderr=True, soft_wrap=True)
+    if action == "up":
+        missing = devstack.missing_prerequisites()
+        if missing:
+            for problem in missing:
+                err.print(f"[red]missing prerequisite:[/] {problem}", highlight=False)
+            return EXIT_PREREQUISITES
+        try:
+            state = up(directory, err)
+        except devstack.ServiceFailed as exc:
+            err.print(f"[red]could not start the local stack:[/] {exc}", highlight=False)
+            return EXIT_FAILED
+        out.file.write(exports(state.env()))
+        out.file.flush()
+        err.print(
+            'Point your app at it with: eval "$(celery-gcs dev up)"; stop it with: celery-gcs dev down'
+        )
+        return 0
+    if action == "down":
+        down(directory, err)
+        return 0
+    state = read_state(directory)
+    if state is None:
+        if as_json:
+            out.file.write(json.dumps({"running": False, "services": {}}) + "\n")
+        else:
+            err.print(
+                f"No local stack recorded in {directory / STATE_FILE}; start one with: celery-gcs dev up"
+            )
+        return STATUS_NOT_RUNNING
+    if as_json:
+        services = {
+            name: {
+                "state": service_state(record),
+                "port": record.port,
+                "pid": record.pid,
+                "log": record.log,
+            }
+            for name, record in state.services.items()
+        }
+        all_up = set(services) == set(SERVICES) and all(
+            s["state"] == "up" for s in services.values()
+        )
+        payload = {"running": True, "all_up": all_up, "services": services, "env": state.env()}
+        out.file.write(json.dumps(payload, indent=2) + "\n")
+        return STATUS_UP if all_up else STATUS_DEGRADED
+    table, all_up = status_table(state)
+    out.print(table)
+    if all_up:
+        out.file.write(exports(state.env()))
+    return STATUS_UP if all_up else STATUS_DEGRADED

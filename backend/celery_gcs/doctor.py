@@ -1,0 +1,533 @@
+"""``celery-gcs doctor``: is this bucket and Firestore database ready for celery-gcs?
+
+One line per check, each PASS, FAIL (with the fix) or SKIP (with what could
+not be checked and why); the exit code is 1 when any check fails.
+
+=================  ==============================================================
+bucket             ``buckets.get``: the bucket exists and the caller can reach it
+lifecycle          a Delete rule on ``daysSinceCustomTime`` (the backend sets each
+                   result's custom time to its expiry) or on age; no rule on age
+                   shorter than ``result_expires`` (it would delete live results)
+uniform access     uniform bucket-level access is on (IAM only, no object ACLs)
+permissions        ``testIamPermissions``: the caller holds what the worker needs
+firestore          a one-document query on the chord collection answers
+ttl policy         the admin API's ``GetField``: a TTL policy on ``expires_at``
+=================  ==============================================================
+
+Against the emulators (``STORAGE_EMULATOR_HOST``, ``FIRESTORE_EMULATOR_HOST``)
+every check runs that the emulator serves: gcp-storage-emulator stores
+lifecycle and IAM settings and answers bucket look-ups as GCS does, but grants
+every permission it is asked about, so ``permissions`` is reported as not
+checked; the Firestore emulator serves queries for any database name, and does
+not serve the admin API, so ``ttl policy`` is not checked there either.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from . import defaults, devstack, retry
+from .settings import bucket_problem
+
+#: What the worker does with objects: create (and replace) results, read them, delete them.
+WORKER_PERMISSIONS = ("storage.objects.create", "storage.objects.get", "storage.objects.delete")
+#: The predefined role that grants them on a bucket (infra/ grants it to the worker).
+WORKER_ROLE = "roles/storage.objectUser"
+
+E_NO_CREDENTIALS = "no Google credentials found ({error})"
+FIX_CREDENTIALS = (
+    "gcloud auth application-default login (or point GOOGLE_APPLICATION_CREDENTIALS at a key), "
+    "or set STORAGE_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST for the emulators"
+)
+FIX_PULUMI = "or run `pulumi up` (infra/ creates everything with the right settings)"
+
+
+class Status(str, enum.Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check; ``fix`` says what to do about a FAIL."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    bucket: str
+    project: str
+    database: str = defaults.FIRESTORE_DATABASE
+    collection: str = defaults.FIRESTORE_COLLECTION
+    #: The app's ``result_expires`` in seconds; 0 means results never expire.
+    result_expires: float = float(defaults.RESULT_EXPIRES_SECONDS)
+    #: Seconds each check's calls may take, retries included.
+    timeout: float = 10.0
+
+
+def lifecycle_fix(bucket: str) -> str:
+    rules = json.dumps({"rule": devstack.recommended_lifecycle()}, separators=(",", ":"))
+    return (
+        f"echo '{rules}' > lifecycle.json && gcloud storage buckets update gs://{bucket} "
+        f"--lifecycle-file=lifecycle.json, {FIX_PULUMI}"
+    )
+
+
+def judge_lifecycle(
+    rules: Sequence[Mapping[str, Any]], result_expires: float, bucket: str
+) -> Check:
+    """Do the bucket's lifecycle rules delete results once they expire, and never before?"""
+    expires_days = result_expires / 86_400
+    by_custom_time: list[int] = []
+    by_age: list[int] = []
+    for rule in rules:
+        condition = rule.get("condition") or {}
+        if (rule.get("action") or {}).get("type") != "Delete":
+            continue
+        # Rules for noncurrent versions never touch a live result.
+        if condition.get("isLive") is False or any(
+            key in condition
+            for key in ("numNewerVersions", "daysSinceNoncurrentTime", "noncurrentTimeBefore")
+        ):
+            continue
+        if "daysSinceCustomTime" in condition:
+            by_custom_time.append(int(condition["daysSinceCustomTime"]))
+        elif "age" in condition:
+            by_age.append(int(condition["age"]))
+    if not by_custom_time and not by_age:
+        return Check(
+            "lifecycle",
+            Status.FAIL,
+            "no lifecycle Delete rule on daysSinceCustomTime or age: results are never deleted",
+            lifecycle_fix(bucket),
+        )
+    too_early = [days for days in by_age if result_expires and days < expires_days]
+    if too_early:
+        return Check(
+            "lifecycle",
+            Status.FAIL,
+            f"a Delete rule at age {min(too_early)} days removes results before result_expires "
+            f"({result_expires:,.0f}s = {expires_days:g} days) says they expire",
+            f"raise the age rule to at least {_ceil(expires_days)} days, or lower result_expires; "
+            + lifecycle_fix(bucket),
+        )
+    found = [f"Delete at daysSinceCustomTime {days}" for days in sorted(by_custom_time)]
+    found += [f"Delete at age {days} days" for days in sorted(by_age)]
+    if not result_expires:
+        note = "result_expires is 0 (never): results carry no custom time"
+        note += (
+            f", the age rule deletes them after {min(by_age)} days"
+            if by_age
+            else " and are never deleted"
+        )
+    elif by_custom_time:
+        days = min(by_custom_time)
+        note = (
+            "results are deleted once they expire"
+            if days == 0
+            else f"results are deleted {days} days after they expire"
+        )
+    else:
+        note = (
+            f"results are deleted {min(by_age)} days after they are written, not before they expire"
+        )
+    return Check("lifecycle", Status.PASS, f"{'; '.join(found)} ({note})")
+
+
+def _ceil(days: float) -> int:
+    return int(days) if days == int(days) else int(days) + 1
+
+
+class Doctor:
+    """Runs the checks, in order; later checks are skipped when what they need failed."""
+
+    def __init__(self, config: Config, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        env = os.environ if env is None else env
+        self.gcs_emulator = env.get("STORAGE_EMULATOR_HOST") or None
+        self.firestore_emulator = env.get("FIRESTORE_EMULATOR_HOST") or None
+        self._retry = retry.policy(config.timeout)
+
+    # -- GCS ---------------------------------------------------------------------
+
+    def gcs_checks(self) -> list[Check]:
+        config = self.config
+        problem = bucket_problem(config.bucket)
+        if problem:
+            failed = Check("bucket", Status.FAIL, f"{config.bucket!r} is not a valid bucket name: {problem}",
+                           "pass the bucket's real name with --bucket")  # fmt: skip
+            return [
+                failed,
+                *self._skipped(
+                    ("lifecycle", "uniform access", "permissions"), "needs a valid bucket name"
+                ),
+            ]
+        try:
+            client = self._storage_client()
+        except Exception as exc:  # noqa: BLE001 (DefaultCredentialsError and kin: reported, not raised)
+            failed = Check(
+                "bucket",
+                Status.FAIL,
+                E_NO_CREDENTIALS.format(error=_first_line(exc)),
+                FIX_CREDENTIALS,
+            )
+            return [
+                failed,
+                *self._skipped(("lifecycle", "uniform access", "permissions"), "needs credentials"),
+            ]
+        try:
+            found, bucket, reached = self.check_bucket(client)
+            checks = [found]
+            if bucket is None:
+                checks += self._skipped(
+                    ("lifecycle", "uniform access"), "needs the bucket's settings"
+                )
+            else:
+                checks += [
+                    judge_lifecycle(bucket.lifecycle_rules, config.result_expires, config.bucket),
+                    self.check_uniform_access(bucket),
+                ]
+            # testIamPermissions needs no permission of its own: worth asking even after a 403.
+            if reached:
+                checks.append(self.check_permissions(client))
+            else:
+                checks += self._skipped(("permissions",), "needs the bucket")
+            return checks
+        finally:
+            client.close()
+
+    def _storage_client(self) -> Any:
+        from google.cloud import storage
+
+        return storage.Client(project=self.config.project)
+
+    def _where_gcs(self) -> str:
+        return (
+            f"the GCS emulator at {self.gcs_emulator}"
+            if self.gcs_emulator
+            else "storage.googleapis.com"
+        )
+
+    def check_bucket(self, client: Any) -> tuple[Check, Any, bool]:
+        """The check, the bucket (None if unread), and whether GCS found the bucket at all."""
+        from google.api_core import exceptions as api
+
+        name, project = self.config.bucket, self.config.project
+        try:
+            bucket = client.get_bucket(name, timeout=self.config.timeout, retry=self._retry)
+        except api.NotFound:
+            fix = (
+                f"gcloud storage buckets create gs://{name} --project={project} --location=LOCATION "
+                f"--uniform-bucket-level-access, {FIX_PULUMI}"
+            )
+            return (
+                Check(
+                    "bucket", Status.FAIL, f"gs://{name} does not exist (project {project})", fix
+                ),
+                None,
+                False,
+            )
+        except api.Forbidden as exc:
+            detail = f"403: the caller may not read gs://{name}'s settings (storage.buckets.get): {_first_line(exc)}"
+            fix = f"run the doctor as an identity with storage.buckets.get on gs://{name} (e.g. roles/storage.admin)"
+            return Check("bucket", Status.FAIL, detail, fix), None, True
+        except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
+            return self._unreachable_gcs(exc), None, False
+        where = f"location {bucket.location}" if bucket.location else "no location reported"
+        return (
+            Check("bucket", Status.PASS, f"gs://{name} exists ({where}, via {self._where_gcs()})"),
+            bucket,
+            True,
+        )
+
+    def _unreachable_gcs(self, exc: BaseException) -> Check:
+        if self.gcs_emulator:
+            fix = "start the emulator (celery-gcs dev up) and export the STORAGE_EMULATOR_HOST it prints"
+        else:
+            fix = "check network access to storage.googleapis.com and the credentials in use"
+        return Check(
+            "bucket", Status.FAIL, f"cannot reach {self._where_gcs()}: {_first_line(exc)}", fix
+        )
+
+    def check_uniform_access(self, bucket: Any) -> Check:
+        if bucket.iam_configuration.uniform_bucket_level_access_enabled:
+            return Check("uniform access", Status.PASS, "uniform bucket-level access is on")
+        return Check(
+            "uniform access",
+            Status.FAIL,
+            "uniform bucket-level access is off: object ACLs can grant access that bucket IAM does not show",
+            f"gcloud storage buckets update gs://{self.config.bucket} --uniform-bucket-level-access, {FIX_PULUMI}",
+        )
+
+    def check_permissions(self, client: Any) -> Check:
+        from google.api_core import exceptions as api
+
+        name = self.config.bucket
+        try:
+            granted = set(
+                client.bucket(name).test_iam_permissions(
+                    list(WORKER_PERMISSIONS), timeout=self.config.timeout, retry=self._retry
+                )
+            )
+        except api.NotFound:
+            return Check("permissions", Status.SKIP, "not checked: needs the bucket")
+        except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
+            return Check(
+                "permissions",
+                Status.SKIP,
+                f"not checked: testIamPermissions failed: {_first_line(exc)}",
+            )
+        missing = [permission for permission in WORKER_PERMISSIONS if permission not in granted]
+        if missing:
+            return Check(
+                "permissions",
+                Status.FAIL,
+                f"the caller lacks {', '.join(missing)} on gs://{name} (the worker needs {', '.join(WORKER_PERMISSIONS)})",
+                f"gcloud storage buckets add-iam-policy-binding gs://{name} --member=MEMBER --role={WORKER_ROLE}, "
+                f"{FIX_PULUMI}",
+            )
+        if self.gcs_emulator:
+            return Check(
+                "permissions",
+                Status.SKIP,
+                "not checked: the GCS emulator grants every permission it is asked about (it enforces no IAM)",
+            )
+        return Check(
+            "permissions",
+            Status.PASS,
+            f"the caller holds {', '.join(WORKER_PERMISSIONS)} on gs://{name}",
+        )
+
+    # -- Firestore -------------------------------------------------------------------
+
+    def firestore_checks(self) -> list[Check]:
+        reachable = self.check_firestore()
+        if reachable.status is not Status.PASS:
+            return [
+                reachable,
+                Check(
+                    "ttl policy", Status.SKIP, "not checked: needs a reachable Firestore database"
+                ),
+            ]
+        return [reachable, self.check_ttl()]
+
+    def _where_firestore(self) -> str:
+        if self.firestore_emulator:
+            return f"the Firestore emulator at {self.firestore_emulator}"
+        return "firestore.googleapis.com"
+
+    def check_firestore(self) -> Check:
+        from google.api_core import exceptions as api
+        from google.cloud import firestore
+
+        config = self.config
+        database = f"Firestore database {config.database!r} (project {config.project})"
+        try:
+            client = firestore.Client(project=config.project, database=config.database)
+        except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
+            return Check(
+                "firestore",
+                Status.FAIL,
+                E_NO_CREDENTIALS.format(error=_first_line(exc)),
+                FIX_CREDENTIALS,
+            )
+        try:
+            client.collection(config.collection).limit(1).get(
+                timeout=config.timeout, retry=self._retry
+            )
+        except api.NotFound as exc:
+            fix = (
+                f"gcloud firestore databases create --database={config.database} --location=LOCATION "
+                f"--project={config.project}, {FIX_PULUMI}"
+            )
+            return Check(
+                "firestore", Status.FAIL, f"{database} does not exist: {_first_line(exc)}", fix
+            )
+        except api.PermissionDenied as exc:
+            fix = f"gcloud projects add-iam-policy-binding {config.project} --member=MEMBER --role=roles/datastore.user"
+            return Check(
+                "firestore",
+                Status.FAIL,
+                f"the caller may not read {database}: {_first_line(exc)}",
+                fix,
+            )
+        except api.FailedPrecondition as exc:
+            fix = "celery-gcs needs a database in Firestore native mode; create one with --type=firestore-native"
+            return Check(
+                "firestore", Status.FAIL, f"{database} cannot be queried: {_first_line(exc)}", fix
+            )
+        except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
+            if self.firestore_emulator:
+                fix = "start the emulator (celery-gcs dev up) and export the FIRESTORE_EMULATOR_HOST it prints"
+            else:
+                fix = "check network access to firestore.googleapis.com and the credentials in use"
+            return Check(
+                "firestore",
+                Status.FAIL,
+                f"cannot reach {self._where_firestore()}: {_first_line(exc)}",
+                fix,
+            )
+        finally:
+            client.close()
+        if self.firestore_emulator:
+            detail = (
+                f"{self._where_firestore()} answers a query on {config.collection!r} (the emulator serves any "
+                f"database name, so whether {config.database!r} exists on GCP is not checked)"
+            )
+        else:
+            detail = f"{database} answers a query on collection {config.collection!r}"
+        return Check("firestore", Status.PASS, detail)
+
+    def check_ttl(self) -> Check:
+        from google.api_core import exceptions as api
+        from google.cloud import firestore_admin_v1
+
+        config = self.config
+        field = defaults.FIRESTORE_TTL_FIELD
+        name = (
+            f"projects/{config.project}/databases/{config.database}"
+            f"/collectionGroups/{config.collection}/fields/{field}"
+        )
+        fix = (
+            f"gcloud firestore fields ttls update {field} --collection-group={config.collection} --enable-ttl "
+            f"--database={config.database} --project={config.project}, {FIX_PULUMI}"
+        )
+        try:
+            client = self._admin_client(firestore_admin_v1)
+            found = client.get_field(name=name, timeout=config.timeout, retry=self._retry)
+        except api.MethodNotImplemented:
+            where = (
+                "on the emulator" if self.firestore_emulator else f"at {self._where_firestore()}"
+            )
+            return Check(
+                "ttl policy",
+                Status.SKIP,
+                f"not checked: the Firestore admin API is not available {where}",
+            )
+        except api.PermissionDenied as exc:
+            return Check(
+                "ttl policy",
+                Status.SKIP,
+                f"not checked: the caller may not read field settings through the admin API "
+                f"(e.g. roles/datastore.viewer grants it): {_first_line(exc)}",
+            )
+        except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
+            return Check(
+                "ttl policy",
+                Status.SKIP,
+                f"not checked: the Firestore admin API failed: {_first_line(exc)}",
+            )
+        state_enum = firestore_admin_v1.Field.TtlConfig.State
+        if "ttl_config" not in found:
+            return Check(
+                "ttl policy", Status.FAIL,
+                f"no TTL policy on {config.collection}.{field}: chord documents of abandoned chords are never deleted",
+                fix,
+            )  # fmt: skip
+        state = found.ttl_config.state
+        if state == state_enum.ACTIVE:
+            return Check(
+                "ttl policy", Status.PASS, f"TTL policy on {config.collection}.{field} is active"
+            )
+        if state == state_enum.CREATING:
+            return Check(
+                "ttl policy",
+                Status.PASS,
+                f"TTL policy on {config.collection}.{field} is being applied (CREATING); new documents already expire",
+            )
+        return Check(
+            "ttl policy",
+            Status.FAIL,
+            f"TTL policy on {config.collection}.{field} is {state_enum(state).name}",
+            f"enable it again: {fix}",
+        )
+
+    def _admin_client(self, firestore_admin_v1: Any) -> Any:
+        if not self.firestore_emulator:
+            return firestore_admin_v1.FirestoreAdminClient()
+        # The admin client ignores FIRESTORE_EMULATOR_HOST; ask the emulator itself.
+        import grpc
+        from google.cloud.firestore_admin_v1.services.firestore_admin.transports import (
+            FirestoreAdminGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(self.firestore_emulator)
+        return firestore_admin_v1.FirestoreAdminClient(
+            transport=FirestoreAdminGrpcTransport(channel=channel)
+        )
+
+    # -- all ---------------------------------------------------------------------------
+
+    def run(self) -> list[Check]:
+        return [*self.gcs_checks(), *self.firestore_checks()]
+
+    @staticmethod
+    def _skipped(names: Sequence[str], reason: str) -> list[Check]:
+        return [Check(name, Status.SKIP, f"not checked: {reason}") for name in names]
+
+
+def _first_line(exc: BaseException) -> str:
+    from google.api_core import exceptions as api
+
+    prefix = ""
+    if isinstance(exc, api.RetryError) and exc.cause is not None:
+        prefix, exc = "gave up retrying: ", exc.cause
+    text = str(exc).strip() or type(exc).__name__
+    return prefix + text.splitlines()[0][:300]
+
+
+# -- output --------------------------------------------------------------------------
+
+_STYLES = {Status.PASS: "green", Status.FAIL: "bold red", Status.SKIP: "yellow"}
+
+
+def render(config: Config, doctor: Doctor, checks: Sequence[Check], console: Console) -> None:
+    console.print(
+        f"Checking gs://{escape(config.bucket)} via {escape(doctor._where_gcs())}, and Firestore database "
+        f"{escape(config.database)!s} via {escape(doctor._where_firestore())} (project {escape(config.project)}, "
+        f"result_expires {config.result_expires:,.0f}s)",
+        highlight=False,
+    )
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        line = f"[{_STYLES[check.status]}]{check.status.value}[/] {check.name:<{width}}  {escape(check.detail)}"
+        if check.fix:
+            line += f" [bold]fix:[/] {escape(check.fix)}"
+        console.print(line, highlight=False)
+    counts = {status: sum(1 for c in checks if c.status is status) for status in Status}
+    console.print(
+        f"{counts[Status.PASS]} passed, {counts[Status.FAIL]} failed, {counts[Status.SKIP]} not checked",
+        highlight=False,
+    )
+
+
+def main(config: Config, *, as_json: bool = False, console: Console | None = None) -> int:
+    console = console or Console(soft_wrap=True)
+    doctor = Doctor(config)
+    checks = doctor.run()
+    failed = any(check.status is Status.FAIL for check in checks)
+    if as_json:
+        payload = {
+            "ok": not failed,
+            "config": asdict(config),
+            "gcs": doctor._where_gcs(),
+            "firestore": doctor._where_firestore(),
+            "checks": [{**asdict(check), "status": check.status.value} for check in checks],
+        }
+        console.file.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        render(config, doctor, checks, console)
+    return 1 if failed else 0

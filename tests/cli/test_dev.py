@@ -1,0 +1,190 @@
+"""`celery-gcs dev up|status|down`: a stack that outlives the command, found again and stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from celery_gcs import dev, devstack
+
+from .conftest import clean_env, marked_processes, port_open, run_cli
+
+
+def parse_exports(text: str) -> dict[str, str]:
+    env = {}
+    for line in text.splitlines():
+        words = shlex.split(line)
+        assert words[0] == "export", f"not an export line: {line!r}"
+        key, value = words[1].split("=", 1)
+        env[key] = value
+    return env
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, marker: str) -> Iterator[Path]:
+    """A state directory; whatever a test leaves running there is stopped afterwards."""
+    directory = tmp_path / "devstack"
+    yield directory
+    run_cli(
+        "dev",
+        "down",
+        "--state-dir",
+        str(directory),
+        env=clean_env({"CELERY_GCS_TEST_MARKER": marker}),
+    )
+
+
+def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
+    env = clean_env({"CELERY_GCS_TEST_MARKER": marker})
+    args = ("--state-dir", str(state_dir))
+
+    up = run_cli("dev", "up", *args, env=env)
+    assert up.returncode == 0, up.stderr
+    # stdout is only `export` lines, so `eval "$(celery-gcs dev up)"` works.
+    exported = parse_exports(up.stdout)
+    assert set(exported) == {
+        "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+    }  # fmt: skip
+    assert exported["CELERY_RESULT_BACKEND"] == f"gcs://{devstack.BUCKET}"
+    state = json.loads((state_dir / "state.json").read_text())
+    ports = {name: record["port"] for name, record in state["services"].items()}
+    assert exported["STORAGE_EMULATOR_HOST"] == f"http://127.0.0.1:{ports['gcs']}"
+    assert exported["FIRESTORE_EMULATOR_HOST"] == f"127.0.0.1:{ports['firestore']}"
+    assert exported["CELERY_BROKER_URL"] == f"redis://127.0.0.1:{ports['redis']}/0"
+
+    # The command has exited; the services still answer.
+    with urllib.request.urlopen(
+        f"{exported['STORAGE_EMULATOR_HOST']}/storage/v1/b/{devstack.BUCKET}"
+    ) as response:
+        bucket = json.loads(response.read())
+    assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
+    assert bucket["lifecycle"]["rule"] == devstack.recommended_lifecycle()
+    with urllib.request.urlopen(f"http://{exported['FIRESTORE_EMULATOR_HOST']}/") as response:
+        assert response.status == 200
+    with socket.create_connection(("127.0.0.1", ports["redis"])) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(16) == b"+PONG\r\n"
+    groups = [record["pid"] for record in state["services"].values()]
+    assert all(devstack.group_running(pgid) for pgid in groups)
+    # Redis rewrites its process title over its environment, so the marker finds the rest.
+    marked = marked_processes(marker)
+    assert any("java" in cmdline for _, cmdline in marked)  # the emulator under gcloud's wrapper
+    pids = {pid for pid, _ in marked}
+
+    # A second `up` finds the running stack and starts nothing.
+    again = run_cli("dev", "up", *args, env=env)
+    assert again.returncode == 0
+    assert parse_exports(again.stdout) == exported
+    assert "already running" in again.stderr
+    assert {pid for pid, _ in marked_processes(marker)} == pids
+
+    # The doctor is happy with it (what the emulators can show).
+    doctor = run_cli(
+        "doctor",
+        "--bucket",
+        devstack.BUCKET,
+        "--project",
+        devstack.PROJECT,
+        env={**env, **exported},
+    )
+    assert doctor.returncode == 0, doctor.stdout
+
+    status = run_cli("dev", "status", *args, env=env)
+    assert status.returncode == dev.STATUS_UP
+    for name, port in (("GCS emulator", ports["gcs"]), ("Firestore emulator", ports["firestore"])):
+        line = next(line for line in status.stdout.splitlines() if name in line)
+        assert " up " in line and f"127.0.0.1:{port}" in line
+    report = json.loads(run_cli("dev", "status", "--json", *args, env=env).stdout)
+    assert report["all_up"] is True
+    assert {name: s["port"] for name, s in report["services"].items()} == ports
+    assert report["env"] == exported
+
+    # A service that dies is reported down, and the status is no longer 0.
+    devstack.stop_group(state["services"]["redis"]["pid"])
+    report = json.loads(run_cli("dev", "status", "--json", *args, env=env).stdout)
+    assert {name: s["state"] for name, s in report["services"].items()} == {
+        "gcs": "up", "firestore": "up", "redis": "down",
+    }  # fmt: skip
+    assert run_cli("dev", "status", *args, env=env).returncode == dev.STATUS_DEGRADED
+
+    down = run_cli("dev", "down", *args, env=env)
+    assert down.returncode == 0, down.stderr
+    assert "Stopped GCS emulator" in down.stderr and "Stopped Firestore emulator" in down.stderr
+    assert "Redis was not running" in down.stderr
+    assert not any(devstack.group_running(pgid) for pgid in groups)
+    assert marked_processes(marker) == []  # the Java emulator under gcloud too
+    assert not any(port_open(port) for port in ports.values())
+    assert not (state_dir / "state.json").exists()
+    gone = run_cli("dev", "status", *args, env=env)
+    assert gone.returncode == dev.STATUS_NOT_RUNNING
+    assert "No local stack recorded" in gone.stderr
+
+
+def test_a_stale_state_file_never_stops_a_stranger(state_dir: Path) -> None:
+    # A process in a group of its own, recorded with another start time: as if the
+    # stack died long ago and the pid went to someone else.
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        state_dir.mkdir(parents=True)
+        started = dev.start_time(stranger.pid)
+        assert started is not None
+        record = {
+            "pid": stranger.pid,
+            "port": devstack.free_port(),
+            "started": started - 1,
+            "log": "x",
+        }
+        state = {
+            "project": devstack.PROJECT,
+            "bucket": devstack.BUCKET,
+            "services": {"redis": record},
+        }
+        (state_dir / "state.json").write_text(json.dumps(state))
+        env = clean_env()
+        status = run_cli("dev", "status", "--json", "--state-dir", str(state_dir), env=env)
+        assert json.loads(status.stdout)["services"]["redis"]["state"] == "down"
+        down = run_cli("dev", "down", "--state-dir", str(state_dir), env=env)
+        assert down.returncode == 0
+        assert "Redis was not running" in down.stderr
+        assert stranger.poll() is None  # still alive
+        assert not (state_dir / "state.json").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_state_dir_defaults_to_dot_devstack_in_the_working_directory(tmp_path: Path) -> None:
+    env = clean_env()
+    env.pop(dev.STATE_DIR_ENV, None)
+    done = run_cli("dev", "status", env=env, cwd=tmp_path)
+    assert done.returncode == dev.STATUS_NOT_RUNNING
+    assert str(tmp_path / ".devstack" / "state.json") in done.stderr.replace("\n", "")
+    done = run_cli(
+        "dev", "status", env={**env, dev.STATE_DIR_ENV: str(tmp_path / "elsewhere")}, cwd=tmp_path
+    )
+    assert str(tmp_path / "elsewhere" / "state.json") in done.stderr.replace("\n", "")
+
+
+def test_up_reports_a_missing_prerequisite_and_starts_nothing(
+    state_dir: Path, tmp_path: Path, marker: str
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for program in ("java", "gcloud"):  # everything but redis-server
+        os.symlink(devstack.require(program), bin_dir / program)
+    env = clean_env({"CELERY_GCS_TEST_MARKER": marker}, PATH=str(bin_dir))
+    done = run_cli("dev", "up", "--state-dir", str(state_dir), env=env)
+    assert done.returncode == dev.EXIT_PREREQUISITES
+    assert "redis-server not found; install it with: apt-get install -y redis-server" in done.stderr
+    assert done.stdout == ""
+    assert marked_processes(marker) == []
+    assert not (state_dir / "state.json").exists()

@@ -1,0 +1,339 @@
+"""`celery-gcs doctor` against the emulators, and against fakes for what they cannot do.
+
+The emulators serve the bucket checks (gcp-storage-emulator stores lifecycle and
+uniform access as GCS does) and the Firestore query; fakes speaking the real
+protocols stand in for a denied permission, a refused bucket look-up and the
+Firestore admin API, which no emulator offers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore_admin_v1, storage
+
+from celery_gcs import cli, devstack
+from celery_gcs.doctor import WORKER_PERMISSIONS, Config, Doctor, Status, judge_lifecycle
+
+from .conftest import clean_env, run_cli
+from .fakes import FakeFirestore, FakeGCS
+
+PROJECT = devstack.PROJECT
+HEALTHY = devstack.recommended_lifecycle()  # Delete at daysSinceCustomTime 0, and at age 30 days
+TtlState = firestore_admin_v1.Field.TtlConfig.State
+
+
+@pytest.fixture
+def doctor(stack: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run `celery-gcs doctor --json` in-process; returns (exit code, checks by name)."""
+
+    def run(
+        *args: str, gcs: str | None = None, firestore: str | None = None
+    ) -> tuple[int, dict[str, dict]]:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs or stack.stack.gcs_host)
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore or stack.stack.firestore_host)
+        capsys.readouterr()
+        code = cli.main(["doctor", "--project", PROJECT, "--timeout", "3", "--json", *args])
+        report = json.loads(capsys.readouterr().out)
+        assert report["ok"] is (code == 0)
+        return code, {check["name"]: check for check in report["checks"]}
+
+    return run
+
+
+def statuses(checks: dict[str, dict]) -> dict[str, str]:
+    return {name: check["status"] for name, check in checks.items()}
+
+
+def test_a_healthy_setup_on_the_emulators_passes_and_says_what_it_could_not_check(
+    stack: Any, make_bucket: Any
+) -> None:
+    bucket = make_bucket(lifecycle=HEALTHY, uniform=True)
+    env = clean_env(
+        STORAGE_EMULATOR_HOST=stack.stack.gcs_host,
+        FIRESTORE_EMULATOR_HOST=stack.stack.firestore_host,
+    )
+    done = run_cli("doctor", "--bucket", bucket, "--project", PROJECT, env=env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    by_name = {
+        line.split()[1]: line
+        for line in lines
+        if line.split()[:1] in (["PASS"], ["FAIL"], ["SKIP"])
+    }
+    assert by_name["bucket"].startswith("PASS") and f"gs://{bucket} exists" in by_name["bucket"]
+    assert (
+        by_name["lifecycle"].startswith("PASS") and "daysSinceCustomTime 0" in by_name["lifecycle"]
+    )
+    assert by_name["uniform"].startswith("PASS")
+    assert by_name["firestore"].startswith("PASS")
+    # What the emulators cannot answer is said, and does not count as a failure.
+    assert by_name["permissions"].startswith("SKIP")
+    assert "not checked: the GCS emulator grants every permission" in by_name["permissions"]
+    assert by_name["ttl"].startswith("SKIP")
+    assert "not checked: the Firestore admin API is not available on the emulator" in by_name["ttl"]
+    assert "4 passed, 0 failed, 2 not checked" in done.stdout
+
+
+def test_a_missing_bucket_fails_with_the_command_that_creates_it(doctor: Any) -> None:
+    code, checks = doctor("--bucket", "no-such-bucket-here")
+    assert code == 1
+    assert checks["bucket"]["status"] == "FAIL"
+    assert "gs://no-such-bucket-here does not exist" in checks["bucket"]["detail"]
+    assert "gcloud storage buckets create gs://no-such-bucket-here" in checks["bucket"]["fix"]
+    assert "--uniform-bucket-level-access" in checks["bucket"]["fix"]
+    assert statuses(checks) == {
+        "bucket": "FAIL", "lifecycle": "SKIP", "uniform access": "SKIP", "permissions": "SKIP",
+        "firestore": "PASS", "ttl policy": "SKIP",
+    }  # fmt: skip
+
+
+def test_a_bucket_without_a_lifecycle_rule_fails(doctor: Any, make_bucket: Any) -> None:
+    code, checks = doctor("--bucket", make_bucket(lifecycle=None))
+    assert code == 1
+    lifecycle = checks["lifecycle"]
+    assert lifecycle["status"] == "FAIL"
+    assert "no lifecycle Delete rule" in lifecycle["detail"]
+    assert (
+        "gcloud storage buckets update" in lifecycle["fix"]
+        and "--lifecycle-file" in lifecycle["fix"]
+    )
+    assert '"daysSinceCustomTime":0' in lifecycle["fix"]  # the rule the backend's custom time needs
+    assert checks["bucket"]["status"] == checks["uniform access"]["status"] == "PASS"
+
+
+def test_an_age_rule_shorter_than_result_expires_fails(doctor: Any, make_bucket: Any) -> None:
+    bucket = make_bucket(lifecycle=HEALTHY)
+    # The same bucket is fine with Celery's one day...
+    code, checks = doctor("--bucket", bucket)
+    assert (code, checks["lifecycle"]["status"]) == (0, "PASS")
+    # ...but its 30-day backstop would delete results an app keeps for 40 days.
+    code, checks = doctor("--bucket", bucket, "--result-expires", str(40 * 86_400))
+    assert code == 1
+    assert checks["lifecycle"]["status"] == "FAIL"
+    assert "age 30 days removes results before result_expires" in checks["lifecycle"]["detail"]
+    assert "at least 40 days" in checks["lifecycle"]["fix"]
+
+
+def test_an_age_rule_alone_long_enough_passes(doctor: Any, make_bucket: Any) -> None:
+    bucket = make_bucket(lifecycle=[{"action": {"type": "Delete"}, "condition": {"age": 2}}])
+    code, checks = doctor("--bucket", bucket, "--result-expires", "86400")
+    assert (code, checks["lifecycle"]["status"]) == (0, "PASS")
+    code, checks = doctor("--bucket", bucket, "--result-expires", str(3 * 86_400))
+    assert (code, checks["lifecycle"]["status"]) == (1, "FAIL")
+
+
+def test_uniform_access_off_fails(doctor: Any, make_bucket: Any) -> None:
+    code, checks = doctor("--bucket", make_bucket(lifecycle=HEALTHY, uniform=False))
+    assert code == 1
+    assert checks["uniform access"]["status"] == "FAIL"
+    assert "--uniform-bucket-level-access" in checks["uniform access"]["fix"]
+    assert [name for name, status in statuses(checks).items() if status == "FAIL"] == [
+        "uniform access"
+    ]
+
+
+def test_an_unreachable_firestore_fails_and_skips_the_ttl_check(
+    doctor: Any, make_bucket: Any
+) -> None:
+    closed = devstack.free_port()
+    code, checks = doctor(
+        "--bucket", make_bucket(lifecycle=HEALTHY), firestore=f"127.0.0.1:{closed}"
+    )
+    assert code == 1
+    assert checks["firestore"]["status"] == "FAIL"
+    assert (
+        f"cannot reach the Firestore emulator at 127.0.0.1:{closed}"
+        in checks["firestore"]["detail"]
+    )
+    assert "FIRESTORE_EMULATOR_HOST" in checks["firestore"]["fix"]
+    assert checks["ttl policy"] == {
+        "name": "ttl policy", "status": "SKIP", "detail": "not checked: needs a reachable Firestore database", "fix": "",
+    }  # fmt: skip
+    assert checks["bucket"]["status"] == "PASS"
+
+
+def test_an_unreachable_gcs_fails(doctor: Any) -> None:
+    closed = devstack.free_port()
+    code, checks = doctor("--bucket", "celery-results", gcs=f"http://127.0.0.1:{closed}")
+    assert code == 1
+    assert checks["bucket"]["status"] == "FAIL"
+    assert (
+        f"cannot reach the GCS emulator at http://127.0.0.1:{closed}" in checks["bucket"]["detail"]
+    )
+    assert "STORAGE_EMULATOR_HOST" in checks["bucket"]["fix"]
+    assert statuses(checks)["permissions"] == "SKIP"
+
+
+def test_an_invalid_bucket_name_fails_without_a_request(doctor: Any) -> None:
+    code, checks = doctor("--bucket", "Not_A_Bucket!")
+    assert code == 1
+    assert checks["bucket"]["status"] == "FAIL"
+    assert "not a valid bucket name" in checks["bucket"]["detail"]
+
+
+def test_missing_worker_permissions_fail_with_the_grant(doctor: Any) -> None:
+    with FakeGCS("perm-bucket", granted=["storage.objects.get"]) as gcs:
+        code, checks = doctor("--bucket", "perm-bucket", gcs=gcs.host)
+    assert code == 1
+    permissions = checks["permissions"]
+    assert permissions["status"] == "FAIL"
+    assert "lacks storage.objects.create, storage.objects.delete" in permissions["detail"]
+    assert "add-iam-policy-binding gs://perm-bucket" in permissions["fix"]
+    assert "roles/storage.objectUser" in permissions["fix"]
+    # It asked about exactly what the worker needs.
+    asked = [path for path in gcs.requests if "testPermissions" in path]
+    assert len(asked) == 1 and all(permission in asked[0] for permission in WORKER_PERMISSIONS)
+
+
+def test_permissions_pass_only_where_iam_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = Config(bucket="perm-bucket", project=PROJECT, timeout=3)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    with FakeGCS("perm-bucket", granted=list(WORKER_PERMISSIONS)) as gcs:
+        client = storage.Client(
+            project=PROJECT,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": gcs.host},
+        )
+        on_gcs = Doctor(config, env={}).check_permissions(client)
+        on_emulator = Doctor(config, env={"STORAGE_EMULATOR_HOST": gcs.host}).check_permissions(
+            client
+        )
+    assert on_gcs.status is Status.PASS
+    assert (
+        "the caller holds storage.objects.create, storage.objects.get, storage.objects.delete"
+        in on_gcs.detail
+    )
+    # An emulator grants whatever it is asked about: its yes means nothing.
+    assert on_emulator.status is Status.SKIP
+
+
+def test_a_bucket_the_caller_may_not_read_fails_but_permissions_are_still_asked(
+    doctor: Any,
+) -> None:
+    with FakeGCS("locked-bucket", granted=[], bucket_status=403) as gcs:
+        code, checks = doctor("--bucket", "locked-bucket", gcs=gcs.host)
+    assert code == 1
+    assert checks["bucket"]["status"] == "FAIL"
+    assert "storage.buckets.get" in checks["bucket"]["detail"]
+    assert statuses(checks)["lifecycle"] == statuses(checks)["uniform access"] == "SKIP"
+    assert checks["permissions"]["status"] == "FAIL"
+
+
+@pytest.mark.parametrize(
+    ("ttl", "status", "expected"),
+    [
+        (firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE), "PASS", "is active"),
+        (firestore_admin_v1.Field.TtlConfig(state=TtlState.CREATING), "PASS", "being applied"),
+        (
+            firestore_admin_v1.Field.TtlConfig(state=TtlState.NEEDS_REPAIR),
+            "FAIL",
+            "is NEEDS_REPAIR",
+        ),
+        (None, "FAIL", "no TTL policy on celery.expires_at"),
+    ],
+    ids=["active", "creating", "needs-repair", "absent"],
+)
+def test_the_ttl_policy_is_read_from_the_admin_api(
+    doctor: Any, make_bucket: Any, ttl, status, expected
+) -> None:
+    with FakeFirestore(ttl_config=ttl) as firestore:
+        code, checks = doctor(
+            "--bucket",
+            make_bucket(lifecycle=HEALTHY),
+            "--database",
+            "chords",
+            firestore=firestore.host,
+        )
+    assert checks["ttl policy"]["status"] == status
+    assert expected in checks["ttl policy"]["detail"]
+    assert code == (0 if status == "PASS" else 1)
+    assert firestore.fields_asked == [
+        f"projects/{PROJECT}/databases/chords/collectionGroups/celery/fields/expires_at"
+    ]
+    if status == "FAIL":
+        assert (
+            checks["ttl policy"]["fix"].count(
+                "gcloud firestore fields ttls update expires_at --collection-group=celery --enable-ttl --database=chords"
+            )
+            == 1
+        )
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "fix"),
+    [
+        ((grpc.StatusCode.NOT_FOUND, "The database chords does not exist for project p"), "does not exist",
+         "gcloud firestore databases create --database=chords"),
+        ((grpc.StatusCode.PERMISSION_DENIED, "Missing or insufficient permissions."), "may not read",
+         "roles/datastore.user"),
+    ],
+    ids=["missing-database", "permission-denied"],
+)  # fmt: skip
+def test_firestore_errors_fail_with_their_fix(
+    doctor: Any, make_bucket: Any, error, expected, fix
+) -> None:
+    with FakeFirestore(query_error=error) as firestore:
+        code, checks = doctor(
+            "--bucket",
+            make_bucket(lifecycle=HEALTHY),
+            "--database",
+            "chords",
+            firestore=firestore.host,
+        )
+    assert code == 1
+    assert checks["firestore"]["status"] == "FAIL"
+    assert expected in checks["firestore"]["detail"]
+    assert fix in checks["firestore"]["fix"]
+    assert checks["ttl policy"]["status"] == "SKIP"
+
+
+def test_without_credentials_or_emulators_every_check_says_so(tmp_path) -> None:
+    env = clean_env(
+        GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "no-such-key.json"),
+        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+        NO_GCE_CHECK="True",
+    )
+    done = run_cli(
+        "doctor", "--bucket", "some-bucket", "--project", "p", "--json", env=env, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
+    for name in ("bucket", "firestore"):
+        assert checks[name]["status"] == "FAIL"
+        assert "no Google credentials found" in checks[name]["detail"]
+        assert "gcloud auth application-default login" in checks[name]["fix"]
+    assert {
+        checks[name]["status"]
+        for name in ("lifecycle", "uniform access", "permissions", "ttl policy")
+    } == {"SKIP"}
+
+
+# -- the lifecycle judgement, rule by rule --------------------------------------------
+
+
+def _delete(**condition: Any) -> dict[str, Any]:
+    return {"action": {"type": "Delete"}, "condition": condition}
+
+
+@pytest.mark.parametrize(
+    ("rules", "expires", "status"),
+    [
+        ([_delete(daysSinceCustomTime=0)], 86_400, "PASS"),
+        ([_delete(daysSinceCustomTime=3)], 86_400 * 365, "PASS"),  # custom time is the expiry itself
+        ([_delete(age=1)], 86_400, "PASS"),
+        ([_delete(age=1)], 86_401, "FAIL"),
+        ([_delete(daysSinceCustomTime=0), _delete(age=7)], 8 * 86_400, "FAIL"),
+        ([_delete(age=30)], 0, "PASS"),  # results that never expire: the backstop is the policy
+        ([], 86_400, "FAIL"),
+        ([{"action": {"type": "SetStorageClass", "storageClass": "NEARLINE"}, "condition": {"age": 1}}], 86_400, "FAIL"),
+        ([_delete(age=0, isLive=False), _delete(numNewerVersions=1)], 86_400, "FAIL"),  # noncurrent only
+        ([_delete(age=1, isLive=False), _delete(daysSinceCustomTime=0)], 30 * 86_400, "PASS"),
+    ],
+)  # fmt: skip
+def test_judge_lifecycle(rules, expires, status) -> None:
+    assert judge_lifecycle(rules, expires, "b").status.value == status
