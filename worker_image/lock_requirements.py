@@ -7,10 +7,11 @@ Run in the project root, with uv on PATH (or --uv)::
 The image's builder stage installs the output with ``uv pip install
 --require-hashes`` before it installs the project itself. It holds the
 project's runtime dependencies (no extras: nothing of dev, local or infra)
-and theirs, plus the packages named with ``--with`` and theirs. The default,
-``redis``, is the client of the Redis broker: the project depends on it only in
-its dev extra today, so the worker takes it at the version and hashes the lock
-gives it there. Requirements keep the lock's environment markers, so pip or
+and theirs, plus the packages named with ``--with`` and theirs. The default is
+what ``celery[redis]`` (that is, ``kombu[redis]``) adds for the Redis broker:
+``redis`` and ``packaging``. The project does not depend on them at runtime
+today (the lock has them through its dev extra), so the worker takes them at
+the versions and hashes the lock gives them there. Requirements keep the lock's environment markers, so pip or
 uv installs exactly what the target Python needs (async-timeout only below
 3.11.3, for example). Standard library only: it runs on the bare base image.
 """
@@ -24,8 +25,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-#: What the worker needs beyond the project's runtime dependencies.
-WORKER_PACKAGES = ("redis",)
+#: What the worker needs beyond the project's runtime dependencies: kombu[redis].
+WORKER_PACKAGES = ("redis", "packaging")
 
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -96,14 +97,18 @@ def requirements(root: Path, uv: str, extra_packages: tuple[str, ...]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uv", default="uv", help="the uv executable (default: uv on PATH)")
-    parser.add_argument("--root", type=Path, default=Path("."), help="the project root (default: .)")
+    parser.add_argument(
+        "--root", type=Path, default=Path("."), help="the project root (default: .)"
+    )
     parser.add_argument(
         "--with",
         dest="extra",
         action="append",
         help=f"a locked package the worker needs too; repeatable (default: {' '.join(WORKER_PACKAGES)})",
     )
-    parser.add_argument("--runtime-only", action="store_true", help="the project's runtime dependencies alone")
+    parser.add_argument(
+        "--runtime-only", action="store_true", help="the project's runtime dependencies alone"
+    )
     args = parser.parse_args(argv)
     extra = () if args.runtime_only else tuple(args.extra or WORKER_PACKAGES)
     sys.stdout.write(requirements(args.root, args.uv, extra))

@@ -62,7 +62,9 @@ _APP_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\
 _QUEUE_RE = re.compile(r"^[\w.:@/+-]+$")
 
 E_MISSING = "{name} is not set: {fix}"
-E_BROKER = "CELERY_BROKER_URL={url!r} is malformed: {reason}; expected e.g. redis://:PASSWORD@HOST:6379/0"
+E_BROKER = (
+    "CELERY_BROKER_URL={url!r} is malformed: {reason}; expected e.g. redis://:PASSWORD@HOST:6379/0"
+)
 E_BACKEND_BOTH = (
     "CELERY_RESULT_BACKEND and GCS_BUCKET are both set: set only one "
     "(CELERY_RESULT_BACKEND=gcs://BUCKET[/PREFIX][?...], or GCS_BUCKET with GOOGLE_CLOUD_PROJECT and FIRESTORE_DATABASE)"
@@ -80,7 +82,9 @@ E_APP_MISSING = (
     "CELERY_APP={app!r}: no module named {module!r} in {where}; "
     "copy your app into /app (the worker's directory) or install it into the image"
 )
-E_CONCURRENCY = "CELERY_CONCURRENCY={value!r} must be a whole number of processes (at least 1) or auto"
+E_CONCURRENCY = (
+    "CELERY_CONCURRENCY={value!r} must be a whole number of processes (at least 1) or auto"
+)
 E_QUEUES = "CELERY_QUEUES={value!r} must be queue names separated by commas, e.g. default,emails"
 E_LOGLEVEL = "CELERY_LOGLEVEL={value!r} must be one of " + ", ".join(LOGLEVELS)
 E_HEALTH_DIR = (
@@ -124,7 +128,7 @@ class WorkerConfig:
     def shell(self) -> str:
         """Shell code for the entrypoint's ``eval``: the backend URL, then the command."""
         command = " ".join(shlex.quote(arg) for arg in self.argv())
-        return f"export CELERY_RESULT_BACKEND={shlex.quote(self.result_backend)}\nset -- {command} \"$@\"\n"
+        return f'export CELERY_RESULT_BACKEND={shlex.quote(self.result_backend)}\nset -- {command} "$@"\n'
 
 
 def load(environ: Mapping[str, str]) -> WorkerConfig:
@@ -136,7 +140,10 @@ def load(environ: Mapping[str, str]) -> WorkerConfig:
     problems: list[str] = []
     problems += _broker_problems(get("CELERY_BROKER_URL"))
     backend, backend_problems = _result_backend(
-        get("CELERY_RESULT_BACKEND"), get("GCS_BUCKET"), get("GOOGLE_CLOUD_PROJECT"), get("FIRESTORE_DATABASE")
+        get("CELERY_RESULT_BACKEND"),
+        get("GCS_BUCKET"),
+        get("GOOGLE_CLOUD_PROJECT"),
+        get("FIRESTORE_DATABASE"),
     )
     problems += backend_problems
     problems += _app_problems(get("CELERY_APP"))
@@ -145,7 +152,11 @@ def load(environ: Mapping[str, str]) -> WorkerConfig:
     if concurrency != "auto" and not (concurrency.isdigit() and int(concurrency) >= 1):
         problems.append(E_CONCURRENCY.format(value=environ.get("CELERY_CONCURRENCY")))
 
-    queues = tuple(name.strip() for name in get("CELERY_QUEUES").split(",")) if get("CELERY_QUEUES") else ()
+    queues = (
+        tuple(name.strip() for name in get("CELERY_QUEUES").split(","))
+        if get("CELERY_QUEUES")
+        else ()
+    )
     if not all(_QUEUE_RE.match(name) for name in queues):
         problems.append(E_QUEUES.format(value=environ.get("CELERY_QUEUES")))
 
@@ -157,7 +168,11 @@ def load(environ: Mapping[str, str]) -> WorkerConfig:
     if problems:
         raise EnvironmentProblems(problems)
     return WorkerConfig(
-        app=get("CELERY_APP"), result_backend=backend, concurrency=concurrency, queues=queues, loglevel=loglevel
+        app=get("CELERY_APP"),
+        result_backend=backend,
+        concurrency=concurrency,
+        queues=queues,
+        loglevel=loglevel,
     )
 
 
@@ -176,7 +191,11 @@ def redact(url: str) -> str:
 
 def _broker_problems(url: str) -> list[str]:
     if not url:
-        return [E_MISSING.format(name="CELERY_BROKER_URL", fix="set it to the broker's URL, e.g. redis://HOST:6379/0")]
+        return [
+            E_MISSING.format(
+                name="CELERY_BROKER_URL", fix="set it to the broker's URL, e.g. redis://HOST:6379/0"
+            )
+        ]
 
     def bad(reason: str) -> list[str]:
         return [E_BROKER.format(url=redact(url), reason=reason)]
@@ -190,7 +209,11 @@ def _broker_problems(url: str) -> list[str]:
         return bad(f"the scheme must be one of {', '.join(s + '://' for s in BROKER_SCHEMES)}")
     if not parts.hostname:
         return bad("it names no host")
-    if parts.scheme in ("redis", "rediss") and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+    if (
+        parts.scheme in ("redis", "rediss")
+        and parts.path.strip("/")
+        and not parts.path.strip("/").isdigit()
+    ):
         return bad(f"the Redis database is a number, not {parts.path.strip('/')!r}")
     return []
 
@@ -215,21 +238,33 @@ def _result_backend(url: str, bucket: str, project: str, database: str) -> tuple
         problems.append(f"GCS_BUCKET={bucket!r}: {problem}")
     if database and (problem := settings._database_problem(database)):
         problems.append(f"FIRESTORE_DATABASE={database!r}: {problem}")
-    query = {key: value for key, value in (("gcs_project", project), ("firestore_database", database)) if value}
+    query = {
+        key: value
+        for key, value in (("gcs_project", project), ("firestore_database", database))
+        if value
+    }
     backend = f"gcs://{bucket}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     return backend, problems
 
 
 def _app_problems(app: str) -> list[str]:
     if not app:
-        return [E_MISSING.format(name="CELERY_APP", fix="set it to your Celery app's module, e.g. proj.celery")]
+        return [
+            E_MISSING.format(
+                name="CELERY_APP", fix="set it to your Celery app's module, e.g. proj.celery"
+            )
+        ]
     if not _APP_RE.match(app):
         return [E_APP_SYNTAX.format(app=app)]
     top = app.split(":")[0].split(".")[0]
     # The top-level package only: finding it imports nothing of the app.
     if importlib.util.find_spec(top) is None:
         pythonpath = os.environ.get("PYTHONPATH")
-        where = os.getcwd() + (f" or PYTHONPATH={pythonpath}" if pythonpath else "") + " or site-packages"
+        where = (
+            os.getcwd()
+            + (f" or PYTHONPATH={pythonpath}" if pythonpath else "")
+            + " or site-packages"
+        )
         return [E_APP_MISSING.format(app=app, module=top, where=where)]
     return []
 
@@ -252,7 +287,10 @@ def _health_problems(environ: Mapping[str, str]) -> list[str]:
     except OSError as exc:
         problems.append(
             E_HEALTH_DIR.format(
-                name=worker_probe.HEALTH_DIR_ENV, path=str(directory), uid=os.getuid(), reason=exc.strerror or exc
+                name=worker_probe.HEALTH_DIR_ENV,
+                path=str(directory),
+                uid=os.getuid(),
+                reason=exc.strerror or exc,
             )
         )
     return problems

@@ -95,7 +95,9 @@ class HealthFiles:
             return None
         return max(0.0, (time.time() if now is None else now) - mtime)
 
-    def live_problem(self, max_age: float = DEFAULT_MAX_AGE, now: float | None = None) -> str | None:
+    def live_problem(
+        self, max_age: float = DEFAULT_MAX_AGE, now: float | None = None
+    ) -> str | None:
         """Why the worker is not alive, or None if it is."""
         if self.stopping.exists():
             return None  # shutting down: the grace period bounds it, not this probe
@@ -106,7 +108,9 @@ class HealthFiles:
             return f"last heartbeat {age:.0f}s ago (over {max_age:.0f}s): the worker's event loop is stuck"
         return None
 
-    def ready_problem(self, max_age: float = DEFAULT_MAX_AGE, now: float | None = None) -> str | None:
+    def ready_problem(
+        self, max_age: float = DEFAULT_MAX_AGE, now: float | None = None
+    ) -> str | None:
         """Why the worker is not ready to take tasks, or None if it is."""
         if self.stopping.exists():
             return "the worker is shutting down"
@@ -129,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     files = HealthFiles.from_env()
-    problem = files.live_problem(args.max_age) if args.probe == "live" else files.ready_problem(args.max_age)
+    problem = (
+        files.live_problem(args.max_age)
+        if args.probe == "live"
+        else files.ready_problem(args.max_age)
+    )
     if problem:
         print(f"{args.probe}: {problem}")
         return 1

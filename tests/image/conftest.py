@@ -45,17 +45,18 @@ def runtime_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return install_runtime_venv(tmp_path_factory.mktemp("runtime") / "venv")
 
 
-def worker_env(stack: Any, health_dir: Path, *, backend_url: str | None, conf: dict | None = None,
+def worker_env(stack: Any, health_dir: Path | None, *, backend_url: str | None, conf: dict | None = None,
                **overrides: str) -> dict[str, str]:  # fmt: skip
     """The container's environment for a worker on the local stack."""
     env = {
         **stack.env(),  # CELERY_BROKER_URL, GOOGLE_CLOUD_PROJECT, the emulators' hosts
         "CELERY_APP": APP,
         "CELERY_CONCURRENCY": "2",
-        "CELERY_GCS_HEALTH_DIR": str(health_dir),
         "CELERY_GCS_HEARTBEAT_INTERVAL": "0.5",
         "IMAGE_TASKS_CONF": json.dumps(conf or {}),
     }
+    if health_dir is not None:
+        env["CELERY_GCS_HEALTH_DIR"] = str(health_dir)
     if backend_url:
         env["CELERY_RESULT_BACKEND"] = backend_url
     env.update(overrides)
@@ -63,14 +64,20 @@ def worker_env(stack: Any, health_dir: Path, *, backend_url: str | None, conf: d
 
 
 @pytest.fixture
-def start_entrypoint(stack: Any, backend_url: str, runtime_bin: Path, tmp_path: Path) -> Iterator[Any]:
+def start_entrypoint(
+    stack: Any, backend_url: str, runtime_bin: Path, tmp_path: Path
+) -> Iterator[Any]:
     """Start workers through the entrypoint; keyword arguments become environment variables."""
     workers: list[EntrypointWorker] = []
 
     def start(*, conf: dict | None = None, wait: bool = True, **overrides: str) -> EntrypointWorker:
         n = len(workers)
-        env = worker_env(stack, tmp_path / f"health-{n}", backend_url=backend_url, conf=conf, **overrides)
-        worker = EntrypointWorker(bin_dir=runtime_bin, env=env, log_path=tmp_path / f"worker-{n}.log")
+        env = worker_env(
+            stack, tmp_path / f"health-{n}", backend_url=backend_url, conf=conf, **overrides
+        )
+        worker = EntrypointWorker(
+            bin_dir=runtime_bin, env=env, log_path=tmp_path / f"worker-{n}.log"
+        )
         workers.append(worker)
         return worker.start() if wait else worker
 
@@ -88,7 +95,9 @@ def _container_skip_reason(session: pytest.Session) -> str | None:
     if missing:
         return f"{', '.join(missing)} not installed (`make image-deps` installs them)"
     if os.geteuid() != 0:
-        return "podman builds and runs containers here as root only (runc, debootstrap): run as root"
+        return (
+            "podman builds and runs containers here as root only (runc, debootstrap): run as root"
+        )
     if any(HERE not in Path(item.path).resolve().parents for item in session.items):
         return "container builds run when tests/image is selected on its own: `make image-test`"
     return None
@@ -114,19 +123,29 @@ def image_tags(podman: Podman) -> Iterator[list[str]]:
     tags: list[str] = []
     yield tags
     if tags:
-        podman("rmi", "--force", *tags, check=False)
+        # --no-prune keeps the layers: they are the next run's build cache.
+        podman("rmi", "--force", "--no-prune", *tags, check=False)
 
 
 @pytest.fixture(scope="session")
-def build_image(podman: Podman, base: str, image_tags: list[str], tmp_path_factory: pytest.TempPathFactory):
+def build_image(
+    podman: Podman, base: str, image_tags: list[str], tmp_path_factory: pytest.TempPathFactory
+):
     """Build worker_image/Dockerfile (from the repository root) on the local base."""
     logs = tmp_path_factory.mktemp("builds")
 
     def build(**build_args: str) -> str:
         tag = f"localhost/celery-gcs-worker:test-{uuid.uuid4().hex[:8]}"
         image_tags.append(tag)
-        args = {"BASE_IMAGE": base, "VERSION": "0.1.0-test", "REVISION": "test-revision", **build_args}
-        return podman.build(tag, ROOT, DOCKERFILE, args, log_path=logs / f"{tag.rsplit(':', 1)[1]}.log")
+        args = {
+            "BASE_IMAGE": base,
+            "VERSION": "0.1.0-test",
+            "REVISION": "test-revision",
+            **build_args,
+        }
+        return podman.build(
+            tag, ROOT, DOCKERFILE, args, log_path=logs / f"{tag.rsplit(':', 1)[1]}.log"
+        )
 
     return build
 

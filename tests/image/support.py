@@ -28,7 +28,9 @@ APP_DIR = Path(__file__).resolve().parent / "app"
 APP = "image_tasks"
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -67,13 +69,28 @@ def install_runtime_venv(venv: Path) -> Path:
     run([uv, "pip", "install", "--python", python, "--require-hashes", "-r", requirements], env=env)
     run([uv, "pip", "install", "--python", python, "--no-deps", ROOT], env=env)
     run([uv, "pip", "check", "--python", python], env=env)
+    run(
+        [
+            python,
+            "-c",
+            "import celery_gcs.backend, celery_gcs.worker_health, kombu.transport.redis",
+        ],
+        env=env,
+    )
     return venv / "bin"
 
 
 class EntrypointWorker:
     """worker_image/entrypoint.sh run as the image runs it, minus tini: the virtualenv on PATH, the app in cwd."""
 
-    def __init__(self, *, bin_dir: Path, env: dict[str, str], log_path: Path, args: Sequence[str] = ("worker",)):
+    def __init__(
+        self,
+        *,
+        bin_dir: Path,
+        env: dict[str, str],
+        log_path: Path,
+        args: Sequence[str] = ("worker",),
+    ):
         self.env = {
             "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(log_path.parent),
@@ -93,7 +110,11 @@ class EntrypointWorker:
                 self.argv, env=self.env, cwd=APP_DIR, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-        wait_for(lambda: self._exited_early() or self.health.ready_problem() is None, timeout, "the ready file")
+        wait_for(
+            lambda: self._exited_early() or self.health.ready_problem() is None,
+            timeout,
+            "the ready file",
+        )
         return self
 
     def _exited_early(self) -> bool:
@@ -153,7 +174,9 @@ class Podman:
         argv = [self.executable, *self.GLOBAL, *map(str, args)]
         if check:
             return run(argv, timeout=timeout, **kwargs)
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+        )
 
     def image_exists(self, tag: str) -> bool:
         return self("image", "exists", tag, check=False).returncode == 0
@@ -168,7 +191,9 @@ class Podman:
             log_path.write_text(done.stdout + done.stderr)
         return tag
 
-    def run_detached(self, image: str, env: dict[str, str], args: Sequence[str] = (), volumes: Sequence[str] = ()) -> str:
+    def run_detached(
+        self, image: str, env: dict[str, str], args: Sequence[str] = (), volumes: Sequence[str] = ()
+    ) -> str:
         name = f"celery-gcs-test-{uuid.uuid4().hex[:8]}"
         argv: list[object] = ["run", "-d", "--pull=never", *self.SANDBOX, "--name", name]
         for key, value in env.items():
@@ -183,7 +208,9 @@ class Podman:
         return done.stdout + done.stderr
 
     def exit_code(self, name: str) -> int | None:
-        state = self("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name).stdout.split()
+        state = self(
+            "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name
+        ).stdout.split()
         return int(state[1]) if state[0] in ("exited", "stopped") else None
 
     def remove(self, *names: str) -> None:

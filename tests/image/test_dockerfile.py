@@ -38,13 +38,17 @@ def instructions(stage: list[dict], kind: str) -> list[dict]:
 
 
 def test_hadolint_passes_and_every_ignored_rule_is_justified() -> None:
-    done = subprocess.run([HADOLINT, "--no-color", DOCKERFILE], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [HADOLINT, "--no-color", DOCKERFILE], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = DOCKERFILE.read_text().splitlines()
     for number, line in enumerate(lines):
         if "hadolint ignore=" in line:
             above = lines[number - 1].strip() if number else ""
-            assert above.startswith("#") and "hadolint" not in above, f"unjustified ignore on line {number + 1}"
+            assert above.startswith("#") and "hadolint" not in above, (
+                f"unjustified ignore on line {number + 1}"
+            )
 
 
 def test_hadolint_catches_what_it_should(tmp_path: Path) -> None:
@@ -52,11 +56,18 @@ def test_hadolint_catches_what_it_should(tmp_path: Path) -> None:
     broken = DOCKERFILE.read_text().replace('"tini=${TINI_VERSION}"', "tini")
     assert broken != DOCKERFILE.read_text()
     (tmp_path / "Dockerfile").write_text(broken)
-    done = subprocess.run([HADOLINT, "--no-color", tmp_path / "Dockerfile"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [HADOLINT, "--no-color", tmp_path / "Dockerfile"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode != 0 and "DL3008" in done.stdout
 
 
-def test_the_base_is_a_build_argument_defaulting_to_a_pinned_python_slim(dockerfile: DockerfileParser) -> None:
+def test_the_base_is_a_build_argument_defaulting_to_a_pinned_python_slim(
+    dockerfile: DockerfileParser,
+) -> None:
     default = dockerfile.args["BASE_IMAGE"]
     assert re.fullmatch(r"python:3\.12-slim@sha256:[0-9a-f]{64}", default), default
     froms = [i["value"] for stage in stages(dockerfile) for i in instructions(stage, "FROM")]
@@ -83,12 +94,16 @@ def test_dependencies_come_from_the_lock_before_the_project(dockerfile: Dockerfi
     assert "backend" not in values[copy_lock] and "README" not in values[copy_lock]
     # uv is pinned to the lock's version of it.
     lock_uv = re.search(r'name = "uv"\nversion = "([^"]+)"', (ROOT / "uv.lock").read_text())
-    assert lock_uv and f"UV_VERSION={lock_uv.group(1)}" in [i["value"] for i in instructions(builder, "ARG")]
+    assert lock_uv and f"UV_VERSION={lock_uv.group(1)}" in [
+        i["value"] for i in instructions(builder, "ARG")
+    ]
 
 
 def test_the_runtime_stage_holds_the_virtualenv_only(dockerfile: DockerfileParser) -> None:
     runtime = stages(dockerfile)[-1]
-    from_builder = [i["value"] for i in instructions(runtime, "COPY") if "--from=builder" in i["value"]]
+    from_builder = [
+        i["value"] for i in instructions(runtime, "COPY") if "--from=builder" in i["value"]
+    ]
     assert from_builder == ["--from=builder /opt/venv /opt/venv"]  # not uv, not the sources
 
 
@@ -101,10 +116,16 @@ def test_a_fixed_numeric_non_root_user(dockerfile: DockerfileParser) -> None:
     assert '--uid "${APP_UID}"' in create and '--gid "${APP_UID}"' in create
 
 
-def test_tini_is_pid_1_in_exec_form_and_the_script_ends_in_exec(dockerfile: DockerfileParser) -> None:
+def test_tini_is_pid_1_in_exec_form_and_the_script_ends_in_exec(
+    dockerfile: DockerfileParser,
+) -> None:
     runtime = stages(dockerfile)[-1]
     (entrypoint,) = instructions(runtime, "ENTRYPOINT")
-    assert json.loads(entrypoint["value"]) == ["/usr/bin/tini", "--", "/usr/local/bin/celery-gcs-entrypoint"]
+    assert json.loads(entrypoint["value"]) == [
+        "/usr/bin/tini",
+        "--",
+        "/usr/local/bin/celery-gcs-entrypoint",
+    ]
     (cmd,) = instructions(runtime, "CMD")
     assert json.loads(cmd["value"]) == ["worker"]
     copies = [i["value"] for i in instructions(runtime, "COPY")]
@@ -117,7 +138,11 @@ def test_tini_is_pid_1_in_exec_form_and_the_script_ends_in_exec(dockerfile: Dock
     code = [line.strip() for line in script if line.strip() and not line.lstrip().startswith("#")]
     assert code[-1] == 'exec "$@"'
     mode = subprocess.run(
-        ["git", "ls-files", "--stage", ENTRYPOINT.relative_to(ROOT)], cwd=ROOT, capture_output=True, text=True
+        ["git", "ls-files", "--stage", ENTRYPOINT.relative_to(ROOT)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert mode.startswith("100755"), "entrypoint.sh must be committed executable"
 
@@ -167,12 +192,24 @@ def _ignored(patterns: list[str], path: str) -> bool:
     return ignored
 
 
-def test_the_dockerignore_sits_at_the_context_root_and_keeps_out_local_state(dockerfile: DockerfileParser) -> None:
+def test_the_dockerignore_sits_at_the_context_root_and_keeps_out_local_state(
+    dockerfile: DockerfileParser,
+) -> None:
     ignore = ROOT / ".dockerignore"
     patterns = [
-        line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")
+        line.strip()
+        for line in ignore.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     ]
-    for local in (".git", ".venv", ".cache", ".devstack", "backend/celery_gcs/__pycache__", ".env", "key.pem"):
+    for local in (
+        ".git",
+        ".venv",
+        ".cache",
+        ".devstack",
+        "backend/celery_gcs/__pycache__",
+        ".env",
+        "key.pem",
+    ):
         assert _ignored(patterns, local), local
     sources = [
         word
@@ -182,8 +219,15 @@ def test_the_dockerignore_sits_at_the_context_root_and_keeps_out_local_state(doc
         for word in i["value"].split()[:-1]
     ]
     sources = [dockerfile.args.get(s[2:-1], s) if s.startswith("${") else s for s in sources]
-    assert {"pyproject.toml", "uv.lock", "README.md", "backend", "worker_image/entrypoint.sh"} <= set(sources)
+    assert {
+        "pyproject.toml",
+        "uv.lock",
+        "README.md",
+        "backend",
+        "worker_image/entrypoint.sh",
+    } <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), source
         assert not _ignored(patterns, source), f"{source} is copied but .dockerignore excludes it"
-    assert not _ignored(patterns, "tests/image/app/image_tasks.py")  # an APP_DIR the tests build with
+    # The APP_DIR the tests build with stays in the context.
+    assert not _ignored(patterns, "tests/image/app/image_tasks.py")

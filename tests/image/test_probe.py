@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from celery_gcs.worker_probe import HealthFiles
 
 
@@ -79,7 +78,10 @@ def run_probe(kind: str, directory: Path, *args: str) -> subprocess.CompletedPro
 
 def test_the_command_exits_0_or_1_and_says_why(files: HealthFiles) -> None:
     done = run_probe("ready", files.directory)
-    assert (done.returncode, done.stdout.strip()) == (1, "ready: the worker is not consuming (starting, or reconnecting to the broker)")
+    assert (done.returncode, done.stdout.strip()) == (
+        1,
+        "ready: the worker is not consuming (starting, or reconnecting to the broker)",
+    )
     files.beat()
     files.mark_ready()
     assert [run_probe(kind, files.directory).returncode for kind in ("live", "ready")] == [0, 0]
@@ -91,5 +93,7 @@ def test_the_command_exits_0_or_1_and_says_why(files: HealthFiles) -> None:
 def test_the_probe_imports_neither_celery_nor_google_clients(files: HealthFiles) -> None:
     # A probe runs in every pod every few seconds: it must stay cheap.
     code = "import sys, celery_gcs.worker_probe as p; print(sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'google', 'kombu')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
