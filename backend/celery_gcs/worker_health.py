@@ -49,10 +49,16 @@ class HealthStep(bootsteps.StartStopStep):
     def start(self, c: Any) -> None:
         self._beat()
         self.files.mark_ready()
+        logger.info(
+            "health: ready (consuming); heartbeat every %ss in %s",
+            self.interval,
+            self.files.directory,
+        )
         self.timer_entry = c.timer.call_repeatedly(self.interval, self._beat)
 
     def stop(self, c: Any) -> None:
-        self.files.mark_not_ready()
+        if self.files.mark_not_ready():
+            logger.info("health: not ready (the consumer stopped)")
         if self.timer_entry is not None:
             self.timer_entry.cancel()
             self.timer_entry = None

@@ -79,8 +79,13 @@ class HealthFiles:
     def mark_ready(self) -> None:
         self.ready.touch()
 
-    def mark_not_ready(self) -> None:
-        self.ready.unlink(missing_ok=True)
+    def mark_not_ready(self) -> bool:
+        """Remove the ready file; whether there was one."""
+        try:
+            self.ready.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def mark_stopping(self) -> None:
         self.stopping.touch()

@@ -15,7 +15,7 @@ from celery import chord
 from .conftest import worker_env
 from .support import APP, APP_DIR, Podman, wait_for
 
-pytestmark = [pytest.mark.usefixtures("stack"), pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)  # a first run debootstraps the base
 
 PROBE = ("python", "-m", "celery_gcs.worker_probe")
 

@@ -115,3 +115,22 @@ def test_remapped_sigterm_cuts_shutdown_at_the_soft_timeout_and_requeues_the_tas
     # The cancelled acks_late task went back to the queue; another worker runs it.
     start_entrypoint(conf=conf)
     assert long.get(timeout=60) == "second run"
+
+
+def test_readiness_follows_the_broker_connection(start_entrypoint, make_app, stack) -> None:
+    import redis
+
+    worker = start_entrypoint()
+    # Drop every broker connection but this one: the consumer stops, reconnects, starts.
+    killed = redis.Redis.from_url(stack.stack.redis_url).client_kill_filter(_type="normal")
+    assert killed >= 1
+    wait_for(
+        lambda: worker.log().count("health: ready (consuming)") == 2, 60, "the consumer to restart"
+    )
+    log = worker.log()
+    lost = log.index("Connection to broker lost")
+    assert (
+        lost < log.index("health: not ready (the consumer stopped)") < log.rindex("health: ready")
+    )
+    assert worker.probe("ready").returncode == 0
+    assert send(make_app(), "add", 20, 22).get(timeout=60) == 42
