@@ -148,10 +148,12 @@ class EntrypointWorker:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.terminate(timeout=20)
+        if self.process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.terminate(timeout=20)
+        # Whatever is left of its process group, even when the leader is gone.
         stop_group(self.process.pid, timeout=5, reap=self.process.poll)
         self.process.wait(10)
 
