@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps test test-all test-unit lint demo bench image-test clean
+.PHONY: help venv system-deps test test-all test-unit lint demo bench image-deps image-test clean
 
 help:
 	@echo "make demo       run the whole stack locally with a sample workload"
@@ -45,7 +45,18 @@ demo: venv system-deps
 bench: venv system-deps
 	$(BIN)/python -m bench
 
-image-test: venv system-deps
+# What the image tests build and run containers with: podman on runc (crun fails on
+# this kernel), debootstrap for the locally made base image (no registry is reachable).
+IMAGE_DEPS := podman runc debootstrap
+image-deps:
+	@for p in $(IMAGE_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    -o DPkg::Lock::Timeout=300 $(IMAGE_DEPS) >/dev/null; \
+	fi
+
+image-test: venv system-deps image-deps
 	$(BIN)/pytest -m '' tests/image $(PYTEST_ARGS)
 
 clean:

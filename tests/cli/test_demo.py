@@ -42,15 +42,17 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     assert summary["workload"] == {"group": 100, "chain": 10, "chord": 1000}
     assert summary["results_correct"] == {"group": True, "chain": True, "chord": True}
 
-    # Results stored: the objects under the run's prefix, every one a successful task result.
+    # Results stored: the objects under the run's prefix: every task's result, and
+    # the chord's header GroupResult, which the callback reads its parts' ids from.
     client = storage.Client(project=stack.stack.project)
     prefix = summary["prefix"] + "/"
     blobs = list(client.list_blobs(summary["bucket"], prefix=prefix))
-    assert len(blobs) == summary["results_stored"] == tasks
+    assert len(blobs) == summary["results_stored"] == tasks + 1
     task_results = [
         blob for blob in blobs if blob.name[len(prefix) :].startswith("celery-task-meta-")
     ]
     assert len(task_results) == summary["results_by_kind"]["task results"] == tasks
+    assert summary["results_by_kind"]["group results"] == 1
     # (Listed objects carry media links naming the demo's proxy, gone now: read by name.)
     bucket = client.bucket(summary["bucket"])
     with ThreadPoolExecutor(8) as pool:
@@ -86,13 +88,15 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     assert gcs["object.write"] >= summary["results_stored"]
     assert gcs["object.read"] >= WORKLOAD.group + 2  # the client read every result back
     assert summary["firestore_requests"] == sum(summary["firestore_requests_by_method"].values())
+    # The chord was counted in Firestore: a commit per part at least (part documents).
+    assert summary["firestore_requests_by_method"]["firestore.Commit"] >= 1000
 
     # The table says the same, and nothing the demo started is left running.
     table = done.stdout
     assert re.search(r"Tasks run\s+│\s+1,111", table) and re.search(
         r"Callbacks fired\s+│\s+1 ", table
     )
-    assert re.search(r"Results stored\s+│\s+1,111", table) and re.search(
+    assert re.search(r"Results stored\s+│\s+1,112", table) and re.search(
         r"Chord documents\s+│\s+0 ", table
     )
     assert f"{summary['gcs_requests']:,}" in table
