@@ -55,13 +55,15 @@ def run(argv: Sequence[object], **kwargs) -> subprocess.CompletedProcess[str]:
 # The entrypoint in a virtualenv
 
 
+#: How the image's builder stage exports its requirements from uv.lock.
+EXPORT_ARGS = ("--frozen", "--no-dev", "--extra", "worker", "--no-emit-project")
+
+
 def install_runtime_venv(venv: Path) -> Path:
     """Install the worker as the image's builder stage does; returns the virtualenv's bin directory."""
     uv = Path(sys.executable).parent / "uv"
     requirements = venv.parent / "requirements.txt"
-    with open(requirements, "w") as out:
-        run([sys.executable, IMAGE_DIR / "lock_requirements.py", "--uv", uv, "--root", ROOT], stdout=out,
-            capture_output=False, stderr=subprocess.PIPE)  # fmt: skip
+    run([uv, "export", *EXPORT_ARGS, "-o", requirements], cwd=ROOT)
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     env.pop("VIRTUAL_ENV", None)
     run([uv, "venv", venv, "--python", sys.executable], env=env)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from .support import DOCKERFILE, ENTRYPOINT, ROOT
+from .support import DOCKERFILE, ENTRYPOINT, EXPORT_ARGS, ROOT
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
 
@@ -87,7 +87,9 @@ def test_dependencies_come_from_the_lock_before_the_project(dockerfile: Dockerfi
         return matches[0]
 
     copy_lock = position(r"^COPY .*\buv\.lock\b")
-    install_deps = position(r"^RUN .*lock_requirements\.py.*--require-hashes -r requirements\.txt")
+    install_deps = position(
+        r"^RUN .*uv export " + re.escape(" ".join(EXPORT_ARGS)) + r" -o requirements\.txt.*--require-hashes -r requirements\.txt"
+    )
     copy_project = position(r"^COPY backend\b")
     install_project = position(r"^RUN .*uv pip install .*--no-deps \.")
     assert copy_lock < install_deps < copy_project < install_project
