@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.api_core import exceptions as api
 from google.cloud import firestore
@@ -28,6 +28,8 @@ from .. import defaults, retry
 from ..errors import E_DATABASE_MISSING, DatabaseNotFound, TransientError
 from ..settings import Settings
 from .perprocess import PerProcess
+
+T = TypeVar("T")
 
 PARTS = "parts"
 _BATCH = 500  # Firestore's limit of writes per commit
@@ -145,46 +147,45 @@ class ChordStore:
 
     def claim(self, key: str, mine: Claim, can_take: Callable[[Claim], bool]) -> Chord | None:
         """Take the claim unless someone else holds a live one; return the chord if taken."""
-        client = self._client.get()
-        ref = self._chord(key)
 
-        @firestore.transactional
-        def attempt(transaction: firestore.Transaction) -> Chord | None:
-            chord = _chord_from(ref.get(transaction=transaction))
+        def step(chord: Chord | None) -> tuple[dict[str, Any] | None, Chord | None]:
             if chord is None or (chord.claim is not None and not can_take(chord.claim)):
-                return None
-            transaction.update(ref, {"claim": _claim_fields(mine)})
-            return chord
+                return None, None
+            return {"claim": _claim_fields(mine)}, chord
 
-        return self._call("claiming a chord", lambda: attempt(client.transaction()))
+        return self._transact("claiming a chord", key, step)
 
     def renew(self, key: str, mine: Claim) -> bool:
         """Extend our claim's lease; False if it is no longer ours."""
-        client = self._client.get()
-        ref = self._chord(key)
 
-        @firestore.transactional
-        def attempt(transaction: firestore.Transaction) -> bool:
-            chord = _chord_from(ref.get(transaction=transaction))
-            if chord is None or chord.claim is None or chord.claim.token != mine.token:
-                return False
-            transaction.update(ref, {"claim": _claim_fields(mine)})
-            return True
+        def step(chord: Chord | None) -> tuple[dict[str, Any] | None, bool]:
+            if _held_by(chord, mine.token):
+                return {"claim": _claim_fields(mine)}, True
+            return None, False
 
-        return self._call("renewing a chord claim", lambda: attempt(client.transaction()))
+        return self._transact("renewing a chord claim", key, step)
 
     def release(self, key: str, token: str) -> None:
         """Give up our claim, so that a later return of any part can complete the chord."""
+
+        def step(chord: Chord | None) -> tuple[dict[str, Any] | None, None]:
+            return ({"claim": firestore.DELETE_FIELD} if _held_by(chord, token) else None), None
+
+        self._transact("releasing a chord claim", key, step)
+
+    def _transact(self, what: str, key: str, step: Callable[[Chord | None], tuple[dict[str, Any] | None, T]]) -> T:
+        """Read the chord and apply ``step``'s update to it in one transaction; return its answer."""
         client = self._client.get()
         ref = self._chord(key)
 
         @firestore.transactional
-        def attempt(transaction: firestore.Transaction) -> None:
-            chord = _chord_from(ref.get(transaction=transaction))
-            if chord is not None and chord.claim is not None and chord.claim.token == token:
-                transaction.update(ref, {"claim": firestore.DELETE_FIELD})
+        def attempt(transaction: firestore.Transaction) -> T:
+            update, answer = step(_chord_from(ref.get(transaction=transaction)))
+            if update is not None:
+                transaction.update(ref, update)
+            return answer
 
-        self._call("releasing a chord claim", lambda: attempt(client.transaction()))
+        return self._call(what, lambda: attempt(client.transaction()))
 
     def finish(self, key: str, parts: Iterable[str]) -> None:
         """Delete the chord document, then its parts' (by id: no reads).
@@ -207,6 +208,10 @@ class ChordStore:
 
     def close(self) -> None:
         self._client.clear()
+
+
+def _held_by(chord: Chord | None, token: str) -> bool:
+    return chord is not None and chord.claim is not None and chord.claim.token == token
 
 
 def _claim_fields(claim: Claim) -> dict[str, Any]:
