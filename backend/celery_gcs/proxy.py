@@ -104,6 +104,11 @@ class Proxy:
                 self._server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
+            # Let every connection's task end, so none is destroyed while pending.
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
