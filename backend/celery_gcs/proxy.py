@@ -165,6 +165,10 @@ class Proxy:
                 up_writer.close()
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             writer.transport.abort()
+        except asyncio.CancelledError:
+            # The proxy is stopping. Ending quietly here, rather than re-raising,
+            # keeps asyncio from logging each open connection as an error.
+            writer.transport.abort()
         finally:
             self._writers.discard(writer)
             writer.close()
