@@ -32,6 +32,20 @@ KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+#: Where the image's health step writes its heartbeat (worker_image/, celery_gcs.worker_health).
+HEALTH_DIR = "/run/celery-worker"
+
+
+def _probe(kind: str, *, period: int, failures: int) -> k8s.core.v1.ProbeArgs:
+    """An exec probe of ``celery_gcs.worker_probe``: it reads files, never the broker."""
+    return k8s.core.v1.ProbeArgs(
+        exec_=k8s.core.v1.ExecActionArgs(command=["python", "-m", "celery_gcs.worker_probe", kind]),
+        period_seconds=period,
+        timeout_seconds=10,
+        failure_threshold=failures,
+    )
+
+
 _CELERY_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -207,11 +221,19 @@ class Worker(pulumi.ComponentResource):
             k8s.core.v1.EnvVarArgs(name="CELERY_QUEUES", value=",".join(cfg.queues)),
             k8s.core.v1.EnvVarArgs(name="GOOGLE_CLOUD_PROJECT", value=args.project),
         ]
-        mounts = [k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")]
+        # The root filesystem is read-only: /tmp, and the directory where the
+        # worker's health step keeps the files its probes read, are emptyDirs.
+        mounts = [
+            k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+            k8s.core.v1.VolumeMountArgs(name="health", mount_path=HEALTH_DIR),
+        ]
         volumes = [
             k8s.core.v1.VolumeArgs(
                 name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")
-            )
+            ),
+            k8s.core.v1.VolumeArgs(
+                name="health", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Mi")
+            ),
         ]
         if conn.ca_pem is not None:
             mounts.append(
@@ -264,6 +286,11 @@ class Worker(pulumi.ComponentResource):
                                     requests=resources, limits=resources
                                 ),
                                 volume_mounts=mounts,
+                                # Files the worker writes, not broker pings: no probe
+                                # adds load on Redis however many pods run.
+                                startup_probe=_probe("live", period=5, failures=60),
+                                liveness_probe=_probe("live", period=30, failures=3),
+                                readiness_probe=_probe("ready", period=15, failures=2),
                                 security_context=k8s.core.v1.SecurityContextArgs(
                                     allow_privilege_escalation=False,
                                     read_only_root_filesystem=True,

@@ -523,6 +523,19 @@ def test_deployment_resources_shutdown_and_identity(dev, prod):
         assert inv.one(BUCKET_MEMBER)["urn"] in waits
 
 
+def test_probes_read_the_workers_health_files_not_the_broker(dev, prod):
+    for inv in (dev, prod):
+        worker = container(inv)
+        for kind, probe in [("live", "startupProbe"), ("live", "livenessProbe"), ("ready", "readinessProbe")]:
+            assert worker[probe]["exec"]["command"] == ["python", "-m", "celery_gcs.worker_probe", kind]
+            assert worker[probe]["periodSeconds"] >= 5
+        pod = inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        mounts = {mount["mountPath"]: mount["name"] for mount in worker["volumeMounts"]}
+        assert "emptyDir" in volumes[mounts["/run/celery-worker"]]  # writable on a read-only root
+        assert worker["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_pod_disruption_budget_lets_one_pod_drain(dev):
     pdb = dev.one(PDB)["inputs"]["spec"]
     assert pdb == {
