@@ -9,6 +9,9 @@ from typing import Any
 
 from . import chart
 
+#: Hand-written analysis of the committed run, copied into latest.md when present.
+ANALYSIS = Path(__file__).resolve().parent / "ANALYSIS.md"
+
 README_START = "<!-- bench:start (written by `make bench`) -->"
 README_END = "<!-- bench:end -->"
 
@@ -87,13 +90,17 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
         add("at most one Firestore write per chord part plus a constant per chord",
             f"Firestore document writes per chord: {text}", all(c <= 5 for _, c in constants))  # fmt: skip
 
-    worse, equal, compared = [], [], 0
-    for key, entry in work.items():
+    worse, equal, partial, compared = [], [], [], 0
+    for entry in work.values():
         mine, theirs = entry["backends"].get("celery_gcs"), entry["backends"].get("builtin")
         if not mine or not theirs:
             continue
-        compared += 1
         ours_n, theirs_n = mine["requests_per_unit"], theirs["requests_per_unit"]
+        if mine["unfinished"] or theirs["unfinished"]:
+            # A stopped chord never reached its gather and clean-up: not comparable.
+            partial.append(f"{entry['label']} (per part stored so far: {ours_n:g} vs {theirs_n:g})")
+            continue
+        compared += 1
         if ours_n == theirs_n and ours_n <= 1:
             equal.append(entry["label"])  # one read per result: nothing does fewer
         elif ours_n >= theirs_n:
@@ -106,7 +113,8 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
         )
         if equal:
             text += "; as few (1 read per result, the least possible) on: " + ", ".join(equal)
-        add("fewer requests than gs:// on every workload", text, not worse)
+        note = ("not compared, a backend was stopped: " + "; ".join(partial)) if partial else ""
+        add("fewer requests than gs:// on every workload", text, not worse, note)
     return found
 
 
@@ -163,6 +171,29 @@ def ratio_table(summary: dict[str, Any]) -> str:
             f"| {entry['label']} | {_ratio_cell(ratios, 'celery_gcs/redis')} "
             f"| {_ratio_cell(ratios, 'builtin/celery_gcs')} |"
         )
+    return "\n".join(lines)
+
+
+def cost_table(summary: dict[str, Any]) -> str:
+    """Requests and list-price cost per unit: celery-gcs against the built-in backend."""
+    lines = [
+        "| workload | per | celery-gcs: requests, $ per million | built-in gs://: requests, $ per million |",
+        "|---|---|---|---|",
+    ]
+    for entry in summary["workloads"].values():
+        cells = []
+        for name in ("celery_gcs", "builtin"):
+            data = entry["backends"].get(name)
+            if not data:
+                cells.append("-")
+                continue
+            stopped = (
+                " (stopped; per part stored)" if data["unfinished"] and not data["seconds"] else ""
+            )
+            cells.append(
+                f"{_g(data['requests_per_unit'])}, ${data['usd_per_million_units']:.2f}{stopped}"
+            )
+        lines.append(f"| {entry['label']} | {entry['unit']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -283,6 +314,12 @@ def cpu_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def analysis() -> str:
+    if not ANALYSIS.exists():
+        return ""
+    return ANALYSIS.read_text().strip() + "\n\n"
+
+
 def profile_section(summary: dict[str, Any]) -> str:
     found = summary.get("profile") or {}
     if not found or "frames" not in found:
@@ -302,6 +339,21 @@ def profile_section(summary: dict[str, Any]) -> str:
     lines += ["", "Top frames where the samples were (leaf):", ""]
     lines += [f"- {share:.0%} `{frame}`" for frame, share in found["top_leaf_frames"]]
     return "\n".join(lines)
+
+
+def firestore_per_part(summary: dict[str, Any]) -> str:
+    """How the Firestore emulator's work per chord part grows with the chord (celery-gcs)."""
+    found = []
+    for key, entry in summary["workloads"].items():
+        mine = entry["backends"].get("celery_gcs")
+        if not key.startswith("chord") or not mine or not mine["cpu_seconds"]:
+            continue
+        done = mine["units"]  # parts stored, for a stopped chord
+        per = mine["cpu_seconds"].get("firestore-emulator", 0.0) / max(done, 1) * 1000
+        found.append(f"{done:,} parts: {per:.1f} ms" + (" (stopped)" if mine["unfinished"] else ""))
+    if not found:
+        return ""
+    return "Firestore emulator CPU per celery-gcs chord part: " + ", ".join(found) + "."
 
 
 def targets_list(summary: dict[str, Any]) -> str:
@@ -355,6 +407,10 @@ Cost: GCS Class A and B operations and Firestore document operations at list pri
 per million units (tasks, results, gets, or chord parts); error answers priced as if billed (an
 upper bound). Redis is priced per instance, not per request.
 
+{cost_table(summary)}
+
+By kind:
+
 {requests_table(summary)}
 
 The {plan["tasks"]:,}-task workload split between the worker (storing states) and the client (gathering):
@@ -367,11 +423,13 @@ On a shared machine CPU time moves less than wall time, and it shows where the t
 
 {cpu_table(summary)}
 
+{firestore_per_part(summary)}
+
 ## Profile
 
 {profile_section(summary)}
 
-## Absolute times (median, and range over rounds)
+{analysis()}## Absolute times (median, and range over rounds)
 
 {seconds_table(summary)}
 
@@ -422,6 +480,11 @@ interleaved and repeated; ratios measured within one run (median, and range over
 {ratio_table(summary)}
 
 {targets_list(summary)}
+
+Requests (GCS requests and Firestore RPCs, worker and client) and their cost at list prices
+(GCS Standard regional, Firestore multi-region, retrieved {summary["prices"]["retrieved"]}; errors priced as billed):
+
+{cost_table(summary)}
 
 Requests per task and cost per million tasks, CPU by process, absolute times and the method:
 [bench/results/latest.md](bench/results/latest.md) (data: `latest.json`, chart: `latest.png`).

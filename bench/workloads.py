@@ -138,7 +138,8 @@ def chord_of(stack: BenchStack, name: str, n: int, budget: float) -> Sample:
         extra = {"callback_id": result.id, "budget": budget, "progress": progress}
         extra["parts_stored"] = progress[-1][1] if progress else None
         extra["estimated_seconds"] = estimate_finish(progress, n)
-        return Sample(None, stack.proxies.snapshot(), n, extra)
+        # Requests are per part stored so far, so that stopped runs still compare.
+        return Sample(None, stack.proxies.snapshot(), extra["parts_stored"] or n, extra)
     seconds = float(done[1]) - sent
     counts = _settled(stack)
     value = result.get(timeout=60)
