@@ -8,6 +8,7 @@ python -m bench --full     more rounds, and 10,000-part chords run to the end (h
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         "--readme", choices=("auto", "yes", "no"), default="auto",
         help="update README's Benchmarks section (auto: for default and full runs into bench/results)",
     )  # fmt: skip
+    parser.add_argument(
+        "--rewrite", action="store_true", help="only rewrite the reports from latest.json"
+    )
     args = parser.parse_args(argv)
+    if args.rewrite:
+        summary = json.loads((args.out / "latest.json").read_text())
+        paths = report.write(summary, args.out, README if args.readme != "no" else None)
+        print(f"rewrote {', '.join(str(p) for p in paths.values())}")
+        return 0
     plan = harness.PLANS[args.mode or "default"]
     backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())
     unknown = set(backends) - set(NAMES)

@@ -12,13 +12,31 @@ COLORS = {"redis": (214, 69, 65), "celery_gcs": (66, 133, 244), "builtin": (130,
 _INK, _GRID, _LIGHT = (30, 30, 30), (215, 215, 215), (110, 110, 110)
 
 
+def extrapolated_ratio(entry: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
+    """Built-in time / celery-gcs time when the built-in was stopped and extrapolated, with its note."""
+    mine, theirs = entry["backends"].get("celery_gcs"), entry["backends"].get("builtin")
+    if (
+        not mine
+        or not theirs
+        or not mine["seconds"]
+        or theirs["seconds"]
+        or not theirs["unfinished"]
+    ):
+        return None
+    stopped = theirs["unfinished"][0]
+    if not stopped.get("estimated_seconds"):
+        return None
+    return stopped["estimated_seconds"] / mine["seconds"]["median"], stopped
+
+
 def relative_times(
     summary: dict[str, Any],
 ) -> list[tuple[str, dict[str, tuple[float, float, float, str]]]]:
     """Per workload: backend -> (median, min, max, bound) of its time / celery-gcs's time.
 
     ``bound`` is ``""`` for a measured ratio, ``">"`` or ``"<"`` when a backend
-    did not finish within its budget and the ratio is a bound.
+    did not finish within its budget and the ratio is a bound, ``"~"`` when
+    the built-in backend's time is extrapolated from its progress.
     """
     rows = []
     for entry in summary["workloads"].values():
@@ -33,6 +51,9 @@ def relative_times(
         builtin = ratios.get("builtin/celery_gcs")
         if builtin:
             bars["builtin"] = (builtin["median"], builtin["min"], builtin["max"], "")
+        elif extrapolated_ratio(entry):
+            value = extrapolated_ratio(entry)[0]  # type: ignore[index]
+            bars["builtin"] = (value, value, value, "~")
         elif ratios.get("builtin/celery_gcs>="):
             bound = ratios["builtin/celery_gcs>="]
             bars["builtin"] = (bound["median"], bound["min"], bound["max"], ">")
@@ -76,7 +97,7 @@ def draw(summary: dict[str, Any], path: Path) -> None:
         canvas.rect(x, 80, x + 24, 94, COLORS[name])
         canvas.text(x + 32, 81, labels[name], _INK, 2)
         x += 32 + canvas.text_width(labels[name]) + 40
-    canvas.text(x, 81, "> <: A BACKEND DID NOT FINISH, A BOUND", _LIGHT, 2)
+    canvas.text(x, 81, "~: EXTRAPOLATED (STOPPED)  > <: A BOUND", _LIGHT, 2)
 
     decade = low
     while decade <= high * 1.0001:

@@ -12,6 +12,10 @@ from . import chart
 #: Hand-written analysis of the committed run, copied into latest.md when present.
 ANALYSIS = Path(__file__).resolve().parent / "ANALYSIS.md"
 
+README_INTRO = (
+    "`make bench` (about 15 minutes here; `python -m bench --quick` for a smoke run, `--full` for\n"
+    "more rounds and every 10,000-part chord run to the end)."
+)
 README_START = "<!-- bench:start (written by `make bench`) -->"
 README_END = "<!-- bench:end -->"
 
@@ -133,8 +137,16 @@ def _by(value: float, target: float, *, lower: bool) -> str:
 # -- markdown -------------------------------------------------------------------------
 
 
-def _ratio_cell(ratios: dict[str, Any], key: str) -> str:
+def _ratio_cell(entry: dict[str, Any], key: str) -> str:
+    ratios = entry["ratios"]
     r = ratios.get(key)
+    guess = chart.extrapolated_ratio(entry) if key == "builtin/celery_gcs" else None
+    if not r and guess:
+        value, stopped = guess
+        return (
+            f"about {value:.1f}x (built-in stopped at {stopped['budget']:.0f} s with "
+            f"{stopped['parts_stored']:,} parts stored; its time extrapolated)"
+        )
     if r:
         spread = f" ({r['min']:.2f}-{r['max']:.2f})" if r["n"] > 1 else ""
         return f"{r['median']:.2f}x{spread}"
@@ -166,10 +178,9 @@ def ratio_table(summary: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for entry in summary["workloads"].values():
-        ratios = entry["ratios"]
         lines.append(
-            f"| {entry['label']} | {_ratio_cell(ratios, 'celery_gcs/redis')} "
-            f"| {_ratio_cell(ratios, 'builtin/celery_gcs')} |"
+            f"| {entry['label']} | {_ratio_cell(entry, 'celery_gcs/redis')} "
+            f"| {_ratio_cell(entry, 'builtin/celery_gcs')} |"
         )
     return "\n".join(lines)
 
@@ -328,7 +339,8 @@ def profile_section(summary: dict[str, Any]) -> str:
     lines = [
         (
             f"py-spy sampled celery-gcs's pool processes (main thread) during one extra {found['workload']} "
-            f"({found['seconds']:.1f} s under the profiler, {found['samples']} samples). Share of samples inside:"
+            f"({found['seconds']:.1f} s under the profiler, {found['samples']} samples; py-spy is not a "
+            "project dependency: `PY_SPY=/path/to/py-spy make bench`). Share of samples inside:"
         ),
         "",
         "| frame | what it is | share |",
@@ -360,8 +372,8 @@ def targets_list(summary: dict[str, Any]) -> str:
     lines = []
     for t in summary.get("targets", []):
         mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
-        note = f" {t['note']}." if t["note"] else ""
-        lines.append(f"- **{mark}**: {t['target']}: {t['measured']}.{note}")
+        note = f"; {t['note']}" if t["note"] else ""
+        lines.append(f"- **{mark}**: {t['target']}: {t['measured']}{note}.")
     return "\n".join(lines)
 
 
@@ -486,8 +498,9 @@ Requests (GCS requests and Firestore RPCs, worker and client) and their cost at 
 
 {cost_table(summary)}
 
-Requests per task and cost per million tasks, CPU by process, absolute times and the method:
-[bench/results/latest.md](bench/results/latest.md) (data: `latest.json`, chart: `latest.png`).
+Why the targets are missed and what would close them, requests by kind, CPU by process, a
+profile, absolute times and the method: [bench/results/latest.md](bench/results/latest.md)
+(data: `latest.json`, chart: `latest.png`).
 {README_END}"""
 
 
@@ -499,7 +512,7 @@ def update_readme(readme: Path, summary: dict[str, Any]) -> None:
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text)
     else:
-        block = f"## Benchmarks\n\n`make bench` (about 20 minutes; `python -m bench --quick` for a smoke run).\n\n{section}\n\n"
+        block = f"## Benchmarks\n\n{README_INTRO}\n\n{section}\n\n"
         text = (
             text.replace("## Layout", block + "## Layout", 1)
             if "## Layout" in text
