@@ -67,6 +67,15 @@ class BenchStack:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> BenchStack:
+        """Start everything; whatever started is stopped again if something fails."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.local = devstack.LocalStack(self.workdir / "stack")
         self.local.start()
@@ -87,7 +96,6 @@ class BenchStack:
         for name in self.backends:
             self.start_worker(name)
             self.apps[name] = self._app(self.by_name[name])
-        return self
 
     def stop(self) -> None:
         for app in self.apps.values():
