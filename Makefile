@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help venv system-deps test test-all test-unit lint demo bench image-deps image-test clean
 
@@ -42,8 +43,9 @@ lint: venv
 demo: venv system-deps
 	$(BIN)/celery-gcs demo
 
+# BENCH_ARGS=--quick for a smoke run, --full for every 10,000-part chord to the end.
 bench: venv system-deps
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # What the image tests build and run containers with: podman on runc (crun fails on
 # this kernel), debootstrap for the locally made base image (no registry is reachable).

@@ -1,0 +1,14 @@
+"""Benchmarks of celery-gcs against Celery's built-in ``gs://`` backend and its Redis backend.
+
+``python -m bench`` (``make bench``) starts the local stack, runs the same
+workloads against the three backends, interleaved and repeated, counts the
+requests each makes through counting proxies, and writes
+``bench/results/latest.json``, ``latest.md`` and ``latest.png``.
+
+Modules: ``stack`` (emulators, brokers, proxies, workers), ``workloads``
+(one measurement each), ``harness`` (rounds, interleaving, summary),
+``counting`` (the proxies and what they bill), ``pricing``, ``report``,
+``chart`` and ``png`` (the chart, without plotting libraries), ``builtin``
+(Celery's ``gs://`` backend, started on the emulators), ``tasks`` and
+``workers`` (the worker side), ``cpu`` (CPU time by process group).
+"""

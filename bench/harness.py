@@ -1,0 +1,382 @@
+"""Runs the workloads against every backend, interleaved and repeated, and summarises them.
+
+For each workload, each round measures every backend once, in an order that
+rotates from round to round, so that a backend is never always first or
+last while the machine's load drifts. Ratios are taken within a round
+(celery-gcs against Redis and against the built-in backend, measured
+minutes apart at most) and reported as their median and range over rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import builtin, cpu, pricing, profile, workloads
+from .stack import LABELS, BenchStack
+from .workloads import Sample
+
+log = logging.getLogger("bench")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes, repeats and time budgets of one run."""
+
+    mode: str
+    repeats: int
+    results: int  # backend only: results stored and read back
+    gets: int  # backend only: single gets timed
+    tasks: int  # independent tasks through the worker
+    chords: tuple[int, ...]
+    #: Rounds for a chord size, when not ``repeats``.
+    chord_repeats: dict[int, int] = field(default_factory=dict)
+    #: Seconds a chord may take before it is stopped and reported as not finished.
+    chord_budget: dict[int, float] = field(default_factory=dict)
+    default_budget: float = 600.0
+    #: A shorter budget for the built-in backend's chords, by size (it is expected to be slow).
+    builtin_budget: dict[int, float] = field(default_factory=dict)
+    #: Chord size profiled with py-spy after the rounds, when py-spy is available.
+    profile: int | None = None
+
+    def rounds(self, size: int) -> int:
+        return self.chord_repeats.get(size, self.repeats)
+
+    def budget(self, size: int, backend: str) -> float:
+        if backend == "builtin" and size in self.builtin_budget:
+            return self.builtin_budget[size]
+        return self.chord_budget.get(size, self.default_budget)
+
+
+PLANS = {
+    # Seconds, for developing the harness: every workload, tiny.
+    "quick": Plan(
+        "quick", repeats=2, results=40, gets=10, tasks=30, chords=(10, 40), default_budget=120
+    ),
+    # What `make bench` runs: every workload the issue names, in about 20 minutes here.
+    "default": Plan(
+        "default",
+        repeats=3,
+        results=1000,
+        gets=100,
+        tasks=500,
+        chords=(100, 1000, 10_000),
+        chord_repeats={10_000: 1},
+        chord_budget={10_000: 900.0},
+        builtin_budget={10_000: 180.0},
+        profile=1000,
+    ),
+    # Every 10,000-part chord run to the end (hours for the GCS backends on the emulators).
+    "full": Plan(
+        "full",
+        repeats=5,
+        results=1000,
+        gets=100,
+        tasks=500,
+        chords=(100, 1000, 10_000),
+        chord_repeats={10_000: 2},
+        chord_budget={10_000: 4 * 3600.0},
+        profile=1000,
+    ),
+}
+
+
+@dataclass
+class Measured:
+    """Every sample of one workload, by backend, in round order."""
+
+    workload: str
+    label: str
+    unit: str
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    cpu: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    def add(self, backend: str, sample: Sample, cpu_used: dict[str, float]) -> None:
+        self.samples.setdefault(backend, []).append(sample)
+        self.cpu.setdefault(backend, []).append(cpu_used)
+
+
+@dataclass
+class Run:
+    plan: Plan
+    backends: tuple[str, ...]
+    measured: dict[str, Measured] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    callbacks: dict[str, list[str]] = field(default_factory=dict)  # backend -> chord callback ids
+    callback_runs: dict[str, list[int]] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    def measure(self, workload: str, label: str, unit: str) -> Measured:
+        return self.measured.setdefault(workload, Measured(workload, label, unit))
+
+
+def rotated(names: tuple[str, ...], round_: int) -> list[str]:
+    shift = round_ % len(names)
+    return list(names[shift:] + names[:shift])
+
+
+def run(
+    plan: Plan,
+    workdir: Path,
+    backends: tuple[str, ...],
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Start the stack, measure everything, stop the stack; the summary as a JSON-able dict."""
+    stack = BenchStack(workdir, backends=backends)
+    say(
+        f"starting the local stack and {len(backends)} workers (prefork, -c {stack.concurrency}) in {workdir}"
+    )
+    stack.start()
+    result = Run(plan, backends)
+    try:
+        _warm_up(stack, backends, min(100, min(plan.chords, default=4)))
+        _measure_all(stack, result, say)
+        if plan.profile and "celery_gcs" in backends:
+            result.profile = _profile(stack, plan.profile, workdir, say)
+        say("counting callback runs")
+        time.sleep(1.0)  # a duplicate callback, were one coming, would have run by now
+        for name, ids in result.callbacks.items():
+            result.callback_runs[name] = [
+                workloads.callback_runs(stack, callback_id) for callback_id in ids
+            ]
+    finally:
+        stack.stop()
+    return summarise(result, time.time() - result.started)
+
+
+def _warm_up(stack: BenchStack, backends: Iterable[str], chord: int) -> None:
+    """Clients, connections, pool processes, and the emulators' JIT, made before anything is timed."""
+    for name in backends:
+        workloads.backend_only(stack, name, 4, 1)
+        workloads.independent_tasks(stack, name, 4, 120)
+        workloads.chord_of(stack, name, chord, 300)
+
+
+def _measure_all(stack: BenchStack, result: Run, say: Callable[[str], None]) -> None:
+    plan, names = result.plan, result.backends
+    groups = stack.process_groups()
+
+    def timed(measured: Measured, name: str, action: Callable[[], Sample]) -> Sample:
+        before = cpu.cpu_by_group(groups)
+        sample = action()
+        measured.add(name, sample, cpu.used(before, cpu.cpu_by_group(groups)))
+        return sample
+
+    for round_ in range(plan.repeats):
+        for name in rotated(names, round_):
+            samples = workloads.backend_only(stack, name, plan.results, plan.gets)
+            for key, sample in samples.items():
+                label = {
+                    "store": f"store {plan.results:,} results",
+                    "get_many": f"get_many over {plan.results:,}",
+                    "join_native": f"join_native over {plan.results:,}",
+                    "get": "one get (latency)",
+                }[key]
+                unit = "get" if key == "get" else "result"
+                result.measure(key, label, unit).add(name, sample, {})  # CPU: worker workloads only
+            say(_line(f"backend only, round {round_ + 1}", name, samples["store"], extra=samples))
+
+    tasks = result.measure("tasks", f"{plan.tasks:,} tasks, send to all gathered", "task")
+    for round_ in range(plan.repeats):
+        for name in rotated(names, round_):
+            sample = timed(
+                tasks,
+                name,
+                lambda name=name: workloads.independent_tasks(stack, name, plan.tasks, 600),
+            )
+            say(_line(f"{plan.tasks} tasks, round {round_ + 1}", name, sample))
+
+    for size in plan.chords:
+        measured = result.measure(f"chord{size}", f"chord of {size:,}: time to callback", "part")
+        for round_ in range(plan.rounds(size)):
+            for name in rotated(names, round_):
+                sample = timed(
+                    measured,
+                    name,
+                    lambda name=name, size=size: workloads.chord_of(
+                        stack, name, size, plan.budget(size, name)
+                    ),
+                )
+                if sample.seconds is None:
+                    say(_line(f"chord of {size}, round {round_ + 1}", name, sample) + " (stopped)")
+                    stack.restart_worker(name)
+                    groups = stack.process_groups()
+                else:
+                    result.callbacks.setdefault(name, []).append(sample.extra["callback_id"])
+                    say(_line(f"chord of {size}, round {round_ + 1}", name, sample))
+
+
+def _profile(
+    stack: BenchStack, size: int, workdir: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """One more celery-gcs chord, with py-spy sampling the worker's pool processes."""
+    raw = workdir / f"profile-chord{size}.txt"
+    spy = profile.record(stack.workers["celery_gcs"].pid, raw)
+    if spy is None:
+        say("profile: py-spy not found (set PY_SPY=/path/to/py-spy to profile a celery-gcs chord)")
+        return {"skipped": "py-spy not found"}
+    time.sleep(2)  # attached before the chord starts
+    sample = workloads.chord_of(stack, "celery_gcs", size, 600)
+    errors = profile.finish(spy)
+    found = profile.summarise(raw) if raw.exists() else {}
+    if not found:
+        say(f"profile: py-spy recorded nothing ({errors.strip()[-300:]})")
+        return {"skipped": f"py-spy recorded nothing: {errors.strip()[-300:]}"}
+    say(
+        f"profile: chord of {size} under py-spy took {sample.seconds:.1f} s; {found['samples']} samples"
+    )
+    return {"workload": f"chord of {size:,}", "seconds": sample.seconds, **found}
+
+
+def _line(what: str, name: str, sample: Sample, extra: dict[str, Sample] | None = None) -> str:
+    if sample.seconds is None:
+        done = sample.extra.get("parts_stored") or "?"
+        return f"  {what:<28} {LABELS[name]:<15} not finished in {sample.extra['budget']:.0f} s ({done} parts stored)"
+    text = f"  {what:<28} {LABELS[name]:<15} {sample.seconds:8.3f} s"
+    if extra:
+        text += "  " + "  ".join(
+            f"{key} {s.seconds:.3f}" for key, s in extra.items() if key != "store"
+        )
+    return text
+
+
+# -- summary --------------------------------------------------------------------------
+
+
+def _stats(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def _per_unit(samples: list[Sample], side: str) -> dict[str, float]:
+    """Median over samples of requests per unit (task, result, part...), by kind."""
+    finished = [s for s in samples if s.seconds is not None] or samples
+    kinds = sorted({kind for s in finished for kind in s.counts.side(side)})
+    return {
+        kind: round(
+            statistics.median(s.counts.side(side).get(kind, 0) / s.units for s in finished), 4
+        )
+        for kind in kinds
+    }
+
+
+def _totals(samples: list[Sample], side: str) -> list[dict[str, int]]:
+    return [s.counts.side(side) for s in samples]
+
+
+def summarise(result: Run, seconds: float) -> dict[str, Any]:
+    names = result.backends
+    summary: dict[str, Any] = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(result.started)),
+            "mode": result.plan.mode,
+            "plan": asdict(result.plan),
+            "backends": {name: LABELS[name] for name in names},
+            "run_seconds": round(seconds, 1),
+            "machine": f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}",
+            "builtin_note": builtin.NOTE,
+            "worker": "celery worker -P prefork -c 2, one per backend, each consuming its own queue; "
+            "all three stay up, only the measured backend's queue has messages",
+        },
+        "prices": {
+            "usd_per_operation": pricing.PRICES,
+            "sources": pricing.SOURCES,
+            "retrieved": pricing.RETRIEVED,
+        },
+        "workloads": {},
+        "callback_runs": result.callback_runs,
+        "profile": result.profile,
+    }
+    for key, measured in result.measured.items():
+        entry: dict[str, Any] = {
+            "label": measured.label,
+            "unit": measured.unit,
+            "backends": {},
+            "ratios": {},
+        }
+        for name in names:
+            samples = measured.samples.get(name, [])
+            seconds_list = [s.seconds for s in samples if s.seconds is not None]
+            unfinished = [s.extra for s in samples if s.seconds is None]
+            worker = _per_unit(samples, "worker")
+            client = _per_unit(samples, "client")
+            both = {
+                kind: round(worker.get(kind, 0) + client.get(kind, 0), 4)
+                for kind in {*worker, *client}
+            }
+            cpu_samples = [c for c in measured.cpu.get(name, []) if c]
+            entry["backends"][name] = {
+                "seconds": _stats(seconds_list),
+                "samples": [s.seconds for s in samples],
+                "unfinished": unfinished,
+                "units": samples[0].units if samples else 0,
+                "per_unit": {"worker": worker, "client": client},
+                "totals": {
+                    "worker": _totals(samples, "worker"),
+                    "client": _totals(samples, "client"),
+                },
+                "requests_per_unit": round(_requests(both), 4),
+                "usd_per_million_units": round(pricing.cost(both) * 1e6, 4)
+                if name != "redis"
+                else None,
+                "cpu_seconds": {
+                    group: statistics.median(c.get(group, 0.0) for c in cpu_samples)
+                    for group in sorted({g for c in cpu_samples for g in c})
+                }
+                if cpu_samples
+                else {},
+            }
+        entry["ratios"] = _ratios(measured, names)
+        summary["workloads"][key] = entry
+    return summary
+
+
+def _requests(counts: dict[str, float]) -> float:
+    """Requests per unit: GCS requests and Firestore RPCs (not the derived document counts)."""
+    return sum(n for kind, n in counts.items() if "!" not in kind and not kind.startswith("doc."))
+
+
+def _ratios(measured: Measured, names: tuple[str, ...]) -> dict[str, Any]:
+    """Paired, round by round: celery-gcs / Redis and built-in / celery-gcs."""
+    ours = measured.samples.get("celery_gcs", [])
+    ratios: dict[str, Any] = {}
+    for other, key in (("redis", "celery_gcs/redis"), ("builtin", "builtin/celery_gcs")):
+        if other not in names or not ours:
+            continue
+        theirs = measured.samples.get(other, [])
+        pairs, lower_bounds = [], []
+        for mine, their in zip(ours, theirs):
+            if mine.seconds is None and their.seconds is None:
+                continue
+            if other == "redis":
+                if mine.seconds is None:  # ours did not finish: at least budget / theirs
+                    lower_bounds.append(mine.extra["budget"] / their.seconds)
+                else:
+                    pairs.append(mine.seconds / their.seconds)
+            elif their.seconds is None:
+                if mine.seconds is not None:
+                    lower_bounds.append(their.extra["budget"] / mine.seconds)
+            elif mine.seconds is not None:
+                pairs.append(their.seconds / mine.seconds)
+        ratios[key] = _stats(pairs)
+        if lower_bounds:
+            ratios[key + ">="] = _stats(lower_bounds)
+    return ratios
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0

@@ -1,0 +1,199 @@
+"""The benchmark's world: emulators, brokers, counting proxies, and one worker per backend.
+
+* the local stack (``celery_gcs.devstack``): the GCS emulator, the Firestore
+  emulator, and Redis as the broker;
+* a second Redis, for Celery's Redis result backend only;
+* the counting proxies (``bench.counting``): the workers reach the
+  emulators through one pair, this process through another;
+* three workers (``celery worker -P prefork -c 2``), one per backend, each
+  consuming its own queue. They stay up for the whole run; only the one
+  whose backend is being measured has messages, so the others sit idle in
+  a blocking read of the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+from celery_gcs import devstack
+
+from .counting import ProxySet
+from .workers import Worker
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One result backend under test."""
+
+    name: str  # celery_gcs, builtin, redis
+    label: str
+    url: str
+    uses_gcs: bool
+
+    @property
+    def queue(self) -> str:
+        return f"bench.{self.name}"
+
+
+#: The order backends are listed in, and their labels.
+NAMES = ("celery_gcs", "builtin", "redis")
+LABELS = {"celery_gcs": "celery-gcs", "builtin": "built-in gs://", "redis": "Redis"}
+
+
+@dataclass
+class BenchStack:
+    """Everything the workloads need, started and stopped together."""
+
+    workdir: Path
+    backends: tuple[str, ...] = NAMES
+    concurrency: int = 2
+    run_id: str = field(
+        default_factory=lambda: time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+    )
+    local: devstack.LocalStack | None = None
+    result_redis: devstack.Service | None = None
+    proxies: ProxySet | None = None
+    workers: dict[str, Worker] = field(default_factory=dict)
+    apps: dict[str, Celery] = field(default_factory=dict)
+    by_name: dict[str, Backend] = field(default_factory=dict)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> BenchStack:
+        """Start everything; whatever started is stopped again if something fails."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.local = devstack.LocalStack(self.workdir / "stack")
+        self.local.start()
+        if "redis" in self.backends:
+            self.result_redis = devstack.redis_server(
+                devstack.free_port(), self.workdir / "result-redis.log"
+            )
+            self.result_redis.start()
+        self.proxies = ProxySet(
+            self.local.services["gcs"].port, self.local.services["firestore"].port
+        ).start()
+        # This process's Google clients go through the client-side proxies.
+        os.environ.update(
+            {"GOOGLE_CLOUD_PROJECT": self.local.project, **self.proxies.env("client")}
+        )
+        for name in self.backends:
+            self.by_name[name] = self._backend(name)
+        for name in self.backends:
+            self.start_worker(name)
+            self.apps[name] = self._app(self.by_name[name])
+
+    def stop(self) -> None:
+        for app in self.apps.values():
+            _forget_subscriptions(app)
+            app.close()
+        for worker in self.workers.values():
+            worker.stop()
+        if self.proxies:
+            self.proxies.stop()
+        if self.result_redis:
+            self.result_redis.stop()
+        if self.local:
+            self.local.stop()
+
+    @property
+    def broker_url(self) -> str:
+        assert self.local is not None
+        return self.local.redis_url
+
+    def broker(self) -> redis.Redis:
+        # No socket timeout: a BLPOP may wait as long as a capped chord.
+        return redis.Redis.from_url(self.broker_url, socket_timeout=None)
+
+    # -- backends, apps and workers ------------------------------------------------------
+
+    def _backend(self, name: str) -> Backend:
+        assert self.local is not None
+        bucket, prefix = self.local.bucket, f"bench-{self.run_id}/{name}"
+        if name == "celery_gcs":
+            url = f"gcs://{bucket}/{prefix}"
+        elif name == "builtin":
+            url = f"bench.builtin:BuiltinGCSBackend+gs://{bucket}/{prefix}?gcs_project={self.local.project}"
+        elif name == "redis":
+            assert self.result_redis is not None
+            url = f"redis://127.0.0.1:{self.result_redis.port}/0"
+        else:
+            raise ValueError(f"unknown backend {name!r}; known: {', '.join(NAMES)}")
+        return Backend(name, LABELS[name], url, uses_gcs=name != "redis")
+
+    def _conf(self, backend: Backend) -> dict[str, Any]:
+        return {"task_default_queue": backend.queue}
+
+    def _app(self, backend: Backend) -> Celery:
+        app = Celery(f"bench-client-{backend.name}", set_as_current=False)
+        app.conf.update(
+            broker_url=self.broker_url, result_backend=backend.url, **self._conf(backend)
+        )
+        return app
+
+    def start_worker(self, name: str) -> Worker:
+        assert self.local is not None and self.proxies is not None
+        backend = self.by_name[name]
+        env = {
+            **self.local.env(),
+            **self.proxies.env("worker"),
+            "CELERY_BROKER_URL": self.broker_url,
+        }
+        worker = Worker(
+            env=env,
+            backend_url=backend.url,
+            conf=self._conf(backend),
+            concurrency=self.concurrency,
+            log_path=self.workdir / f"worker-{name}-{len(self.workers)}.log",
+        )
+        self.workers[name] = worker.start()
+        return worker
+
+    def restart_worker(self, name: str) -> None:
+        """Stop a worker, drop its queue's messages, start a fresh one (after a capped run)."""
+        self.workers[name].stop()
+        with self.apps[name].connection_for_write() as conn:
+            conn.default_channel.queue_purge(self.by_name[name].queue)
+        self.start_worker(name)
+
+    def process_groups(self) -> dict[str, int]:
+        """Process groups whose CPU time is measured, by name (see bench.cpu)."""
+        assert self.local is not None and self.proxies is not None
+        groups = {"client": os.getpid(), "proxies": self.proxies.pid}
+        for name, service in self.local.services.items():
+            assert service.process is not None
+            groups[
+                {"gcs": "gcs-emulator", "firestore": "firestore-emulator", "redis": "broker"}[name]
+            ] = service.process.pid
+        if self.result_redis and self.result_redis.process:
+            groups["result-redis"] = self.result_redis.process.pid
+        for name, worker in self.workers.items():
+            groups[f"worker.{name}"] = worker.pid
+        return groups
+
+
+def _forget_subscriptions(app: Celery) -> None:
+    """Let the Redis backend's results go quietly once its Redis is stopped.
+
+    Each AsyncResult unsubscribes from its channel when garbage collected,
+    at interpreter exit too; with the result Redis gone that would retry
+    and then print a RuntimeError. Nothing is subscribed after the run.
+    """
+    consumer = getattr(app._backend, "result_consumer", None)  # None: no backend made yet
+    if consumer is not None and hasattr(consumer, "subscribed_to"):
+        consumer.stop()
+        consumer.subscribed_to.clear()

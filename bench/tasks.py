@@ -1,0 +1,69 @@
+"""The Celery app the benchmark's workers run, configured from the environment.
+
+``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND`` pick the broker and the
+backend under test; ``CELERY_BENCH_CONF`` (JSON) adds settings, such as the
+queue this worker consumes. A chord callback records, in the broker's Redis,
+when its result was stored (``task_postrun`` fires after the backend stored
+it) and how often it ran. A ready worker writes the file named by
+``CELERY_BENCH_READY``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from celery import Celery
+from celery.signals import task_postrun, worker_ready
+
+#: Redis list a callback's finishing time (time.time()) is pushed to.
+DONE_KEY = "bench:done:{task_id}"
+#: Redis counter of a callback's runs.
+RUNS_KEY = "bench:runs:{task_id}"
+
+app = Celery("bench")
+app.conf.update(
+    broker_url=os.environ.get("CELERY_BROKER_URL"),
+    result_backend=os.environ.get("CELERY_RESULT_BACKEND"),
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    **json.loads(os.environ.get("CELERY_BENCH_CONF") or "{}"),
+)
+
+_redis = None
+
+
+def _broker_redis():
+    global _redis
+    if _redis is None or _redis[0] != os.getpid():
+        import redis
+
+        _redis = (os.getpid(), redis.Redis.from_url(app.conf.broker_url))
+    return _redis[1]
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def collect(values: list[int]) -> dict[str, int]:
+    """A chord callback: how many results it got and their sum."""
+    _broker_redis().incr(RUNS_KEY.format(task_id=collect.request.id))
+    return {"count": len(values), "sum": sum(values)}
+
+
+@task_postrun.connect
+def _record_finish(sender=None, task_id=None, **_kwargs) -> None:
+    if sender is not None and sender.name == collect.name:
+        _broker_redis().rpush(DONE_KEY.format(task_id=task_id), repr(time.time()))
+
+
+@worker_ready.connect
+def _announce_ready(**_kwargs) -> None:
+    path = os.environ.get("CELERY_BENCH_READY")
+    if path:
+        with open(path, "w") as ready:
+            ready.write(str(os.getpid()))

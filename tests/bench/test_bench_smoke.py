@@ -1,0 +1,109 @@
+"""The benchmark harness on tiny sizes: it runs end to end, writes its files, and counts requests right.
+
+No timings are asserted: only that every workload ran against every backend,
+and that the counting proxies saw the requests each backend is known to make.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import harness, report
+from bench.stack import NAMES
+
+TINY = harness.Plan("smoke", repeats=1, results=6, gets=2, tasks=5, chords=(4,), default_budget=120)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Path]]:
+    out = tmp_path_factory.mktemp("bench")
+    summary = harness.run(TINY, out / "tmp", NAMES, say=lambda line: None)
+    return summary, report.write(summary, out)
+
+
+def counts(summary: dict[str, Any], workload: str, backend: str, side: str) -> dict[str, int]:
+    """The requests of the one round, as counted by the proxies on that side."""
+    return summary["workloads"][workload]["backends"][backend]["totals"][side][0]
+
+
+def test_every_workload_ran_against_every_backend(run) -> None:
+    summary, _ = run
+    assert set(summary["workloads"]) == {
+        "store",
+        "get_many",
+        "join_native",
+        "get",
+        "tasks",
+        "chord4",
+    }
+    for entry in summary["workloads"].values():
+        for name in NAMES:
+            assert entry["backends"][name]["seconds"]["n"] == 1
+        assert set(entry["ratios"]) == {"celery_gcs/redis", "builtin/celery_gcs"}
+    assert summary["callback_runs"] == {name: [1] for name in NAMES}  # each callback ran once
+
+
+def test_the_files_appear(run) -> None:
+    _, paths = run
+    assert json.loads(paths["json"].read_text())["meta"]["mode"] == "smoke"
+    text = paths["md"].read_text()
+    assert "## Targets" in text and "celery-gcs time / Redis time" in text
+    png = paths["png"].read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and int.from_bytes(png[16:20], "big") == 1200
+
+
+def test_storing_n_results_counts_n_object_writes(run) -> None:
+    summary, _ = run
+    assert counts(summary, "store", "celery_gcs", "client") == {"object.write": TINY.results}
+    builtin = counts(summary, "store", "builtin", "client")
+    # The built-in backend reads each result before writing it (a 404 for a new one).
+    assert (
+        builtin["object.write"]
+        == builtin["object.read"]
+        == builtin["object.read!404"]
+        == TINY.results
+    )
+    assert counts(summary, "get_many", "celery_gcs", "client") == {"object.read": TINY.results}
+    assert counts(summary, "get", "celery_gcs", "client") == {"object.read": TINY.gets}
+    assert counts(summary, "store", "redis", "client") == {}  # Redis goes around the proxies
+
+
+def test_the_worker_stores_each_task_with_one_write(run) -> None:
+    summary, _ = run
+    assert counts(summary, "tasks", "celery_gcs", "worker") == {"object.write": TINY.tasks}
+    gathered = counts(summary, "tasks", "celery_gcs", "client")
+    assert gathered["object.read"] - gathered.get("object.read!404", 0) == TINY.tasks
+
+
+def test_a_chord_is_counted_part_by_part(run) -> None:
+    summary, _ = run
+    n = 4
+    worker, client = (
+        counts(summary, "chord4", "celery_gcs", "worker"),
+        counts(summary, "chord4", "celery_gcs", "client"),
+    )
+    assert worker["object.write"] == n + 1  # the parts' results and the callback's
+    assert client["object.write"] == 1  # the header's GroupResult
+    # The GroupResult, and every other part's result once; a part counted but not stored yet
+    # (the other pool process is between the two) is read again: a 404 first.
+    assert worker["object.read"] - worker.get("object.read!404", 0) == n
+    assert (
+        n + 3 <= worker["doc.write"] + client["doc.write"] <= n + 5
+    )  # a document per part; size, claim, renew
+    assert worker["doc.delete"] == n + 1  # every part document and the chord's
+    assert worker["firestore.RunAggregationQuery"] >= n
+
+
+def test_the_readme_section_is_replaced_not_repeated(run, tmp_path: Path) -> None:
+    summary, _ = run
+    readme = tmp_path / "README.md"
+    readme.write_text("# project\n\n## Layout\n\nfiles\n")
+    report.update_readme(readme, summary)
+    report.update_readme(readme, summary)
+    text = readme.read_text()
+    assert text.count("## Benchmarks") == 1 and text.count(report.README_START) == 1
+    assert text.index("## Benchmarks") < text.index("## Layout")
