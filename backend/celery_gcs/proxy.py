@@ -56,6 +56,12 @@ class Faults:
     blackhole: bool = False
     #: Close every connection and refuse new ones, as a service that is down.
     down: bool = False
+    #: Only requests of these kinds (as counted: ``object.write``,
+    #: ``firestore.Commit``...) get per-request faults; empty: every request.
+    #: Connection-level faults (reset on connect) apply only when empty.
+    only: frozenset[str] = frozenset()
+    #: How many more per-request faults to inject; None: no limit.
+    limit: int | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def clear(self) -> None:
@@ -63,9 +69,18 @@ class Faults:
         self.statuses = (503,)
         self.error_message = "injected by the test proxy"
         self.blackhole = self.down = False
+        self.only = frozenset()
+        self.limit = None
 
-    def roll(self, rate: float) -> bool:
-        return bool(rate) and self.rng.random() < rate
+    def strikes(self, rate: float, kind: str | None = None) -> bool:
+        """Whether a request of ``kind`` (None: a new connection) gets a fault of this rate."""
+        if not rate or self.limit == 0 or (self.only and kind not in self.only):
+            return False
+        if self.rng.random() >= rate:
+            return False
+        if self.limit is not None:
+            self.limit -= 1
+        return True
 
 
 def classify_gcs(method: str, path: str) -> str:
@@ -165,7 +180,7 @@ class Proxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         faults = self.faults
-        if faults.down or faults.roll(faults.reset_rate):
+        if faults.down or faults.strikes(faults.reset_rate):
             self.inject("down" if faults.down else "reset")
             writer.transport.abort()
             return
@@ -218,12 +233,12 @@ class Proxy:
                     self.inject("lost_response")
                     link.abort()
                     return
-                for _ in range(inspect.feed(data) if inspect else 0):
-                    if faults.roll(faults.reset_rate):
+                for kind in inspect.feed(data) if inspect else ():
+                    if faults.strikes(faults.reset_rate, kind):
                         self.inject("reset")
                         link.abort()
                         return
-                    if faults.roll(faults.lost_response_rate):
+                    if faults.strikes(faults.lost_response_rate, kind):
                         link.doomed = True
                 writer.write(data)
                 await writer.drain()
@@ -245,7 +260,8 @@ class Proxy:
                 return
             method, path, headers = _parse_head(head)
             body = await _read_body(reader, headers)
-            self.count(classify_gcs(method, path))
+            kind = classify_gcs(method, path)
+            self.count(kind)
             faults = self.faults
             if faults.down:
                 self.inject("down")
@@ -253,18 +269,18 @@ class Proxy:
                 return
             if faults.latency:
                 await asyncio.sleep(faults.latency)
-            if faults.roll(faults.reset_rate):
+            if faults.strikes(faults.reset_rate, kind):
                 self.inject("reset")
                 writer.transport.abort()
                 return
-            if faults.roll(faults.error_rate):
+            if faults.strikes(faults.error_rate, kind):
                 status = faults.rng.choice(faults.statuses)
                 self.inject(f"status.{status}")
                 writer.write(_error_response(status, faults.error_message))
                 await writer.drain()
                 continue
             response = await self._forward(head, body, method)
-            if faults.roll(faults.lost_response_rate):
+            if faults.strikes(faults.lost_response_rate, kind):
                 self.inject("lost_response")
                 writer.transport.abort()
                 return
@@ -356,21 +372,21 @@ class _GrpcCounter:
         self._buffer = bytearray()
         self._preface_seen = False
         self._header_block: bytearray | None = None
-        self._started = 0
+        self._started: list[str] = []
 
-    def feed(self, data: bytes) -> int:
-        """Take the next bytes the client sent; return how many calls they start."""
+    def feed(self, data: bytes) -> list[str]:
+        """Take the next bytes the client sent; return the kinds of the calls they start."""
         self._buffer += data
-        self._started = 0
+        self._started: list[str] = []
         if not self._preface_seen:
             preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
             if len(self._buffer) < len(preface):
-                return 0
+                return []
             if bytes(self._buffer[: len(preface)]) != preface:
                 self._preface_seen = True  # not HTTP/2 after all: count nothing
                 self._count("non-grpc")
-                self.feed = lambda data: 0  # type: ignore[method-assign]
-                return 0
+                self.feed = lambda data: []  # type: ignore[method-assign]
+                return []
             del self._buffer[: len(preface)]
             self._preface_seen = True
         while len(self._buffer) >= 9:
@@ -401,5 +417,6 @@ class _GrpcCounter:
         path = headers.get(":path") or headers.get(b":path")
         if path:
             path = path.decode() if isinstance(path, bytes) else path
-            self._count("firestore." + path.rsplit("/", 1)[-1])
-            self._started += 1
+            kind = "firestore." + path.rsplit("/", 1)[-1]
+            self._count(kind)
+            self._started.append(kind)
