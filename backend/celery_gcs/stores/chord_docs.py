@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.api_core import exceptions as api
 from google.cloud import firestore
@@ -28,6 +28,8 @@ from .. import defaults, retry
 from ..errors import E_DATABASE_MISSING, DatabaseNotFound, TransientError
 from ..settings import Settings
 from .perprocess import PerProcess
+
+T = TypeVar("T")
 
 PARTS = "parts"
 _BATCH = 500  # Firestore's limit of writes per commit
@@ -145,25 +147,25 @@ class ChordStore:
 
     def claim(self, key: str, mine: Claim, can_take: Callable[[Claim], bool]) -> Chord | None:
         """Take the claim unless someone else holds a live one; return the chord if taken."""
-        client = self._client.get()
         ref = self._chord(key)
 
-        @firestore.transactional
         def attempt(transaction: firestore.Transaction) -> Chord | None:
             chord = _chord_from(ref.get(transaction=transaction))
-            if chord is None or (chord.claim is not None and not can_take(chord.claim)):
+            if chord is None:
+                return None
+            if chord.claim is not None and chord.claim.token == mine.token:
+                return chord  # taken by an earlier attempt whose answer was lost
+            if chord.claim is not None and not can_take(chord.claim):
                 return None
             transaction.update(ref, {"claim": _claim_fields(mine)})
             return chord
 
-        return self._call("claiming a chord", lambda: attempt(client.transaction()))
+        return self._transact("claiming a chord", attempt)
 
     def renew(self, key: str, mine: Claim) -> bool:
         """Extend our claim's lease; False if it is no longer ours."""
-        client = self._client.get()
         ref = self._chord(key)
 
-        @firestore.transactional
         def attempt(transaction: firestore.Transaction) -> bool:
             chord = _chord_from(ref.get(transaction=transaction))
             if chord is None or chord.claim is None or chord.claim.token != mine.token:
@@ -171,20 +173,33 @@ class ChordStore:
             transaction.update(ref, {"claim": _claim_fields(mine)})
             return True
 
-        return self._call("renewing a chord claim", lambda: attempt(client.transaction()))
+        return self._transact("renewing a chord claim", attempt)
 
     def release(self, key: str, token: str) -> None:
         """Give up our claim, so that a later return of any part can complete the chord."""
-        client = self._client.get()
         ref = self._chord(key)
 
-        @firestore.transactional
         def attempt(transaction: firestore.Transaction) -> None:
             chord = _chord_from(ref.get(transaction=transaction))
             if chord is not None and chord.claim is not None and chord.claim.token == token:
                 transaction.update(ref, {"claim": firestore.DELETE_FIELD})
 
-        self._call("releasing a chord claim", lambda: attempt(client.transaction()))
+        self._transact("releasing a chord claim", attempt)
+
+    def _transact(self, what: str, attempt: Callable[[firestore.Transaction], T]) -> T:
+        """Run ``attempt`` in a transaction; start the whole transaction over on transient failures.
+
+        The client retries a commit whose answer was lost with the same
+        transaction, which Firestore refuses as invalid or closed when the
+        first commit did land; a reset mid-transaction leaves it unusable too.
+        So the transaction is run again from the start, which is safe because
+        each ``attempt`` decides only from what it reads, and treats a claim
+        holding its own token as already done.
+        """
+        client = self._client.get()
+        run = firestore.transactional(attempt)
+        policy = self._retry.with_predicate(_transaction_retryable)
+        return self._call(what, lambda: policy(lambda: run(client.transaction()))())
 
     def finish(self, key: str, parts: Iterable[str]) -> None:
         """Delete the chord document, then its parts' (by id: no reads).
@@ -207,6 +222,13 @@ class ChordStore:
 
     def close(self) -> None:
         self._client.clear()
+
+
+def _transaction_retryable(exc: BaseException) -> bool:
+    if retry.is_retryable(exc):
+        return True
+    # A transaction already committed, rolled back or expired: the next one may succeed.
+    return isinstance(exc, api.InvalidArgument) and "transaction" in str(exc.message).lower()
 
 
 def _claim_fields(claim: Claim) -> dict[str, Any]:
