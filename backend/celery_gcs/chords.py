@@ -109,6 +109,9 @@ class ChordCoordinator:
         total = self._totals.get().get(key)
         if total is None or counted >= total:
             chord = self.store.read(key)
+            if chord is not None and chord.problem:
+                self._fire(part, key, may_wait)  # to fail it, once
+                return
             if chord is None or chord.total is None:
                 return  # the size is not known yet; the last part will see it
             total = self._totals.get()[key] = chord.total
@@ -124,6 +127,9 @@ class ChordCoordinator:
         callback = maybe_signature(part.callback, app=self.backend.app)
         ids: list[str] = list(chord.added)  # the header's ids join them once read
         try:
+            if chord.problem:
+                ids = list(_leaf_ids(self._shape(part, chord)))  # what to clean up
+                raise ChordError(chord.problem)
             if chord.total is None or self.store.counted(key) < chord.total:
                 raise PartsInFlight("the chord grew after its last part was counted")
             shape = self._shape(part, chord)

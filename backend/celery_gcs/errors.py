@@ -31,6 +31,10 @@ E_RESULT_TOO_LARGE = (
     "(gcs_max_result_bytes); store large payloads elsewhere and return a reference, "
     "or raise gcs_max_result_bytes"
 )
+E_CHORD_FIELD = (
+    "chord document {path!r} in Firestore database {database!r}: field {field!r} is {value!r}, {problem}; "
+    "it was edited by hand or written by something other than celery-gcs"
+)
 E_CORRUPT = (
     "object {name!r} in bucket {bucket!r} is not a result Celery can decode ({reason}); "
     "it was not written by a Celery backend, or was truncated"

@@ -17,6 +17,7 @@ The only module that talks to Firestore.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,14 +26,19 @@ from google.api_core import exceptions as api
 from google.cloud import firestore
 
 from .. import defaults, retry
-from ..errors import E_DATABASE_MISSING, DatabaseNotFound, TransientError
+from ..errors import E_CHORD_FIELD, E_DATABASE_MISSING, DatabaseNotFound, TransientError
 from ..settings import Settings
 from .perprocess import PerProcess
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 PARTS = "parts"
 _BATCH = 500  # Firestore's limit of writes per commit
+#: A size above this is not one Celery gave us. Far beyond any chord this
+#: backend can run: each part's count query reads up to size / 1,000
+#: documents, so a chord this large would cost about 5 x 10^10 reads.
+MAX_CHORD_SIZE = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +62,15 @@ class Chord:
     size: int | None
     added: tuple[str, ...] = ()
     claim: Claim | None = None
+    #: What makes the document unusable (a size or ids edited by hand), or None.
+    #: Such a chord cannot complete: the first part to see it fails it.
+    problem: str | None = None
 
     @property
     def total(self) -> int | None:
-        return None if self.size is None else self.size + len(self.added)
+        if self.problem is not None or self.size is None:
+            return None
+        return self.size + len(self.added)
 
 
 class ChordStore:
@@ -141,7 +152,7 @@ class ChordStore:
 
     def read(self, key: str) -> Chord | None:
         snapshot = self._call("reading a chord", lambda: self._chord(key).get(retry=self._retry))
-        return _chord_from(snapshot)
+        return self._chord_from(snapshot)
 
     # -- the callback's claim --------------------------------------------------------
 
@@ -150,7 +161,7 @@ class ChordStore:
         ref = self._chord(key)
 
         def attempt(transaction: firestore.Transaction) -> Chord | None:
-            chord = _chord_from(ref.get(transaction=transaction))
+            chord = self._chord_from(ref.get(transaction=transaction))
             if chord is None:
                 return None
             if chord.claim is not None and chord.claim.token == mine.token:
@@ -167,7 +178,7 @@ class ChordStore:
         ref = self._chord(key)
 
         def attempt(transaction: firestore.Transaction) -> bool:
-            chord = _chord_from(ref.get(transaction=transaction))
+            chord = self._chord_from(ref.get(transaction=transaction))
             if chord is None or chord.claim is None or chord.claim.token != mine.token:
                 return False
             transaction.update(ref, {"claim": _claim_fields(mine)})
@@ -180,7 +191,7 @@ class ChordStore:
         ref = self._chord(key)
 
         def attempt(transaction: firestore.Transaction) -> None:
-            chord = _chord_from(ref.get(transaction=transaction))
+            chord = self._chord_from(ref.get(transaction=transaction))
             if chord is not None and chord.claim is not None and chord.claim.token == token:
                 transaction.update(ref, {"claim": firestore.DELETE_FIELD})
 
@@ -223,6 +234,9 @@ class ChordStore:
     def close(self) -> None:
         self._client.clear()
 
+    def _chord_from(self, snapshot: firestore.DocumentSnapshot) -> Chord | None:
+        return chord_from(snapshot, self._settings.firestore_database)
+
 
 def _transaction_retryable(exc: BaseException) -> bool:
     if retry.is_retryable(exc):
@@ -242,16 +256,50 @@ def _claim_fields(claim: Claim) -> dict[str, Any]:
     }
 
 
-def _chord_from(snapshot: firestore.DocumentSnapshot) -> Chord | None:
+def chord_from(snapshot: firestore.DocumentSnapshot, database: str) -> Chord | None:
+    """The chord a document holds. Never raises on what is in the document.
+
+    A size or list of added ids that this backend cannot have written makes
+    the chord's ``problem``, naming the document and field. A claim that is
+    not one this backend wrote counts as no claim: the next claim replaces it.
+    """
     if not snapshot.exists:
         return None
     data = snapshot.to_dict() or {}
-    claim = None
-    raw = data.get("claim")
-    if isinstance(raw, dict) and raw.get("token"):
-        holder = Holder(str(raw.get("host", "")), int(raw.get("pid", 0)), str(raw.get("started", "")))
-        lease = raw.get("lease_until") or dt.datetime.min.replace(tzinfo=dt.UTC)
-        claim = Claim(str(raw["token"]), holder, lease)
+    path = snapshot.reference.path
+
+    def bad(field: str, why: str) -> str:
+        return E_CHORD_FIELD.format(path=path, database=database, field=field, value=data.get(field), problem=why)
+
+    problems = []
     size = data.get("size")
-    added = tuple(str(task_id) for task_id in data.get("added") or ())
-    return Chord(size=int(size) if size is not None else None, added=added, claim=claim)
+    if size is not None:
+        if isinstance(size, float) and size.is_integer():
+            size = int(size)  # a whole number stored as a double is still a size
+        if not isinstance(size, int) or isinstance(size, bool):
+            problems.append(bad("size", "not a whole number of parts"))
+        elif not 0 <= size <= MAX_CHORD_SIZE:
+            problems.append(bad("size", f"outside 0 to {MAX_CHORD_SIZE:,}"))
+    added = data.get("added")
+    if added is not None and not (isinstance(added, list) and all(isinstance(i, str) and i for i in added)):
+        problems.append(bad("added", "not a list of task ids"))
+    claim = _claim_from(data.get("claim"))
+    if claim is None and data.get("claim") is not None:
+        log.warning("%s; taken as no claim", bad("claim", "not a claim this backend wrote"))
+    if problems:
+        return Chord(size=None, claim=claim, problem="; ".join(problems))
+    return Chord(size=size, added=tuple(added or ()), claim=claim)
+
+
+def _claim_from(raw: Any) -> Claim | None:
+    if not isinstance(raw, dict):
+        return None
+    token, host, pid = raw.get("token"), raw.get("host", ""), raw.get("pid", 0)
+    started, lease = raw.get("started", ""), raw.get("lease_until")
+    if not (isinstance(token, str) and token and isinstance(host, str) and isinstance(started, str)):
+        return None
+    if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(lease, dt.datetime):
+        return None
+    if lease.tzinfo is None:
+        return None
+    return Claim(token, Holder(host, pid, started), lease)
