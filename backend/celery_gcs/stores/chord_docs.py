@@ -26,7 +26,14 @@ from google.api_core import exceptions as api
 from google.cloud import firestore
 
 from .. import defaults, retry
-from ..errors import E_CHORD_FIELD, E_DATABASE_MISSING, DatabaseNotFound, TransientError
+from ..errors import (
+    E_CHORD_FIELD,
+    E_DATABASE_DENIED,
+    E_DATABASE_MISSING,
+    AccessDenied,
+    DatabaseNotFound,
+    TransientError,
+)
 from ..settings import Settings
 from .perprocess import PerProcess
 
@@ -91,14 +98,18 @@ class ChordStore:
         return self._client.get().collection(self._settings.firestore_collection).document(key)
 
     def _call(self, what: str, func: Callable[[], Any]) -> Any:
+        database = self._settings.firestore_database
         try:
             return func()
         except api.NotFound as exc:
-            if "database" in str(exc.message).lower():
-                project = self._settings.firestore_project or self._client.get().project
-                database = self._settings.firestore_database
-                raise DatabaseNotFound(E_DATABASE_MISSING.format(database=database, project=project)) from exc
+            if _database_missing(exc):
+                raise DatabaseNotFound(E_DATABASE_MISSING.format(database=database, project=self._project())) from exc
             raise
+        except api.PermissionDenied as exc:
+            reason = f"{what}: {exc.message}"
+            raise AccessDenied(
+                E_DATABASE_DENIED.format(database=database, project=self._project(), reason=reason)
+            ) from exc
         except api.RetryError as exc:
             raise TransientError(f"{what} in Firestore database {self._settings.firestore_database}: {exc}") from exc
 
@@ -209,8 +220,20 @@ class ChordStore:
         """
         client = self._client.get()
         run = firestore.transactional(attempt)
+
+        def once() -> T:
+            try:
+                return run(client.transaction())
+            except ValueError as exc:
+                # A failed transaction is rolled back, and when the rollback
+                # fails too (always, if the transaction never began) the client
+                # raises the rollback's error, the real one only its context.
+                if isinstance(exc.__context__, Exception):
+                    raise exc.__context__ from None
+                raise
+
         policy = self._retry.with_predicate(_transaction_retryable)
-        return self._call(what, lambda: policy(lambda: run(client.transaction()))())
+        return self._call(what, lambda: policy(once)())
 
     def finish(self, key: str, parts: Iterable[str]) -> None:
         """Delete the chord document, then its parts' (by id: no reads).
@@ -234,8 +257,19 @@ class ChordStore:
     def close(self) -> None:
         self._client.clear()
 
+    def _project(self) -> str:
+        return self._settings.firestore_project or self._client.get().project or "not set"
+
     def _chord_from(self, snapshot: firestore.DocumentSnapshot) -> Chord | None:
         return chord_from(snapshot, self._settings.firestore_database)
+
+
+def _database_missing(exc: api.NotFound) -> bool:
+    # Firestore answers NOT_FOUND for a missing document too ("No document to
+    # update: projects/p/databases/..."); a missing database (or a project
+    # without one) says that it "does not exist".
+    message = str(exc.message).lower()
+    return "database" in message and "does not exist" in message
 
 
 def _transaction_retryable(exc: BaseException) -> bool:
