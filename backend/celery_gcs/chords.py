@@ -239,7 +239,7 @@ class ChordCoordinator:
         )
 
     def _part_id(self, task_id: str) -> str:
-        return encode_id(task_id)
+        return part_document_id(task_id)
 
     def _expires_at(self) -> dt.datetime | None:
         return self.backend._expiry(self.backend.chord_expires)
@@ -267,6 +267,21 @@ class ChordCoordinator:
 
     def after_claim(self, part: Part) -> None:
         """Called right after this process claimed the callback."""
+
+
+def part_document_id(task_id: str) -> str:
+    """A task id as the id of its part's Firestore document.
+
+    Its object-name form (``encode_id``), except where Firestore refuses that:
+    ``encode_id`` keeps ``.`` and ``__name__`` as they are, fine in object
+    names, but Firestore rejects ``.`` as an id and reserves ``__.*__``. Their
+    first character is %-escaped, which ``encode_id`` never does to ``.`` or
+    ``_``, so no two task ids share a document.
+    """
+    encoded = encode_id(task_id)
+    if encoded == "." or (encoded.startswith("__") and encoded.endswith("__")):
+        return f"%{ord(encoded[0]):02X}{encoded[1:]}"
+    return encoded
 
 
 def this_holder() -> Holder:
