@@ -37,6 +37,8 @@ from .stores.perprocess import PerProcess
 
 #: Field added to every stored meta: when the result expires (ISO 8601, UTC).
 EXPIRES_FIELD = "expires_at"
+#: What starts a failure's traceback that was cut to fit ``gcs_max_result_bytes``.
+TRACEBACK_CUT = "[start of traceback cut to fit gcs_max_result_bytes]\n"
 
 # How many (key -> generation) of this process's unfinished states to remember.
 _GENERATIONS_KEPT = 10_000
@@ -182,7 +184,7 @@ class GCSBackend(KeyValueStoreBackend):
         expires_at = self._expiry(expires)
         meta[EXPIRES_FIELD] = _isoformat(expires_at)
         name = bytes_to_str(self.get_key_for_task(task_id))
-        payload = self.encode(meta)
+        payload = self._encode_state(meta, state)
         try:
             self._check_size(name, payload)
             counted_at = None
@@ -249,6 +251,33 @@ class GCSBackend(KeyValueStoreBackend):
         meta = {"result": result.as_tuple(), EXPIRES_FIELD: _isoformat(expires_at)}
         self._put(bytes_to_str(self.get_key_for_group(group_id)), self.encode(meta), expires_at=expires_at)
         return result
+
+    def _encode_state(self, meta: dict[str, Any], state: str) -> bytes:
+        """Encode a state; a failure over the size limit loses the start of its traceback, not its error.
+
+        Otherwise a long traceback (deep recursion, a small gcs_max_result_bytes)
+        would replace the task's real error with a ResultTooLarge about it.
+        """
+        payload = self.encode(meta)
+        limit = self.settings.max_result_bytes
+        traceback = meta.get("traceback")
+        if len(payload) <= limit or state not in states.EXCEPTION_STATES or not traceback:
+            return payload
+        meta["traceback"] = TRACEBACK_CUT
+        bare = self.encode(meta)
+        if len(bare) > limit:
+            return bare  # too large even so: _check_size names it
+        # Keep as much of the end as fits, guessing from the bytes per character so far.
+        per_char = max(len(payload) - len(bare), 1) / len(traceback)
+        keep = int((limit - len(bare)) / per_char)
+        while keep > 0:
+            meta["traceback"] = TRACEBACK_CUT + traceback[len(traceback) - keep :]
+            payload = self.encode(meta)
+            if len(payload) <= limit:
+                return payload
+            keep = keep * 9 // 10
+        meta["traceback"] = TRACEBACK_CUT
+        return bare
 
     def _check_size(self, name: str, payload: bytes) -> None:
         limit = self.settings.max_result_bytes
