@@ -36,6 +36,7 @@ from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 from kombu.utils.encoding import bytes_to_str
 
+from .errors import CorruptResult
 from .keys import encode_id
 from .stores.chord_docs import Chord, ChordStore, Claim, Holder
 from .stores.perprocess import PerProcess
@@ -78,6 +79,12 @@ class ChordCoordinator:
         # chord key -> total parts, once read: totals only grow (add_to_chord),
         # so "counted < a total read earlier" still proves "not complete".
         self._totals: PerProcess[dict[str, int]] = PerProcess(dict)
+        # Tokens of the claims this process is acting on. Any other claim held
+        # by this process was abandoned when an error cut its attempt short.
+        self._acting: PerProcess[set[str]] = PerProcess(set)
+        # chord key -> part ids, for chords this process published (or failed)
+        # but could not clean up: a retry cleans up, and never publishes again.
+        self._done: PerProcess[dict[str, list[str]]] = PerProcess(dict)
 
     # -- Celery's chord hooks -------------------------------------------------------
 
@@ -105,6 +112,9 @@ class ChordCoordinator:
 
     def complete_if_done(self, part: Part, may_wait: bool = False) -> None:
         key = self.key(part.group_id)
+        if key in self._done.get():
+            self._finish(key, self._done.get()[key])  # ended here; only the clean-up failed
+            return
         counted = self.store.counted(key)
         total = self._totals.get().get(key)
         if total is None or counted >= total:
@@ -120,9 +130,16 @@ class ChordCoordinator:
 
     def _fire(self, part: Part, key: str, may_wait: bool) -> None:
         mine = Claim(uuid.uuid4().hex, this_holder(), _now_plus(self._lease()))
-        chord = self._take_claim(key, mine, may_wait)
-        if chord is None:
-            return
+        acting = self._acting.get()
+        acting.add(mine.token)
+        try:
+            chord = self._take_claim(key, mine, may_wait)
+            if chord is not None:
+                self._fire_claimed(part, key, mine, chord)
+        finally:
+            acting.discard(mine.token)
+
+    def _fire_claimed(self, part: Part, key: str, mine: Claim, chord: Chord) -> None:
         self.after_claim(part)
         callback = maybe_signature(part.callback, app=self.backend.app)
         ids: list[str] = list(chord.added)  # the header's ids join them once read
@@ -145,10 +162,19 @@ class ChordCoordinator:
                 try:
                     self.backend.chord_error_from_stack(callback, exc)
                 finally:
-                    self._finish(key, ids)
+                    self._end(key, ids)
             return
+        except Exception:
+            # Nothing is published: give the claim up for the retry of this store.
+            self._release_quietly(key, mine.token)
+            raise
         publish_budget = self._publish_budget()
-        if not self.store.renew(key, Claim(mine.token, mine.holder, _now_plus(self._lease() + publish_budget))):
+        try:
+            renewed = self.store.renew(key, Claim(mine.token, mine.holder, _now_plus(self._lease() + publish_budget)))
+        except Exception:
+            self._release_quietly(key, mine.token)
+            raise
+        if not renewed:
             log.warning("Chord %s: claim lost before publishing; its holder publishes", part.group_id)
             return
         try:
@@ -157,12 +183,12 @@ class ChordCoordinator:
             log.exception("Chord %s: callback not published", part.group_id)
             self.backend.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
         finally:
-            self._finish(key, ids)
+            self._end(key, ids)
 
     def _take_claim(self, key: str, mine: Claim, may_wait: bool) -> Chord | None:
         """Claim the callback. A replayed return may wait out a remote holder's lease."""
         while True:
-            chord = self.store.claim(key, mine, can_take=can_take_over)
+            chord = self.store.claim(key, mine, can_take=self._can_take)
             if chord is not None:
                 return chord
             if not may_wait:
@@ -192,9 +218,12 @@ class ChordCoordinator:
         nap = 0.02
         while missing:
             keys = [bytes_to_str(backend.get_key_for_task(task_id)) for task_id in missing]
-            for task_id, raw in zip(missing, backend.mget(keys)):
+            for task_id, key, raw in zip(missing, keys, backend.mget(keys)):
                 if raw is not None:
-                    meta = backend._decode(task_id, raw)
+                    try:
+                        meta = backend._decode(key, raw)
+                    except CorruptResult as exc:
+                        raise ChordError(f"Dependency {task_id} cannot be read: {exc}") from exc
                     if meta.get("status") in states.READY_STATES:
                         meta = backend.meta_from_decoded(meta)
                         values[task_id] = (meta["status"], meta["result"])
@@ -213,9 +242,27 @@ class ChordCoordinator:
                 raise error
         return {task_id: value for task_id, (_, value) in values.items()}
 
+    def _end(self, key: str, ids: list[str]) -> None:
+        """The callback is published, or its errbacks called: remember that, then clean up."""
+        self._done.get()[key] = ids
+        self._finish(key, ids)
+
     def _finish(self, key: str, ids: Iterable[str]) -> None:
         self.store.finish(key, (self._part_id(task_id) for task_id in ids))
         self._totals.get().pop(key, None)
+        self._done.get().pop(key, None)
+
+    def _can_take(self, claim: Claim) -> bool:
+        if can_take_over(claim):
+            return True
+        # Held by this very process, which is not acting on it: abandoned.
+        return claim.holder == this_holder() and claim.token not in self._acting.get()
+
+    def _release_quietly(self, key: str, token: str) -> None:
+        try:
+            self.store.release(key, token)
+        except Exception:  # the claim stays ours; _can_take lets this process take it again
+            log.warning("Chord key %s: could not release the claim", key, exc_info=True)
 
     # -- helpers ----------------------------------------------------------------------
 

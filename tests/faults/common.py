@@ -7,8 +7,6 @@ from typing import Any
 
 import redis
 
-from ..e2e import tasks
-
 
 def sig(app: Any, task: Any, *args: Any, **options: Any) -> Any:
     """A signature of an e2e task, by name, bound to the test's client app."""
