@@ -203,7 +203,10 @@ class ChordCoordinator:
 
     def _shape(self, part: Part, chord: Chord) -> list[Any]:
         """The header's results in header order, then those added to the chord: one GCS read."""
-        meta = self.backend._restore_group(part.group_id)
+        try:
+            meta = self.backend._restore_group(part.group_id)
+        except CorruptResult as exc:
+            raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
         if meta is None:
             raise ChordError(f"GroupResult {part.group_id} no longer exists")
         header: GroupResult = meta["result"]
@@ -221,11 +224,10 @@ class ChordCoordinator:
             for task_id, key, raw in zip(missing, keys, backend.mget(keys)):
                 if raw is not None:
                     try:
-                        meta = backend._decode(key, raw)
+                        meta = backend._task_meta(key, backend._decode(key, raw))
                     except CorruptResult as exc:
                         raise ChordError(f"Dependency {task_id} cannot be read: {exc}") from exc
-                    if meta.get("status") in states.READY_STATES:
-                        meta = backend.meta_from_decoded(meta)
+                    if meta["status"] in states.READY_STATES:
                         values[task_id] = (meta["status"], meta["result"])
             missing = [task_id for task_id in missing if task_id not in values]
             if missing and time.monotonic() >= deadline:

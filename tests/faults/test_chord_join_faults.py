@@ -70,6 +70,21 @@ def test_a_part_result_that_cannot_be_decoded_fails_the_chord_once(app, start_wo
     assert len(errbacks(app, result)) == 1
 
 
+def test_a_header_group_that_cannot_be_decoded_fails_the_chord_once(app, start_worker, stack) -> None:
+    start_worker()
+    result = apply_with_last_part_held(app)
+    name = app.backend.settings.object_name(f"celery-taskset-meta-{result.parent.id}")
+    storage.Client().bucket(stack.bucket).blob(name).upload_from_string(b'{"result": "mangled"}')
+    start_worker(task_default_queue="later")
+    with pytest.raises(ChordError) as caught:
+        app.AsyncResult(result.id).get(timeout=60)
+    message = str(caught.value)
+    assert f"GroupResult {result.parent.id} cannot be read" in message and "not a group of results" in message
+    settle()
+    assert callback_runs(app, result) == 0
+    assert len(errbacks(app, result)) == 1
+
+
 def test_gcs_failing_while_the_callback_gathers_results_delays_the_chord_only(app, start_worker, stack) -> None:
     start_worker(**ALWAYS_RETRY)
     result = apply_with_last_part_held(app)
