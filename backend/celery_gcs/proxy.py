@@ -139,6 +139,11 @@ class Proxy:
                 self._server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
+            # Let every connection's task end here, not be destroyed pending with the loop.
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
