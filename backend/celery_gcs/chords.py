@@ -16,7 +16,11 @@ no SUCCESS behind, so Celery replays the return (redelivery with
 finding the part already counted, repairs whatever was left: it takes over a
 claim whose holder is dead and completes the chord. A claim's holder is
 known dead when it ran on this host and its process is gone, or when its
-lease has run out.
+lease has run out. An error between the claim and the publish gives the
+claim up (a claim this very process holds but is not acting on counts as
+given up), so that Celery's retry of the store completes the chord; once the
+callback is published, the process remembers it until the chord's documents
+are deleted, so a retry never publishes it again.
 """
 
 from __future__ import annotations
