@@ -272,6 +272,10 @@ class Proxy:
                 self.inject("down")
                 writer.transport.abort()
                 return
+            if faults.blackhole:
+                self.inject("blackhole")
+                await reader.read()  # hold the connection open, answer nothing
+                return
             if faults.latency:
                 await asyncio.sleep(faults.latency)
             if faults.strikes(faults.reset_rate, kind):
