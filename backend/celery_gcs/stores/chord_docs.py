@@ -86,6 +86,10 @@ class ChordStore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._retry = retry.policy(settings.retry_deadline)
+        # Each call's own limit (gcs_timeout); the client's are a minute or more. The
+        # transactions' begin and commit take the client's: they accept no timeout.
+        self._timeout = settings.timeout
+        self._call_options: dict[str, Any] = {"retry": self._retry, "timeout": self._timeout}
         self._client = PerProcess(self._new_client, lambda client: client.close())
 
     def _new_client(self) -> firestore.Client:
@@ -120,14 +124,14 @@ class ChordStore:
         fields: dict[str, Any] = {"size": size, "claim": firestore.DELETE_FIELD}
         if expires_at:
             fields[defaults.FIRESTORE_TTL_FIELD] = expires_at
-        self._call("setting a chord size", lambda: self._chord(key).set(fields, merge=True, retry=self._retry))
+        self._call("setting a chord size", lambda: self._chord(key).set(fields, merge=True, **self._call_options))
 
     def add(self, key: str, task_id: str, expires_at: dt.datetime | None) -> None:
         """Grow the chord by one task (``Task.add_to_chord``)."""
         fields: dict[str, Any] = {"added": firestore.ArrayUnion([task_id])}
         if expires_at:
             fields[defaults.FIRESTORE_TTL_FIELD] = expires_at
-        self._call("adding to a chord", lambda: self._chord(key).set(fields, merge=True, retry=self._retry))
+        self._call("adding to a chord", lambda: self._chord(key).set(fields, merge=True, **self._call_options))
 
     def incr(self, key: str, expires_at: dt.datetime | None) -> int:
         """A plain counter (Celery's ``incr``); chords here do not use it."""
@@ -136,7 +140,9 @@ class ChordStore:
             fields[defaults.FIRESTORE_TTL_FIELD] = expires_at
         ref = self._chord(key)
         # Not idempotent: an increment is never retried blindly.
-        result = self._call("incrementing a counter", lambda: ref.set(fields, merge=True, retry=None))
+        result = self._call(
+            "incrementing a counter", lambda: ref.set(fields, merge=True, retry=None, timeout=self._timeout)
+        )
         return int(result.transform_results[0].integer_value)
 
     # -- parts ------------------------------------------------------------------
@@ -150,7 +156,7 @@ class ChordStore:
         try:
             # A retried create whose first attempt landed reports a conflict:
             # callers treat "new" and "already counted" the same way.
-            self._call("counting a chord part", lambda: ref.create(fields, retry=self._retry))
+            self._call("counting a chord part", lambda: ref.create(fields, **self._call_options))
         except api.Conflict:
             return False
         return True
@@ -158,11 +164,11 @@ class ChordStore:
     def counted(self, key: str) -> int:
         """How many parts are counted. One read per thousand parts."""
         query = self._chord(key).collection(PARTS).count()
-        results = self._call("counting chord parts", lambda: query.get(retry=self._retry))
+        results = self._call("counting chord parts", lambda: query.get(**self._call_options))
         return int(results[0][0].value)
 
     def read(self, key: str) -> Chord | None:
-        snapshot = self._call("reading a chord", lambda: self._chord(key).get(retry=self._retry))
+        snapshot = self._call("reading a chord", lambda: self._chord(key).get(**self._call_options))
         return self._chord_from(snapshot)
 
     # -- the callback's claim --------------------------------------------------------
@@ -172,7 +178,7 @@ class ChordStore:
         ref = self._chord(key)
 
         def attempt(transaction: firestore.Transaction) -> Chord | None:
-            chord = self._chord_from(ref.get(transaction=transaction))
+            chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
             if chord is None:
                 return None
             if chord.claim is not None and chord.claim.token == mine.token:
@@ -189,7 +195,7 @@ class ChordStore:
         ref = self._chord(key)
 
         def attempt(transaction: firestore.Transaction) -> bool:
-            chord = self._chord_from(ref.get(transaction=transaction))
+            chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
             if chord is None or chord.claim is None or chord.claim.token != mine.token:
                 return False
             transaction.update(ref, {"claim": _claim_fields(mine)})
@@ -202,7 +208,7 @@ class ChordStore:
         ref = self._chord(key)
 
         def attempt(transaction: firestore.Transaction) -> None:
-            chord = self._chord_from(ref.get(transaction=transaction))
+            chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
             if chord is not None and chord.claim is not None and chord.claim.token == token:
                 transaction.update(ref, {"claim": firestore.DELETE_FIELD})
 
@@ -243,16 +249,16 @@ class ChordStore:
         """
         client = self._client.get()
         ref = self._chord(key)
-        self._call("deleting a chord", lambda: ref.delete(retry=self._retry))
+        self._call("deleting a chord", lambda: ref.delete(**self._call_options))
         batch, pending = client.batch(), 0
         for part in parts:
             batch.delete(ref.collection(PARTS).document(part))
             pending += 1
             if pending == _BATCH:
-                self._call("deleting chord parts", lambda b=batch: b.commit(retry=self._retry))
+                self._call("deleting chord parts", lambda b=batch: b.commit(**self._call_options))
                 batch, pending = client.batch(), 0
         if pending:
-            self._call("deleting chord parts", lambda: batch.commit(retry=self._retry))
+            self._call("deleting chord parts", lambda: batch.commit(**self._call_options))
 
     def close(self) -> None:
         self._client.clear()
