@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "AccessDenied",
     "BucketNotFound",
     "CeleryGCSError",
     "ConfigurationError",
@@ -23,6 +24,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .backend import GCSBackend
     from .errors import (
+        AccessDenied,
         BucketNotFound,
         CeleryGCSError,
         ConfigurationError,

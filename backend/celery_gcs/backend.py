@@ -37,6 +37,8 @@ from .stores.perprocess import PerProcess
 
 #: Field added to every stored meta: when the result expires (ISO 8601, UTC).
 EXPIRES_FIELD = "expires_at"
+#: What starts a failure's traceback that was cut to fit ``gcs_max_result_bytes``.
+TRACEBACK_CUT = "[start of traceback cut to fit gcs_max_result_bytes]\n"
 
 # How many (key -> generation) of this process's unfinished states to remember.
 _GENERATIONS_KEPT = 10_000
@@ -136,25 +138,38 @@ class GCSBackend(KeyValueStoreBackend):
     # -- reads: a result past its expiry is missing ---------------------------
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
-        meta = self._read_meta(bytes_to_str(self.get_key_for_task(task_id)))
-        return {"status": states.PENDING, "result": None} if meta is None else self.meta_from_decoded(meta)
+        name = bytes_to_str(self.get_key_for_task(task_id))
+        meta = self._read_meta(name)
+        return {"status": states.PENDING, "result": None} if meta is None else self._task_meta(name, meta)
 
     def task_result_exists(self, task_id: str) -> bool:
         return self._read_meta(bytes_to_str(self.get_key_for_task(task_id))) is not None
 
     def _restore_group(self, group_id: str) -> dict[str, Any] | None:
-        meta = self._read_meta(bytes_to_str(self.get_key_for_group(group_id)))
+        name = bytes_to_str(self.get_key_for_group(group_id))
+        meta = self._read_meta(name)
         if meta is not None:
-            meta["result"] = result_from_tuple(meta["result"], self.app)
+            try:
+                meta["result"] = result_from_tuple(meta["result"], self.app)
+            except Exception as exc:  # any shape result_from_tuple cannot take
+                reason = f"not a group of results ({exc!r})"
+                raise CorruptResult(E_CORRUPT.format(name=name, bucket=self.settings.bucket, reason=reason)) from exc
         return meta
+
+    def _mget_to_results(self, values, keys, READY_STATES=states.READY_STATES):
+        # Celery's passes list positions on to _filter_ready; the task ids name the objects.
+        return dict(self._filter_ready(zip(map(bytes_to_str, keys), values), READY_STATES))
 
     def _filter_ready(self, values, READY_STATES=states.READY_STATES):
         for k, value in values:
             if value is None:
                 continue
-            meta = self._decode(str(k), value)
-            if not _expired(meta) and meta["status"] in READY_STATES:
-                yield k, self.meta_from_decoded(meta)
+            name = bytes_to_str(self.get_key_for_task(k))
+            meta = self._decode(name, value)
+            if not _expired(meta):
+                meta = self._task_meta(name, meta)
+                if meta["status"] in READY_STATES:
+                    yield k, meta
 
     def _read_meta(self, name: str) -> dict[str, Any] | None:
         found = self.objects.get(name)
@@ -162,6 +177,30 @@ class GCSBackend(KeyValueStoreBackend):
             return None
         meta = self._decode(name, found.data)
         return None if _expired(meta) else meta
+
+    def _task_meta(self, name: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """A decoded task state, checked and turned into Celery's; CorruptResult if it is not one.
+
+        Only what Celery would trip over is checked: custom states (any
+        string) are fine, as are fields this backend does not know.
+        """
+        status, result, children = meta.get("status"), meta.get("result"), meta.get("children")
+        problem = None
+        if not isinstance(status, str):
+            problem = f"its status is {status!r}, not a state"
+        elif "result" not in meta:
+            problem = "it has no result"
+        elif status in states.EXCEPTION_STATES and not isinstance(result, dict | BaseException | None):
+            problem = f"a {status} whose result is {type(result).__name__}, not an exception"
+        elif children is not None and not isinstance(children, list):
+            problem = f"its children are {type(children).__name__}, not a list"
+        if problem is None:
+            try:
+                return self.meta_from_decoded(meta)
+            except Exception as exc:  # any shape Celery cannot rebuild
+                reason = f"Celery cannot rebuild its result ({exc!r})"
+                raise CorruptResult(E_CORRUPT.format(name=name, bucket=self.settings.bucket, reason=reason)) from exc
+        raise CorruptResult(E_CORRUPT.format(name=name, bucket=self.settings.bucket, reason=problem))
 
     def _decode(self, name: str, payload: bytes) -> dict[str, Any]:
         try:
@@ -182,7 +221,7 @@ class GCSBackend(KeyValueStoreBackend):
         expires_at = self._expiry(expires)
         meta[EXPIRES_FIELD] = _isoformat(expires_at)
         name = bytes_to_str(self.get_key_for_task(task_id))
-        payload = self.encode(meta)
+        payload = self._encode_state(meta, state)
         try:
             self._check_size(name, payload)
             counted_at = None
@@ -233,7 +272,11 @@ class GCSBackend(KeyValueStoreBackend):
                 if current is None:
                     expected = 0
                     continue
-                if self._decode(name, current.data).get("status") == states.SUCCESS:
+                try:
+                    status = self._decode(name, current.data).get("status")
+                except CorruptResult:
+                    status = None  # something else's bytes in this task's place: replaced
+                if status == states.SUCCESS:
                     return  # a duplicate run never overwrites a success (Celery's rule)
                 expected = current.generation
                 continue
@@ -249,6 +292,33 @@ class GCSBackend(KeyValueStoreBackend):
         meta = {"result": result.as_tuple(), EXPIRES_FIELD: _isoformat(expires_at)}
         self._put(bytes_to_str(self.get_key_for_group(group_id)), self.encode(meta), expires_at=expires_at)
         return result
+
+    def _encode_state(self, meta: dict[str, Any], state: str) -> bytes:
+        """Encode a state; a failure over the size limit loses the start of its traceback, not its error.
+
+        Otherwise a long traceback (deep recursion, a small gcs_max_result_bytes)
+        would replace the task's real error with a ResultTooLarge about it.
+        """
+        payload = self.encode(meta)
+        limit = self.settings.max_result_bytes
+        traceback = meta.get("traceback")
+        if len(payload) <= limit or state not in states.EXCEPTION_STATES or not traceback:
+            return payload
+        meta["traceback"] = TRACEBACK_CUT
+        bare = self.encode(meta)
+        if len(bare) > limit:
+            return bare  # too large even so: _check_size names it
+        # Keep as much of the end as fits, guessing from the bytes per character so far.
+        per_char = max(len(payload) - len(bare), 1) / len(traceback)
+        keep = int((limit - len(bare)) / per_char)
+        while keep > 0:
+            meta["traceback"] = TRACEBACK_CUT + traceback[len(traceback) - keep :]
+            payload = self.encode(meta)
+            if len(payload) <= limit:
+                return payload
+            keep = keep * 9 // 10
+        meta["traceback"] = TRACEBACK_CUT
+        return bare
 
     def _check_size(self, name: str, payload: bytes) -> None:
         limit = self.settings.max_result_bytes

@@ -16,7 +16,11 @@ no SUCCESS behind, so Celery replays the return (redelivery with
 finding the part already counted, repairs whatever was left: it takes over a
 claim whose holder is dead and completes the chord. A claim's holder is
 known dead when it ran on this host and its process is gone, or when its
-lease has run out.
+lease has run out. An error between the claim and the publish gives the
+claim up (a claim this very process holds but is not acting on counts as
+given up), so that Celery's retry of the store completes the chord; once the
+callback is published, the process remembers it until the chord's documents
+are deleted, so a retry never publishes it again.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 from kombu.utils.encoding import bytes_to_str
 
+from .errors import CorruptResult
 from .keys import encode_id
 from .stores.chord_docs import Chord, ChordStore, Claim, Holder
 from .stores.perprocess import PerProcess
@@ -78,6 +83,12 @@ class ChordCoordinator:
         # chord key -> total parts, once read: totals only grow (add_to_chord),
         # so "counted < a total read earlier" still proves "not complete".
         self._totals: PerProcess[dict[str, int]] = PerProcess(dict)
+        # Tokens of the claims this process is acting on. Any other claim held
+        # by this process was abandoned when an error cut its attempt short.
+        self._acting: PerProcess[set[str]] = PerProcess(set)
+        # chord key -> part ids, for chords this process published (or failed)
+        # but could not clean up: a retry cleans up, and never publishes again.
+        self._done: PerProcess[dict[str, list[str]]] = PerProcess(dict)
 
     # -- Celery's chord hooks -------------------------------------------------------
 
@@ -105,10 +116,16 @@ class ChordCoordinator:
 
     def complete_if_done(self, part: Part, may_wait: bool = False) -> None:
         key = self.key(part.group_id)
+        if key in self._done.get():
+            self._finish(key, self._done.get()[key])  # ended here; only the clean-up failed
+            return
         counted = self.store.counted(key)
         total = self._totals.get().get(key)
         if total is None or counted >= total:
             chord = self.store.read(key)
+            if chord is not None and chord.problem:
+                self._fire(part, key, may_wait)  # to fail it, once
+                return
             if chord is None or chord.total is None:
                 return  # the size is not known yet; the last part will see it
             total = self._totals.get()[key] = chord.total
@@ -117,13 +134,23 @@ class ChordCoordinator:
 
     def _fire(self, part: Part, key: str, may_wait: bool) -> None:
         mine = Claim(uuid.uuid4().hex, this_holder(), _now_plus(self._lease()))
-        chord = self._take_claim(key, mine, may_wait)
-        if chord is None:
-            return
+        acting = self._acting.get()
+        acting.add(mine.token)
+        try:
+            chord = self._take_claim(key, mine, may_wait)
+            if chord is not None:
+                self._fire_claimed(part, key, mine, chord)
+        finally:
+            acting.discard(mine.token)
+
+    def _fire_claimed(self, part: Part, key: str, mine: Claim, chord: Chord) -> None:
         self.after_claim(part)
         callback = maybe_signature(part.callback, app=self.backend.app)
         ids: list[str] = list(chord.added)  # the header's ids join them once read
         try:
+            if chord.problem:
+                ids = list(_leaf_ids(self._shape(part, chord)))  # what to clean up
+                raise ChordError(chord.problem)
             if chord.total is None or self.store.counted(key) < chord.total:
                 raise PartsInFlight("the chord grew after its last part was counted")
             shape = self._shape(part, chord)
@@ -139,10 +166,19 @@ class ChordCoordinator:
                 try:
                     self.backend.chord_error_from_stack(callback, exc)
                 finally:
-                    self._finish(key, ids)
+                    self._end(key, ids)
             return
+        except Exception:
+            # Nothing is published: give the claim up for the retry of this store.
+            self._release_quietly(key, mine.token)
+            raise
         publish_budget = self._publish_budget()
-        if not self.store.renew(key, Claim(mine.token, mine.holder, _now_plus(self._lease() + publish_budget))):
+        try:
+            renewed = self.store.renew(key, Claim(mine.token, mine.holder, _now_plus(self._lease() + publish_budget)))
+        except Exception:
+            self._release_quietly(key, mine.token)
+            raise
+        if not renewed:
             log.warning("Chord %s: claim lost before publishing; its holder publishes", part.group_id)
             return
         try:
@@ -151,12 +187,12 @@ class ChordCoordinator:
             log.exception("Chord %s: callback not published", part.group_id)
             self.backend.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
         finally:
-            self._finish(key, ids)
+            self._end(key, ids)
 
     def _take_claim(self, key: str, mine: Claim, may_wait: bool) -> Chord | None:
         """Claim the callback. A replayed return may wait out a remote holder's lease."""
         while True:
-            chord = self.store.claim(key, mine, can_take=can_take_over)
+            chord = self.store.claim(key, mine, can_take=self._can_take)
             if chord is not None:
                 return chord
             if not may_wait:
@@ -171,7 +207,10 @@ class ChordCoordinator:
 
     def _shape(self, part: Part, chord: Chord) -> list[Any]:
         """The header's results in header order, then those added to the chord: one GCS read."""
-        meta = self.backend._restore_group(part.group_id)
+        try:
+            meta = self.backend._restore_group(part.group_id)
+        except CorruptResult as exc:
+            raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
         if meta is None:
             raise ChordError(f"GroupResult {part.group_id} no longer exists")
         header: GroupResult = meta["result"]
@@ -186,11 +225,13 @@ class ChordCoordinator:
         nap = 0.02
         while missing:
             keys = [bytes_to_str(backend.get_key_for_task(task_id)) for task_id in missing]
-            for task_id, raw in zip(missing, backend.mget(keys)):
+            for task_id, key, raw in zip(missing, keys, backend.mget(keys)):
                 if raw is not None:
-                    meta = backend._decode(task_id, raw)
-                    if meta.get("status") in states.READY_STATES:
-                        meta = backend.meta_from_decoded(meta)
+                    try:
+                        meta = backend._task_meta(key, backend._decode(key, raw))
+                    except CorruptResult as exc:
+                        raise ChordError(f"Dependency {task_id} cannot be read: {exc}") from exc
+                    if meta["status"] in states.READY_STATES:
                         values[task_id] = (meta["status"], meta["result"])
             missing = [task_id for task_id in missing if task_id not in values]
             if missing and time.monotonic() >= deadline:
@@ -207,9 +248,27 @@ class ChordCoordinator:
                 raise error
         return {task_id: value for task_id, (_, value) in values.items()}
 
+    def _end(self, key: str, ids: list[str]) -> None:
+        """The callback is published, or its errbacks called: remember that, then clean up."""
+        self._done.get()[key] = ids
+        self._finish(key, ids)
+
     def _finish(self, key: str, ids: Iterable[str]) -> None:
         self.store.finish(key, (self._part_id(task_id) for task_id in ids))
         self._totals.get().pop(key, None)
+        self._done.get().pop(key, None)
+
+    def _can_take(self, claim: Claim) -> bool:
+        if can_take_over(claim):
+            return True
+        # Held by this very process, which is not acting on it: abandoned.
+        return claim.holder == this_holder() and claim.token not in self._acting.get()
+
+    def _release_quietly(self, key: str, token: str) -> None:
+        try:
+            self.store.release(key, token)
+        except Exception:  # the claim stays ours; _can_take lets this process take it again
+            log.warning("Chord key %s: could not release the claim", key, exc_info=True)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -233,7 +292,7 @@ class ChordCoordinator:
         )
 
     def _part_id(self, task_id: str) -> str:
-        return encode_id(task_id)
+        return part_document_id(task_id)
 
     def _expires_at(self) -> dt.datetime | None:
         return self.backend._expiry(self.backend.chord_expires)
@@ -261,6 +320,21 @@ class ChordCoordinator:
 
     def after_claim(self, part: Part) -> None:
         """Called right after this process claimed the callback."""
+
+
+def part_document_id(task_id: str) -> str:
+    """A task id as the id of its part's Firestore document.
+
+    Its object-name form (``encode_id``), except where Firestore refuses that:
+    ``encode_id`` keeps ``.`` and ``__name__`` as they are, fine in object
+    names, but Firestore rejects ``.`` as an id and reserves ``__.*__``. Their
+    first character is %-escaped, which ``encode_id`` never does to ``.`` or
+    ``_``, so no two task ids share a document.
+    """
+    encoded = encode_id(task_id)
+    if encoded == "." or (encoded.startswith("__") and encoded.endswith("__")):
+        return f"%{ord(encoded[0]):02X}{encoded[1:]}"
+    return encoded
 
 
 def this_holder() -> Holder:

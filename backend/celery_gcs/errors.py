@@ -5,7 +5,8 @@ Hierarchy::
     CeleryGCSError
     ├── ConfigurationError      (also celery.exceptions.ImproperlyConfigured)
     │   ├── BucketNotFound          the configured bucket does not exist
-    │   └── DatabaseNotFound        the configured Firestore database does not exist
+    │   ├── DatabaseNotFound        the configured Firestore database does not exist
+    │   └── AccessDenied            the worker's identity may not use the bucket or database
     ├── StoreError              (also celery.exceptions.BackendStoreError)
     │   └── ResultTooLarge          an encoded result is over gcs_max_result_bytes
     ├── CorruptResult           a stored object cannot be decoded
@@ -24,12 +25,26 @@ E_BUCKET_MISSING = (
 E_DATABASE_MISSING = (
     "Firestore database {database!r} does not exist in project {project}; create it "
     "(see infra/ or `gcloud firestore databases create --database={database}`), "
-    "or fix firestore_database"
+    "or fix firestore_database / firestore_project"
+)
+E_BUCKET_DENIED = (
+    "the worker's identity may not {action} gs://{bucket}/{name} ({reason}); check that "
+    "result_backend / gcs_bucket names your results bucket, and that the identity has "
+    "roles/storage.objectUser on it"
+)
+E_DATABASE_DENIED = (
+    "the worker's identity may not use Firestore database {database!r} in project {project} "
+    "({reason}); check firestore_project and firestore_database, and that the identity has "
+    "roles/datastore.user on that database"
 )
 E_RESULT_TOO_LARGE = (
     "result {name} is {size:,} bytes encoded, over the {limit:,}-byte limit "
     "(gcs_max_result_bytes); store large payloads elsewhere and return a reference, "
     "or raise gcs_max_result_bytes"
+)
+E_CHORD_FIELD = (
+    "chord document {path!r} in Firestore database {database!r}: field {field!r} is {value!r}, {problem}; "
+    "it was edited by hand or written by something other than celery-gcs"
 )
 E_CORRUPT = (
     "object {name!r} in bucket {bucket!r} is not a result Celery can decode ({reason}); "
@@ -51,6 +66,10 @@ class BucketNotFound(ConfigurationError):
 
 class DatabaseNotFound(ConfigurationError):
     """The configured Firestore database does not exist."""
+
+
+class AccessDenied(ConfigurationError):
+    """The worker's identity may not use the configured bucket or database (HTTP 403, PERMISSION_DENIED)."""
 
 
 class StoreError(CeleryGCSError, BackendStoreError):

@@ -7,9 +7,14 @@ Used by the tests (fault injection), ``make demo`` and ``make bench``
   counted by kind (``object.read``, ``object.write``, ``bucket.read``...), and
   can be answered with an injected status (429, 503) instead of forwarded.
 * HTTP/2 with gRPC (the Firestore emulator): each new stream is one RPC,
-  counted by its method (``Commit``, ``BatchGetDocuments``...).
+  counted by its method (``Commit``, ``BatchGetDocuments``...), and can have
+  its connection reset before it reaches the emulator, or after (its answer
+  lost); the gRPC client reconnects.
 * Any protocol: added latency, connection resets, and a blackhole that
   accepts connections and never answers.
+
+Every fault injected is counted in ``Proxy.injected``, so a test can tell
+that the faults it asked for really happened.
 
 Everything runs on one asyncio loop in a daemon thread; the proxy only ever
 listens on and connects to 127.0.0.1.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import random
 import re
 import threading
@@ -35,19 +41,46 @@ class Faults:
     #: Probability that an HTTP request is answered with one of ``statuses``.
     error_rate: float = 0.0
     statuses: tuple[int, ...] = (503,)
-    #: Probability that a request (HTTP/1) or a new connection (any) is reset.
+    #: What an injected HTTP error says: the ``message`` of GCS's JSON error body.
+    error_message: str = "injected by the test proxy"
+    #: Probability that a request (HTTP/1), a call (gRPC) or a new connection
+    #: (any) is reset before it reaches the emulator.
     reset_rate: float = 0.0
+    #: Probability that a request (HTTP/1) or call (gRPC) reaches the emulator
+    #: and is served, but its connection is reset before the answer gets back:
+    #: the client cannot tell whether it happened, and retries.
+    lost_response_rate: float = 0.0
     #: Seconds added before each request (HTTP/1) or chunk (other protocols) is forwarded.
     latency: float = 0.0
     #: Accept connections but never forward or answer anything.
     blackhole: bool = False
     #: Close every connection and refuse new ones, as a service that is down.
     down: bool = False
+    #: Only requests of these kinds (as counted: ``object.write``,
+    #: ``firestore.Commit``...) get per-request faults; empty: every request.
+    #: Connection-level faults (reset on connect) apply only when empty.
+    only: frozenset[str] = frozenset()
+    #: How many more per-request faults to inject; None: no limit.
+    limit: int | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def clear(self) -> None:
-        self.error_rate = self.reset_rate = self.latency = 0.0
+        self.error_rate = self.reset_rate = self.lost_response_rate = self.latency = 0.0
+        self.statuses = (503,)
+        self.error_message = "injected by the test proxy"
         self.blackhole = self.down = False
+        self.only = frozenset()
+        self.limit = None
+
+    def strikes(self, rate: float, kind: str | None = None) -> bool:
+        """Whether a request of ``kind`` (None: a new connection) gets a fault of this rate."""
+        if not rate or self.limit == 0 or (self.only and kind not in self.only):
+            return False
+        if self.rng.random() >= rate:
+            return False
+        if self.limit is not None:
+            self.limit -= 1
+        return True
 
 
 def classify_gcs(method: str, path: str) -> str:
@@ -80,6 +113,8 @@ class Proxy:
         self.protocol = protocol
         self.faults = Faults()
         self.counts: collections.Counter[str] = collections.Counter()
+        #: Faults injected, by kind: ``reset``, ``lost_response``, ``status.503``, ``down``...
+        self.injected: collections.Counter[str] = collections.Counter()
         self.port = 0
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -104,7 +139,7 @@ class Proxy:
                 self._server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
-            # Let every connection's task end, so none is destroyed while pending.
+            # Let every connection's task end here, not be destroyed pending with the loop.
             tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
@@ -133,15 +168,25 @@ class Proxy:
         with self._lock:
             return dict(self.counts)
 
+    def inject(self, kind: str) -> None:
+        with self._lock:
+            self.injected[kind] += 1
+
+    def injected_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.injected)
+
     def reset_counts(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.injected.clear()
 
     # -- serving ----------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         faults = self.faults
-        if faults.down or (faults.reset_rate and faults.rng.random() < faults.reset_rate):
+        if faults.down or faults.strikes(faults.reset_rate):
+            self.inject("down" if faults.down else "reset")
             writer.transport.abort()
             return
         self._writers.add(writer)
@@ -154,11 +199,12 @@ class Proxy:
                 return
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
             self._writers.add(up_writer)
+            link = _Link(writer, up_writer)
             try:
                 inspect = _GrpcCounter(self.count) if self.protocol == "grpc" else None
                 await asyncio.gather(
-                    self._pipe(reader, up_writer, inspect),
-                    self._pipe(up_reader, writer, None),
+                    self._pipe(reader, up_writer, link, inspect),
+                    self._pipe(up_reader, writer, link, None),
                 )
             finally:
                 self._writers.discard(up_writer)
@@ -177,17 +223,32 @@ class Proxy:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        link: _Link,
         inspect: _GrpcCounter | None,
     ) -> None:
+        """Forward one direction; ``inspect`` is set on the client-to-emulator side of gRPC."""
+        faults = self.faults
         try:
             while data := await reader.read(_CHUNK):
-                if self.faults.down or self.faults.blackhole:
-                    writer.transport.abort()
+                if faults.down or faults.blackhole:
+                    self.inject("down" if faults.down else "blackhole")
+                    link.abort()
                     return
-                if self.faults.latency:
-                    await asyncio.sleep(self.faults.latency)
-                if inspect:
-                    inspect.feed(data)
+                if faults.latency:
+                    await asyncio.sleep(faults.latency)
+                if inspect is None and link.doomed:
+                    # An answer from the emulator on a connection whose call
+                    # was served: it never reaches the client.
+                    self.inject("lost_response")
+                    link.abort()
+                    return
+                for kind in inspect.feed(data) if inspect else ():
+                    if faults.strikes(faults.reset_rate, kind):
+                        self.inject("reset")
+                        link.abort()
+                        return
+                    if faults.strikes(faults.lost_response_rate, kind):
+                        link.doomed = True
                 writer.write(data)
                 await writer.drain()
         finally:
@@ -208,21 +269,34 @@ class Proxy:
                 return
             method, path, headers = _parse_head(head)
             body = await _read_body(reader, headers)
-            self.count(classify_gcs(method, path))
+            kind = classify_gcs(method, path)
+            self.count(kind)
             faults = self.faults
             if faults.down:
+                self.inject("down")
                 writer.transport.abort()
+                return
+            if faults.blackhole:
+                self.inject("blackhole")
+                await reader.read()  # hold the connection open, answer nothing
                 return
             if faults.latency:
                 await asyncio.sleep(faults.latency)
-            if faults.reset_rate and faults.rng.random() < faults.reset_rate:
+            if faults.strikes(faults.reset_rate, kind):
+                self.inject("reset")
                 writer.transport.abort()
                 return
-            if faults.error_rate and faults.rng.random() < faults.error_rate:
-                writer.write(_error_response(faults.rng.choice(faults.statuses)))
+            if faults.strikes(faults.error_rate, kind):
+                status = faults.rng.choice(faults.statuses)
+                self.inject(f"status.{status}")
+                writer.write(_error_response(status, faults.error_message))
                 await writer.drain()
                 continue
             response = await self._forward(head, body, method)
+            if faults.strikes(faults.lost_response_rate, kind):
+                self.inject("lost_response")
+                writer.transport.abort()
+                return
             writer.write(response)
             await writer.drain()
 
@@ -275,13 +349,29 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], resp
     return await reader.readexactly(length) if length else b""
 
 
-def _error_response(status: int) -> bytes:
-    reason = {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
-    body = b'{"error": {"code": %d, "message": "injected by the test proxy"}}' % status
+def _error_response(status: int, message: str) -> bytes:
+    reason = {
+        403: "Forbidden", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+    }.get(status, "Error")  # fmt: skip
+    body = json.dumps({"error": {"code": status, "message": message, "errors": [{"message": message}]}}).encode()
     return (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+class _Link:
+    """Both ends of one proxied connection."""
+
+    def __init__(self, client: asyncio.StreamWriter, upstream: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.upstream = upstream
+        #: A call on it was served and its answer is to be lost.
+        self.doomed = False
+
+    def abort(self) -> None:
+        self.client.transport.abort()
+        self.upstream.transport.abort()
 
 
 class _GrpcCounter:
@@ -295,24 +385,27 @@ class _GrpcCounter:
         self._buffer = bytearray()
         self._preface_seen = False
         self._header_block: bytearray | None = None
+        self._started: list[str] = []
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> list[str]:
+        """Take the next bytes the client sent; return the kinds of the calls they start."""
         self._buffer += data
+        self._started: list[str] = []
         if not self._preface_seen:
             preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
             if len(self._buffer) < len(preface):
-                return
+                return []
             if bytes(self._buffer[: len(preface)]) != preface:
                 self._preface_seen = True  # not HTTP/2 after all: count nothing
                 self._count("non-grpc")
-                self.feed = lambda data: None  # type: ignore[method-assign]
-                return
+                self.feed = lambda data: []  # type: ignore[method-assign]
+                return []
             del self._buffer[: len(preface)]
             self._preface_seen = True
         while len(self._buffer) >= 9:
             length = int.from_bytes(self._buffer[0:3], "big")
             if len(self._buffer) < 9 + length:
-                return
+                break
             kind, flags = self._buffer[3], self._buffer[4]
             payload = bytes(self._buffer[9 : 9 + length])
             del self._buffer[: 9 + length]
@@ -329,6 +422,7 @@ class _GrpcCounter:
                 self._header_block += payload
                 if flags & 0x4:
                     self._end_headers()
+        return self._started
 
     def _end_headers(self) -> None:
         block, self._header_block = bytes(self._header_block or b""), None
@@ -336,4 +430,6 @@ class _GrpcCounter:
         path = headers.get(":path") or headers.get(b":path")
         if path:
             path = path.decode() if isinstance(path, bytes) else path
-            self._count("firestore." + path.rsplit("/", 1)[-1])
+            kind = "firestore." + path.rsplit("/", 1)[-1]
+            self._count(kind)
+            self._started.append(kind)

@@ -17,7 +17,7 @@ from google.api_core import exceptions as api
 from google.cloud import storage
 
 from .. import retry
-from ..errors import E_BUCKET_MISSING, BucketNotFound, TransientError
+from ..errors import E_BUCKET_DENIED, E_BUCKET_MISSING, AccessDenied, BucketNotFound, TransientError
 from ..settings import Settings
 from .perprocess import PerProcess
 
@@ -72,6 +72,8 @@ class ObjectStore:
             if _bucket_missing(exc):
                 raise self._bucket_not_found() from exc
             return None
+        except api.Forbidden as exc:
+            raise self._denied("read", blob.name, exc) from exc
         except api.RetryError as exc:
             raise TransientError(f"reading gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
         return StoredObject(data, int(blob.generation or 0))
@@ -108,6 +110,8 @@ class ObjectStore:
             raise GenerationMismatch(name) from exc
         except api.NotFound as exc:
             raise self._bucket_not_found() from exc
+        except api.Forbidden as exc:
+            raise self._denied("write", blob.name, exc) from exc
         except api.RetryError as exc:
             raise TransientError(f"writing gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
         return int(blob.generation or 0)
@@ -120,12 +124,19 @@ class ObjectStore:
         except api.NotFound as exc:
             if _bucket_missing(exc):
                 raise self._bucket_not_found() from exc
+        except api.Forbidden as exc:
+            raise self._denied("delete", blob.name, exc) from exc
         except api.RetryError as exc:
             raise TransientError(f"deleting gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
 
     def close(self) -> None:
         self._pool.clear()
         self._client.clear()
+
+    def _denied(self, action: str, name: str, exc: api.Forbidden) -> AccessDenied:
+        return AccessDenied(
+            E_BUCKET_DENIED.format(action=action, bucket=self._settings.bucket, name=name, reason=exc.message)
+        )
 
     def _bucket_not_found(self) -> BucketNotFound:
         project = self._settings.project or self._client.get().project or "not set"

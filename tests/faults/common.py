@@ -1,0 +1,30 @@
+"""Helpers shared by the fault and hostile-input tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+
+def sig(app: Any, task: Any, *args: Any, **options: Any) -> Any:
+    """A signature of an e2e task, by name, bound to the test's client app."""
+    return app.signature(task.name, args=args, **options)
+
+
+def callback_runs(app: Any, result: Any) -> int:
+    """How many times the chord callback ``tasks.collect`` ran for ``result``."""
+    client = redis.Redis.from_url(app.conf.broker_url)
+    return int(client.get(f"callback-runs:{result.id}") or 0)
+
+
+def errbacks(app: Any, result: Any) -> list[str]:
+    """The errors ``tasks.on_chord_error`` was called with for the callback ``result``."""
+    client = redis.Redis.from_url(app.conf.broker_url)
+    return [item.decode() for item in client.lrange(f"errbacks:{result.id}", 0, -1)]
+
+
+def settle(seconds: float = 1.5) -> None:
+    """Give a duplicate callback, if one were coming, time to run."""
+    time.sleep(seconds)

@@ -1,0 +1,183 @@
+"""Configuration that points at the wrong place: a missing Firestore database, a wrong project,
+a bucket or database the worker's identity may not use. Each is a clear error naming it.
+
+The Firestore emulator cannot say "no such database" or "permission denied"
+(it creates whatever it is asked for), so those answers come from a gRPC
+server that replies as Cloud Firestore does (``refusing.py``); GCS's 403
+comes from the proxy, with the service's message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import chord, states
+from celery.app.task import Context
+from celery_gcs import AccessDenied, ConfigurationError, DatabaseNotFound
+from celery_gcs.chords import can_take_over, this_holder
+from celery_gcs.settings import parse
+from celery_gcs.stores.chord_docs import ChordStore, Claim
+from google.api_core import exceptions as api
+from google.cloud import firestore
+
+from ..e2e import tasks
+from . import refusing
+from .common import sig
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+PROJECT = "team-prod-1"
+
+
+@pytest.fixture
+def refusing_firestore(monkeypatch) -> Iterator[Any]:
+    """Point Firestore clients made from now on at a server that refuses every call."""
+    servers: list[refusing.RefusingFirestore] = []
+
+    def start(answer: tuple[Any, str], **names: str) -> refusing.RefusingFirestore:
+        code, message = answer
+        server = refusing.RefusingFirestore(code, message.format(**names)).start()
+        servers.append(server)
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{server.port}")
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def _store(stack: Any, query: str) -> ChordStore:
+    return ChordStore(parse(f"gcs://{stack.bucket}?{query}", {}))
+
+
+def _every_chord_call(store: ChordStore) -> dict[str, Any]:
+    """Run each kind of Firestore call the chord code makes; what each raised."""
+    key = f"chord-unlock-{uuid.uuid4()}"
+    calls = {
+        "set_size": lambda: store.set_size(key, 2, None),
+        "count_part": lambda: store.count_part(key, "t1", 0, None),
+        "counted": lambda: store.counted(key),
+        "read": lambda: store.read(key),
+        "claim": lambda: store.claim(key, Claim("t", this_holder(), None), can_take_over),  # type: ignore[arg-type]
+        "finish": lambda: store.finish(key, ["t1"]),
+    }
+    raised = {}
+    for name, call in calls.items():
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - collected, asserted by the caller
+            raised[name] = exc
+    return raised
+
+
+def test_the_emulator_creates_any_database_in_any_project(stack) -> None:
+    """Why the refusing server exists: the emulator never reports a missing database."""
+    client = firestore.Client(project="no-such-project", database="no-such-database")
+    client.collection("c").document("d").set({"x": 1})
+    assert client.collection("c").document("d").get().to_dict() == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("answer", "query", "database", "project"),
+    [
+        (refusing.MISSING_DATABASE, f"firestore_database=chords-db&firestore_project={PROJECT}", "chords-db", PROJECT),
+        (refusing.PROJECT_WITHOUT_DATABASE, f"firestore_project={PROJECT}", "(default)", PROJECT),
+        (refusing.PROJECT_WITHOUT_DATABASE, "firestore_project=typo-project", "(default)", "typo-project"),
+    ],
+    ids=["named-database", "default-database", "wrong-project"],
+)
+def test_a_missing_firestore_database_is_a_clear_error_on_every_chord_call(
+    stack, refusing_firestore, answer, query: str, database: str, project: str
+) -> None:
+    server = refusing_firestore(answer, database=database, project=project)
+    raised = _every_chord_call(_store(stack, query))
+    assert set(raised) == {"set_size", "count_part", "counted", "read", "claim", "finish"}
+    for name, exc in raised.items():
+        assert isinstance(exc, DatabaseNotFound) and isinstance(exc, ConfigurationError), name
+        message = str(exc)
+        assert f"Firestore database {database!r} does not exist in project {project}" in message, name
+        assert "firestore_database / firestore_project" in message, name
+        assert isinstance(exc.__cause__, api.NotFound), name
+    assert len(server.calls) == 6  # each refused once, not retried
+
+
+def test_a_firestore_project_or_database_the_identity_may_not_use_is_a_clear_error(
+    stack, refusing_firestore
+) -> None:
+    server = refusing_firestore(refusing.PERMISSION_DENIED)
+    raised = _every_chord_call(_store(stack, f"firestore_project={PROJECT}&firestore_database=chords-db"))
+    assert len(raised) == 6
+    for name, exc in raised.items():
+        assert isinstance(exc, AccessDenied), name
+        message = str(exc)
+        assert f"may not use Firestore database 'chords-db' in project {PROJECT}" in message, name
+        assert "Missing or insufficient permissions" in message and "roles/datastore.user" in message, name
+    assert len(server.calls) == 6
+
+
+def test_a_missing_document_is_not_taken_for_a_missing_database(stack, refusing_firestore) -> None:
+    refusing_firestore(refusing.NO_DOCUMENT, project=PROJECT, database="(default)")
+    with pytest.raises(api.NotFound) as caught:
+        _store(stack, f"firestore_project={PROJECT}").set_size("chord-unlock-x", 1, None)
+    assert not isinstance(caught.value, DatabaseNotFound)
+
+
+def test_applying_a_chord_without_its_database_fails_at_once_and_other_results_are_kept(
+    make_app, stack, refusing_firestore
+) -> None:
+    app = make_app()
+    app.backend.store_result("kept", "fine", states.SUCCESS)
+    refusing_firestore(refusing.MISSING_DATABASE, database="(default)", project=stack.stack.project)
+    with pytest.raises(DatabaseNotFound):
+        chord([sig(app, tasks.add, 1, 1), sig(app, tasks.add, 2, 2)])(sig(app, tasks.collect))
+    # A header task that runs anyway cannot be counted: its store is the same clear error.
+    part = Context(id=str(uuid.uuid4()), group=str(uuid.uuid4()), group_index=0, chord=dict(sig(app, tasks.collect)))
+    with pytest.raises(DatabaseNotFound):
+        app.backend.store_result(part.id, 2, states.SUCCESS, request=part)
+    app.backend.store_result("also-kept", "fine too", states.SUCCESS)
+    reader = make_app().backend
+    assert [reader.get_task_meta(t)["result"] for t in ("kept", "also-kept")] == ["fine", "fine too"]
+
+
+GCS_DENIED = (
+    "celery-worker@team-prod-1.iam.gserviceaccount.com does not have storage.objects.{verb} access "
+    "to the Google Cloud Storage object. Permission 'storage.objects.{verb}' denied on resource "
+    "(or it may not exist)."
+)
+
+
+@pytest.mark.parametrize(
+    ("action", "verb", "kind"),
+    [("write", "create", "object.write"), ("read", "get", "object.read"), ("delete", "delete", "object.delete")],
+)
+def test_a_bucket_the_identity_may_not_use_is_a_clear_error(make_app, stack, action, verb, kind) -> None:
+    backend = make_app().backend
+    backend.store_result("existing", 1, states.SUCCESS)
+    stack.gcs.faults.only = frozenset({kind})
+    stack.gcs.faults.error_rate = 1.0
+    stack.gcs.faults.statuses = (403,)
+    stack.gcs.faults.error_message = GCS_DENIED.format(verb=verb)
+    stack.gcs.reset_counts()
+    operation = {
+        "write": lambda: backend.store_result("denied", 1, states.SUCCESS),
+        "read": lambda: backend.get_task_meta("existing", cache=False),
+        "delete": lambda: backend.forget("existing"),
+    }[action]
+    with pytest.raises(AccessDenied) as caught:
+        operation()
+    message = str(caught.value)
+    assert f"may not {action} gs://{stack.bucket}/{backend.settings.base_path}/celery-task-meta-" in message
+    assert f"storage.objects.{verb}" in message and "roles/storage.objectUser" in message
+    assert isinstance(caught.value, ConfigurationError)
+    assert stack.gcs.injected_snapshot() == {"status.403": 1}  # refused once, not retried
+
+
+def test_a_wrong_gcs_project_does_not_matter_to_results(make_app, stack) -> None:
+    """Bucket names are global: object reads and writes never name a project, so a wrong
+    ``gcs_project`` changes nothing but the project named in a missing bucket's error."""
+    app = make_app(gcs_project="not-the-right-project")
+    app.backend.store_result("t-proj", "stored", states.SUCCESS)
+    assert make_app().backend.get_task_meta("t-proj")["result"] == "stored"

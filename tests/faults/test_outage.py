@@ -1,0 +1,112 @@
+"""GCS and Firestore down for longer than the retry deadline.
+
+With ``result_backend_always_retry`` the store is retried with backoff
+(``result_backend_max_retries``) and succeeds once the services are back;
+without it, the task's failure to store is reported in the worker's log,
+naming the object. Either way the worker process stays up and serves the next
+task once the services are back.
+
+The work is queued first and the worker started during the outage, so every
+store meets it; the services come back once the worker's log shows the
+failures (each after a full retry deadline).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from celery import chord, states
+
+from ..e2e import tasks
+from .common import callback_runs, settle, sig
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+#: gcs_retry_deadline: how long each GCS or Firestore call is retried for.
+DEADLINE = 1.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def down(stack: Any, *names: str) -> None:
+    for name in names:
+        getattr(stack, name).faults.down = True
+
+
+def back(stack: Any, *names: str) -> None:
+    for name in names:
+        getattr(stack, name).faults.clear()
+
+
+@pytest.mark.parametrize(
+    "always_retry", [False, True], ids=["without-always-retry", "always-retry-runs-out"]
+)
+def test_a_store_failure_is_reported_naming_the_object_and_the_worker_carries_on(
+    app, start_worker, stack, always_retry: bool
+) -> None:
+    lost = sig(app, tasks.add, 2, 2).apply_async()
+    down(stack, "gcs")
+    retries = {
+        "result_backend_max_retries": 2,
+        "result_backend_base_sleep_between_retries_ms": 100,
+        "result_backend_max_sleep_between_retries_ms": 200,
+    }
+    worker = start_worker(
+        gcs_retry_deadline=DEADLINE, result_backend_always_retry=always_retry, **(retries if always_retry else {})
+    )
+    name = f"gs://{stack.bucket}/{app.backend.settings.base_path}/celery-task-meta-{lost.id}"
+    transient = f'TransientError("writing {name}: Timeout of {DEADLINE}s exceeded'
+    if always_retry:
+        stored, failed = (
+            f"BackendStoreError('failed to store result on the backend') state:{state} task_id:{lost.id}"
+            for state in (states.SUCCESS, states.FAILURE)
+        )
+    else:
+        stored = failed = transient
+    # The pool child reports that the result could not be stored; then the
+    # worker's main process, that the failure this causes could not be either.
+    wait_until(lambda: f"Pool callback raised exception: {failed}" in worker.log())
+    log = worker.log()
+    assert f"Exception raised outside body: {stored}" in log
+    # The cause, in the traceback, however many retries it took.
+    assert f"celery_gcs.errors.TransientError: writing {name}: Timeout of {DEADLINE}s exceeded" in log
+    assert ("Retrying 1 more times" in log) is always_retry
+    back(stack, "gcs")
+    assert worker.process.poll() is None
+    assert sig(app, tasks.add, 3, 3).apply_async().get(timeout=60) == 6
+    # Neither the result nor the failure could be stored: the log is the record.
+    assert lost.state == states.PENDING
+
+
+def test_with_always_retry_results_and_chords_are_stored_once_the_services_are_back(
+    app, start_worker, stack
+) -> None:
+    single = sig(app, tasks.add, 2, 2).apply_async()
+    chorded = chord(sig(app, tasks.add, n, n) for n in range(4))(sig(app, tasks.collect))
+    down(stack, "gcs", "firestore")
+    worker = start_worker(
+        gcs_retry_deadline=DEADLINE,
+        result_backend_always_retry=True,
+        result_backend_max_retries=1000,
+        result_backend_base_sleep_between_retries_ms=100,
+        result_backend_max_sleep_between_retries_ms=500,
+    )
+    retrying = "Failed operation _store_result. Retrying"
+    # Each retry follows a call that failed for a whole deadline; both children retry.
+    wait_until(lambda: worker.log().count(retrying) >= 6)
+    back(stack, "gcs", "firestore")
+    assert single.get(timeout=120) == 4
+    assert chorded.get(timeout=120) == [0, 2, 4, 6]
+    settle()
+    assert callback_runs(app, chorded) == 1
+    assert worker.process.poll() is None
+    assert sig(app, tasks.add, 3, 3).apply_async().get(timeout=60) == 6
+    assert stack.gcs.injected_snapshot()["down"] and stack.firestore.injected_snapshot()["down"]
