@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery_gcs.proxy import Proxy, classify_gcs
+from celery_gcs.proxy import Proxy, _Link, classify_gcs
 
 #: The proxies, by name: (upstream service, protocol).
 PROXIES = {
@@ -72,10 +72,12 @@ class BillingProxy(Proxy):
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
             self._writers.add(up_writer)
             connection = _GrpcConnection(self.count)
+            link = _Link(writer, up_writer)
             try:
+                # The bench injects no faults: both directions are only observed.
                 await asyncio.gather(
-                    self._pipe(reader, up_writer, connection.requests),
-                    self._pipe(up_reader, writer, connection.responses),
+                    self._pipe(reader, up_writer, link, None, observe=connection.requests.feed),
+                    self._pipe(up_reader, writer, link, None, observe=connection.responses.feed),
                 )
             finally:
                 self._writers.discard(up_writer)

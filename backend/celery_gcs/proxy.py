@@ -225,8 +225,12 @@ class Proxy:
         writer: asyncio.StreamWriter,
         link: _Link,
         inspect: _GrpcCounter | None,
+        observe: Callable[[bytes], object] | None = None,
     ) -> None:
-        """Forward one direction; ``inspect`` is set on the client-to-emulator side of gRPC."""
+        """Forward one direction; ``inspect`` is set on the client-to-emulator side of gRPC.
+
+        ``observe`` sees every chunk forwarded, for subclasses that count more.
+        """
         faults = self.faults
         try:
             while data := await reader.read(_CHUNK):
@@ -249,6 +253,8 @@ class Proxy:
                         return
                     if faults.strikes(faults.lost_response_rate, kind):
                         link.doomed = True
+                if observe:
+                    observe(data)
                 writer.write(data)
                 await writer.drain()
         finally:

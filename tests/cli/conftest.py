@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from celery_gcs import devstack
 
 #: The console script pyproject declares, as installed in the virtualenv.

@@ -14,10 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 import grpc
+from celery_gcs import devstack
 from google.cloud import firestore_admin_v1
 from google.cloud.firestore_v1.types import firestore as firestore_types
-
-from celery_gcs import devstack
 
 
 @dataclass

@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 import redis
-from google.cloud import firestore, storage
-
 from celery_gcs import demo, demo_tasks, devstack
+from google.cloud import firestore, storage
 
 from .conftest import MARKER, clean_env, marked_processes, port_open, run_cli
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from celery_gcs import dev, devstack
 
 from .conftest import clean_env, marked_processes, port_open, run_cli

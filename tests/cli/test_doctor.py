@@ -13,11 +13,10 @@ from typing import Any
 
 import grpc
 import pytest
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import firestore_admin_v1, storage
-
 from celery_gcs import cli, devstack
 from celery_gcs.doctor import WORKER_PERMISSIONS, Config, Doctor, Status, judge_lifecycle
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore_admin_v1, storage
 
 from .conftest import clean_env, run_cli
 from .fakes import FakeFirestore, FakeGCS

@@ -6,7 +6,6 @@ import datetime as dt
 import uuid
 
 import pytest
-
 from celery_gcs import chords
 from celery_gcs.settings import parse
 from celery_gcs.stores.chord_docs import ChordStore, Claim, Holder
@@ -20,7 +19,7 @@ def store(stack) -> ChordStore:
 
 
 def _in(seconds: float) -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
 
 
 def test_a_part_is_counted_once_with_one_write(store, stack) -> None:

@@ -9,13 +9,12 @@ import subprocess
 import sys
 
 from celery.result import AsyncResult, GroupResult
-
 from celery_gcs import chords
 from celery_gcs.stores.chord_docs import Chord, Claim, Holder
 
 
 def _claim(holder: Holder, seconds: float) -> Claim:
-    return Claim("t", holder, dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds))
+    return Claim("t", holder, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds))
 
 
 def test_a_live_holder_here_keeps_its_claim() -> None:
