@@ -18,7 +18,7 @@ from celery import Celery
 from celery_gcs import devstack
 from celery_gcs.proxy import Proxy
 
-from .workers import Worker
+from .workers import APP, Worker
 
 
 @dataclass
@@ -114,7 +114,13 @@ def app(make_app: Any) -> Celery:
 
 
 @pytest.fixture
-def start_worker(stack: Local, backend_url: str, tmp_path: Path) -> Iterator[Any]:
+def worker_app() -> str:
+    """The Celery app module workers load; a suite overrides it to add tasks."""
+    return APP
+
+
+@pytest.fixture
+def start_worker(stack: Local, backend_url: str, tmp_path: Path, worker_app: str) -> Iterator[Any]:
     """Start real `celery worker` processes (prefork) on the local stack."""
     workers: list[Worker] = []
 
@@ -125,6 +131,7 @@ def start_worker(stack: Local, backend_url: str, tmp_path: Path) -> Iterator[Any
             conf=conf,
             concurrency=concurrency,
             log_path=tmp_path / f"worker-{len(workers)}.log",
+            app=worker_app,
         )
         workers.append(worker)
         worker.start()
