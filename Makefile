@@ -16,11 +16,20 @@ help:
 	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
 	@echo "make image-test build the worker image with podman and test it (root)"
 
-# The virtualenv follows uv.lock exactly; re-synced whenever the lock changes.
-$(BIN)/.synced: uv.lock pyproject.toml
+# The virtualenv follows uv.lock exactly: every extra and the dev group, re-synced
+# whenever the lock changes. The demo needs only the cli and local extras, so
+# `make demo` on a fresh machine installs just those (--inexact: it removes nothing
+# a full sync put there).
+$(BIN)/uv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	test -x $(BIN)/uv || $(BIN)/pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/pip install --quiet "uv==$(UV_VERSION)"
+
+$(BIN)/.synced: uv.lock pyproject.toml | $(BIN)/uv
 	$(BIN)/uv sync --frozen --all-extras --quiet
+	touch $@ $(BIN)/.synced-demo
+
+$(BIN)/.synced-demo: uv.lock pyproject.toml | $(BIN)/uv
+	$(BIN)/uv sync --frozen --extra cli --extra local --no-default-groups --inexact --quiet
 	touch $@
 
 venv: $(BIN)/.synced
@@ -37,10 +46,12 @@ test: venv system-deps
 test-all: venv system-deps
 	$(BIN)/pytest -m '' $(PYTEST_ARGS)
 
+# ruff, and the architecture contract in pyproject.toml ([tool.importlinter]).
 lint: venv
 	$(BIN)/ruff check backend infra tests bench
+	$(BIN)/lint-imports
 
-demo: venv system-deps
+demo: $(BIN)/.synced-demo system-deps
 	$(BIN)/celery-gcs demo
 
 # BENCH_ARGS=--quick for a smoke run, --full for every 10,000-part chord to the end.

@@ -1,6 +1,6 @@
 """Counting proxies in a process of their own, with billable units per request.
 
-Four proxies, built on ``celery_gcs.proxy.Proxy``: GCS and Firestore for the
+Four proxies, built on ``celery_gcs.local.proxy.Proxy``: GCS and Firestore for the
 workers, GCS and Firestore for the client, so that the worker's requests and
 the client's are counted apart. They run in a child process so that
 forwarding never competes with the client being measured for the GIL
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery_gcs.proxy import Proxy, _Link, classify_gcs
+from celery_gcs.local.proxy import Proxy, _Link, classify_gcs
 
 #: The proxies, by name: (upstream service, protocol).
 PROXIES = {

@@ -43,7 +43,7 @@ PRICES = {
     "firestore.delete": 0.02 / 100_000,
 }
 
-#: Request kinds counted by the proxies (celery_gcs.proxy.classify_gcs) -> price.
+#: Request kinds counted by the proxies (celery_gcs.local.proxy.classify_gcs) -> price.
 _GCS_CLASS = {
     "object.write": "gcs.class_a",
     "object.patch": "gcs.class_a",

@@ -27,8 +27,8 @@ FRAMES = {
     "ChordStore.read": "read the chord document (size)",
     "ChordCoordinator._fire": "claim, gather the results, publish the callback",
     "ChordStore.finish": "delete the chord's documents",
-    "ObjectStore.put": "store the result in GCS",
-    "ObjectStore.get": "read results from GCS",
+    "ResultStore.put": "store the result in GCS",
+    "ResultStore.get": "read results from GCS",
 }
 
 

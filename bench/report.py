@@ -460,7 +460,7 @@ On a shared machine CPU time moves less than wall time, and it shows where the t
   chord: {run_counts or "-"}. Chords stopped at a time budget ({budget_text}) are reported as not
   finished, with the parts stored by then and an extrapolation (least squares fit of time against
   parts stored).
-- Requests: counting proxies (`bench/counting.py`, built on `celery_gcs.proxy`) in front of the
+- Requests: counting proxies (`bench/counting.py`, built on `celery_gcs.local.proxy`) in front of the
   emulators, one pair for the workers and one for this process.
 - Prices (retrieved {prices["retrieved"]}; check them against the live pages): GCS {prices["sources"]["gcs"]};
   Firestore {prices["sources"]["firestore"]}.

@@ -1,6 +1,6 @@
 """The benchmark's world: emulators, brokers, counting proxies, and one worker per backend.
 
-* the local stack (``celery_gcs.devstack``): the GCS emulator, the Firestore
+* the local stack (``celery_gcs.local.services``): the GCS emulator, the Firestore
   emulator, and Redis as the broker;
 * a second Redis, for Celery's Redis result backend only;
 * the counting proxies (``bench.counting``): the workers reach the
@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery_gcs import devstack
+from celery_gcs.local import services
 
 from .counting import ProxySet
 from .workers import Worker
@@ -57,8 +57,8 @@ class BenchStack:
     run_id: str = field(
         default_factory=lambda: time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
     )
-    local: devstack.LocalStack | None = None
-    result_redis: devstack.Service | None = None
+    local: services.LocalStack | None = None
+    result_redis: services.Service | None = None
     proxies: ProxySet | None = None
     workers: dict[str, Worker] = field(default_factory=dict)
     apps: dict[str, Celery] = field(default_factory=dict)
@@ -77,11 +77,11 @@ class BenchStack:
 
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.local = devstack.LocalStack(self.workdir / "stack")
+        self.local = services.LocalStack(self.workdir / "stack")
         self.local.start()
         if "redis" in self.backends:
-            self.result_redis = devstack.redis_server(
-                devstack.free_port(), self.workdir / "result-redis.log"
+            self.result_redis = services.redis_server(
+                services.free_port(), self.workdir / "result-redis.log"
             )
             self.result_redis.start()
         self.proxies = ProxySet(

@@ -1,23 +1,20 @@
 """The celery-gcs Pulumi program: stack config in, one CeleryStack, its outputs out.
 
-Pulumi runs this file with ``infra/`` as the working program directory
-(``main: infra/`` in Pulumi.yaml); the repository root goes on ``sys.path`` so
-the program imports ``infra.*`` exactly as a team's own program would.
+Pulumi runs this file (``main: infra/`` in Pulumi.yaml) in the virtualenv where
+celery-gcs is installed with its ``infra`` extra, so it imports the components
+from ``celery_gcs_infra`` exactly as a team's own program would. The worker
+image is built from this checkout unless the stack names a prebuilt ``image``.
 """
 
-import sys
+import dataclasses
 from pathlib import Path
 
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 import pulumi
+from celery_gcs_infra import CeleryStack, settings
 
-from infra import settings
-from infra.components import CeleryStack
+CHECKOUT = Path(__file__).resolve().parents[1]
 
-args = settings.from_pulumi()
+args = dataclasses.replace(settings.from_pulumi(), build_context=str(CHECKOUT))
 stack = CeleryStack("celery", args)
 for name, value in stack.outputs().items():
     pulumi.export(name, value)

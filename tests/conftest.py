@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery_gcs import devstack
-from celery_gcs.proxy import Proxy
+from celery_gcs.local import services
+from celery_gcs.local.proxy import Proxy
 
 from .workers import APP, Worker
 
@@ -25,7 +25,7 @@ from .workers import APP, Worker
 class Local:
     """The running stack, with a counting, fault-injecting proxy in front of each emulator."""
 
-    stack: devstack.LocalStack
+    stack: services.LocalStack
     gcs: Proxy
     firestore: Proxy
 
@@ -48,7 +48,7 @@ class Local:
 
 @pytest.fixture(scope="session")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
-    stack = devstack.LocalStack(tmp_path_factory.mktemp("stack"))
+    stack = services.LocalStack(tmp_path_factory.mktemp("stack"))
     stack.start()
     gcs = Proxy(stack.services["gcs"].port, "http1").start()
     firestore = Proxy(stack.services["firestore"].port, "grpc").start()

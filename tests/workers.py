@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from celery_gcs.devstack import stop_group
+from celery_gcs.local.services import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The Celery app module the workers load; tasks live there.

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The worker container's entrypoint; tini (PID 1) runs it.
 #
-#   worker [ARG...]   check the environment (celery_gcs.worker_env), then run the Celery
+#   worker [ARG...]   check the environment (celery_gcs.worker.env), then run the Celery
 #                     worker it describes, with ARG... appended (e.g. --without-gossip)
 #   anything else     run as given: celery inspect ..., python, sh
 #
@@ -17,7 +17,7 @@ if [ "$1" = worker ]; then
     # On success: `export CELERY_RESULT_BACKEND=...` and `set -- celery ... "$@"`, every
     # value shell-quoted. On a bad environment: each problem, naming its variable, on
     # stderr, and exit status 78.
-    commands=$(python -m celery_gcs.worker_env) || exit
+    commands=$(python -m celery_gcs.worker.env) || exit
     eval "$commands"
 fi
 

@@ -1,11 +1,15 @@
 """celery-gcs: a Celery result backend on Google Cloud Storage, chords on Firestore.
 
 Use it with ``result_backend = "gcs://BUCKET[/PREFIX]"``; see the README.
+Everything public is named in ``__all__`` and loaded on first use, so
+``import celery_gcs.contract`` (the Pulumi components do) stays cheap.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
 
 __all__ = [
     "AccessDenied",
@@ -40,7 +44,6 @@ _HOMES = {"GCSBackend": "backend", "Settings": "settings"}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so `import celery_gcs.defaults` (the Pulumi program does) stays cheap.
     if name not in __all__:
         raise AttributeError(f"module 'celery_gcs' has no attribute {name!r}")
     from importlib import import_module

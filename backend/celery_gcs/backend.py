@@ -32,8 +32,8 @@ from . import retry, settings
 from .chords import ChordCoordinator
 from .errors import E_CORRUPT, E_RESULT_TOO_LARGE, CorruptResult, ResultTooLarge, StoreError
 from .keys import encode_id
-from .stores.objects import GenerationMismatch, ObjectStore
 from .stores.perprocess import PerProcess
+from .stores.result_store import GenerationMismatch, ResultStore
 
 #: Field added to every stored meta: when the result expires (ISO 8601, UTC).
 EXPIRES_FIELD = "expires_at"
@@ -60,7 +60,7 @@ class GCSBackend(KeyValueStoreBackend):
     def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, url=url, **kwargs)
         self.settings = settings.parse(url, self.app.conf)
-        self.objects = ObjectStore(self.settings)
+        self.results = ResultStore(self.settings)
         failure_expires = self.app.conf.get("result_failure_expires")
         self.failure_expires = self.expires if failure_expires is None else self.prepare_expires(failure_expires)
         # Generations this process wrote for unfinished states (STARTED, RETRY),
@@ -79,24 +79,24 @@ class GCSBackend(KeyValueStoreBackend):
     # -- the key/value hooks KeyValueStoreBackend calls ----------------------
 
     def get(self, key: bytes | str) -> bytes | None:
-        found = self.objects.get(bytes_to_str(key))
+        found = self.results.get(bytes_to_str(key))
         return None if found is None else found.data
 
     def mget(self, keys: Sequence[bytes | str]) -> list[bytes | None]:
-        found = self.objects.get_many([bytes_to_str(key) for key in keys])
+        found = self.results.get_many([bytes_to_str(key) for key in keys])
         return [None if item is None else item.data for item in found]
 
     def set(self, key: bytes | str, value: bytes) -> None:
         self._put(bytes_to_str(key), value, expires_at=self._expiry(self.expires))
 
     def delete(self, key: bytes | str) -> None:
-        self.objects.delete(bytes_to_str(key))
+        self.results.delete(bytes_to_str(key))
 
     def expire(self, key: bytes | str, value: float | dt.timedelta | None) -> None:
         """Give an existing result a new expiry, ``value`` seconds from now."""
         name = bytes_to_str(key)
         for _ in range(_MAX_CONFLICTS):
-            found = self.objects.get(name)
+            found = self.results.get(name)
             if found is None:
                 return
             meta = self._decode(name, found.data)
@@ -172,7 +172,7 @@ class GCSBackend(KeyValueStoreBackend):
                     yield k, meta
 
     def _read_meta(self, name: str) -> dict[str, Any] | None:
-        found = self.objects.get(name)
+        found = self.results.get(name)
         if found is None:
             return None
         meta = self._decode(name, found.data)
@@ -268,7 +268,7 @@ class GCSBackend(KeyValueStoreBackend):
             try:
                 generation = self._put(name, payload, expires_at=expires_at, if_generation_match=expected)
             except GenerationMismatch:
-                current = self.objects.get(name)
+                current = self.results.get(name)
                 if current is None:
                     expected = 0
                     continue
@@ -329,7 +329,7 @@ class GCSBackend(KeyValueStoreBackend):
         self, name: str, payload: bytes, *, expires_at: dt.datetime | None, if_generation_match: int | None = None
     ) -> int:
         self._check_size(name, payload)
-        return self.objects.put(name, payload, expires_at=expires_at, if_generation_match=if_generation_match)
+        return self.results.put(name, payload, expires_at=expires_at, if_generation_match=if_generation_match)
 
     def _expiry(self, seconds: float | None) -> dt.datetime | None:
         """When a result written now expires: ``gcs_ttl`` if set, else ``seconds``."""
@@ -339,7 +339,7 @@ class GCSBackend(KeyValueStoreBackend):
         return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=float(ttl))
 
     def close(self) -> None:
-        self.objects.close()
+        self.results.close()
         self.chords.close()
 
     def __reduce__(self, args: tuple = (), kwargs: dict | None = None) -> tuple:

@@ -42,7 +42,7 @@ from kombu.utils.encoding import bytes_to_str
 
 from .errors import CorruptResult
 from .keys import encode_id
-from .stores.chord_docs import Chord, ChordStore, Claim, Holder
+from .stores.chord_store import Chord, ChordStore, Claim, Holder
 from .stores.perprocess import PerProcess
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import defaults
+from . import contract
 from .errors import ConfigurationError
 from .naming import bucket_problem, collection_problem, database_problem, project_problem
 
@@ -46,13 +46,13 @@ class Settings:
     base_path: str = ""
     project: str | None = None
     ttl: float = 0.0
-    threadpool_maxsize: int = defaults.THREADPOOL_MAXSIZE
-    max_result_bytes: int = defaults.MAX_RESULT_BYTES
+    threadpool_maxsize: int = contract.THREADPOOL_MAXSIZE
+    max_result_bytes: int = contract.MAX_RESULT_BYTES
     timeout: float = 60.0
     retry_deadline: float = 120.0
     firestore_project: str | None = None
-    firestore_database: str = defaults.FIRESTORE_DATABASE
-    firestore_collection: str = defaults.FIRESTORE_COLLECTION
+    firestore_database: str = contract.FIRESTORE_DATABASE
+    firestore_collection: str = contract.FIRESTORE_COLLECTION
     #: Where each value came from, for error messages.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -76,8 +76,8 @@ def parse(url: str | None, conf: Mapping[str, Any]) -> Settings:
 
 def _parse_url(url: str) -> dict[str, str]:
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme != defaults.URL_SCHEME:
-        raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"scheme must be {defaults.URL_SCHEME}://"))
+    if parts.scheme != contract.URL_SCHEME:
+        raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"scheme must be {contract.URL_SCHEME}://"))
     if parts.username or parts.password or parts.port is not None or ":" in parts.netloc:
         raise ConfigurationError(E_BAD_URL.format(url=url, reason="no user, password or port belong in it"))
     if parts.fragment:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery_gcs import devstack
+from celery_gcs.local import services
 
 #: The console script pyproject declares, as installed in the virtualenv.
 CLI = str(Path(sys.executable).parent / "celery-gcs")
@@ -175,7 +175,7 @@ def make_bucket(stack: Any) -> Any:
     def make(*, lifecycle: list[dict[str, Any]] | None = None, uniform: bool = True) -> str:
         name = f"doctor-{uuid.uuid4().hex[:12]}"
         host = stack.stack.gcs_host
-        devstack.create_bucket(host, name)
+        services.create_bucket(host, name)
         body = {
             "lifecycle": {"rule": lifecycle or []},
             "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": uniform}},

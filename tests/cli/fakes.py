@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 import grpc
-from celery_gcs import devstack
+from celery_gcs.local import services
 from google.cloud import firestore_admin_v1
 from google.cloud.firestore_v1.types import firestore as firestore_types
 
@@ -71,7 +71,7 @@ class FakeGCS:
             "kind": "storage#bucket",
             "name": self.bucket,
             "location": "EUROPE-WEST1",
-            "lifecycle": {"rule": devstack.recommended_lifecycle()},
+            "lifecycle": {"rule": services.recommended_lifecycle()},
             "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}},
         }
 

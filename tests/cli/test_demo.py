@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import redis
-from celery_gcs import demo, demo_tasks, devstack
+from celery_gcs.cli import demo
+from celery_gcs.local import demo_tasks, services
 from google.cloud import firestore, storage
 
 from .conftest import MARKER, clean_env, marked_processes, port_open, run_cli
@@ -127,7 +128,7 @@ def _count_objects(gcs_port: int, bucket: str, prefix: str) -> int:
 
 def _assert_nothing_left(marker: str, stderr: str) -> None:
     groups = _started_groups(stderr)
-    assert not [name for name, pgid in groups.items() if devstack.group_running(pgid)]
+    assert not [name for name, pgid in groups.items() if services.group_running(pgid)]
     ports = [int(port) for port in re.findall(r"listening on 127\.0\.0\.1:(\d+)", stderr)]
     ports += [int(port) for port in re.findall(r"on 127\.0\.0\.1:(\d+)", stderr)]  # the proxies too
     assert ports and not [port for port in ports if port_open(port)]
@@ -145,7 +146,7 @@ def test_ctrl_c_mid_run_stops_everything_it_started(
     running.wait_for_line("workload submitted")
     deadline = time.monotonic() + 180
     while (
-        _count_objects(gcs_port, devstack.BUCKET, prefix + "/") < 50
+        _count_objects(gcs_port, services.BUCKET, prefix + "/") < 50
     ):  # the worker is storing results
         assert time.monotonic() < deadline, running.stderr
         time.sleep(0.2)
@@ -180,7 +181,7 @@ def _bin_with(tmp_path: Path, *programs: str) -> Path:
     directory = tmp_path / "bin"
     directory.mkdir(exist_ok=True)
     for program in programs:
-        os.symlink(devstack.require(program), directory / program)
+        os.symlink(services.require(program), directory / program)
     return directory
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery_gcs import dev, devstack
+from celery_gcs.cli import dev
+from celery_gcs.local import services
 
 from .conftest import clean_env, marked_processes, port_open, run_cli
 
@@ -53,7 +54,7 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
         "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "CELERY_BROKER_URL",
         "CELERY_RESULT_BACKEND",
     }  # fmt: skip
-    assert exported["CELERY_RESULT_BACKEND"] == f"gcs://{devstack.BUCKET}"
+    assert exported["CELERY_RESULT_BACKEND"] == f"gcs://{services.BUCKET}"
     state = json.loads((state_dir / "state.json").read_text())
     ports = {name: record["port"] for name, record in state["services"].items()}
     assert exported["STORAGE_EMULATOR_HOST"] == f"http://127.0.0.1:{ports['gcs']}"
@@ -62,18 +63,18 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
 
     # The command has exited; the services still answer.
     with urllib.request.urlopen(
-        f"{exported['STORAGE_EMULATOR_HOST']}/storage/v1/b/{devstack.BUCKET}"
+        f"{exported['STORAGE_EMULATOR_HOST']}/storage/v1/b/{services.BUCKET}"
     ) as response:
         bucket = json.loads(response.read())
     assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
-    assert bucket["lifecycle"]["rule"] == devstack.recommended_lifecycle()
+    assert bucket["lifecycle"]["rule"] == services.recommended_lifecycle()
     with urllib.request.urlopen(f"http://{exported['FIRESTORE_EMULATOR_HOST']}/") as response:
         assert response.status == 200
     with socket.create_connection(("127.0.0.1", ports["redis"])) as sock:
         sock.sendall(b"PING\r\n")
         assert sock.recv(16) == b"+PONG\r\n"
     groups = [record["pid"] for record in state["services"].values()]
-    assert all(devstack.group_running(pgid) for pgid in groups)
+    assert all(services.group_running(pgid) for pgid in groups)
     # Redis rewrites its process title over its environment, so the marker finds the rest.
     marked = marked_processes(marker)
     assert any("java" in cmdline for _, cmdline in marked)  # the emulator under gcloud's wrapper
@@ -90,9 +91,9 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     doctor = run_cli(
         "doctor",
         "--bucket",
-        devstack.BUCKET,
+        services.BUCKET,
         "--project",
-        devstack.PROJECT,
+        services.PROJECT,
         env={**env, **exported},
     )
     assert doctor.returncode == 0, doctor.stdout
@@ -108,7 +109,7 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     assert report["env"] == exported
 
     # A service that dies is reported down, and the status is no longer 0.
-    devstack.stop_group(state["services"]["redis"]["pid"])
+    services.stop_group(state["services"]["redis"]["pid"])
     report = json.loads(run_cli("dev", "status", "--json", *args, env=env).stdout)
     assert {name: s["state"] for name, s in report["services"].items()} == {
         "gcs": "up", "firestore": "up", "redis": "down",
@@ -119,7 +120,7 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert "Stopped GCS emulator" in down.stderr and "Stopped Firestore emulator" in down.stderr
     assert "Redis was not running" in down.stderr
-    assert not any(devstack.group_running(pgid) for pgid in groups)
+    assert not any(services.group_running(pgid) for pgid in groups)
     assert marked_processes(marker) == []  # the Java emulator under gcloud too
     assert not any(port_open(port) for port in ports.values())
     assert not (state_dir / "state.json").exists()
@@ -138,13 +139,13 @@ def test_a_stale_state_file_never_stops_a_stranger(state_dir: Path) -> None:
         assert started is not None
         record = {
             "pid": stranger.pid,
-            "port": devstack.free_port(),
+            "port": services.free_port(),
             "started": started - 1,
             "log": "x",
         }
         state = {
-            "project": devstack.PROJECT,
-            "bucket": devstack.BUCKET,
+            "project": services.PROJECT,
+            "bucket": services.BUCKET,
             "services": {"redis": record},
         }
         (state_dir / "state.json").write_text(json.dumps(state))
@@ -179,7 +180,7 @@ def test_up_reports_a_missing_prerequisite_and_starts_nothing(
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for program in ("java", "gcloud"):  # everything but redis-server
-        os.symlink(devstack.require(program), bin_dir / program)
+        os.symlink(services.require(program), bin_dir / program)
     env = clean_env({"CELERY_GCS_TEST_MARKER": marker}, PATH=str(bin_dir))
     done = run_cli("dev", "up", "--state-dir", str(state_dir), env=env)
     assert done.returncode == dev.EXIT_PREREQUISITES

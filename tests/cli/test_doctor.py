@@ -13,16 +13,17 @@ from typing import Any
 
 import grpc
 import pytest
-from celery_gcs import cli, devstack
-from celery_gcs.doctor import WORKER_PERMISSIONS, Config, Doctor, Status, judge_lifecycle
+from celery_gcs.cli import main as cli
+from celery_gcs.cli.doctor import WORKER_PERMISSIONS, Config, Doctor, Status, judge_lifecycle
+from celery_gcs.local import services
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore_admin_v1, storage
 
 from .conftest import clean_env, run_cli
 from .fakes import FakeFirestore, FakeGCS
 
-PROJECT = devstack.PROJECT
-HEALTHY = devstack.recommended_lifecycle()  # Delete at daysSinceCustomTime 0, and at age 30 days
+PROJECT = services.PROJECT
+HEALTHY = services.recommended_lifecycle()  # Delete at daysSinceCustomTime 0, and at age 30 days
 TtlState = firestore_admin_v1.Field.TtlConfig.State
 
 
@@ -139,7 +140,7 @@ def test_uniform_access_off_fails(doctor: Any, make_bucket: Any) -> None:
 def test_an_unreachable_firestore_fails_and_skips_the_ttl_check(
     doctor: Any, make_bucket: Any
 ) -> None:
-    closed = devstack.free_port()
+    closed = services.free_port()
     code, checks = doctor(
         "--bucket", make_bucket(lifecycle=HEALTHY), firestore=f"127.0.0.1:{closed}"
     )
@@ -157,7 +158,7 @@ def test_an_unreachable_firestore_fails_and_skips_the_ttl_check(
 
 
 def test_an_unreachable_gcs_fails(doctor: Any) -> None:
-    closed = devstack.free_port()
+    closed = services.free_port()
     code, checks = doctor("--bucket", "celery-results", gcs=f"http://127.0.0.1:{closed}")
     assert code == 1
     assert checks["bucket"]["status"] == "FAIL"

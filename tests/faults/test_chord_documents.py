@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from celery import chord, states
 from celery.exceptions import ChordError
-from celery_gcs.stores.chord_docs import MAX_CHORD_SIZE, chord_from
+from celery_gcs.stores.chord_store import MAX_CHORD_SIZE, chord_from
 from google.cloud import firestore
 
 from ..e2e import tasks

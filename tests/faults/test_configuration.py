@@ -19,7 +19,7 @@ from celery.app.task import Context
 from celery_gcs import AccessDenied, ConfigurationError, DatabaseNotFound
 from celery_gcs.chords import can_take_over, this_holder
 from celery_gcs.settings import parse
-from celery_gcs.stores.chord_docs import ChordStore, Claim
+from celery_gcs.stores.chord_store import ChordStore, Claim
 from google.api_core import exceptions as api
 from google.cloud import firestore
 

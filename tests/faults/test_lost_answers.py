@@ -15,7 +15,7 @@ import pytest
 from celery import states
 from celery_gcs import chords
 from celery_gcs.settings import parse
-from celery_gcs.stores.chord_docs import ChordStore, Claim
+from celery_gcs.stores.chord_store import ChordStore, Claim
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -14,7 +14,7 @@ import pytest
 from celery import states
 from celery_gcs import TransientError
 from celery_gcs.settings import parse
-from celery_gcs.stores.chord_docs import ChordStore
+from celery_gcs.stores.chord_store import ChordStore
 from google.api_core import exceptions as api
 
 pytestmark = pytest.mark.usefixtures("stack")

@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from celery_gcs.devstack import stop_group
-from celery_gcs.worker_probe import HealthFiles
+from celery_gcs.local.services import stop_group
+from celery_gcs.worker.probe import HealthFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = ROOT / "worker_image"
@@ -75,7 +75,7 @@ def install_runtime_venv(venv: Path) -> Path:
         [
             python,
             "-c",
-            "import celery_gcs.backend, celery_gcs.worker_health, kombu.transport.redis",
+            "import celery_gcs.backend, celery_gcs.worker.health, kombu.transport.redis",
         ],
         env=env,
     )
@@ -139,7 +139,7 @@ class EntrypointWorker:
     def probe(self, kind: str) -> subprocess.CompletedProcess[str]:
         """The Kubernetes exec probe, as the kubelet would run it in the container."""
         return subprocess.run(
-            ["python", "-m", "celery_gcs.worker_probe", kind], env=self.env, capture_output=True, text=True,
+            ["python", "-m", "celery_gcs.worker.probe", kind], env=self.env, capture_output=True, text=True,
             check=False, cwd=APP_DIR,
         )  # fmt: skip
 

@@ -17,7 +17,7 @@ from .support import APP, APP_DIR, Podman, wait_for
 
 pytestmark = pytest.mark.timeout(1800)  # a first run debootstraps the base
 
-PROBE = ("python", "-m", "celery_gcs.worker_probe")
+PROBE = ("python", "-m", "celery_gcs.worker.probe")
 
 
 def send(app, name: str, *args):

@@ -45,7 +45,7 @@ def test_a_bad_environment_stops_at_start_naming_each_variable(
 def test_other_commands_run_as_given_without_the_worker_checks(runtime_bin: Path) -> None:
     env = {"PATH": f"{runtime_bin}:/usr/bin:/bin"}
     done = subprocess.run(
-        [ENTRYPOINT, "python", "-c", "import celery_gcs.worker_health, redis; print('ok')"],
+        [ENTRYPOINT, "python", "-c", "import celery_gcs.worker.health, redis; print('ok')"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
@@ -56,7 +56,7 @@ def test_the_worker_runs_a_chord_and_its_probes_follow_it(start_entrypoint, make
     # The shell exec'd Celery: the signal Kubernetes sends reaches the worker itself.
     argv = worker.cmdline()
     assert argv[1].endswith("/celery") and "worker" in argv and not argv[0].endswith("sh"), argv
-    assert "--include=celery_gcs.worker_health" in argv
+    assert "--include=celery_gcs.worker.health" in argv
 
     assert [worker.probe(kind).returncode for kind in ("live", "ready")] == [0, 0]
     beat = worker.health.heartbeat.stat().st_mtime

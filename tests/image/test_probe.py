@@ -1,4 +1,4 @@
-"""celery_gcs.worker_probe: liveness and readiness from the health files; pure logic, no worker."""
+"""celery_gcs.worker.probe: liveness and readiness from the health files; pure logic, no worker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from celery_gcs.worker_probe import HealthFiles
+from celery_gcs.worker.probe import HealthFiles
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_reset_forgets_a_previous_run(files: HealthFiles) -> None:
 def run_probe(kind: str, directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CELERY_GCS_HEALTH_DIR": str(directory)}
     return subprocess.run(
-        [sys.executable, "-m", "celery_gcs.worker_probe", kind, *args], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "celery_gcs.worker.probe", kind, *args], env=env, capture_output=True, text=True,
         check=False,
     )  # fmt: skip
 
@@ -92,7 +92,7 @@ def test_the_command_exits_0_or_1_and_says_why(files: HealthFiles) -> None:
 
 def test_the_probe_imports_neither_celery_nor_google_clients(files: HealthFiles) -> None:
     # A probe runs in every pod every few seconds: it must stay cheap.
-    code = "import sys, celery_gcs.worker_probe as p; print(sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'google', 'kombu')))"
+    code = "import sys, celery_gcs.worker.probe as p; print(sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'google', 'kombu')))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

@@ -1,4 +1,4 @@
-"""celery_gcs.worker_env: the container's environment, checked at start; pure logic, no stack."""
+"""celery_gcs.worker.env: the container's environment, checked at start; pure logic, no stack."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from celery_gcs import worker_env
-from celery_gcs.worker_env import EnvironmentProblems, WorkerConfig, load, redact
+from celery_gcs.worker import env as worker_env
+from celery_gcs.worker.env import EnvironmentProblems, WorkerConfig, load, redact
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_a_valid_environment_gives_the_worker_command_and_defaults(env: dict[str
     )
     assert config.argv() == [
         "celery", "--app=json", "worker", "--loglevel=INFO", "--concurrency=auto",
-        "--include=celery_gcs.worker_health",
+        "--include=celery_gcs.worker.health",
     ]  # fmt: skip
     assert "s3cret" not in " ".join(config.argv())  # the broker URL stays in the environment
 

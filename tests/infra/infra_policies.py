@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from celery_gcs import defaults
+from celery_gcs import contract
 
 Resources = list[dict[str, Any]]
 Policy = Callable[[Resources], list[str]]
@@ -203,9 +203,9 @@ def ttl_matches_backend(resources: Resources) -> list[str]:
         return ["no Deployment sets CELERY_RESULT_BACKEND"]
     for deployment, url in backends:
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme != defaults.URL_SCHEME:
+        if parts.scheme != contract.URL_SCHEME:
             violations.append(
-                f"{_name(deployment)} result backend {url!r} is not {defaults.URL_SCHEME}://"
+                f"{_name(deployment)} result backend {url!r} is not {contract.URL_SCHEME}://"
             )
             continue
         bucket = buckets.get(parts.netloc)
@@ -216,13 +216,13 @@ def ttl_matches_backend(resources: Resources) -> list[str]:
         database = urllib.parse.parse_qs(parts.query).get("firestore_database", [""])[0]
         if not any(
             f["inputs"].get("database") == database
-            and f["inputs"].get("collection") == defaults.FIRESTORE_COLLECTION
-            and f["inputs"].get("field") == defaults.FIRESTORE_TTL_FIELD
+            and f["inputs"].get("collection") == contract.FIRESTORE_COLLECTION
+            and f["inputs"].get("field") == contract.FIRESTORE_TTL_FIELD
             and "ttlConfig" in f["inputs"]
             for f in fields
         ):
             violations.append(
-                f"no TTL policy on {defaults.FIRESTORE_COLLECTION}.{defaults.FIRESTORE_TTL_FIELD} "
+                f"no TTL policy on {contract.FIRESTORE_COLLECTION}.{contract.FIRESTORE_TTL_FIELD} "
                 f"in database {database!r}"
             )
     return violations
@@ -236,7 +236,7 @@ def _lifecycle_violations(bucket: dict[str, Any]) -> list[str]:
     ]
     violations = []
     custom = [c for c in deletes if "daysSinceCustomTime" in c]
-    want = defaults.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
+    want = contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
     if not any(c["daysSinceCustomTime"] == want for c in custom):
         violations.append(f"{_name(bucket)} has no Delete rule at {want} days since custom time")
     if want == 0 and not any(c.get("sendDaysSinceCustomTimeIfZero") for c in custom):
@@ -244,9 +244,9 @@ def _lifecycle_violations(bucket: dict[str, Any]) -> list[str]:
             f"{_name(bucket)}: daysSinceCustomTime 0 is dropped without sendDaysSinceCustomTimeIfZero"
         )
     ages = [c["age"] for c in deletes if "age" in c]
-    if defaults.LIFECYCLE_MAX_AGE_DAYS not in ages:
+    if contract.LIFECYCLE_MAX_AGE_DAYS not in ages:
         violations.append(
-            f"{_name(bucket)} has no age backstop of {defaults.LIFECYCLE_MAX_AGE_DAYS} days"
+            f"{_name(bucket)} has no age backstop of {contract.LIFECYCLE_MAX_AGE_DAYS} days"
         )
     for c in deletes:
         extra = set(c) - {
@@ -255,7 +255,7 @@ def _lifecycle_violations(bucket: dict[str, Any]) -> list[str]:
             "sendDaysSinceCustomTimeIfZero",
             "sendAgeIfZero",
         }
-        if extra or c.get("age", defaults.LIFECYCLE_MAX_AGE_DAYS) < defaults.LIFECYCLE_MAX_AGE_DAYS:
+        if extra or c.get("age", contract.LIFECYCLE_MAX_AGE_DAYS) < contract.LIFECYCLE_MAX_AGE_DAYS:
             violations.append(f"{_name(bucket)} has a Delete rule {c} that could drop live results")
     return violations
 

@@ -8,8 +8,8 @@ import urllib.parse
 import pytest
 from kombu.utils.url import parse_url
 
-from infra.components import broker, cluster, common, result_backend_url
-from infra.components.apis import services_for
+from celery_gcs_infra import broker, cluster, common, result_backend_url
+from celery_gcs_infra.apis import services_for
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import copy
 from collections.abc import Callable
 
 import pytest
-from celery_gcs import defaults
+from celery_gcs import contract
 
 from . import infra_policies as policies
 
@@ -175,7 +175,7 @@ def ttl_on_other_database(rs):
 
 def result_backend_wrong_scheme(rs):
     e = env(rs, "CELERY_RESULT_BACKEND")
-    e["value"] = e["value"].replace(f"{defaults.URL_SCHEME}://", "gs://")
+    e["value"] = e["value"].replace(f"{contract.URL_SCHEME}://", "gs://")
 
 
 def broker_url_in_plain_env(rs):

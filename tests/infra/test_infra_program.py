@@ -7,7 +7,7 @@ import ssl
 import urllib.parse
 
 import pytest
-from celery_gcs import defaults
+from celery_gcs import contract
 from kombu.utils.url import parse_url
 
 from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, ROOT
@@ -149,11 +149,11 @@ def test_bucket_lifecycle_matches_backend_defaults(dev):
         {
             "action": {"type": "Delete"},
             "condition": {
-                "daysSinceCustomTime": defaults.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME,
+                "daysSinceCustomTime": contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME,
                 "sendDaysSinceCustomTimeIfZero": True,
             },
         },
-        {"action": {"type": "Delete"}, "condition": {"age": defaults.LIFECYCLE_MAX_AGE_DAYS}},
+        {"action": {"type": "Delete"}, "condition": {"age": contract.LIFECYCLE_MAX_AGE_DAYS}},
     ]
 
 
@@ -190,7 +190,7 @@ def test_database_native_named_and_located_from_config(dev, prod):
     p = prod.one(DATABASE)["inputs"]
     assert (p["type"], p["name"], p["locationId"]) == (
         "FIRESTORE_NATIVE",
-        defaults.FIRESTORE_DATABASE,
+        contract.FIRESTORE_DATABASE,
         "eur3",
     )
 
@@ -218,8 +218,8 @@ def test_ttl_policy_on_the_backend_collection_and_field(dev, prod):
         assert field["inputs"] == {
             "project": db["inputs"]["project"],
             "database": db["inputs"]["name"],
-            "collection": defaults.FIRESTORE_COLLECTION,
-            "field": defaults.FIRESTORE_TTL_FIELD,
+            "collection": contract.FIRESTORE_COLLECTION,
+            "field": contract.FIRESTORE_TTL_FIELD,
             "ttlConfig": {},
             # Exempt from single-field indexes: no query uses it.
             "indexConfig": {},
@@ -497,7 +497,7 @@ def test_deployment_environment(dev, prod):
 def test_result_backend_url_names_bucket_project_and_database(dev, byo):
     for inv, path in [(dev, ""), (byo, "/results/v1")]:
         url = urllib.parse.urlsplit(inv.outputs["result_backend"])
-        assert url.scheme == defaults.URL_SCHEME
+        assert url.scheme == contract.URL_SCHEME
         assert url.netloc == inv.one(BUCKET)["inputs"]["name"]
         assert url.path == path
         assert urllib.parse.parse_qs(url.query) == {
@@ -527,7 +527,7 @@ def test_probes_read_the_workers_health_files_not_the_broker(dev, prod):
     for inv in (dev, prod):
         worker = container(inv)
         for kind, probe in [("live", "startupProbe"), ("live", "livenessProbe"), ("ready", "readinessProbe")]:
-            assert worker[probe]["exec"]["command"] == ["python", "-m", "celery_gcs.worker_probe", kind]
+            assert worker[probe]["exec"]["command"] == ["python", "-m", "celery_gcs.worker.probe", kind]
             assert worker[probe]["periodSeconds"] >= 5
         pod = inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]
         volumes = {volume["name"]: volume for volume in pod["volumes"]}

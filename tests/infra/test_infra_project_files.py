@@ -6,9 +6,9 @@ import re
 
 import pytest
 import yaml
-from celery_gcs import defaults
+from celery_gcs import contract
 
-from infra import settings
+from celery_gcs_infra import settings
 
 from .infra_scenarios import ROOT
 
@@ -45,7 +45,7 @@ def test_every_setting_declared_with_type_description_and_default(project):
 
 
 def test_shared_names_are_the_backend_defaults(project):
-    assert project["config"]["firestoreDatabase"]["default"] == defaults.FIRESTORE_DATABASE
+    assert project["config"]["firestoreDatabase"]["default"] == contract.FIRESTORE_DATABASE
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from celery_gcs import defaults
+from celery_gcs import contract
 
-from infra import settings
-from infra.components import CeleryStackArgs, SettingError, WorkerSettings
+from celery_gcs_infra import settings
+from celery_gcs_infra import CeleryStackArgs, SettingError, WorkerSettings
 
 REQUIRED = {
     "celery-gcs:project": "acme-celery-dev",
@@ -38,7 +38,7 @@ def test_defaults_fill_in_and_derive():
         "europe-west1",
         "europe-west1",
     )
-    assert args.firestore_database == defaults.FIRESTORE_DATABASE
+    assert args.firestore_database == contract.FIRESTORE_DATABASE
     assert args.broker == "memorystore" and args.protect is False and args.cluster == ""
     assert args.worker == WorkerSettings(
         celery_app="acme.tasks:app", labels={"celery-gcs-stack": "dev"}

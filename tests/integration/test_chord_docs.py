@@ -8,7 +8,7 @@ import uuid
 import pytest
 from celery_gcs import chords
 from celery_gcs.settings import parse
-from celery_gcs.stores.chord_docs import ChordStore, Claim, Holder
+from celery_gcs.stores.chord_store import ChordStore, Claim, Holder
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -10,7 +10,7 @@ import sys
 
 from celery.result import AsyncResult, GroupResult
 from celery_gcs import chords
-from celery_gcs.stores.chord_docs import Chord, Claim, Holder
+from celery_gcs.stores.chord_store import Chord, Claim, Holder
 
 
 def _claim(holder: Holder, seconds: float) -> Claim:

@@ -7,7 +7,7 @@ under a prefix in a CMEK bucket, and adds a resource of its own next to the stac
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.components import CeleryStack, CeleryStackArgs, WorkerSettings
+from celery_gcs_infra import CeleryStack, CeleryStackArgs, WorkerSettings
 
 config = pulumi.Config()
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as api
 from google.cloud import firestore
 
-from .. import defaults, retry
+from .. import contract, retry
 from ..errors import (
     E_CHORD_FIELD,
     E_DATABASE_DENIED,
@@ -123,21 +123,21 @@ class ChordStore:
         """Record the header's size; a re-applied chord starts with no claim."""
         fields: dict[str, Any] = {"size": size, "claim": firestore.DELETE_FIELD}
         if expires_at:
-            fields[defaults.FIRESTORE_TTL_FIELD] = expires_at
+            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
         self._call("setting a chord size", lambda: self._chord(key).set(fields, merge=True, **self._call_options))
 
     def add(self, key: str, task_id: str, expires_at: dt.datetime | None) -> None:
         """Grow the chord by one task (``Task.add_to_chord``)."""
         fields: dict[str, Any] = {"added": firestore.ArrayUnion([task_id])}
         if expires_at:
-            fields[defaults.FIRESTORE_TTL_FIELD] = expires_at
+            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
         self._call("adding to a chord", lambda: self._chord(key).set(fields, merge=True, **self._call_options))
 
     def incr(self, key: str, expires_at: dt.datetime | None) -> int:
         """A plain counter (Celery's ``incr``); chords here do not use it."""
         fields: dict[str, Any] = {"count": firestore.Increment(1)}
         if expires_at:
-            fields[defaults.FIRESTORE_TTL_FIELD] = expires_at
+            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
         ref = self._chord(key)
         # Not idempotent: an increment is never retried blindly.
         result = self._call(
@@ -151,7 +151,7 @@ class ChordStore:
         """Count one part; False when it was counted before. One write."""
         fields: dict[str, Any] = {"index": index}
         if expires_at:
-            fields[defaults.FIRESTORE_TTL_FIELD] = expires_at
+            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
         ref = self._chord(key).collection(PARTS).document(part)
         try:
             # A retried create whose first attempt landed reports a conflict:

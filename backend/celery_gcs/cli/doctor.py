@@ -34,8 +34,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from . import defaults, devstack, retry
-from .settings import bucket_problem
+from .. import contract, retry
+from ..local import services
+from ..settings import bucket_problem
 
 #: What the worker does with objects: create (and replace) results, read them, delete them.
 WORKER_PERMISSIONS = ("storage.objects.create", "storage.objects.get", "storage.objects.delete")
@@ -70,16 +71,16 @@ class Check:
 class Config:
     bucket: str
     project: str
-    database: str = defaults.FIRESTORE_DATABASE
-    collection: str = defaults.FIRESTORE_COLLECTION
+    database: str = contract.FIRESTORE_DATABASE
+    collection: str = contract.FIRESTORE_COLLECTION
     #: The app's ``result_expires`` in seconds; 0 means results never expire.
-    result_expires: float = float(defaults.RESULT_EXPIRES_SECONDS)
+    result_expires: float = float(contract.RESULT_EXPIRES_SECONDS)
     #: Seconds each check's calls may take, retries included.
     timeout: float = 10.0
 
 
 def lifecycle_fix(bucket: str) -> str:
-    rules = json.dumps({"rule": devstack.recommended_lifecycle()}, separators=(",", ":"))
+    rules = json.dumps({"rule": services.recommended_lifecycle()}, separators=(",", ":"))
     return (
         f"echo '{rules}' > lifecycle.json && gcloud storage buckets update gs://{bucket} "
         f"--lifecycle-file=lifecycle.json, {FIX_PULUMI}"
@@ -396,7 +397,7 @@ class Doctor:
         from google.cloud import firestore_admin_v1
 
         config = self.config
-        field = defaults.FIRESTORE_TTL_FIELD
+        field = contract.FIRESTORE_TTL_FIELD
         name = (
             f"projects/{config.project}/databases/{config.database}"
             f"/collectionGroups/{config.collection}/fields/{field}"

@@ -3,7 +3,7 @@
 Starts the GCS emulator, the Firestore emulator and Redis (or, with
 ``--use-env``, uses the ones a ``celery-gcs dev up`` left running), a counting
 proxy in front of each emulator, and a real ``celery worker -P prefork`` that
-loads ``celery_gcs.demo_tasks``. Then it runs a group, a chain and a chord
+loads ``celery_gcs.local.demo_tasks``. Then it runs a group, a chain and a chord
 (1,000 parts by default), shows their progress, and ends with a summary whose
 every number is counted, not assumed:
 
@@ -40,8 +40,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import defaults, demo_tasks, devstack
-from .proxy import Proxy
+from .. import contract
+from ..local import demo_tasks, services
+from ..local.proxy import Proxy
 
 #: Exit codes, besides 0.
 EXIT_FAILED = 1
@@ -106,7 +107,7 @@ class Endpoints:
     redis_url: str
 
     @classmethod
-    def from_stack(cls, stack: devstack.LocalStack) -> Endpoints:
+    def from_stack(cls, stack: services.LocalStack) -> Endpoints:
         return cls(
             stack.project, stack.bucket, stack.gcs_host, stack.firestore_host, stack.redis_url
         )
@@ -118,12 +119,12 @@ class Endpoints:
         if missing:
             raise DemoError(E_USE_ENV.format(missing=", ".join(missing)))
         backend = env.get("CELERY_RESULT_BACKEND", "")
-        bucket = urllib.parse.urlsplit(backend).netloc or devstack.BUCKET
+        bucket = urllib.parse.urlsplit(backend).netloc or services.BUCKET
         gcs_host = env["STORAGE_EMULATOR_HOST"].rstrip("/")
         if "://" not in gcs_host:
             gcs_host = f"http://{gcs_host}"  # the client accepts a bare host:port too
         return cls(
-            project=env.get("GOOGLE_CLOUD_PROJECT") or devstack.PROJECT,
+            project=env.get("GOOGLE_CLOUD_PROJECT") or services.PROJECT,
             bucket=bucket,
             gcs_host=gcs_host,
             firestore_host=env["FIRESTORE_EMULATOR_HOST"],
@@ -199,14 +200,14 @@ class _Signals:
 
 
 class DemoWorker:
-    """``celery -A celery_gcs.demo_tasks worker -P prefork`` in its own process group."""
+    """``celery -A celery_gcs.local.demo_tasks worker -P prefork`` in its own process group."""
 
     def __init__(
         self, *, env: Mapping[str, str], concurrency: int, log_path: Path, name: str
     ) -> None:
         self.log_path = log_path
         self.argv = [
-            sys.executable, "-m", "celery", "-A", "celery_gcs.demo_tasks", "worker",
+            sys.executable, "-m", "celery", "-A", "celery_gcs.local.demo_tasks", "worker",
             "-P", "prefork", "-c", str(concurrency), "-l", "INFO", "-n", name,
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
@@ -214,7 +215,7 @@ class DemoWorker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> None:
-        with open(self.log_path, "ab") as log, devstack.signals_held():
+        with open(self.log_path, "ab") as log, services.signals_held():
             self.process = subprocess.Popen(
                 self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
@@ -241,7 +242,7 @@ class DemoWorker:
             return
         # The pool's children keep the group alive after the parent exits, so
         # the group is stopped whatever the parent's state.
-        devstack.stop_group(self.process.pid, timeout=15, reap=self.process.poll)
+        services.stop_group(self.process.pid, timeout=15, reap=self.process.poll)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
 
@@ -269,7 +270,7 @@ class Demo:
         self.prefix = f"demo-{self.run_id}"
         # A stack of its own gets the default collection; a shared one, the run's own.
         self.collection = (
-            f"demo-{self.run_id}" if options.use_env else defaults.FIRESTORE_COLLECTION
+            f"demo-{self.run_id}" if options.use_env else contract.FIRESTORE_COLLECTION
         )
         self.queue = f"{demo_tasks.DEFAULT_QUEUE}-{self.run_id}"
         self.workdir = Path(tempfile.mkdtemp(prefix="celery-gcs-demo-"))
@@ -297,11 +298,11 @@ class Demo:
     def start_services(self) -> Endpoints:
         if self.options.use_env:
             endpoints = Endpoints.from_env(os.environ)
-            devstack.create_bucket(endpoints.gcs_host, endpoints.bucket)
+            services.create_bucket(endpoints.gcs_host, endpoints.bucket)
             self.err.print(f"Using the running local stack: GCS {endpoints.gcs_host}, "
                            f"Firestore {endpoints.firestore_host}, broker {endpoints.redis_url}")  # fmt: skip
             return endpoints
-        stack = devstack.LocalStack(self.workdir / "stack")
+        stack = services.LocalStack(self.workdir / "stack")
         self.on_exit("the local stack", lambda: _stop_stack(stack))
         for name in ("gcs", "firestore", "redis"):
             self.err.print(f"Starting {LABELS[name]}...")
@@ -311,7 +312,7 @@ class Demo:
             self.services[name] = service.port
             pid = service.process.pid
             self.err.print(f"  {LABELS[name]} listening on 127.0.0.1:{service.port} (pid {pid})")
-        devstack.configure_bucket(stack.gcs_host, stack.bucket)
+        services.configure_bucket(stack.gcs_host, stack.bucket)
         return Endpoints.from_stack(stack)
 
     def start_proxies(self, endpoints: Endpoints) -> tuple[Proxy, Proxy]:
@@ -343,7 +344,7 @@ class Demo:
     def start_worker(self, env: Mapping[str, str]) -> DemoWorker:
         concurrency = self.options.concurrency
         self.err.print(
-            f"Starting a worker: celery -A celery_gcs.demo_tasks worker -P prefork -c {concurrency}..."
+            f"Starting a worker: celery -A celery_gcs.local.demo_tasks worker -P prefork -c {concurrency}..."
         )
         worker = DemoWorker(
             env=env,
@@ -503,12 +504,12 @@ class _Record:
         self._client.close()
 
 
-def _stop_stack(stack: devstack.LocalStack) -> None:
+def _stop_stack(stack: services.LocalStack) -> None:
     stack.stop()
     # A service whose leader has exited may have left the rest of its group.
     for service in stack.services.values():
         if service.process is not None:
-            devstack.stop_group(service.process.pid, timeout=5)
+            services.stop_group(service.process.pid, timeout=5)
 
 
 def _count_objects(endpoints: Endpoints, prefix: str) -> dict[str, int]:
@@ -516,9 +517,9 @@ def _count_objects(endpoints: Endpoints, prefix: str) -> dict[str, int]:
     from google.cloud import storage
 
     kinds = {
-        defaults.TASK_KEY_PREFIX: "task results",
-        defaults.GROUP_KEY_PREFIX: "group results",
-        defaults.CHORD_KEY_PREFIX: "chord state",
+        contract.TASK_KEY_PREFIX: "task results",
+        contract.GROUP_KEY_PREFIX: "group results",
+        contract.CHORD_KEY_PREFIX: "chord state",
     }
     counts = dict.fromkeys([*kinds.values(), "other"], 0)
     client = storage.Client(project=endpoints.project)
@@ -618,7 +619,7 @@ def main(options: Options, *, out: Console | None = None, err: Console | None = 
     out = out or Console()
     err = err or Console(stderr=True, soft_wrap=True)
     if not options.use_env:
-        missing = devstack.missing_prerequisites()
+        missing = services.missing_prerequisites()
         if missing:
             for problem in missing:
                 err.print(
@@ -637,7 +638,7 @@ def main(options: Options, *, out: Console | None = None, err: Console | None = 
                 render(summary, out)
                 if options.json_path:
                     options.json_path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
-            except (DemoError, devstack.ServiceFailed, devstack.PrerequisiteMissing) as exc:
+            except (DemoError, services.ServiceFailed, services.PrerequisiteMissing) as exc:
                 err.print(f"[red]demo failed:[/] {exc}", highlight=False, soft_wrap=True)
             except Exception:  # noqa: BLE001 (shown, then everything is stopped)
                 err.print_exception()

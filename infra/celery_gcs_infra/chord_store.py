@@ -1,7 +1,7 @@
 """The chord store: a Firestore database in native mode and the TTL policy on chord documents.
 
-The backend keeps one document per chord in ``defaults.FIRESTORE_COLLECTION``
-with an ``defaults.FIRESTORE_TTL_FIELD`` timestamp; the TTL policy on that
+The backend keeps one document per chord in ``contract.FIRESTORE_COLLECTION``
+with an ``contract.FIRESTORE_TTL_FIELD`` timestamp; the TTL policy on that
 collection group and field lets Firestore delete finished chords. The field is
 also exempt from single-field indexes: nothing queries it, and an indexed
 timestamp that only grows is a write hotspot.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
-from celery_gcs import defaults, naming
+from celery_gcs import contract, naming
 
 from . import common
 
@@ -50,10 +50,10 @@ def resource_name(project: str, database: str) -> str:
 @dataclass(frozen=True, kw_only=True)
 class ChordStoreArgs:
     project: str
-    database: str = defaults.FIRESTORE_DATABASE
+    database: str = contract.FIRESTORE_DATABASE
     location: str
-    collection: str = defaults.FIRESTORE_COLLECTION
-    ttl_field: str = defaults.FIRESTORE_TTL_FIELD
+    collection: str = contract.FIRESTORE_COLLECTION
+    ttl_field: str = contract.FIRESTORE_TTL_FIELD
     #: Delete protection, point-in-time recovery, abandon on destroy (prod).
     protect: bool = False
 

@@ -15,7 +15,7 @@ would make tests pass that fail on GCS, or fail or crawl where GCS would not:
   write costs time in proportion to the objects stored (a 10,000-part chord
   would take hours); in memory there is nothing to persist, so it doesn't.
 
-Run as ``python -m celery_gcs.gcs_emulator PORT``.
+Run as ``python -m celery_gcs.local.gcs_emulator PORT``.
 """
 
 from __future__ import annotations
@@ -101,5 +101,5 @@ def serve(port: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        sys.exit("usage: python -m celery_gcs.gcs_emulator PORT")
+        sys.exit("usage: python -m celery_gcs.local.gcs_emulator PORT")
     serve(int(sys.argv[1]))

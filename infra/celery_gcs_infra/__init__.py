@@ -1,6 +1,8 @@
-"""celery-gcs's Pulumi components, one module per concern.
+"""celery-gcs's Pulumi components, one module per concern, for ``pulumi up`` and teams' own programs.
 
-Import :class:`CeleryStack` for the whole deployment; the others are its parts.
+Installed with ``pip install 'celery-gcs[infra]'``. Import :class:`CeleryStack`
+for the whole deployment; the others are its parts; ``settings`` turns a
+stack's config into :class:`CeleryStackArgs`.
 """
 
 from .apis import Apis, ApisArgs

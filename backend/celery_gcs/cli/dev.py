@@ -30,7 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import devstack
+from ..local import services as localstack
 
 STATE_FILE = "state.json"
 STATE_DIR_ENV = "CELERY_GCS_DEVSTACK_DIR"
@@ -65,13 +65,13 @@ class State:
     bucket: str
     services: dict[str, ServiceRecord]
 
-    def stack(self) -> devstack.LocalStack:
+    def stack(self) -> localstack.LocalStack:
         """A LocalStack describing these services (for its ``env()``); it owns no process."""
         services = {
-            name: devstack.Service(LABELS[name], (), record.port)
+            name: localstack.Service(LABELS[name], (), record.port)
             for name, record in self.services.items()
         }
-        return devstack.LocalStack(
+        return localstack.LocalStack(
             Path("."), project=self.project, bucket=self.bucket, services=services
         )
 
@@ -132,7 +132,7 @@ def group_alive(record: ServiceRecord) -> bool:
     leader_started = start_time(record.pid)
     if leader_started is not None and leader_started != record.started:
         return False  # the pid now belongs to someone else
-    return devstack.group_running(record.pid)
+    return localstack.group_running(record.pid)
 
 
 def answers(port: int) -> bool:
@@ -166,12 +166,12 @@ def up(directory: Path, err: Console) -> State:
         )
         down(directory, err, quiet=True)
     directory.mkdir(parents=True, exist_ok=True)
-    stack = devstack.LocalStack(directory)
+    stack = localstack.LocalStack(directory)
     try:
         for name in SERVICES:
             err.print(f"Starting {LABELS[name]}...")
             stack.start((name,))
-        devstack.configure_bucket(stack.gcs_host, stack.bucket)
+        localstack.configure_bucket(stack.gcs_host, stack.bucket)
         records = {}
         for name, service in stack.services.items():
             assert service.process is not None
@@ -201,7 +201,7 @@ def down(directory: Path, err: Console, *, quiet: bool = False) -> list[str]:
     for name in reversed(list(state.services)):
         record = state.services[name]
         if group_alive(record):
-            devstack.stop_group(record.pid, timeout=10)
+            localstack.stop_group(record.pid, timeout=10)
             stopped.append(name)
             if not quiet:
                 err.print(f"Stopped {LABELS.get(name, name)} (process group {record.pid}).")
@@ -240,14 +240,14 @@ def main(action: str, *, state_dir: Path | None = None, as_json: bool = False) -
     directory = resolve_state_dir(state_dir)
     out, err = Console(), Console(stderr=True, soft_wrap=True)
     if action == "up":
-        missing = devstack.missing_prerequisites()
+        missing = localstack.missing_prerequisites()
         if missing:
             for problem in missing:
                 err.print(f"[red]missing prerequisite:[/] {problem}", highlight=False)
             return EXIT_PREREQUISITES
         try:
             state = up(directory, err)
-        except devstack.ServiceFailed as exc:
+        except localstack.ServiceFailed as exc:
             err.print(f"[red]could not start the local stack:[/] {exc}", highlight=False)
             return EXIT_FAILED
         out.file.write(exports(state.env()))

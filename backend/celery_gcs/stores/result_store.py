@@ -17,7 +17,13 @@ from google.api_core import exceptions as api
 from google.cloud import storage
 
 from .. import retry
-from ..errors import E_BUCKET_DENIED, E_BUCKET_MISSING, AccessDenied, BucketNotFound, TransientError
+from ..errors import (
+    E_BUCKET_DENIED,
+    E_BUCKET_MISSING,
+    AccessDenied,
+    BucketNotFound,
+    TransientError,
+)
 from ..settings import Settings
 from .perprocess import PerProcess
 
@@ -32,7 +38,7 @@ class StoredObject:
     generation: int
 
 
-class ObjectStore:
+class ResultStore:
     """The bucket of one backend. No I/O until the first call."""
 
     def __init__(self, settings: Settings) -> None:

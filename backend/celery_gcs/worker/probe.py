@@ -1,6 +1,6 @@
 """Kubernetes probes for the worker container, read from files the worker writes.
 
-The worker (through :mod:`celery_gcs.worker_health`) keeps three files in
+The worker (through :mod:`celery_gcs.worker.health`) keeps three files in
 ``$CELERY_GCS_HEALTH_DIR``:
 
 ``heartbeat``
@@ -15,8 +15,8 @@ The worker (through :mod:`celery_gcs.worker_health`) keeps three files in
 A probe reads files and nothing else: no broker round trip, no Celery import,
 so probing every pod every few seconds costs the broker nothing. Run it as::
 
-    python -m celery_gcs.worker_probe live  [--max-age SECONDS]
-    python -m celery_gcs.worker_probe ready [--max-age SECONDS]
+    python -m celery_gcs.worker.probe live  [--max-age SECONDS]
+    python -m celery_gcs.worker.probe ready [--max-age SECONDS]
 
 It prints why it fails (the kubelet records that in the pod's events) and
 exits 1; 0 when healthy. This module imports only the standard library.
@@ -126,7 +126,7 @@ class HealthFiles:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m celery_gcs.worker_probe",
+        prog="python -m celery_gcs.worker.probe",
         description="Liveness and readiness of the Celery worker in this container, from its health files.",
     )
     parser.add_argument("probe", choices=("live", "ready"))

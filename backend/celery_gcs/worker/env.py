@@ -1,12 +1,12 @@
 """The worker container's configuration: environment variables, checked once at start.
 
-The image's entrypoint runs ``python -m celery_gcs.worker_env``. With a usable
+The image's entrypoint runs ``python -m celery_gcs.worker.env``. With a usable
 environment it prints shell code for the entrypoint to ``eval``, every value
 quoted::
 
     export CELERY_RESULT_BACKEND='gcs://my-bucket?gcs_project=my-project'
     set -- celery --app=proj.celery worker --loglevel=INFO --concurrency=auto \\
-        --include=celery_gcs.worker_health "$@"
+        --include=celery_gcs.worker.health "$@"
 
 (``"$@"`` stands for the arguments given after ``worker`` in the container's
 command; they are appended to the worker's.) Otherwise it prints every
@@ -32,8 +32,9 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import naming, settings, worker_probe
-from .errors import ConfigurationError
+from .. import naming, settings
+from ..errors import ConfigurationError
+from . import probe as worker_probe
 
 #: Every variable the worker container reads, with what it means. Exactly one of
 #: CELERY_RESULT_BACKEND and GCS_BUCKET is set.
@@ -56,7 +57,7 @@ EX_CONFIG = 78
 #: Broker URL schemes the image's libraries serve: redis-py and py-amqp.
 BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-HEALTH_MODULE = "celery_gcs.worker_health"
+HEALTH_MODULE = "celery_gcs.worker.health"
 
 _APP_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 _QUEUE_RE = re.compile(r"^[\w.:@/+-]+$")

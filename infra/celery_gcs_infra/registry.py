@@ -22,11 +22,9 @@ import pulumi_gcp as gcp
 
 from . import common
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Build context and Dockerfile of the worker image (the Dockerfile installs
-#: this repository's backend, so the context is the repository root).
-DEFAULT_CONTEXT = str(REPO_ROOT)
-DEFAULT_DOCKERFILE = str(REPO_ROOT / "worker_image" / "Dockerfile")
+#: The worker image's Dockerfile, relative to the build context: a checkout of
+#: celery-gcs (the Dockerfile installs its backend, so the context is its root).
+DOCKERFILE = Path("worker_image") / "Dockerfile"
 IMAGE_NAME = "worker"
 READER_ROLE = "roles/artifactregistry.reader"
 
@@ -58,10 +56,10 @@ class RegistryArgs:
     project: str
     location: str
     repository_id: str
-    #: An existing image pinned by digest; empty to build ``dockerfile``.
+    #: An existing image pinned by digest; empty to build the worker image from ``context``.
     image: str = ""
-    context: str = DEFAULT_CONTEXT
-    dockerfile: str = DEFAULT_DOCKERFILE
+    #: A checkout of celery-gcs, where ``worker_image/Dockerfile`` is built; needed without ``image``.
+    context: str = ""
     #: Tag pushed alongside the digest (the stack name), for people reading the registry.
     tag: str = "latest"
     #: Members (``serviceAccount:...``) that pull from the repository: the nodes.
@@ -97,6 +95,15 @@ class Registry(pulumi.ComponentResource):
         self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(common.token("registry", "Registry"), name, None, opts)
+        # Checked here, not in RegistryArgs: the repository's own program adds
+        # the context after the stack config is validated.
+        common.check(
+            bool(args.image or args.context),
+            "image",
+            "is empty and no build context is given",
+            "Set image to a worker image pinned by digest, or build_context to a checkout of "
+            "celery-gcs (the repository's own program passes its root)",
+        )
         self.repository = gcp.artifactregistry.Repository(
             f"{name}-repository",
             project=args.project,
@@ -156,7 +163,7 @@ class Registry(pulumi.ComponentResource):
             self.image = docker_build.Image(
                 f"{name}-image",
                 context=docker_build.BuildContextArgs(location=args.context),
-                dockerfile=docker_build.DockerfileArgs(location=args.dockerfile),
+                dockerfile=docker_build.DockerfileArgs(location=str(Path(args.context) / DOCKERFILE)),
                 platforms=[docker_build.Platform.LINUX_AMD64],
                 push=True,
                 tags=[image_name.apply(lambda n: f"{n}:{args.tag}")],

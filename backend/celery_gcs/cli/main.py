@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import defaults
+from .. import contract
 
 
 def _positive(value: str) -> int:
@@ -103,18 +103,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--database",
-        default=defaults.FIRESTORE_DATABASE,
+        default=contract.FIRESTORE_DATABASE,
         help="Firestore database (default %(default)s)",
     )
     doctor.add_argument(
         "--collection",
-        default=defaults.FIRESTORE_COLLECTION,
+        default=contract.FIRESTORE_COLLECTION,
         help="Firestore collection of chord documents (default %(default)s)",
     )
     doctor.add_argument(
         "--result-expires",
         type=_seconds,
-        default=float(defaults.RESULT_EXPIRES_SECONDS),
+        default=float(contract.RESULT_EXPIRES_SECONDS),
         metavar="SECONDS",
         help="your app's result_expires (default Celery's 86400; 0: results never expire)",
     )

@@ -3,7 +3,7 @@
 Validation lives in the argument dataclasses, so a team program that builds
 :class:`CeleryStackArgs` by hand gets the same checks as ``pulumi up`` on a
 stack file. A failed check raises :class:`SettingError` naming the argument;
-``infra.settings`` re-raises it naming the stack config key instead.
+``celery_gcs_infra.settings`` re-raises it naming the stack config key instead.
 """
 
 from __future__ import annotations

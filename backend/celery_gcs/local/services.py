@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import defaults
+from .. import contract
 
 PROJECT = "celery-gcs-local"
 BUCKET = "celery-results"
@@ -243,7 +243,7 @@ def group_members(pgid: int) -> list[int]:
 
 
 def gcs_emulator(port: int, log_path: Path | None = None) -> Service:
-    argv = [sys.executable, "-m", "celery_gcs.gcs_emulator", str(port)]
+    argv = [sys.executable, "-m", "celery_gcs.local.gcs_emulator", str(port)]
     return Service("gcs-emulator", argv, port, ready_path="/", log_path=log_path)
 
 
@@ -362,9 +362,9 @@ def recommended_lifecycle() -> list[dict[str, object]]:
     return [
         {
             "action": {"type": "Delete"},
-            "condition": {"daysSinceCustomTime": defaults.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME},
+            "condition": {"daysSinceCustomTime": contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME},
         },
-        {"action": {"type": "Delete"}, "condition": {"age": defaults.LIFECYCLE_MAX_AGE_DAYS}},
+        {"action": {"type": "Delete"}, "condition": {"age": contract.LIFECYCLE_MAX_AGE_DAYS}},
     ]
 
 

@@ -1,6 +1,6 @@
 """The Celery app and tasks behind ``celery-gcs demo``, run by a real prefork worker.
 
-The worker loads it with ``celery -A celery_gcs.demo_tasks worker``; every
+The worker loads it with ``celery -A celery_gcs.local.demo_tasks worker``; every
 setting comes from the environment the demo gives it:
 
 * ``CELERY_BROKER_URL`` (Redis) and ``CELERY_RESULT_BACKEND`` (``gcs://...``);
@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun
 
-from .stores.perprocess import PerProcess
+from ..stores.perprocess import PerProcess
 
 #: Prefix of every Redis key a run records.
 RECORD_PREFIX = "celery-gcs-demo"

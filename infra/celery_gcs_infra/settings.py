@@ -19,9 +19,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infra.components.common import SettingError
-from infra.components.stack import CeleryStackArgs
-from infra.components.worker import WorkerSettings
+from .common import SettingError
+from .stack import CeleryStackArgs
+from .worker import WorkerSettings
 
 NAMESPACE = "celery-gcs"
 

@@ -2,7 +2,7 @@
 
 This is the component a team's own Pulumi program imports::
 
-    from infra.components import CeleryStack, CeleryStackArgs, WorkerSettings
+    from celery_gcs_infra import CeleryStack, CeleryStackArgs, WorkerSettings
 
     stack = CeleryStack("celery", CeleryStackArgs(
         project="my-project", region="europe-west1",
@@ -11,7 +11,7 @@ This is the component a team's own Pulumi program imports::
     pulumi.export("result_backend", stack.result_backend)
 
 ``CeleryStackArgs`` checks every value when it is constructed, before any
-resource exists; ``infra.settings`` builds it from stack config.
+resource exists; ``celery_gcs_infra.settings`` builds it from stack config.
 
 Children, in creation order: APIs, result store, chord store, cluster, image
 registry, broker, worker identity (its Workload Identity binding after the
@@ -24,7 +24,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 import pulumi
-from celery_gcs import defaults
+from celery_gcs import contract
 
 from . import apis, broker, chord_store, cluster, common, identity, registry, result_store
 from .worker import Worker, WorkerArgs, WorkerSettings
@@ -37,7 +37,7 @@ def result_backend_url(*, bucket: str, base_path: str, project: str, database: s
         {"gcs_project": project, "firestore_project": project, "firestore_database": database},
         safe="()",
     )
-    return f"{defaults.URL_SCHEME}://{bucket}{path}?{query}"
+    return f"{contract.URL_SCHEME}://{bucket}{path}?{query}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +63,7 @@ class CeleryStackArgs:
     base_path: str = ""
     kms_key_name: str = ""
     # Chord store.
-    firestore_database: str = defaults.FIRESTORE_DATABASE
+    firestore_database: str = contract.FIRESTORE_DATABASE
     #: Default: the region.
     firestore_location: str = ""
     # Broker.
@@ -82,8 +82,10 @@ class CeleryStackArgs:
     release_channel: str = "REGULAR"
     cloud_nat: bool = False
     # Image.
-    #: An existing image pinned by digest; empty to build ``worker_image/``.
+    #: An existing image pinned by digest; empty to build ``worker_image/`` from ``build_context``.
     image: str = ""
+    #: A checkout of celery-gcs to build the worker image from, when ``image`` is empty.
+    build_context: str = ""
     image_tag: str = "latest"
 
     def __post_init__(self) -> None:
@@ -190,6 +192,7 @@ class CeleryStackArgs:
             location=self.region,
             repository_id=self.prefix,
             image=self.image,
+            context=self.build_context,
             tag=self.image_tag,
             readers=readers,
             labels=self.labels,

@@ -1,9 +1,9 @@
 """The result bucket: private, unversioned, no soft delete, results expire by lifecycle.
 
 The backend sets each result object's ``customTime`` to the moment it expires,
-so a Delete rule on "days since custom time" (``defaults.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME``)
+so a Delete rule on "days since custom time" (``contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME``)
 removes results once they are due; a Delete rule on age
-(``defaults.LIFECYCLE_MAX_AGE_DAYS``) catches objects written without one.
+(``contract.LIFECYCLE_MAX_AGE_DAYS``) catches objects written without one.
 Results are disposable: soft delete and versioning would only keep garbage.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
-from celery_gcs import defaults, naming
+from celery_gcs import contract, naming
 
 from . import common
 
@@ -63,9 +63,9 @@ class ResultStoreArgs:
     bucket_name: str
     location: str
     #: Objects whose custom time (their expiry) is at least this many days past go.
-    days_since_custom_time: int = defaults.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
+    days_since_custom_time: int = contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
     #: Objects older than this go, custom time or not.
-    max_age_days: int = defaults.LIFECYCLE_MAX_AGE_DAYS
+    max_age_days: int = contract.LIFECYCLE_MAX_AGE_DAYS
     #: Cloud KMS key for CMEK; empty for Google-managed encryption.
     kms_key_name: str = ""
     #: Allow ``pulumi destroy`` to delete the bucket with its objects.

@@ -1,7 +1,7 @@
 """The worker's side of the container probes: a consumer bootstep that keeps the health files.
 
 The image's worker command line loads this module with
-``--include=celery_gcs.worker_health``. Importing it connects two signals:
+``--include=celery_gcs.worker.health``. Importing it connects two signals:
 
 - ``worker_init`` clears the files of a previous run and adds :class:`HealthStep`
   to the app's consumer blueprint;
@@ -12,7 +12,7 @@ The image's worker command line loads this module with
 which stops the step (not ready) and starts it again once reconnected. The
 heartbeat is a timer on the consumer's event loop, in the main process, so a
 wedged loop shows as a stale heartbeat while tasks run in the pool's children.
-:mod:`celery_gcs.worker_probe` reads the files.
+:mod:`celery_gcs.worker.probe` reads the files.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from celery import bootsteps, signals
 
-from .worker_probe import DEFAULT_HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL_ENV, HealthFiles
+from .probe import DEFAULT_HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL_ENV, HealthFiles
 
 logger = logging.getLogger(__name__)
 

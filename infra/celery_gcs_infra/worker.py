@@ -32,14 +32,14 @@ KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
-#: Where the image's health step writes its heartbeat (worker_image/, celery_gcs.worker_health).
+#: Where the image's health step writes its heartbeat (worker_image/, celery_gcs.worker.health).
 HEALTH_DIR = "/run/celery-worker"
 
 
 def _probe(kind: str, *, period: int, failures: int) -> k8s.core.v1.ProbeArgs:
-    """An exec probe of ``celery_gcs.worker_probe``: it reads files, never the broker."""
+    """An exec probe of ``celery_gcs.worker.probe``: it reads files, never the broker."""
     return k8s.core.v1.ProbeArgs(
-        exec_=k8s.core.v1.ExecActionArgs(command=["python", "-m", "celery_gcs.worker_probe", kind]),
+        exec_=k8s.core.v1.ExecActionArgs(command=["python", "-m", "celery_gcs.worker.probe", kind]),
         period_seconds=period,
         timeout_seconds=10,
         failure_threshold=failures,
