@@ -8,7 +8,8 @@ requests each makes through counting proxies, and writes
 Modules: ``stack`` (emulators, brokers, proxies, workers), ``workloads``
 (one measurement each), ``harness`` (rounds, interleaving, summary),
 ``counting`` (the proxies and what they bill), ``pricing``, ``report``,
-``chart`` and ``png`` (the chart, without plotting libraries), ``builtin``
-(Celery's ``gs://`` backend, started on the emulators), ``tasks`` and
-``workers`` (the worker side), ``cpu`` (CPU time by process group).
+``chart`` (the chart, drawn with matplotlib), ``builtin`` (Celery's
+``gs://`` backend, started on the emulators), ``tasks`` (the workers'
+app; ``stack`` starts them with ``celery_gcs.local.worker``), ``cpu`` (CPU
+time by process tree, with psutil).
 """

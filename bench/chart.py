@@ -6,10 +6,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .png import Canvas
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
-COLORS = {"redis": (214, 69, 65), "celery_gcs": (66, 133, 244), "builtin": (130, 130, 130)}
-_INK, _GRID, _LIGHT = (30, 30, 30), (215, 215, 215), (110, 110, 110)
+COLORS = {"redis": "#d64541", "celery_gcs": "#4285f4", "builtin": "#828282"}
+ORDER = ("redis", "celery_gcs", "builtin")  # top to bottom within a workload
+KEY = ("~ extrapolated (stopped)", "< > a bound (did not finish)")  # marks before a value
+WIDTH, DPI = 12.0, 100  # 1200 pixels wide
+BAR = 0.26  # bar height, in workload rows
 
 
 def extrapolated_ratio(entry: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
@@ -62,69 +69,69 @@ def relative_times(
     return rows
 
 
+def _times(value: float, _position: float) -> str:
+    return f"{value:g}×"
+
+
 def draw(summary: dict[str, Any], path: Path) -> None:
+    """Write the chart as a PNG: grouped horizontal bars, median with a min-max whisker."""
     rows = relative_times(summary)
-    labels = summary["meta"]["backends"]
-    order = [name for name in ("redis", "celery_gcs", "builtin") if name in labels]
+    meta = summary["meta"]
+    labels = meta["backends"]
+    order = [name for name in ORDER if name in labels]
     values = [v for _, bars in rows for bar in bars.values() for v in bar[:3]] or [1.0]
     low = 10 ** math.floor(math.log10(max(min(values), 1e-4)))
     high = 10 ** math.ceil(math.log10(max(max(values), 10.0)))
 
-    left, right, top = 440, 60, 120
-    bar_h, gap = 14, 16
-    row_h = bar_h * len(order) + gap
-    height = top + row_h * len(rows) + 80
-    width = 1200
-    canvas = Canvas(width, height)
-    plot_w = width - left - right
-
-    def x_of(value: float) -> int:
-        return left + int(
-            plot_w * (math.log10(value) - math.log10(low)) / (math.log10(high) - math.log10(low))
-        )
-
-    canvas.text(20, 16, "TIME RELATIVE TO CELERY-GCS (LOWER IS FASTER), LOG SCALE", _INK, 3)
-    meta = summary["meta"]
-    canvas.text(
-        20,
-        50,
-        f"{meta['date']}, MODE {meta['mode']}: MEDIAN OF PAIRED ROUNDS, LINES SPAN MIN-MAX",
-        _LIGHT,
-        2,
+    figure = Figure(figsize=(WIDTH, 2.4 + 0.62 * max(len(rows), 1)), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    figure.suptitle("time relative to celery-gcs (lower is faster)", x=0.01, ha="left", fontsize=15)
+    axes.set_title(
+        f"{meta['date']}, mode {meta['mode']}: median of paired rounds, whiskers span min to max",
+        loc="left",
+        fontsize=10,
+        color="#555555",
     )
-    x = 20
-    for name in order:
-        canvas.rect(x, 80, x + 24, 94, COLORS[name])
-        canvas.text(x + 32, 81, labels[name], _INK, 2)
-        x += 32 + canvas.text_width(labels[name]) + 40
-    canvas.text(x, 81, "~: EXTRAPOLATED (STOPPED)  > <: A BOUND", _LIGHT, 2)
+    axes.set_xscale("log")
+    axes.set_xlim(low, high)
+    axes.xaxis.set_major_formatter(FuncFormatter(_times))
+    axes.set_xlabel("workload time / celery-gcs time (×, log scale)")
+    axes.set_ylabel("workload")
+    axes.grid(axis="x", which="major", color="#d7d7d7")
+    axes.set_axisbelow(True)
+    axes.axvline(1.0, color="#1e1e1e", linewidth=1)
 
-    decade = low
-    while decade <= high * 1.0001:
-        gx = x_of(decade)
-        canvas.vline(gx, top - 6, top + row_h * len(rows), _GRID)
-        label = f"{decade:g}x"
-        canvas.text(
-            gx - canvas.text_width(label) // 2, top + row_h * len(rows) + 10, label, _INK, 2
-        )
-        decade *= 10
-    canvas.vline(x_of(1.0), top - 6, top + row_h * len(rows), _INK)
-
-    for i, (label, bars) in enumerate(rows):
-        y = top + i * row_h
-        canvas.text(20, y + (bar_h * len(order)) // 2 - 7, label[:34], _INK, 2)
+    for i, (_, bars) in enumerate(rows):
         for j, name in enumerate(order):
             if name not in bars:
                 continue
             median, lo, hi, bound = bars[name]
-            by = y + j * bar_h
-            canvas.rect(left, by + 2, x_of(median), by + bar_h - 1, COLORS[name])
+            y = i + (j - (len(order) - 1) / 2) * BAR
+            axes.barh(y, median - low, left=low, height=BAR * 0.9, color=COLORS[name])
             if hi > lo:
-                mid = by + bar_h // 2
-                canvas.hline(x_of(lo), x_of(hi), mid, _INK)
-                canvas.vline(x_of(lo), mid - 3, mid + 3, _INK)
-                canvas.vline(x_of(hi), mid - 3, mid + 3, _INK)
-            text = bound + f"{median:.2g}x"
-            canvas.text(max(x_of(median), x_of(hi)) + 6, by + 1, text, _INK, 1 if bar_h < 14 else 2)
+                axes.errorbar(
+                    median, y, xerr=[[median - lo], [hi - median]],
+                    fmt="none", ecolor="#1e1e1e", elinewidth=1, capsize=3,
+                )  # fmt: skip
+            axes.annotate(
+                f"{bound}{median:.2g}×",
+                (max(median, hi), y),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+            )
+    axes.set_yticks(range(len(rows)), [label for label, _ in rows])
+    axes.set_ylim(max(len(rows), 1) - 0.5, -0.5)  # the first workload at the top
+    if not rows:
+        axes.text(0.5, 0.5, "no ratios to show", transform=axes.transAxes, ha="center")
+    marks = [Line2D([], [], linestyle="none", label=text) for text in KEY]
+    figure.legend(
+        handles=[Patch(color=COLORS[name], label=labels[name]) for name in order] + marks,
+        loc="outside lower center",
+        ncols=len(order) + len(marks),
+        frameon=False,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    figure.savefig(path, format="png", metadata={"Software": None})

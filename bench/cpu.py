@@ -1,42 +1,45 @@
-"""CPU seconds used by each part of the stack, read from /proc.
+"""CPU seconds used by each part of the stack, read with psutil.
 
 On a shared two-core machine wall-clock time depends on what else runs;
-the CPU time each process group spends on a workload depends much less on
+the CPU time each process tree spends on a workload depends much less on
 it, and says where the time goes: the worker, the GCS emulator, the
 Firestore emulator, the proxies, or this process (the client).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-_TICKS = os.sysconf("SC_CLK_TCK")
+import psutil
 
 
 def cpu_by_group(groups: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of named process groups: their live processes and the children they reaped.
+    """CPU seconds so far of named processes: each with its live descendants and the children they reaped.
 
-    ``"client"`` (any pgid) is this process, every thread of it.
+    ``"client"`` is this process alone, every thread of it (the stack's
+    services are its children, measured under their own names).
     """
-    ticks = dict.fromkeys(groups, 0)
-    names = {pgid: name for name, pgid in groups.items() if name != "client"}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    return {name: _own() if name == "client" else _tree(pid) for name, pid in groups.items()}
+
+
+def _own() -> float:
+    mine = psutil.Process().cpu_times()
+    return mine.user + mine.system
+
+
+def _tree(pid: int) -> float:
+    """A process's CPU seconds, its live descendants', and those of the children each has reaped."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:  # gone, or not ours to read
+        return 0.0
+    total = 0.0
+    for process in processes:
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            times = process.cpu_times()
+        except psutil.Error:  # exited since it was listed
             continue
-        # After the command: state, ppid, pgrp, ... utime, stime, cutime, cstime (stat fields 14-17).
-        name = names.get(int(fields[2]))
-        if name:
-            ticks[name] += sum(int(value) for value in fields[11:15])
-    seconds = {name: n / _TICKS for name, n in ticks.items()}
-    if "client" in groups:
-        mine = os.times()
-        seconds["client"] = mine.user + mine.system
-    return seconds
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
