@@ -25,20 +25,17 @@ from typing import Any
 from celery import states
 from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import TimeoutError
-from celery.result import result_from_tuple
+from celery.result import GroupResult, result_from_tuple
 from kombu.utils.encoding import bytes_to_str
 
+from . import meta as stored
 from . import retry, settings
 from .chords import ChordCoordinator
-from .errors import E_CORRUPT, E_RESULT_TOO_LARGE, CorruptResult, ResultTooLarge, StoreError
+from .errors import CorruptResult, StoreError
 from .keys import encode_id
+from .meta import EXPIRES_FIELD
 from .stores.perprocess import PerProcess
 from .stores.result_store import GenerationMismatch, ResultStore
-
-#: Field added to every stored meta: when the result expires (ISO 8601, UTC).
-EXPIRES_FIELD = "expires_at"
-#: What starts a failure's traceback that was cut to fit ``gcs_max_result_bytes``.
-TRACEBACK_CUT = "[start of traceback cut to fit gcs_max_result_bytes]\n"
 
 # How many (key -> generation) of this process's unfinished states to remember.
 _GENERATIONS_KEPT = 10_000
@@ -49,7 +46,12 @@ _MAX_CONFLICTS = 8
 
 
 class GCSBackend(KeyValueStoreBackend):
-    """Celery result backend storing results as GCS objects."""
+    """Celery result backend storing results as GCS objects.
+
+    Besides Celery's hooks it offers the coordinator what it reads through
+    (``chords.ChordBackend``): ``chord_key``, ``chord_expires_at``,
+    ``read_group``, ``read_ready`` and ``as_stored``.
+    """
 
     supports_native_join = True
     supports_result_compression = True
@@ -101,7 +103,7 @@ class GCSBackend(KeyValueStoreBackend):
                 return
             meta = self._decode(name, found.data)
             expires_at = self._expiry(self.prepare_expires(value))
-            meta[EXPIRES_FIELD] = _isoformat(expires_at)
+            meta[EXPIRES_FIELD] = stored.isoformat(expires_at)
             try:
                 self._put(name, self.encode(meta), expires_at=expires_at, if_generation_match=found.generation)
                 return
@@ -152,8 +154,7 @@ class GCSBackend(KeyValueStoreBackend):
             try:
                 meta["result"] = result_from_tuple(meta["result"], self.app)
             except Exception as exc:  # any shape result_from_tuple cannot take
-                reason = f"not a group of results ({exc!r})"
-                raise CorruptResult(E_CORRUPT.format(name=name, bucket=self.settings.bucket, reason=reason)) from exc
+                raise stored.corrupt(name, self.settings.bucket, f"not a group of results ({exc!r})") from exc
         return meta
 
     def _mget_to_results(self, values, keys, READY_STATES=states.READY_STATES):
@@ -166,7 +167,7 @@ class GCSBackend(KeyValueStoreBackend):
                 continue
             name = bytes_to_str(self.get_key_for_task(k))
             meta = self._decode(name, value)
-            if not _expired(meta):
+            if not stored.expired(meta):
                 meta = self._task_meta(name, meta)
                 if meta["status"] in READY_STATES:
                     yield k, meta
@@ -176,41 +177,51 @@ class GCSBackend(KeyValueStoreBackend):
         if found is None:
             return None
         meta = self._decode(name, found.data)
-        return None if _expired(meta) else meta
+        return None if stored.expired(meta) else meta
 
     def _task_meta(self, name: str, meta: dict[str, Any]) -> dict[str, Any]:
-        """A decoded task state, checked and turned into Celery's; CorruptResult if it is not one.
-
-        Only what Celery would trip over is checked: custom states (any
-        string) are fine, as are fields this backend does not know.
-        """
-        status, result, children = meta.get("status"), meta.get("result"), meta.get("children")
-        problem = None
-        if not isinstance(status, str):
-            problem = f"its status is {status!r}, not a state"
-        elif "result" not in meta:
-            problem = "it has no result"
-        elif status in states.EXCEPTION_STATES and not isinstance(result, dict | BaseException | None):
-            problem = f"a {status} whose result is {type(result).__name__}, not an exception"
-        elif children is not None and not isinstance(children, list):
-            problem = f"its children are {type(children).__name__}, not a list"
-        if problem is None:
-            try:
-                return self.meta_from_decoded(meta)
-            except Exception as exc:  # any shape Celery cannot rebuild
-                reason = f"Celery cannot rebuild its result ({exc!r})"
-                raise CorruptResult(E_CORRUPT.format(name=name, bucket=self.settings.bucket, reason=reason)) from exc
-        raise CorruptResult(E_CORRUPT.format(name=name, bucket=self.settings.bucket, reason=problem))
+        return stored.task_state(name, meta, rebuild=self.meta_from_decoded, bucket=self.settings.bucket)
 
     def _decode(self, name: str, payload: bytes) -> dict[str, Any]:
-        try:
-            meta = self.decode(payload)
-        except Exception as exc:  # any decoder's error: the object is not ours to read
-            raise CorruptResult(E_CORRUPT.format(name=name, bucket=self.settings.bucket, reason=exc)) from exc
-        if not isinstance(meta, dict) or ("status" not in meta and "result" not in meta):
-            reason = f"decoded to {type(meta).__name__}, not a result"
-            raise CorruptResult(E_CORRUPT.format(name=name, bucket=self.settings.bucket, reason=reason))
-        return meta
+        return stored.decode(name, payload, decode=self.decode, bucket=self.settings.bucket)
+
+    # -- what the chord coordinator reads through (chords.ChordBackend) ---------
+
+    def chord_key(self, group_id: str) -> str:
+        return bytes_to_str(self.get_key_for_chord(group_id))
+
+    def chord_expires_at(self) -> dt.datetime | None:
+        return self._expiry(self.chord_expires)
+
+    def read_group(self, group_id: str) -> GroupResult | None:
+        """The saved GroupResult of a group, or None; CorruptResult if it is not one."""
+        meta = self._restore_group(group_id)
+        return None if meta is None else meta["result"]
+
+    def read_ready(self, task_ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        """(state, result) of those of ``task_ids`` whose results are stored and ready.
+
+        A stored object that is not a result raises CorruptResult with the
+        task's id as ``task_id``.
+        """
+        keys = [bytes_to_str(self.get_key_for_task(task_id)) for task_id in task_ids]
+        ready: dict[str, tuple[str, Any]] = {}
+        for task_id, key, raw in zip(task_ids, keys, self.mget(keys)):
+            if raw is None:
+                continue
+            try:
+                meta = self._task_meta(key, self._decode(key, raw))
+            except CorruptResult as exc:
+                exc.task_id = task_id
+                raise
+            if meta["status"] in states.READY_STATES:
+                ready[task_id] = (meta["status"], meta["result"])
+        return ready
+
+    def as_stored(self, state: str, result: Any) -> Any:
+        """A result as a reader gets it back: through the serializer and Celery's rebuilding."""
+        encoded = self.encode({"result": self.encode_result(result, state), "status": state})
+        return self.meta_from_decoded(self.decode(encoded))["result"]
 
     # -- writes: one request per state ---------------------------------------
 
@@ -219,11 +230,11 @@ class GCSBackend(KeyValueStoreBackend):
         meta["task_id"] = bytes_to_str(task_id)
         expires = self.failure_expires if state in states.EXCEPTION_STATES else self.expires
         expires_at = self._expiry(expires)
-        meta[EXPIRES_FIELD] = _isoformat(expires_at)
+        meta[EXPIRES_FIELD] = stored.isoformat(expires_at)
         name = bytes_to_str(self.get_key_for_task(task_id))
-        payload = self._encode_state(meta, state)
+        payload = stored.encode_state(meta, state, encode=self.encode, limit=self.settings.max_result_bytes)
         try:
-            self._check_size(name, payload)
+            stored.check_size(name, payload, self.settings.max_result_bytes)
             counted_at = None
             if _is_chord_part(request, state):
                 # Count (and maybe fire the callback) before the result is
@@ -259,7 +270,7 @@ class GCSBackend(KeyValueStoreBackend):
         self.chords.add(group_id, result.id)
 
     def incr(self, key: bytes | str) -> int:
-        return self.chords.store.incr(bytes_to_str(key), self._expiry(self.chord_expires))
+        return self.chords.incr(bytes_to_str(key))
 
     def _write_state(self, name: str, payload: bytes, state: str, expires_at: dt.datetime | None) -> None:
         generations = self._generations.get()
@@ -289,46 +300,14 @@ class GCSBackend(KeyValueStoreBackend):
 
     def _save_group(self, group_id: str, result: Any) -> Any:
         expires_at = self._expiry(self.expires)
-        meta = {"result": result.as_tuple(), EXPIRES_FIELD: _isoformat(expires_at)}
+        meta = {"result": result.as_tuple(), EXPIRES_FIELD: stored.isoformat(expires_at)}
         self._put(bytes_to_str(self.get_key_for_group(group_id)), self.encode(meta), expires_at=expires_at)
         return result
-
-    def _encode_state(self, meta: dict[str, Any], state: str) -> bytes:
-        """Encode a state; a failure over the size limit loses the start of its traceback, not its error.
-
-        Otherwise a long traceback (deep recursion, a small gcs_max_result_bytes)
-        would replace the task's real error with a ResultTooLarge about it.
-        """
-        payload = self.encode(meta)
-        limit = self.settings.max_result_bytes
-        traceback = meta.get("traceback")
-        if len(payload) <= limit or state not in states.EXCEPTION_STATES or not traceback:
-            return payload
-        meta["traceback"] = TRACEBACK_CUT
-        bare = self.encode(meta)
-        if len(bare) > limit:
-            return bare  # too large even so: _check_size names it
-        # Keep as much of the end as fits, guessing from the bytes per character so far.
-        per_char = max(len(payload) - len(bare), 1) / len(traceback)
-        keep = int((limit - len(bare)) / per_char)
-        while keep > 0:
-            meta["traceback"] = TRACEBACK_CUT + traceback[len(traceback) - keep :]
-            payload = self.encode(meta)
-            if len(payload) <= limit:
-                return payload
-            keep = keep * 9 // 10
-        meta["traceback"] = TRACEBACK_CUT
-        return bare
-
-    def _check_size(self, name: str, payload: bytes) -> None:
-        limit = self.settings.max_result_bytes
-        if len(payload) > limit:
-            raise ResultTooLarge(E_RESULT_TOO_LARGE.format(name=name, size=len(payload), limit=limit))
 
     def _put(
         self, name: str, payload: bytes, *, expires_at: dt.datetime | None, if_generation_match: int | None = None
     ) -> int:
-        self._check_size(name, payload)
+        stored.check_size(name, payload, self.settings.max_result_bytes)
         return self.results.put(name, payload, expires_at=expires_at, if_generation_match=if_generation_match)
 
     def _expiry(self, seconds: float | None) -> dt.datetime | None:
@@ -353,18 +332,3 @@ def _is_chord_part(request: Any, state: str) -> bool:
         and bool(getattr(request, "chord", None))
         and bool(getattr(request, "group", None))
     )
-
-
-def _isoformat(when: dt.datetime | None) -> str | None:
-    return None if when is None else when.isoformat()
-
-
-def _expired(meta: dict[str, Any]) -> bool:
-    expires_at = meta.get(EXPIRES_FIELD)
-    if not expires_at:
-        return False
-    try:
-        when = dt.datetime.fromisoformat(expires_at)
-    except (TypeError, ValueError):
-        return False  # not ours to judge; the lifecycle rule still applies
-    return when <= dt.datetime.now(dt.UTC)

@@ -25,30 +25,26 @@ are deleted, so a retry never publishes it again.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from celery import states
+from celery import Celery, states
 from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
-from kombu.utils.encoding import bytes_to_str
 
 from .errors import CorruptResult
-from .keys import encode_id
+from .keys import part_document_id
+from .settings import Settings
 from .stores.chord_store import Chord, ChordStore, Claim, Holder
 from .stores.perprocess import PerProcess
-
-if TYPE_CHECKING:
-    import datetime as dt
-
-    from .backend import GCSBackend
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +52,31 @@ log = logging.getLogger(__name__)
 MIN_LEASE = 10.0
 #: What Celery's ``result_chord_join_timeout`` defaults to.
 DEFAULT_JOIN_TIMEOUT = 3.0
+
+
+class ChordBackend(Protocol):
+    """What the coordinator needs from the result backend that owns it (``GCSBackend``)."""
+
+    app: Celery
+    settings: Settings
+
+    def chord_key(self, group_id: str) -> str:
+        """The name of the chord's Firestore document."""
+
+    def chord_expires_at(self) -> dt.datetime | None:
+        """When chord documents written now expire."""
+
+    def read_group(self, group_id: str) -> GroupResult | None:
+        """The header's saved GroupResult; CorruptResult if it is not one."""
+
+    def read_ready(self, task_ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        """(state, result) of the stored, ready ones; CorruptResult (with ``task_id``) for junk."""
+
+    def as_stored(self, state: str, result: Any) -> Any:
+        """A result as a reader will get it back from storage."""
+
+    def chord_error_from_stack(self, callback: Any, exc: Exception) -> Any:
+        """Celery's: fail the callback and call its errbacks."""
 
 
 class PartsInFlight(Exception):
@@ -77,7 +98,7 @@ class Part:
 class ChordCoordinator:
     """Runs the steps above for one backend."""
 
-    def __init__(self, backend: GCSBackend) -> None:
+    def __init__(self, backend: ChordBackend) -> None:
         self.backend = backend
         self.store = ChordStore(backend.settings)
         # chord key -> total parts, once read: totals only grow (add_to_chord),
@@ -93,13 +114,17 @@ class ChordCoordinator:
     # -- Celery's chord hooks -------------------------------------------------------
 
     def key(self, group_id: str) -> str:
-        return bytes_to_str(self.backend.get_key_for_chord(group_id))
+        return self.backend.chord_key(group_id)
 
     def set_size(self, group_id: str, size: int) -> None:
         self.store.set_size(self.key(group_id), size, self._expires_at())
 
     def add(self, group_id: str, task_id: str) -> None:
         self.store.add(self.key(group_id), task_id, self._expires_at())
+
+    def incr(self, key: str) -> int:
+        """Celery's ``incr`` hook, for code that counts chords the key/value way."""
+        return self.store.incr(key, self._expires_at())
 
     # -- a header task returns ---------------------------------------------------------
 
@@ -208,31 +233,25 @@ class ChordCoordinator:
     def _shape(self, part: Part, chord: Chord) -> list[Any]:
         """The header's results in header order, then those added to the chord: one GCS read."""
         try:
-            meta = self.backend._restore_group(part.group_id)
+            header = self.backend.read_group(part.group_id)
         except CorruptResult as exc:
             raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
-        if meta is None:
+        if header is None:
             raise ChordError(f"GroupResult {part.group_id} no longer exists")
-        header: GroupResult = meta["result"]
         return [*header.results, *(AsyncResult(task_id) for task_id in chord.added)]
 
     def _gather(self, part: Part, ids: list[str]) -> dict[str, Any]:
         """Read every other part's result once; wait briefly for ones being stored."""
-        backend = self.backend
         values: dict[str, Any] = {part.task_id: (part.state, part.value)}
         missing = [task_id for task_id in ids if task_id not in values]
         deadline = time.monotonic() + self._join_timeout()
         nap = 0.02
         while missing:
-            keys = [bytes_to_str(backend.get_key_for_task(task_id)) for task_id in missing]
-            for task_id, key, raw in zip(missing, keys, backend.mget(keys)):
-                if raw is not None:
-                    try:
-                        meta = backend._task_meta(key, backend._decode(key, raw))
-                    except CorruptResult as exc:
-                        raise ChordError(f"Dependency {task_id} cannot be read: {exc}") from exc
-                    if meta["status"] in states.READY_STATES:
-                        values[task_id] = (meta["status"], meta["result"])
+            try:
+                values.update(self.backend.read_ready(missing))
+            except CorruptResult as exc:
+                task_id = getattr(exc, "task_id", "?")
+                raise ChordError(f"Dependency {task_id} cannot be read: {exc}") from exc
             missing = [task_id for task_id in missing if task_id not in values]
             if missing and time.monotonic() >= deadline:
                 raise PartsInFlight(f"{len(missing)} counted parts not stored yet, e.g. {missing[0]}")
@@ -277,11 +296,9 @@ class ChordCoordinator:
         return self._join_timeout()
 
     def part(self, request: Any, state: str, result: Any) -> Part:
-        backend = self.backend
         # The value as the callback will see it: through the serializer, like
         # the other parts' values read back from GCS.
-        encoded = backend.encode({"result": backend.encode_result(result, state), "status": state})
-        value = backend.meta_from_decoded(backend.decode(encoded))["result"]
+        value = self.backend.as_stored(state, result)
         return Part(
             task_id=str(request.id),
             group_id=str(request.group),
@@ -295,7 +312,7 @@ class ChordCoordinator:
         return part_document_id(task_id)
 
     def _expires_at(self) -> dt.datetime | None:
-        return self.backend._expiry(self.backend.chord_expires)
+        return self.backend.chord_expires_at()
 
     def _join_timeout(self) -> float:
         timeout = self.backend.app.conf.get("result_chord_join_timeout")
@@ -320,21 +337,6 @@ class ChordCoordinator:
 
     def after_claim(self, part: Part) -> None:
         """Called right after this process claimed the callback."""
-
-
-def part_document_id(task_id: str) -> str:
-    """A task id as the id of its part's Firestore document.
-
-    Its object-name form (``encode_id``), except where Firestore refuses that:
-    ``encode_id`` keeps ``.`` and ``__name__`` as they are, fine in object
-    names, but Firestore rejects ``.`` as an id and reserves ``__.*__``. Their
-    first character is %-escaped, which ``encode_id`` never does to ``.`` or
-    ``_``, so no two task ids share a document.
-    """
-    encoded = encode_id(task_id)
-    if encoded == "." or (encoded.startswith("__") and encoded.endswith("__")):
-        return f"%{ord(encoded[0]):02X}{encoded[1:]}"
-    return encoded
 
 
 def this_holder() -> Holder:
@@ -379,14 +381,10 @@ def _start_time(pid: int) -> str:
 
 
 def _now() -> dt.datetime:
-    import datetime as dt
-
     return dt.datetime.now(dt.UTC)
 
 
 def _now_plus(seconds: float) -> dt.datetime:
-    import datetime as dt
-
     return _now() + dt.timedelta(seconds=seconds)
 
 

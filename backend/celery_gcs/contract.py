@@ -1,8 +1,10 @@
-"""Names and numbers that the backend and the Pulumi program must agree on.
+"""What the backend, the Pulumi components and ``celery-gcs doctor`` agree on.
 
-Both `celery_gcs.settings` and `infra/` import from here, so a deployment's
-bucket lifecycle rules and Firestore TTL policy always match what the backend
-writes. This module imports nothing, so the Pulumi program can load it cheaply.
+Names (URL scheme, collections, key prefixes), numbers (lifecycle days,
+default expiry and limits), the bucket's lifecycle rules and the worker's IAM
+roles: the backend writes by them, infra provisions by them, doctor checks
+by them, so a deployment always matches what the backend does. This module
+imports nothing, so the Pulumi program can load it cheaply.
 """
 
 from typing import Final
@@ -15,6 +17,9 @@ FIRESTORE_DATABASE: Final = "(default)"
 
 #: Firestore collection (and so TTL collection group) holding chord documents.
 FIRESTORE_COLLECTION: Final = "celery"
+
+#: Subcollection of each chord document holding one document per counted part.
+FIRESTORE_PARTS_COLLECTION: Final = "parts"
 
 #: Timestamp field on every chord document; the Firestore TTL policy is on it.
 FIRESTORE_TTL_FIELD: Final = "expires_at"
@@ -41,3 +46,27 @@ MAX_RESULT_BYTES: Final = 32 * 1024 * 1024
 
 #: Worker threads (and HTTP connections) for multi-key reads.
 THREADPOOL_MAXSIZE: Final = 10
+
+
+def lifecycle_rules() -> list[dict[str, object]]:
+    """The bucket's lifecycle rules, in the JSON API's shape.
+
+    Delete a result once its custom time (its expiry) has passed; delete
+    anything after ``LIFECYCLE_MAX_AGE_DAYS`` as a backstop.
+    """
+    return [
+        {
+            "action": {"type": "Delete"},
+            "condition": {"daysSinceCustomTime": LIFECYCLE_DAYS_SINCE_CUSTOM_TIME},
+        },
+        {"action": {"type": "Delete"}, "condition": {"age": LIFECYCLE_MAX_AGE_DAYS}},
+    ]
+
+
+#: The worker's role on the result bucket: read, write, list and delete
+#: objects; nothing on the bucket's own settings or IAM.
+WORKER_BUCKET_ROLE: Final = "roles/storage.objectUser"
+#: What the worker does with objects, all in WORKER_BUCKET_ROLE.
+WORKER_BUCKET_PERMISSIONS: Final = ("storage.objects.create", "storage.objects.get", "storage.objects.delete")
+#: The worker's role on Firestore, conditioned to the one database.
+WORKER_DATABASE_ROLE: Final = "roles/datastore.user"

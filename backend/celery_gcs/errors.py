@@ -18,6 +18,8 @@ google-api-core errors are translated at the store boundary and re-raised
 
 from celery.exceptions import BackendStoreError, ImproperlyConfigured
 
+from .contract import WORKER_BUCKET_ROLE, WORKER_DATABASE_ROLE
+
 E_BUCKET_MISSING = (
     "GCS bucket {bucket!r} does not exist (project {project}); create it, "
     "or fix the bucket in result_backend / gcs_bucket"
@@ -30,12 +32,12 @@ E_DATABASE_MISSING = (
 E_BUCKET_DENIED = (
     "the worker's identity may not {action} gs://{bucket}/{name} ({reason}); check that "
     "result_backend / gcs_bucket names your results bucket, and that the identity has "
-    "roles/storage.objectUser on it"
+    f"{WORKER_BUCKET_ROLE} on it"
 )
 E_DATABASE_DENIED = (
     "the worker's identity may not use Firestore database {database!r} in project {project} "
     "({reason}); check firestore_project and firestore_database, and that the identity has "
-    "roles/datastore.user on that database"
+    f"{WORKER_DATABASE_ROLE} on that database"
 )
 E_RESULT_TOO_LARGE = (
     "result {name} is {size:,} bytes encoded, over the {limit:,}-byte limit "

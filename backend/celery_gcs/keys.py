@@ -37,3 +37,18 @@ def encode_id(task_id: str) -> str:
     if len(encoded.encode()) > _MAX_ID_BYTES:
         return "%hash-" + hashlib.sha256(task_id.encode()).hexdigest()
     return encoded
+
+
+def part_document_id(task_id: str) -> str:
+    """A task id as the id of its chord part's Firestore document.
+
+    Its object-name form (``encode_id``), except where Firestore refuses that:
+    ``encode_id`` keeps ``.`` and ``__name__`` as they are, fine in object
+    names, but Firestore rejects ``.`` as an id and reserves ``__.*__``. Their
+    first character is %-escaped, which ``encode_id`` never does to ``.`` or
+    ``_``, so no two task ids share a document.
+    """
+    encoded = encode_id(task_id)
+    if encoded == "." or (encoded.startswith("__") and encoded.endswith("__")):
+        return f"%{ord(encoded[0]):02X}{encoded[1:]}"
+    return encoded

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+from celery_gcs import contract
 
 from . import chord_store, common, result_store
 
-FIRESTORE_ROLE = "roles/datastore.user"
+FIRESTORE_ROLE = contract.WORKER_DATABASE_ROLE
 WORKLOAD_IDENTITY_ROLE = "roles/iam.workloadIdentityUser"
 
 

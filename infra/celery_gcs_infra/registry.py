@@ -94,7 +94,6 @@ class Registry(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__(common.token("registry", "Registry"), name, None, opts)
         # Checked here, not in RegistryArgs: the repository's own program adds
         # the context after the stack config is validated.
         common.check(
@@ -104,6 +103,7 @@ class Registry(pulumi.ComponentResource):
             "Set image to a worker image pinned by digest, or build_context to a checkout of "
             "celery-gcs (the repository's own program passes its root)",
         )
+        super().__init__(common.token("registry", "Registry"), name, None, opts)
         self.repository = gcp.artifactregistry.Repository(
             f"{name}-repository",
             project=args.project,

@@ -21,9 +21,8 @@ from . import common
 _KMS_KEY = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 _BASE_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
-#: Role the worker gets on this bucket: read, write, list and delete objects;
-#: nothing on the bucket's own settings or IAM.
-WORKER_ROLE = "roles/storage.objectUser"
+#: Role the worker gets on this bucket (read, write, list and delete objects).
+WORKER_ROLE = contract.WORKER_BUCKET_ROLE
 #: Role the Cloud Storage service agent needs on a CMEK key.
 KMS_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 

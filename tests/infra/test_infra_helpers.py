@@ -76,3 +76,14 @@ def test_services_follow_the_features_in_use():
         "cloudkms.googleapis.com",
     }
     assert "secretmanager.googleapis.com" not in full  # not used: the broker URL is a K8s Secret
+
+
+def test_a_registry_with_neither_image_nor_build_context_names_what_to_set():
+    """An installed package cannot guess where a checkout is: a team program must say."""
+    from celery_gcs_infra import Registry, RegistryArgs
+
+    args = RegistryArgs(project="acme-payments", location="us-central1", repository_id="celery")
+    with pytest.raises(common.SettingError) as raised:
+        Registry("celery-registry", args)
+    message = str(raised.value)
+    assert "image" in message and "build_context" in message

@@ -24,6 +24,7 @@ not serve the admin API, so ``ttl policy`` is not checked there either.
 
 from __future__ import annotations
 
+import argparse
 import enum
 import json
 import os
@@ -35,13 +36,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import contract, retry
-from ..local import services
 from ..settings import bucket_problem
+from . import options
 
-#: What the worker does with objects: create (and replace) results, read them, delete them.
-WORKER_PERMISSIONS = ("storage.objects.create", "storage.objects.get", "storage.objects.delete")
-#: The predefined role that grants them on a bucket (infra/ grants it to the worker).
-WORKER_ROLE = "roles/storage.objectUser"
+#: What the worker does with objects, and the role that grants them on a bucket.
+WORKER_PERMISSIONS = contract.WORKER_BUCKET_PERMISSIONS
+WORKER_ROLE = contract.WORKER_BUCKET_ROLE
 
 E_NO_CREDENTIALS = "no Google credentials found ({error})"
 FIX_CREDENTIALS = (
@@ -80,7 +80,7 @@ class Config:
 
 
 def lifecycle_fix(bucket: str) -> str:
-    rules = json.dumps({"rule": services.recommended_lifecycle()}, separators=(",", ":"))
+    rules = json.dumps({"rule": contract.lifecycle_rules()}, separators=(",", ":"))
     return (
         f"echo '{rules}' > lifecycle.json && gcloud storage buckets update gs://{bucket} "
         f"--lifecycle-file=lifecycle.json, {FIX_PULUMI}"
@@ -515,7 +515,56 @@ def render(config: Config, doctor: Doctor, checks: Sequence[Check], console: Con
     )
 
 
-def main(config: Config, *, as_json: bool = False, console: Console | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="celery-gcs doctor",
+        description="Check that a bucket and a Firestore database are ready for celery-gcs. Uses the "
+        "emulators when STORAGE_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST are set, else Application Default "
+        "Credentials. Exits non-zero when any check fails.",
+    )
+    parser.add_argument("--bucket", required=True, help="the result bucket")
+    parser.add_argument("--project", required=True, help="the GCP project (of the bucket and Firestore)")
+    parser.add_argument(
+        "--database", default=contract.FIRESTORE_DATABASE, help="Firestore database (default %(default)s)"
+    )
+    parser.add_argument(
+        "--collection",
+        default=contract.FIRESTORE_COLLECTION,
+        help="Firestore collection of chord documents (default %(default)s)",
+    )
+    parser.add_argument(
+        "--result-expires",
+        type=options.seconds,
+        default=float(contract.RESULT_EXPIRES_SECONDS),
+        metavar="SECONDS",
+        help="your app's result_expires (default Celery's 86400; 0: results never expire)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=options.seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="per check, retries included (default 10)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    config = Config(
+        bucket=args.bucket,
+        project=args.project,
+        database=args.database,
+        collection=args.collection,
+        result_expires=args.result_expires,
+        timeout=args.timeout,
+    )
+    return run(config, as_json=args.json)
+
+
+def run(config: Config, *, as_json: bool = False, console: Console | None = None) -> int:
+    """Run every check against ``config`` and print them; 1 when any failed."""
     console = console or Console(soft_wrap=True)
     doctor = Doctor(config)
     checks = doctor.run()

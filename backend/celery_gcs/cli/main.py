@@ -1,4 +1,4 @@
-"""The ``celery-gcs`` command.
+"""The ``celery-gcs`` entry point: names the commands, checks their extras, hands each its arguments.
 
 ::
 
@@ -7,160 +7,89 @@
     celery-gcs doctor --bucket B --project P [--database D]
                                          check a deployment (or the emulators)
 
-Each subcommand lives in its own module (``demo``, ``dev``, ``doctor``) and is
-imported only when it runs, so ``celery-gcs --help`` stays quick.
+Each command is a module of this package with a ``main(argv)`` that parses
+its own options. It is imported only when it runs, after its extras are
+found, so ``celery-gcs --help`` and ``--version`` work with none installed
+and a missing extra is named with the line that installs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
-from .. import contract
+from .. import __version__
 
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return number
+#: Exit code when a command's extras are not installed.
+EXIT_MISSING_EXTRA = 2
+E_MISSING_EXTRA = "celery-gcs {command} needs the {extras} extra{s}, which {are} not installed; install with:\n  {line}"
 
 
-def _seconds(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return number
+@dataclass(frozen=True)
+class Command:
+    help: str
+    extras: tuple[str, ...]
+
+
+COMMANDS = {
+    "demo": Command("run the emulators, Redis, a prefork worker and a sample workload", ("cli", "local")),
+    "dev": Command("start, stop or show the local stack (emulators and Redis) for your own app", ("cli", "local")),
+    "doctor": Command("check a deployment: bucket, lifecycle, access, Firestore, TTL, permissions", ("cli",)),
+}
+
+#: The modules each extra brings; one missing means the extra is not installed.
+EXTRA_MODULES = {
+    "cli": ("rich",),
+    "local": ("gcp_storage_emulator", "hpack", "redis", "psutil"),
+}
+
+
+def missing_extras(extras: Sequence[str]) -> list[str]:
+    return [extra for extra in extras if not all(importlib.util.find_spec(m) for m in EXTRA_MODULES[extra])]
+
+
+def install_line(extras: Sequence[str]) -> str:
+    return f"pip install 'celery-gcs[{','.join(extras)}]'"
 
 
 def _parser() -> argparse.ArgumentParser:
+    listing = "\n".join(f"  {name:<8} {command.help}" for name, command in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="celery-gcs",
+        usage="%(prog)s [-h] [--version] COMMAND [OPTIONS ...]",
         description="Tools for celery-gcs, the Celery result backend on Google Cloud Storage.",
+        epilog=f"commands:\n{listing}\n\n`celery-gcs COMMAND --help` shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = commands.add_parser(
-        "demo",
-        help="run the emulators, Redis, a prefork worker and a sample workload",
-        description="Start the GCS and Firestore emulators, Redis and a real prefork worker, run a group, "
-        "a chain and a chord, and summarise what it took. Ctrl-C stops everything it started.",
-    )
-    demo.add_argument(
-        "--chord-size", type=_positive, default=1000, help="parts in the chord (default 1000)"
-    )
-    demo.add_argument(
-        "--group-size", type=_positive, default=100, help="tasks in the group (default 100)"
-    )
-    demo.add_argument(
-        "--chain-length", type=_positive, default=10, help="tasks in the chain (default 10)"
-    )
-    demo.add_argument(
-        "--concurrency", type=_positive, default=2, help="worker pool processes (default 2)"
-    )
-    demo.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=600.0,
-        help="seconds the workload may take (default 600)",
-    )
-    demo.add_argument(
-        "--json", type=Path, metavar="PATH", help="also write the summary as JSON to PATH"
-    )
-    demo.add_argument(
-        "--use-env",
-        action="store_true",
-        help="use the emulators and Redis named by STORAGE_EMULATOR_HOST, FIRESTORE_EMULATOR_HOST and "
-        'CELERY_BROKER_URL (eval "$(celery-gcs dev up)") instead of starting them',
-    )
-
-    dev = commands.add_parser(
-        "dev",
-        help="start, stop or show the local stack (emulators and Redis) for your own app",
-        description="The GCS emulator, the Firestore emulator and Redis on free ports, left running "
-        'between commands. `eval "$(celery-gcs dev up)"` starts them and exports their addresses.',
-    )
-    dev.add_argument("action", choices=("up", "down", "status"))
-    dev.add_argument(
-        "--state-dir",
-        type=Path,
-        help="where the state file and logs live (default: $CELERY_GCS_DEVSTACK_DIR, else ./.devstack)",
-    )
-    dev.add_argument("--json", action="store_true", help="status as JSON")
-
-    doctor = commands.add_parser(
-        "doctor",
-        help="check a deployment: bucket, lifecycle, access, Firestore, TTL, permissions",
-        description="Check that a bucket and a Firestore database are ready for celery-gcs. Uses the "
-        "emulators when STORAGE_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST are set, else Application Default "
-        "Credentials. Exits non-zero when any check fails.",
-    )
-    doctor.add_argument("--bucket", required=True, help="the result bucket")
-    doctor.add_argument(
-        "--project", required=True, help="the GCP project (of the bucket and Firestore)"
-    )
-    doctor.add_argument(
-        "--database",
-        default=contract.FIRESTORE_DATABASE,
-        help="Firestore database (default %(default)s)",
-    )
-    doctor.add_argument(
-        "--collection",
-        default=contract.FIRESTORE_COLLECTION,
-        help="Firestore collection of chord documents (default %(default)s)",
-    )
-    doctor.add_argument(
-        "--result-expires",
-        type=_seconds,
-        default=float(contract.RESULT_EXPIRES_SECONDS),
-        metavar="SECONDS",
-        help="your app's result_expires (default Celery's 86400; 0: results never expire)",
-    )
-    doctor.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="per check, retries included (default 10)",
-    )
-    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.add_argument("--version", action="version", version=f"celery-gcs {__version__}")
+    parser.add_argument("command", choices=COMMANDS, metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "demo":
-            from . import demo
-
-            workload = demo.Workload(
-                group=args.group_size, chain=args.chain_length, chord=args.chord_size
-            )
-            options = demo.Options(
-                workload=workload,
-                concurrency=args.concurrency,
-                use_env=args.use_env,
-                json_path=args.json,
-                timeout=args.timeout,
-            )
-            return demo.main(options)
-        if args.command == "dev":
-            from . import dev
-
-            return dev.main(args.action, state_dir=args.state_dir, as_json=args.json)
-        from . import doctor
-
-        config = doctor.Config(
-            bucket=args.bucket,
-            project=args.project,
-            database=args.database,
-            collection=args.collection,
-            result_expires=args.result_expires,
-            timeout=args.timeout,
+    command = COMMANDS[args.command]
+    missing = missing_extras(command.extras)
+    if missing:
+        print(
+            E_MISSING_EXTRA.format(
+                command=args.command,
+                extras=" and ".join(missing),
+                s="s" if len(missing) > 1 else "",
+                are="are" if len(missing) > 1 else "is",
+                line=install_line(command.extras),
+            ),
+            file=sys.stderr,
         )
-        return doctor.main(config, as_json=args.json)
+        return EXIT_MISSING_EXTRA
+    module = importlib.import_module(f"{__package__}.{args.command}")
+    try:
+        return module.main(args.arguments)
     except KeyboardInterrupt:
         return 130
 

@@ -40,7 +40,6 @@ from .perprocess import PerProcess
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-PARTS = "parts"
 _BATCH = 500  # Firestore's limit of writes per commit
 #: A size above this is not one Celery gave us. Far beyond any chord this
 #: backend can run: each part's count query reads up to size / 1,000
@@ -152,7 +151,7 @@ class ChordStore:
         fields: dict[str, Any] = {"index": index}
         if expires_at:
             fields[contract.FIRESTORE_TTL_FIELD] = expires_at
-        ref = self._chord(key).collection(PARTS).document(part)
+        ref = self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).document(part)
         try:
             # A retried create whose first attempt landed reports a conflict:
             # callers treat "new" and "already counted" the same way.
@@ -163,7 +162,7 @@ class ChordStore:
 
     def counted(self, key: str) -> int:
         """How many parts are counted. One read per thousand parts."""
-        query = self._chord(key).collection(PARTS).count()
+        query = self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).count()
         results = self._call("counting chord parts", lambda: query.get(**self._call_options))
         return int(results[0][0].value)
 
@@ -252,7 +251,7 @@ class ChordStore:
         self._call("deleting a chord", lambda: ref.delete(**self._call_options))
         batch, pending = client.batch(), 0
         for part in parts:
-            batch.delete(ref.collection(PARTS).document(part))
+            batch.delete(ref.collection(contract.FIRESTORE_PARTS_COLLECTION).document(part))
             pending += 1
             if pending == _BATCH:
                 self._call("deleting chord parts", lambda b=batch: b.commit(**self._call_options))

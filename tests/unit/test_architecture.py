@@ -1,0 +1,74 @@
+"""The architecture contract in pyproject.toml ([tool.importlinter]) holds, and catches what it should.
+
+The runtime (everything but ``cli``, ``local`` and ``worker``) imports none
+of those rooms nor the extras' packages, and its modules form no cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(package_root: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(package_root)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(config), "--no-cache"],
+        cwd=package_root, env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Path:
+    """A copy of the package, beside a copy of the contract, to plant violations in."""
+    shutil.copytree(ROOT / "backend" / "celery_gcs", tmp_path / "celery_gcs")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def test_the_tree_keeps_the_contract() -> None:
+    done = lint_imports(ROOT / "backend", ROOT / "pyproject.toml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
+
+
+def test_every_runtime_module_is_under_the_contract() -> None:
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    package = ROOT / "backend" / "celery_gcs"
+    runtime = {f"celery_gcs.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    runtime |= {f"celery_gcs.{p.name}" for p in package.iterdir() if (p / "__init__.py").exists()}
+    runtime -= {"celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker"}
+    assert runtime == set(contract["source_modules"])
+
+
+def test_a_runtime_module_importing_the_cli_breaks_the_contract(planted: Path) -> None:
+    settings = planted / "celery_gcs" / "settings.py"
+    settings.write_text(settings.read_text() + "\nfrom .cli import main as _cli  # planted\n")
+    done = lint_imports(planted, planted / "pyproject.toml")
+    assert done.returncode == 1
+    assert "celery_gcs.settings -> celery_gcs.cli.main" in done.stdout
+
+
+def test_a_runtime_module_importing_rich_breaks_the_contract(planted: Path) -> None:
+    store = planted / "celery_gcs" / "stores" / "result_store.py"
+    store.write_text(store.read_text() + "\nimport rich  # planted\n")
+    done = lint_imports(planted, planted / "pyproject.toml")
+    assert done.returncode == 1
+    assert "celery_gcs.stores.result_store -> rich" in done.stdout
+
+
+def test_an_import_cycle_in_the_runtime_breaks_the_contract(planted: Path) -> None:
+    keys = planted / "celery_gcs" / "keys.py"
+    keys.write_text(keys.read_text() + "\nfrom . import backend as _backend  # planted\n")
+    done = lint_imports(planted, planted / "pyproject.toml")
+    assert done.returncode == 1
+    assert "No import cycle in the runtime BROKEN" in done.stdout
