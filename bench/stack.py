@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -22,10 +23,12 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery_gcs.local import services
+from celery_gcs.local import processes, services
+from celery_gcs.local.worker import WorkerProcess, celery_worker_argv
 
 from .counting import ProxySet
-from .workers import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class BenchStack:
     local: services.LocalStack | None = None
     result_redis: services.Service | None = None
     proxies: ProxySet | None = None
-    workers: dict[str, Worker] = field(default_factory=dict)
+    workers: dict[str, WorkerProcess] = field(default_factory=dict)
     apps: dict[str, Celery] = field(default_factory=dict)
     by_name: dict[str, Backend] = field(default_factory=dict)
 
@@ -81,7 +84,7 @@ class BenchStack:
         self.local.start()
         if "redis" in self.backends:
             self.result_redis = services.redis_server(
-                services.free_port(), self.workdir / "result-redis.log"
+                processes.free_port(), self.workdir / "result-redis.log"
             )
             self.result_redis.start()
         self.proxies = ProxySet(
@@ -101,8 +104,8 @@ class BenchStack:
         for app in self.apps.values():
             _forget_subscriptions(app)
             app.close()
-        for worker in self.workers.values():
-            worker.stop()
+        for name in self.workers:
+            self._stop_worker(name)
         if self.proxies:
             self.proxies.stop()
         if self.result_redis:
@@ -145,27 +148,51 @@ class BenchStack:
         )
         return app
 
-    def start_worker(self, name: str) -> Worker:
+    def start_worker(self, name: str) -> WorkerProcess:
+        """``celery -A bench.tasks worker -l WARNING`` for one backend, consuming its queue.
+
+        At WARNING Celery does not log its ``ready.`` line: ``bench.tasks``
+        writes a file instead, once the worker consumes.
+        """
         assert self.local is not None and self.proxies is not None
         backend = self.by_name[name]
+        log_path = self.workdir / f"worker-{name}-{len(self.workers)}.log"
+        ready_file = _ready_file(log_path)
+        ready_file.unlink(missing_ok=True)
+        argv = celery_worker_argv(
+            "bench.tasks",
+            name=f"bench{uuid.uuid4().hex[:6]}@localhost",
+            concurrency=self.concurrency,
+            loglevel="WARNING",
+        )
         env = {
+            **os.environ,
             **self.local.env(),
             **self.proxies.env("worker"),
             "CELERY_BROKER_URL": self.broker_url,
+            "PYTHONPATH": str(ROOT),
+            "CELERY_RESULT_BACKEND": backend.url,
+            "CELERY_BENCH_CONF": json.dumps(self._conf(backend)),
+            "CELERY_BENCH_READY": str(ready_file),
         }
-        worker = Worker(
+        worker = WorkerProcess(
+            argv,
             env=env,
-            backend_url=backend.url,
-            conf=self._conf(backend),
-            concurrency=self.concurrency,
-            log_path=self.workdir / f"worker-{name}-{len(self.workers)}.log",
+            cwd=ROOT,
+            log_path=log_path,
+            ready=lambda worker: bool(worker.children()) and ready_file.exists(),
         )
         self.workers[name] = worker.start()
         return worker
 
+    def _stop_worker(self, name: str) -> None:
+        worker = self.workers[name]
+        worker.stop()
+        _ready_file(worker.log_path).unlink(missing_ok=True)
+
     def restart_worker(self, name: str) -> None:
         """Stop a worker, drop its queue's messages, start a fresh one (after a capped run)."""
-        self.workers[name].stop()
+        self._stop_worker(name)
         with self.apps[name].connection_for_write() as conn:
             conn.default_channel.queue_purge(self.by_name[name].queue)
         self.start_worker(name)
@@ -184,6 +211,11 @@ class BenchStack:
         for name, worker in self.workers.items():
             groups[f"worker.{name}"] = worker.pid
         return groups
+
+
+def _ready_file(log_path: Path) -> Path:
+    """Where ``bench.tasks`` announces that the worker logging to ``log_path`` is ready."""
+    return log_path.with_suffix(".ready")
 
 
 def _forget_subscriptions(app: Celery) -> None:

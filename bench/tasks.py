@@ -10,26 +10,18 @@ it) and how often it ran. A ready worker writes the file named by
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from celery import Celery
 from celery.signals import task_postrun, worker_ready
+from celery_gcs.local.apps import app_from_env
 
 #: Redis list a callback's finishing time (time.time()) is pushed to.
 DONE_KEY = "bench:done:{task_id}"
 #: Redis counter of a callback's runs.
 RUNS_KEY = "bench:runs:{task_id}"
 
-app = Celery("bench")
-app.conf.update(
-    broker_url=os.environ.get("CELERY_BROKER_URL"),
-    result_backend=os.environ.get("CELERY_RESULT_BACKEND"),
-    worker_hijack_root_logger=False,
-    broker_connection_retry_on_startup=True,
-    **json.loads(os.environ.get("CELERY_BENCH_CONF") or "{}"),
-)
+app = app_from_env("bench", conf_var="CELERY_BENCH_CONF")
 
 _redis = None
 

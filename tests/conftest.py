@@ -6,6 +6,7 @@ test asks for them; every test gets its own object prefix and a wiped stack.
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,8 +18,11 @@ import pytest
 from celery import Celery
 from celery_gcs.local import services
 from celery_gcs.local.proxy import Proxy
+from celery_gcs.local.worker import WorkerProcess
 
-from .workers import APP, Worker
+from .support import tasks
+from .support.factories import made_then_undone
+from .support.workers import make_worker
 
 
 @dataclass
@@ -91,21 +95,18 @@ def backend_url(stack: Local, prefix: str) -> str:
 @pytest.fixture
 def make_app(stack: Local, backend_url: str) -> Iterator[Any]:
     """Build Celery apps on the local stack; extra settings go to app.conf."""
-    apps: list[Celery] = []
+    numbers = itertools.count()
 
     def make(url: str | None = None, **conf: Any) -> Celery:
-        app = Celery(f"test-{len(apps)}", set_as_current=False)
+        app = Celery(f"test-{next(numbers)}", set_as_current=False)
         app.conf.update(
             broker_url=stack.stack.redis_url,
             result_backend=url or backend_url,
             **conf,
         )
-        apps.append(app)
         return app
 
-    yield make
-    for app in apps:
-        app.close()
+    yield from made_then_undone(make, Celery.close)
 
 
 @pytest.fixture
@@ -116,30 +117,27 @@ def app(make_app: Any) -> Celery:
 @pytest.fixture
 def worker_app() -> str:
     """The Celery app module workers load; a suite overrides it to add tasks."""
-    return APP
+    return tasks.__name__
 
 
 @pytest.fixture
 def start_worker(stack: Local, backend_url: str, tmp_path: Path, worker_app: str) -> Iterator[Any]:
     """Start real `celery worker` processes (prefork) on the local stack."""
-    workers: list[Worker] = []
+    numbers = itertools.count()
 
-    def start(concurrency: int = 2, url: str | None = None, env: dict[str, str] | None = None, **conf: Any) -> Worker:
-        worker = Worker(
+    def new(
+        concurrency: int = 2, url: str | None = None, env: dict[str, str] | None = None, **conf: Any
+    ) -> WorkerProcess:
+        return make_worker(
+            app=worker_app,
             env={**stack.env(), **(env or {})},
             backend_url=url or backend_url,
             conf=conf,
             concurrency=concurrency,
-            log_path=tmp_path / f"worker-{len(workers)}.log",
-            app=worker_app,
+            log_path=tmp_path / f"worker-{next(numbers)}.log",
         )
-        workers.append(worker)
-        worker.start()
-        return worker
 
-    yield start
-    for worker in workers:
-        worker.stop()
+    yield from made_then_undone(new, WorkerProcess.stop, start=WorkerProcess.start)
 
 
 @pytest.fixture

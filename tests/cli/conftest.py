@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery_gcs.local import services
+from celery_gcs.local import processes, services
+
+from ..support.factories import made_then_undone
 
 #: The console script pyproject declares, as installed in the virtualenv.
 CLI = str(Path(sys.executable).parent / "celery-gcs")
@@ -57,30 +58,10 @@ def run_cli(
 
 def marked_processes(marker: str) -> list[tuple[int, str]]:
     """Running (not zombie) processes whose environment carries this test's marker."""
-    needle = f"{MARKER}={marker}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            continue
-        if needle in environ.split(b"\0"):
-            found.append((int(entry.name), cmdline.strip()))
-    return found
+    return [(p.pid, " ".join(p.cmdline())) for p in processes.processes_with_env(MARKER, marker)]
 
 
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
+port_open = processes.port_open
 
 
 @pytest.fixture
@@ -156,16 +137,7 @@ class Running:
 @pytest.fixture
 def background() -> Iterator[Any]:
     """Start commands in the background; any still running at the end is killed."""
-    started: list[Running] = []
-
-    def start(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> Running:
-        running = Running(*args, env=env, cwd=cwd)
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.kill()
+    yield from made_then_undone(Running, Running.kill)
 
 
 @pytest.fixture

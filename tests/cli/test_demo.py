@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 from celery_gcs.cli import demo
-from celery_gcs.local import demo_tasks, services
+from celery_gcs.local import demo_tasks, processes, services
 from google.cloud import firestore, storage
 
 from .conftest import MARKER, clean_env, marked_processes, port_open, run_cli
@@ -128,7 +128,7 @@ def _count_objects(gcs_port: int, bucket: str, prefix: str) -> int:
 
 def _assert_nothing_left(marker: str, stderr: str) -> None:
     groups = _started_groups(stderr)
-    assert not [name for name, pgid in groups.items() if services.group_running(pgid)]
+    assert not [name for name, pgid in groups.items() if processes.group_running(pgid)]
     ports = [int(port) for port in re.findall(r"listening on 127\.0\.0\.1:(\d+)", stderr)]
     ports += [int(port) for port in re.findall(r"on 127\.0\.0\.1:(\d+)", stderr)]  # the proxies too
     assert ports and not [port for port in ports if port_open(port)]

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery_gcs import contract
 from celery_gcs.cli import dev
-from celery_gcs.local import services
+from celery_gcs.local import processes, services
 
 from .conftest import clean_env, marked_processes, port_open, run_cli
 
@@ -67,14 +68,14 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     ) as response:
         bucket = json.loads(response.read())
     assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
-    assert bucket["lifecycle"]["rule"] == services.recommended_lifecycle()
+    assert bucket["lifecycle"]["rule"] == contract.lifecycle_rules()
     with urllib.request.urlopen(f"http://{exported['FIRESTORE_EMULATOR_HOST']}/") as response:
         assert response.status == 200
     with socket.create_connection(("127.0.0.1", ports["redis"])) as sock:
         sock.sendall(b"PING\r\n")
         assert sock.recv(16) == b"+PONG\r\n"
     groups = [record["pid"] for record in state["services"].values()]
-    assert all(services.group_running(pgid) for pgid in groups)
+    assert all(processes.group_running(pgid) for pgid in groups)
     # Redis rewrites its process title over its environment, so the marker finds the rest.
     marked = marked_processes(marker)
     assert any("java" in cmdline for _, cmdline in marked)  # the emulator under gcloud's wrapper
@@ -109,7 +110,7 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     assert report["env"] == exported
 
     # A service that dies is reported down, and the status is no longer 0.
-    services.stop_group(state["services"]["redis"]["pid"])
+    processes.stop_group(state["services"]["redis"]["pid"])
     report = json.loads(run_cli("dev", "status", "--json", *args, env=env).stdout)
     assert {name: s["state"] for name, s in report["services"].items()} == {
         "gcs": "up", "firestore": "up", "redis": "down",
@@ -120,7 +121,7 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert "Stopped GCS emulator" in down.stderr and "Stopped Firestore emulator" in down.stderr
     assert "Redis was not running" in down.stderr
-    assert not any(services.group_running(pgid) for pgid in groups)
+    assert not any(processes.group_running(pgid) for pgid in groups)
     assert marked_processes(marker) == []  # the Java emulator under gcloud too
     assert not any(port_open(port) for port in ports.values())
     assert not (state_dir / "state.json").exists()
@@ -135,11 +136,11 @@ def test_a_stale_state_file_never_stops_a_stranger(state_dir: Path) -> None:
     stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
         state_dir.mkdir(parents=True)
-        started = dev.start_time(stranger.pid)
+        started = processes.start_time(stranger.pid)
         assert started is not None
         record = {
             "pid": stranger.pid,
-            "port": services.free_port(),
+            "port": processes.free_port(),
             "started": started - 1,
             "log": "x",
         }

@@ -11,19 +11,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import grpc
 import pytest
+from celery_gcs import contract
 from celery_gcs.cli import main as cli
 from celery_gcs.cli.doctor import WORKER_PERMISSIONS, Config, Doctor, Status, judge_lifecycle
-from celery_gcs.local import services
+from celery_gcs.local import processes, services
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore_admin_v1, storage
 
+from ..support.fake_firestore import MISSING_DATABASE, PERMISSION_DENIED, FakeFirestore, answer
+from ..support.fake_gcs import FakeGCS
 from .conftest import clean_env, run_cli
-from .fakes import FakeFirestore, FakeGCS
 
 PROJECT = services.PROJECT
-HEALTHY = services.recommended_lifecycle()  # Delete at daysSinceCustomTime 0, and at age 30 days
+HEALTHY = contract.lifecycle_rules()  # Delete at daysSinceCustomTime 0, and at age 30 days
 TtlState = firestore_admin_v1.Field.TtlConfig.State
 
 
@@ -140,7 +141,7 @@ def test_uniform_access_off_fails(doctor: Any, make_bucket: Any) -> None:
 def test_an_unreachable_firestore_fails_and_skips_the_ttl_check(
     doctor: Any, make_bucket: Any
 ) -> None:
-    closed = services.free_port()
+    closed = processes.free_port()
     code, checks = doctor(
         "--bucket", make_bucket(lifecycle=HEALTHY), firestore=f"127.0.0.1:{closed}"
     )
@@ -158,7 +159,7 @@ def test_an_unreachable_firestore_fails_and_skips_the_ttl_check(
 
 
 def test_an_unreachable_gcs_fails(doctor: Any) -> None:
-    closed = services.free_port()
+    closed = processes.free_port()
     code, checks = doctor("--bucket", "celery-results", gcs=f"http://127.0.0.1:{closed}")
     assert code == 1
     assert checks["bucket"]["status"] == "FAIL"
@@ -267,17 +268,16 @@ def test_the_ttl_policy_is_read_from_the_admin_api(
 @pytest.mark.parametrize(
     ("error", "expected", "fix"),
     [
-        ((grpc.StatusCode.NOT_FOUND, "The database chords does not exist for project p"), "does not exist",
+        (answer(MISSING_DATABASE, database="chords", project=PROJECT), "does not exist",
          "gcloud firestore databases create --database=chords"),
-        ((grpc.StatusCode.PERMISSION_DENIED, "Missing or insufficient permissions."), "may not read",
-         "roles/datastore.user"),
+        (PERMISSION_DENIED, "may not read", "roles/datastore.user"),
     ],
     ids=["missing-database", "permission-denied"],
 )  # fmt: skip
 def test_firestore_errors_fail_with_their_fix(
     doctor: Any, make_bucket: Any, error, expected, fix
 ) -> None:
-    with FakeFirestore(query_error=error) as firestore:
+    with FakeFirestore(refusal=error) as firestore:
         code, checks = doctor(
             "--bucket",
             make_bucket(lifecycle=HEALTHY),

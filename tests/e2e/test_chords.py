@@ -5,28 +5,14 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 from billiard.exceptions import WorkerLostError
 from celery import chain, chord, group
 from celery.exceptions import ChordError
 
-from . import tasks
+from ..support import faulty, tasks
+from ..support.chords import callback_runs, errbacks, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
-
-
-def sig(app, task, *args, **options):
-    return app.signature(task.name, args=args, **options)
-
-
-def callback_runs(app, result) -> int:
-    client = redis.Redis.from_url(app.conf.broker_url)
-    return int(client.get(f"callback-runs:{result.id}") or 0)
-
-
-def settle() -> None:
-    """Give a duplicate callback, if one were coming, time to run."""
-    time.sleep(1.5)
 
 
 @pytest.mark.parametrize("size", [1, 100, 1000])
@@ -56,8 +42,8 @@ def test_a_failed_header_task_fails_the_chord_and_calls_its_errbacks(app, start_
     assert "Dependency" in str(error) and "part broke" in str(error)
     settle()
     assert callback_runs(app, result) == 0
-    errbacks = redis.Redis.from_url(app.conf.broker_url).lrange(f"errbacks:{result.id}", 0, -1)
-    assert len(errbacks) == 1 and b"ChordError" in errbacks[0] and b"part broke" in errbacks[0]
+    errors = errbacks(app, result)
+    assert len(errors) == 1 and "ChordError" in errors[0] and "part broke" in errors[0]
 
 
 def test_nested_groups_and_chains_in_the_header_as_the_redis_backend_does(
@@ -163,7 +149,7 @@ def test_a_killed_child_never_hangs_a_chord_nor_doubles_its_callback(
     kill_dir.mkdir()
     start_worker(
         concurrency=2,
-        url=f"tests.e2e.faulty:KillingBackend+{backend_url}",
+        url=f"{faulty.__name__}:KillingBackend+{backend_url}",
         env={"CELERY_GCS_KILL_AT": step, "CELERY_GCS_KILL_DIR": str(kill_dir)},
         task_acks_late=True,
         task_reject_on_worker_lost=reject,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from celery import chain, group, states
 
-from . import tasks
+from ..support import tasks
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -6,12 +6,11 @@ import pytest
 from celery import chord, states
 from celery.exceptions import ChordError
 from celery_gcs import ResultTooLarge
-from celery_gcs.backend import TRACEBACK_CUT
+from celery_gcs.meta import TRACEBACK_CUT
 from kombu.exceptions import EncodeError
 
-from ..e2e import tasks
-from . import tasks as fault_tasks
-from .common import callback_runs, errbacks, settle, sig
+from ..support import fault_tasks, tasks
+from ..support.chords import callback_runs, errbacks, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
 

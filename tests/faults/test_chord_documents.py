@@ -19,8 +19,8 @@ from celery.exceptions import ChordError
 from celery_gcs.stores.chord_store import MAX_CHORD_SIZE, chord_from
 from google.cloud import firestore
 
-from ..e2e import tasks
-from .common import callback_runs, errbacks, settle, sig
+from ..support import tasks
+from ..support.chords import callback_runs, errbacks, settle, sig
 
 PATH = "celery/chord-unlock-g1"
 

@@ -21,8 +21,8 @@ from celery import chord
 from celery.exceptions import ChordError
 from google.cloud import storage
 
-from ..e2e import tasks
-from .common import callback_runs, errbacks, settle, sig
+from ..support import faulty, tasks
+from ..support.chords import callback_runs, errbacks, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -105,7 +105,7 @@ def test_firestore_failing_after_the_callback_was_published_never_publishes_it_a
     fail_dir = tmp_path / "fail"
     fail_dir.mkdir()
     start_worker(
-        url=f"tests.faults.faulty:FailingCleanupBackend+{backend_url}",
+        url=f"{faulty.__name__}:FailingCleanupBackend+{backend_url}",
         env={"CELERY_GCS_FAIL_DIR": str(fail_dir)},
         **ALWAYS_RETRY,
     )

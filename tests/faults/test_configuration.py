@@ -3,7 +3,7 @@ a bucket or database the worker's identity may not use. Each is a clear error na
 
 The Firestore emulator cannot say "no such database" or "permission denied"
 (it creates whatever it is asked for), so those answers come from a gRPC
-server that replies as Cloud Firestore does (``refusing.py``); GCS's 403
+server that replies as Cloud Firestore does (``tests/support/fake_firestore.py``); GCS's 403
 comes from the proxy, with the service's message.
 """
 
@@ -23,9 +23,18 @@ from celery_gcs.stores.chord_store import ChordStore, Claim
 from google.api_core import exceptions as api
 from google.cloud import firestore
 
-from ..e2e import tasks
-from . import refusing
-from .common import sig
+from ..support import tasks
+from ..support.chords import sig
+from ..support.factories import made_then_undone
+from ..support.fake_firestore import (
+    MISSING_DATABASE,
+    NO_DOCUMENT,
+    PERMISSION_DENIED,
+    PROJECT_WITHOUT_DATABASE,
+    Answer,
+    FakeFirestore,
+    answer,
+)
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -35,18 +44,13 @@ PROJECT = "team-prod-1"
 @pytest.fixture
 def refusing_firestore(monkeypatch) -> Iterator[Any]:
     """Point Firestore clients made from now on at a server that refuses every call."""
-    servers: list[refusing.RefusingFirestore] = []
 
-    def start(answer: tuple[Any, str], **names: str) -> refusing.RefusingFirestore:
-        code, message = answer
-        server = refusing.RefusingFirestore(code, message.format(**names)).start()
-        servers.append(server)
-        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{server.port}")
+    def refusing(situation: Answer, **names: str) -> FakeFirestore:
+        server = FakeFirestore(refusal=answer(situation, **names))
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", server.host)
         return server
 
-    yield start
-    for server in servers:
-        server.stop()
+    yield from made_then_undone(refusing, FakeFirestore.stop, start=FakeFirestore.start)
 
 
 def _store(stack: Any, query: str) -> ChordStore:
@@ -81,18 +85,18 @@ def test_the_emulator_creates_any_database_in_any_project(stack) -> None:
 
 
 @pytest.mark.parametrize(
-    ("answer", "query", "database", "project"),
+    ("situation", "query", "database", "project"),
     [
-        (refusing.MISSING_DATABASE, f"firestore_database=chords-db&firestore_project={PROJECT}", "chords-db", PROJECT),
-        (refusing.PROJECT_WITHOUT_DATABASE, f"firestore_project={PROJECT}", "(default)", PROJECT),
-        (refusing.PROJECT_WITHOUT_DATABASE, "firestore_project=typo-project", "(default)", "typo-project"),
+        (MISSING_DATABASE, f"firestore_database=chords-db&firestore_project={PROJECT}", "chords-db", PROJECT),
+        (PROJECT_WITHOUT_DATABASE, f"firestore_project={PROJECT}", "(default)", PROJECT),
+        (PROJECT_WITHOUT_DATABASE, "firestore_project=typo-project", "(default)", "typo-project"),
     ],
     ids=["named-database", "default-database", "wrong-project"],
 )
 def test_a_missing_firestore_database_is_a_clear_error_on_every_chord_call(
-    stack, refusing_firestore, answer, query: str, database: str, project: str
+    stack, refusing_firestore, situation, query: str, database: str, project: str
 ) -> None:
-    server = refusing_firestore(answer, database=database, project=project)
+    server = refusing_firestore(situation, database=database, project=project)
     raised = _every_chord_call(_store(stack, query))
     assert set(raised) == {"set_size", "count_part", "counted", "read", "claim", "finish"}
     for name, exc in raised.items():
@@ -107,7 +111,7 @@ def test_a_missing_firestore_database_is_a_clear_error_on_every_chord_call(
 def test_a_firestore_project_or_database_the_identity_may_not_use_is_a_clear_error(
     stack, refusing_firestore
 ) -> None:
-    server = refusing_firestore(refusing.PERMISSION_DENIED)
+    server = refusing_firestore(PERMISSION_DENIED)
     raised = _every_chord_call(_store(stack, f"firestore_project={PROJECT}&firestore_database=chords-db"))
     assert len(raised) == 6
     for name, exc in raised.items():
@@ -119,7 +123,7 @@ def test_a_firestore_project_or_database_the_identity_may_not_use_is_a_clear_err
 
 
 def test_a_missing_document_is_not_taken_for_a_missing_database(stack, refusing_firestore) -> None:
-    refusing_firestore(refusing.NO_DOCUMENT, project=PROJECT, database="(default)")
+    refusing_firestore(NO_DOCUMENT, project=PROJECT, database="(default)")
     with pytest.raises(api.NotFound) as caught:
         _store(stack, f"firestore_project={PROJECT}").set_size("chord-unlock-x", 1, None)
     assert not isinstance(caught.value, DatabaseNotFound)
@@ -130,7 +134,7 @@ def test_applying_a_chord_without_its_database_fails_at_once_and_other_results_a
 ) -> None:
     app = make_app()
     app.backend.store_result("kept", "fine", states.SUCCESS)
-    refusing_firestore(refusing.MISSING_DATABASE, database="(default)", project=stack.stack.project)
+    refusing_firestore(MISSING_DATABASE, database="(default)", project=stack.stack.project)
     with pytest.raises(DatabaseNotFound):
         chord([sig(app, tasks.add, 1, 1), sig(app, tasks.add, 2, 2)])(sig(app, tasks.collect))
     # A header task that runs anyway cannot be counted: its store is the same clear error.

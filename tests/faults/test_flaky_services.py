@@ -17,8 +17,8 @@ import pytest
 from celery import chord, states
 from celery.result import ResultSet
 
-from ..e2e import tasks
-from .common import callback_runs, settle, sig
+from ..support import tasks
+from ..support.chords import callback_runs, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 from celery import chord, group
-from celery_gcs.chords import part_document_id
+from celery_gcs.keys import part_document_id
 from google.cloud import storage
 
-from ..e2e import tasks
-from .common import callback_runs, settle, sig
+from ..support import tasks
+from ..support.chords import callback_runs, settle, sig
 
 HOSTILE = [
     ".", "..", "../../outside", "a/b", "/", "__x__", "__", "____", "__.__", "ctl\x01\n\r", "sp ace", "ü",

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from celery import chord
 
-from ..e2e import tasks
-from .common import callback_runs, settle, sig
+from ..support import tasks
+from ..support.chords import callback_runs, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from celery import chord, states
 
-from ..e2e import tasks
-from .common import callback_runs, settle, sig
+from ..support import tasks
+from ..support.chords import callback_runs, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
 

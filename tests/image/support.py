@@ -7,7 +7,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,8 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from celery_gcs.local.services import stop_group
+from celery_gcs.local import processes
+from celery_gcs.local.worker import WorkerProcess
 from celery_gcs.worker.probe import HealthFiles
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,8 +82,11 @@ def install_runtime_venv(venv: Path) -> Path:
     return venv / "bin"
 
 
-class EntrypointWorker:
-    """worker_image/entrypoint.sh run as the image runs it, minus tini: the virtualenv on PATH, the app in cwd."""
+class EntrypointWorker(WorkerProcess):
+    """worker_image/entrypoint.sh run as the image runs it, minus tini: the virtualenv on PATH, the app in cwd.
+
+    Ready when its health files say so, as the readiness probe reads them.
+    """
 
     def __init__(
         self,
@@ -93,7 +96,7 @@ class EntrypointWorker:
         log_path: Path,
         args: Sequence[str] = ("worker",),
     ):
-        self.env = {
+        env = {
             "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(log_path.parent),
             "LANG": "C.UTF-8",
@@ -101,40 +104,17 @@ class EntrypointWorker:
             "PYTHONDONTWRITEBYTECODE": "1",
             **env,
         }
-        self.argv = [str(ENTRYPOINT), *args]
-        self.log_path = log_path
-        self.health = HealthFiles(Path(self.env["CELERY_GCS_HEALTH_DIR"]))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90.0) -> EntrypointWorker:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv, env=self.env, cwd=APP_DIR, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-        wait_for(
-            lambda: self._exited_early() or self.health.ready_problem() is None,
-            timeout,
-            "the ready file",
+        self.health = HealthFiles(Path(env["CELERY_GCS_HEALTH_DIR"]))
+        super().__init__(
+            [str(ENTRYPOINT), *args],
+            env=env,
+            cwd=APP_DIR,
+            log_path=log_path,
+            ready=lambda _worker: self.health.ready_problem() is None,
         )
-        return self
-
-    def _exited_early(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"the worker exited with {self.process.returncode}:\n{self.log()}")
-        return False
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
 
     def cmdline(self) -> list[str]:
-        return Path(f"/proc/{self.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return processes.cmdline(self.pid)
 
     def probe(self, kind: str) -> subprocess.CompletedProcess[str]:
         """The Kubernetes exec probe, as the kubelet would run it in the container."""
@@ -142,22 +122,6 @@ class EntrypointWorker:
             ["python", "-m", "celery_gcs.worker.probe", kind], env=self.env, capture_output=True, text=True,
             check=False, cwd=APP_DIR,
         )  # fmt: skip
-
-    def terminate(self, timeout: float = 60.0) -> int:
-        """SIGTERM, as Kubernetes sends it, and wait; returns the exit status."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.terminate(timeout=20)
-        # Whatever is left of its process group, even when the leader is gone.
-        stop_group(self.process.pid, timeout=5, reap=self.process.poll)
-        self.process.wait(10)
 
 
 # ---------------------------------------------------------------------------

@@ -76,6 +76,7 @@ def test_the_image_runs_tini_as_pid_1_as_a_fixed_non_root_user_with_no_caches(
     echo "caches=$(find / -xdev -type d \\( -path '*/.cache/pip' -o -path '*/.cache/uv' \\) 2>/dev/null | wc -l)"
     echo "builder-only=$(ls -d /opt/uv /src 2>/dev/null | wc -l)"
     echo "python=$(python -c 'import sys; print(sys.prefix)')"
+    echo "packages=$(python -c 'import importlib.util as u; print(",".join(m for m in ("celery_gcs", "celery_gcs_infra", "rich", "pulumi") if u.find_spec(m)))')"
     touch /app/x 2>/dev/null && echo app-writable=yes || echo app-writable=no
     """
     done = podman("run", "--rm", "--pull=never", *Podman.SANDBOX, worker_image, "sh", "-c", script)
@@ -83,7 +84,7 @@ def test_the_image_runs_tini_as_pid_1_as_a_fixed_non_root_user_with_no_caches(
     assert facts == {
         "pid1": "/usr/bin/tini -- /usr/local/bin/celery-gcs-entrypoint",
         "uid": "10001", "gid": "10001", "apt-lists": "0", "debs": "0", "caches": "0", "builder-only": "0",
-        "python": "/opt/venv", "app-writable": "no",
+        "python": "/opt/venv", "packages": "celery_gcs", "app-writable": "no",
     }  # fmt: skip
 
 

@@ -6,10 +6,9 @@ import ssl
 import urllib.parse
 
 import pytest
-from kombu.utils.url import parse_url
-
 from celery_gcs_infra import broker, cluster, common, result_backend_url
 from celery_gcs_infra.apis import services_for
+from kombu.utils.url import parse_url
 
 
 @pytest.mark.parametrize(

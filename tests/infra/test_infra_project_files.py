@@ -7,7 +7,6 @@ import re
 import pytest
 import yaml
 from celery_gcs import contract
-
 from celery_gcs_infra import settings
 
 from .infra_scenarios import ROOT

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 from celery_gcs import contract
-
-from celery_gcs_infra import settings
-from celery_gcs_infra import CeleryStackArgs, SettingError, WorkerSettings
+from celery_gcs_infra import CeleryStackArgs, SettingError, WorkerSettings, settings
 
 REQUIRED = {
     "celery-gcs:project": "acme-celery-dev",

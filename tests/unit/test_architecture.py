@@ -72,3 +72,16 @@ def test_an_import_cycle_in_the_runtime_breaks_the_contract(planted: Path) -> No
     done = lint_imports(planted, planted / "pyproject.toml")
     assert done.returncode == 1
     assert "No import cycle in the runtime BROKEN" in done.stdout
+
+
+def test_every_module_opens_with_a_one_line_docstring_of_its_concern() -> None:
+    import ast
+
+    packages = [ROOT / "backend" / "celery_gcs", ROOT / "infra" / "celery_gcs_infra"]
+    missing = []
+    for path in sorted(p for package in packages for p in package.rglob("*.py")):
+        docstring = ast.get_docstring(ast.parse(path.read_text()))
+        first = (docstring or "").split("\n\n")[0]
+        if not docstring or "\n" in first:
+            missing.append(str(path.relative_to(ROOT)))
+    assert missing == []

@@ -20,18 +20,17 @@ signal unwinds into one cleanup that later signals cannot interrupt.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,15 +40,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import contract
-from ..local import demo_tasks, services
+from ..local import demo_tasks, processes, services
 from ..local.proxy import Proxy
+from ..local.worker import WorkerFailed, WorkerProcess, celery_worker_argv
+from .options import positive, seconds
 
 #: Exit codes, besides 0.
 EXIT_FAILED = 1
 EXIT_PREREQUISITES = 2
 
 E_WORKER_EXITED = "the worker exited with {code} while the workload ran; its log: {log}"
-E_WORKER_NOT_READY = "the worker was not ready after {timeout:.0f}s; its log: {log}"
 E_TIMEOUT = "the workload did not finish within {timeout:.0f}s (done: {done}); worker log: {log}"
 E_USE_ENV = (
     "--use-env needs {missing} in the environment; start the local stack with "
@@ -196,57 +196,6 @@ class _Signals:
                 signal.signal(signum, handler)
 
 
-# -- the worker -----------------------------------------------------------------
-
-
-class DemoWorker:
-    """``celery -A celery_gcs.local.demo_tasks worker -P prefork`` in its own process group."""
-
-    def __init__(
-        self, *, env: Mapping[str, str], concurrency: int, log_path: Path, name: str
-    ) -> None:
-        self.log_path = log_path
-        self.argv = [
-            sys.executable, "-m", "celery", "-A", "celery_gcs.local.demo_tasks", "worker",
-            "-P", "prefork", "-c", str(concurrency), "-l", "INFO", "-n", name,
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        self.env = {**os.environ, **env}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 120.0) -> None:
-        with open(self.log_path, "ab") as log, services.signals_held():
-            self.process = subprocess.Popen(
-                self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if " ready." in self.log():
-                return
-            time.sleep(0.1)
-        raise DemoError(E_WORKER_NOT_READY.format(timeout=timeout, log=self.log_path))
-
-    def check_alive(self) -> None:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise DemoError(E_WORKER_EXITED.format(code=self.process.returncode, log=self.log_path))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        """SIGTERM the whole group (pool children too), then SIGKILL what is left."""
-        if self.process is None:
-            return
-        # The pool's children keep the group alive after the parent exits, so
-        # the group is stopped whatever the parent's state.
-        services.stop_group(self.process.pid, timeout=15, reap=self.process.poll)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-
-
 # -- the run ------------------------------------------------------------------------
 
 
@@ -341,24 +290,23 @@ class Demo:
             "CELERY_GCS_DEMO_QUEUE": self.queue,
         }
 
-    def start_worker(self, env: Mapping[str, str]) -> DemoWorker:
+    def start_worker(self, env: Mapping[str, str]) -> WorkerProcess:
         concurrency = self.options.concurrency
         self.err.print(
             f"Starting a worker: celery -A celery_gcs.local.demo_tasks worker -P prefork -c {concurrency}..."
         )
-        worker = DemoWorker(
-            env=env,
-            concurrency=concurrency,
-            log_path=self.workdir / "worker.log",
-            name=f"demo-{self.run_id}@%h",
+        argv = celery_worker_argv(
+            demo_tasks.__name__, name=f"demo-{self.run_id}@%h", concurrency=concurrency
+        )
+        worker = WorkerProcess(
+            argv, env={**os.environ, **env}, log_path=self.workdir / "worker.log"
         )
         self.on_exit("the worker", worker.stop)
         worker.start()
-        assert worker.process is not None
-        self.err.print(f"  worker ready (pid {worker.process.pid})")
+        self.err.print(f"  worker ready (pid {worker.pid})")
         return worker
 
-    def run_workload(self, app: Any, worker: DemoWorker, record: _Record) -> dict[str, bool]:
+    def run_workload(self, app: Any, worker: WorkerProcess, record: _Record) -> dict[str, bool]:
         from celery import chain, chord, group
 
         workload = self.options.workload
@@ -401,7 +349,9 @@ class Demo:
                     progress.update(bar, completed=done.get(name, 0))
                 if all(done.get(name, 0) >= count for name, count in expected.items()):
                     break
-                worker.check_alive()
+                code = worker.poll()
+                if code is not None:
+                    raise DemoError(E_WORKER_EXITED.format(code=code, log=worker.log_path))
                 if time.monotonic() > deadline:
                     raise DemoError(
                         E_TIMEOUT.format(
@@ -509,7 +459,7 @@ def _stop_stack(stack: services.LocalStack) -> None:
     # A service whose leader has exited may have left the rest of its group.
     for service in stack.services.values():
         if service.process is not None:
-            services.stop_group(service.process.pid, timeout=5)
+            processes.stop_group(service.process.pid, timeout=5)
 
 
 def _count_objects(endpoints: Endpoints, prefix: str) -> dict[str, int]:
@@ -615,7 +565,44 @@ def _finish(demo: Demo | None, err: Console, *, keep_logs: bool) -> None:
         err.print("Stopped everything the demo started.")
 
 
-def main(options: Options, *, out: Console | None = None, err: Console | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="celery-gcs demo",
+        description="Start the GCS and Firestore emulators, Redis and a real prefork worker, run a group, "
+        "a chain and a chord, and summarise what it took. Ctrl-C stops everything it started.",
+    )
+    parser.add_argument("--chord-size", type=positive, default=1000, help="parts in the chord (default 1000)")
+    parser.add_argument("--group-size", type=positive, default=100, help="tasks in the group (default 100)")
+    parser.add_argument("--chain-length", type=positive, default=10, help="tasks in the chain (default 10)")
+    parser.add_argument("--concurrency", type=positive, default=2, help="worker pool processes (default 2)")
+    parser.add_argument(
+        "--timeout", type=seconds, default=600.0, help="seconds the workload may take (default 600)"
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the summary as JSON to PATH")
+    parser.add_argument(
+        "--use-env",
+        action="store_true",
+        help="use the emulators and Redis named by STORAGE_EMULATOR_HOST, FIRESTORE_EMULATOR_HOST and "
+        'CELERY_BROKER_URL (eval "$(celery-gcs dev up)") instead of starting them',
+    )
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    workload = Workload(group=args.group_size, chain=args.chain_length, chord=args.chord_size)
+    return run(
+        Options(
+            workload=workload,
+            concurrency=args.concurrency,
+            use_env=args.use_env,
+            json_path=args.json,
+            timeout=args.timeout,
+        )
+    )
+
+
+def run(options: Options, *, out: Console | None = None, err: Console | None = None) -> int:
     out = out or Console()
     err = err or Console(stderr=True, soft_wrap=True)
     if not options.use_env:
@@ -638,7 +625,12 @@ def main(options: Options, *, out: Console | None = None, err: Console | None = 
                 render(summary, out)
                 if options.json_path:
                     options.json_path.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
-            except (DemoError, services.ServiceFailed, services.PrerequisiteMissing) as exc:
+            except (
+                DemoError,
+                WorkerFailed,
+                services.ServiceFailed,
+                services.PrerequisiteMissing,
+            ) as exc:
                 err.print(f"[red]demo failed:[/] {exc}", highlight=False, soft_wrap=True)
             except Exception:  # noqa: BLE001 (shown, then everything is stopped)
                 err.print_exception()

@@ -17,12 +17,12 @@ state file never stops a stranger that reused the pid.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import shlex
-import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..local import processes
 from ..local import services as localstack
 
 STATE_FILE = "state.json"
@@ -55,7 +56,7 @@ class ServiceRecord:
 
     pid: int  # also the process group id: each service leads its own group
     port: int
-    started: int  # the leader's start time, in clock ticks since boot (/proc/PID/stat)
+    started: int  # the leader's start time, in clock ticks since boot (processes.start_time)
     log: str
 
 
@@ -117,37 +118,19 @@ def write_state(directory: Path, state: State) -> None:
 # -- processes --------------------------------------------------------------------
 
 
-def start_time(pid: int) -> int | None:
-    """When a process started (clock ticks since boot), or None if there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses; count after its ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
 def group_alive(record: ServiceRecord) -> bool:
     """True while the recorded process group exists and is still the one we started."""
-    leader_started = start_time(record.pid)
+    leader_started = processes.start_time(record.pid)
     if leader_started is not None and leader_started != record.started:
         return False  # the pid now belongs to someone else
-    return localstack.group_running(record.pid)
-
-
-def answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
+    return processes.group_running(record.pid)
 
 
 def service_state(record: ServiceRecord) -> str:
     """``up``, ``not answering`` (running, port closed) or ``down``."""
     if not group_alive(record):
         return "down"
-    return "up" if answers(record.port) else "not answering"
+    return "up" if processes.port_open(record.port) else "not answering"
 
 
 # -- commands ---------------------------------------------------------------------
@@ -175,7 +158,7 @@ def up(directory: Path, err: Console) -> State:
         records = {}
         for name, service in stack.services.items():
             assert service.process is not None
-            started = start_time(service.process.pid)
+            started = processes.start_time(service.process.pid)
             assert started is not None, f"{service.name} exited right after starting"
             records[name] = ServiceRecord(
                 service.process.pid, service.port, started, str(service.log_path)
@@ -201,7 +184,7 @@ def down(directory: Path, err: Console, *, quiet: bool = False) -> list[str]:
     for name in reversed(list(state.services)):
         record = state.services[name]
         if group_alive(record):
-            localstack.stop_group(record.pid, timeout=10)
+            processes.stop_group(record.pid, timeout=10)
             stopped.append(name)
             if not quiet:
                 err.print(f"Stopped {LABELS.get(name, name)} (process group {record.pid}).")
@@ -236,7 +219,28 @@ def status_table(state: State) -> tuple[Table, bool]:
     return table, all_up
 
 
-def main(action: str, *, state_dir: Path | None = None, as_json: bool = False) -> int:
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="celery-gcs dev",
+        description="The GCS emulator, the Firestore emulator and Redis on free ports, left running "
+        'between commands. `eval "$(celery-gcs dev up)"` starts them and exports their addresses.',
+    )
+    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the state file and logs live (default: $CELERY_GCS_DEVSTACK_DIR, else ./.devstack)",
+    )
+    parser.add_argument("--json", action="store_true", help="status as JSON")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    return run(args.action, state_dir=args.state_dir, as_json=args.json)
+
+
+def run(action: str, *, state_dir: Path | None = None, as_json: bool = False) -> int:
     directory = resolve_state_dir(state_dir)
     out, err = Console(), Console(stderr=True, soft_wrap=True)
     if action == "up":

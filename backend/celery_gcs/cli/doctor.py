@@ -37,7 +37,7 @@ from rich.markup import escape
 
 from .. import contract, retry
 from ..settings import bucket_problem
-from . import options
+from .options import seconds
 
 #: What the worker does with objects, and the role that grants them on a bucket.
 WORKER_PERMISSIONS = contract.WORKER_BUCKET_PERMISSIONS
@@ -534,14 +534,14 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--result-expires",
-        type=options.seconds,
+        type=seconds,
         default=float(contract.RESULT_EXPIRES_SECONDS),
         metavar="SECONDS",
         help="your app's result_expires (default Celery's 86400; 0: results never expire)",
     )
     parser.add_argument(
         "--timeout",
-        type=options.seconds,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="per check, retries included (default 10)",

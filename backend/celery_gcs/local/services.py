@@ -11,11 +11,9 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import contract
+from .processes import free_port, signals_held, spawn, stop_group
 
 PROJECT = "celery-gcs-local"
 BUCKET = "celery-results"
@@ -48,12 +47,6 @@ class PrerequisiteMissing(RuntimeError):
 
 class ServiceFailed(RuntimeError):
     """A local service did not start."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def require(program: str) -> str:
@@ -98,36 +91,6 @@ def missing_prerequisites(which: Sequence[str] = ("gcs", "firestore", "redis")) 
     return problems
 
 
-@contextlib.contextmanager
-def signals_held(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Hold SIGINT and SIGTERM while a child is spawned and recorded.
-
-    A KeyboardInterrupt raised between fork and ``self.process = ...`` would
-    leave a child nobody knows to stop. Signals arriving meanwhile are passed
-    to the previous handlers once the block ends. Only the main thread can
-    handle signals; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {
-        signum: signal.signal(signum, lambda signum, _frame: pending.append(signum))
-        for signum in signums
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in pending:
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
-
-
 @dataclass
 class Service:
     """One process group, started on a known port, stopped as a group."""
@@ -141,20 +104,8 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        try:
-            with signals_held():
-                self.process = subprocess.Popen(
-                    list(self.argv),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **self.env},
-                    start_new_session=True,
-                )
-        finally:
-            if self.log_path:
-                log.close()  # type: ignore[union-attr]
+        with signals_held():
+            self.process = spawn(self.argv, env={**os.environ, **self.env}, log_path=self.log_path)
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -188,58 +139,6 @@ class Service:
             return
         stop_group(self.process.pid, timeout, reap=self.process.poll)
         self.process.wait(timeout)
-
-
-def stop_group(pgid: int, timeout: float = 10.0, reap: Callable[[], object] | None = None) -> None:
-    """SIGTERM a process group, then SIGKILL whatever is left of it.
-
-    ``reap`` collects the group leader if it is our child, so that its zombie
-    does not keep the group alive.
-    """
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if reap:
-            reap()
-        if not group_running(pgid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def group_running(pgid: int) -> bool:
-    """True while a process group has a member that is not a zombie.
-
-    Members whose parent has exited are reaped by PID 1, which in some
-    containers takes seconds; until then they are zombies that ``kill(0)``
-    still finds, though they no longer run.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return bool(group_members(pgid)) if Path("/proc/self/stat").exists() else True
-
-
-def group_members(pgid: int) -> list[int]:
-    """Pids of the running (not zombie) members of a process group, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited meanwhile
-        # Fields after the command name (which may hold spaces and parentheses).
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
 
 
 def gcs_emulator(port: int, log_path: Path | None = None) -> Service:
@@ -349,7 +248,7 @@ def _http(method: str, url: str, body: bytes | None = None) -> bytes:
 
 def create_bucket(gcs_host: str, bucket: str) -> None:
     """Create a bucket on the emulator; an existing one is fine."""
-    body = ('{"name": "%s"}' % bucket).encode()
+    body = json.dumps({"name": bucket}).encode()
     try:
         _http("POST", f"{gcs_host}/storage/v1/b?project={PROJECT}", body)
     except urllib.error.HTTPError as exc:
@@ -357,21 +256,10 @@ def create_bucket(gcs_host: str, bucket: str) -> None:
             raise
 
 
-def recommended_lifecycle() -> list[dict[str, object]]:
-    """The bucket lifecycle rules a deployment has (infra/ sets the same ones)."""
-    return [
-        {
-            "action": {"type": "Delete"},
-            "condition": {"daysSinceCustomTime": contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME},
-        },
-        {"action": {"type": "Delete"}, "condition": {"age": contract.LIFECYCLE_MAX_AGE_DAYS}},
-    ]
-
-
 def configure_bucket(gcs_host: str, bucket: str) -> None:
     """Give an emulator bucket a deployment's settings: lifecycle rules, uniform access."""
     body = {
-        "lifecycle": {"rule": recommended_lifecycle()},
+        "lifecycle": {"rule": contract.lifecycle_rules()},
         "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}},
     }
     _http("PATCH", f"{gcs_host}/storage/v1/b/{bucket}", json.dumps(body).encode())

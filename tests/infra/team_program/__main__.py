@@ -6,7 +6,6 @@ under a prefix in a CMEK bucket, and adds a resource of its own next to the stac
 
 import pulumi
 import pulumi_gcp as gcp
-
 from celery_gcs_infra import CeleryStack, CeleryStackArgs, WorkerSettings
 
 config = pulumi.Config()

@@ -1,4 +1,4 @@
-"""Helpers shared by the fault and hostile-input tests."""
+"""Helpers for chords run by real workers: signatures by name, what callbacks and errbacks recorded."""
 
 from __future__ import annotations
 
@@ -7,22 +7,24 @@ from typing import Any
 
 import redis
 
+from .tasks import CALLBACK_RUNS_KEY, ERRBACKS_KEY
+
 
 def sig(app: Any, task: Any, *args: Any, **options: Any) -> Any:
-    """A signature of an e2e task, by name, bound to the test's client app."""
+    """A signature of a worker's task, by name, bound to the test's client app."""
     return app.signature(task.name, args=args, **options)
 
 
 def callback_runs(app: Any, result: Any) -> int:
     """How many times the chord callback ``tasks.collect`` ran for ``result``."""
     client = redis.Redis.from_url(app.conf.broker_url)
-    return int(client.get(f"callback-runs:{result.id}") or 0)
+    return int(client.get(CALLBACK_RUNS_KEY.format(task_id=result.id)) or 0)
 
 
 def errbacks(app: Any, result: Any) -> list[str]:
     """The errors ``tasks.on_chord_error`` was called with for the callback ``result``."""
     client = redis.Redis.from_url(app.conf.broker_url)
-    return [item.decode() for item in client.lrange(f"errbacks:{result.id}", 0, -1)]
+    return [item.decode() for item in client.lrange(ERRBACKS_KEY.format(task_id=result.id), 0, -1)]
 
 
 def settle(seconds: float = 1.5) -> None:

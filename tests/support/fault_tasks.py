@@ -1,10 +1,10 @@
-"""The app the fault tests' workers run: every end-to-end task, and one that misbehaves."""
+"""The Celery app the fault tests' workers run: every end-to-end task, and one that misbehaves."""
 
 from __future__ import annotations
 
 import threading
 
-from ..e2e.tasks import app  # importing the module registers every end-to-end task
+from .tasks import app  # importing the module registers every end-to-end task
 
 __all__ = ["app", "unserialisable"]
 

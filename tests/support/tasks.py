@@ -1,22 +1,19 @@
-"""The Celery app the end-to-end workers run. Settings come from the environment."""
+"""The Celery app the end-to-end and fault tests' workers run, configured from the environment."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 
-from celery import Celery
+from celery_gcs.local.apps import app_from_env
 
-app = Celery("e2e")
-app.conf.update(
-    broker_url=os.environ.get("CELERY_BROKER_URL"),
-    result_backend=os.environ.get("CELERY_RESULT_BACKEND"),
-    worker_hijack_root_logger=False,
-    broker_connection_retry_on_startup=True,
-    **json.loads(os.environ.get("CELERY_GCS_TEST_CONF") or "{}"),
-)
+#: Redis counter of a chord callback's runs, by the callback's task id.
+CALLBACK_RUNS_KEY = "callback-runs:{task_id}"
+#: Redis list of the errors an errback was called with, by the failed callback's task id.
+ERRBACKS_KEY = "errbacks:{task_id}"
+
+app = app_from_env("e2e", conf_var="CELERY_GCS_TEST_CONF")
 
 
 @app.task
@@ -92,7 +89,7 @@ def collect(results):
     import redis
 
     client = redis.Redis.from_url(app.conf.broker_url)
-    client.incr(f"callback-runs:{collect.request.id}")
+    client.incr(CALLBACK_RUNS_KEY.format(task_id=collect.request.id))
     return results
 
 
@@ -102,4 +99,4 @@ def on_chord_error(request, exc, traceback):
     import redis
 
     client = redis.Redis.from_url(app.conf.broker_url)
-    client.rpush(f"errbacks:{request.id}", repr(exc))
+    client.rpush(ERRBACKS_KEY.format(task_id=request.id), repr(exc))

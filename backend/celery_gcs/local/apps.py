@@ -1,0 +1,27 @@
+"""Celery apps configured from the environment, as the local stack's workers load them.
+
+A worker started by the launcher (``local.worker``) gets its broker and
+backend as ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND``, and any
+further settings as JSON in a variable the app names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+from celery import Celery
+
+
+def app_from_env(main: str, *, conf_var: str, env: Mapping[str, str] = os.environ) -> Celery:
+    """A Celery app with the broker, backend and ``conf_var``'s JSON settings from ``env``."""
+    app = Celery(main)
+    app.conf.update(
+        broker_url=env.get("CELERY_BROKER_URL"),
+        result_backend=env.get("CELERY_RESULT_BACKEND"),
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        **json.loads(env.get(conf_var) or "{}"),
+    )
+    return app

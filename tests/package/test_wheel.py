@@ -1,0 +1,177 @@
+"""The wheel as users get it: installed alone into a fresh virtualenv, it serves as the result backend.
+
+Built with ``uv build``, installed with the locked runtime dependencies plus
+``celery[redis]`` (what a production worker installs), and run as a real
+prefork worker against the local stack: no extra, no checkout on the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery_gcs import __version__
+from celery_gcs.local.processes import stop_group
+
+ROOT = Path(__file__).resolve().parents[2]
+UV = Path(sys.executable).parent / "uv"
+#: What the runtime must never load: the extras' packages and the tooling rooms.
+TOOLING = ("rich", "psutil", "redis", "gcp_storage_emulator", "hpack", "pulumi", "matplotlib")
+TOOLING_ROOMS = ("celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker")
+
+
+def run(argv: list[object], **kwargs) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False, **kwargs)
+    assert done.returncode == 0, f"{argv} exited with {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def uv_env() -> dict[str, str]:
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    run([UV, "build", "--wheel", "--out-dir", out, ROOT], env=uv_env())
+    (built,) = out.glob("celery_gcs-*.whl")
+    return built
+
+
+def make_venv(where: Path, wheel: Path, *extras: str) -> Path:
+    """A fresh virtualenv with the locked dependencies of ``extras`` and the wheel; returns its python."""
+    requirements = where / "requirements.txt"
+    export = [UV, "export", "--frozen", "--no-dev", "--no-emit-project", "-o", requirements]
+    run([*export, *(arg for extra in extras for arg in ("--extra", extra))], cwd=ROOT, env=uv_env())
+    run([UV, "venv", where / "venv", "--python", sys.executable], env=uv_env())
+    python = where / "venv" / "bin" / "python"
+    run([UV, "pip", "install", "--python", python, "--require-hashes", "-r", requirements], env=uv_env())
+    run([UV, "pip", "install", "--python", python, "--no-deps", wheel], env=uv_env())
+    return python
+
+
+@pytest.fixture(scope="module")
+def runtime_python(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    return make_venv(tmp_path_factory.mktemp("runtime"), wheel, "worker")
+
+
+def test_the_wheel_holds_the_package_its_types_marker_and_the_infra_components(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "celery_gcs/py.typed" in names
+    assert "celery_gcs_infra/stack.py" in names
+    assert not any(name.startswith(("tests/", "bench/", "infra/")) for name in names)
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    assert f"Version: {__version__}" in text
+    requires = [line for line in text.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert sorted(line.split()[1].split(">")[0] for line in requires) == [
+        "celery", "google-cloud-firestore", "google-cloud-storage",
+    ]  # fmt: skip
+
+
+def test_importing_the_backend_loads_no_tooling(runtime_python: Path) -> None:
+    code = textwrap.dedent(f"""
+        import importlib.util, json, sys
+        import celery_gcs.backend
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {TOOLING!r} or m.startswith({TOOLING_ROOMS!r}))
+        installed = sorted(m for m in ("rich", "gcp_storage_emulator", "pulumi") if importlib.util.find_spec(m))
+        print(json.dumps({{"loaded": loaded, "installed": installed}}))
+    """)
+    found = json.loads(run([runtime_python, "-c", code]).stdout)
+    assert found == {"loaded": [], "installed": []}
+
+
+def test_the_command_without_its_extra_names_the_install_line(runtime_python: Path) -> None:
+    bin_dir = runtime_python.parent
+    version = run([bin_dir / "celery-gcs", "--version"]).stdout
+    assert version.strip() == f"celery-gcs {__version__}"
+    done = subprocess.run([bin_dir / "celery-gcs", "demo"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "pip install 'celery-gcs[cli,local]'" in done.stderr
+
+
+APP = """
+import os
+from celery import Celery
+
+app = Celery("wheelapp", broker=os.environ["CELERY_BROKER_URL"])
+app.conf.result_backend = os.environ["WHEEL_BACKEND"]
+
+@app.task
+def add(x, y):
+    return x + y
+
+@app.task
+def total(values):
+    return sum(values)
+"""
+
+CLIENT = """
+from celery import chord
+from wheelapp import add, total
+
+print(add.delay(2, 3).get(timeout=60))
+print(chord(add.s(n, n) for n in range(10))(total.s()).get(timeout=60))
+print(type(add.app.backend).__module__)
+"""
+
+
+@pytest.fixture
+def wheel_worker(tmp_path: Path, runtime_python: Path, local) -> Iterator[dict[str, str]]:
+    (tmp_path / "wheelapp.py").write_text(APP)
+    env = {
+        **local.env(),
+        "PATH": f"{runtime_python.parent}:/usr/bin:/bin",
+        "WHEEL_BACKEND": f"gcs://{local.bucket}/wheel-{uuid.uuid4().hex[:8]}",
+        "PYTHONPATH": str(tmp_path),
+    }
+    log_path = tmp_path / "worker.log"
+    argv = [runtime_python, "-m", "celery", "-A", "wheelapp", "worker", "-P", "prefork", "-c", "2", "-l", "INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while " ready." not in log_path.read_text(errors="replace"):
+            assert worker.poll() is None, f"worker exited:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"worker not ready:\n{log_path.read_text()}"
+            time.sleep(0.1)
+        yield env
+    finally:
+        stop_group(worker.pid, timeout=10, reap=worker.poll)
+        worker.wait(10)
+
+
+def test_the_wheel_alone_serves_as_the_result_backend(
+    tmp_path: Path, runtime_python: Path, wheel_worker: dict[str, str]
+) -> None:
+    done = run([runtime_python, "-c", CLIENT], cwd=tmp_path, env=wheel_worker, timeout=120)
+    assert done.stdout.split() == ["5", str(sum(2 * n for n in range(10))), "celery_gcs.backend"]
+
+
+def test_a_team_program_imports_the_components_from_the_installed_package(tmp_path: Path, wheel: Path) -> None:
+    """``pip install 'celery-gcs[infra]'``, then a team's own program, with no checkout on the path."""
+    from tests.infra.infra_scenarios import HERE, scenarios
+
+    python = make_venv(tmp_path, wheel, "infra")
+    spec = scenarios()["team"]
+    config, inventory = tmp_path / "team.config.json", tmp_path / "team.inventory.json"
+    config.write_text(json.dumps(spec))
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    run([python, HERE / "run_program.py", spec["program"], spec["stack"], config, inventory], cwd=tmp_path, env=env)
+    found = json.loads(inventory.read_text())
+    assert found["error"] is None, found["error"]
+    types = {resource["type"] for resource in found["resources"]}
+    assert {"gcp:storage/bucket:Bucket", "kubernetes:apps/v1:Deployment"} <= types

@@ -1,0 +1,1 @@
+"""What the suites share: fakes of the services, the apps workers run, and their helpers."""

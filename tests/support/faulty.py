@@ -1,0 +1,74 @@
+"""Backends that fail on purpose, once, at a chosen step of a chord.
+
+Workers load them by class path: ``result_backend = "tests.support.faulty:KillingBackend+gcs://..."``.
+Each fault happens once per marker file, created exclusively in a directory the
+test names, so a replayed step goes through.
+
+* ``KillingBackend`` SIGKILLs its own pool child at the step ``CELERY_GCS_KILL_AT``
+  names (before_count, after_count, after_claim), ``CELERY_GCS_KILLS`` times (default
+  one), leaving its markers in ``CELERY_GCS_KILL_DIR``.
+* ``FailingCleanupBackend`` fails its chord clean-up once, as when Firestore fails
+  right after the callback was published; its marker goes in ``CELERY_GCS_FAIL_DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterable
+
+from celery_gcs.backend import GCSBackend
+from celery_gcs.chords import ChordCoordinator, Part
+from celery_gcs.errors import TransientError
+
+
+def _first_time(directory: str, marker: str) -> bool:
+    """Create ``marker`` in ``directory``, holding this pid; False if it already exists."""
+    try:
+        fd = os.open(os.path.join(directory, marker), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def _maybe_die(step: str) -> None:
+    if os.environ.get("CELERY_GCS_KILL_AT") != step:
+        return
+    directory = os.environ["CELERY_GCS_KILL_DIR"]
+    for slot in range(int(os.environ.get("CELERY_GCS_KILLS", "1"))):
+        if _first_time(directory, f"kill-{slot}"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillingCoordinator(ChordCoordinator):
+    def before_count(self, part: Part) -> None:
+        _maybe_die("before_count")
+
+    def after_count(self, part: Part) -> None:
+        _maybe_die("after_count")
+
+    def after_claim(self, part: Part) -> None:
+        _maybe_die("after_claim")
+
+
+class KillingBackend(GCSBackend):
+    coordinator_class = KillingCoordinator
+
+
+class FailingCleanupCoordinator(ChordCoordinator):
+    def __init__(self, backend: GCSBackend) -> None:
+        super().__init__(backend)
+        finish = self.store.finish
+
+        def finish_failing_once(key: str, parts: Iterable[str]) -> None:
+            if _first_time(os.environ["CELERY_GCS_FAIL_DIR"], "failed"):
+                raise TransientError("deleting a chord in Firestore database (default): injected by the test")
+            finish(key, parts)
+
+        self.store.finish = finish_failing_once  # type: ignore[method-assign]
+
+
+class FailingCleanupBackend(GCSBackend):
+    coordinator_class = FailingCleanupCoordinator
