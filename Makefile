@@ -73,4 +73,4 @@ image-test: venv system-deps image-deps
 	$(BIN)/pytest -m '' tests/image $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .devstack
+	rm -rf $(VENV) .pytest_cache .devstack .import_linter_cache

@@ -11,13 +11,13 @@ from __future__ import annotations
 import psutil
 
 
-def cpu_by_group(groups: dict[str, int]) -> dict[str, float]:
+def cpu_by_tree(roots: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of named processes: each with its live descendants and the children they reaped.
 
     ``"client"`` is this process alone, every thread of it (the stack's
     services are its children, measured under their own names).
     """
-    return {name: _own() if name == "client" else _tree(pid) for name, pid in groups.items()}
+    return {name: _own() if name == "client" else _tree(pid) for name, pid in roots.items()}
 
 
 def _own() -> float:

@@ -160,12 +160,12 @@ def _warm_up(stack: BenchStack, backends: Iterable[str], chord: int) -> None:
 
 def _measure_all(stack: BenchStack, result: Run, say: Callable[[str], None]) -> None:
     plan, names = result.plan, result.backends
-    groups = stack.process_groups()
+    groups = stack.measured_processes()
 
     def timed(measured: Measured, name: str, action: Callable[[], Sample]) -> Sample:
-        before = cpu.cpu_by_group(groups)
+        before = cpu.cpu_by_tree(groups)
         sample = action()
-        measured.add(name, sample, cpu.used(before, cpu.cpu_by_group(groups)))
+        measured.add(name, sample, cpu.used(before, cpu.cpu_by_tree(groups)))
         return sample
 
     for round_ in range(plan.repeats):
@@ -206,7 +206,7 @@ def _measure_all(stack: BenchStack, result: Run, say: Callable[[str], None]) -> 
                 if sample.seconds is None:
                     say(_line(f"chord of {size}, round {round_ + 1}", name, sample) + " (stopped)")
                     stack.restart_worker(name)
-                    groups = stack.process_groups()
+                    groups = stack.measured_processes()
                 else:
                     result.callbacks.setdefault(name, []).append(sample.extra["callback_id"])
                     say(_line(f"chord of {size}, round {round_ + 1}", name, sample))

@@ -197,8 +197,8 @@ class BenchStack:
             conn.default_channel.queue_purge(self.by_name[name].queue)
         self.start_worker(name)
 
-    def process_groups(self) -> dict[str, int]:
-        """Process groups whose CPU time is measured, by name (see bench.cpu)."""
+    def measured_processes(self) -> dict[str, int]:
+        """The processes whose CPU time (each with its descendants) is measured, by name (see bench.cpu)."""
         assert self.local is not None and self.proxies is not None
         groups = {"client": os.getpid(), "proxies": self.proxies.pid}
         for name, service in self.local.services.items():

@@ -6,7 +6,6 @@ from ``celery_gcs_infra`` exactly as a team's own program would. The worker
 image is built from this checkout unless the stack names a prebuilt ``image``.
 """
 
-import dataclasses
 from pathlib import Path
 
 import pulumi
@@ -14,7 +13,7 @@ from celery_gcs_infra import CeleryStack, settings
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
-args = dataclasses.replace(settings.from_pulumi(), build_context=str(CHECKOUT))
+args = settings.from_pulumi(build_context=str(CHECKOUT))
 stack = CeleryStack("celery", args)
 for name, value in stack.outputs().items():
     pulumi.export(name, value)

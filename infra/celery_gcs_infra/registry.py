@@ -73,6 +73,14 @@ class RegistryArgs:
         common.project_id(self.project)
         common.dns_label(self.repository_id, "repository_id")
         pinned_image(self.image)
+        # An installed package cannot guess where a checkout is: the program says.
+        common.check(
+            bool(self.image or self.context),
+            "image",
+            "is empty and no build context is given",
+            "Set image to a worker image pinned by digest, or build_context to a checkout of "
+            "celery-gcs (the repository's own program passes its root)",
+        )
         common.check(
             self.keep_versions >= 1,
             "keep_versions",
@@ -94,15 +102,6 @@ class Registry(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        # Checked here, not in RegistryArgs: the repository's own program adds
-        # the context after the stack config is validated.
-        common.check(
-            bool(args.image or args.context),
-            "image",
-            "is empty and no build context is given",
-            "Set image to a worker image pinned by digest, or build_context to a checkout of "
-            "celery-gcs (the repository's own program passes its root)",
-        )
         super().__init__(common.token("registry", "Registry"), name, None, opts)
         self.repository = gcp.artifactregistry.Repository(
             f"{name}-repository",

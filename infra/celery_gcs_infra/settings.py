@@ -217,7 +217,7 @@ def _label_value(text: str) -> str:
 
 
 def load(
-    values: Mapping[str, Any], *, stack: str, secret_keys: Collection[str] = ()
+    values: Mapping[str, Any], *, stack: str, secret_keys: Collection[str] = (), build_context: str = ""
 ) -> CeleryStackArgs:
     """Build the stack's arguments from ``celery-gcs:*`` config values.
 
@@ -264,6 +264,7 @@ def load(
         target = worker_kwargs if option.target is WorkerSettings else stack_kwargs
         target[option.field] = value
     stack_kwargs["labels"] = {"celery-gcs-stack": _label_value(stack)}
+    stack_kwargs["build_context"] = build_context
 
     try:
         worker = WorkerSettings(**worker_kwargs)
@@ -276,12 +277,16 @@ def load(
         ) from None
 
 
-def from_pulumi() -> CeleryStackArgs:
-    """:func:`load` with the running stack's config, as the language host provides it."""
+def from_pulumi(*, build_context: str = "") -> CeleryStackArgs:
+    """:func:`load` with the running stack's config, as the language host provides it.
+
+    ``build_context``: the checkout the worker image is built from when the
+    stack names no ``image``.
+    """
     import pulumi
     from pulumi.runtime import config as runtime_config
 
     values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     secret_keys = set(runtime_config.get_config_secret_keys_env())
     secret_keys |= {k for k in values if pulumi.runtime.is_config_secret(k)}
-    return load(values, stack=pulumi.get_stack(), secret_keys=secret_keys)
+    return load(values, stack=pulumi.get_stack(), secret_keys=secret_keys, build_context=build_context)

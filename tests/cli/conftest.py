@@ -1,5 +1,8 @@
-"""Helpers for the ``celery-gcs`` command's tests: run the installed console script,
-find processes a run left behind, make buckets on the emulator."""
+"""Helpers for the ``celery-gcs`` command's tests: the console script, processes left behind, buckets.
+
+They run the installed console script, find processes a run left behind,
+and make buckets on the emulator.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import pytest
 from celery_gcs.local import processes, services
 
 from ..support.factories import made_then_undone
+from ..support.processes import with_env
 
 #: The console script pyproject declares, as installed in the virtualenv.
 CLI = str(Path(sys.executable).parent / "celery-gcs")
@@ -58,7 +62,7 @@ def run_cli(
 
 def marked_processes(marker: str) -> list[tuple[int, str]]:
     """Running (not zombie) processes whose environment carries this test's marker."""
-    return [(p.pid, " ".join(p.cmdline())) for p in processes.processes_with_env(MARKER, marker)]
+    return [(p.pid, " ".join(p.cmdline())) for p in with_env(MARKER, marker)]
 
 
 port_open = processes.port_open

@@ -1,5 +1,7 @@
-"""Configuration that points at the wrong place: a missing Firestore database, a wrong project,
-a bucket or database the worker's identity may not use. Each is a clear error naming it.
+"""Configuration that points at the wrong place: each is a clear error naming it.
+
+A missing Firestore database, a wrong project, a bucket or database the
+worker's identity may not use.
 
 The Firestore emulator cannot say "no such database" or "permission denied"
 (it creates whatever it is asked for), so those answers come from a gRPC

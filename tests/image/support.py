@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from celery_gcs.local import processes
+import psutil
 from celery_gcs.local.worker import WorkerProcess
 from celery_gcs.worker.probe import HealthFiles
 
@@ -114,7 +114,7 @@ class EntrypointWorker(WorkerProcess):
         )
 
     def cmdline(self) -> list[str]:
-        return processes.cmdline(self.pid)
+        return psutil.Process(self.pid).cmdline()
 
     def probe(self, kind: str) -> subprocess.CompletedProcess[str]:
         """The Kubernetes exec probe, as the kubelet would run it in the container."""

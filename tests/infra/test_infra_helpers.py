@@ -79,10 +79,9 @@ def test_services_follow_the_features_in_use():
 
 def test_a_registry_with_neither_image_nor_build_context_names_what_to_set():
     """An installed package cannot guess where a checkout is: a team program must say."""
-    from celery_gcs_infra import Registry, RegistryArgs
+    from celery_gcs_infra import RegistryArgs
 
-    args = RegistryArgs(project="acme-payments", location="us-central1", repository_id="celery")
     with pytest.raises(common.SettingError) as raised:
-        Registry("celery-registry", args)
+        RegistryArgs(project="acme-payments", location="us-central1", repository_id="celery")
     message = str(raised.value)
     assert "image" in message and "build_context" in message

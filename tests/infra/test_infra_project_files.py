@@ -54,7 +54,7 @@ def test_stack_files_use_known_keys_and_load(stack):
         namespace, name = key.split(":")
         assert namespace == settings.NAMESPACE and name in settings.BY_KEY, key
     values = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in config.items()}
-    args = settings.load(values, stack=stack)
+    args = settings.load(values, stack=stack, build_context=str(ROOT))
     assert args.protect is (stack == "prod")
 
 

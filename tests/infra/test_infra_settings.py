@@ -12,10 +12,12 @@ REQUIRED = {
     "celery-gcs:celeryApp": "acme.tasks:app",
 }
 SECRET_URL = "rediss://:hunter2@redis.example.com:6380/1"
+#: What the repository's program passes: the checkout the worker image is built from.
+CHECKOUT = "/src/celery-gcs"
 
 
 def load(extra: dict[str, str] | None = None, secret_keys=(), stack="dev"):
-    return settings.load({**REQUIRED, **(extra or {})}, stack=stack, secret_keys=secret_keys)
+    return settings.load({**REQUIRED, **(extra or {})}, stack=stack, secret_keys=secret_keys, build_context=CHECKOUT)
 
 
 def load_error(extra: dict[str, str], secret_keys=(), drop: str | None = None):
@@ -23,7 +25,7 @@ def load_error(extra: dict[str, str], secret_keys=(), drop: str | None = None):
     if drop:
         del values[drop]
     with pytest.raises(settings.ConfigError) as caught:
-        settings.load(values, stack="dev", secret_keys=secret_keys)
+        settings.load(values, stack="dev", secret_keys=secret_keys, build_context=CHECKOUT)
     return caught.value
 
 
@@ -191,5 +193,17 @@ def test_component_arguments_validate_without_stack_config():
     with pytest.raises(SettingError) as caught:
         WorkerSettings(celery_app="proj.celery:app", cpu="1 core")
     assert caught.value.field == "cpu"
-    args = CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker)
+    with pytest.raises(SettingError) as caught:
+        CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker)
+    assert caught.value.field == "image"  # nothing to run: no image, no checkout to build one
+    args = CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker, build_context=CHECKOUT)
     assert args.bucket_name == "acme-celery-celery-results"
+
+
+def test_without_an_image_or_a_checkout_to_build_one_the_image_key_is_named():
+    """A team program (no checkout) that names no image: an error at load, before any resource."""
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load(REQUIRED, stack="dev")
+    message = str(caught.value)
+    assert "celery-gcs:image" in message and "build_context" in message
+    assert load({"celery-gcs:image": "us-docker.pkg.dev/p/r/worker:1@sha256:" + "a" * 64}).image

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from celery_gcs import __version__
-from celery_gcs.local.processes import stop_group
+from celery_gcs.local.worker import WorkerProcess, celery_worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).parent / "uv"
@@ -136,22 +135,13 @@ def wheel_worker(tmp_path: Path, runtime_python: Path, local) -> Iterator[dict[s
         "WHEEL_BACKEND": f"gcs://{local.bucket}/wheel-{uuid.uuid4().hex[:8]}",
         "PYTHONPATH": str(tmp_path),
     }
-    log_path = tmp_path / "worker.log"
-    argv = [runtime_python, "-m", "celery", "-A", "wheelapp", "worker", "-P", "prefork", "-c", "2", "-l", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-    with open(log_path, "ab") as log:
-        worker = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    argv = celery_worker_argv("wheelapp", name=f"wheel{uuid.uuid4().hex[:6]}@localhost", python=str(runtime_python))
+    worker = WorkerProcess(argv, env=env, cwd=tmp_path, log_path=tmp_path / "worker.log")
+    worker.start(timeout=60)
     try:
-        deadline = time.monotonic() + 60
-        while " ready." not in log_path.read_text(errors="replace"):
-            assert worker.poll() is None, f"worker exited:\n{log_path.read_text()}"
-            assert time.monotonic() < deadline, f"worker not ready:\n{log_path.read_text()}"
-            time.sleep(0.1)
         yield env
     finally:
-        stop_group(worker.pid, timeout=10, reap=worker.poll)
-        worker.wait(10)
+        worker.stop()
 
 
 def test_the_wheel_alone_serves_as_the_result_backend(

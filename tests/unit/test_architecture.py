@@ -1,7 +1,9 @@
 """The architecture contract in pyproject.toml ([tool.importlinter]) holds, and catches what it should.
 
 The runtime (everything but ``cli``, ``local`` and ``worker``) imports none
-of those rooms nor the extras' packages, and its modules form no cycle.
+of those rooms nor the extras' packages, and its modules form no cycle; the
+worker image's helpers import neither the CLI nor the local stack; the local
+stack imports nothing from the CLI.
 """
 
 from __future__ import annotations
@@ -66,6 +68,14 @@ def test_a_runtime_module_importing_rich_breaks_the_contract(planted: Path) -> N
     assert "celery_gcs.stores.result_store -> rich" in done.stdout
 
 
+def test_the_worker_image_helpers_importing_the_local_stack_break_the_contract(planted: Path) -> None:
+    health = planted / "celery_gcs" / "worker" / "health.py"
+    health.write_text(health.read_text() + "\nfrom ..local import processes as _processes  # planted\n")
+    done = lint_imports(planted, planted / "pyproject.toml")
+    assert done.returncode == 1
+    assert "celery_gcs.worker.health -> celery_gcs.local.processes" in done.stdout
+
+
 def test_an_import_cycle_in_the_runtime_breaks_the_contract(planted: Path) -> None:
     keys = planted / "celery_gcs" / "keys.py"
     keys.write_text(keys.read_text() + "\nfrom . import backend as _backend  # planted\n")
@@ -77,10 +87,13 @@ def test_an_import_cycle_in_the_runtime_breaks_the_contract(planted: Path) -> No
 def test_every_module_opens_with_a_one_line_docstring_of_its_concern() -> None:
     import ast
 
-    packages = [ROOT / "backend" / "celery_gcs", ROOT / "infra" / "celery_gcs_infra"]
+    rooms = [ROOT / "backend", ROOT / "infra", ROOT / "bench", ROOT / "tests"]
     missing = []
-    for path in sorted(p for package in packages for p in package.rglob("*.py")):
-        docstring = ast.get_docstring(ast.parse(path.read_text()))
+    for path in sorted(p for room in rooms for p in room.rglob("*.py")):
+        source = path.read_text()
+        if path.name == "__init__.py" and not source.strip():
+            continue  # an empty package marker has no concern to state
+        docstring = ast.get_docstring(ast.parse(source))
         first = (docstring or "").split("\n\n")[0]
         if not docstring or "\n" in first:
             missing.append(str(path.relative_to(ROOT)))

@@ -66,6 +66,21 @@ def test_not_ready_in_time_raises_and_leaves_nothing_running(tmp_path: Path) -> 
     assert not processes.group_running(worker.pid)
 
 
+def test_an_interrupted_wait_leaves_nothing_running(tmp_path: Path) -> None:
+    """Ctrl-C (or a readiness check that raises) while waiting: the worker is stopped, not orphaned."""
+
+    def interrupted(worker: WorkerProcess) -> bool:
+        if worker.children():
+            raise KeyboardInterrupt
+        return False
+
+    worker = stand_in(POOLED, tmp_path / "w.log", ready=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        worker.start(timeout=30)
+    assert worker.poll() is not None
+    assert not processes.group_running(worker.pid)
+
+
 def test_a_readiness_predicate_and_a_log_of_this_run_only(tmp_path: Path) -> None:
     log_path = tmp_path / "w.log"
     log_path.write_text("an earlier run: celery@here ready.\n")

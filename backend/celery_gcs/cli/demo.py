@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -240,7 +241,7 @@ class Demo:
                 cleanup()
             except Exception as exc:  # noqa: BLE001 (keep stopping the rest)
                 with contextlib.suppress(OSError):
-                    self.err.print(f"[yellow]could not stop {what}: {exc}[/]")
+                    self.err.print(f"[yellow]could not stop {what}: {escape(str(exc))}[/]")
 
     # -- steps -----------------------------------------------------------------
 
@@ -631,7 +632,7 @@ def run(options: Options, *, out: Console | None = None, err: Console | None = N
                 services.ServiceFailed,
                 services.PrerequisiteMissing,
             ) as exc:
-                err.print(f"[red]demo failed:[/] {exc}", highlight=False, soft_wrap=True)
+                err.print(f"[red]demo failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             except Exception:  # noqa: BLE001 (shown, then everything is stopped)
                 err.print_exception()
                 err.print("[red]demo failed[/] (the traceback above)")

@@ -1,7 +1,7 @@
 """``celery-gcs dev up|down|status``: the local stack, left running between commands.
 
 ``up`` starts the GCS emulator, the Firestore emulator and Redis (see
-``devstack``), each in a process group of its own that outlives the command,
+``celery_gcs.local.services``), each in a process group of its own that outlives the command,
 gives the bucket a deployment's lifecycle rules and uniform access, records
 what it started in a state file, and prints the ``export`` lines that point an
 app at the stack (so ``eval "$(celery-gcs dev up)"`` works; everything else
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..local import processes
@@ -247,12 +248,12 @@ def run(action: str, *, state_dir: Path | None = None, as_json: bool = False) ->
         missing = localstack.missing_prerequisites()
         if missing:
             for problem in missing:
-                err.print(f"[red]missing prerequisite:[/] {problem}", highlight=False)
+                err.print(f"[red]missing prerequisite:[/] {escape(problem)}", highlight=False)
             return EXIT_PREREQUISITES
         try:
             state = up(directory, err)
         except localstack.ServiceFailed as exc:
-            err.print(f"[red]could not start the local stack:[/] {exc}", highlight=False)
+            err.print(f"[red]could not start the local stack:[/] {escape(str(exc))}", highlight=False)
             return EXIT_FAILED
         out.file.write(exports(state.env()))
         out.file.flush()

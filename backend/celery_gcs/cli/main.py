@@ -72,7 +72,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    if not argv:  # argparse would say "required: COMMAND, arguments"; the help says more
+        parser.print_help(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     command = COMMANDS[args.command]
     missing = missing_extras(command.extras)
     if missing:

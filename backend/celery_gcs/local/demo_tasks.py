@@ -23,6 +23,7 @@ from celery import Celery
 from celery.signals import task_postrun
 
 from ..stores.perprocess import PerProcess
+from .apps import app_from_env
 
 #: Prefix of every Redis key a run records.
 RECORD_PREFIX = "celery-gcs-demo"
@@ -36,18 +37,15 @@ def create_app(
     env: Mapping[str, str], *, main: str = "celery_gcs_demo", set_as_current: bool = True
 ) -> Celery:
     """The demo's app, configured from ``env`` (the worker's and the demo's alike)."""
-    app = Celery(main, set_as_current=set_as_current)
-    app.conf.update(
-        broker_url=env.get("CELERY_BROKER_URL"),
-        result_backend=env.get("CELERY_RESULT_BACKEND"),
+    return app_from_env(
+        main,
+        env=env,
+        set_as_current=set_as_current,
         task_default_queue=env.get("CELERY_GCS_DEMO_QUEUE") or DEFAULT_QUEUE,
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
         # Without Firestore chords, Celery polls every part's result with
         # chord_unlock; half a second keeps the demo brisk either way.
         result_chord_retry_interval=0.5,
     )
-    return app
 
 
 def record_keys(run: str) -> tuple[str, str]:

@@ -53,11 +53,6 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def cmdline(pid: int) -> list[str]:
-    """A process's command line, as its argv."""
-    return psutil.Process(pid).cmdline()
-
-
 @contextlib.contextmanager
 def signals_held(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
     """Hold SIGINT and SIGTERM while a child is spawned and recorded.
@@ -167,16 +162,3 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
-
-
-def processes_with_env(name: str, value: str) -> list[psutil.Process]:
-    """Running (not zombie) processes of this user whose environment has ``name=value``."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            mine = process.pid != os.getpid() and process.status() != psutil.STATUS_ZOMBIE
-            if mine and process.environ().get(name) == value:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found

@@ -105,14 +105,20 @@ class WorkerProcess:
         with signals_held():
             self.process = spawn(self.argv, env=self.env, cwd=self.cwd, log_path=self.log_path)
         deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                self._fail(WorkerExited, E_EXITED, code=self.process.returncode)
-            if self.ready(self):
-                return self
-            if time.monotonic() > deadline:
-                self._fail(WorkerNotReady, E_NOT_READY, timeout=timeout)
-            time.sleep(0.1)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    self._fail(WorkerExited, E_EXITED, code=self.process.returncode)
+                if self.ready(self):
+                    return self
+                if time.monotonic() > deadline:
+                    self._fail(WorkerNotReady, E_NOT_READY, timeout=timeout)
+                time.sleep(0.1)
+        except BaseException:
+            # Ctrl-C, or a readiness check that raised: the caller never gets
+            # this worker to stop, so stop it here (stop() is idempotent).
+            self.stop()
+            raise
 
     def _fail(self, error: type[WorkerFailed], template: str, **values: object) -> NoReturn:
         tail = "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:])
