@@ -165,3 +165,19 @@ def test_a_team_program_imports_the_components_from_the_installed_package(tmp_pa
     assert found["error"] is None, found["error"]
     types = {resource["type"] for resource in found["resources"]}
     assert {"gcp:storage/bucket:Bucket", "kubernetes:apps/v1:Deployment"} <= types
+
+
+def test_the_demo_runs_from_the_cli_and_local_extras_alone(tmp_path: Path, wheel: Path) -> None:
+    """What `make demo` installs on a fresh machine is enough for the demo (no dev tools, no infra)."""
+    python = make_venv(tmp_path, wheel, "cli", "local")
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = {key: value for key, value in env.items() if not key.startswith(("STORAGE_EMULATOR", "FIRESTORE_EMULATOR"))}
+    env["PATH"] = f"{python.parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    small = ["--chord-size", "20", "--group-size", "5", "--chain-length", "3", "--concurrency", "1"]
+    done = subprocess.run(
+        [python.parent / "celery-gcs", "demo", *small, "--json", tmp_path / "summary.json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ok"] is True
