@@ -56,6 +56,10 @@ class GCSBackend(KeyValueStoreBackend):
     supports_native_join = True
     supports_result_compression = True
     supports_failure_expires = True
+    #: Results expire by themselves: a result past its ``expires_at`` reads as
+    #: missing, and the bucket's lifecycle deletes it. So beat schedules no
+    #: daily ``celery.backend_cleanup`` (which would do nothing here).
+    supports_autoexpire = True
     #: The chord algorithm; tests swap in a subclass that injects faults.
     coordinator_class: type[ChordCoordinator] = ChordCoordinator
 

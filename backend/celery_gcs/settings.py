@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,11 @@ KNOWN_KEYS: dict[str, str] = {
     "firestore_database": "the Firestore database holding chord counters",
     "firestore_collection": "the Firestore collection holding chord counters",
 }
+
+#: Keys Celery's documentation of the built-in ``gs://`` backend puts in its URL
+#: (``gs://bucket/prefix?gcs_project=p&ttl=600``), with the setting each means.
+#: The built-in backend ignores them; here they mean what the documentation says.
+URL_ALIASES: dict[str, str] = {"ttl": "gcs_ttl"}
 
 E_UNKNOWN_KEY = "unknown setting {key!r} in {where}{hint}; known settings: {known}"
 E_BAD_URL = "malformed result_backend URL {url!r}: {reason}. Expected gcs://BUCKET[/PREFIX][?key=value&...]"
@@ -92,8 +97,13 @@ def _parse_url(url: str) -> dict[str, str]:
     except ValueError as exc:
         raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"bad query string ({exc})")) from exc
     for key, value in query:
+        if key in URL_ALIASES:
+            if URL_ALIASES[key] in (k for k, _ in query):
+                reason = f"{key} and {URL_ALIASES[key]} are the same setting; give {URL_ALIASES[key]} only"
+                raise ConfigurationError(E_BAD_URL.format(url=url, reason=reason))
+            key = URL_ALIASES[key]
         if key not in KNOWN_KEYS:
-            raise ConfigurationError(_unknown(key, "the result_backend URL"))
+            raise ConfigurationError(_unknown(key, "the result_backend URL", URL_ALIASES))
         if key in ("gcs_bucket", "gcs_base_path"):
             raise ConfigurationError(
                 E_BAD_URL.format(url=url, reason=f"{key} goes in the URL itself, not its query")
@@ -110,8 +120,8 @@ def _reject_unknown_conf_keys(conf: Mapping[str, Any]) -> None:
             raise ConfigurationError(_unknown(key, "app.conf"))
 
 
-def _unknown(key: str, where: str) -> str:
-    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+def _unknown(key: str, where: str, aliases: Iterable[str] = ()) -> str:
+    close = difflib.get_close_matches(key, [*KNOWN_KEYS, *aliases], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return E_UNKNOWN_KEY.format(key=key, where=where, hint=hint, known=", ".join(KNOWN_KEYS))
 

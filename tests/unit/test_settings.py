@@ -17,6 +17,15 @@ def test_url_gives_bucket_prefix_and_query_settings() -> None:
     assert settings.object_name("celery-task-meta-1") == "some/prefix/celery-task-meta-1"
 
 
+def test_the_url_from_celerys_documentation_of_gs_works_with_gcs() -> None:
+    """Celery documents ``gs://mybucket/some-prefix?gcs_project=myproject&ttl=600``; only the scheme changes."""
+    settings = parse("gcs://mybucket/some-prefix?gcs_project=myproject&ttl=600", {})
+    assert (settings.bucket, settings.base_path, settings.project, settings.ttl) == (
+        "mybucket", "some-prefix", "myproject", 600.0,
+    )  # fmt: skip
+    assert settings.sources["gcs_ttl"] == "result_backend URL"
+
+
 def test_builtin_setting_names_work_from_app_conf() -> None:
     conf = {
         "gcs_bucket": "b-1", "gcs_project": "p", "gcs_base_path": "/x/", "gcs_ttl": 5,
@@ -48,7 +57,8 @@ def test_defaults_come_from_the_shared_names() -> None:
     ("url", "conf", "expected"),
     [
         ("gcs://bucket?gcs_tll=5", {}, "unknown setting 'gcs_tll' in the result_backend URL (did you mean 'gcs_ttl'?)"),
-        ("gcs://bucket?ttl=600", {}, "unknown setting 'ttl'"),
+        ("gcs://bucket?ttl=600&gcs_ttl=60", {}, "ttl and gcs_ttl are the same setting; give gcs_ttl only"),
+        ("gcs://bucket?tll=600", {}, "unknown setting 'tll' in the result_backend URL (did you mean 'ttl'?)"),
         ("gcs://bucket", {"gcs_projet": "p"}, "unknown setting 'gcs_projet' in app.conf (did you mean 'gcs_project'?)"),
         ("gcs://bucket", {"firestore_db": "x"}, "unknown setting 'firestore_db' in app.conf"),
         ("gs://bucket", {}, "scheme must be gcs://"),
