@@ -108,8 +108,15 @@ class GCSBackend(KeyValueStoreBackend):
             meta = self._decode(name, found.data)
             expires_at = self._expiry(self.prepare_expires(value))
             meta[EXPIRES_FIELD] = stored.isoformat(expires_at)
+            metadata = stored.object_metadata(meta, meta.get("name")) if "status" in meta else None
             try:
-                self._put(name, self.encode(meta), expires_at=expires_at, if_generation_match=found.generation)
+                self._put(
+                    name,
+                    self.encode(meta),
+                    expires_at=expires_at,
+                    if_generation_match=found.generation,
+                    metadata=metadata,
+                )
                 return
             except GenerationMismatch:
                 continue
@@ -245,7 +252,8 @@ class GCSBackend(KeyValueStoreBackend):
                 # stored: see chords.py for why this order never hangs.
                 counted_at = self.chords.part_ready(request, state, result)
                 self._parts_handled.get()[bytes_to_str(task_id)] = True
-            self._write_state(name, payload, state, expires_at)
+            task_name = getattr(request, "task", None) or meta.get("name")
+            self._write_state(name, payload, state, expires_at, stored.object_metadata(meta, task_name))
         except StoreError as exc:
             exc.state, exc.task_id = state, bytes_to_str(task_id)
             raise
@@ -276,12 +284,16 @@ class GCSBackend(KeyValueStoreBackend):
     def incr(self, key: bytes | str) -> int:
         return self.chords.incr(bytes_to_str(key))
 
-    def _write_state(self, name: str, payload: bytes, state: str, expires_at: dt.datetime | None) -> None:
+    def _write_state(
+        self, name: str, payload: bytes, state: str, expires_at: dt.datetime | None, metadata: dict[str, str]
+    ) -> None:
         generations = self._generations.get()
         expected = generations.pop(name, 0)
         for _ in range(_MAX_CONFLICTS):
             try:
-                generation = self._put(name, payload, expires_at=expires_at, if_generation_match=expected)
+                generation = self._put(
+                    name, payload, expires_at=expires_at, if_generation_match=expected, metadata=metadata
+                )
             except GenerationMismatch:
                 current = self.results.get(name)
                 if current is None:
@@ -309,10 +321,23 @@ class GCSBackend(KeyValueStoreBackend):
         return result
 
     def _put(
-        self, name: str, payload: bytes, *, expires_at: dt.datetime | None, if_generation_match: int | None = None
+        self,
+        name: str,
+        payload: bytes,
+        *,
+        expires_at: dt.datetime | None,
+        if_generation_match: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> int:
         stored.check_size(name, payload, self.settings.max_result_bytes)
-        return self.results.put(name, payload, expires_at=expires_at, if_generation_match=if_generation_match)
+        return self.results.put(
+            name,
+            payload,
+            expires_at=expires_at,
+            if_generation_match=if_generation_match,
+            content_type=stored.content_type(self.content_type, bool(self.compression)),
+            metadata=metadata,
+        )
 
     def _expiry(self, seconds: float | None) -> dt.datetime | None:
         """When a result written now expires: ``gcs_ttl`` if set, else ``seconds``."""

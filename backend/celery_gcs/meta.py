@@ -21,6 +21,17 @@ EXPIRES_FIELD = "expires_at"
 #: What starts a failure's traceback that was cut to fit ``gcs_max_result_bytes``.
 TRACEBACK_CUT = "[start of traceback cut to fit gcs_max_result_bytes]\n"
 
+#: Custom metadata on each task result object, written in the same PUT, so a
+#: listing of the bucket says what each result is without reading it.
+META_STATE = "celery-state"
+META_TASK = "celery-task"
+META_DATE_DONE = "celery-date-done"
+#: What a compressed result is stored as: never ``Content-Encoding: gzip``, which
+#: would make GCS decompress it for readers that expect Celery's own bytes.
+COMPRESSED_CONTENT_TYPE = "application/octet-stream"
+# GCS allows 8 KiB of custom metadata per object; a task name longer than this is cut.
+_MAX_TASK_NAME = 1024
+
 Encode = Callable[[Any], bytes]
 Decode = Callable[[bytes], Any]
 
@@ -118,3 +129,19 @@ def task_state_problem(meta: Mapping[str, Any]) -> str | None:
     if children is not None and not isinstance(children, list):
         return f"its children are {type(children).__name__}, not a list"
     return None
+
+
+def object_metadata(meta: Mapping[str, Any], task_name: str | None) -> dict[str, str]:
+    """The custom metadata of a task state's object: its state, task name and when it was done."""
+    metadata = {META_STATE: str(meta.get("status"))}
+    if task_name:
+        metadata[META_TASK] = task_name[:_MAX_TASK_NAME]
+    date_done = meta.get("date_done")
+    if date_done:
+        metadata[META_DATE_DONE] = date_done.isoformat() if isinstance(date_done, dt.datetime) else str(date_done)
+    return metadata
+
+
+def content_type(serializer_type: str, compressed: bool) -> str:
+    """The Content-Type of a stored state: the serializer's, unless the bytes are compressed."""
+    return COMPRESSED_CONTENT_TYPE if compressed else serializer_type

@@ -6,6 +6,7 @@
     celery-gcs dev up|down|status        the local stack alone, for your own app
     celery-gcs doctor --bucket B --project P [--database D]
                                          check a deployment (or the emulators)
+    celery-gcs results list|show         browse stored results
 
 Each command is a module of this package with a ``main(argv)`` that parses
 its own options. It is imported only when it runs, after its extras are
@@ -39,6 +40,7 @@ COMMANDS = {
     "demo": Command("run the emulators, Redis, a prefork worker and a sample workload", ("cli", "local")),
     "dev": Command("start, stop or show the local stack (emulators and Redis) for your own app", ("cli", "local")),
     "doctor": Command("check a deployment: bucket, lifecycle, access, Firestore, TTL, permissions", ("cli",)),
+    "results": Command("list stored results by state, task and date, or show one", ("cli",)),
 }
 
 #: The modules each extra brings; one missing means the extra is not installed.

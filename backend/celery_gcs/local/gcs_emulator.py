@@ -1,6 +1,6 @@
 """Run gcp-storage-emulator, made to behave like GCS where celery-gcs depends on it.
 
-The emulator is real code serving the real JSON API, but five of its gaps
+The emulator is real code serving the real JSON API, but six of its gaps
 would make tests pass that fail on GCS, or fail or crawl where GCS would not:
 
 * it ignores ``ifGenerationMatch``, so create-only and compare-and-swap
@@ -13,13 +13,17 @@ would make tests pass that fail on GCS, or fail or crawl where GCS would not:
   connections; here the backlog is 1024;
 * it re-serialises the metadata of every object after every write, so a
   write costs time in proportion to the objects stored (a 10,000-part chord
-  would take hours); in memory there is nothing to persist, so it doesn't.
+  would take hours); in memory there is nothing to persist, so it doesn't;
+* it lists every object in one page, ignoring ``maxResults`` and
+  ``pageToken``; here listings come in pages of at most 1,000, in name
+  order, with ``nextPageToken``, as GCS sends them.
 
 Run as ``python -m celery_gcs.local.gcs_emulator PORT``.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -28,6 +32,8 @@ from http import HTTPStatus, server
 from typing import Any
 
 E_NO_BUCKET = "The specified bucket does not exist."
+#: GCS's largest (and default) page of a listing.
+MAX_PAGE = 1000
 
 # The emulator serves one request at a time; this carries the precondition of
 # the request being served from the handler down to Storage.create_file.
@@ -68,6 +74,28 @@ def _faithful(handler: Callable[..., Any], storage: Any) -> Callable[..., Any]:
     return wrapped
 
 
+def _paged(ls: Callable[..., Any]) -> Callable[..., Any]:
+    """A listing in GCS's pages: name order, at most ``maxResults`` (1,000) items, then a page token."""
+
+    def paged(request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        result = ls(request, response, *args, **kwargs)
+        if response.status != HTTPStatus.OK:
+            return result
+        listing = json.loads(response._content)
+        items = sorted(listing.get("items") or [], key=lambda item: item["name"])
+        after = (request.query.get("pageToken") or [""])[0]
+        size = min(int((request.query.get("maxResults") or [MAX_PAGE])[0]), MAX_PAGE)
+        rest = [item for item in items if item["name"] > after]
+        listing["items"] = rest[:size]
+        listing.pop("nextPageToken", None)
+        if len(rest) > size:
+            listing["nextPageToken"] = rest[size - 1]["name"]
+        response.json(listing)
+        return result
+
+    return paged
+
+
 def _checked_create_file(storage: Any) -> Callable[..., Any]:
     create_file = storage.create_file
 
@@ -85,6 +113,7 @@ def _checked_create_file(storage: Any) -> Callable[..., Any]:
 
 def serve(port: int) -> None:
     from gcp_storage_emulator import server as emulator_server
+    from gcp_storage_emulator.handlers import objects
 
     server.HTTPServer.request_queue_size = 1024
     emulator = emulator_server.create_server("127.0.0.1", port, in_memory=True)
@@ -92,7 +121,13 @@ def serve(port: int) -> None:
     storage._write_config_to_file = lambda: None  # in memory: nothing to persist
     storage.create_file = _checked_create_file(storage)
     emulator_server.HANDLERS = tuple(
-        (pattern, {method: _faithful(handler, storage) for method, handler in methods.items()})
+        (
+            pattern,
+            {
+                method: _faithful(_paged(handler) if handler is objects.ls else handler, storage)
+                for method, handler in methods.items()
+            },
+        )
         for pattern, methods in emulator_server.HANDLERS
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

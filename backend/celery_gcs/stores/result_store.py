@@ -8,7 +8,7 @@ and turns google-api-core errors into ``celery_gcs.errors``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -36,6 +36,20 @@ class GenerationMismatch(Exception):
 class StoredObject:
     data: bytes
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """An object as a listing shows it: no read of its content."""
+
+    name: str  # without the base path
+    metadata: Mapping[str, str]
+    updated: dt.datetime | None
+    size: int
+
+
+#: Objects per listing request: GCS's largest page.
+LIST_PAGE = 1000
 
 
 class ResultStore:
@@ -96,6 +110,8 @@ class ResultStore:
         *,
         expires_at: dt.datetime | None,
         if_generation_match: int | None = None,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
     ) -> int:
         """Write one object in one request; return its new generation.
 
@@ -104,10 +120,11 @@ class ResultStore:
         """
         blob = self._blob(name)
         blob.custom_time = expires_at
+        blob.metadata = dict(metadata) if metadata else None
         try:
             blob.upload_from_string(
                 data,
-                content_type="application/octet-stream",
+                content_type=content_type,
                 if_generation_match=if_generation_match,
                 retry=self._retry,
                 timeout=self._settings.timeout,
@@ -134,6 +151,30 @@ class ResultStore:
             raise self._denied("delete", blob.name, exc) from exc
         except api.RetryError as exc:
             raise TransientError(f"deleting gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[Listed]:
+        """Objects whose names start with ``prefix`` (under the base path), in name order.
+
+        One request per page of 1,000, each object with its custom metadata:
+        nothing is read or downloaded.
+        """
+        base = self._settings.object_name("")
+        pages = self._client.get().list_blobs(
+            self._settings.bucket,
+            prefix=base + prefix,
+            page_size=LIST_PAGE,
+            retry=self._retry,
+            timeout=self._settings.timeout,
+        )
+        try:
+            for blob in pages:
+                yield Listed(blob.name[len(base) :], blob.metadata or {}, blob.updated, int(blob.size or 0))
+        except api.NotFound as exc:
+            raise self._bucket_not_found() from exc
+        except api.Forbidden as exc:
+            raise self._denied("list", base + prefix, exc) from exc
+        except api.RetryError as exc:
+            raise TransientError(f"listing gs://{self._settings.bucket}/{base + prefix}: {exc}") from exc
 
     def close(self) -> None:
         self._pool.clear()
