@@ -1,0 +1,58 @@
+"""The pytest plugin, used as a user would: a small project of its own, run by pytest in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+CONFTEST = """
+import pytest
+
+pytest_plugins = ["celery_gcs.local.pytest_plugin", "celery.contrib.pytest"]
+
+
+@pytest.fixture(scope="session")
+def celery_config(celery_gcs_config):
+    return celery_gcs_config
+"""
+
+TESTS = """
+from celery import chord
+
+
+def test_a_task_and_a_chord_through_an_in_process_worker(celery_app, celery_worker):
+    @celery_app.task
+    def add(x, y):
+        return x + y
+
+    @celery_app.task
+    def total(values):
+        return sum(values)
+
+    celery_worker.reload()
+    assert add.delay(2, 3).get(timeout=30) == 5
+    assert chord(add.s(n, n) for n in range(5))(total.s()).get(timeout=60) == 20
+    assert celery_app.conf.result_backend.startswith("gcs://")
+
+
+def test_the_app_fixture_stores_and_reads_results(celery_gcs_app):
+    backend = celery_gcs_app.backend
+    backend.store_result("t-1", {"ok": True}, "SUCCESS")
+    assert backend.get_task_meta("t-1")["result"] == {"ok": True}
+"""
+
+
+def test_a_users_suite_gets_the_local_stack_and_a_configured_app(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(textwrap.dedent(CONFTEST))
+    (tmp_path / "test_user.py").write_text(textwrap.dedent(TESTS))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_EMULATOR", "FIRESTORE_EMULATOR"))}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", "/dev/null", str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "2 passed" in done.stdout
