@@ -267,7 +267,9 @@ class GCSBackend(KeyValueStoreBackend):
         if handled.pop(bytes_to_str(request.id), None):
             return
         # The result was not stored (ignore_result): the chord still needs it.
-        self._store_result(request.id, result, state, request=request)
+        # Encoded as Celery's store_result would: a raw exception is not
+        # something every serializer can write.
+        self._store_result(request.id, self.encode_result(result, state), state, request=request)
         handled.pop(bytes_to_str(request.id), None)
 
     def apply_chord(self, header_result_args, body, **kwargs) -> None:
@@ -300,11 +302,13 @@ class GCSBackend(KeyValueStoreBackend):
                     expected = 0
                     continue
                 try:
-                    status = self._decode(name, current.data).get("status")
+                    previous = self._decode(name, current.data)
                 except CorruptResult:
-                    status = None  # something else's bytes in this task's place: replaced
-                if status == states.SUCCESS:
-                    return  # a duplicate run never overwrites a success (Celery's rule)
+                    previous = {}  # something else's bytes in this task's place: replaced
+                if previous.get("status") == states.SUCCESS and not stored.expired(previous):
+                    # A duplicate run never overwrites a success (Celery's rule); an
+                    # expired one reads as absent, so a re-run after it is stored.
+                    return
                 expected = current.generation
                 continue
             if state not in states.READY_STATES:

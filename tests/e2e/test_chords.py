@@ -46,6 +46,19 @@ def test_a_failed_header_task_fails_the_chord_and_calls_its_errbacks(app, start_
     assert len(errors) == 1 and "ChordError" in errors[0] and "part broke" in errors[0]
 
 
+def test_a_header_task_failing_with_ignore_result_fails_the_chord_not_hangs_it(app, start_worker) -> None:
+    """Issue 11, defect 10: its raw exception reached the JSON serializer before the part was counted."""
+    start_worker()
+    callback = sig(app, tasks.collect).on_error(sig(app, tasks.on_chord_error))
+    result = chord([sig(app, tasks.add, 1, 1), sig(app, tasks.fail_unstored, "quiet break")])(callback)
+    error = result.get(timeout=60, propagate=False)
+    assert isinstance(error, ChordError) and "quiet break" in str(error)
+    settle()
+    assert callback_runs(app, result) == 0
+    errors = errbacks(app, result)
+    assert len(errors) == 1 and "ChordError" in errors[0] and "quiet break" in errors[0]
+
+
 def test_nested_groups_and_chains_in_the_header_as_the_redis_backend_does(
     app, make_app, start_worker, stack
 ) -> None:

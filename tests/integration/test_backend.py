@@ -143,6 +143,18 @@ def test_group_save_restore_and_delete(app) -> None:
     assert GroupResult.restore(group.id, app=app) is None
 
 
+def test_a_task_run_again_after_its_success_expired_is_stored(make_app, stack) -> None:
+    """Issue 11, defect 9: "never overwrite a SUCCESS" treats an expired SUCCESS as absent."""
+    backend = make_app(result_expires=1).backend
+    backend.store_result("t-rerun", "first run", states.SUCCESS)
+    time.sleep(1.2)
+    assert backend.get_task_meta("t-rerun", cache=False)["status"] == states.PENDING  # expired
+    backend.store_result("t-rerun", "second run", states.SUCCESS)
+    assert backend.get_task_meta("t-rerun", cache=False)["result"] == "second run"
+    backend.store_result("t-rerun", "a duplicate", states.SUCCESS)  # a live SUCCESS is still kept
+    assert backend.get_task_meta("t-rerun", cache=False)["result"] == "second run"
+
+
 def test_result_expires_sets_custom_time_and_expired_results_read_as_missing(make_app, stack) -> None:
     app = make_app(result_expires=2)
     backend = app.backend

@@ -52,6 +52,12 @@ def sleep(seconds: float, value=None):
     return value
 
 
+@app.task(ignore_result=True)
+def fail_unstored(message: str) -> None:
+    """Fails with no result stored (``ignore_result``): only the chord hears of it."""
+    raise ValueError(message)
+
+
 @app.task
 def pid() -> int:
     return os.getpid()
