@@ -223,8 +223,10 @@ class ChordCoordinator:
             if not may_wait:
                 return None
             current = self.store.read(key)
-            if current is None or current.claim is None:
-                continue  # finished meanwhile (then claim() returns None), or released
+            if current is None:
+                return None  # the holder finished and deleted the chord: nothing left to do
+            if current.claim is None:
+                continue  # released meanwhile: claim it
             if current.claim.holder.host == this_holder().host:
                 return None  # alive here: it will finish
             wait = (current.claim.lease_until - _now()).total_seconds()
