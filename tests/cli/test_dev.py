@@ -93,16 +93,12 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     assert "already running" in again.stderr
     assert {pid for pid, _ in marked_processes(marker)} == pids
 
-    # The doctor is happy with it (what the emulators can show).
-    doctor = run_cli(
-        "doctor",
-        "--bucket",
-        services.BUCKET,
-        "--project",
-        services.PROJECT,
-        env={**env, **exported},
-    )
-    assert doctor.returncode == 0, doctor.stdout
+    # The doctor, with no arguments, checks what the exported environment names (what the emulators can show).
+    doctor = run_cli("doctor", env={**env, **exported})
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert f"Checking gs://{services.BUCKET} via the GCS emulator" in doctor.stdout
+    assert f"(project {services.PROJECT}," in doctor.stdout
+    assert "Checking as emulator (no credentials)" in doctor.stdout
 
     status = run_cli("dev", "status", *args, env=env)
     assert status.returncode == dev.STATUS_UP
