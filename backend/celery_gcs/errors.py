@@ -3,7 +3,7 @@
 Hierarchy::
 
     CeleryGCSError
-    ├── ConfigurationError      (also celery.exceptions.ImproperlyConfigured)
+    ├── ConfigurationError      a bad setting, or no credentials (also celery.exceptions.ImproperlyConfigured)
     │   ├── BucketNotFound          the configured bucket does not exist
     │   ├── DatabaseNotFound        the configured Firestore database does not exist
     │   └── AccessDenied            the worker's identity may not use the bucket or database
@@ -12,8 +12,8 @@ Hierarchy::
     ├── CorruptResult           a stored object cannot be decoded
     └── TransientError          a retryable failure outlived its retry deadline
 
-google-api-core errors are translated at the store boundary and re-raised
-``from`` the original, so the cause stays in the traceback.
+google-api-core and google-auth errors are translated at the store boundary
+and re-raised ``from`` the original, so the cause stays in the traceback.
 """
 
 from celery.exceptions import BackendStoreError, ImproperlyConfigured
@@ -23,6 +23,14 @@ from .contract import WORKER_BUCKET_ROLE, WORKER_DATABASE_ROLE
 E_BUCKET_MISSING = (
     "GCS bucket {bucket!r} does not exist (project {project}); create it, "
     "or fix the bucket in result_backend / gcs_bucket"
+)
+#: The project part of E_BUCKET_MISSING when neither gcs_project nor the environment names one.
+E_NO_PROJECT = "none: neither gcs_project nor GOOGLE_CLOUD_PROJECT is set"
+E_NO_CREDENTIALS = (
+    "no Google credentials for {service} ({reason}); log in with "
+    "`gcloud auth application-default login` (on GKE: Workload Identity), or, for the local "
+    "emulators, set STORAGE_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST, "
+    'as `eval "$(celery-gcs dev up)"` does'
 )
 E_DATABASE_MISSING = (
     "Firestore database {database!r} does not exist in project {project}; create it "

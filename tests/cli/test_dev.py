@@ -7,6 +7,7 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,16 @@ from pathlib import Path
 import pytest
 from celery_gcs import contract
 from celery_gcs.cli import dev
+from celery_gcs.cli.main import EXIT_MISSING_EXTRA
 from celery_gcs.local import processes, services
 
-from .conftest import clean_env, marked_processes, port_open, run_cli
+from .conftest import CLI, clean_env, marked_processes, port_open, run_cli
+
+#: What `dev up` exports, and `dev down` unsets.
+EXPORTED = (
+    "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT",
+    "STORAGE_EMULATOR_HOST",
+)  # fmt: skip
 
 
 def parse_exports(text: str) -> dict[str, str]:
@@ -51,10 +59,7 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     assert up.returncode == 0, up.stderr
     # stdout is only `export` lines, so `eval "$(celery-gcs dev up)"` works.
     exported = parse_exports(up.stdout)
-    assert set(exported) == {
-        "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "CELERY_BROKER_URL",
-        "CELERY_RESULT_BACKEND",
-    }  # fmt: skip
+    assert sorted(exported) == list(EXPORTED)
     assert exported["CELERY_RESULT_BACKEND"] == f"gcs://{services.BUCKET}"
     state = json.loads((state_dir / "state.json").read_text())
     ports = {name: record["port"] for name, record in state["services"].items()}
@@ -88,16 +93,12 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     assert "already running" in again.stderr
     assert {pid for pid, _ in marked_processes(marker)} == pids
 
-    # The doctor is happy with it (what the emulators can show).
-    doctor = run_cli(
-        "doctor",
-        "--bucket",
-        services.BUCKET,
-        "--project",
-        services.PROJECT,
-        env={**env, **exported},
-    )
-    assert doctor.returncode == 0, doctor.stdout
+    # The doctor, with no arguments, checks what the exported environment names (what the emulators can show).
+    doctor = run_cli("doctor", env={**env, **exported})
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert f"Checking gs://{services.BUCKET} via the GCS emulator" in doctor.stdout
+    assert f"(project {services.PROJECT}," in doctor.stdout
+    assert "Checking as emulator (no credentials)" in doctor.stdout
 
     status = run_cli("dev", "status", *args, env=env)
     assert status.returncode == dev.STATUS_UP
@@ -189,3 +190,150 @@ def test_up_reports_a_missing_prerequisite_and_starts_nothing(
     assert done.stdout == ""
     assert marked_processes(marker) == []
     assert not (state_dir / "state.json").exists()
+
+
+def _pids(state_dir: Path) -> dict[str, int]:
+    state = json.loads((state_dir / "state.json").read_text())
+    return {name: record["pid"] for name, record in state["services"].items()}
+
+
+def test_up_restarts_only_the_services_that_died_on_their_ports(state_dir: Path, marker: str) -> None:
+    env = clean_env({"CELERY_GCS_TEST_MARKER": marker})
+    args = ("--state-dir", str(state_dir))
+    first = run_cli("dev", "up", *args, env=env)
+    assert first.returncode == 0, first.stderr
+    exported = parse_exports(first.stdout)
+    before = _pids(state_dir)
+    # Data in the service that stays up, to see that it is kept.
+    firestore_host = exported["FIRESTORE_EMULATOR_HOST"]
+    document = (
+        f"http://{firestore_host}/v1/projects/{services.PROJECT}/databases/(default)/documents/kept/doc"
+    )
+    body = json.dumps({"fields": {"x": {"integerValue": "1"}}}).encode()
+    urllib.request.urlopen(urllib.request.Request(document, data=body, method="PATCH"), timeout=30).close()
+
+    for name in ("gcs", "redis"):
+        processes.stop_group(before[name])
+    again = run_cli("dev", "up", *args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert parse_exports(again.stdout) == exported  # same ports: a running worker's environment holds
+    assert "GCS emulator is down; restarting it on port" in again.stderr
+    assert "Starting Redis" in again.stderr and "Starting Firestore emulator" not in again.stderr
+    after = _pids(state_dir)
+    assert after["firestore"] == before["firestore"]
+    assert after["gcs"] != before["gcs"] and after["redis"] != before["redis"]
+    with urllib.request.urlopen(document, timeout=30) as response:
+        assert json.loads(response.read())["fields"] == {"x": {"integerValue": "1"}}
+    # The restarted emulator has its bucket again, with a deployment's settings.
+    with urllib.request.urlopen(
+        f"{exported['STORAGE_EMULATOR_HOST']}/storage/v1/b/{services.BUCKET}", timeout=30
+    ) as response:
+        assert json.loads(response.read())["lifecycle"]["rule"] == contract.lifecycle_rules()
+    status = json.loads(run_cli("dev", "status", "--json", *args, env=env).stdout)
+    assert status["all_up"] is True
+
+
+def test_up_says_when_a_dead_services_port_was_taken_meanwhile(state_dir: Path, marker: str) -> None:
+    env = clean_env({"CELERY_GCS_TEST_MARKER": marker})
+    args = ("--state-dir", str(state_dir))
+    assert run_cli("dev", "up", *args, env=env).returncode == 0
+    state = json.loads((state_dir / "state.json").read_text())
+    redis = state["services"]["redis"]
+    processes.stop_group(redis["pid"])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", redis["port"]))
+        squatter.listen()
+        again = run_cli("dev", "up", *args, env=env)
+    assert again.returncode == dev.EXIT_FAILED
+    assert f"port {redis['port']}, where redis ran before, is now taken by another process" in again.stderr
+    assert "celery-gcs dev down, then celery-gcs dev up" in again.stderr
+    assert again.stdout == ""
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, marker: str) -> Iterator[Path]:
+    """A directory to run `dev` in without --state-dir; its stack is stopped afterwards."""
+    directory = tmp_path / "project"
+    (directory / "src" / "app").mkdir(parents=True)
+    yield directory
+    run_cli("dev", "down", "--state-dir", str(directory / dev.DEFAULT_STATE_DIR), env=clean_env())
+
+
+def test_a_shell_in_a_subdirectory_finds_the_stack_and_down_unsets_what_up_exported(
+    project_dir: Path, marker: str
+) -> None:
+    env = clean_env({"CELERY_GCS_TEST_MARKER": marker})
+    env.pop(dev.STATE_DIR_ENV, None)
+    variables = EXPORTED
+    show = "; ".join(f'echo "{name}=${{{name}-<unset>}}"' for name in variables)
+    script = f"""
+        set -e
+        eval "$({CLI} dev up)"
+        {show}
+        cd src/app
+        if {CLI} dev status >/dev/null; then echo status=0; else echo status=$?; fi
+        eval "$({CLI} dev down)"
+        {show}
+    """
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=project_dir, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[len(variables)] == "status=0"  # found from src/app, and all up
+    while_up = dict(line.split("=", 1) for line in lines[: len(variables)])
+    after_down = dict(line.split("=", 1) for line in lines[len(variables) + 1 :])
+    assert set(while_up) == set(variables)
+    assert "<unset>" not in while_up.values()
+    assert after_down == dict.fromkeys(variables, "<unset>")
+    assert "Stopped GCS emulator" in done.stderr  # the down from src/app stopped the stack in project/
+    assert not (project_dir / dev.DEFAULT_STATE_DIR / "state.json").exists()
+    assert marked_processes(marker) == []
+    # up says that the exported URL overrides the app's own setting.
+    assert "Celery uses them instead of your app's result_backend" in done.stderr.replace("\n", " ")
+
+
+def test_status_reads_a_parents_stack_unless_a_state_dir_or_the_variable_names_another(tmp_path: Path) -> None:
+    found = tmp_path / dev.DEFAULT_STATE_DIR
+    found.mkdir()
+    (found / "state.json").write_text("{}")
+    subdir = tmp_path / "a" / "b"
+    subdir.mkdir(parents=True)
+    env = clean_env()
+    env.pop(dev.STATE_DIR_ENV, None)
+    done = run_cli("dev", "status", env=env, cwd=subdir)
+    assert f"the state file {found / 'state.json'} is unreadable" in done.stderr  # the parent's, found
+    elsewhere = tmp_path / "elsewhere"
+    done = run_cli("dev", "status", env={**clean_env(), dev.STATE_DIR_ENV: str(elsewhere)}, cwd=subdir)
+    assert str(elsewhere / "state.json") in done.stderr.replace("\n", "")
+    done = run_cli("dev", "status", "--state-dir", str(tmp_path / "mine"), env=env, cwd=subdir)
+    assert str(tmp_path / "mine" / "state.json") in done.stderr.replace("\n", "")
+
+
+def test_down_with_no_stack_still_prints_the_unset_lines(tmp_path: Path) -> None:
+    done = run_cli("dev", "down", "--state-dir", str(tmp_path / "none"), env=clean_env())
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [f"unset {name}" for name in EXPORTED]
+    assert dev.exported_names() == list(EXPORTED)
+    assert "nothing to stop" in done.stderr
+
+
+def test_up_without_the_local_extra_names_its_install_line_and_starts_nothing(
+    tmp_path: Path, marker: str
+) -> None:
+    # As if only celery-gcs[cli] were installed: the emulator's package cannot be found.
+    code = (
+        "import sys; sys.modules['gcp_storage_emulator'] = None\n"
+        "from celery_gcs.cli.main import main\n"
+        f"sys.exit(main(['dev', 'up', '--state-dir', {str(tmp_path / 'stack')!r}]))"
+    )
+    env = clean_env({"CELERY_GCS_TEST_MARKER": marker})
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == EXIT_MISSING_EXTRA
+    assert "celery-gcs dev needs the local extra" in done.stderr
+    assert "pip install 'celery-gcs[cli,local]'" in done.stderr
+    assert done.stdout == ""
+    assert not (tmp_path / "stack").exists()
+    assert marked_processes(marker) == []

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 from celery_gcs import contract
+from celery_gcs.cli import doctor as doctor_module
 from celery_gcs.cli import main as cli
 from celery_gcs.cli.doctor import WORKER_PERMISSIONS, Config, Doctor, Status, judge_lifecycle
 from celery_gcs.local import processes, services
+from google.auth import impersonated_credentials
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore_admin_v1, storage
 
@@ -337,3 +339,99 @@ def _delete(**condition: Any) -> dict[str, Any]:
 )  # fmt: skip
 def test_judge_lifecycle(rules, expires, status) -> None:
     assert judge_lifecycle(rules, expires, "b").status.value == status
+
+
+# -- what to check: flags, the app, the environment ------------------------------------
+
+APP_MODULE = """
+import datetime
+from celery import Celery
+
+app = Celery("proj")
+app.conf.result_backend = "gcs://{bucket}/results?firestore_database=chords&firestore_project=chords-proj"
+app.conf.gcs_project = "{project}"
+app.conf.result_expires = datetime.timedelta(days=40)
+"""
+
+
+def _emulator_env(stack: Any, **more: str) -> dict[str, str]:
+    return clean_env(
+        STORAGE_EMULATOR_HOST=stack.stack.gcs_host, FIRESTORE_EMULATOR_HOST=stack.stack.firestore_host, **more
+    )
+
+
+def _report(done: Any) -> dict[str, Any]:
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+def test_with_dash_a_it_checks_what_the_app_configures(stack: Any, make_bucket: Any, tmp_path) -> None:
+    bucket = make_bucket(lifecycle=HEALTHY)
+    (tmp_path / "proj.py").write_text(APP_MODULE.format(bucket=bucket, project=PROJECT))
+    env = _emulator_env(stack)
+    report = _report(run_cli("doctor", "-A", "proj", "--timeout", "3", "--json", env=env, cwd=tmp_path))
+    config = report["config"]
+    assert (config["bucket"], config["project"]) == (bucket, PROJECT)
+    assert (config["firestore_project"], config["database"]) == ("chords-proj", "chords")
+    assert config["result_expires"] == 40 * 86_400
+    checks = {check["name"]: check for check in report["checks"]}
+    # The healthy bucket's 30-day age rule would delete this app's 40-day results.
+    assert checks["lifecycle"]["status"] == "FAIL" and "at least 40 days" in checks["lifecycle"]["fix"]
+    assert report["identity"] == "emulator (no credentials)"
+    # Explicit flags still win.
+    report = _report(
+        run_cli("doctor", "-A", "proj", "--result-expires", "86400", "--project", "other", "--json",
+                env=env, cwd=tmp_path)
+    )  # fmt: skip
+    assert report["config"]["result_expires"] == 86_400 and report["config"]["project"] == "other"
+    assert report["config"]["firestore_project"] is None  # --project names both
+    assert {check["name"]: check["status"] for check in report["checks"]}["lifecycle"] == "PASS"
+
+
+def test_with_no_arguments_it_checks_what_the_environment_names(stack: Any, make_bucket: Any) -> None:
+    bucket = make_bucket(lifecycle=HEALTHY)
+    env = _emulator_env(stack, CELERY_RESULT_BACKEND=f"gcs://{bucket}?gcs_ttl=3000000", GOOGLE_CLOUD_PROJECT="envproj")
+    report = _report(run_cli("doctor", "--json", env=env))
+    assert report["config"]["bucket"] == bucket and report["config"]["project"] == "envproj"
+    assert report["config"]["result_expires"] == 3_000_000  # gcs_ttl, as the backend reads it
+    done = run_cli("doctor", env=env)
+    assert f"Checking gs://{bucket}" in done.stdout and "(project envproj," in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "expected"),
+    [
+        ({}, (), "no bucket to check: pass --bucket, or -A proj"),
+        ({"CELERY_RESULT_BACKEND": "gcs://some-bucket"}, (), "no project to check in: pass --project"),
+        ({"CELERY_RESULT_BACKEND": "gcs://some-bucket?gcs_tll=5", "GOOGLE_CLOUD_PROJECT": "p"}, (),
+         "CELERY_RESULT_BACKEND: unknown setting 'gcs_tll'"),
+        ({}, ("-A", "no_such_module_here"), "could not load the Celery app 'no_such_module_here'"),
+    ],
+    ids=["no-bucket", "no-project", "bad-url", "bad-app"],
+)  # fmt: skip
+def test_what_cannot_be_worked_out_is_an_error_naming_the_fix(stack: Any, env, args, expected, tmp_path) -> None:
+    done = run_cli("doctor", *args, env=_emulator_env(stack, **env), cwd=tmp_path)
+    assert done.returncode == 2
+    assert expected in done.stderr.replace("\n", " ")
+    assert done.stdout == ""
+
+
+def test_it_says_who_it_checks_as(tmp_path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    closed = f"127.0.0.1:{processes.free_port()}"
+    env = clean_env(
+        GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "no-such-key.json"), HOME=str(home),
+        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), GCE_METADATA_HOST=closed, GCE_METADATA_IP=closed,
+    )  # fmt: skip
+    sa = "celery-worker@team-prod-1.iam.gserviceaccount.com"
+    done = run_cli("doctor", "--bucket", "some-bucket", "--project", "p", "--impersonate-service-account", sa,
+                   env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Checking as nobody: no Google credentials found" in done.stdout
+    # With credentials, an impersonated identity is the target service account.
+    source = AnonymousCredentials()
+    impersonated = impersonated_credentials.Credentials(
+        source_credentials=source, target_principal=sa, target_scopes=[doctor_module.CLOUD_PLATFORM]
+    )
+    assert doctor_module.describe_credentials(impersonated, 3) == f"{sa} (impersonated)"

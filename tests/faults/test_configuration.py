@@ -11,6 +11,10 @@ comes from the proxy, with the service's message.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,8 +22,9 @@ from typing import Any
 import pytest
 from celery import chord, states
 from celery.app.task import Context
-from celery_gcs import AccessDenied, ConfigurationError, DatabaseNotFound
+from celery_gcs import AccessDenied, BucketNotFound, ConfigurationError, DatabaseNotFound
 from celery_gcs.chords import can_take_over, this_holder
+from celery_gcs.local import processes
 from celery_gcs.settings import parse
 from celery_gcs.stores.chord_store import ChordStore, Claim
 from google.api_core import exceptions as api
@@ -187,3 +192,86 @@ def test_a_wrong_gcs_project_does_not_matter_to_results(make_app, stack) -> None
     app = make_app(gcs_project="not-the-right-project")
     app.backend.store_result("t-proj", "stored", states.SUCCESS)
     assert make_app().backend.get_task_meta("t-proj")["result"] == "stored"
+
+
+def test_a_missing_bucket_names_the_project_from_the_environment(make_app, stack) -> None:
+    """GOOGLE_CLOUD_PROJECT (exported by `dev up`, set by the stack fixture) is the project
+    the client used; the error says so instead of "project not set"."""
+    backend = make_app(f"gcs://no-such-bucket-{uuid.uuid4().hex[:8]}").backend
+    with pytest.raises(BucketNotFound) as caught:
+        backend.store_result("t", 1, states.SUCCESS)
+    message = str(caught.value)
+    assert f"(project {stack.stack.project}, from GOOGLE_CLOUD_PROJECT)" in message
+    assert "not set" not in message
+
+
+def test_a_missing_bucket_names_a_configured_project_and_where_it_was_set(make_app) -> None:
+    backend = make_app(f"gcs://no-such-bucket-{uuid.uuid4().hex[:8]}", gcs_project="team-prod-1").backend
+    with pytest.raises(BucketNotFound) as caught:
+        backend.get_task_meta("t")
+    assert "(project team-prod-1, from app.conf.gcs_project)" in str(caught.value)
+
+
+#: Variables that name emulators or credentials; the process below has none of them.
+_POINTING_ELSEWHERE = (
+    "STORAGE_EMULATOR_HOST",
+    "FIRESTORE_EMULATOR_HOST",
+    "CELERY_RESULT_BACKEND",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "CLOUDSDK_CONFIG",
+)
+#: Reads a result, then a chord document, in a process of its own; prints what each raised.
+_NO_CREDENTIALS_SCRIPT = """
+import json
+from celery import Celery
+from celery_gcs.stores.chord_store import ChordStore
+app = Celery("no-credentials", set_as_current=False)
+app.conf.result_backend = "gcs://some-results-bucket"
+raised = {}
+for name, call in (
+    ("gcs", lambda: app.backend.get_task_meta("t")),
+    ("firestore", lambda: ChordStore(app.backend.settings).read("chord-unlock-t")),
+):
+    try:
+        call()
+    except Exception as exc:
+        raised[name] = [type(exc).__module__ + "." + type(exc).__name__, str(exc), type(exc.__cause__).__name__]
+print(json.dumps(raised))
+"""
+
+
+@pytest.mark.parametrize("credentials_file", [None, "/nonexistent/key.json"], ids=["no-adc", "adc-path-wrong"])
+def test_no_emulators_and_no_credentials_is_a_configuration_error_naming_both_fixes(
+    tmp_path, credentials_file: str | None
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _POINTING_ELSEWHERE
+    }
+    # No ADC file under HOME, and a metadata server address where nothing listens.
+    closed = f"127.0.0.1:{processes.free_port()}"
+    env.update(HOME=str(home), GCE_METADATA_HOST=closed, GCE_METADATA_IP=closed)
+    if credentials_file:
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = credentials_file
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_CREDENTIALS_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    raised = json.loads(done.stdout)
+    assert set(raised) == {"gcs", "firestore"}
+    for service, (kind, message, cause) in raised.items():
+        assert kind == "celery_gcs.errors.ConfigurationError", (service, kind, message)
+        assert cause == "DefaultCredentialsError", service
+        assert "gcloud auth application-default login" in message, service
+        assert "STORAGE_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST" in message, service
+        assert 'eval "$(celery-gcs dev up)"' in message, service
+        if credentials_file:
+            assert credentials_file in message, service  # google-auth's reason is kept

@@ -5,11 +5,16 @@
 gives the bucket a deployment's lifecycle rules and uniform access, records
 what it started in a state file, and prints the ``export`` lines that point an
 app at the stack (so ``eval "$(celery-gcs dev up)"`` works; everything else
-goes to stderr). ``status`` reads the state file and looks at each service;
-``down`` stops each process group and removes the state file.
+goes to stderr). Run again, it restarts only the services that died, each on
+the port it had, so the others keep their data and a running worker's
+environment stays true. ``status`` reads the state file and looks at each
+service; ``down`` stops each process group, removes the state file and prints
+the ``unset`` lines for ``eval "$(celery-gcs dev down)"``.
 
 The state lives in ``--state-dir``, else ``$CELERY_GCS_DEVSTACK_DIR``, else
-``./.devstack`` (``make clean`` removes it). A recorded process is only
+the nearest ``.devstack/state.json`` in the working directory or one of its
+parents (as git finds its repository), else ``./.devstack`` (``make clean``
+removes it). A recorded process is only
 signalled while it is still the one that was started: its group must exist and
 its leader, if alive, must have the start time recorded for it, so a stale
 state file never stops a stranger that reused the pid.
@@ -93,10 +98,33 @@ class State:
         return cls(project=data["project"], bucket=data["bucket"], services=services)
 
 
-def resolve_state_dir(explicit: Path | None = None) -> Path:
+#: Told on every ``up``: Celery reads these two variables before the app's own settings.
+NOTE_ENV_WINS = (
+    "Note: while CELERY_RESULT_BACKEND and CELERY_BROKER_URL are exported, Celery uses them instead of "
+    "your app's result_backend and broker_url (the environment takes precedence). To keep the app's own "
+    "result_backend (another prefix, gcs_* query settings), unset CELERY_RESULT_BACKEND or export it "
+    "with your URL."
+)
+
+
+def resolve_state_dir(explicit: Path | None = None, cwd: Path | None = None) -> Path:
+    """``explicit``, else $CELERY_GCS_DEVSTACK_DIR, else the nearest recorded stack, else ./.devstack."""
     if explicit is not None:
         return explicit
-    return Path(os.environ.get(STATE_DIR_ENV) or Path.cwd() / DEFAULT_STATE_DIR)
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    here = (cwd or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / DEFAULT_STATE_DIR / STATE_FILE).is_file():
+            return directory / DEFAULT_STATE_DIR
+    return here / DEFAULT_STATE_DIR
+
+
+def exported_names() -> list[str]:
+    """Every variable ``up`` exports, whichever services run."""
+    return sorted(State(localstack.PROJECT, localstack.BUCKET, {
+        name: ServiceRecord(pid=0, port=0, started=0, log="") for name in SERVICES
+    }).env())  # fmt: skip
 
 
 def read_state(directory: Path) -> State | None:
@@ -138,25 +166,35 @@ def service_state(record: ServiceRecord) -> str:
 
 
 def up(directory: Path, err: Console) -> State:
-    """Start the stack unless it already runs; return its state."""
+    """Start what is not running of the stack, each service on its recorded port; return its state."""
     state = read_state(directory)
+    kept: dict[str, ServiceRecord] = {}
+    ports: dict[str, int] = {}
     if state is not None:
-        states = {name: service_state(record) for name, record in state.services.items()}
-        if set(states) == set(SERVICES) and all(s == "up" for s in states.values()):
+        for name, record in state.services.items():
+            current = service_state(record)
+            if current == "up":
+                kept[name] = record
+                continue
+            if current == "not answering":
+                processes.stop_group(record.pid, timeout=10)
+            ports[name] = record.port
+            err.print(f"{LABELS.get(name, name)} is {current}; restarting it on port {record.port}.")
+        if set(kept) == set(SERVICES):
             err.print(f"The local stack is already running (state in {directory / STATE_FILE}).")
             return state
-        err.print(
-            "The recorded local stack is not fully up; stopping what is left of it and starting afresh."
-        )
-        down(directory, err, quiet=True)
     directory.mkdir(parents=True, exist_ok=True)
-    stack = localstack.LocalStack(directory)
+    project = state.project if state else localstack.PROJECT
+    bucket = state.bucket if state else localstack.BUCKET
+    stack = localstack.LocalStack(directory, project=project, bucket=bucket)
     try:
         for name in SERVICES:
-            err.print(f"Starting {LABELS[name]}...")
-            stack.start((name,))
-        localstack.configure_bucket(stack.gcs_host, stack.bucket)
-        records = {}
+            if name not in kept:
+                err.print(f"Starting {LABELS[name]}...")
+                stack.start((name,), ports=ports)
+        if "gcs" in stack.services:
+            localstack.configure_bucket(stack.gcs_host, stack.bucket)
+        records = dict(kept)
         for name, service in stack.services.items():
             assert service.process is not None
             started = processes.start_time(service.process.pid)
@@ -164,7 +202,7 @@ def up(directory: Path, err: Console) -> State:
             records[name] = ServiceRecord(
                 service.process.pid, service.port, started, str(service.log_path)
             )
-        state = State(project=stack.project, bucket=stack.bucket, services=records)
+        state = State(project=project, bucket=bucket, services={n: records[n] for n in SERVICES})
         write_state(directory, state)
     except BaseException:
         stack.stop()
@@ -174,12 +212,11 @@ def up(directory: Path, err: Console) -> State:
     return state
 
 
-def down(directory: Path, err: Console, *, quiet: bool = False) -> list[str]:
+def down(directory: Path, err: Console) -> list[str]:
     """Stop every recorded process group and forget them; return the services stopped."""
     state = read_state(directory)
     if state is None:
-        if not quiet:
-            err.print(f"No local stack recorded in {directory / STATE_FILE}; nothing to stop.")
+        err.print(f"No local stack recorded in {directory / STATE_FILE}; nothing to stop.")
         return []
     stopped = []
     for name in reversed(list(state.services)):
@@ -187,9 +224,8 @@ def down(directory: Path, err: Console, *, quiet: bool = False) -> list[str]:
         if group_alive(record):
             processes.stop_group(record.pid, timeout=10)
             stopped.append(name)
-            if not quiet:
-                err.print(f"Stopped {LABELS.get(name, name)} (process group {record.pid}).")
-        elif not quiet:
+            err.print(f"Stopped {LABELS.get(name, name)} (process group {record.pid}).")
+        else:
             err.print(f"{LABELS.get(name, name)} was not running.")
     with contextlib.suppress(FileNotFoundError):
         (directory / STATE_FILE).unlink()
@@ -198,6 +234,10 @@ def down(directory: Path, err: Console, *, quiet: bool = False) -> list[str]:
 
 def exports(env: Mapping[str, str]) -> str:
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))
+
+
+def unsets(names: Sequence[str]) -> str:
+    return "".join(f"unset {name}\n" for name in names)
 
 
 def status_table(state: State) -> tuple[Table, bool]:
@@ -224,13 +264,15 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="celery-gcs dev",
         description="The GCS emulator, the Firestore emulator and Redis on free ports, left running "
-        'between commands. `eval "$(celery-gcs dev up)"` starts them and exports their addresses.',
+        'between commands. `eval "$(celery-gcs dev up)"` starts them (or restarts those that died, on '
+        'their ports) and exports their addresses; `eval "$(celery-gcs dev down)"` stops them and unsets them.',
     )
     parser.add_argument("action", choices=("up", "down", "status"))
     parser.add_argument(
         "--state-dir",
         type=Path,
-        help="where the state file and logs live (default: $CELERY_GCS_DEVSTACK_DIR, else ./.devstack)",
+        help="where the state file and logs live (default: $CELERY_GCS_DEVSTACK_DIR, else the nearest "
+        ".devstack with a state file here or in a parent directory, else ./.devstack)",
     )
     parser.add_argument("--json", action="store_true", help="status as JSON")
     return parser
@@ -258,11 +300,15 @@ def run(action: str, *, state_dir: Path | None = None, as_json: bool = False) ->
         out.file.write(exports(state.env()))
         out.file.flush()
         err.print(
-            'Point your app at it with: eval "$(celery-gcs dev up)"; stop it with: celery-gcs dev down'
+            'Point your app at it with: eval "$(celery-gcs dev up)"; '
+            'stop it with: eval "$(celery-gcs dev down)"'
         )
+        err.print(NOTE_ENV_WINS, highlight=False)
         return 0
     if action == "down":
         down(directory, err)
+        # Whether or not anything ran: the shell may still hold the addresses.
+        out.file.write(unsets(exported_names()))
         return 0
     state = read_state(directory)
     if state is None:

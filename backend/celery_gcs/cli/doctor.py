@@ -14,6 +14,13 @@ firestore          a one-document query on the chord collection answers
 ttl policy         the admin API's ``GetField``: a TTL policy on ``expires_at``
 =================  ==============================================================
 
+What it checks comes from, in order: the flags; with ``-A proj``, the app's
+``result_backend``, ``result_expires`` and ``gcs_*`` / ``firestore_*`` settings;
+without it, the environment (``CELERY_RESULT_BACKEND``, ``GOOGLE_CLOUD_PROJECT``);
+all read through ``celery_gcs.settings.parse``, as the backend reads them. It
+says which identity it checked as: the credentials' service account or user,
+``--impersonate-service-account``'s target, or the emulators' none.
+
 Against the emulators (``STORAGE_EMULATOR_HOST``, ``FIRESTORE_EMULATOR_HOST``)
 every check runs that the emulator serves: gcp-storage-emulator stores
 lifecycle and IAM settings and answers bucket look-ups as GCS does, but grants
@@ -36,7 +43,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import contract, retry
-from ..settings import bucket_problem
+from ..errors import ConfigurationError
+from ..settings import Settings, bucket_problem, parse
 from .options import seconds
 
 #: What the worker does with objects, and the role that grants them on a bucket.
@@ -45,9 +53,24 @@ WORKER_ROLE = contract.WORKER_BUCKET_ROLE
 
 E_NO_CREDENTIALS = "no Google credentials found ({error})"
 FIX_CREDENTIALS = (
-    "gcloud auth application-default login (or point GOOGLE_APPLICATION_CREDENTIALS at a key), "
+    "gcloud auth application-default login, "
     "or set STORAGE_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST for the emulators"
 )
+E_NO_BUCKET = (
+    "no bucket to check: pass --bucket, or -A proj to read your app's result_backend, "
+    "or export CELERY_RESULT_BACKEND=gcs://BUCKET"
+)
+E_NO_PROJECT = (
+    "no project to check in: pass --project, set gcs_project, or export GOOGLE_CLOUD_PROJECT"
+)
+E_APP = "could not load the Celery app {app!r}: {error}"
+E_SETTINGS = "{where}: {error}"
+EMULATOR_IDENTITY = "emulator (no credentials)"
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+#: Environment variables Google's clients read the project from, in order.
+PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT")
+#: Exit code when what to check cannot be worked out (no bucket, a bad setting, an app that fails to load).
+EXIT_USAGE = 2
 FIX_PULUMI = "or run `pulumi up` (infra/ creates everything with the right settings)"
 
 
@@ -71,12 +94,20 @@ class Check:
 class Config:
     bucket: str
     project: str
+    #: Firestore's project when it is not ``project`` (the app's firestore_project).
+    firestore_project: str | None = None
     database: str = contract.FIRESTORE_DATABASE
     collection: str = contract.FIRESTORE_COLLECTION
     #: The app's ``result_expires`` in seconds; 0 means results never expire.
     result_expires: float = float(contract.RESULT_EXPIRES_SECONDS)
     #: Seconds each check's calls may take, retries included.
     timeout: float = 10.0
+    #: A service account to act as (through the caller's credentials), e.g. the worker's.
+    impersonate: str | None = None
+
+    @property
+    def chords_project(self) -> str:
+        return self.firestore_project or self.project
 
 
 def lifecycle_fix(bucket: str) -> str:
@@ -161,6 +192,39 @@ class Doctor:
         self.gcs_emulator = env.get("STORAGE_EMULATOR_HOST") or None
         self.firestore_emulator = env.get("FIRESTORE_EMULATOR_HOST") or None
         self._retry = retry.policy(config.timeout)
+        self._credentials: Any = None
+        self._credentials_error: Exception | None = None
+        self._credentials_loaded = False
+
+    # -- identity ------------------------------------------------------------------
+
+    def credentials(self) -> Any:
+        """The credentials the checks use (None on the emulators); raises what google-auth raises."""
+        if self.gcs_emulator and self.firestore_emulator:
+            return None
+        if not self._credentials_loaded:
+            self._credentials_loaded = True
+            try:
+                self._credentials = load_credentials(self.config.impersonate)
+            except Exception as exc:  # noqa: BLE001 (reported by each check that needs them)
+                self._credentials_error = exc
+        if self._credentials_error is not None:
+            raise self._credentials_error
+        return self._credentials
+
+    def identity(self) -> str:
+        """Who the checks run as, in words."""
+        if self.gcs_emulator and self.firestore_emulator:
+            return EMULATOR_IDENTITY
+        try:
+            credentials = self.credentials()
+        except Exception as exc:  # noqa: BLE001 (said here, failed by the checks)
+            return f"nobody: {E_NO_CREDENTIALS.format(error=_first_line(exc))}"
+        described = describe_credentials(credentials, self.config.timeout)
+        if self.gcs_emulator or self.firestore_emulator:
+            emulated = "GCS" if self.gcs_emulator else "Firestore"
+            described += f"; {emulated}: {EMULATOR_IDENTITY}"
+        return described
 
     # -- GCS ---------------------------------------------------------------------
 
@@ -213,7 +277,9 @@ class Doctor:
     def _storage_client(self) -> Any:
         from google.cloud import storage
 
-        return storage.Client(project=self.config.project)
+        if self.gcs_emulator:
+            return storage.Client(project=self.config.project)
+        return storage.Client(project=self.config.project, credentials=self.credentials())
 
     def _where_gcs(self) -> str:
         return (
@@ -335,9 +401,11 @@ class Doctor:
         from google.cloud import firestore
 
         config = self.config
-        database = f"Firestore database {config.database!r} (project {config.project})"
+        project = config.chords_project
+        database = f"Firestore database {config.database!r} (project {project})"
         try:
-            client = firestore.Client(project=config.project, database=config.database)
+            credentials = None if self.firestore_emulator else self.credentials()
+            client = firestore.Client(project=project, database=config.database, credentials=credentials)
         except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
             return Check(
                 "firestore",
@@ -352,13 +420,13 @@ class Doctor:
         except api.NotFound as exc:
             fix = (
                 f"gcloud firestore databases create --database={config.database} --location=LOCATION "
-                f"--project={config.project}, {FIX_PULUMI}"
+                f"--project={project}, {FIX_PULUMI}"
             )
             return Check(
                 "firestore", Status.FAIL, f"{database} does not exist: {_first_line(exc)}", fix
             )
         except api.PermissionDenied as exc:
-            fix = f"gcloud projects add-iam-policy-binding {config.project} --member=MEMBER --role=roles/datastore.user"
+            fix = f"gcloud projects add-iam-policy-binding {project} --member=MEMBER --role=roles/datastore.user"
             return Check(
                 "firestore",
                 Status.FAIL,
@@ -399,12 +467,12 @@ class Doctor:
         config = self.config
         field = contract.FIRESTORE_TTL_FIELD
         name = (
-            f"projects/{config.project}/databases/{config.database}"
+            f"projects/{config.chords_project}/databases/{config.database}"
             f"/collectionGroups/{config.collection}/fields/{field}"
         )
         fix = (
             f"gcloud firestore fields ttls update {field} --collection-group={config.collection} --enable-ttl "
-            f"--database={config.database} --project={config.project}, {FIX_PULUMI}"
+            f"--database={config.database} --project={config.chords_project}, {FIX_PULUMI}"
         )
         try:
             client = self._admin_client(firestore_admin_v1)
@@ -458,7 +526,7 @@ class Doctor:
 
     def _admin_client(self, firestore_admin_v1: Any) -> Any:
         if not self.firestore_emulator:
-            return firestore_admin_v1.FirestoreAdminClient()
+            return firestore_admin_v1.FirestoreAdminClient(credentials=self.credentials())
         # The admin client ignores FIRESTORE_EMULATOR_HOST; ask the emulator itself.
         import grpc
         from google.cloud.firestore_admin_v1.services.firestore_admin.transports import (
@@ -490,6 +558,119 @@ def _first_line(exc: BaseException) -> str:
     return prefix + text.splitlines()[0][:300]
 
 
+# -- identity ------------------------------------------------------------------------
+
+
+def load_credentials(impersonate: str | None) -> Any:
+    """Application Default Credentials, or a service account acting through them."""
+    import google.auth
+    from google.auth import impersonated_credentials
+
+    credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM])
+    if impersonate:
+        credentials = impersonated_credentials.Credentials(
+            source_credentials=credentials, target_principal=impersonate, target_scopes=[CLOUD_PLATFORM]
+        )
+    return credentials
+
+
+def describe_credentials(credentials: Any, timeout: float) -> str:
+    """The service account's email, or the user's; what could be learnt without failing the run."""
+    from google.auth import impersonated_credentials
+
+    if isinstance(credentials, impersonated_credentials.Credentials):
+        return f"{credentials.service_account_email} (impersonated)"
+    email = getattr(credentials, "service_account_email", None)
+    if email and email != "default":  # a GCE/GKE identity says "default" until refreshed
+        return email
+    try:
+        import google.auth.transport.requests
+
+        request = google.auth.transport.requests.Request()
+        credentials.refresh(request)
+        email = getattr(credentials, "service_account_email", None)
+        if email and email != "default":
+            return email
+        if getattr(credentials, "account", None):
+            return str(credentials.account)
+        # User credentials from `gcloud auth application-default login` carry the
+        # userinfo.email scope: the token says whose it is.
+        response = request(
+            f"https://oauth2.googleapis.com/tokeninfo?access_token={credentials.token}", method="GET",
+            timeout=timeout,
+        )
+        found = json.loads(response.data or b"{}").get("email")
+    except Exception as exc:  # noqa: BLE001 (the checks report the failure itself)
+        return f"{type(credentials).__name__} (identity unknown: {_first_line(exc)})"
+    return str(found) if found else f"{type(credentials).__name__} (no email)"
+
+
+# -- what to check ----------------------------------------------------------------------
+
+
+def load_app(name: str) -> Any:
+    from celery.app.utils import find_app
+
+    try:
+        return find_app(name)
+    except Exception as exc:  # ImportError, AttributeError, or anything the module itself raises
+        raise ConfigurationError(E_APP.format(app=name, error=_first_line(exc))) from exc
+
+
+def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
+    """Flags first, then the app's settings (``-A``) or the environment's, parsed as the backend parses them."""
+    found: Settings | None = None
+    expires: Any = None
+    if args.app:
+        app = load_app(args.app)
+        url, conf, where = app.conf.result_backend, app.conf, f"the app {args.app!r}"
+        expires = app.conf.result_expires
+    else:
+        url, conf, where = env.get("CELERY_RESULT_BACKEND"), {}, "CELERY_RESULT_BACKEND"
+    if (url or conf.get("gcs_bucket")) and not (args.bucket and not args.app):
+        try:
+            found = parse(url, conf)
+        except ConfigurationError as exc:
+            raise ConfigurationError(E_SETTINGS.format(where=where, error=exc)) from exc
+    bucket = args.bucket or (found.bucket if found else None)
+    if not bucket:
+        raise ConfigurationError(E_NO_BUCKET)
+    project = (
+        args.project
+        or (found.project if found else None)
+        or next((env[name] for name in PROJECT_VARIABLES if env.get(name)), None)
+    )
+    if not project:
+        raise ConfigurationError(E_NO_PROJECT)
+    if args.result_expires is not None:
+        result_expires = args.result_expires
+    elif found is not None and found.ttl:
+        result_expires = found.ttl  # gcs_ttl wins over result_expires, as in the backend
+    elif args.app:
+        result_expires = _seconds(expires)
+    else:
+        result_expires = float(contract.RESULT_EXPIRES_SECONDS)
+    return Config(
+        bucket=bucket,
+        project=project,
+        firestore_project=None if args.project or found is None else found.firestore_project,
+        database=args.database or (found.firestore_database if found else contract.FIRESTORE_DATABASE),
+        collection=args.collection or (found.firestore_collection if found else contract.FIRESTORE_COLLECTION),
+        result_expires=result_expires,
+        timeout=args.timeout,
+        impersonate=args.impersonate_service_account,
+    )
+
+
+def _seconds(expires: Any) -> float:
+    """Celery's result_expires (seconds, a timedelta, or None for never) in seconds."""
+    if expires is None:
+        return 0.0
+    if hasattr(expires, "total_seconds"):
+        return float(expires.total_seconds())
+    return float(expires)
+
+
 # -- output --------------------------------------------------------------------------
 
 _STYLES = {Status.PASS: "green", Status.FAIL: "bold red", Status.SKIP: "yellow"}
@@ -502,6 +683,7 @@ def render(config: Config, doctor: Doctor, checks: Sequence[Check], console: Con
         f"result_expires {config.result_expires:,.0f}s)",
         highlight=False,
     )
+    console.print(f"Checking as {escape(doctor.identity())}", highlight=False)
     width = max(len(check.name) for check in checks)
     for check in checks:
         line = f"[{_STYLES[check.status]}]{check.status.value}[/] {check.name:<{width}}  {escape(check.detail)}"
@@ -518,26 +700,40 @@ def render(config: Config, doctor: Doctor, checks: Sequence[Check], console: Con
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="celery-gcs doctor",
-        description="Check that a bucket and a Firestore database are ready for celery-gcs. Uses the "
-        "emulators when STORAGE_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST are set, else Application Default "
-        "Credentials. Exits non-zero when any check fails.",
+        description="Check that a bucket and a Firestore database are ready for celery-gcs: the ones "
+        "your app (-A) or the environment (CELERY_RESULT_BACKEND, GOOGLE_CLOUD_PROJECT) names, unless "
+        "flags name others. Uses the emulators when STORAGE_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST are "
+        "set, else Application Default Credentials. Exits non-zero when any check fails.",
     )
-    parser.add_argument("--bucket", required=True, help="the result bucket")
-    parser.add_argument("--project", required=True, help="the GCP project (of the bucket and Firestore)")
     parser.add_argument(
-        "--database", default=contract.FIRESTORE_DATABASE, help="Firestore database (default %(default)s)"
+        "-A", "--app", help="your Celery app (as for `celery -A`): read its result_backend, result_expires, "
+        "gcs_* and firestore_* settings"
+    )  # fmt: skip
+    parser.add_argument("--bucket", help="the result bucket (default: from the app or CELERY_RESULT_BACKEND)")
+    parser.add_argument(
+        "--project",
+        help="the GCP project of the bucket and Firestore (default: gcs_project / firestore_project, "
+        "else GOOGLE_CLOUD_PROJECT)",
+    )
+    parser.add_argument(
+        "--database", help=f"Firestore database (default: the app's, else {contract.FIRESTORE_DATABASE})"
     )
     parser.add_argument(
         "--collection",
-        default=contract.FIRESTORE_COLLECTION,
-        help="Firestore collection of chord documents (default %(default)s)",
+        help=f"Firestore collection of chord documents (default: the app's, else {contract.FIRESTORE_COLLECTION})",
     )
     parser.add_argument(
         "--result-expires",
         type=seconds,
-        default=float(contract.RESULT_EXPIRES_SECONDS),
         metavar="SECONDS",
-        help="your app's result_expires (default Celery's 86400; 0: results never expire)",
+        help="results' lifetime (default: the app's gcs_ttl or result_expires, else Celery's 86400; "
+        "0: results never expire)",
+    )
+    parser.add_argument(
+        "--impersonate-service-account",
+        metavar="EMAIL",
+        help="check as this service account (e.g. the worker's), through your credentials; "
+        "needs roles/iam.serviceAccountTokenCreator on it",
     )
     parser.add_argument(
         "--timeout",
@@ -552,14 +748,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    config = Config(
-        bucket=args.bucket,
-        project=args.project,
-        database=args.database,
-        collection=args.collection,
-        result_expires=args.result_expires,
-        timeout=args.timeout,
-    )
+    try:
+        config = resolve_config(args, os.environ)
+    except ConfigurationError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return EXIT_USAGE
     return run(config, as_json=args.json)
 
 
@@ -575,6 +768,7 @@ def run(config: Config, *, as_json: bool = False, console: Console | None = None
             "config": asdict(config),
             "gcs": doctor._where_gcs(),
             "firestore": doctor._where_firestore(),
+            "identity": doctor.identity(),
             "checks": [{**asdict(check), "status": check.status.value} for check in checks],
         }
         console.file.write(json.dumps(payload, indent=2) + "\n")

@@ -17,12 +17,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import contract
-from .processes import free_port, signals_held, spawn, stop_group
+from .processes import free_port, port_open, signals_held, spawn, stop_group
 
 PROJECT = "celery-gcs-local"
 BUCKET = "celery-results"
@@ -39,6 +39,12 @@ INSTALL_HINTS = {
 #: one installed by Google's installer (where `gcloud components` works).
 FIRESTORE_EMULATOR_HINT_APT = "apt-get install -y google-cloud-cli-firestore-emulator"
 FIRESTORE_EMULATOR_HINT_SDK = "gcloud components install cloud-firestore-emulator"
+
+
+E_PORT_TAKEN = (
+    "port {port}, where {service} ran before, is now taken by another process; stop that process, "
+    "or start afresh on free ports (celery-gcs dev down, then celery-gcs dev up)"
+)
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -204,12 +210,19 @@ class LocalStack:
             env["CELERY_BROKER_URL"] = self.redis_url
         return env
 
-    def start(self, which: Sequence[str] = ("gcs", "firestore", "redis")) -> None:
+    def start(
+        self, which: Sequence[str] = ("gcs", "firestore", "redis"), *, ports: Mapping[str, int] | None = None
+    ) -> None:
+        """Start these services, each on its port in ``ports``, else on a free one."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         makers = {"gcs": gcs_emulator, "firestore": firestore_emulator, "redis": redis_server}
+        ports = ports or {}
         try:
             for name in which:
-                service = makers[name](free_port(), self.workdir / f"{name}.log")
+                port = ports.get(name) or free_port()
+                if name in ports and port_open(port):
+                    raise ServiceFailed(E_PORT_TAKEN.format(service=name, port=port))
+                service = makers[name](port, self.workdir / f"{name}.log")
                 self.services[name] = service
                 service.start()
             if "gcs" in which:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as api
+from google.auth import exceptions as auth
 from google.cloud import firestore
 
 from .. import contract, retry
@@ -30,7 +31,9 @@ from ..errors import (
     E_CHORD_FIELD,
     E_DATABASE_DENIED,
     E_DATABASE_MISSING,
+    E_NO_CREDENTIALS,
     AccessDenied,
+    ConfigurationError,
     DatabaseNotFound,
     TransientError,
 )
@@ -92,10 +95,13 @@ class ChordStore:
         self._client = PerProcess(self._new_client, lambda client: client.close())
 
     def _new_client(self) -> firestore.Client:
-        return firestore.Client(
-            project=self._settings.firestore_project,
-            database=self._settings.firestore_database,
-        )
+        try:
+            return firestore.Client(
+                project=self._settings.firestore_project,
+                database=self._settings.firestore_database,
+            )
+        except auth.DefaultCredentialsError as exc:
+            raise ConfigurationError(E_NO_CREDENTIALS.format(service="Firestore", reason=exc)) from exc
 
     def _chord(self, key: str) -> firestore.DocumentReference:
         return self._client.get().collection(self._settings.firestore_collection).document(key)

@@ -8,20 +8,26 @@ and turns google-api-core errors into ``celery_gcs.errors``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests.adapters
 from google.api_core import exceptions as api
+from google.auth import environment_vars
+from google.auth import exceptions as auth
 from google.cloud import storage
 
 from .. import retry
 from ..errors import (
     E_BUCKET_DENIED,
     E_BUCKET_MISSING,
+    E_NO_CREDENTIALS,
+    E_NO_PROJECT,
     AccessDenied,
     BucketNotFound,
+    ConfigurationError,
     TransientError,
 )
 from ..settings import Settings
@@ -62,7 +68,11 @@ class ResultStore:
         self._pool = PerProcess(self._new_pool, lambda pool: pool.shutdown(wait=False))
 
     def _new_client(self) -> storage.Client:
-        client = storage.Client(project=self._settings.project)
+        try:
+            # An explicit project=None would stop the client reading GOOGLE_CLOUD_PROJECT.
+            client = storage.Client(project=self._settings.project or _environment_project())
+        except auth.DefaultCredentialsError as exc:
+            raise ConfigurationError(E_NO_CREDENTIALS.format(service="Cloud Storage", reason=exc)) from exc
         # google-cloud-storage 3.x fetches bucket metadata in a background
         # thread for its tracing attributes: a bucket GET on first use and
         # another after every 404, i.e. after every read of a pending result.
@@ -186,8 +196,19 @@ class ResultStore:
         )
 
     def _bucket_not_found(self) -> BucketNotFound:
-        project = self._settings.project or self._client.get().project or "not set"
-        return BucketNotFound(E_BUCKET_MISSING.format(bucket=self._settings.bucket, project=project))
+        return BucketNotFound(E_BUCKET_MISSING.format(bucket=self._settings.bucket, project=self._project_used()))
+
+    def _project_used(self) -> str:
+        """The client's project and where it came from, for messages."""
+        project = self._client.get().project
+        if not project:
+            return E_NO_PROJECT
+        source = self._settings.sources.get("gcs_project") if self._settings.project else None
+        return f"{project}, from {source or environment_vars.PROJECT}"
+
+
+def _environment_project() -> str | None:
+    return os.environ.get(environment_vars.PROJECT) or os.environ.get(environment_vars.LEGACY_PROJECT)
 
 
 def _bucket_missing(exc: api.NotFound) -> bool:
