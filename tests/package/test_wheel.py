@@ -181,3 +181,41 @@ def test_the_demo_runs_from_the_cli_and_local_extras_alone(tmp_path: Path, wheel
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["ok"] is True
+
+
+PROJ = """
+from celery import Celery
+
+app = Celery("proj", broker="redis://...")
+app.conf.result_backend = "gcs://my-results-bucket/optional/prefix"
+
+
+@app.task
+def add(x, y):
+    return x + y
+"""
+
+
+def test_readmes_use_it_in_your_app_steps_work_from_the_wheel(tmp_path: Path, wheel: Path) -> None:
+    """README "Use it in your app", verbatim where it can be: install, configure, dev up, a worker, get()."""
+    python = make_venv(tmp_path, wheel, "cli", "local")
+    (tmp_path / "proj.py").write_text(PROJ)
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    base = {k: v for k, v in base.items() if not k.startswith(("STORAGE_EMULATOR", "FIRESTORE_EMULATOR", "CELERY_"))}
+    base["PATH"] = f"{python.parent}:{base.get('PATH', '/usr/bin:/bin')}"
+    shell = 'eval "$(celery-gcs dev up)" && env -0'
+    up = run(["bash", "-c", shell], cwd=tmp_path, env=base, timeout=180)
+    env = dict(item.split("=", 1) for item in up.stdout.split("\0") if "=" in item)
+    env["PYTHONPATH"] = str(tmp_path)
+    try:
+        argv = celery_worker_argv("proj", name=f"readme{uuid.uuid4().hex[:6]}@localhost", python=str(python))
+        worker = WorkerProcess(argv, env=env, cwd=tmp_path, log_path=tmp_path / "worker.log").start(timeout=60)
+        try:
+            got = run([python, "-c", "from proj import add; print(add.delay(2, 3).get(timeout=10))"], cwd=tmp_path, env=env)
+            assert got.stdout.strip() == "5"
+        finally:
+            worker.stop()
+    finally:
+        down = run(["bash", "-c", 'eval "$(celery-gcs dev down)" && echo "backend=${CELERY_RESULT_BACKEND:-unset}"'],
+                   cwd=tmp_path, env=env, timeout=60)  # fmt: skip
+    assert "backend=unset" in down.stdout
