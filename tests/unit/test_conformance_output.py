@@ -35,3 +35,9 @@ def test_a_file_that_printed_no_summary_is_not_ok() -> None:
     result.returncode, result.timed_out = -9, True
     assert result.counts == {} and not result.ok
     assert "TIMED OUT" in result.line() and "no result" in result.line()
+
+
+def test_unexpected_passes_of_tests_marked_xfail_for_rpc_are_not_failures() -> None:
+    result = parse_output("test_canvas.py", "= 139 passed, 95 skipped, 1 xfailed, 5 xpassed in 406.05s =\n")
+    result.returncode = 0
+    assert result.counts["xpassed"] == 5 and result.ok
