@@ -6,14 +6,16 @@ BIN := $(VENV)/bin
 UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+CONFORMANCE_ARGS ?=
 
-.PHONY: help venv system-deps test test-all test-unit lint demo bench image-deps image-test clean
+.PHONY: help venv system-deps test test-all test-unit lint demo bench conformance image-deps image-test clean
 
 help:
 	@echo "make demo       run the whole stack locally with a sample workload"
 	@echo "make test       the test suite (emulators, broker and real workers)"
 	@echo "make test-all   the test suite including slow tests"
 	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
+	@echo "make conformance Celery's own integration suite against gcs:// (about an hour)"
 	@echo "make image-test build the worker image with podman and test it (root)"
 
 # The virtualenv follows uv.lock exactly: every extra and the dev group, re-synced
@@ -74,3 +76,8 @@ image-test: venv system-deps image-deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .devstack .import_linter_cache
+
+# Celery's own integration suite (t/integration of the locked celery's sdist) against
+# gcs:// on the local stack; CONFORMANCE_ARGS=--stock-emulator for the stock GCS emulator.
+conformance: venv system-deps
+	$(BIN)/python -m tests.conformance $(CONFORMANCE_ARGS)

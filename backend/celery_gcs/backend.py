@@ -24,7 +24,7 @@ from typing import Any
 
 from celery import states
 from celery.backends.base import KeyValueStoreBackend
-from celery.exceptions import TimeoutError
+from celery.exceptions import ChordError, TimeoutError
 from celery.result import GroupResult, result_from_tuple
 from kombu.utils.encoding import bytes_to_str
 
@@ -43,6 +43,8 @@ _GENERATIONS_KEPT = 10_000
 _FIRST_POLL = 0.02
 # Writers racing on one key: how many precondition failures to ride out.
 _MAX_CONFLICTS = 8
+# How long get() on a failed chord waits for an unfinished parent to show its own error.
+_PARENT_ERROR_GRACE = 10.0
 
 
 class GCSBackend(KeyValueStoreBackend):
@@ -144,6 +146,60 @@ class GCSBackend(KeyValueStoreBackend):
                 raise TimeoutError("The operation timed out.")
             time.sleep(nap if timeout is None else max(0.0, min(nap, timeout - elapsed)))
             nap = min(nap * 2, interval)
+
+    def wait_for_pending(
+        self, result, timeout=None, interval=0.5, no_ack=True, on_message=None,
+        on_interval=None, callback=None, propagate=True,
+    ):  # fmt: skip
+        """Celery's, except that a failed header task's own error wins over its chord's ChordError.
+
+        ``AsyncResult.get`` raises a failed parent's error through
+        ``on_interval``, before waiting and on every poll. With Redis it also
+        looks once more after the result arrived, so ``get()`` on a chord whose
+        header task failed raises that task's exception, not the callback's
+        ChordError; here too. A header task stores its own result only after
+        it counted itself and failed the chord (chords.py, step 4), so while a
+        parent is unfinished its error may be moments away: the parents are
+        polled until all are finished, for at most ``_PARENT_ERROR_GRACE``
+        seconds and never past ``timeout``.
+        """
+        started = time.monotonic()
+        try:
+            return super().wait_for_pending(
+                result, timeout=timeout, interval=interval, no_ack=no_ack, on_message=on_message,
+                on_interval=on_interval, callback=callback, propagate=propagate,
+            )  # fmt: skip
+        except ChordError:
+            ancestors = _ancestors(result)
+            if propagate and on_interval and ancestors:
+                grace = _PARENT_ERROR_GRACE
+                if timeout is not None:
+                    grace = min(grace, timeout - (time.monotonic() - started))
+                _poll_parents(ancestors, on_interval, grace, interval)
+            raise
+
+    def iter_native(self, result, timeout=None, interval=0.5, no_ack=True, on_message=None, on_interval=None):
+        """Celery's, except that a group after a failed task of its chain raises that task's error.
+
+        Such a group never runs, so ``GroupResult.get()`` would wait for
+        results that never come until its timeout (or forever). Its parents'
+        errors are raised before waiting and on every poll, as
+        ``AsyncResult.get`` does for a task's parents.
+        """
+        ancestors = _ancestors(result)
+        if ancestors:
+            _raise_failed(ancestors)
+            outer = on_interval
+
+            def on_interval() -> None:
+                _raise_failed(ancestors)
+                if outer:
+                    outer()
+
+        yield from super().iter_native(
+            result, timeout=timeout, interval=interval, no_ack=no_ack, on_message=on_message,
+            on_interval=on_interval,
+        )  # fmt: skip
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         return retry.is_retryable(exc)
@@ -356,6 +412,34 @@ class GCSBackend(KeyValueStoreBackend):
 
     def __reduce__(self, args: tuple = (), kwargs: dict | None = None) -> tuple:
         return super().__reduce__(args, {**(kwargs or {}), "url": self.url})
+
+
+def _ancestors(result: Any) -> list[Any]:
+    """A result's parents, nearest first."""
+    found = []
+    node = getattr(result, "parent", None)
+    while node is not None:
+        found.append(node)
+        node = node.parent
+    return found
+
+
+def _raise_failed(ancestors: list[Any]) -> None:
+    """Raise the error of the earliest failed one, as ``AsyncResult.get`` does."""
+    for node in reversed(ancestors):
+        node.maybe_throw()
+
+
+def _poll_parents(ancestors: list[Any], on_interval: Any, seconds: float, interval: float) -> None:
+    """Call ``on_interval`` (which raises a failed parent's error) until every parent is finished."""
+    deadline = time.monotonic() + seconds
+    nap = min(_FIRST_POLL, interval)
+    while True:
+        on_interval()
+        if all(node.ready() for node in ancestors) or time.monotonic() >= deadline:
+            return
+        time.sleep(min(nap, max(0.0, deadline - time.monotonic())))
+        nap = min(nap * 2, interval)
 
 
 def _is_chord_part(request: Any, state: str) -> bool:

@@ -200,3 +200,47 @@ def test_a_chord_of_ten_thousand_parts(app, start_worker, firestore_docs) -> Non
     settle()
     assert callback_runs(app, result) == 1
     assert firestore_docs() == {}
+
+
+def test_get_on_a_chord_whose_header_task_failed_raises_that_tasks_error(app, start_worker) -> None:
+    """Issue 12: as with the Redis backend (Celery's test_error_propagates_to_chord_from_simple).
+
+    The failed part's own result is stored after it failed the chord, and
+    get() returned the callback's ChordError without looking at the parents
+    again.
+    """
+    start_worker(concurrency=1)
+    result = chord([sig(app, tasks.fail, "part broke")])(sig(app, tasks.collect))
+    with pytest.raises(ValueError) as raised:
+        result.get(timeout=60)
+    assert str(raised.value) == "part broke"
+    # The callback itself failed with the ChordError, as stored.
+    assert isinstance(result.get(timeout=60, propagate=False), ChordError)
+
+
+def test_get_on_a_chord_whose_header_chain_failed_raises_that_tasks_error(app, start_worker) -> None:
+    """Issue 12: Celery's test_error_propagates_to_chord_from_chain (the chain's tail is failed for it)."""
+    start_worker(concurrency=1)
+    header_chain = chain(
+        sig(app, tasks.add, 1, 1), sig(app, tasks.fail, "link broke", immutable=True), sig(app, tasks.mul, 2)
+    )
+    result = chord([header_chain])(sig(app, tasks.collect))
+    with pytest.raises(ValueError) as raised:
+        result.get(timeout=60)
+    assert str(raised.value) == "link broke"
+
+
+def test_get_on_a_group_after_a_failed_task_of_its_chain_raises_that_tasks_error(app, start_worker) -> None:
+    """Issue 12: Celery's test_error_propagates_from_chord; the group never runs, get() waited to its timeout."""
+    start_worker(concurrency=1)
+    canvas = chain(
+        sig(app, tasks.add, 1, 1),
+        sig(app, tasks.fail, "before the group", immutable=True),
+        group(sig(app, tasks.add, 1, 1), sig(app, tasks.add, 2, 2)),
+    )
+    result = canvas.delay()
+    started = time.monotonic()
+    with pytest.raises(ValueError) as raised:
+        result.get(timeout=30)
+    assert str(raised.value) == "before the group"
+    assert time.monotonic() - started < 20
