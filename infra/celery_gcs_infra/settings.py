@@ -115,7 +115,18 @@ OPTIONS: tuple[Option, ...] = (
         "Cloud KMS key (projects/P/locations/L/keyRings/R/"
         "cryptoKeys/K) to encrypt results with; empty: Google-managed encryption.",
     ),
-    _stack("firestoreDatabase", str, "Firestore database ID for chord counters."),
+    _stack(
+        "firestoreDatabase",
+        str,
+        "Firestore database ID for chord counters; empty: PREFIX-chords, the stack's own "
+        "((default) only when set explicitly).",
+    ),
+    _stack(
+        "firestoreCollection",
+        str,
+        "Firestore collection of chord documents (the backend's firestore_collection); "
+        "the result backend URL names it and TTL policies cover it and its parts.",
+    ),
     _stack(
         "firestoreLocation",
         str,
@@ -187,8 +198,16 @@ OPTIONS: tuple[Option, ...] = (
         "be installed in the cluster); false: CPU HorizontalPodAutoscaler.",
     ),
     _worker("kedaListLength", int, "Queued tasks per pod KEDA aims for."),
-    _worker("namespace", str, "Kubernetes namespace of the workers."),
-    _worker("serviceAccount", str, "Kubernetes service account of the workers."),
+    _worker("namespace", str, "Kubernetes namespace of the workers; empty: the prefix."),
+    _worker(
+        "createNamespace",
+        bool,
+        "Create the namespace and delete it with the stack; false: use an existing "
+        "namespace without owning it.",
+    ),
+    _worker(
+        "serviceAccount", str, "Kubernetes service account of the workers; empty: PREFIX-worker."
+    ),
 )
 
 BY_KEY = {o.key: o for o in OPTIONS}

@@ -20,6 +20,7 @@ cluster), worker.
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -30,11 +31,26 @@ from . import apis, broker, chord_store, cluster, common, identity, registry, re
 from .worker import Worker, WorkerArgs, WorkerSettings
 
 
-def result_backend_url(*, bucket: str, base_path: str, project: str, database: str) -> str:
-    """The ``gcs://BUCKET[/prefix]?...`` URL the backend reads (Celery's ``result_backend``)."""
+def result_backend_url(
+    *,
+    bucket: str,
+    base_path: str,
+    project: str,
+    database: str,
+    collection: str = contract.FIRESTORE_COLLECTION,
+) -> str:
+    """The ``gcs://BUCKET[/prefix]?...`` URL the backend reads (Celery's ``result_backend``).
+
+    It names the collection too, so the backend writes where the TTL policies are.
+    """
     path = f"/{base_path}" if base_path else ""
     query = urllib.parse.urlencode(
-        {"gcs_project": project, "firestore_project": project, "firestore_database": database},
+        {
+            "gcs_project": project,
+            "firestore_project": project,
+            "firestore_database": database,
+            "firestore_collection": collection,
+        },
         safe="()",
     )
     return f"{contract.URL_SCHEME}://{bucket}{path}?{query}"
@@ -63,7 +79,11 @@ class CeleryStackArgs:
     base_path: str = ""
     kms_key_name: str = ""
     # Chord store.
-    firestore_database: str = contract.FIRESTORE_DATABASE
+    #: Default: ``PREFIX-chords``, the stack's own database: two stacks never
+    #: share one, nor its TTL fields; ``(default)`` only when asked for.
+    firestore_database: str = ""
+    #: The backend's ``firestore_collection``: the URL names it and its TTL policies cover it.
+    firestore_collection: str = contract.FIRESTORE_COLLECTION
     #: Default: the region.
     firestore_location: str = ""
     # Broker.
@@ -101,12 +121,26 @@ class CeleryStackArgs:
         common.labels(self.labels)
         derived = {
             "bucket_name": self.bucket_name or f"{self.project}-{self.prefix}-results",
+            "firestore_database": self.firestore_database or f"{self.prefix}-chords",
             "bucket_location": self.bucket_location or self.region,
             "firestore_location": self.firestore_location or self.region,
             "cluster_location": self.cluster_location or self.region,
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
+        # The workers' names and identity are the stack's own: two stacks never
+        # share a namespace, a Kubernetes service account or a Workload Identity member.
+        worker = self.worker
+        object.__setattr__(
+            self,
+            "worker",
+            dataclasses.replace(
+                worker,
+                instance=worker.instance or self.prefix,
+                namespace=worker.namespace or self.prefix,
+                service_account=worker.service_account or f"{self.prefix}-worker",
+            ),
+        )
         result_store.base_path(self.base_path)
         if self.broker == "memorystore":
             common.check(
@@ -153,6 +187,7 @@ class CeleryStackArgs:
             project=self.project,
             database=self.firestore_database,
             location=self.firestore_location,
+            collection=self.firestore_collection,
             protect=self.protect,
         )
 
@@ -274,7 +309,11 @@ class CeleryStack(pulumi.ComponentResource):
             self.result_store.name, self.chord_store.name
         ).apply(
             lambda v: result_backend_url(
-                bucket=v[0], base_path=args.base_path, project=args.project, database=v[1]
+                bucket=v[0],
+                base_path=args.base_path,
+                project=args.project,
+                database=v[1],
+                collection=args.firestore_collection,
             )
         )
         self.worker = Worker(
@@ -296,7 +335,7 @@ class CeleryStack(pulumi.ComponentResource):
         self.database = self.chord_store.name
         self.service_account_email = self.identity.email
         self.cluster = gke.name
-        self.namespace = self.worker.namespace.metadata.name
+        self.namespace = self.worker.namespace_name
         self.image = self.registry_component.image_ref
         self.image_digest = self.registry_component.digest
         self.registry = self.registry_component.repository.registry_uri

@@ -8,7 +8,11 @@
 - ``no_workload_identity``: an existing cluster without Workload Identity,
   which must stop the program;
 - ``misspelled``: a stack file with a typo, which must stop the program before
-  any resource is registered.
+  any resource is registered;
+- ``alpha``, ``beta``: two new environments in one project, each ``pulumi
+  stack init`` plus the required keys and nothing else;
+- ``shared_a``, ``shared_b``: two environments deploying into one existing
+  cluster; ``team_ns``: a third one, in a namespace that exists already.
 """
 
 from __future__ import annotations
@@ -49,6 +53,29 @@ def stack_config(stack: str, overrides: dict[str, object] | None = None) -> dict
     return config
 
 
+#: The project every "new environment" scenario shares.
+SHARED_PROJECT = "acme-shared"
+SHARED_CLUSTER = "shared-gke"
+
+
+def new_environment(stack: str, overrides: dict[str, object] | None = None) -> dict:
+    """``pulumi stack init STACK`` plus the required keys: Pulumi.yaml's defaults, no stack file."""
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    config = {
+        f"{PROJECT}:{key}": _as_config_string(decl["default"])
+        for key, decl in project["config"].items()
+        if "default" in decl
+    }
+    required = {
+        "project": SHARED_PROJECT,
+        "region": "europe-west1",
+        "celeryApp": "acme.tasks:app",
+    }
+    for key, value in {**required, **(overrides or {})}.items():
+        config[f"{PROJECT}:{key}"] = _as_config_string(value)
+    return {"program": str(ROOT / "infra" / "__main__.py"), "stack": stack, "config": config}
+
+
 def scenarios() -> dict[str, dict]:
     program = str(ROOT / "infra" / "__main__.py")
     return {
@@ -81,12 +108,25 @@ def scenarios() -> dict[str, dict]:
             "config": {"payments-infra:brokerUrl": "redis://:pw@10.20.0.5:6379/0"},
             "secret_keys": ["payments-infra:brokerUrl"],
         },
+        "collection": {
+            "program": program,
+            "stack": "dev",
+            "config": stack_config("dev", {"firestoreCollection": "jobs"}),
+        },
         "no_workload_identity": {
             "program": program,
             "stack": "dev",
             "config": stack_config("dev", {"cluster": "legacy-gke"}),
             "existing_cluster": {"workloadIdentityConfigs": []},
         },
+        "alpha": new_environment("alpha"),
+        "beta": new_environment("beta"),
+        "shared_a": new_environment("shared-a", {"cluster": SHARED_CLUSTER}),
+        "shared_b": new_environment("shared-b", {"cluster": SHARED_CLUSTER}),
+        "team_ns": new_environment(
+            "team-ns",
+            {"cluster": SHARED_CLUSTER, "namespace": "team-apps", "createNamespace": False},
+        ),
         "misspelled": {
             "program": program,
             "stack": "dev",

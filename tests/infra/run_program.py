@@ -21,6 +21,7 @@ the invokes made, and the error if the program failed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import runpy
@@ -54,6 +55,12 @@ def plain(value: Any, path: str, secret_paths: list[str]) -> Any:
     return value
 
 
+def endpoint_for(project: str, location: str, cluster: str) -> str:
+    """A cluster's (fake) control-plane address: one per cluster, the same for every stack using it."""
+    digest = hashlib.sha256(f"{project}/{location}/{cluster}".encode()).digest()
+    return f"10.{digest[0]}.{digest[1]}.{digest[2]}"
+
+
 def outputs_for(typ: str, name: str, inputs: dict) -> dict:
     """What the cloud would add to a resource's inputs, for the types the program reads back."""
     out = dict(inputs)
@@ -72,7 +79,7 @@ def outputs_for(typ: str, name: str, inputs: dict) -> dict:
         )
     elif typ == "gcp:container/cluster:Cluster":
         out.update(
-            endpoint="203.0.113.10",
+            endpoint=endpoint_for(project, inputs["location"], inputs["name"]),
             masterAuth={"clusterCaCertificate": "bW9jay1jYQ=="},
         )
     elif typ == "gcp:artifactregistry/repository:Repository":
@@ -117,7 +124,9 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
                     "name": args.args["name"],
                     "location": args.args.get("location"),
                     "project": args.args.get("project"),
-                    "endpoint": "198.51.100.7",
+                    "endpoint": endpoint_for(
+                        args.args.get("project"), args.args.get("location"), args.args["name"]
+                    ),
                     "network": existing_cluster.get("network", "default"),
                     "masterAuths": [{"clusterCaCertificate": "ZXhpc3RpbmctY2E="}],
                     "workloadIdentityConfigs": existing_cluster.get(

@@ -10,7 +10,9 @@ import pytest
 from celery_gcs import contract
 from kombu.utils.url import parse_url
 
+from .infra_inventory import Inventory
 from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, ROOT
+from .run_program import endpoint_for
 
 SERVICE = "gcp:projects/service:Service"
 BUCKET = "gcp:storage/bucket:Bucket"
@@ -37,6 +39,12 @@ SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 TRIGGER_AUTH = "kubernetes:keda.sh/v1alpha1:TriggerAuthentication"
 
 FAKE_DIGEST = "sha256:" + "ab" * 32
+
+
+def _run(runs, name):
+    run = runs[name]
+    assert run["error"] is None, f"{name}: program failed\n{run['error']['traceback']}"
+    return Inventory(run)
 
 
 def container(inv):
@@ -187,10 +195,11 @@ def test_database_native_named_and_located_from_config(dev, prod):
         "celery-dev",
         "europe-west1",
     )
+    # Unset, the database is the stack's own, never the project's (default).
     p = prod.one(DATABASE)["inputs"]
     assert (p["type"], p["name"], p["locationId"]) == (
         "FIRESTORE_NATIVE",
-        contract.FIRESTORE_DATABASE,
+        "celery-prod-chords",
         "eur3",
     )
 
@@ -211,20 +220,36 @@ def test_prod_database_protected_with_pitr(prod):
     assert db["protect"] is True
 
 
-def test_ttl_policy_on_the_backend_collection_and_field(dev, prod):
+def test_ttl_policy_on_every_collection_group_the_backend_writes(dev, prod):
+    # TTL is per collection group and never deletes subcollections: the chords
+    # and their parts ({collection}/{key}/parts/{task}) each need a policy.
     for inv in (dev, prod):
-        field = inv.one(FIELD)
         db = inv.one(DATABASE)
-        assert field["inputs"] == {
-            "project": db["inputs"]["project"],
-            "database": db["inputs"]["name"],
-            "collection": contract.FIRESTORE_COLLECTION,
-            "field": contract.FIRESTORE_TTL_FIELD,
-            "ttlConfig": {},
-            # Exempt from single-field indexes: no query uses it.
-            "indexConfig": {},
-        }
-        assert db["urn"] in field["dependencies"]
+        fields = sorted(inv.of_type(FIELD), key=lambda f: f["inputs"]["collection"])
+        assert [f["inputs"] for f in fields] == [
+            {
+                "project": db["inputs"]["project"],
+                "database": db["inputs"]["name"],
+                "collection": group,
+                "field": contract.FIRESTORE_TTL_FIELD,
+                "ttlConfig": {},
+                # Exempt from single-field indexes: no query uses it.
+                "indexConfig": {},
+            }
+            for group in sorted((contract.FIRESTORE_COLLECTION, contract.FIRESTORE_PARTS_COLLECTION))
+        ]
+        for field in fields:
+            assert db["urn"] in field["dependencies"]
+
+
+def test_firestore_collection_key_feeds_the_backend_url_and_the_ttl_policies(runs):
+    inv = _run(runs, "collection")
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(inv.outputs["result_backend"]).query)
+    assert query["firestore_collection"] == ["jobs"]
+    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == {
+        "jobs",
+        contract.FIRESTORE_PARTS_COLLECTION,
+    }
 
 
 # --- identity -----------------------------------------------------------------
@@ -249,7 +274,7 @@ def test_least_privilege_grants_exactly(dev):
             (
                 SA_MEMBER,
                 "roles/iam.workloadIdentityUser",
-                "serviceAccount:acme-celery-dev.svc.id.goog[celery/celery-worker]",
+                "serviceAccount:acme-celery-dev.svc.id.goog[celery-dev/celery-dev-worker]",
             ),
             (PROJECT_MEMBER, "roles/container.defaultNodeServiceAccount", nodes),
             (REPO_MEMBER, "roles/artifactregistry.reader", nodes),
@@ -263,7 +288,7 @@ def test_object_role_is_on_the_result_bucket(dev):
 
 
 def test_firestore_access_conditioned_on_this_database(dev, prod):
-    for inv, database in [(dev, "celery-dev"), (prod, "(default)")]:
+    for inv, database in [(dev, "celery-dev"), (prod, "celery-prod-chords")]:
         grant = next(
             r for r in inv.of_type(PROJECT_MEMBER) if r["inputs"]["role"] == "roles/datastore.user"
         )
@@ -338,7 +363,7 @@ def test_memorystore_url_reaches_the_worker_as_a_secret_kombu_understands(dev):
     mounts = {m["name"]: m for m in container(dev)["volumeMounts"]}
     assert mounts["broker-ca"]["mountPath"] == "/etc/celery-broker"
     assert env_of(dev)["CELERY_BROKER_URL"]["valueFrom"] == {
-        "secretKeyRef": {"name": "celery-broker", "key": "url"}
+        "secretKeyRef": {"name": "celery-dev-broker", "key": "url"}
     }
 
 
@@ -443,12 +468,17 @@ def kubeconfig(inv) -> dict:
 
 def test_kubernetes_objects_go_to_the_stack_cluster(dev, byo):
     config = kubeconfig(dev)
-    assert config["clusters"][0]["cluster"]["server"] == "https://203.0.113.10"
+    cluster = dev.one(CLUSTER)["inputs"]
+    assert config["clusters"][0]["cluster"]["server"] == "https://" + endpoint_for(
+        cluster["project"], cluster["location"], cluster["name"]
+    )
     assert config["users"][0]["user"]["exec"]["command"] == "gke-gcloud-auth-plugin"
     provider = dev.one(K8S_PROVIDER)
     for obj in dev.kubernetes_objects():
         assert obj["provider"].startswith(provider["urn"] + "::"), obj["name"]
-    assert kubeconfig(byo)["clusters"][0]["cluster"]["server"] == "https://198.51.100.7"
+    assert kubeconfig(byo)["clusters"][0]["cluster"]["server"] == "https://" + endpoint_for(
+        "acme-celery-dev", "europe-west1-b", "shared-gke"
+    )
 
 
 def test_existing_cluster_is_looked_up_not_created(byo):
@@ -467,10 +497,10 @@ def test_existing_cluster_is_looked_up_not_created(byo):
 
 def test_namespace_and_workload_identity_service_account(dev):
     ns = dev.one(NAMESPACE)["inputs"]["metadata"]
-    assert ns["name"] == "celery"
+    assert ns["name"] == "celery-dev"
     assert ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     ksa = dev.one(KSA)["inputs"]["metadata"]
-    assert (ksa["namespace"], ksa["name"]) == ("celery", "celery-worker")
+    assert (ksa["namespace"], ksa["name"]) == ("celery-dev", "celery-dev-worker")
     assert ksa["annotations"] == {
         "iam.gke.io/gcp-service-account": dev.outputs["service_account_email"]
     }
@@ -504,6 +534,7 @@ def test_result_backend_url_names_bucket_project_and_database(dev, byo):
             "gcs_project": ["acme-celery-dev"],
             "firestore_project": ["acme-celery-dev"],
             "firestore_database": [inv.one(DATABASE)["inputs"]["name"]],
+            "firestore_collection": [contract.FIRESTORE_COLLECTION],
         }
 
 
@@ -515,11 +546,11 @@ def test_deployment_resources_shutdown_and_identity(dev, prod):
         assert resources["requests"] == resources["limits"]
         assert (resources["requests"]["cpu"], resources["requests"]["memory"]) == (cpu, memory)
         assert pod["terminationGracePeriodSeconds"] == 600
-        assert pod["serviceAccountName"] == "celery-worker"
+        assert pod["serviceAccountName"] == f"celery-{inv.stack}-worker"
         assert "replicas" not in deployment["inputs"]["spec"]  # the autoscaler owns it
         waits = inv.waits_for(deployment)
         assert inv.one(SA_MEMBER)["urn"] in waits
-        assert inv.one(FIELD)["urn"] in waits
+        assert {f["urn"] for f in inv.of_type(FIELD)} <= waits
         assert inv.one(BUCKET_MEMBER)["urn"] in waits
 
 
@@ -550,7 +581,7 @@ def test_hpa_on_cpu_without_keda(dev):
     assert spec["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "name": "celery-worker",
+        "name": "celery-dev-worker",
     }
     assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 3)
     assert spec["metrics"] == [
@@ -567,12 +598,12 @@ def test_hpa_on_cpu_without_keda(dev):
 def test_keda_scales_on_each_queue_list(prod, byo):
     assert prod.of_type(HPA) == []
     spec = prod.one(SCALED_OBJECT)["inputs"]["spec"]
-    assert spec["scaleTargetRef"] == {"name": "celery-worker"}
+    assert spec["scaleTargetRef"] == {"name": "celery-prod-worker"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 50)
     assert [t["metadata"]["listName"] for t in spec["triggers"]] == ["celery", "priority"]
     for trigger in spec["triggers"]:
         assert trigger["type"] == "redis"
-        assert trigger["authenticationRef"] == {"name": "celery-broker"}
+        assert trigger["authenticationRef"] == {"name": "celery-prod-broker"}
         assert trigger["metadata"]["databaseIndex"] == "0"
     refs = {
         r["parameter"]: r["key"]
@@ -608,7 +639,7 @@ def test_stack_outputs(dev):
         out["service_account_email"] == "celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
     )
     assert out["cluster"] == "celery-dev"
-    assert out["namespace"] == "celery"
+    assert out["namespace"] == "celery-dev"
     assert out["image"] == container(dev)["image"]
 
 

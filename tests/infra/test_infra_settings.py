@@ -38,10 +38,15 @@ def test_defaults_fill_in_and_derive():
         "europe-west1",
         "europe-west1",
     )
-    assert args.firestore_database == contract.FIRESTORE_DATABASE
+    assert args.firestore_database == "celery-dev-chords"
+    assert args.firestore_collection == contract.FIRESTORE_COLLECTION
     assert args.broker == "memorystore" and args.protect is False and args.cluster == ""
     assert args.worker == WorkerSettings(
-        celery_app="acme.tasks:app", labels={"celery-gcs-stack": "dev"}
+        celery_app="acme.tasks:app",
+        labels={"celery-gcs-stack": "dev"},
+        instance="celery-dev",
+        namespace="celery-dev",
+        service_account="celery-dev-worker",
     )
     assert args.labels == {"celery-gcs-stack": "dev"}
 
