@@ -176,6 +176,18 @@ OPTIONS: tuple[Option, ...] = (
         "...); empty: build worker_image/ and push it to the stack's registry.",
     ),
     _stack("imageTag", str, "Tag pushed with a built image (the digest is what deploys)."),
+    _stack(
+        "appDir",
+        str,
+        "Directory of your Celery app inside the Pulumi project, copied to /app of a built "
+        "image; empty: worker_image/app, which has no tasks.",
+    ),
+    _stack(
+        "appRequirements",
+        str,
+        "Your app's requirements file inside the Pulumi project, every requirement with "
+        "--hash (installed into a built image); empty: none.",
+    ),
     _worker(
         "celeryApp", str, "The Celery app the workers run (CELERY_APP), such as proj.celery:app."
     ),

@@ -107,6 +107,10 @@ class CeleryStackArgs:
     #: A checkout of celery-gcs to build the worker image from, when ``image`` is empty.
     build_context: str = ""
     image_tag: str = "latest"
+    #: The team's app directory, inside ``build_context``, copied to /app; empty: none.
+    app_dir: str = ""
+    #: Its requirements file (hashed), inside ``build_context``; empty: none.
+    app_requirements: str = ""
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
@@ -168,6 +172,9 @@ class CeleryStackArgs:
         self.cluster_args()
         self.broker_args(network=None)
         self.registry_args(readers=())
+        if not self.image:
+            # Now, at preview: a missing app would otherwise be a crash loop after `up`.
+            self.app_build_args()
         self.identity_args(bucket="", cluster=None)
 
     # --- what each component gets ----------------------------------------
@@ -221,6 +228,16 @@ class CeleryStackArgs:
             url=self.broker_url,
         )
 
+    def app_build_args(self) -> dict[str, str]:
+        if self.image or not self.build_context:
+            return {}
+        return registry.app_build_args(
+            context=self.build_context,
+            app_dir=self.app_dir,
+            requirements=self.app_requirements,
+            celery_app=self.worker.celery_app,
+        )
+
     def registry_args(self, readers: tuple[pulumi.Input[str], ...]) -> registry.RegistryArgs:
         return registry.RegistryArgs(
             project=self.project,
@@ -229,6 +246,8 @@ class CeleryStackArgs:
             image=self.image,
             context=self.build_context,
             tag=self.image_tag,
+            build_args=self.app_build_args(),
+            protect=self.protect,
             readers=readers,
             labels=self.labels,
         )

@@ -9,6 +9,8 @@
   which must stop the program;
 - ``misspelled``: a stack file with a typo, which must stop the program before
   any resource is registered;
+- ``app_missing``: the dev stack without its app directory, which must stop
+  the program before anything is built;
 - ``alpha``, ``beta``: two new environments in one project, each ``pulumi
   stack init`` plus the required keys and nothing else;
 - ``shared_a``, ``shared_b``: two environments deploying into one existing
@@ -53,6 +55,8 @@ def stack_config(stack: str, overrides: dict[str, object] | None = None) -> dict
     return config
 
 
+EXAMPLE_APP_DIR = "worker_image/example_app"
+
 #: The project every "new environment" scenario shares.
 SHARED_PROJECT = "acme-shared"
 SHARED_CLUSTER = "shared-gke"
@@ -69,7 +73,10 @@ def new_environment(stack: str, overrides: dict[str, object] | None = None) -> d
     required = {
         "project": SHARED_PROJECT,
         "region": "europe-west1",
+        # The app: what it is and where it is (the example team's, as the stack files).
         "celeryApp": "acme.tasks:app",
+        "appDir": EXAMPLE_APP_DIR,
+        "appRequirements": f"{EXAMPLE_APP_DIR}/requirements.txt",
     }
     for key, value in {**required, **(overrides or {})}.items():
         config[f"{PROJECT}:{key}"] = _as_config_string(value)
@@ -127,6 +134,11 @@ def scenarios() -> dict[str, dict]:
             "team-ns",
             {"cluster": SHARED_CLUSTER, "namespace": "team-apps", "createNamespace": False},
         ),
+        "app_missing": {
+            "program": program,
+            "stack": "dev",
+            "config": stack_config("dev", {"appDir": "", "appRequirements": ""}),
+        },
         "misspelled": {
             "program": program,
             "stack": "dev",

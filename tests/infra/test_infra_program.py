@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import urllib.parse
 
@@ -426,6 +427,29 @@ def test_image_built_from_worker_image_and_deployed_by_digest(dev):
     assert "registries[0].password" in image["secret_paths"]
     assert container(dev)["image"] == f"{registry}/worker@{FAKE_DIGEST}"
     assert dev.outputs["image_digest"] == FAKE_DIGEST
+
+
+def test_image_built_with_the_teams_app_and_requirements(dev):
+    assert dev.one(IMAGE)["inputs"]["buildArgs"] == {
+        "APP_DIR": "worker_image/example_app",
+        "APP_REQUIREMENTS": "worker_image/example_app/requirements.txt",
+        "CELERY_APP": "acme.tasks:app",
+    }
+
+
+def test_every_build_argument_is_one_the_dockerfile_declares(dev):
+    dockerfile = (ROOT / "worker_image" / "Dockerfile").read_text()
+    declared = set(re.findall(r"^ARG ([A-Z_]+)", dockerfile, re.MULTILINE))
+    assert set(dev.one(IMAGE)["inputs"]["buildArgs"]) <= declared
+
+
+def test_an_app_missing_from_the_build_stops_the_preview(runs):
+    run = runs["app_missing"]
+    assert run["error"]["type"] == "ConfigError"
+    message = run["error"]["message"]
+    assert "celery-gcs:celeryApp 'acme.tasks:app' is not in worker_image/app" in message
+    assert "Set appDir" in message and "image" in message
+    assert [r["type"] for r in run["resources"]] == ["pulumi:pulumi:Stack"]
 
 
 def test_existing_image_deployed_as_given(byo):
