@@ -6,10 +6,15 @@ nodes run as a dedicated service account with only
 ``roles/container.defaultNodeServiceAccount``, instead of the Compute Engine
 default account. Private nodes reach Google APIs through Private Google Access;
 anything else on the internet (an external broker, KEDA's images) needs Cloud
-NAT, which ``cloud_nat`` adds.
+NAT, which ``cloud_nat`` adds for the cluster's own subnetwork only: a NAT over
+every subnetwork of the region would fail where the network has a NAT already
+(each subnetwork range is served by one NAT gateway), and with a second stack.
 
 An existing cluster is read with ``getCluster``; the program stops with an
-error if Workload Identity is off there.
+error if Workload Identity is off there. Its nodes' service account (the
+cluster's node config or Autopilot's auto-provisioning default; the Compute
+Engine default account when that says ``default``) is offered as
+``node_service_account_email``, so the stack can let it pull the built image.
 
 Either way the component offers a Kubernetes provider for that cluster.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_gcp as gcp
@@ -74,6 +80,24 @@ def kubeconfig(*, name: str, endpoint: str, ca_certificate: str) -> str:
     )
 
 
+def subnetwork_id(project: str, region: str, subnetwork: str) -> str:
+    """``projects/P/regions/R/subnetworks/S`` from a name, a partial path or a URL."""
+    if "projects/" in subnetwork:
+        return subnetwork[subnetwork.index("projects/") :]
+    return f"projects/{project}/regions/{region}/subnetworks/{subnetwork}"
+
+
+def node_account(result: Any) -> str | None:
+    """The service account a looked-up cluster's nodes run as; None for Compute Engine's default."""
+    accounts = [c.service_account for c in result.node_configs or []]
+    accounts += [
+        d.service_account
+        for a in result.cluster_autoscalings or []
+        for d in a.auto_provisioning_defaults or []
+    ]
+    return next((a for a in accounts if a and a != "default"), None)
+
+
 def require_workload_identity(pool: str | None, *, project: str, name: str, location: str) -> None:
     if pool != workload_pool(project):
         raise ValueError(
@@ -111,6 +135,13 @@ class ClusterArgs:
             f"Use one of {', '.join(RELEASE_CHANNELS)}",
         )
         common.check(
+            not self.cloud_nat or bool(self.subnetwork),
+            "subnetwork",
+            "Cloud NAT needs the cluster's own subnetwork",
+            "Set subnetwork to a subnetwork of the region that only this stack uses (the NAT "
+            "serves it alone; another NAT on the same range fails), or turn cloudNat off",
+        )
+        common.check(
             6 <= len(self.node_account_id) <= 30,
             "node_account_id",
             f"{self.node_account_id!r} must be 6-30 characters long",
@@ -125,7 +156,7 @@ class Cluster(pulumi.ComponentResource):
     location: pulumi.Output[str]
     #: ``projects/P/global/networks/N``.
     network: pulumi.Output[str]
-    node_service_account_email: pulumi.Output[str] | None
+    node_service_account_email: pulumi.Output[str]
     provider: k8s.Provider
 
     def __init__(
@@ -163,8 +194,17 @@ class Cluster(pulumi.ComponentResource):
             )
             return result.name
 
+        def nodes(result) -> pulumi.Output[str] | str:
+            account = node_account(result)
+            if account:
+                return account
+            project = gcp.organizations.get_project_output(
+                project_id=args.project, opts=pulumi.InvokeOutputOptions(parent=self)
+            )
+            return project.number.apply(lambda n: f"{n}-compute@developer.gserviceaccount.com")
+
         self.cluster = None
-        self.node_service_account_email = None
+        self.node_service_account_email = found.apply(nodes)
         self.name = found.apply(checked)
         self.location = found.apply(lambda r: r.location or args.location)
         self.network = found.apply(lambda r: common.network_id(args.project, r.network))
@@ -209,7 +249,13 @@ class Cluster(pulumi.ComponentResource):
                 region=args.location,
                 router=router.name,
                 nat_ip_allocate_option="AUTO_ONLY",
-                source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
+                source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
+                subnetworks=[
+                    gcp.compute.RouterNatSubnetworkArgs(
+                        name=subnetwork_id(args.project, args.location, args.subnetwork),
+                        source_ip_ranges_to_nats=["ALL_IP_RANGES"],
+                    )
+                ],
                 log_config=gcp.compute.RouterNatLogConfigArgs(enable=True, filter="ERRORS_ONLY"),
                 opts=common.child(self),
             )

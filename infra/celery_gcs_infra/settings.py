@@ -156,7 +156,8 @@ OPTIONS: tuple[Option, ...] = (
     _stack(
         "subnetwork",
         str,
-        "Subnetwork of a new cluster; empty: the network's subnetwork in the region.",
+        "Subnetwork of a new cluster; empty: the network's subnetwork in the region. "
+        "Required with cloudNat: the NAT serves this subnetwork only.",
     ),
     _stack(
         "releaseChannel",
@@ -166,8 +167,8 @@ OPTIONS: tuple[Option, ...] = (
     _stack(
         "cloudNat",
         bool,
-        "Add Cloud NAT for a new cluster's private nodes (needed "
-        "for an internet broker or images outside Google).",
+        "Add Cloud NAT for a new cluster's private nodes, on its own subnetwork only "
+        "(needed for an internet broker or images outside Google).",
     ),
     _stack(
         "image",

@@ -306,11 +306,8 @@ class CeleryStack(pulumi.ComponentResource):
             f"{name}-cluster", args.cluster_args(), opts=after_apis
         )
         gke = self.cluster_component
-        readers = (
-            (gke.node_service_account_email.apply(lambda e: f"serviceAccount:{e}"),)
-            if gke.node_service_account_email is not None
-            else ()
-        )
+        # New or existing, the cluster's nodes pull the image from the stack's registry.
+        readers = (gke.node_service_account_email.apply(lambda e: f"serviceAccount:{e}"),)
         self.registry_component = registry.Registry(
             f"{name}-registry", args.registry_args(readers), opts=after_apis
         )

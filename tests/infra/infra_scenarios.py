@@ -14,7 +14,9 @@
 - ``alpha``, ``beta``: two new environments in one project, each ``pulumi
   stack init`` plus the required keys and nothing else;
 - ``shared_a``, ``shared_b``: two environments deploying into one existing
-  cluster; ``team_ns``: a third one, in a namespace that exists already.
+  cluster; ``team_ns``: a third one, in a namespace that exists already;
+- ``nat_a``, ``nat_b``: two new environments with Cloud NAT, each on its own
+  subnetwork of the same network.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ PROJECT = "celery-gcs"
 
 BYO_BROKER_URL = "rediss://:s3cret%2Fpw@redis.example.com:6380/2"
 BYO_IMAGE = "europe-docker.pkg.dev/acme-ci/images/worker:2024.11@sha256:" + "c" * 64
+BYO_NODES = "gke-nodes@acme-celery-dev.iam.gserviceaccount.com"
 BYO_KMS_KEY = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/results"
 
 
@@ -106,7 +109,10 @@ def scenarios() -> dict[str, dict]:
                 },
             ),
             "secret_keys": [f"{PROJECT}:brokerUrl"],
-            "existing_cluster": {"network": "projects/acme-net/global/networks/shared"},
+            "existing_cluster": {
+                "network": "projects/acme-net/global/networks/shared",
+                "nodeServiceAccount": BYO_NODES,
+            },
         },
         "team": {
             "program": str(HERE / "team_program" / "__main__.py"),
@@ -134,6 +140,8 @@ def scenarios() -> dict[str, dict]:
             "team-ns",
             {"cluster": SHARED_CLUSTER, "namespace": "team-apps", "createNamespace": False},
         ),
+        "nat_a": new_environment("nat-a", {"cloudNat": True, "subnetwork": "nat-a"}),
+        "nat_b": new_environment("nat-b", {"cloudNat": True, "subnetwork": "nat-b"}),
         "app_missing": {
             "program": program,
             "stack": "dev",

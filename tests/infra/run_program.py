@@ -36,6 +36,7 @@ SIG_KEY = "4dabf18193072939515e22adb298388d"
 FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIBmockredisca\n-----END CERTIFICATE-----\n"
 FAKE_DIGEST = "sha256:" + "ab" * 32
 FAKE_TOKEN = "ya29.mock-access-token"
+PROJECT_NUMBER = "123456789012"
 
 
 def plain(value: Any, path: str, secret_paths: list[str]) -> Any:
@@ -119,6 +120,8 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
                 return {"emailAddress": "service-123@gs-project-accounts.iam.gserviceaccount.com"}
             if args.token == "gcp:organizations/getClientConfig:getClientConfig":
                 return {"accessToken": FAKE_TOKEN, "project": args.args.get("project", "")}
+            if args.token == "gcp:organizations/getProject:getProject":
+                return {"number": PROJECT_NUMBER, "projectId": args.args.get("projectId", "")}
             if args.token == "gcp:container/getCluster:getCluster":
                 return {
                     "name": args.args["name"],
@@ -129,6 +132,9 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
                     ),
                     "network": existing_cluster.get("network", "default"),
                     "masterAuths": [{"clusterCaCertificate": "ZXhpc3RpbmctY2E="}],
+                    "nodeConfigs": [
+                        {"serviceAccount": existing_cluster.get("nodeServiceAccount", "default")}
+                    ],
                     "workloadIdentityConfigs": existing_cluster.get(
                         "workloadIdentityConfigs",
                         [{"workloadPool": f"{args.args.get('project')}.svc.id.goog"}],

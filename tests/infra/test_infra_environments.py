@@ -28,7 +28,7 @@ def inventory(runs: dict, name: str) -> Inventory:
     return Inventory(run)
 
 
-@pytest.mark.parametrize("pair", [("alpha", "beta"), ("shared_a", "shared_b")])
+@pytest.mark.parametrize("pair", [("alpha", "beta"), ("shared_a", "shared_b"), ("nat_a", "nat_b")])
 def test_two_environments_share_no_name_identity_database_or_field(runs, pair):
     first, second = (inventory(runs, name) for name in pair)
     assert conflicts([first, second]) == []
@@ -65,3 +65,13 @@ def test_an_existing_namespace_is_used_without_owning_it(runs):
     existing = [("k8s", SHARED_SERVER, "Namespace", "", "team-apps")]
     stacks = [inventory(runs, name) for name in ("shared_a", "shared_b", "team_ns")]
     assert conflicts(stacks, existing=existing) == []
+
+
+def test_the_model_rejects_a_nat_over_every_subnetwork_beside_another(runs):
+    nat_a = inventory(runs, "nat_a")
+    everything = Inventory(
+        {**runs["nat_b"], "resources": [dict(r) for r in runs["nat_b"]["resources"]]}
+    )
+    for r in everything.of_type("gcp:compute/routerNat:RouterNat"):
+        r["inputs"] = {**r["inputs"], "sourceSubnetworkIpRangesToNat": "ALL_SUBNETWORKS_ALL_IP_RANGES"}
+    assert [c for c in conflicts([nat_a, everything]) if c.startswith("NAT")]

@@ -12,8 +12,8 @@ from celery_gcs import contract
 from kombu.utils.url import parse_url
 
 from .infra_inventory import Inventory
-from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, ROOT
-from .run_program import endpoint_for
+from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, ROOT
+from .run_program import PROJECT_NUMBER, endpoint_for
 
 SERVICE = "gcp:projects/service:Service"
 BUCKET = "gcp:storage/bucket:Bucket"
@@ -456,8 +456,19 @@ def test_existing_image_deployed_as_given(byo):
     assert byo.of_type(IMAGE) == []
     assert container(byo)["image"] == BYO_IMAGE
     assert byo.outputs["image_digest"] == BYO_IMAGE.split("@")[1]
-    # The repository exists anyway, for CI to push to; the existing cluster's nodes get no grant.
-    assert byo.one(REPOSITORY) and byo.of_type(REPO_MEMBER) == []
+    # The repository exists anyway, for CI to push to, and the cluster's nodes may pull from it.
+    assert byo.one(REPOSITORY)
+    assert byo.one(REPO_MEMBER)["inputs"]["member"] == f"serviceAccount:{BYO_NODES}"
+
+
+def test_an_existing_clusters_nodes_can_pull_the_built_image(runs):
+    shared = _run(runs, "shared_a")
+    assert shared.one(IMAGE)
+    reader = shared.one(REPO_MEMBER)["inputs"]
+    assert reader["role"] == "roles/artifactregistry.reader"
+    assert reader["repository"] == shared.one(REPOSITORY)["inputs"]["repositoryId"]
+    # The cluster's node config says "default": the Compute Engine default account.
+    assert reader["member"] == f"serviceAccount:{PROJECT_NUMBER}-compute@developer.gserviceaccount.com"
 
 
 # --- cluster ------------------------------------------------------------------
@@ -476,12 +487,16 @@ def test_new_autopilot_cluster_private_on_a_channel(dev, prod):
         assert cluster["protect"] is protected
 
 
-def test_cloud_nat_only_when_asked(dev, prod):
+def test_cloud_nat_only_when_asked_and_only_for_the_clusters_subnetwork(dev, prod):
     assert dev.of_type("gcp:compute/routerNat:RouterNat") == []
     nat = prod.one("gcp:compute/routerNat:RouterNat")["inputs"]
     router = prod.one("gcp:compute/router:Router")["inputs"]
     assert nat["router"] == router["name"]
     assert router["network"] == prod.one(CLUSTER)["inputs"]["network"]
+    assert nat["sourceSubnetworkIpRangesToNat"] == "LIST_OF_SUBNETWORKS"
+    subnetwork = "projects/acme-celery-prod/regions/europe-west1/subnetworks/celery-prod"
+    assert nat["subnetworks"] == [{"name": subnetwork, "sourceIpRangesToNats": ["ALL_IP_RANGES"]}]
+    assert prod.one(CLUSTER)["inputs"]["subnetwork"] == "celery-prod"
 
 
 def kubeconfig(inv) -> dict:

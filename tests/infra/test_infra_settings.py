@@ -256,3 +256,9 @@ def test_a_prebuilt_image_needs_no_app_directory():
     image = "europe-docker.pkg.dev/acme/images/worker@sha256:" + "a" * 64
     args = load({"celery-gcs:appDir": "", "celery-gcs:image": image})
     assert args.app_build_args() == {}
+
+
+def test_cloud_nat_needs_the_clusters_own_subnetwork():
+    error = load_error({"celery-gcs:cloudNat": "true"})
+    assert error.key == "celery-gcs:subnetwork"
+    assert "Cloud NAT needs the cluster's own subnetwork" in str(error)
