@@ -164,7 +164,7 @@ class Cluster(pulumi.ComponentResource):
     ) -> None:
         super().__init__(common.token("cluster", "Cluster"), name, None, opts)
         if args.existing:
-            self._existing(name, args)
+            self._existing(name, args, common.invoke_options(self, opts))
         else:
             self._autopilot(name, args)
         self.provider = k8s.Provider(
@@ -176,12 +176,14 @@ class Cluster(pulumi.ComponentResource):
             {"name": self.name, "location": self.location, "network": self.network}
         )
 
-    def _existing(self, name: str, args: ClusterArgs) -> None:
+    def _existing(
+        self, name: str, args: ClusterArgs, invoke_opts: pulumi.InvokeOutputOptions
+    ) -> None:
         found = gcp.container.get_cluster_output(
             name=args.name,
             location=args.location,
             project=args.project,
-            opts=pulumi.InvokeOutputOptions(parent=self),
+            opts=invoke_opts,
         )
 
         def checked(result) -> str:
@@ -199,7 +201,7 @@ class Cluster(pulumi.ComponentResource):
             if account:
                 return account
             project = gcp.organizations.get_project_output(
-                project_id=args.project, opts=pulumi.InvokeOutputOptions(parent=self)
+                project_id=args.project, opts=invoke_opts
             )
             return project.number.apply(lambda n: f"{n}-compute@developer.gserviceaccount.com")
 

@@ -245,7 +245,7 @@ class Registry(pulumi.ComponentResource):
         else:
             image_name = self.repository.registry_uri.apply(lambda uri: f"{uri}/{IMAGE_NAME}")
             token = gcp.organizations.get_client_config_output(
-                opts=pulumi.InvokeOutputOptions(parent=self)
+                opts=common.invoke_options(self, opts)
             ).access_token
             self.image = docker_build.Image(
                 f"{name}-image",

@@ -115,7 +115,15 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
             return f"{args.name}-id", outputs_for(args.typ, args.name, inputs)
 
         def call(self, args: pulumi.runtime.MockCallArgs):
-            invokes.append({"token": args.token, "args": plain(dict(args.args), "", [])})
+            invokes.append(
+                {
+                    "token": args.token,
+                    "args": plain(dict(args.args), "", []),
+                    # What was registered when the engine got the call: an invoke
+                    # with depends_on is only sent once those resources exist.
+                    "after": [r["urn"] for r in resources],
+                }
+            )
             if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
                 return {"emailAddress": "service-123@gs-project-accounts.iam.gserviceaccount.com"}
             if args.token == "gcp:organizations/getClientConfig:getClientConfig":

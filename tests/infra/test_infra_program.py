@@ -102,6 +102,8 @@ def test_components_have_tokens_and_register_outputs(any_inventory):
 
 def test_apis_enabled_as_used_and_kept_on_destroy(dev, byo):
     base = {
+        "cloudresourcemanager.googleapis.com",
+        "serviceusage.googleapis.com",
         "storage.googleapis.com",
         "firestore.googleapis.com",
         "iam.googleapis.com",
@@ -130,6 +132,15 @@ def test_resources_wait_for_their_apis(dev):
     ]:
         for r in dev.of_type(typ):
             assert service_urn(dev, service) in dev.waits_for(r), (typ, r["name"])
+
+
+@pytest.mark.parametrize("name", ["byo", "shared_a"])
+def test_lookups_run_after_the_apis_they_call_are_enabled(runs, name):
+    inv = _run(runs, name)
+    services = {r["urn"] for r in inv.of_type(SERVICE)}
+    assert services and inv.invokes
+    for invoke in inv.invokes:
+        assert services <= set(invoke["after"]), invoke["token"]
 
 
 # --- result store -------------------------------------------------------------
