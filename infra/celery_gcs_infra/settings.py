@@ -176,6 +176,12 @@ OPTIONS: tuple[Option, ...] = (
         "Existing worker image pinned by digest (REGISTRY/PATH@sha256:"
         "...); empty: build worker_image/ and push it to the stack's registry.",
     ),
+    _stack(
+        "kedaInstalled",
+        bool,
+        "The cluster has KEDA already (required with keda on an existing cluster: install it "
+        "once per cluster); false: the stack installs KEDA on a cluster it creates.",
+    ),
     _stack("imageTag", str, "Tag pushed with a built image (the digest is what deploys)."),
     _stack(
         "appDir",
@@ -207,8 +213,8 @@ OPTIONS: tuple[Option, ...] = (
     _worker(
         "keda",
         bool,
-        "Scale on queue length with a KEDA ScaledObject (KEDA must "
-        "be installed in the cluster); false: CPU HorizontalPodAutoscaler.",
+        "Scale on queue length with a KEDA ScaledObject (KEDA installed by the stack on a "
+        "cluster it creates); false: CPU HorizontalPodAutoscaler.",
     ),
     _worker("kedaListLength", int, "Queued tasks per pod KEDA aims for."),
     _worker("namespace", str, "Kubernetes namespace of the workers; empty: the prefix."),

@@ -15,7 +15,7 @@ resource exists; ``celery_gcs_infra.settings`` builds it from stack config.
 
 Children, in creation order: APIs, result store, chord store, cluster, image
 registry, broker, worker identity (its Workload Identity binding after the
-cluster), worker.
+cluster), KEDA (on a cluster it creates, when the workers scale with KEDA), worker.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import pulumi
 from celery_gcs import contract
 
-from . import apis, broker, chord_store, cluster, common, identity, registry, result_store
+from . import apis, broker, chord_store, cluster, common, identity, keda, registry, result_store
 from .worker import Worker, WorkerArgs, WorkerSettings
 
 
@@ -101,6 +101,8 @@ class CeleryStackArgs:
     subnetwork: str = ""
     release_channel: str = "REGULAR"
     cloud_nat: bool = False
+    #: The cluster has KEDA already; otherwise a new cluster gets it from the stack.
+    keda_installed: bool = False
     # Image.
     #: An existing image pinned by digest; empty to build ``worker_image/`` from ``build_context``.
     image: str = ""
@@ -159,6 +161,13 @@ class CeleryStackArgs:
                 "cloud_nat",
                 "Cloud NAT is only added with a new cluster",
                 "Configure NAT on the existing cluster's network yourself, or turn cloud_nat off",
+            )
+            common.check(
+                not self.worker.keda or self.keda_installed,
+                "keda_installed",
+                "keda is on but an existing cluster's KEDA is not confirmed",
+                "Install KEDA once per cluster (docs/environments.md) and set kedaInstalled "
+                "true; the stack installs it only on a cluster it creates",
             )
             common.check(
                 not self.subnetwork,
@@ -332,6 +341,15 @@ class CeleryStack(pulumi.ComponentResource):
                 collection=args.firestore_collection,
             )
         )
+        self.keda = (
+            keda.Keda(
+                f"{name}-keda",
+                keda.KedaArgs(provider=gke.provider),
+                opts=common.child(self, depends_on=[gke]),
+            )
+            if args.worker.keda and not args.keda_installed
+            else None
+        )
         self.worker = Worker(
             f"{name}-worker",
             WorkerArgs(
@@ -342,6 +360,7 @@ class CeleryStack(pulumi.ComponentResource):
                 result_backend=self.result_backend,
                 broker=self.broker.connection,
                 provider=gke.provider,
+                keda=self.keda,
             ),
             # The pods need their identity, its grants and the TTL policy in place.
             opts=common.child(self, depends_on=[self.identity, self.chord_store]),

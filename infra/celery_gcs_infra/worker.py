@@ -90,7 +90,7 @@ class WorkerSettings:
     min_replicas: int = 1
     max_replicas: int = 10
     termination_grace_period_seconds: int = 600
-    #: Scale on queue length with KEDA (installed in the cluster); CPU HPA if off.
+    #: Scale on queue length with KEDA; CPU HPA if off.
     keda: bool = False
     #: Queued messages per replica KEDA aims for.
     keda_list_length: int = 10
@@ -165,6 +165,8 @@ class WorkerArgs:
     broker: broker_mod.BrokerConnection = field(repr=False)
     #: Kubernetes provider for the target cluster.
     provider: k8s.Provider
+    #: What installs KEDA's CRDs (the stack's KEDA release), when the stack installs it.
+    keda: pulumi.Resource | None = None
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
@@ -371,6 +373,7 @@ class Worker(pulumi.ComponentResource):
         scale_down = k8s.autoscaling.v2.HPAScalingRulesArgs(stabilization_window_seconds=300)
         self.autoscaler: pulumi.Resource
         if cfg.keda:
+            after_keda = [args.keda] if args.keda is not None else []
             auth_refs = [
                 {"parameter": "address", "name": secret_name, "key": "address"},
                 {"parameter": "password", "name": secret_name, "key": "password"},
@@ -387,7 +390,7 @@ class Worker(pulumi.ComponentResource):
                 kind="TriggerAuthentication",
                 metadata=meta(secret_name),
                 spec={"secretTargetRef": auth_refs},
-                opts=k8s_opts(depends_on=[*in_ns, self.secret]),
+                opts=k8s_opts(depends_on=[*in_ns, self.secret, *after_keda]),
             )
             self.autoscaler = k8s.apiextensions.CustomResource(
                 f"{name}-scaledobject",
@@ -418,7 +421,7 @@ class Worker(pulumi.ComponentResource):
                         for queue in cfg.queues
                     ],
                 },
-                opts=k8s_opts(depends_on=[self.deployment, auth]),
+                opts=k8s_opts(depends_on=[self.deployment, auth, *after_keda]),
             )
         else:
             self.autoscaler = k8s.autoscaling.v2.HorizontalPodAutoscaler(

@@ -105,6 +105,7 @@ def scenarios() -> dict[str, dict]:
                     "kmsKeyName": BYO_KMS_KEY,
                     "basePath": "results/v1",
                     "keda": True,
+                    "kedaInstalled": True,
                     "minReplicas": 0,
                 },
             ),
@@ -142,6 +143,9 @@ def scenarios() -> dict[str, dict]:
         ),
         "nat_a": new_environment("nat-a", {"cloudNat": True, "subnetwork": "nat-a"}),
         "nat_b": new_environment("nat-b", {"cloudNat": True, "subnetwork": "nat-b"}),
+        "keda_unconfirmed": new_environment(
+            "keda-unconfirmed", {"cluster": SHARED_CLUSTER, "keda": True}
+        ),
         "app_missing": {
             "program": program,
             "stack": "dev",

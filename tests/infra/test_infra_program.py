@@ -667,6 +667,30 @@ def test_keda_scales_on_each_queue_list(prod, byo):
     assert byo_refs == {"address", "password", "tls"}
 
 
+RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def test_keda_installed_with_a_pinned_chart_before_any_keda_object(prod, dev, byo):
+    release = prod.one(RELEASE)
+    inputs = release["inputs"]
+    assert (inputs["chart"], inputs["namespace"], inputs["createNamespace"]) == ("keda", "keda", True)
+    assert inputs["repositoryOpts"] == {"repo": "https://kedacore.github.io/charts"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", inputs["version"])
+    assert inputs.get("skipCrds") is False  # the chart's CRDs are what the objects need
+    assert release["provider"].startswith(prod.one(K8S_PROVIDER)["urn"] + "::")
+    for typ in (SCALED_OBJECT, TRIGGER_AUTH):
+        assert release["urn"] in prod.waits_for(prod.one(typ)), typ
+    # No KEDA without KEDA objects; none on a cluster that has it already.
+    assert dev.of_type(RELEASE) == [] and byo.of_type(RELEASE) == []
+
+
+def test_keda_on_an_existing_cluster_must_be_confirmed_installed(runs):
+    error = runs["keda_unconfirmed"]["error"]
+    assert error["type"] == "ConfigError"
+    assert error["message"].startswith("celery-gcs:kedaInstalled ")
+    assert "Install KEDA once per cluster" in error["message"]
+
+
 # --- outputs ------------------------------------------------------------------
 
 
