@@ -22,6 +22,7 @@ Either way the component offers a Kubernetes provider for that cluster.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from . import common
 
 NODE_ROLE = "roles/container.defaultNodeServiceAccount"
 RELEASE_CHANNELS = ("RAPID", "REGULAR", "STABLE", "EXTENDED")
+_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 E_NO_WORKLOAD_IDENTITY = (
     "cluster {name} in {location} has Workload Identity off (no {project}.svc.id.goog pool); "
     "enable it (gcloud container clusters update {name} --location {location} "
@@ -119,6 +121,9 @@ class ClusterArgs:
     #: Service account ID for a new cluster's nodes.
     node_account_id: str = ""
     cloud_nat: bool = False
+    #: Start (UTC, HH:MM) of the daily window in which GKE may upgrade a new
+    #: cluster; upgrades outside it would restart workers at any hour.
+    maintenance_start: str = "03:00"
     protect: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -133,6 +138,12 @@ class ClusterArgs:
             "release_channel",
             f"{self.release_channel!r} is not a GKE release channel",
             f"Use one of {', '.join(RELEASE_CHANNELS)}",
+        )
+        common.check(
+            bool(_TIME.match(self.maintenance_start)),
+            "maintenance_start",
+            f"{self.maintenance_start!r} is not a time of day",
+            "Use HH:MM in UTC, such as 03:00",
         )
         common.check(
             not self.cloud_nat or bool(self.subnetwork),
@@ -274,6 +285,11 @@ class Cluster(pulumi.ComponentResource):
                 enable_private_endpoint=False,
             ),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
+            maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
+                daily_maintenance_window=gcp.container.ClusterMaintenancePolicyDailyMaintenanceWindowArgs(
+                    start_time=args.maintenance_start
+                )
+            ),
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=workload_pool(args.project)
             ),

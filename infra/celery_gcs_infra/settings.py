@@ -177,6 +177,12 @@ OPTIONS: tuple[Option, ...] = (
         "...); empty: build worker_image/ and push it to the stack's registry.",
     ),
     _stack(
+        "maintenanceStart",
+        str,
+        "Start (UTC, HH:MM) of a new cluster's daily maintenance window: GKE upgrades, "
+        "which restart workers, happen only then.",
+    ),
+    _stack(
         "kedaInstalled",
         bool,
         "The cluster has KEDA already (required with keda on an existing cluster: install it "

@@ -101,6 +101,8 @@ class CeleryStackArgs:
     subnetwork: str = ""
     release_channel: str = "REGULAR"
     cloud_nat: bool = False
+    #: Daily GKE maintenance window start (UTC, HH:MM) of a new cluster.
+    maintenance_start: str = "03:00"
     #: The cluster has KEDA already; otherwise a new cluster gets it from the stack.
     keda_installed: bool = False
     # Image.
@@ -218,6 +220,7 @@ class CeleryStackArgs:
             release_channel=self.release_channel,
             node_account_id=f"{self.prefix}-nodes",
             cloud_nat=self.cloud_nat,
+            maintenance_start=self.maintenance_start,
             protect=self.protect,
             labels=self.labels,
         )

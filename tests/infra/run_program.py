@@ -165,6 +165,9 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
                     "dependencies": sorted(request.dependencies),
                     "provider": request.provider,
                     "protect": request.protect if request.HasField("protect") else None,
+                    "retain_on_delete": request.retainOnDelete
+                    if request.HasField("retainOnDelete")
+                    else None,
                     "inputs": inputs,
                     "secret_paths": sorted(secret_paths),
                 }

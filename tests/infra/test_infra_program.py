@@ -498,6 +498,26 @@ def test_new_autopilot_cluster_private_on_a_channel(dev, prod):
         assert cluster["protect"] is protected
 
 
+def test_new_cluster_upgrades_only_in_its_maintenance_window(dev, prod):
+    for inv in (dev, prod):
+        policy = inv.one(CLUSTER)["inputs"]["maintenancePolicy"]
+        assert policy == {"dailyMaintenanceWindow": {"startTime": "03:00"}}
+
+
+def test_autoscaler_never_evicts_a_running_worker(dev, prod):
+    for inv in (dev, prod):
+        template = inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["metadata"]
+        assert template["annotations"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+
+
+def test_registry_protected_with_the_stack_and_pushed_images_kept(dev, prod):
+    assert prod.one(REPOSITORY)["protect"] is True
+    assert dev.one(REPOSITORY)["protect"] is False
+    for inv in (dev, prod):
+        # Deleting or replacing the image resource must not delete tags a Deployment runs.
+        assert inv.one(IMAGE)["retain_on_delete"] is True
+
+
 def test_cloud_nat_only_when_asked_and_only_for_the_clusters_subnetwork(dev, prod):
     assert dev.of_type("gcp:compute/routerNat:RouterNat") == []
     nat = prod.one("gcp:compute/routerNat:RouterNat")["inputs"]

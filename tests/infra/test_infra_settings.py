@@ -262,3 +262,9 @@ def test_cloud_nat_needs_the_clusters_own_subnetwork():
     error = load_error({"celery-gcs:cloudNat": "true"})
     assert error.key == "celery-gcs:subnetwork"
     assert "Cloud NAT needs the cluster's own subnetwork" in str(error)
+
+
+def test_maintenance_start_is_a_time_of_day():
+    error = load_error({"celery-gcs:maintenanceStart": "3am"})
+    assert error.key == "celery-gcs:maintenanceStart"
+    assert "Use HH:MM in UTC" in str(error)
