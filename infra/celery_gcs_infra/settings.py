@@ -151,8 +151,22 @@ OPTIONS: tuple[Option, ...] = (
         "Name of an existing GKE cluster (Workload Identity on) to "
         "deploy into; empty: create an Autopilot cluster named PREFIX.",
     ),
-    _stack("clusterLocation", str, "Location of the existing cluster; empty: the region."),
-    _stack("network", str, "VPC network of a new cluster (and of Memorystore)."),
+    _stack(
+        "clusterLocation",
+        str,
+        "Location of the existing cluster (only with cluster); empty: the region.",
+    ),
+    _stack(
+        "clusterProject",
+        str,
+        "Project of the existing cluster (only with cluster), whose Workload Identity pool "
+        "the workers use; empty: project.",
+    ),
+    _stack(
+        "network",
+        str,
+        "VPC network of a new cluster and its Memorystore (not with cluster); empty: default.",
+    ),
     _stack(
         "subnetwork",
         str,

@@ -95,9 +95,13 @@ class CeleryStackArgs:
     # Cluster.
     #: An existing cluster's name; empty to create an Autopilot cluster named PREFIX.
     cluster: str = ""
-    #: Default: the region.
+    #: An existing cluster's location; default: the region.
     cluster_location: str = ""
-    network: str = "default"
+    #: An existing cluster's project; default: ``project``. Its Workload Identity
+    #: pool (``CLUSTER_PROJECT.svc.id.goog``) is what the worker's identity trusts.
+    cluster_project: str = ""
+    #: A new cluster's network; default: ``default``.
+    network: str = ""
     subnetwork: str = ""
     release_channel: str = "REGULAR"
     cloud_nat: bool = False
@@ -127,12 +131,34 @@ class CeleryStackArgs:
             "Use a prefix such as celery-dev",
         )
         common.labels(self.labels)
+        # Settings of an existing cluster mean nothing for a new one, and the
+        # reverse: refuse them rather than apply them somewhere unexpected.
+        if not self.cluster:
+            for name, what in (("cluster_location", "location"), ("cluster_project", "project")):
+                common.check(
+                    not getattr(self, name),
+                    name,
+                    f"is the {what} of an existing cluster, but no cluster is set",
+                    "Set cluster to the existing cluster's name, or remove it: a new cluster "
+                    f"is created in the stack's {'region' if what == 'location' else 'project'}",
+                )
+        else:
+            common.check(
+                not self.network,
+                "network",
+                "is only used for a new cluster (and its Memorystore)",
+                "Remove it: the existing cluster's own network is used",
+            )
+            if self.cluster_project:
+                common.project_id(self.cluster_project, "cluster_project")
         derived = {
             "bucket_name": self.bucket_name or f"{self.project}-{self.prefix}-results",
             "firestore_database": self.firestore_database or f"{self.prefix}-chords",
             "bucket_location": self.bucket_location or self.region,
             "firestore_location": self.firestore_location or self.region,
             "cluster_location": self.cluster_location or self.region,
+            "cluster_project": self.cluster_project or self.project,
+            "network": self.network or "default",
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
@@ -211,7 +237,7 @@ class CeleryStackArgs:
 
     def cluster_args(self) -> cluster.ClusterArgs:
         return cluster.ClusterArgs(
-            project=self.project,
+            project=self.cluster_project,
             location=self.cluster_location,
             name=self.cluster or self.prefix,
             existing=bool(self.cluster),
@@ -274,6 +300,7 @@ class CeleryStackArgs:
             database=self.firestore_database,
             namespace=self.worker.namespace,
             kubernetes_service_account=self.worker.service_account,
+            pool_project=self.cluster_project,
             cluster=cluster,
         )
 

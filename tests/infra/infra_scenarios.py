@@ -143,6 +143,10 @@ def scenarios() -> dict[str, dict]:
         ),
         "nat_a": new_environment("nat-a", {"cloudNat": True, "subnetwork": "nat-a"}),
         "nat_b": new_environment("nat-b", {"cloudNat": True, "subnetwork": "nat-b"}),
+        "other_project_cluster": new_environment(
+            "other-project",
+            {"cluster": "platform-gke", "clusterProject": "acme-platform", "clusterLocation": "us-east1"},
+        ),
         "keda_unconfirmed": new_environment(
             "keda-unconfirmed", {"cluster": SHARED_CLUSTER, "keda": True}
         ),

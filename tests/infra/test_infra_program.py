@@ -562,6 +562,17 @@ def test_existing_cluster_is_looked_up_not_created(byo):
     assert byo.outputs["cluster"] == "shared-gke"
 
 
+def test_an_existing_cluster_in_another_project_is_found_and_trusted_there(runs):
+    inv = _run(runs, "other_project_cluster")
+    lookup = next(i for i in inv.invokes if i["token"] == "gcp:container/getCluster:getCluster")
+    assert lookup["args"] == {"name": "platform-gke", "location": "us-east1", "project": "acme-platform"}
+    member = inv.one(SA_MEMBER)["inputs"]["member"]
+    assert member == "serviceAccount:acme-platform.svc.id.goog[celery-other-project/celery-other-project-worker]"
+    # Everything else stays in the stack's own project.
+    assert inv.one(BUCKET)["inputs"]["project"] == "acme-shared"
+    assert worker_account(inv)["inputs"]["project"] == "acme-shared"
+
+
 # --- worker -------------------------------------------------------------------
 
 

@@ -268,3 +268,17 @@ def test_maintenance_start_is_a_time_of_day():
     error = load_error({"celery-gcs:maintenanceStart": "3am"})
     assert error.key == "celery-gcs:maintenanceStart"
     assert "Use HH:MM in UTC" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"clusterLocation": "europe-west1-b"}, "clusterLocation", "but no cluster is set"),
+        ({"clusterProject": "acme-platform"}, "clusterProject", "but no cluster is set"),
+        ({"cluster": "shared-gke", "network": "shared-vpc"}, "network", "only used for a new cluster"),
+    ],
+)
+def test_settings_of_the_other_kind_of_cluster_are_refused(extra, key, problem):
+    error = load_error({f"celery-gcs:{k}": v for k, v in extra.items()})
+    assert error.key == f"celery-gcs:{key}"
+    assert problem in str(error)
