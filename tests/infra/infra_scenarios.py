@@ -43,14 +43,19 @@ def _as_config_string(value) -> str:
     return str(value)
 
 
-def stack_config(stack: str, overrides: dict[str, object] | None = None) -> dict[str, str]:
-    """Pulumi.yaml defaults, then Pulumi.<stack>.yaml, then overrides: what `pulumi up` passes."""
+def project_defaults() -> dict[str, str]:
+    """The defaults Pulumi.yaml declares, as full keys and config strings."""
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-    config = {
+    return {
         f"{PROJECT}:{key}": _as_config_string(decl["default"])
         for key, decl in project["config"].items()
         if "default" in decl
     }
+
+
+def stack_config(stack: str, overrides: dict[str, object] | None = None) -> dict[str, str]:
+    """Pulumi.yaml defaults, then Pulumi.<stack>.yaml, then overrides: what `pulumi up` passes."""
+    config = project_defaults()
     stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
     config.update({k: _as_config_string(v) for k, v in stack_file["config"].items()})
     for key, value in (overrides or {}).items():
@@ -67,12 +72,7 @@ SHARED_CLUSTER = "shared-gke"
 
 def new_environment(stack: str, overrides: dict[str, object] | None = None) -> dict:
     """``pulumi stack init STACK`` plus the required keys: Pulumi.yaml's defaults, no stack file."""
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-    config = {
-        f"{PROJECT}:{key}": _as_config_string(decl["default"])
-        for key, decl in project["config"].items()
-        if "default" in decl
-    }
+    config = project_defaults()
     required = {
         "project": SHARED_PROJECT,
         "region": "europe-west1",
