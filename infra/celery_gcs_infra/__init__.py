@@ -11,6 +11,7 @@ from .chord_store import ChordStore, ChordStoreArgs
 from .cluster import Cluster, ClusterArgs
 from .common import SettingError
 from .identity import WorkerIdentity, WorkerIdentityArgs
+from .keda import Keda, KedaArgs
 from .registry import Registry, RegistryArgs
 from .result_store import ResultStore, ResultStoreArgs
 from .stack import CeleryStack, CeleryStackArgs, result_backend_url
@@ -28,6 +29,8 @@ __all__ = [
     "ChordStoreArgs",
     "Cluster",
     "ClusterArgs",
+    "Keda",
+    "KedaArgs",
     "Registry",
     "RegistryArgs",
     "ResultStore",

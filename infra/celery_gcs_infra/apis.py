@@ -13,8 +13,12 @@ import pulumi_gcp as gcp
 
 from . import common
 
-#: Needed by every deployment.
+#: Needed by every deployment. The first two are what Terraform and Pulumi's
+#: Google provider call to enable the others and to read the project (its
+#: number, IAM policy); a new project has neither on.
 BASE_SERVICES = (
+    "cloudresourcemanager.googleapis.com",  # project IAM members, project lookups
+    "serviceusage.googleapis.com",  # enabling the services below
     "storage.googleapis.com",  # the result bucket
     "firestore.googleapis.com",  # chord counters
     "iam.googleapis.com",  # the worker service account

@@ -1,10 +1,17 @@
-"""The chord store: a Firestore database in native mode and the TTL policy on chord documents.
+"""The chord store: a Firestore database in native mode and TTL policies on every document the backend writes.
 
-The backend keeps one document per chord in ``contract.FIRESTORE_COLLECTION``
-with an ``contract.FIRESTORE_TTL_FIELD`` timestamp; the TTL policy on that
-collection group and field lets Firestore delete finished chords. The field is
-also exempt from single-field indexes: nothing queries it, and an indexed
-timestamp that only grows is a write hotspot.
+The backend writes ``{collection}/{chord key}`` (``collection`` is the
+backend's ``firestore_collection``, ``contract.FIRESTORE_COLLECTION`` unless
+configured) and ``{collection}/{chord key}/parts/{task}``, each with a
+``contract.FIRESTORE_TTL_FIELD`` timestamp. TTL policies are per collection
+group, and deleting a document never deletes its subcollections, so each
+group gets its own policy: without the one on ``parts``, the parts of every
+unfinished chord would stay forever. The field is also exempt from
+single-field indexes: nothing queries it, and an indexed timestamp that only
+grows is a write hotspot.
+
+A policy on the ``parts`` group covers every ``parts`` collection of the
+database, which is one reason each stack has a database of its own.
 
 Protected (prod) stacks get delete protection and point-in-time recovery and
 are abandoned, not deleted, on destroy. Other stacks are destroyable: the
@@ -42,6 +49,22 @@ def location(value: str, field_name: str = "firestore_location") -> str:
     return value
 
 
+def collection_groups(collection: str) -> tuple[str, ...]:
+    """The collection groups the backend writes, each of which needs a TTL policy."""
+    return tuple(dict.fromkeys((collection, contract.FIRESTORE_PARTS_COLLECTION)))
+
+
+def collection_name(value: str, field_name: str = "collection") -> str:
+    problem = naming.collection_problem(value)
+    common.check(
+        problem is None,
+        field_name,
+        f"{value!r} is not a valid Firestore collection ID",
+        f"Use a valid ID: {problem}",
+    )
+    return value
+
+
 def resource_name(project: str, database: str) -> str:
     """The database's IAM resource name, as IAM conditions see it."""
     return f"projects/{project}/databases/{database}"
@@ -61,11 +84,13 @@ class ChordStoreArgs:
         common.project_id(self.project)
         database_name(self.database)
         location(self.location)
+        collection_name(self.collection)
 
 
 class ChordStore(pulumi.ComponentResource):
     database: gcp.firestore.Database
-    ttl_policy: gcp.firestore.Field
+    #: One TTL policy per collection group, by group name.
+    ttl_policies: dict[str, gcp.firestore.Field]
     name: pulumi.Output[str]
 
     def __init__(
@@ -89,15 +114,22 @@ class ChordStore(pulumi.ComponentResource):
             deletion_policy="ABANDON" if args.protect else "DELETE",
             opts=common.child(self, protect=args.protect),
         )
-        self.ttl_policy = gcp.firestore.Field(
-            f"{name}-ttl",
-            project=args.project,
-            database=self.database.name,
-            collection=args.collection,
-            field=args.ttl_field,
-            ttl_config=gcp.firestore.FieldTtlConfigArgs(),
-            index_config=gcp.firestore.FieldIndexConfigArgs(),
-            opts=common.child(self),
-        )
+        # The chords' group keeps its historical resource name, so an existing
+        # stack's policy is not replaced.
+        self.ttl_policies = {
+            group: gcp.firestore.Field(
+                f"{name}-ttl" if group == args.collection else f"{name}-ttl-{group}",
+                project=args.project,
+                database=self.database.name,
+                collection=group,
+                field=args.ttl_field,
+                ttl_config=gcp.firestore.FieldTtlConfigArgs(),
+                index_config=gcp.firestore.FieldIndexConfigArgs(),
+                opts=common.child(self),
+            )
+            for group in collection_groups(args.collection)
+        }
         self.name = self.database.name
-        self.register_outputs({"name": self.database.name, "ttl_field": self.ttl_policy.field})
+        self.register_outputs(
+            {"name": self.database.name, "ttl_collection_groups": list(self.ttl_policies)}
+        )

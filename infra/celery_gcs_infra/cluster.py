@@ -6,10 +6,15 @@ nodes run as a dedicated service account with only
 ``roles/container.defaultNodeServiceAccount``, instead of the Compute Engine
 default account. Private nodes reach Google APIs through Private Google Access;
 anything else on the internet (an external broker, KEDA's images) needs Cloud
-NAT, which ``cloud_nat`` adds.
+NAT, which ``cloud_nat`` adds for the cluster's own subnetwork only: a NAT over
+every subnetwork of the region would fail where the network has a NAT already
+(each subnetwork range is served by one NAT gateway), and with a second stack.
 
 An existing cluster is read with ``getCluster``; the program stops with an
-error if Workload Identity is off there.
+error if Workload Identity is off there. Its nodes' service account (the
+cluster's node config or Autopilot's auto-provisioning default; the Compute
+Engine default account when that says ``default``) is offered as
+``node_service_account_email``, so the stack can let it pull the built image.
 
 Either way the component offers a Kubernetes provider for that cluster.
 """
@@ -17,7 +22,9 @@ Either way the component offers a Kubernetes provider for that cluster.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_gcp as gcp
@@ -27,6 +34,7 @@ from . import common
 
 NODE_ROLE = "roles/container.defaultNodeServiceAccount"
 RELEASE_CHANNELS = ("RAPID", "REGULAR", "STABLE", "EXTENDED")
+_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 E_NO_WORKLOAD_IDENTITY = (
     "cluster {name} in {location} has Workload Identity off (no {project}.svc.id.goog pool); "
     "enable it (gcloud container clusters update {name} --location {location} "
@@ -74,6 +82,24 @@ def kubeconfig(*, name: str, endpoint: str, ca_certificate: str) -> str:
     )
 
 
+def subnetwork_id(project: str, region: str, subnetwork: str) -> str:
+    """``projects/P/regions/R/subnetworks/S`` from a name, a partial path or a URL."""
+    if "projects/" in subnetwork:
+        return subnetwork[subnetwork.index("projects/") :]
+    return f"projects/{project}/regions/{region}/subnetworks/{subnetwork}"
+
+
+def node_account(result: Any) -> str | None:
+    """The service account a looked-up cluster's nodes run as; None for Compute Engine's default."""
+    accounts = [c.service_account for c in result.node_configs or []]
+    accounts += [
+        d.service_account
+        for a in result.cluster_autoscalings or []
+        for d in a.auto_provisioning_defaults or []
+    ]
+    return next((a for a in accounts if a and a != "default"), None)
+
+
 def require_workload_identity(pool: str | None, *, project: str, name: str, location: str) -> None:
     if pool != workload_pool(project):
         raise ValueError(
@@ -95,6 +121,9 @@ class ClusterArgs:
     #: Service account ID for a new cluster's nodes.
     node_account_id: str = ""
     cloud_nat: bool = False
+    #: Start (UTC, HH:MM) of the daily window in which GKE may upgrade a new
+    #: cluster; upgrades outside it would restart workers at any hour.
+    maintenance_start: str = "03:00"
     protect: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -111,6 +140,19 @@ class ClusterArgs:
             f"Use one of {', '.join(RELEASE_CHANNELS)}",
         )
         common.check(
+            bool(_TIME.match(self.maintenance_start)),
+            "maintenance_start",
+            f"{self.maintenance_start!r} is not a time of day",
+            "Use HH:MM in UTC, such as 03:00",
+        )
+        common.check(
+            not self.cloud_nat or bool(self.subnetwork),
+            "subnetwork",
+            "Cloud NAT needs the cluster's own subnetwork",
+            "Set subnetwork to a subnetwork of the region that only this stack uses (the NAT "
+            "serves it alone; another NAT on the same range fails), or turn cloudNat off",
+        )
+        common.check(
             6 <= len(self.node_account_id) <= 30,
             "node_account_id",
             f"{self.node_account_id!r} must be 6-30 characters long",
@@ -125,7 +167,7 @@ class Cluster(pulumi.ComponentResource):
     location: pulumi.Output[str]
     #: ``projects/P/global/networks/N``.
     network: pulumi.Output[str]
-    node_service_account_email: pulumi.Output[str] | None
+    node_service_account_email: pulumi.Output[str]
     provider: k8s.Provider
 
     def __init__(
@@ -133,7 +175,7 @@ class Cluster(pulumi.ComponentResource):
     ) -> None:
         super().__init__(common.token("cluster", "Cluster"), name, None, opts)
         if args.existing:
-            self._existing(name, args)
+            self._existing(name, args, common.invoke_options(self, opts))
         else:
             self._autopilot(name, args)
         self.provider = k8s.Provider(
@@ -145,12 +187,14 @@ class Cluster(pulumi.ComponentResource):
             {"name": self.name, "location": self.location, "network": self.network}
         )
 
-    def _existing(self, name: str, args: ClusterArgs) -> None:
+    def _existing(
+        self, name: str, args: ClusterArgs, invoke_opts: pulumi.InvokeOutputOptions
+    ) -> None:
         found = gcp.container.get_cluster_output(
             name=args.name,
             location=args.location,
             project=args.project,
-            opts=pulumi.InvokeOutputOptions(parent=self),
+            opts=invoke_opts,
         )
 
         def checked(result) -> str:
@@ -163,8 +207,17 @@ class Cluster(pulumi.ComponentResource):
             )
             return result.name
 
+        def nodes(result) -> pulumi.Output[str] | str:
+            account = node_account(result)
+            if account:
+                return account
+            project = gcp.organizations.get_project_output(
+                project_id=args.project, opts=invoke_opts
+            )
+            return project.number.apply(lambda n: f"{n}-compute@developer.gserviceaccount.com")
+
         self.cluster = None
-        self.node_service_account_email = None
+        self.node_service_account_email = found.apply(nodes)
         self.name = found.apply(checked)
         self.location = found.apply(lambda r: r.location or args.location)
         self.network = found.apply(lambda r: common.network_id(args.project, r.network))
@@ -209,7 +262,13 @@ class Cluster(pulumi.ComponentResource):
                 region=args.location,
                 router=router.name,
                 nat_ip_allocate_option="AUTO_ONLY",
-                source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
+                source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
+                subnetworks=[
+                    gcp.compute.RouterNatSubnetworkArgs(
+                        name=subnetwork_id(args.project, args.location, args.subnetwork),
+                        source_ip_ranges_to_nats=["ALL_IP_RANGES"],
+                    )
+                ],
                 log_config=gcp.compute.RouterNatLogConfigArgs(enable=True, filter="ERRORS_ONLY"),
                 opts=common.child(self),
             )
@@ -226,6 +285,11 @@ class Cluster(pulumi.ComponentResource):
                 enable_private_endpoint=False,
             ),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
+            maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
+                daily_maintenance_window=gcp.container.ClusterMaintenancePolicyDailyMaintenanceWindowArgs(
+                    start_time=args.maintenance_start
+                )
+            ),
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=workload_pool(args.project)
             ),

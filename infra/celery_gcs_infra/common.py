@@ -44,6 +44,25 @@ def child(parent: pulumi.Resource, **kwargs) -> pulumi.ResourceOptions:
     return pulumi.ResourceOptions(parent=parent, **kwargs)
 
 
+def invoke_options(
+    parent: pulumi.Resource, opts: pulumi.ResourceOptions | None
+) -> pulumi.InvokeOutputOptions:
+    """Options for a component's invoke: parented, and after whatever the component waits for.
+
+    An invoke does not inherit its parent's ``depends_on``; without it a lookup
+    (the storage agent, the cluster, the project number) could run before the
+    API it calls is enabled.
+    """
+    waits = opts.depends_on if opts is not None else None
+    if waits is None:
+        depends_on: list = []
+    elif isinstance(waits, pulumi.Resource):
+        depends_on = [waits]
+    else:
+        depends_on = list(waits)  # type: ignore[arg-type]
+    return pulumi.InvokeOutputOptions(parent=parent, depends_on=depends_on)
+
+
 # --- validators -----------------------------------------------------------
 # Each returns the value so a dataclass can write ``check(...)`` inline.
 

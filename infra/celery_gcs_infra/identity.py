@@ -47,6 +47,9 @@ class WorkerIdentityArgs:
     database: str
     namespace: str
     kubernetes_service_account: str
+    #: The project whose Workload Identity pool the cluster uses (the cluster's
+    #: project); default: ``project``.
+    pool_project: str = ""
     #: The cluster resource, when this stack creates it: the Workload Identity
     #: binding waits for it. ``None`` for an existing cluster.
     cluster: pulumi.Resource | None = None
@@ -107,7 +110,7 @@ class WorkerIdentity(pulumi.ComponentResource):
             service_account_id=self.service_account.name,
             role=WORKLOAD_IDENTITY_ROLE,
             member=workload_identity_member(
-                args.project, args.namespace, args.kubernetes_service_account
+                args.pool_project or args.project, args.namespace, args.kubernetes_service_account
             ),
             opts=common.child(self, depends_on=[args.cluster] if args.cluster is not None else []),
         )

@@ -8,6 +8,17 @@ so a deployed digest is not deleted under a running Deployment.
 The image is either built from ``worker_image/`` with pulumi-docker-build and
 pushed, or given as ``REGISTRY/PATH@sha256:...``. Either way the worker runs it
 by digest: a tag can move, a digest cannot.
+
+A built image holds the team's tasks: the ``APP_DIR`` build argument is the
+app's directory and ``APP_REQUIREMENTS`` its hashed requirements file, both
+inside the build context (the Pulumi project), and ``CELERY_APP`` the app.
+:func:`app_build_args` checks, before anything is built, that the app's module
+is in that directory: otherwise every pod would exit 78 and crash-loop.
+
+The repository is protected with the stack, and the image resource keeps its
+pushed tags when Pulumi deletes or replaces it (``retain_on_delete``): a
+running Deployment may still pull that digest, and the cleanup policies, not
+Pulumi, decide when old images go.
 """
 
 from __future__ import annotations
@@ -27,6 +38,9 @@ from . import common
 DOCKERFILE = Path("worker_image") / "Dockerfile"
 IMAGE_NAME = "worker"
 READER_ROLE = "roles/artifactregistry.reader"
+#: The Dockerfile's defaults: an app directory without tasks, no requirements.
+DEFAULT_APP_DIR = "worker_image/app"
+DEFAULT_APP_REQUIREMENTS = "worker_image/app/requirements.txt"
 
 _PINNED = re.compile(
     r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9_.-]+)?@(sha256:[0-9a-f]{64})$"
@@ -51,6 +65,76 @@ def digest_of(image: str) -> str:
     return match.group(3)
 
 
+def _inside(context: Path, relative: str, field_name: str) -> Path:
+    path = (context / relative).resolve()
+    common.check(
+        not Path(relative).is_absolute() and context.resolve() in (path, *path.parents),
+        field_name,
+        f"{relative!r} is not inside the Pulumi project ({context})",
+        "Use a path relative to the project's root (the image's build context)",
+    )
+    return path
+
+
+def _hashed(requirements: Path) -> list[str]:
+    """Requirement lines of a requirements file that carry no ``--hash``."""
+    logical = requirements.read_text().replace("\\\n", " ").splitlines()
+    lines = [line.split(" #")[0].strip() for line in logical]
+    return [line for line in lines if line and line[0] not in "#-" and "--hash=" not in line]
+
+
+def app_build_args(
+    *, context: str, app_dir: str, requirements: str, celery_app: str
+) -> dict[str, str]:
+    """The worker image's build arguments for a team's app, checked against the build context.
+
+    Fails (naming ``app_dir``, ``app_requirements`` or ``celery_app``) when the
+    directory or file is missing or outside the context, a requirement has no
+    hash, or the app's module is not in the directory.
+    """
+    root = Path(context)
+    app_dir = app_dir or DEFAULT_APP_DIR
+    requirements = requirements or DEFAULT_APP_REQUIREMENTS
+    directory = _inside(root, app_dir, "app_dir")
+    common.check(
+        directory.is_dir(),
+        "app_dir",
+        f"{app_dir!r} is not a directory of the Pulumi project",
+        "Set it to the directory holding your Celery app's package",
+    )
+    file = _inside(root, requirements, "app_requirements")
+    common.check(
+        file.is_file(),
+        "app_requirements",
+        f"{requirements!r} is not a file of the Pulumi project",
+        "Set it to your app's requirements file, or leave it empty for none",
+    )
+    unhashed = _hashed(file)
+    common.check(
+        not unhashed,
+        "app_requirements",
+        f"{requirements!r} has requirements without hashes ({', '.join(unhashed[:3])})",
+        "The image installs them with --require-hashes: generate the file with "
+        "`uv pip compile --generate-hashes` or `pip-compile --generate-hashes`",
+    )
+    module = celery_app.split(":", 1)[0].split(".")
+    candidates = [directory.joinpath(*module[:-1], f"{module[-1]}.py"),
+                  directory.joinpath(*module, "__init__.py")]  # fmt: skip
+    common.check(
+        any(c.is_file() for c in candidates),
+        "celery_app",
+        f"{celery_app!r} is not in {app_dir}, the app directory the image is built from "
+        f"(no {candidates[0].relative_to(root)} or {candidates[1].relative_to(root)})",
+        "Set appDir to the directory holding your app's package (and appRequirements to its "
+        "hashed requirements), or image to a prebuilt image",
+    )
+    return {
+        "APP_DIR": app_dir,
+        "APP_REQUIREMENTS": requirements,
+        "CELERY_APP": celery_app,
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class RegistryArgs:
     project: str
@@ -62,6 +146,10 @@ class RegistryArgs:
     context: str = ""
     #: Tag pushed alongside the digest (the stack name), for people reading the registry.
     tag: str = "latest"
+    #: Build arguments of a built image (:func:`app_build_args`).
+    build_args: dict[str, str] = field(default_factory=dict)
+    #: Pulumi ``protect`` on the repository (its images are what the workers run).
+    protect: bool = False
     #: Members (``serviceAccount:...``) that pull from the repository: the nodes.
     readers: tuple[pulumi.Input[str], ...] = ()
     keep_versions: int = 10
@@ -137,7 +225,7 @@ class Registry(pulumi.ComponentResource):
                 ),
             ],
             labels={**common.APP_LABEL, **args.labels},
-            opts=common.child(self),
+            opts=common.child(self, protect=args.protect),
         )
         for i, member in enumerate(args.readers):
             gcp.artifactregistry.RepositoryIamMember(
@@ -157,13 +245,14 @@ class Registry(pulumi.ComponentResource):
         else:
             image_name = self.repository.registry_uri.apply(lambda uri: f"{uri}/{IMAGE_NAME}")
             token = gcp.organizations.get_client_config_output(
-                opts=pulumi.InvokeOutputOptions(parent=self)
+                opts=common.invoke_options(self, opts)
             ).access_token
             self.image = docker_build.Image(
                 f"{name}-image",
                 context=docker_build.BuildContextArgs(location=args.context),
                 dockerfile=docker_build.DockerfileArgs(location=str(Path(args.context) / DOCKERFILE)),
                 platforms=[docker_build.Platform.LINUX_AMD64],
+                build_args=args.build_args,
                 push=True,
                 tags=[image_name.apply(lambda n: f"{n}:{args.tag}")],
                 registries=[
@@ -173,7 +262,9 @@ class Registry(pulumi.ComponentResource):
                         password=pulumi.Output.secret(token),
                     )
                 ],
-                opts=common.child(self),
+                # Deleting or replacing the resource must not delete pushed tags a
+                # Deployment may still run; the cleanup policies expire them.
+                opts=common.child(self, retain_on_delete=True),
             )
             self.digest = self.image.digest
             self.image_ref = pulumi.Output.concat(image_name, "@", self.image.digest)

@@ -108,7 +108,7 @@ class ResultStore(pulumi.ComponentResource):
         if args.kms_key_name:
             # The bucket cannot be created with a key its service agent cannot use.
             agent = gcp.storage.get_project_service_account_output(
-                project=args.project, opts=pulumi.InvokeOutputOptions(parent=self)
+                project=args.project, opts=common.invoke_options(self, opts)
             )
             depends_on.append(
                 gcp.kms.CryptoKeyIAMMember(

@@ -115,7 +115,18 @@ OPTIONS: tuple[Option, ...] = (
         "Cloud KMS key (projects/P/locations/L/keyRings/R/"
         "cryptoKeys/K) to encrypt results with; empty: Google-managed encryption.",
     ),
-    _stack("firestoreDatabase", str, "Firestore database ID for chord counters."),
+    _stack(
+        "firestoreDatabase",
+        str,
+        "Firestore database ID for chord counters; empty: PREFIX-chords, the stack's own "
+        "((default) only when set explicitly).",
+    ),
+    _stack(
+        "firestoreCollection",
+        str,
+        "Firestore collection of chord documents (the backend's firestore_collection); "
+        "the result backend URL names it and TTL policies cover it and its parts.",
+    ),
     _stack(
         "firestoreLocation",
         str,
@@ -140,12 +151,27 @@ OPTIONS: tuple[Option, ...] = (
         "Name of an existing GKE cluster (Workload Identity on) to "
         "deploy into; empty: create an Autopilot cluster named PREFIX.",
     ),
-    _stack("clusterLocation", str, "Location of the existing cluster; empty: the region."),
-    _stack("network", str, "VPC network of a new cluster (and of Memorystore)."),
+    _stack(
+        "clusterLocation",
+        str,
+        "Location of the existing cluster (only with cluster); empty: the region.",
+    ),
+    _stack(
+        "clusterProject",
+        str,
+        "Project of the existing cluster (only with cluster), whose Workload Identity pool "
+        "the workers use; empty: project.",
+    ),
+    _stack(
+        "network",
+        str,
+        "VPC network of a new cluster and its Memorystore (not with cluster); empty: default.",
+    ),
     _stack(
         "subnetwork",
         str,
-        "Subnetwork of a new cluster; empty: the network's subnetwork in the region.",
+        "Subnetwork of a new cluster; empty: the network's subnetwork in the region. "
+        "Required with cloudNat: the NAT serves this subnetwork only.",
     ),
     _stack(
         "releaseChannel",
@@ -155,8 +181,8 @@ OPTIONS: tuple[Option, ...] = (
     _stack(
         "cloudNat",
         bool,
-        "Add Cloud NAT for a new cluster's private nodes (needed "
-        "for an internet broker or images outside Google).",
+        "Add Cloud NAT for a new cluster's private nodes, on its own subnetwork only "
+        "(needed for an internet broker or images outside Google).",
     ),
     _stack(
         "image",
@@ -164,7 +190,31 @@ OPTIONS: tuple[Option, ...] = (
         "Existing worker image pinned by digest (REGISTRY/PATH@sha256:"
         "...); empty: build worker_image/ and push it to the stack's registry.",
     ),
+    _stack(
+        "maintenanceStart",
+        str,
+        "Start (UTC, HH:MM) of a new cluster's daily maintenance window: GKE upgrades, "
+        "which restart workers, happen only then.",
+    ),
+    _stack(
+        "kedaInstalled",
+        bool,
+        "The cluster has KEDA already (required with keda on an existing cluster: install it "
+        "once per cluster); false: the stack installs KEDA on a cluster it creates.",
+    ),
     _stack("imageTag", str, "Tag pushed with a built image (the digest is what deploys)."),
+    _stack(
+        "appDir",
+        str,
+        "Directory of your Celery app inside the Pulumi project, copied to /app of a built "
+        "image; empty: worker_image/app, which has no tasks.",
+    ),
+    _stack(
+        "appRequirements",
+        str,
+        "Your app's requirements file inside the Pulumi project, every requirement with "
+        "--hash (installed into a built image); empty: none.",
+    ),
     _worker(
         "celeryApp", str, "The Celery app the workers run (CELERY_APP), such as proj.celery:app."
     ),
@@ -183,12 +233,20 @@ OPTIONS: tuple[Option, ...] = (
     _worker(
         "keda",
         bool,
-        "Scale on queue length with a KEDA ScaledObject (KEDA must "
-        "be installed in the cluster); false: CPU HorizontalPodAutoscaler.",
+        "Scale on queue length with a KEDA ScaledObject (KEDA installed by the stack on a "
+        "cluster it creates); false: CPU HorizontalPodAutoscaler.",
     ),
     _worker("kedaListLength", int, "Queued tasks per pod KEDA aims for."),
-    _worker("namespace", str, "Kubernetes namespace of the workers."),
-    _worker("serviceAccount", str, "Kubernetes service account of the workers."),
+    _worker("namespace", str, "Kubernetes namespace of the workers; empty: the prefix."),
+    _worker(
+        "createNamespace",
+        bool,
+        "Create the namespace and delete it with the stack; false: use an existing "
+        "namespace without owning it.",
+    ),
+    _worker(
+        "serviceAccount", str, "Kubernetes service account of the workers; empty: PREFIX-worker."
+    ),
 )
 
 BY_KEY = {o.key: o for o in OPTIONS}

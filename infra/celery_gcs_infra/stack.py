@@ -15,26 +15,42 @@ resource exists; ``celery_gcs_infra.settings`` builds it from stack config.
 
 Children, in creation order: APIs, result store, chord store, cluster, image
 registry, broker, worker identity (its Workload Identity binding after the
-cluster), worker.
+cluster), KEDA (on a cluster it creates, when the workers scale with KEDA), worker.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from dataclasses import dataclass, field
 
 import pulumi
 from celery_gcs import contract
 
-from . import apis, broker, chord_store, cluster, common, identity, registry, result_store
+from . import apis, broker, chord_store, cluster, common, identity, keda, registry, result_store
 from .worker import Worker, WorkerArgs, WorkerSettings
 
 
-def result_backend_url(*, bucket: str, base_path: str, project: str, database: str) -> str:
-    """The ``gcs://BUCKET[/prefix]?...`` URL the backend reads (Celery's ``result_backend``)."""
+def result_backend_url(
+    *,
+    bucket: str,
+    base_path: str,
+    project: str,
+    database: str,
+    collection: str = contract.FIRESTORE_COLLECTION,
+) -> str:
+    """The ``gcs://BUCKET[/prefix]?...`` URL the backend reads (Celery's ``result_backend``).
+
+    It names the collection too, so the backend writes where the TTL policies are.
+    """
     path = f"/{base_path}" if base_path else ""
     query = urllib.parse.urlencode(
-        {"gcs_project": project, "firestore_project": project, "firestore_database": database},
+        {
+            "gcs_project": project,
+            "firestore_project": project,
+            "firestore_database": database,
+            "firestore_collection": collection,
+        },
         safe="()",
     )
     return f"{contract.URL_SCHEME}://{bucket}{path}?{query}"
@@ -63,7 +79,11 @@ class CeleryStackArgs:
     base_path: str = ""
     kms_key_name: str = ""
     # Chord store.
-    firestore_database: str = contract.FIRESTORE_DATABASE
+    #: Default: ``PREFIX-chords``, the stack's own database: two stacks never
+    #: share one, nor its TTL fields; ``(default)`` only when asked for.
+    firestore_database: str = ""
+    #: The backend's ``firestore_collection``: the URL names it and its TTL policies cover it.
+    firestore_collection: str = contract.FIRESTORE_COLLECTION
     #: Default: the region.
     firestore_location: str = ""
     # Broker.
@@ -75,18 +95,30 @@ class CeleryStackArgs:
     # Cluster.
     #: An existing cluster's name; empty to create an Autopilot cluster named PREFIX.
     cluster: str = ""
-    #: Default: the region.
+    #: An existing cluster's location; default: the region.
     cluster_location: str = ""
-    network: str = "default"
+    #: An existing cluster's project; default: ``project``. Its Workload Identity
+    #: pool (``CLUSTER_PROJECT.svc.id.goog``) is what the worker's identity trusts.
+    cluster_project: str = ""
+    #: A new cluster's network; default: ``default``.
+    network: str = ""
     subnetwork: str = ""
     release_channel: str = "REGULAR"
     cloud_nat: bool = False
+    #: Daily GKE maintenance window start (UTC, HH:MM) of a new cluster.
+    maintenance_start: str = "03:00"
+    #: The cluster has KEDA already; otherwise a new cluster gets it from the stack.
+    keda_installed: bool = False
     # Image.
     #: An existing image pinned by digest; empty to build ``worker_image/`` from ``build_context``.
     image: str = ""
     #: A checkout of celery-gcs to build the worker image from, when ``image`` is empty.
     build_context: str = ""
     image_tag: str = "latest"
+    #: The team's app directory, inside ``build_context``, copied to /app; empty: none.
+    app_dir: str = ""
+    #: Its requirements file (hashed), inside ``build_context``; empty: none.
+    app_requirements: str = ""
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
@@ -99,14 +131,50 @@ class CeleryStackArgs:
             "Use a prefix such as celery-dev",
         )
         common.labels(self.labels)
+        # Settings of an existing cluster mean nothing for a new one, and the
+        # reverse: refuse them rather than apply them somewhere unexpected.
+        if not self.cluster:
+            for name, what in (("cluster_location", "location"), ("cluster_project", "project")):
+                common.check(
+                    not getattr(self, name),
+                    name,
+                    f"is the {what} of an existing cluster, but no cluster is set",
+                    "Set cluster to the existing cluster's name, or remove it: a new cluster "
+                    f"is created in the stack's {'region' if what == 'location' else 'project'}",
+                )
+        else:
+            common.check(
+                not self.network,
+                "network",
+                "is only used for a new cluster (and its Memorystore)",
+                "Remove it: the existing cluster's own network is used",
+            )
+            if self.cluster_project:
+                common.project_id(self.cluster_project, "cluster_project")
         derived = {
             "bucket_name": self.bucket_name or f"{self.project}-{self.prefix}-results",
+            "firestore_database": self.firestore_database or f"{self.prefix}-chords",
             "bucket_location": self.bucket_location or self.region,
             "firestore_location": self.firestore_location or self.region,
             "cluster_location": self.cluster_location or self.region,
+            "cluster_project": self.cluster_project or self.project,
+            "network": self.network or "default",
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
+        # The workers' names and identity are the stack's own: two stacks never
+        # share a namespace, a Kubernetes service account or a Workload Identity member.
+        worker = self.worker
+        object.__setattr__(
+            self,
+            "worker",
+            dataclasses.replace(
+                worker,
+                instance=worker.instance or self.prefix,
+                namespace=worker.namespace or self.prefix,
+                service_account=worker.service_account or f"{self.prefix}-worker",
+            ),
+        )
         result_store.base_path(self.base_path)
         if self.broker == "memorystore":
             common.check(
@@ -123,6 +191,13 @@ class CeleryStackArgs:
                 "Configure NAT on the existing cluster's network yourself, or turn cloud_nat off",
             )
             common.check(
+                not self.worker.keda or self.keda_installed,
+                "keda_installed",
+                "keda is on but an existing cluster's KEDA is not confirmed",
+                "Install KEDA once per cluster (docs/environments.md) and set kedaInstalled "
+                "true; the stack installs it only on a cluster it creates",
+            )
+            common.check(
                 not self.subnetwork,
                 "subnetwork",
                 "a subnetwork is only used for a new cluster",
@@ -134,6 +209,9 @@ class CeleryStackArgs:
         self.cluster_args()
         self.broker_args(network=None)
         self.registry_args(readers=())
+        if not self.image:
+            # Now, at preview: a missing app would otherwise be a crash loop after `up`.
+            self.app_build_args()
         self.identity_args(bucket="", cluster=None)
 
     # --- what each component gets ----------------------------------------
@@ -153,12 +231,13 @@ class CeleryStackArgs:
             project=self.project,
             database=self.firestore_database,
             location=self.firestore_location,
+            collection=self.firestore_collection,
             protect=self.protect,
         )
 
     def cluster_args(self) -> cluster.ClusterArgs:
         return cluster.ClusterArgs(
-            project=self.project,
+            project=self.cluster_project,
             location=self.cluster_location,
             name=self.cluster or self.prefix,
             existing=bool(self.cluster),
@@ -167,6 +246,7 @@ class CeleryStackArgs:
             release_channel=self.release_channel,
             node_account_id=f"{self.prefix}-nodes",
             cloud_nat=self.cloud_nat,
+            maintenance_start=self.maintenance_start,
             protect=self.protect,
             labels=self.labels,
         )
@@ -186,6 +266,16 @@ class CeleryStackArgs:
             url=self.broker_url,
         )
 
+    def app_build_args(self) -> dict[str, str]:
+        if self.image or not self.build_context:
+            return {}
+        return registry.app_build_args(
+            context=self.build_context,
+            app_dir=self.app_dir,
+            requirements=self.app_requirements,
+            celery_app=self.worker.celery_app,
+        )
+
     def registry_args(self, readers: tuple[pulumi.Input[str], ...]) -> registry.RegistryArgs:
         return registry.RegistryArgs(
             project=self.project,
@@ -194,6 +284,8 @@ class CeleryStackArgs:
             image=self.image,
             context=self.build_context,
             tag=self.image_tag,
+            build_args=self.app_build_args(),
+            protect=self.protect,
             readers=readers,
             labels=self.labels,
         )
@@ -208,6 +300,7 @@ class CeleryStackArgs:
             database=self.firestore_database,
             namespace=self.worker.namespace,
             kubernetes_service_account=self.worker.service_account,
+            pool_project=self.cluster_project,
             cluster=cluster,
         )
 
@@ -252,11 +345,8 @@ class CeleryStack(pulumi.ComponentResource):
             f"{name}-cluster", args.cluster_args(), opts=after_apis
         )
         gke = self.cluster_component
-        readers = (
-            (gke.node_service_account_email.apply(lambda e: f"serviceAccount:{e}"),)
-            if gke.node_service_account_email is not None
-            else ()
-        )
+        # New or existing, the cluster's nodes pull the image from the stack's registry.
+        readers = (gke.node_service_account_email.apply(lambda e: f"serviceAccount:{e}"),)
         self.registry_component = registry.Registry(
             f"{name}-registry", args.registry_args(readers), opts=after_apis
         )
@@ -274,8 +364,21 @@ class CeleryStack(pulumi.ComponentResource):
             self.result_store.name, self.chord_store.name
         ).apply(
             lambda v: result_backend_url(
-                bucket=v[0], base_path=args.base_path, project=args.project, database=v[1]
+                bucket=v[0],
+                base_path=args.base_path,
+                project=args.project,
+                database=v[1],
+                collection=args.firestore_collection,
             )
+        )
+        self.keda = (
+            keda.Keda(
+                f"{name}-keda",
+                keda.KedaArgs(provider=gke.provider),
+                opts=common.child(self, depends_on=[gke]),
+            )
+            if args.worker.keda and not args.keda_installed
+            else None
         )
         self.worker = Worker(
             f"{name}-worker",
@@ -287,6 +390,7 @@ class CeleryStack(pulumi.ComponentResource):
                 result_backend=self.result_backend,
                 broker=self.broker.connection,
                 provider=gke.provider,
+                keda=self.keda,
             ),
             # The pods need their identity, its grants and the TTL policy in place.
             opts=common.child(self, depends_on=[self.identity, self.chord_store]),
@@ -296,7 +400,7 @@ class CeleryStack(pulumi.ComponentResource):
         self.database = self.chord_store.name
         self.service_account_email = self.identity.email
         self.cluster = gke.name
-        self.namespace = self.worker.namespace.metadata.name
+        self.namespace = self.worker.namespace_name
         self.image = self.registry_component.image_ref
         self.image_digest = self.registry_component.digest
         self.registry = self.registry_component.repository.registry_uri

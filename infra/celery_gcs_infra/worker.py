@@ -5,6 +5,17 @@ Google service account (Workload Identity), the broker Secret, the Deployment,
 a PodDisruptionBudget, and the autoscaler: a KEDA ScaledObject on the length
 of each queue's Redis list, or, without KEDA, a CPU HorizontalPodAutoscaler.
 
+Every object is named after ``instance`` (the stack's prefix) and selected by
+it, so any number of stacks share a cluster, or even a namespace, without
+touching each other's objects. The namespace is created (and deleted with the
+stack) unless ``create_namespace`` is off: then it must exist, and the stack
+never owns or deletes it.
+
+Pods carry ``cluster-autoscaler.kubernetes.io/safe-to-evict: "false"``: the
+cluster autoscaler (and Autopilot's bin packing) would otherwise evict a worker
+in the middle of an hour-long task to scale a node down; the grace period only
+helps once a pod is asked to stop.
+
 The worker container is configured only through environment variables:
 ``CELERY_BROKER_URL`` (from the Secret), ``CELERY_RESULT_BACKEND`` (the
 ``gcs://`` URL), ``CELERY_APP``, ``CELERY_CONCURRENCY``, ``CELERY_QUEUES`` and
@@ -26,10 +37,18 @@ import pulumi_kubernetes as k8s
 from . import broker as broker_mod
 from . import common
 
-APP = "celery-worker"
-BROKER_SECRET = "celery-broker"
 KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
+#: Tells the cluster autoscaler not to evict a pod to scale a node down.
+SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+
+
+def deployment_name(instance: str) -> str:
+    return f"{instance}-worker"
+
+
+def broker_secret_name(instance: str) -> str:
+    return f"{instance}-broker"
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 #: Where the image's health step writes its heartbeat (worker_image/, celery_gcs.worker.health).
@@ -54,9 +73,15 @@ _QUEUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 class WorkerSettings:
     """How the workers run: plain values, validated when constructed."""
 
-    namespace: str = "celery"
-    #: Kubernetes service account of the pods.
-    service_account: str = APP
+    #: Name of every object (``INSTANCE-worker``, ``INSTANCE-broker``) and the
+    #: ``app.kubernetes.io/instance`` label; empty: CeleryStack uses its prefix.
+    instance: str = ""
+    #: Empty: CeleryStack uses its prefix.
+    namespace: str = ""
+    #: Create the namespace (and delete it with the stack); off: it exists already.
+    create_namespace: bool = True
+    #: Kubernetes service account of the pods; empty: ``INSTANCE-worker``.
+    service_account: str = ""
     celery_app: str
     queues: tuple[str, ...] = ("celery",)
     concurrency: int = 4
@@ -65,7 +90,7 @@ class WorkerSettings:
     min_replicas: int = 1
     max_replicas: int = 10
     termination_grace_period_seconds: int = 600
-    #: Scale on queue length with KEDA (installed in the cluster); CPU HPA if off.
+    #: Scale on queue length with KEDA; CPU HPA if off.
     keda: bool = False
     #: Queued messages per replica KEDA aims for.
     keda_list_length: int = 10
@@ -74,8 +99,9 @@ class WorkerSettings:
     labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        common.dns_label(self.namespace, "namespace")
-        common.dns_label(self.service_account, "service_account")
+        for name in ("instance", "namespace", "service_account"):
+            if getattr(self, name):
+                common.dns_label(getattr(self, name), name)
         common.check(
             bool(_CELERY_APP.match(self.celery_app)),
             "celery_app",
@@ -139,13 +165,25 @@ class WorkerArgs:
     broker: broker_mod.BrokerConnection = field(repr=False)
     #: Kubernetes provider for the target cluster.
     provider: k8s.Provider
+    #: What installs KEDA's CRDs (the stack's KEDA release), when the stack installs it.
+    keda: pulumi.Resource | None = None
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
+        for name in ("instance", "namespace", "service_account"):
+            common.check(
+                bool(getattr(self.settings, name)),
+                name,
+                "is empty",
+                "Name the instance, namespace and service account (CeleryStack derives them "
+                "from its prefix)",
+            )
 
 
 class Worker(pulumi.ComponentResource):
-    namespace: k8s.core.v1.Namespace
+    #: The namespace this stack created; ``None`` when it uses an existing one.
+    namespace: k8s.core.v1.Namespace | None
+    namespace_name: pulumi.Output[str]
     deployment: k8s.apps.v1.Deployment
 
     def __init__(
@@ -160,26 +198,38 @@ class Worker(pulumi.ComponentResource):
         def k8s_opts(**kwargs) -> pulumi.ResourceOptions:
             return common.child(self, provider=args.provider, **kwargs)
 
-        selector = {"app.kubernetes.io/name": APP, "app.kubernetes.io/part-of": "celery-gcs"}
+        app = deployment_name(cfg.instance)
+        secret_name = broker_secret_name(cfg.instance)
+        selector = {
+            "app.kubernetes.io/name": "celery-worker",
+            "app.kubernetes.io/instance": cfg.instance,
+            "app.kubernetes.io/part-of": "celery-gcs",
+        }
         labels = {**selector, **cfg.labels}
         ns = cfg.namespace
 
         def meta(name_: str, **kwargs) -> k8s.meta.v1.ObjectMetaArgs:
             return k8s.meta.v1.ObjectMetaArgs(name=name_, namespace=ns, labels=labels, **kwargs)
 
-        self.namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=ns,
-                labels={
-                    **labels,
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                },
-            ),
-            opts=k8s_opts(),
-        )
-        in_ns = [self.namespace]
+        if cfg.create_namespace:
+            self.namespace = k8s.core.v1.Namespace(
+                f"{name}-namespace",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=ns,
+                    labels={
+                        **labels,
+                        "pod-security.kubernetes.io/enforce": "restricted",
+                        "pod-security.kubernetes.io/enforce-version": "latest",
+                    },
+                ),
+                opts=k8s_opts(),
+            )
+            in_ns: list[pulumi.Resource] = [self.namespace]
+            self.namespace_name = self.namespace.metadata.name
+        else:
+            self.namespace = None
+            in_ns = []
+            self.namespace_name = pulumi.Output.from_input(ns)
 
         self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-ksa",
@@ -202,7 +252,7 @@ class Worker(pulumi.ComponentResource):
             secret_data[broker_mod.CA_FILE] = conn.ca_pem
         self.secret = k8s.core.v1.Secret(
             f"{name}-broker",
-            metadata=meta(BROKER_SECRET),
+            metadata=meta(secret_name),
             type="Opaque",
             string_data=pulumi.Output.secret(secret_data),
             opts=k8s_opts(depends_on=in_ns),
@@ -212,7 +262,7 @@ class Worker(pulumi.ComponentResource):
             k8s.core.v1.EnvVarArgs(
                 name="CELERY_BROKER_URL",
                 value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=BROKER_SECRET, key="url")
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret_name, key="url")
                 ),
             ),
             k8s.core.v1.EnvVarArgs(name="CELERY_RESULT_BACKEND", value=args.result_backend),
@@ -245,7 +295,7 @@ class Worker(pulumi.ComponentResource):
                 k8s.core.v1.VolumeArgs(
                     name="broker-ca",
                     secret=k8s.core.v1.SecretVolumeSourceArgs(
-                        secret_name=BROKER_SECRET,
+                        secret_name=secret_name,
                         items=[
                             k8s.core.v1.KeyToPathArgs(
                                 key=broker_mod.CA_FILE, path=broker_mod.CA_FILE
@@ -258,7 +308,7 @@ class Worker(pulumi.ComponentResource):
 
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta(APP),
+            metadata=meta(app),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 # No replicas: the autoscaler owns the count.
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
@@ -269,7 +319,9 @@ class Worker(pulumi.ComponentResource):
                     ),
                 ),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        labels=labels, annotations={SAFE_TO_EVICT_ANNOTATION: "false"}
+                    ),
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=cfg.service_account,
                         termination_grace_period_seconds=cfg.termination_grace_period_seconds,
@@ -305,11 +357,11 @@ class Worker(pulumi.ComponentResource):
             ),
             opts=k8s_opts(depends_on=[*in_ns, self.service_account, self.secret]),
         )
-        target = {"api_version": "apps/v1", "kind": "Deployment", "name": APP}
+        target = {"api_version": "apps/v1", "kind": "Deployment", "name": app}
 
         self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
-            metadata=meta(APP),
+            metadata=meta(app),
             spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
                 # maxUnavailable, not minAvailable: one replica must still drain.
                 max_unavailable=1,
@@ -321,31 +373,32 @@ class Worker(pulumi.ComponentResource):
         scale_down = k8s.autoscaling.v2.HPAScalingRulesArgs(stabilization_window_seconds=300)
         self.autoscaler: pulumi.Resource
         if cfg.keda:
+            after_keda = [args.keda] if args.keda is not None else []
             auth_refs = [
-                {"parameter": "address", "name": BROKER_SECRET, "key": "address"},
-                {"parameter": "password", "name": BROKER_SECRET, "key": "password"},
+                {"parameter": "address", "name": secret_name, "key": "address"},
+                {"parameter": "password", "name": secret_name, "key": "password"},
             ]
             if conn.tls:
-                auth_refs.append({"parameter": "tls", "name": BROKER_SECRET, "key": "tls"})
+                auth_refs.append({"parameter": "tls", "name": secret_name, "key": "tls"})
             if conn.ca_pem is not None:
                 auth_refs.append(
-                    {"parameter": "ca", "name": BROKER_SECRET, "key": broker_mod.CA_FILE}
+                    {"parameter": "ca", "name": secret_name, "key": broker_mod.CA_FILE}
                 )
             auth = k8s.apiextensions.CustomResource(
                 f"{name}-keda-auth",
                 api_version=KEDA_API,
                 kind="TriggerAuthentication",
-                metadata=meta(BROKER_SECRET),
+                metadata=meta(secret_name),
                 spec={"secretTargetRef": auth_refs},
-                opts=k8s_opts(depends_on=[*in_ns, self.secret]),
+                opts=k8s_opts(depends_on=[*in_ns, self.secret, *after_keda]),
             )
             self.autoscaler = k8s.apiextensions.CustomResource(
                 f"{name}-scaledobject",
                 api_version=KEDA_API,
                 kind="ScaledObject",
-                metadata=meta(APP),
+                metadata=meta(app),
                 spec={
-                    "scaleTargetRef": {"name": APP},
+                    "scaleTargetRef": {"name": app},
                     "minReplicaCount": cfg.min_replicas,
                     "maxReplicaCount": cfg.max_replicas,
                     "pollingInterval": 15,
@@ -363,17 +416,17 @@ class Worker(pulumi.ComponentResource):
                                 "listLength": str(cfg.keda_list_length),
                                 "databaseIndex": str(conn.database),
                             },
-                            "authenticationRef": {"name": BROKER_SECRET},
+                            "authenticationRef": {"name": secret_name},
                         }
                         for queue in cfg.queues
                     ],
                 },
-                opts=k8s_opts(depends_on=[self.deployment, auth]),
+                opts=k8s_opts(depends_on=[self.deployment, auth, *after_keda]),
             )
         else:
             self.autoscaler = k8s.autoscaling.v2.HorizontalPodAutoscaler(
                 f"{name}-hpa",
-                metadata=meta(APP),
+                metadata=meta(app),
                 spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
                     scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(**target),
                     min_replicas=cfg.min_replicas,
@@ -398,7 +451,7 @@ class Worker(pulumi.ComponentResource):
             )
         self.register_outputs(
             {
-                "namespace": self.namespace.metadata.name,
+                "namespace": self.namespace_name,
                 "deployment": self.deployment.metadata.name,
             }
         )

@@ -220,7 +220,14 @@ def test_the_dockerignore_sits_at_the_context_root_and_keeps_out_local_state(
         if "--from" not in i["value"]
         for word in i["value"].split()[:-1]
     ]
-    sources = [dockerfile.args.get(s[2:-1], s) if s.startswith("${") else s for s in sources]
+    # ARG defaults of every stage (dockerfile.args holds the last stage's only).
+    defaults = dict(
+        i["value"].split("=", 1)
+        for stage in stages(dockerfile)
+        for i in instructions(stage, "ARG")
+        if "=" in i["value"]
+    )
+    sources = [defaults.get(s[2:-1], s) if s.startswith("${") else s for s in sources]
     assert {
         "pyproject.toml",
         "uv.lock",
@@ -233,3 +240,6 @@ def test_the_dockerignore_sits_at_the_context_root_and_keeps_out_local_state(
         assert not _ignored(patterns, source), f"{source} is copied but .dockerignore excludes it"
     # The APP_DIR the tests build with stays in the context.
     assert not _ignored(patterns, "tests/image/app/image_tasks.py")
+    # So does the example app the stack files build (appDir, appRequirements).
+    assert not _ignored(patterns, "worker_image/example_app/acme/tasks.py")
+    assert not _ignored(patterns, "worker_image/example_app/requirements.txt")

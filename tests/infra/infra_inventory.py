@@ -60,10 +60,11 @@ class Inventory:
         return urns
 
     def kubernetes_objects(self) -> list[dict[str, Any]]:
+        """Objects sent to the API server as manifests (a Helm release is not one)."""
         return [
             r
             for r in self.resources
             if r["type"].startswith("kubernetes:")
             and r["custom"]
-            and not r["type"].startswith("pulumi:providers:")
+            and not r["type"].startswith(("pulumi:providers:", "kubernetes:helm.sh/"))
         ]

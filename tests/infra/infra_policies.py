@@ -213,18 +213,23 @@ def ttl_matches_backend(resources: Resources) -> list[str]:
             violations.append(f"{_name(deployment)} uses bucket {parts.netloc}, not in the stack")
         else:
             violations += _lifecycle_violations(bucket)
-        database = urllib.parse.parse_qs(parts.query).get("firestore_database", [""])[0]
-        if not any(
-            f["inputs"].get("database") == database
-            and f["inputs"].get("collection") == contract.FIRESTORE_COLLECTION
-            and f["inputs"].get("field") == contract.FIRESTORE_TTL_FIELD
-            and "ttlConfig" in f["inputs"]
-            for f in fields
-        ):
-            violations.append(
-                f"no TTL policy on {contract.FIRESTORE_COLLECTION}.{contract.FIRESTORE_TTL_FIELD} "
-                f"in database {database!r}"
-            )
+        query = urllib.parse.parse_qs(parts.query)
+        database = query.get("firestore_database", [contract.FIRESTORE_DATABASE])[0]
+        collection = query.get("firestore_collection", [contract.FIRESTORE_COLLECTION])[0]
+        # TTL is per collection group and never reaches subcollections: the
+        # chords and their parts each need a policy.
+        for group in (collection, contract.FIRESTORE_PARTS_COLLECTION):
+            if not any(
+                f["inputs"].get("database") == database
+                and f["inputs"].get("collection") == group
+                and f["inputs"].get("field") == contract.FIRESTORE_TTL_FIELD
+                and "ttlConfig" in f["inputs"]
+                for f in fields
+            ):
+                violations.append(
+                    f"no TTL policy on {group}.{contract.FIRESTORE_TTL_FIELD} "
+                    f"in database {database!r}"
+                )
     return violations
 
 

@@ -8,7 +8,15 @@
 - ``no_workload_identity``: an existing cluster without Workload Identity,
   which must stop the program;
 - ``misspelled``: a stack file with a typo, which must stop the program before
-  any resource is registered.
+  any resource is registered;
+- ``app_missing``: the dev stack without its app directory, which must stop
+  the program before anything is built;
+- ``alpha``, ``beta``: two new environments in one project, each ``pulumi
+  stack init`` plus the required keys and nothing else;
+- ``shared_a``, ``shared_b``: two environments deploying into one existing
+  cluster; ``team_ns``: a third one, in a namespace that exists already;
+- ``nat_a``, ``nat_b``: two new environments with Cloud NAT, each on its own
+  subnetwork of the same network.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ PROJECT = "celery-gcs"
 
 BYO_BROKER_URL = "rediss://:s3cret%2Fpw@redis.example.com:6380/2"
 BYO_IMAGE = "europe-docker.pkg.dev/acme-ci/images/worker:2024.11@sha256:" + "c" * 64
+BYO_NODES = "gke-nodes@acme-celery-dev.iam.gserviceaccount.com"
 BYO_KMS_KEY = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/results"
 
 
@@ -34,19 +43,47 @@ def _as_config_string(value) -> str:
     return str(value)
 
 
-def stack_config(stack: str, overrides: dict[str, object] | None = None) -> dict[str, str]:
-    """Pulumi.yaml defaults, then Pulumi.<stack>.yaml, then overrides: what `pulumi up` passes."""
+def project_defaults() -> dict[str, str]:
+    """The defaults Pulumi.yaml declares, as full keys and config strings."""
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-    config = {
+    return {
         f"{PROJECT}:{key}": _as_config_string(decl["default"])
         for key, decl in project["config"].items()
         if "default" in decl
     }
+
+
+def stack_config(stack: str, overrides: dict[str, object] | None = None) -> dict[str, str]:
+    """Pulumi.yaml defaults, then Pulumi.<stack>.yaml, then overrides: what `pulumi up` passes."""
+    config = project_defaults()
     stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
     config.update({k: _as_config_string(v) for k, v in stack_file["config"].items()})
     for key, value in (overrides or {}).items():
         config[f"{PROJECT}:{key}"] = _as_config_string(value)
     return config
+
+
+EXAMPLE_APP_DIR = "worker_image/example_app"
+
+#: The project every "new environment" scenario shares.
+SHARED_PROJECT = "acme-shared"
+SHARED_CLUSTER = "shared-gke"
+
+
+def new_environment(stack: str, overrides: dict[str, object] | None = None) -> dict:
+    """``pulumi stack init STACK`` plus the required keys: Pulumi.yaml's defaults, no stack file."""
+    config = project_defaults()
+    required = {
+        "project": SHARED_PROJECT,
+        "region": "europe-west1",
+        # The app: what it is and where it is (the example team's, as the stack files).
+        "celeryApp": "acme.tasks:app",
+        "appDir": EXAMPLE_APP_DIR,
+        "appRequirements": f"{EXAMPLE_APP_DIR}/requirements.txt",
+    }
+    for key, value in {**required, **(overrides or {})}.items():
+        config[f"{PROJECT}:{key}"] = _as_config_string(value)
+    return {"program": str(ROOT / "infra" / "__main__.py"), "stack": stack, "config": config}
 
 
 def scenarios() -> dict[str, dict]:
@@ -68,11 +105,15 @@ def scenarios() -> dict[str, dict]:
                     "kmsKeyName": BYO_KMS_KEY,
                     "basePath": "results/v1",
                     "keda": True,
+                    "kedaInstalled": True,
                     "minReplicas": 0,
                 },
             ),
             "secret_keys": [f"{PROJECT}:brokerUrl"],
-            "existing_cluster": {"network": "projects/acme-net/global/networks/shared"},
+            "existing_cluster": {
+                "network": "projects/acme-net/global/networks/shared",
+                "nodeServiceAccount": BYO_NODES,
+            },
         },
         "team": {
             "program": str(HERE / "team_program" / "__main__.py"),
@@ -81,11 +122,38 @@ def scenarios() -> dict[str, dict]:
             "config": {"payments-infra:brokerUrl": "redis://:pw@10.20.0.5:6379/0"},
             "secret_keys": ["payments-infra:brokerUrl"],
         },
+        "collection": {
+            "program": program,
+            "stack": "dev",
+            "config": stack_config("dev", {"firestoreCollection": "jobs"}),
+        },
         "no_workload_identity": {
             "program": program,
             "stack": "dev",
             "config": stack_config("dev", {"cluster": "legacy-gke"}),
             "existing_cluster": {"workloadIdentityConfigs": []},
+        },
+        "alpha": new_environment("alpha"),
+        "beta": new_environment("beta"),
+        "shared_a": new_environment("shared-a", {"cluster": SHARED_CLUSTER}),
+        "shared_b": new_environment("shared-b", {"cluster": SHARED_CLUSTER}),
+        "team_ns": new_environment(
+            "team-ns",
+            {"cluster": SHARED_CLUSTER, "namespace": "team-apps", "createNamespace": False},
+        ),
+        "nat_a": new_environment("nat-a", {"cloudNat": True, "subnetwork": "nat-a"}),
+        "nat_b": new_environment("nat-b", {"cloudNat": True, "subnetwork": "nat-b"}),
+        "other_project_cluster": new_environment(
+            "other-project",
+            {"cluster": "platform-gke", "clusterProject": "acme-platform", "clusterLocation": "us-east1"},
+        ),
+        "keda_unconfirmed": new_environment(
+            "keda-unconfirmed", {"cluster": SHARED_CLUSTER, "keda": True}
+        ),
+        "app_missing": {
+            "program": program,
+            "stack": "dev",
+            "config": stack_config("dev", {"appDir": "", "appRequirements": ""}),
         },
         "misspelled": {
             "program": program,

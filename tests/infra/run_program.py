@@ -21,6 +21,7 @@ the invokes made, and the error if the program failed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import runpy
@@ -35,6 +36,7 @@ SIG_KEY = "4dabf18193072939515e22adb298388d"
 FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIBmockredisca\n-----END CERTIFICATE-----\n"
 FAKE_DIGEST = "sha256:" + "ab" * 32
 FAKE_TOKEN = "ya29.mock-access-token"
+PROJECT_NUMBER = "123456789012"
 
 
 def plain(value: Any, path: str, secret_paths: list[str]) -> Any:
@@ -52,6 +54,12 @@ def plain(value: Any, path: str, secret_paths: list[str]) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def endpoint_for(project: str, location: str, cluster: str) -> str:
+    """A cluster's (fake) control-plane address: one per cluster, the same for every stack using it."""
+    digest = hashlib.sha256(f"{project}/{location}/{cluster}".encode()).digest()
+    return f"10.{digest[0]}.{digest[1]}.{digest[2]}"
 
 
 def outputs_for(typ: str, name: str, inputs: dict) -> dict:
@@ -72,7 +80,7 @@ def outputs_for(typ: str, name: str, inputs: dict) -> dict:
         )
     elif typ == "gcp:container/cluster:Cluster":
         out.update(
-            endpoint="203.0.113.10",
+            endpoint=endpoint_for(project, inputs["location"], inputs["name"]),
             masterAuth={"clusterCaCertificate": "bW9jay1jYQ=="},
         )
     elif typ == "gcp:artifactregistry/repository:Repository":
@@ -107,19 +115,34 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
             return f"{args.name}-id", outputs_for(args.typ, args.name, inputs)
 
         def call(self, args: pulumi.runtime.MockCallArgs):
-            invokes.append({"token": args.token, "args": plain(dict(args.args), "", [])})
+            invokes.append(
+                {
+                    "token": args.token,
+                    "args": plain(dict(args.args), "", []),
+                    # What was registered when the engine got the call: an invoke
+                    # with depends_on is only sent once those resources exist.
+                    "after": [r["urn"] for r in resources],
+                }
+            )
             if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
                 return {"emailAddress": "service-123@gs-project-accounts.iam.gserviceaccount.com"}
             if args.token == "gcp:organizations/getClientConfig:getClientConfig":
                 return {"accessToken": FAKE_TOKEN, "project": args.args.get("project", "")}
+            if args.token == "gcp:organizations/getProject:getProject":
+                return {"number": PROJECT_NUMBER, "projectId": args.args.get("projectId", "")}
             if args.token == "gcp:container/getCluster:getCluster":
                 return {
                     "name": args.args["name"],
                     "location": args.args.get("location"),
                     "project": args.args.get("project"),
-                    "endpoint": "198.51.100.7",
+                    "endpoint": endpoint_for(
+                        args.args.get("project"), args.args.get("location"), args.args["name"]
+                    ),
                     "network": existing_cluster.get("network", "default"),
                     "masterAuths": [{"clusterCaCertificate": "ZXhpc3RpbmctY2E="}],
+                    "nodeConfigs": [
+                        {"serviceAccount": existing_cluster.get("nodeServiceAccount", "default")}
+                    ],
                     "workloadIdentityConfigs": existing_cluster.get(
                         "workloadIdentityConfigs",
                         [{"workloadPool": f"{args.args.get('project')}.svc.id.goog"}],
@@ -142,6 +165,9 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
                     "dependencies": sorted(request.dependencies),
                     "provider": request.provider,
                     "protect": request.protect if request.HasField("protect") else None,
+                    "retain_on_delete": request.retainOnDelete
+                    if request.HasField("retainOnDelete")
+                    else None,
                     "inputs": inputs,
                     "secret_paths": sorted(secret_paths),
                 }

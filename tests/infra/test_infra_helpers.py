@@ -51,7 +51,10 @@ def test_external_url_parsed_without_the_scheme_default_port():
 
 def test_result_backend_url_keeps_the_default_database_readable():
     url = result_backend_url(bucket="b", base_path="a/b", project="p", database="(default)")
-    assert url == "gcs://b/a/b?gcs_project=p&firestore_project=p&firestore_database=(default)"
+    assert url == (
+        "gcs://b/a/b?gcs_project=p&firestore_project=p&firestore_database=(default)"
+        "&firestore_collection=celery"
+    )
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
     assert query["firestore_database"] == ["(default)"]
 

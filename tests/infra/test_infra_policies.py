@@ -173,6 +173,15 @@ def ttl_on_other_database(rs):
     find(rs, policies.FIELD)["inputs"]["database"] = "(default)"
 
 
+def no_ttl_on_parts(rs):
+    rs.remove(find(rs, policies.FIELD, collection=contract.FIRESTORE_PARTS_COLLECTION))
+
+
+def backend_uses_another_collection(rs):
+    e = env(rs, "CELERY_RESULT_BACKEND")
+    e["value"] = e["value"].replace("firestore_collection=celery", "firestore_collection=jobs")
+
+
 def result_backend_wrong_scheme(rs):
     e = env(rs, "CELERY_RESULT_BACKEND")
     e["value"] = e["value"].replace(f"{contract.URL_SCHEME}://", "gs://")
@@ -211,7 +220,7 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
     ],
     "workload_identity_after_cluster": [(binding_before_cluster, "does not wait for the cluster")],
     "workload_identity_matches_kubernetes": [
-        (binding_for_wrong_ksa, "KSA celery/celery-worker has no Workload Identity binding")
+        (binding_for_wrong_ksa, "KSA celery-dev/celery-dev-worker has no Workload Identity binding")
     ],
     "buckets_private": [
         (bucket_public_access_inherited, "does not enforce public access prevention"),
@@ -225,6 +234,8 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
         (lifecycle_without_backstop, "no age backstop of 30 days"),
         (ttl_on_wrong_field, "no TTL policy on celery.expires_at in database 'celery-dev'"),
         (ttl_on_other_database, "no TTL policy on celery.expires_at in database 'celery-dev'"),
+        (no_ttl_on_parts, "no TTL policy on parts.expires_at in database 'celery-dev'"),
+        (backend_uses_another_collection, "no TTL policy on jobs.expires_at"),
         (result_backend_wrong_scheme, "is not gcs://"),
     ],
     "broker_url_only_in_secrets": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import urllib.parse
 
@@ -10,7 +11,9 @@ import pytest
 from celery_gcs import contract
 from kombu.utils.url import parse_url
 
-from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, ROOT
+from .infra_inventory import Inventory
+from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, ROOT
+from .run_program import PROJECT_NUMBER, endpoint_for
 
 SERVICE = "gcp:projects/service:Service"
 BUCKET = "gcp:storage/bucket:Bucket"
@@ -37,6 +40,12 @@ SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 TRIGGER_AUTH = "kubernetes:keda.sh/v1alpha1:TriggerAuthentication"
 
 FAKE_DIGEST = "sha256:" + "ab" * 32
+
+
+def _run(runs, name):
+    run = runs[name]
+    assert run["error"] is None, f"{name}: program failed\n{run['error']['traceback']}"
+    return Inventory(run)
 
 
 def container(inv):
@@ -93,6 +102,8 @@ def test_components_have_tokens_and_register_outputs(any_inventory):
 
 def test_apis_enabled_as_used_and_kept_on_destroy(dev, byo):
     base = {
+        "cloudresourcemanager.googleapis.com",
+        "serviceusage.googleapis.com",
         "storage.googleapis.com",
         "firestore.googleapis.com",
         "iam.googleapis.com",
@@ -121,6 +132,15 @@ def test_resources_wait_for_their_apis(dev):
     ]:
         for r in dev.of_type(typ):
             assert service_urn(dev, service) in dev.waits_for(r), (typ, r["name"])
+
+
+@pytest.mark.parametrize("name", ["byo", "shared_a"])
+def test_lookups_run_after_the_apis_they_call_are_enabled(runs, name):
+    inv = _run(runs, name)
+    services = {r["urn"] for r in inv.of_type(SERVICE)}
+    assert services and inv.invokes
+    for invoke in inv.invokes:
+        assert services <= set(invoke["after"]), invoke["token"]
 
 
 # --- result store -------------------------------------------------------------
@@ -187,10 +207,11 @@ def test_database_native_named_and_located_from_config(dev, prod):
         "celery-dev",
         "europe-west1",
     )
+    # Unset, the database is the stack's own, never the project's (default).
     p = prod.one(DATABASE)["inputs"]
     assert (p["type"], p["name"], p["locationId"]) == (
         "FIRESTORE_NATIVE",
-        contract.FIRESTORE_DATABASE,
+        "celery-prod-chords",
         "eur3",
     )
 
@@ -211,20 +232,36 @@ def test_prod_database_protected_with_pitr(prod):
     assert db["protect"] is True
 
 
-def test_ttl_policy_on_the_backend_collection_and_field(dev, prod):
+def test_ttl_policy_on_every_collection_group_the_backend_writes(dev, prod):
+    # TTL is per collection group and never deletes subcollections: the chords
+    # and their parts ({collection}/{key}/parts/{task}) each need a policy.
     for inv in (dev, prod):
-        field = inv.one(FIELD)
         db = inv.one(DATABASE)
-        assert field["inputs"] == {
-            "project": db["inputs"]["project"],
-            "database": db["inputs"]["name"],
-            "collection": contract.FIRESTORE_COLLECTION,
-            "field": contract.FIRESTORE_TTL_FIELD,
-            "ttlConfig": {},
-            # Exempt from single-field indexes: no query uses it.
-            "indexConfig": {},
-        }
-        assert db["urn"] in field["dependencies"]
+        fields = sorted(inv.of_type(FIELD), key=lambda f: f["inputs"]["collection"])
+        assert [f["inputs"] for f in fields] == [
+            {
+                "project": db["inputs"]["project"],
+                "database": db["inputs"]["name"],
+                "collection": group,
+                "field": contract.FIRESTORE_TTL_FIELD,
+                "ttlConfig": {},
+                # Exempt from single-field indexes: no query uses it.
+                "indexConfig": {},
+            }
+            for group in sorted((contract.FIRESTORE_COLLECTION, contract.FIRESTORE_PARTS_COLLECTION))
+        ]
+        for field in fields:
+            assert db["urn"] in field["dependencies"]
+
+
+def test_firestore_collection_key_feeds_the_backend_url_and_the_ttl_policies(runs):
+    inv = _run(runs, "collection")
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(inv.outputs["result_backend"]).query)
+    assert query["firestore_collection"] == ["jobs"]
+    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == {
+        "jobs",
+        contract.FIRESTORE_PARTS_COLLECTION,
+    }
 
 
 # --- identity -----------------------------------------------------------------
@@ -249,7 +286,7 @@ def test_least_privilege_grants_exactly(dev):
             (
                 SA_MEMBER,
                 "roles/iam.workloadIdentityUser",
-                "serviceAccount:acme-celery-dev.svc.id.goog[celery/celery-worker]",
+                "serviceAccount:acme-celery-dev.svc.id.goog[celery-dev/celery-dev-worker]",
             ),
             (PROJECT_MEMBER, "roles/container.defaultNodeServiceAccount", nodes),
             (REPO_MEMBER, "roles/artifactregistry.reader", nodes),
@@ -263,7 +300,7 @@ def test_object_role_is_on_the_result_bucket(dev):
 
 
 def test_firestore_access_conditioned_on_this_database(dev, prod):
-    for inv, database in [(dev, "celery-dev"), (prod, "(default)")]:
+    for inv, database in [(dev, "celery-dev"), (prod, "celery-prod-chords")]:
         grant = next(
             r for r in inv.of_type(PROJECT_MEMBER) if r["inputs"]["role"] == "roles/datastore.user"
         )
@@ -338,7 +375,7 @@ def test_memorystore_url_reaches_the_worker_as_a_secret_kombu_understands(dev):
     mounts = {m["name"]: m for m in container(dev)["volumeMounts"]}
     assert mounts["broker-ca"]["mountPath"] == "/etc/celery-broker"
     assert env_of(dev)["CELERY_BROKER_URL"]["valueFrom"] == {
-        "secretKeyRef": {"name": "celery-broker", "key": "url"}
+        "secretKeyRef": {"name": "celery-dev-broker", "key": "url"}
     }
 
 
@@ -403,12 +440,46 @@ def test_image_built_from_worker_image_and_deployed_by_digest(dev):
     assert dev.outputs["image_digest"] == FAKE_DIGEST
 
 
+def test_image_built_with_the_teams_app_and_requirements(dev):
+    assert dev.one(IMAGE)["inputs"]["buildArgs"] == {
+        "APP_DIR": "worker_image/example_app",
+        "APP_REQUIREMENTS": "worker_image/example_app/requirements.txt",
+        "CELERY_APP": "acme.tasks:app",
+    }
+
+
+def test_every_build_argument_is_one_the_dockerfile_declares(dev):
+    dockerfile = (ROOT / "worker_image" / "Dockerfile").read_text()
+    declared = set(re.findall(r"^ARG ([A-Z_]+)", dockerfile, re.MULTILINE))
+    assert set(dev.one(IMAGE)["inputs"]["buildArgs"]) <= declared
+
+
+def test_an_app_missing_from_the_build_stops_the_preview(runs):
+    run = runs["app_missing"]
+    assert run["error"]["type"] == "ConfigError"
+    message = run["error"]["message"]
+    assert "celery-gcs:celeryApp 'acme.tasks:app' is not in worker_image/app" in message
+    assert "Set appDir" in message and "image" in message
+    assert [r["type"] for r in run["resources"]] == ["pulumi:pulumi:Stack"]
+
+
 def test_existing_image_deployed_as_given(byo):
     assert byo.of_type(IMAGE) == []
     assert container(byo)["image"] == BYO_IMAGE
     assert byo.outputs["image_digest"] == BYO_IMAGE.split("@")[1]
-    # The repository exists anyway, for CI to push to; the existing cluster's nodes get no grant.
-    assert byo.one(REPOSITORY) and byo.of_type(REPO_MEMBER) == []
+    # The repository exists anyway, for CI to push to, and the cluster's nodes may pull from it.
+    assert byo.one(REPOSITORY)
+    assert byo.one(REPO_MEMBER)["inputs"]["member"] == f"serviceAccount:{BYO_NODES}"
+
+
+def test_an_existing_clusters_nodes_can_pull_the_built_image(runs):
+    shared = _run(runs, "shared_a")
+    assert shared.one(IMAGE)
+    reader = shared.one(REPO_MEMBER)["inputs"]
+    assert reader["role"] == "roles/artifactregistry.reader"
+    assert reader["repository"] == shared.one(REPOSITORY)["inputs"]["repositoryId"]
+    # The cluster's node config says "default": the Compute Engine default account.
+    assert reader["member"] == f"serviceAccount:{PROJECT_NUMBER}-compute@developer.gserviceaccount.com"
 
 
 # --- cluster ------------------------------------------------------------------
@@ -427,12 +498,36 @@ def test_new_autopilot_cluster_private_on_a_channel(dev, prod):
         assert cluster["protect"] is protected
 
 
-def test_cloud_nat_only_when_asked(dev, prod):
+def test_new_cluster_upgrades_only_in_its_maintenance_window(dev, prod):
+    for inv in (dev, prod):
+        policy = inv.one(CLUSTER)["inputs"]["maintenancePolicy"]
+        assert policy == {"dailyMaintenanceWindow": {"startTime": "03:00"}}
+
+
+def test_autoscaler_never_evicts_a_running_worker(dev, prod):
+    for inv in (dev, prod):
+        template = inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["metadata"]
+        assert template["annotations"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+
+
+def test_registry_protected_with_the_stack_and_pushed_images_kept(dev, prod):
+    assert prod.one(REPOSITORY)["protect"] is True
+    assert dev.one(REPOSITORY)["protect"] is False
+    for inv in (dev, prod):
+        # Deleting or replacing the image resource must not delete tags a Deployment runs.
+        assert inv.one(IMAGE)["retain_on_delete"] is True
+
+
+def test_cloud_nat_only_when_asked_and_only_for_the_clusters_subnetwork(dev, prod):
     assert dev.of_type("gcp:compute/routerNat:RouterNat") == []
     nat = prod.one("gcp:compute/routerNat:RouterNat")["inputs"]
     router = prod.one("gcp:compute/router:Router")["inputs"]
     assert nat["router"] == router["name"]
     assert router["network"] == prod.one(CLUSTER)["inputs"]["network"]
+    assert nat["sourceSubnetworkIpRangesToNat"] == "LIST_OF_SUBNETWORKS"
+    subnetwork = "projects/acme-celery-prod/regions/europe-west1/subnetworks/celery-prod"
+    assert nat["subnetworks"] == [{"name": subnetwork, "sourceIpRangesToNats": ["ALL_IP_RANGES"]}]
+    assert prod.one(CLUSTER)["inputs"]["subnetwork"] == "celery-prod"
 
 
 def kubeconfig(inv) -> dict:
@@ -443,12 +538,17 @@ def kubeconfig(inv) -> dict:
 
 def test_kubernetes_objects_go_to_the_stack_cluster(dev, byo):
     config = kubeconfig(dev)
-    assert config["clusters"][0]["cluster"]["server"] == "https://203.0.113.10"
+    cluster = dev.one(CLUSTER)["inputs"]
+    assert config["clusters"][0]["cluster"]["server"] == "https://" + endpoint_for(
+        cluster["project"], cluster["location"], cluster["name"]
+    )
     assert config["users"][0]["user"]["exec"]["command"] == "gke-gcloud-auth-plugin"
     provider = dev.one(K8S_PROVIDER)
     for obj in dev.kubernetes_objects():
         assert obj["provider"].startswith(provider["urn"] + "::"), obj["name"]
-    assert kubeconfig(byo)["clusters"][0]["cluster"]["server"] == "https://198.51.100.7"
+    assert kubeconfig(byo)["clusters"][0]["cluster"]["server"] == "https://" + endpoint_for(
+        "acme-celery-dev", "europe-west1-b", "shared-gke"
+    )
 
 
 def test_existing_cluster_is_looked_up_not_created(byo):
@@ -462,15 +562,26 @@ def test_existing_cluster_is_looked_up_not_created(byo):
     assert byo.outputs["cluster"] == "shared-gke"
 
 
+def test_an_existing_cluster_in_another_project_is_found_and_trusted_there(runs):
+    inv = _run(runs, "other_project_cluster")
+    lookup = next(i for i in inv.invokes if i["token"] == "gcp:container/getCluster:getCluster")
+    assert lookup["args"] == {"name": "platform-gke", "location": "us-east1", "project": "acme-platform"}
+    member = inv.one(SA_MEMBER)["inputs"]["member"]
+    assert member == "serviceAccount:acme-platform.svc.id.goog[celery-other-project/celery-other-project-worker]"
+    # Everything else stays in the stack's own project.
+    assert inv.one(BUCKET)["inputs"]["project"] == "acme-shared"
+    assert worker_account(inv)["inputs"]["project"] == "acme-shared"
+
+
 # --- worker -------------------------------------------------------------------
 
 
 def test_namespace_and_workload_identity_service_account(dev):
     ns = dev.one(NAMESPACE)["inputs"]["metadata"]
-    assert ns["name"] == "celery"
+    assert ns["name"] == "celery-dev"
     assert ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     ksa = dev.one(KSA)["inputs"]["metadata"]
-    assert (ksa["namespace"], ksa["name"]) == ("celery", "celery-worker")
+    assert (ksa["namespace"], ksa["name"]) == ("celery-dev", "celery-dev-worker")
     assert ksa["annotations"] == {
         "iam.gke.io/gcp-service-account": dev.outputs["service_account_email"]
     }
@@ -504,6 +615,7 @@ def test_result_backend_url_names_bucket_project_and_database(dev, byo):
             "gcs_project": ["acme-celery-dev"],
             "firestore_project": ["acme-celery-dev"],
             "firestore_database": [inv.one(DATABASE)["inputs"]["name"]],
+            "firestore_collection": [contract.FIRESTORE_COLLECTION],
         }
 
 
@@ -515,11 +627,11 @@ def test_deployment_resources_shutdown_and_identity(dev, prod):
         assert resources["requests"] == resources["limits"]
         assert (resources["requests"]["cpu"], resources["requests"]["memory"]) == (cpu, memory)
         assert pod["terminationGracePeriodSeconds"] == 600
-        assert pod["serviceAccountName"] == "celery-worker"
+        assert pod["serviceAccountName"] == f"celery-{inv.stack}-worker"
         assert "replicas" not in deployment["inputs"]["spec"]  # the autoscaler owns it
         waits = inv.waits_for(deployment)
         assert inv.one(SA_MEMBER)["urn"] in waits
-        assert inv.one(FIELD)["urn"] in waits
+        assert {f["urn"] for f in inv.of_type(FIELD)} <= waits
         assert inv.one(BUCKET_MEMBER)["urn"] in waits
 
 
@@ -550,7 +662,7 @@ def test_hpa_on_cpu_without_keda(dev):
     assert spec["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "name": "celery-worker",
+        "name": "celery-dev-worker",
     }
     assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 3)
     assert spec["metrics"] == [
@@ -567,12 +679,12 @@ def test_hpa_on_cpu_without_keda(dev):
 def test_keda_scales_on_each_queue_list(prod, byo):
     assert prod.of_type(HPA) == []
     spec = prod.one(SCALED_OBJECT)["inputs"]["spec"]
-    assert spec["scaleTargetRef"] == {"name": "celery-worker"}
+    assert spec["scaleTargetRef"] == {"name": "celery-prod-worker"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 50)
     assert [t["metadata"]["listName"] for t in spec["triggers"]] == ["celery", "priority"]
     for trigger in spec["triggers"]:
         assert trigger["type"] == "redis"
-        assert trigger["authenticationRef"] == {"name": "celery-broker"}
+        assert trigger["authenticationRef"] == {"name": "celery-prod-broker"}
         assert trigger["metadata"]["databaseIndex"] == "0"
     refs = {
         r["parameter"]: r["key"]
@@ -584,6 +696,30 @@ def test_keda_scales_on_each_queue_list(prod, byo):
     assert byo_spec["triggers"][0]["metadata"]["databaseIndex"] == "2"
     byo_refs = {r["parameter"] for r in byo.one(TRIGGER_AUTH)["inputs"]["spec"]["secretTargetRef"]}
     assert byo_refs == {"address", "password", "tls"}
+
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def test_keda_installed_with_a_pinned_chart_before_any_keda_object(prod, dev, byo):
+    release = prod.one(RELEASE)
+    inputs = release["inputs"]
+    assert (inputs["chart"], inputs["namespace"], inputs["createNamespace"]) == ("keda", "keda", True)
+    assert inputs["repositoryOpts"] == {"repo": "https://kedacore.github.io/charts"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", inputs["version"])
+    assert inputs.get("skipCrds") is False  # the chart's CRDs are what the objects need
+    assert release["provider"].startswith(prod.one(K8S_PROVIDER)["urn"] + "::")
+    for typ in (SCALED_OBJECT, TRIGGER_AUTH):
+        assert release["urn"] in prod.waits_for(prod.one(typ)), typ
+    # No KEDA without KEDA objects; none on a cluster that has it already.
+    assert dev.of_type(RELEASE) == [] and byo.of_type(RELEASE) == []
+
+
+def test_keda_on_an_existing_cluster_must_be_confirmed_installed(runs):
+    error = runs["keda_unconfirmed"]["error"]
+    assert error["type"] == "ConfigError"
+    assert error["message"].startswith("celery-gcs:kedaInstalled ")
+    assert "Install KEDA once per cluster" in error["message"]
 
 
 # --- outputs ------------------------------------------------------------------
@@ -608,7 +744,7 @@ def test_stack_outputs(dev):
         out["service_account_email"] == "celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
     )
     assert out["cluster"] == "celery-dev"
-    assert out["namespace"] == "celery"
+    assert out["namespace"] == "celery-dev"
     assert out["image"] == container(dev)["image"]
 
 

@@ -44,7 +44,7 @@ def test_every_setting_declared_with_type_description_and_default(project):
 
 
 def test_shared_names_are_the_backend_defaults(project):
-    assert project["config"]["firestoreDatabase"]["default"] == contract.FIRESTORE_DATABASE
+    assert project["config"]["firestoreCollection"]["default"] == contract.FIRESTORE_COLLECTION
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

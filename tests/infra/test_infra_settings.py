@@ -6,14 +6,18 @@ import pytest
 from celery_gcs import contract
 from celery_gcs_infra import CeleryStackArgs, SettingError, WorkerSettings, settings
 
+from .infra_scenarios import ROOT
+
 REQUIRED = {
     "celery-gcs:project": "acme-celery-dev",
     "celery-gcs:region": "europe-west1",
     "celery-gcs:celeryApp": "acme.tasks:app",
+    "celery-gcs:appDir": "worker_image/example_app",
+    "celery-gcs:appRequirements": "worker_image/example_app/requirements.txt",
 }
 SECRET_URL = "rediss://:hunter2@redis.example.com:6380/1"
 #: What the repository's program passes: the checkout the worker image is built from.
-CHECKOUT = "/src/celery-gcs"
+CHECKOUT = str(ROOT)
 
 
 def load(extra: dict[str, str] | None = None, secret_keys=(), stack="dev"):
@@ -38,10 +42,15 @@ def test_defaults_fill_in_and_derive():
         "europe-west1",
         "europe-west1",
     )
-    assert args.firestore_database == contract.FIRESTORE_DATABASE
+    assert args.firestore_database == "celery-dev-chords"
+    assert args.firestore_collection == contract.FIRESTORE_COLLECTION
     assert args.broker == "memorystore" and args.protect is False and args.cluster == ""
     assert args.worker == WorkerSettings(
-        celery_app="acme.tasks:app", labels={"celery-gcs-stack": "dev"}
+        celery_app="acme.tasks:app",
+        labels={"celery-gcs-stack": "dev"},
+        instance="celery-dev",
+        namespace="celery-dev",
+        service_account="celery-dev-worker",
     )
     assert args.labels == {"celery-gcs-stack": "dev"}
 
@@ -196,7 +205,12 @@ def test_component_arguments_validate_without_stack_config():
     with pytest.raises(SettingError) as caught:
         CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker)
     assert caught.value.field == "image"  # nothing to run: no image, no checkout to build one
-    args = CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker, build_context=CHECKOUT)
+    with pytest.raises(SettingError) as caught:
+        CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker, build_context=CHECKOUT)
+    assert caught.value.field == "celery_app"  # proj.celery is not in the image's app directory
+    acme = WorkerSettings(celery_app="acme.tasks:app")
+    args = CeleryStackArgs(project="acme-celery", region="europe-west1", worker=acme, build_context=CHECKOUT,
+                           app_dir="worker_image/example_app")  # fmt: skip
     assert args.bucket_name == "acme-celery-celery-results"
 
 
@@ -207,3 +221,64 @@ def test_without_an_image_or_a_checkout_to_build_one_the_image_key_is_named():
     message = str(caught.value)
     assert "celery-gcs:image" in message and "build_context" in message
     assert load({"celery-gcs:image": "us-docker.pkg.dev/p/r/worker:1@sha256:" + "a" * 64}).image
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"appDir": "../elsewhere"}, "appDir", "is not inside the Pulumi project"),
+        ({"appDir": "worker_image/nothing-here"}, "appDir", "is not a directory"),
+        ({"appRequirements": "worker_image/none.txt"}, "appRequirements", "is not a file"),
+        ({"celeryApp": "acme.jobs:app"}, "celeryApp", "'acme.jobs:app' is not in"),
+    ],
+)
+def test_the_app_is_checked_before_anything_is_built(extra, key, problem):
+    error = load_error({f"celery-gcs:{k}": v for k, v in extra.items()})
+    assert error.key == f"celery-gcs:{key}"
+    assert problem in str(error)
+
+
+def test_requirements_without_hashes_are_refused(tmp_path):
+    (tmp_path / "app" / "acme").mkdir(parents=True)
+    (tmp_path / "app" / "acme" / "tasks.py").write_text("")
+    (tmp_path / "app" / "requirements.txt").write_text(
+        "# pinned, but no hash\nhumanize==4.11.0\nsix==1.16.0 \\\n    --hash=sha256:" + "0" * 64 + "\n"
+    )
+    values = {**REQUIRED, "celery-gcs:appDir": "app", "celery-gcs:appRequirements": "app/requirements.txt"}
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load(values, stack="dev", build_context=str(tmp_path))
+    assert caught.value.key == "celery-gcs:appRequirements"
+    assert "without hashes (humanize==4.11.0)" in str(caught.value)
+    assert "--generate-hashes" in str(caught.value)
+
+
+def test_a_prebuilt_image_needs_no_app_directory():
+    image = "europe-docker.pkg.dev/acme/images/worker@sha256:" + "a" * 64
+    args = load({"celery-gcs:appDir": "", "celery-gcs:image": image})
+    assert args.app_build_args() == {}
+
+
+def test_cloud_nat_needs_the_clusters_own_subnetwork():
+    error = load_error({"celery-gcs:cloudNat": "true"})
+    assert error.key == "celery-gcs:subnetwork"
+    assert "Cloud NAT needs the cluster's own subnetwork" in str(error)
+
+
+def test_maintenance_start_is_a_time_of_day():
+    error = load_error({"celery-gcs:maintenanceStart": "3am"})
+    assert error.key == "celery-gcs:maintenanceStart"
+    assert "Use HH:MM in UTC" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"clusterLocation": "europe-west1-b"}, "clusterLocation", "but no cluster is set"),
+        ({"clusterProject": "acme-platform"}, "clusterProject", "but no cluster is set"),
+        ({"cluster": "shared-gke", "network": "shared-vpc"}, "network", "only used for a new cluster"),
+    ],
+)
+def test_settings_of_the_other_kind_of_cluster_are_refused(extra, key, problem):
+    error = load_error({f"celery-gcs:{k}": v for k, v in extra.items()})
+    assert error.key == f"celery-gcs:{key}"
+    assert problem in str(error)

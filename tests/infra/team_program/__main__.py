@@ -21,6 +21,7 @@ celery = CeleryStack(
         kms_key_name="projects/acme-kms/locations/us-central1/keyRings/data/cryptoKeys/celery",
         firestore_database="payments-chords",
         cluster="shared-gke",
+        keda_installed=True,
         broker="external",
         broker_url=config.require("brokerUrl"),
         image="us-docker.pkg.dev/acme-ci/images/payments-worker:1.4.2@sha256:" + "0" * 64,
