@@ -1,4 +1,4 @@
-"""The image as a stack builds it: Pulumi.dev.yaml's app, requirements and build arguments, run against the local stack.
+"""The image as a stack builds it: infra/examples/Pulumi.dev.yaml's app, requirements and build arguments, run against the local stack.
 
 Skipped, with the reason, unless podman can run here (root, podman, runc,
 debootstrap) and tests/image runs on its own (`make image-test`).
@@ -20,7 +20,7 @@ def dev_stack_args():
     """What `pulumi up` on the dev stack passes the program: Pulumi.yaml's defaults, then the stack file."""
     declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
     values = {f"celery-gcs:{k}": d["default"] for k, d in declared.items() if "default" in d}
-    values.update(yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"])
+    values.update(yaml.safe_load((ROOT / "infra" / "examples" / "Pulumi.dev.yaml").read_text())["config"])
     as_strings = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
     return settings.load(as_strings, stack="dev", build_context=str(ROOT))
 

@@ -27,6 +27,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+#: The worked example stack files: outside the project root, so `pulumi stack init` never picks one up.
+EXAMPLES = ROOT / "infra" / "examples"
 
 PROJECT = "celery-gcs"
 
@@ -56,7 +58,7 @@ def project_defaults() -> dict[str, str]:
 def stack_config(stack: str, overrides: dict[str, object] | None = None) -> dict[str, str]:
     """Pulumi.yaml defaults, then Pulumi.<stack>.yaml, then overrides: what `pulumi up` passes."""
     config = project_defaults()
-    stack_file = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    stack_file = yaml.safe_load((EXAMPLES / f"Pulumi.{stack}.yaml").read_text())
     config.update({k: _as_config_string(v) for k, v in stack_file["config"].items()})
     for key, value in (overrides or {}).items():
         config[f"{PROJECT}:{key}"] = _as_config_string(value)

@@ -9,7 +9,7 @@ import yaml
 from celery_gcs import contract
 from celery_gcs_infra import settings
 
-from .infra_scenarios import ROOT
+from .infra_scenarios import EXAMPLES, ROOT
 
 TYPES = {str: "string", int: "integer", bool: "boolean"}
 DECLARATION_FIELDS = {"type", "description", "default", "secret", "items"}
@@ -49,7 +49,7 @@ def test_shared_names_are_the_backend_defaults(project):
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_stack_files_use_known_keys_and_load(stack):
-    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    config = yaml.safe_load((EXAMPLES / f"Pulumi.{stack}.yaml").read_text())["config"]
     for key in config:
         namespace, name = key.split(":")
         assert namespace == settings.NAMESPACE and name in settings.BY_KEY, key
@@ -77,3 +77,20 @@ def test_readme_has_the_deploy_section():
     section = readme.split("## Deploying to GCP with Pulumi", 1)
     assert len(section) == 2
     assert "docs/environments.md" in section[1]
+
+
+def test_no_stack_file_in_the_project_root_for_stack_init_to_pick_up():
+    """`pulumi stack init dev` would silently take a Pulumi.dev.yaml full of another team's values."""
+    assert sorted(p.name for p in ROOT.glob("Pulumi.*.y*ml")) == []
+    assert sorted(p.name for p in EXAMPLES.glob("Pulumi.*.yaml")) == ["Pulumi.dev.yaml", "Pulumi.prod.yaml"]
+
+
+def test_the_template_asks_for_every_required_key_and_only_real_ones(project):
+    """`pulumi new` prompts for what the template lists; every key without a default must be there."""
+    template = project["template"]
+    assert template["displayName"] and template["description"]
+    asked = {key.split(":", 1)[1] for key in template["config"]}
+    required = {name for name, decl in project["config"].items() if "default" not in decl}
+    assert required <= asked <= set(settings.BY_KEY)
+    for key, decl in template["config"].items():
+        assert key.startswith(f"{settings.NAMESPACE}:") and decl["description"], key
