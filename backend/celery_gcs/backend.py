@@ -171,7 +171,9 @@ class GCSBackend(KeyValueStoreBackend):
             )  # fmt: skip
         except ChordError:
             ancestors = _ancestors(result)
-            if propagate and on_interval and ancestors:
+            # Celery passes an empty promise when get() does not follow parents.
+            follows_parents = getattr(on_interval, "fun", on_interval) is not None
+            if propagate and on_interval and follows_parents and ancestors:
                 grace = _PARENT_ERROR_GRACE
                 if timeout is not None:
                     grace = min(grace, timeout - (time.monotonic() - started))
@@ -179,27 +181,43 @@ class GCSBackend(KeyValueStoreBackend):
             raise
 
     def iter_native(self, result, timeout=None, interval=0.5, no_ack=True, on_message=None, on_interval=None):
-        """Celery's, except that a group after a failed task of its chain raises that task's error.
+        """Celery's, except that a group after a failed task of its chain ends with that task's error.
 
         Such a group never runs, so ``GroupResult.get()`` would wait for
-        results that never come until its timeout (or forever). Its parents'
-        errors are raised before waiting and on every poll, as
-        ``AsyncResult.get`` does for a task's parents.
+        results that never come until its timeout (or forever). Its parents
+        are looked at before waiting and on every poll; once one has failed,
+        each member not yet ready is given the parent's failure, as Celery
+        marks a failed chain's later tasks: ``get()`` raises it, and with
+        ``propagate=False`` returns it.
         """
         ancestors = _ancestors(result)
-        if ancestors:
-            _raise_failed(ancestors)
-            outer = on_interval
+        if not ancestors:
+            yield from super().iter_native(
+                result, timeout=timeout, interval=interval, no_ack=no_ack, on_message=on_message,
+                on_interval=on_interval,
+            )  # fmt: skip
+            return
+        outer = on_interval
 
-            def on_interval() -> None:
-                _raise_failed(ancestors)
-                if outer:
-                    outer()
+        def check_parents() -> None:
+            failed = _failed(ancestors)
+            if failed is not None:
+                raise _ParentFailed(failed)
+            if outer:
+                outer()
 
-        yield from super().iter_native(
-            result, timeout=timeout, interval=interval, no_ack=no_ack, on_message=on_message,
-            on_interval=on_interval,
-        )  # fmt: skip
+        done: set[str] = set()
+        try:
+            check_parents()
+            for task_id, meta in super().iter_native(
+                result, timeout=timeout, interval=interval, no_ack=no_ack, on_message=on_message,
+                on_interval=check_parents,
+            ):  # fmt: skip
+                done.add(task_id)
+                yield task_id, meta
+        except _ParentFailed as failure:
+            for task_id in (r.id for r in result.results if r.id not in done):
+                yield task_id, failure.meta
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         return retry.is_retryable(exc)
@@ -424,10 +442,20 @@ def _ancestors(result: Any) -> list[Any]:
     return found
 
 
-def _raise_failed(ancestors: list[Any]) -> None:
-    """Raise the error of the earliest failed one, as ``AsyncResult.get`` does."""
+class _ParentFailed(Exception):
+    """A parent of the group being waited for failed; ``meta`` is its failure."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        super().__init__(meta["result"])
+        self.meta = meta
+
+
+def _failed(ancestors: list[Any]) -> dict[str, Any] | None:
+    """The failure of the earliest failed one, as ``AsyncResult.get`` would raise it, or None."""
     for node in reversed(ancestors):
-        node.maybe_throw()
+        if node.state in states.PROPAGATE_STATES:
+            return {"status": node.state, "result": node.result, "traceback": node.traceback, "task_id": node.id}
+    return None
 
 
 def _poll_parents(ancestors: list[Any], on_interval: Any, seconds: float, interval: float) -> None:

@@ -78,6 +78,10 @@ def test_show_reads_one_result_and_a_missing_one_exits_1(app, stack, backend_url
     assert json.loads(done.stdout)["result"] == {"answer": 42}
     missing = run_cli("results", "show", "never-stored", env=env)
     assert missing.returncode == 1 and json.loads(missing.stdout)["status"] == "PENDING"
+    # --backend wins over an exported CELERY_RESULT_BACKEND naming another prefix, for show as for list.
+    elsewhere = {**env, "CELERY_RESULT_BACKEND": f"gcs://{stack.bucket}/somewhere-else"}
+    done = run_cli("results", "--backend", backend_url, "show", "t-show", env=elsewhere)
+    assert done.returncode == 0 and json.loads(done.stdout)["result"] == {"answer": 42}
 
 
 def test_without_a_backend_or_with_a_bad_since_it_says_what_to_pass(stack) -> None:

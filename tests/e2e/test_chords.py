@@ -244,3 +244,7 @@ def test_get_on_a_group_after_a_failed_task_of_its_chain_raises_that_tasks_error
         result.get(timeout=30)
     assert str(raised.value) == "before the group"
     assert time.monotonic() - started < 20
+    # With propagate=False nothing is raised: each member that never ran carries the parent's error.
+    values = result.get(timeout=30, propagate=False)
+    assert [str(value) for value in values] == ["before the group", "before the group"]
+    assert all(isinstance(value, ValueError) for value in values)

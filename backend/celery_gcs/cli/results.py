@@ -59,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="list task results (in name order), filtered by their metadata")
     listing.add_argument("--state", help="only results in this state (SUCCESS, FAILURE, ...)")
     listing.add_argument("--name", help="only results of this task name")
-    listing.add_argument("--since", type=since, help="only results done within this long, e.g. 1h, 30m, 2d")
+    listing.add_argument("--since", type=since, help="only results stored within this long (the object's update time), e.g. 1h, 30m, 2d")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     show = actions.add_parser("show", help="read one task's result")
     show.add_argument("task_id")
@@ -128,8 +128,11 @@ def print_list(found: Iterator[Result], out: Console, *, as_json: bool) -> int:
 def show(url: str, task_id: str, out: Console) -> int:
     from celery import Celery
 
-    app = Celery("celery-gcs-results", set_as_current=False)
-    app.conf.result_backend = url
-    state = app.backend.get_task_meta(task_id)
+    from ..backend import GCSBackend
+
+    # The backend built from the URL itself: an app's result_backend would lose
+    # to an exported CELERY_RESULT_BACKEND, and --backend must win.
+    backend = GCSBackend(Celery("celery-gcs-results", set_as_current=False), url=url)
+    state = backend.get_task_meta(task_id)
     out.file.write(json.dumps(state, indent=2, default=repr) + "\n")
     return 0 if state.get("status") != "PENDING" else 1
