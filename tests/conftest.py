@@ -7,7 +7,6 @@ test asks for them; every test gets its own object prefix and a wiped stack.
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,16 +56,12 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
     gcs = Proxy(stack.services["gcs"].port, "http1").start()
     firestore = Proxy(stack.services["firestore"].port, "grpc").start()
     here = Local(stack, gcs, firestore)
-    saved = {key: os.environ.get(key) for key in here.env()}
-    os.environ.update(here.env())
     try:
-        yield here
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in here.env().items():
+                patch.setenv(key, value)
+            yield here
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         gcs.stop()
         firestore.stop()
         stack.stop()

@@ -19,7 +19,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -35,16 +34,12 @@ def celery_gcs_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
     stack = LocalStack(tmp_path_factory.mktemp("celery-gcs-stack"))
     stack.start()
     env = {key: value for key, value in stack.env().items() if key != "CELERY_RESULT_BACKEND"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     try:
-        yield stack
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            yield stack
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         stack.stop()
 
 
