@@ -16,13 +16,27 @@ URL_SCHEME: Final = "gcs"
 FIRESTORE_DATABASE: Final = "(default)"
 
 #: Firestore collection (and so TTL collection group) holding chord documents.
-FIRESTORE_COLLECTION: Final = "celery"
+#: Named for this backend: a shared database may hold other applications'
+#: ``celery`` or ``parts`` (the built-in ``gs://`` backend writes
+#: ``celery/chord-unlock-*``), and a TTL policy covers a whole collection group.
+FIRESTORE_COLLECTION: Final = "celery_gcs_chords"
 
 #: Subcollection of each chord document holding one document per counted part.
-FIRESTORE_PARTS_COLLECTION: Final = "parts"
+FIRESTORE_PARTS_COLLECTION: Final = "celery_gcs_chord_parts"
+
+#: Subcollection of each chord document holding its counters (chords.py).
+FIRESTORE_COUNTERS_COLLECTION: Final = "celery_gcs_chord_counters"
 
 #: Timestamp field on every chord document; the Firestore TTL policy is on it.
 FIRESTORE_TTL_FIELD: Final = "expires_at"
+
+
+def chord_collection_groups(collection: str = FIRESTORE_COLLECTION) -> tuple[str, ...]:
+    """Every collection group the backend writes chord documents to; each needs a TTL policy.
+
+    ``collection`` is the backend's ``firestore_collection``.
+    """
+    return tuple(dict.fromkeys((collection, FIRESTORE_PARTS_COLLECTION, FIRESTORE_COUNTERS_COLLECTION)))
 
 #: Object key prefixes, as Celery's KeyValueStoreBackend writes them. Our key
 #: layout is the built-in ``gs://`` backend's: ``[base_path/]<prefix><id>``.

@@ -2,7 +2,7 @@
 
 The backend writes ``{collection}/{chord key}`` (``collection`` is the
 backend's ``firestore_collection``, ``contract.FIRESTORE_COLLECTION`` unless
-configured) and ``{collection}/{chord key}/parts/{task}``, each with a
+configured) and ``{collection}/{chord key}/{parts or counters}/...`` (names in ``contract``), each with a
 ``contract.FIRESTORE_TTL_FIELD`` timestamp. TTL policies are per collection
 group, and deleting a document never deletes its subcollections, so each
 group gets its own policy: without the one on ``parts``, the parts of every
@@ -51,7 +51,7 @@ def location(value: str, field_name: str = "firestore_location") -> str:
 
 def collection_groups(collection: str) -> tuple[str, ...]:
     """The collection groups the backend writes, each of which needs a TTL policy."""
-    return tuple(dict.fromkeys((collection, contract.FIRESTORE_PARTS_COLLECTION)))
+    return contract.chord_collection_groups(collection)
 
 
 def collection_name(value: str, field_name: str = "collection") -> str:

@@ -218,7 +218,7 @@ def ttl_matches_backend(resources: Resources) -> list[str]:
         collection = query.get("firestore_collection", [contract.FIRESTORE_COLLECTION])[0]
         # TTL is per collection group and never reaches subcollections: the
         # chords and their parts each need a policy.
-        for group in (collection, contract.FIRESTORE_PARTS_COLLECTION):
+        for group in contract.chord_collection_groups(collection):
             if not any(
                 f["inputs"].get("database") == database
                 and f["inputs"].get("collection") == group

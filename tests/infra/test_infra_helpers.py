@@ -53,7 +53,7 @@ def test_result_backend_url_keeps_the_default_database_readable():
     url = result_backend_url(bucket="b", base_path="a/b", project="p", database="(default)")
     assert url == (
         "gcs://b/a/b?gcs_project=p&firestore_project=p&firestore_database=(default)"
-        "&firestore_collection=celery"
+        "&firestore_collection=celery_gcs_chords"
     )
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
     assert query["firestore_database"] == ["(default)"]

@@ -179,7 +179,7 @@ def no_ttl_on_parts(rs):
 
 def backend_uses_another_collection(rs):
     e = env(rs, "CELERY_RESULT_BACKEND")
-    e["value"] = e["value"].replace("firestore_collection=celery", "firestore_collection=jobs")
+    e["value"] = e["value"].replace(f"firestore_collection={contract.FIRESTORE_COLLECTION}", "firestore_collection=jobs")
 
 
 def result_backend_wrong_scheme(rs):
@@ -232,9 +232,9 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
         (lifecycle_zero_dropped, "dropped without sendDaysSinceCustomTimeIfZero"),
         (lifecycle_deletes_early, "could drop live results"),
         (lifecycle_without_backstop, "no age backstop of 30 days"),
-        (ttl_on_wrong_field, "no TTL policy on celery.expires_at in database 'celery-dev'"),
-        (ttl_on_other_database, "no TTL policy on celery.expires_at in database 'celery-dev'"),
-        (no_ttl_on_parts, "no TTL policy on parts.expires_at in database 'celery-dev'"),
+        (ttl_on_wrong_field, f"no TTL policy on {contract.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
+        (ttl_on_other_database, f"no TTL policy on {contract.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
+        (no_ttl_on_parts, f"no TTL policy on {contract.FIRESTORE_PARTS_COLLECTION}.expires_at in database 'celery-dev'"),
         (backend_uses_another_collection, "no TTL policy on jobs.expires_at"),
         (result_backend_wrong_scheme, "is not gcs://"),
     ],

@@ -234,7 +234,7 @@ def test_prod_database_protected_with_pitr(prod):
 
 def test_ttl_policy_on_every_collection_group_the_backend_writes(dev, prod):
     # TTL is per collection group and never deletes subcollections: the chords
-    # and their parts ({collection}/{key}/parts/{task}) each need a policy.
+    # and their parts and counters (subcollections of each chord) each need a policy.
     for inv in (dev, prod):
         db = inv.one(DATABASE)
         fields = sorted(inv.of_type(FIELD), key=lambda f: f["inputs"]["collection"])
@@ -248,7 +248,7 @@ def test_ttl_policy_on_every_collection_group_the_backend_writes(dev, prod):
                 # Exempt from single-field indexes: no query uses it.
                 "indexConfig": {},
             }
-            for group in sorted((contract.FIRESTORE_COLLECTION, contract.FIRESTORE_PARTS_COLLECTION))
+            for group in sorted(contract.chord_collection_groups())
         ]
         for field in fields:
             assert db["urn"] in field["dependencies"]
@@ -258,10 +258,7 @@ def test_firestore_collection_key_feeds_the_backend_url_and_the_ttl_policies(run
     inv = _run(runs, "collection")
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(inv.outputs["result_backend"]).query)
     assert query["firestore_collection"] == ["jobs"]
-    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == {
-        "jobs",
-        contract.FIRESTORE_PARTS_COLLECTION,
-    }
+    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == set(contract.chord_collection_groups("jobs"))
 
 
 # --- identity -----------------------------------------------------------------
