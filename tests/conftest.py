@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from celery_gcs import contract
 from celery_gcs.local import services
 from celery_gcs.local.proxy import Proxy
 from celery_gcs.local.worker import WorkerProcess
@@ -140,15 +141,22 @@ def firestore_docs(stack: Local) -> Any:
     """List the documents of the chord collection (and their parts) on the emulator."""
     from google.cloud import firestore
 
-    def docs(collection: str = "celery", database: str = "(default)") -> dict[str, dict[str, Any]]:
+    def docs(
+        collection: str = contract.FIRESTORE_COLLECTION, database: str = "(default)"
+    ) -> dict[str, dict[str, Any]]:
+        """By path: ``KEY`` (chord documents), ``KEY/parts/TASK`` and ``KEY/counters/LEVEL-INDEX``."""
         client = firestore.Client(project=stack.stack.project, database=database)
         found: dict[str, dict[str, Any]] = {}
         for doc in client.collection(collection).list_documents():  # also parents with only parts
             snapshot = doc.get()
             if snapshot.exists:
                 found[doc.id] = snapshot.to_dict()
-            for part in doc.collection("parts").stream():
-                found[f"{doc.id}/parts/{part.id}"] = part.to_dict()
+            for label, group in (
+                ("parts", contract.FIRESTORE_PARTS_COLLECTION),
+                ("counters", contract.FIRESTORE_COUNTERS_COLLECTION),
+            ):
+                for child in doc.collection(group).stream():
+                    found[f"{doc.id}/{label}/{child.id}"] = child.to_dict()
         return found
 
     return docs

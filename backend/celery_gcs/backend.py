@@ -34,6 +34,7 @@ from .chords import ChordCoordinator
 from .errors import CorruptResult, StoreError
 from .keys import encode_id
 from .meta import EXPIRES_FIELD
+from .stores import grpc_runtime
 from .stores.perprocess import PerProcess
 from .stores.result_store import GenerationMismatch, ResultStore
 
@@ -52,7 +53,7 @@ class GCSBackend(KeyValueStoreBackend):
 
     Besides Celery's hooks it offers the coordinator what it reads through
     (``chords.ChordBackend``): ``chord_key``, ``chord_expires_at``,
-    ``read_group``, ``read_ready`` and ``as_stored``.
+    ``read_group``, ``read_ready``, ``as_stored`` and ``refresh_chord_results``.
     """
 
     supports_native_join = True
@@ -67,10 +68,13 @@ class GCSBackend(KeyValueStoreBackend):
 
     def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, url=url, **kwargs)
+        grpc_runtime.check()
         self.settings = settings.parse(url, self.app.conf)
         self.results = ResultStore(self.settings)
         failure_expires = self.app.conf.get("result_failure_expires")
-        self.failure_expires = self.expires if failure_expires is None else self.prepare_expires(failure_expires)
+        self.failure_expires = (
+            self.expires if failure_expires is None else self.prepare_expires(failure_expires)
+        )
         # Generations this process wrote for unfinished states (STARTED, RETRY),
         # so the next state of the same task is one conditional PUT.
         self._generations: PerProcess[OrderedDict[str, int]] = PerProcess(OrderedDict)
@@ -180,7 +184,9 @@ class GCSBackend(KeyValueStoreBackend):
                 _poll_parents(ancestors, on_interval, grace, interval)
             raise
 
-    def iter_native(self, result, timeout=None, interval=0.5, no_ack=True, on_message=None, on_interval=None):
+    def iter_native(
+        self, result, timeout=None, interval=0.5, no_ack=True, on_message=None, on_interval=None
+    ):
         """Celery's, except that a group after a failed task of its chain ends with that task's error.
 
         Such a group never runs, so ``GroupResult.get()`` would wait for
@@ -227,7 +233,11 @@ class GCSBackend(KeyValueStoreBackend):
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         name = bytes_to_str(self.get_key_for_task(task_id))
         meta = self._read_meta(name)
-        return {"status": states.PENDING, "result": None} if meta is None else self._task_meta(name, meta)
+        return (
+            {"status": states.PENDING, "result": None}
+            if meta is None
+            else self._task_meta(name, meta)
+        )
 
     def task_result_exists(self, task_id: str) -> bool:
         return self._read_meta(bytes_to_str(self.get_key_for_task(task_id))) is not None
@@ -239,7 +249,9 @@ class GCSBackend(KeyValueStoreBackend):
             try:
                 meta["result"] = result_from_tuple(meta["result"], self.app)
             except Exception as exc:  # any shape result_from_tuple cannot take
-                raise stored.corrupt(name, self.settings.bucket, f"not a group of results ({exc!r})") from exc
+                raise stored.corrupt(
+                    name, self.settings.bucket, f"not a group of results ({exc!r})"
+                ) from exc
         return meta
 
     def _mget_to_results(self, values, keys, READY_STATES=states.READY_STATES):
@@ -265,7 +277,9 @@ class GCSBackend(KeyValueStoreBackend):
         return None if stored.expired(meta) else meta
 
     def _task_meta(self, name: str, meta: dict[str, Any]) -> dict[str, Any]:
-        return stored.task_state(name, meta, rebuild=self.meta_from_decoded, bucket=self.settings.bucket)
+        return stored.task_state(
+            name, meta, rebuild=self.meta_from_decoded, bucket=self.settings.bucket
+        )
 
     def _decode(self, name: str, payload: bytes) -> dict[str, Any]:
         return stored.decode(name, payload, decode=self.decode, bucket=self.settings.bucket)
@@ -295,13 +309,23 @@ class GCSBackend(KeyValueStoreBackend):
             if raw is None:
                 continue
             try:
-                meta = self._task_meta(key, self._decode(key, raw))
+                decoded = self._decode(key, raw)
+                if stored.expired(decoded):
+                    continue  # an expired result is absent, for the chord as for everyone
+                meta = self._task_meta(key, decoded)
             except CorruptResult as exc:
                 exc.task_id = task_id
                 raise
             if meta["status"] in states.READY_STATES:
                 ready[task_id] = (meta["status"], meta["result"])
         return ready
+
+    def refresh_chord_results(self, group_id: str, task_ids: Sequence[str]) -> None:
+        """Push back the expiry of a running chord's GroupResult and of its header results stored so far."""
+        expires = self._chord_result_expires
+        self.expire(self.get_key_for_group(group_id), expires)
+        for task_id in task_ids:
+            self.expire(self.get_key_for_task(task_id), expires)
 
     def as_stored(self, state: str, result: Any) -> Any:
         """A result as a reader gets it back: through the serializer and Celery's rebuilding."""
@@ -311,13 +335,20 @@ class GCSBackend(KeyValueStoreBackend):
     # -- writes: one request per state ---------------------------------------
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
-        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
         meta["task_id"] = bytes_to_str(task_id)
         expires = self.failure_expires if state in states.EXCEPTION_STATES else self.expires
+        if _is_chord_part(request, state) and expires:
+            # Its chord's callback reads it: kept as long as the chord, as Celery does.
+            expires = max(expires, self._chord_result_expires)
         expires_at = self._expiry(expires)
         meta[EXPIRES_FIELD] = stored.isoformat(expires_at)
         name = bytes_to_str(self.get_key_for_task(task_id))
-        payload = stored.encode_state(meta, state, encode=self.encode, limit=self.settings.max_result_bytes)
+        payload = stored.encode_state(
+            meta, state, encode=self.encode, limit=self.settings.max_result_bytes
+        )
         try:
             stored.check_size(name, payload, self.settings.max_result_bytes)
             counted_at = None
@@ -327,13 +358,15 @@ class GCSBackend(KeyValueStoreBackend):
                 counted_at = self.chords.part_ready(request, state, result)
                 self._parts_handled.get()[bytes_to_str(task_id)] = True
             task_name = getattr(request, "task", None) or meta.get("name")
-            self._write_state(name, payload, state, expires_at, stored.object_metadata(meta, task_name))
+            self._write_state(
+                name, payload, state, expires_at, stored.object_metadata(meta, task_name)
+            )
         except StoreError as exc:
             exc.state, exc.task_id = state, bytes_to_str(task_id)
             raise
         if counted_at is not None and time.monotonic() - counted_at > self.chords.slow_part_after():
             # So slow that the callback's join may have given up on us: look again.
-            self.chords.complete_if_done(self.chords.part(request, state, result))
+            self.chords.look_again(self.chords.part(request, state, result))
         return result
 
     def on_chord_part_return(self, request, state, result, **kwargs) -> None:
@@ -347,12 +380,14 @@ class GCSBackend(KeyValueStoreBackend):
         handled.pop(bytes_to_str(request.id), None)
 
     def apply_chord(self, header_result_args, body, **kwargs) -> None:
-        """Save the header's GroupResult: the callback reads its structure and ids."""
+        """Save the header's GroupResult (the callback reads its structure and ids) and write its counters."""
         self.ensure_chords_allowed()
-        self.app.GroupResult(*header_result_args).save(backend=self)
+        header = self.app.GroupResult(*header_result_args)
+        self._save_group(header.id, header, expires=self._chord_result_expires)
+        self.chords.apply(header.id, header.results)
 
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
-        self.chords.set_size(group_id, chord_size)
+        self.chords.check_size(group_id, chord_size)
 
     def add_to_chord(self, group_id: str, result: Any) -> None:
         self.chords.add(group_id, result.id)
@@ -361,14 +396,23 @@ class GCSBackend(KeyValueStoreBackend):
         return self.chords.incr(bytes_to_str(key))
 
     def _write_state(
-        self, name: str, payload: bytes, state: str, expires_at: dt.datetime | None, metadata: dict[str, str]
+        self,
+        name: str,
+        payload: bytes,
+        state: str,
+        expires_at: dt.datetime | None,
+        metadata: dict[str, str],
     ) -> None:
         generations = self._generations.get()
         expected = generations.pop(name, 0)
         for _ in range(_MAX_CONFLICTS):
             try:
                 generation = self._put(
-                    name, payload, expires_at=expires_at, if_generation_match=expected, metadata=metadata
+                    name,
+                    payload,
+                    expires_at=expires_at,
+                    if_generation_match=expected,
+                    metadata=metadata,
                 )
             except GenerationMismatch:
                 current = self.results.get(name)
@@ -392,10 +436,12 @@ class GCSBackend(KeyValueStoreBackend):
             return
         raise StoreError(f"could not store {name}: other writers kept replacing it")
 
-    def _save_group(self, group_id: str, result: Any) -> Any:
-        expires_at = self._expiry(self.expires)
+    def _save_group(self, group_id: str, result: Any, expires: float | None = None) -> Any:
+        expires_at = self._expiry(self.expires if expires is None else expires)
         meta = {"result": result.as_tuple(), EXPIRES_FIELD: stored.isoformat(expires_at)}
-        self._put(bytes_to_str(self.get_key_for_group(group_id)), self.encode(meta), expires_at=expires_at)
+        self._put(
+            bytes_to_str(self.get_key_for_group(group_id)), self.encode(meta), expires_at=expires_at
+        )
         return result
 
     def _put(
@@ -454,7 +500,12 @@ def _failed(ancestors: list[Any]) -> dict[str, Any] | None:
     """The failure of the earliest failed one, as ``AsyncResult.get`` would raise it, or None."""
     for node in reversed(ancestors):
         if node.state in states.PROPAGATE_STATES:
-            return {"status": node.state, "result": node.result, "traceback": node.traceback, "task_id": node.id}
+            return {
+                "status": node.state,
+                "result": node.result,
+                "traceback": node.traceback,
+                "task_id": node.id,
+            }
     return None
 
 

@@ -1,37 +1,38 @@
-"""Chords: every header task counted once, the callback published once, nothing hangs.
+"""Chords: every part counted once, the callback published once, under every pool and host layout.
 
-The order of a header task's return is what makes this hold (docs/chords.md):
+The design (docs/chords.md has the failure table):
 
-1. **count** the part: create its Firestore document (a duplicate finds it);
-2. **check** whether every part is counted (an aggregation query, plus the
-   chord's size, read once per process and chord);
-3. if so, **claim** the callback in a transaction, **join** the other parts'
-   results from GCS (this part's own is still in memory), **renew** the claim
-   and **publish** the callback, then delete the chord's documents;
-4. only then **store** this task's own result in GCS.
+* **apply**: when Celery applies a chord, its counters are written
+  (chord_tree.py): a tree of countdowns over the header's task ids.
+* **count**: a returning header task creates its part document and counts its
+  leaf down, in one commit that answers with the leaf's new value. The part
+  that fills a counter counts its parent down, and so on; the part that fills
+  the top one (or counts the last added task) *settles* the chord: a
+  transaction on the chord document that claims the callback for a lease
+  reckoned in the server's time.
+* **complete**: the claim's holder reads every part's result from GCS (its
+  own from memory unless a run before it stored one), renews the lease for
+  the publish, publishes the callback, and marks the chord done.
+* **store**: only then does the part store its own result.
 
-Because the result is stored last, a process killed anywhere in 1-3 leaves
-no SUCCESS behind, so Celery replays the return (redelivery with
-``task_reject_on_worker_lost``, or the lost-worker FAILURE) and the replay,
-finding the part already counted, repairs whatever was left: it takes over a
-claim whose holder is dead and completes the chord. A claim's holder is
-known dead when it ran on this host and its process is gone, or when its
-lease has run out. An error between the claim and the publish gives the
-claim up (a claim this very process holds but is not acting on counts as
-given up), so that Celery's retry of the store completes the chord; once the
-callback is published, the process remembers it until the chord's documents
-are deleted, so a retry never publishes it again.
+Storing last is what makes a crash harmless: Celery 5.7 replays a killed
+task's return (requeued with ``task_reject_on_worker_lost``, else as a
+WorkerLostError failure) unless a SUCCESS was stored. The replay's commit is
+refused (its part is counted), so it walks up its counters, finishes what the
+dead process left, and takes the claim over once the dead holder's lease has
+run out by the server's clock. Nothing here looks at hostnames, pids or
+``/proc``, and nothing is shared between threads but the Firestore client.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-import os
-import socket
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,10 +41,12 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 
+from . import chord_tree
+from .chord_tree import Node
 from .errors import CorruptResult
 from .keys import part_document_id
 from .settings import Settings
-from .stores.chord_store import Chord, ChordStore, Claim, Holder
+from .stores.chord_store import Chord, ChordStore, Settle, Settled
 from .stores.perprocess import PerProcess
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,10 @@ log = logging.getLogger(__name__)
 MIN_LEASE = 10.0
 #: What Celery's ``result_chord_join_timeout`` defaults to.
 DEFAULT_JOIN_TIMEOUT = 3.0
+#: Chord documents each process remembers (size and counters' shape).
+_CHORDS_KEPT = 1_000
+#: Celery's cap on a callback's publish retries when its policy has none.
+_PUBLISH_MAX_RETRIES = 3
 
 
 class ChordBackend(Protocol):
@@ -70,10 +77,13 @@ class ChordBackend(Protocol):
         """The header's saved GroupResult; CorruptResult if it is not one."""
 
     def read_ready(self, task_ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
-        """(state, result) of the stored, ready ones; CorruptResult (with ``task_id``) for junk."""
+        """(state, result) of the stored, ready, unexpired ones; CorruptResult (with ``task_id``) for junk."""
 
     def as_stored(self, state: str, result: Any) -> Any:
         """A result as a reader will get it back from storage."""
+
+    def refresh_chord_results(self, group_id: str, task_ids: Sequence[str]) -> None:
+        """Push back the expiry of a running chord's GroupResult and stored header results."""
 
     def chord_error_from_stack(self, callback: Any, exc: Exception) -> Any:
         """Celery's: fail the callback and call its errbacks."""
@@ -89,7 +99,6 @@ class Part:
 
     task_id: str
     group_id: str
-    index: int | None
     state: str
     value: Any  # as the callback would read it back from storage
     callback: dict[str, Any]
@@ -101,26 +110,43 @@ class ChordCoordinator:
     def __init__(self, backend: ChordBackend) -> None:
         self.backend = backend
         self.store = ChordStore(backend.settings)
-        # chord key -> total parts, once read: totals only grow (add_to_chord),
-        # so "counted < a total read earlier" still proves "not complete".
-        self._totals: PerProcess[dict[str, int]] = PerProcess(dict)
-        # Tokens of the claims this process is acting on. Any other claim held
-        # by this process was abandoned when an error cut its attempt short.
-        self._acting: PerProcess[set[str]] = PerProcess(set)
-        # chord key -> part ids, for chords this process published (or failed)
-        # but could not clean up: a retry cleans up, and never publishes again.
-        self._done: PerProcess[dict[str, list[str]]] = PerProcess(dict)
+        # chord key -> its document as last read: the counters' shape never
+        # changes while a chord runs, so parts count without reading it.
+        self._chords: PerProcess[OrderedDict[str, Chord]] = PerProcess(OrderedDict)
+        # group id -> header size, for chords this process applied.
+        self._applied: PerProcess[OrderedDict[str, int]] = PerProcess(OrderedDict)
 
     # -- Celery's chord hooks -------------------------------------------------------
 
     def key(self, group_id: str) -> str:
         return self.backend.chord_key(group_id)
 
-    def set_size(self, group_id: str, size: int) -> None:
-        self.store.set_size(self.key(group_id), size, self._expires_at())
+    def apply(self, group_id: str, header: Iterable[Any]) -> None:
+        """Write the counters of a chord about to be applied; ``header`` is its GroupResult's results."""
+        task_ids = list(leaf_ids(header))
+        leaves = chord_tree.leaf_count(len(task_ids))
+        counts = chord_tree.initial_counts(task_ids, leaves)
+        self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at())
+        _remember(self._applied.get(), group_id, len(task_ids))
+
+    def check_size(self, group_id: str, size: int) -> None:
+        """Celery's ``set_chord_size``: the size is known since ``apply``; say so when they differ."""
+        applied = self._applied.get().get(group_id)
+        if applied is None:
+            log.error(
+                "Chord %s: sized without being applied through this backend; it cannot complete",
+                group_id,
+            )
+        elif applied != size:
+            log.warning(
+                "Chord %s: Celery counts %d parts, its header holds %d", group_id, size, applied
+            )
 
     def add(self, group_id: str, task_id: str) -> None:
-        self.store.add(self.key(group_id), task_id, self._expires_at())
+        key = self.key(group_id)
+        if not self.store.add(key, part_document_id(task_id), task_id, self._expires_at()):
+            log.info("Chord %s: %s was added before", group_id, task_id)
+        self._chords.get().pop(key, None)
 
     def incr(self, key: str) -> int:
         """Celery's ``incr`` hook, for code that counts chords the key/value way."""
@@ -129,110 +155,176 @@ class ChordCoordinator:
     # -- a header task returns ---------------------------------------------------------
 
     def part_ready(self, request: Any, state: str, result: Any) -> float:
-        """Steps 1-3 for a header task; returns when it was counted (monotonic)."""
+        """Count a returning part, completing the chord if it was the last; when counting began (monotonic)."""
         part = self.part(request, state, result)
-        key = self.key(part.group_id)
+        started = time.monotonic()
         self.before_count(part)
-        new = self.store.count_part(key, self._part_id(part.task_id), part.index, self._expires_at())
-        counted_at = time.monotonic()
+        settled = self._count(part)
         self.after_count(part)
-        self.complete_if_done(part, may_wait=not new)
-        return counted_at
+        if settled is not None and settled.claimed:
+            self._complete(part, settled)
+        return started
 
-    def complete_if_done(self, part: Part, may_wait: bool = False) -> None:
+    def look_again(self, part: Part) -> None:
+        """A part slow to store its result: a join that gave up on it may have left the chord to it."""
+        settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease()), may_wait=True)
+        if settled is not None and settled.claimed:
+            self._complete(part, settled)
+
+    def _count(self, part: Part) -> Settled | None:
         key = self.key(part.group_id)
-        if key in self._done.get():
-            self._finish(key, self._done.get()[key])  # ended here; only the clean-up failed
-            return
-        counted = self.store.counted(key)
-        total = self._totals.get().get(key)
-        if total is None or counted >= total:
-            chord = self.store.read(key)
-            if chord is not None and chord.problem:
-                self._fire(part, key, may_wait)  # to fail it, once
-                return
-            if chord is None or chord.total is None:
-                return  # the size is not known yet; the last part will see it
-            total = self._totals.get()[key] = chord.total
-        if counted >= total:
-            self._fire(part, key, may_wait)
+        chord = self._chord(key, part)
+        if chord is None:
+            return None
+        if chord.problem is not None:
+            return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True))
+        assert chord.leaves is not None
+        self._refresh_if_due(part, key, chord)
+        leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
+        counted = self.store.count(key, part_document_id(part.task_id), leaf, self._expires_at())
+        if counted is None:
+            return self._recount(part, key, chord)
+        node, remaining, update_time = leaf, counted.remaining, counted.update_time
+        while remaining == 0:
+            if chord_tree.is_top(node, chord.leaves):
+                return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), top=node))
+            parent = chord_tree.parent(node)
+            reported = self.store.report(key, node, update_time, parent, self._expires_at())
+            if reported is None:
+                return None  # a replay reported it, and carries on from there
+            node, remaining, update_time = parent, reported.remaining, reported.update_time
+        if remaining < 0:
+            log.error(
+                "Chord %s: counter %s of %s went below zero", part.group_id, node.document_id, key
+            )
+        return None
 
-    def _fire(self, part: Part, key: str, may_wait: bool) -> None:
-        mine = Claim(uuid.uuid4().hex, this_holder(), _now_plus(self._lease()))
-        acting = self._acting.get()
-        acting.add(mine.token)
-        try:
-            chord = self._take_claim(key, mine, may_wait)
-            if chord is not None:
-                self._fire_claimed(part, key, mine, chord)
-        finally:
-            acting.discard(mine.token)
+    def _recount(self, part: Part, key: str, chord: Chord) -> Settled | None:
+        """The count was refused: this part was counted before, was added, or is not in the chord."""
+        state = self.store.read_part(key, part_document_id(part.task_id))
+        if state is not None and state.added:
+            step = Settle(
+                uuid.uuid4().hex, self._lease(), added_part=part_document_id(part.task_id)
+            )
+            return self._settle(part, step, may_wait=True)
+        if state is None:
+            current = self._chord(key, part, fresh=True)
+            if current is None or current.done:
+                return None  # ended: a late copy has nothing to do
+            if current.leaves != chord.leaves:
+                return self._count(part)  # the group id was applied again
+            log.error(
+                "Chord %s: task %s returned to it but is not one of its parts",
+                part.group_id,
+                part.task_id,
+            )
+            return None
+        # A replay: finish whatever the run before it left undone, counter by counter.
+        assert chord.leaves is not None
+        for node in chord_tree.path(chord_tree.leaf_of(part.task_id, chord.leaves), chord.leaves):
+            counter = self.store.read_counter(key, node)
+            if counter is None or counter.remaining > 0:
+                return None  # not full (or the chord ended): nothing for a replay to finish
+            if chord_tree.is_top(node, chord.leaves):
+                return self._settle(
+                    part, Settle(uuid.uuid4().hex, self._lease(), top=node), may_wait=True
+                )
+            if not counter.reported:
+                self.store.report(
+                    key, node, counter.update_time, chord_tree.parent(node), self._expires_at()
+                )
+        return None
 
-    def _fire_claimed(self, part: Part, key: str, mine: Claim, chord: Chord) -> None:
+    def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
+        """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it."""
+        key = self.key(part.group_id)
+        seen: dt.datetime | None = None
+        while True:
+            settled = self.store.settle(key, step)
+            chord = settled.chord
+            if chord is None or not settled.held or not may_wait:
+                return settled
+            assert chord.claim is not None and chord.read_time is not None
+            if seen is not None and chord.claim.lease_until > seen:
+                return None  # renewed: its holder is alive and will finish
+            seen = chord.claim.lease_until
+            wait = (chord.claim.lease_until - chord.read_time).total_seconds()
+            log.info(
+                "Chord %s: claimed by another process; waiting %.1f s for its lease",
+                part.group_id,
+                wait,
+            )
+            time.sleep(max(wait, 0.0) + 0.05)
+
+    def _complete(self, part: Part, settled: Settled) -> None:
+        """We hold the claim: gather the results, publish the callback once, mark the chord done."""
+        chord = settled.chord
+        assert chord is not None and chord.claim is not None
+        key, token = self.key(part.group_id), chord.claim.token
         self.after_claim(part)
         callback = maybe_signature(part.callback, app=self.backend.app)
-        ids: list[str] = list(chord.added)  # the header's ids join them once read
+        results: list[Any] = []
         try:
-            if chord.problem:
-                ids = list(_leaf_ids(self._shape(part, chord)))  # what to clean up
+            if chord.problem is not None:
                 raise ChordError(chord.problem)
-            if chord.total is None or self.store.counted(key) < chord.total:
-                raise PartsInFlight("the chord grew after its last part was counted")
-            shape = self._shape(part, chord)
-            ids = list(_leaf_ids(shape))
-            value = _rebuild(shape, self._gather(part, ids))
+            results = self._header(part, chord)
+            value = _rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
         except PartsInFlight as exc:
             log.warning("Chord %s: %s; its late parts will complete it", part.group_id, exc)
-            self.store.release(key, mine.token)
+            self._release_quietly(key, token)
             return
         except ChordError as exc:
-            if self.store.renew(key, mine):
-                log.error("Chord %s failed: %s", part.group_id, exc)
-                try:
-                    self.backend.chord_error_from_stack(callback, exc)
-                finally:
-                    self._end(key, ids)
+            log.error("Chord %s failed: %s", part.group_id, exc)
+            self._fail(key, token, callback, exc, results, chord)
             return
-        except Exception:
-            # Nothing is published: give the claim up for the retry of this store.
-            self._release_quietly(key, mine.token)
-            raise
-        publish_budget = self._publish_budget()
+        except (
+            Exception
+        ) as exc:  # a failed join fails the chord, as with Redis; the part keeps its own state
+            log.exception("Chord %s cannot join its parts", part.group_id)
+            self._fail(
+                key,
+                token,
+                callback,
+                ChordError(f"Chord {part.group_id} cannot join: {exc!r}"),
+                results,
+                chord,
+            )
+            return
         try:
-            renewed = self.store.renew(key, Claim(mine.token, mine.holder, _now_plus(self._lease() + publish_budget)))
+            if not self.store.renew(
+                key, token, self._lease() + publish_budget(self.backend.app.conf)
+            ):
+                log.warning(
+                    "Chord %s: claim lost before publishing; its new holder publishes",
+                    part.group_id,
+                )
+                return
         except Exception:
-            self._release_quietly(key, mine.token)
+            self._release_quietly(key, token)
             raise
-        if not renewed:
-            log.warning("Chord %s: claim lost before publishing; its holder publishes", part.group_id)
-            return
         try:
             self.backend.app.amqp._retry_publish(callback.delay, value)
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
             self.backend.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
         finally:
-            self._end(key, ids)
+            self._end(key, token, results, chord)
 
-    def _take_claim(self, key: str, mine: Claim, may_wait: bool) -> Chord | None:
-        """Claim the callback. A replayed return may wait out a remote holder's lease."""
-        while True:
-            chord = self.store.claim(key, mine, can_take=self._can_take)
-            if chord is not None:
-                return chord
-            if not may_wait:
-                return None
-            current = self.store.read(key)
-            if current is None:
-                return None  # the holder finished and deleted the chord: nothing left to do
-            if current.claim is None:
-                continue  # released meanwhile: claim it
-            if current.claim.holder.host == this_holder().host:
-                return None  # alive here: it will finish
-            wait = (current.claim.lease_until - _now()).total_seconds()
-            time.sleep(min(max(wait, 0.05), 1.0))
+    def _fail(
+        self,
+        key: str,
+        token: str,
+        callback: Any,
+        error: ChordError,
+        results: list[Any],
+        chord: Chord,
+    ) -> None:
+        try:
+            self.backend.chord_error_from_stack(callback, error)
+        finally:
+            self._end(key, token, results, chord)
 
-    def _shape(self, part: Part, chord: Chord) -> list[Any]:
+    def _header(self, part: Part, chord: Chord) -> list[Any]:
         """The header's results in header order, then those added to the chord: one GCS read."""
         try:
             header = self.backend.read_group(part.group_id)
@@ -242,24 +334,40 @@ class ChordCoordinator:
             raise ChordError(f"GroupResult {part.group_id} no longer exists")
         return [*header.results, *(AsyncResult(task_id) for task_id in chord.added)]
 
-    def _gather(self, part: Part, ids: list[str]) -> dict[str, Any]:
-        """Read every other part's result once; wait briefly for ones being stored."""
-        values: dict[str, Any] = {part.task_id: (part.state, part.value)}
-        missing = [task_id for task_id in ids if task_id not in values]
+    def _gather(self, part: Part, key: str, token: str, ids: list[str]) -> dict[str, Any]:
+        """Every part's stored result, once; this part's from memory unless a run before it stored a success.
+
+        Waits up to the join timeout for parts counted but not stored yet,
+        renewing the lease while it waits, then looks one last time.
+        """
+        values: dict[str, tuple[str, Any]] = {}
+        missing = list(ids)
         deadline = time.monotonic() + self._join_timeout()
-        nap = 0.02
+        renew_at = time.monotonic() + self._lease() / 3
+        nap, last = 0.02, False
         while missing:
             try:
                 values.update(self.backend.read_ready(missing))
             except CorruptResult as exc:
-                task_id = getattr(exc, "task_id", "?")
-                raise ChordError(f"Dependency {task_id} cannot be read: {exc}") from exc
+                raise ChordError(
+                    f"Dependency {getattr(exc, 'task_id', '?')} cannot be read: {exc}"
+                ) from exc
+            if part.task_id in missing and values.get(part.task_id, ("",))[0] != states.SUCCESS:
+                values[part.task_id] = (part.state, part.value)
             missing = [task_id for task_id in missing if task_id not in values]
-            if missing and time.monotonic() >= deadline:
-                raise PartsInFlight(f"{len(missing)} counted parts not stored yet, e.g. {missing[0]}")
-            if missing:
-                time.sleep(nap)
-                nap = min(nap * 2, 0.5)
+            if not missing:
+                break
+            if last:
+                raise PartsInFlight(
+                    f"{len(missing)} counted parts not stored yet, e.g. {missing[0]}"
+                )
+            if time.monotonic() >= renew_at:
+                if not self.store.renew(key, token, self._lease()):
+                    raise PartsInFlight("the claim was lost while waiting for parts")
+                renew_at = time.monotonic() + self._lease() / 3
+            time.sleep(nap)
+            nap = min(nap * 2, 0.5)
+            last = time.monotonic() >= deadline
         for task_id in ids:
             state, value = values[task_id]
             if state in states.PROPAGATE_STATES:
@@ -269,49 +377,88 @@ class ChordCoordinator:
                 raise error
         return {task_id: value for task_id, (_, value) in values.items()}
 
-    def _end(self, key: str, ids: list[str]) -> None:
-        """The callback is published, or its errbacks called: remember that, then clean up."""
-        self._done.get()[key] = ids
-        self._finish(key, ids)
+    def _end(self, key: str, token: str, results: list[Any], chord: Chord) -> None:
+        """The callback is published, or its errbacks called: mark the chord done, then clean up.
 
-    def _finish(self, key: str, ids: Iterable[str]) -> None:
-        self.store.finish(key, (self._part_id(task_id) for task_id in ids))
-        self._totals.get().pop(key, None)
-        self._done.get().pop(key, None)
+        A failure here is logged, never raised: the callback went out, and
+        raising would fail a part whose value it carries.
+        """
+        self._chords.get().pop(key, None)
+        try:
+            if not self.store.end(key, token):
+                log.warning(
+                    "Chord key %s: the claim was taken over before the chord was marked done", key
+                )
+                return
+            self.store.clean_up(
+                key, map(part_document_id, leaf_ids(results)), self._nodes(results, chord)
+            )
+        except Exception:
+            log.exception(
+                "Chord key %s: published, but its documents could not be ended; their TTL removes them",
+                key,
+            )
 
-    def _can_take(self, claim: Claim) -> bool:
-        if can_take_over(claim):
-            return True
-        # Held by this very process, which is not acting on it: abandoned.
-        return claim.holder == this_holder() and claim.token not in self._acting.get()
+    def _nodes(self, results: list[Any], chord: Chord) -> list[Node]:
+        header = [task_id for task_id in leaf_ids(results) if task_id not in set(chord.added)]
+        return sorted(chord_tree.initial_counts(header, chord.leaves or 1))
 
     def _release_quietly(self, key: str, token: str) -> None:
         try:
             self.store.release(key, token)
-        except Exception:  # the claim stays ours; _can_take lets this process take it again
+        except Exception:  # the claim stays ours until its lease runs out; a replay then takes it
             log.warning("Chord key %s: could not release the claim", key, exc_info=True)
+
+    # -- the chord document, once per process -------------------------------------------
+
+    def _chord(self, key: str, part: Part, fresh: bool = False) -> Chord | None:
+        """The chord's document, read once per process; None when it is gone or done."""
+        chords = self._chords.get()
+        if not fresh and key in chords:
+            return chords[key]
+        chord = self.store.read(key)
+        if chord is None:
+            log.warning("Chord %s: no chord document (expired, or not applied through celery-gcs); "
+                        "part %s not counted", part.group_id, part.task_id)  # fmt: skip
+        if chord is None or chord.done:
+            chords.pop(key, None)
+            return None
+        _remember(chords, key, chord)
+        return chord
+
+    def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> None:
+        """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do."""
+        expires_at, new = chord.expires_at, self._expires_at()
+        if expires_at is None or new is None:
+            return
+        lifetime = (new - _now()).total_seconds()
+        if (expires_at - _now()).total_seconds() > lifetime / 2:
+            return
+        try:
+            results = self._header(part, chord)
+            self.store.refresh(key, self._nodes(results, chord), new)
+            self.backend.refresh_chord_results(part.group_id, list(leaf_ids(results)))
+        except Exception:  # counting goes on; the next part tries again
+            log.warning("Chord %s: could not push back its expiry", part.group_id, exc_info=True)
+            return
+        _remember(self._chords.get(), key, dataclasses.replace(chord, expires_at=new))
 
     # -- helpers ----------------------------------------------------------------------
 
     def slow_part_after(self) -> float:
-        """A part slower than this between counted and stored looks for completion again."""
-        return self._join_timeout()
+        """A part slower than this from counting to stored looks again for a chord left to it."""
+        return self._join_timeout() / 2
 
     def part(self, request: Any, state: str, result: Any) -> Part:
         # The value as the callback will see it: through the serializer, like
         # the other parts' values read back from GCS.
-        value = self.backend.as_stored(state, result)
         return Part(
             task_id=str(request.id),
             group_id=str(request.group),
-            index=getattr(request, "group_index", None),
             state=state,
-            value=value,
+            value=self.backend.as_stored(state, result),
             callback=request.chord,
         )
-
-    def _part_id(self, task_id: str) -> str:
-        return part_document_id(task_id)
 
     def _expires_at(self) -> dt.datetime | None:
         return self.backend.chord_expires_at()
@@ -322,10 +469,6 @@ class ChordCoordinator:
 
     def _lease(self) -> float:
         return max(MIN_LEASE, 2 * self._join_timeout())
-
-    def _publish_budget(self) -> float:
-        policy = self.backend.app.conf.get("broker_transport_options", {}).get("max_retries")
-        return 30.0 if policy is None else float(policy) * 2
 
     def close(self) -> None:
         self.store.close()
@@ -341,59 +484,28 @@ class ChordCoordinator:
         """Called right after this process claimed the callback."""
 
 
-def this_holder() -> Holder:
-    pid = os.getpid()
-    return Holder(socket.gethostname(), pid, _start_time(pid))
+def publish_budget(conf: Mapping[str, Any]) -> float:
+    """The longest a callback's publish may take under ``task_publish_retry_policy``.
+
+    Celery retries a callback's publish on its own as the policy says (three
+    times when the policy sets no limit), each attempt connecting within
+    ``broker_connection_timeout``: the claim must outlast all of it, or a
+    replay could take it over and publish again.
+    """
+    policy = dict(conf.get("task_publish_retry_policy") or {})
+    retries = policy.get("max_retries")
+    retries = _PUBLISH_MAX_RETRIES if retries is None else int(retries)
+    start, step = float(policy.get("interval_start", 0)), float(policy.get("interval_step", 0.2))
+    ceiling = float(policy.get("interval_max", 1))
+    waits = sum(min(start + step * attempt, ceiling) for attempt in range(retries))
+    connect = float(conf.get("broker_connection_timeout") or 4)
+    return waits + (retries + 1) * connect
 
 
-def can_take_over(claim: Claim) -> bool:
-    """A claim may be taken when its lease ran out or its holder here is gone."""
-    if claim.lease_until <= _now():
-        return True
-    if claim.holder.host != socket.gethostname():
-        return False
-    return not _alive(claim.holder)
-
-
-def _alive(holder: Holder) -> bool:
-    started = _start_time(holder.pid)
-    if started == "gone":
-        return False
-    if holder.started and started and started != holder.started:
-        return False  # the pid was reused by another process
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _start_time(pid: int) -> str:
-    """The process's start time in clock ticks since boot; "gone" for a zombie or no process."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return "gone"
-    except OSError:
-        return ""  # no /proc here: fall back to kill(pid, 0)
-    return "gone" if fields[0] in ("Z", "X") else fields[19]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _now_plus(seconds: float) -> dt.datetime:
-    return _now() + dt.timedelta(seconds=seconds)
-
-
-def _leaf_ids(results: Iterable[Any]) -> Iterable[str]:
+def leaf_ids(results: Iterable[Any]) -> Iterable[str]:
     for result in results:
         if isinstance(result, GroupResult):
-            yield from _leaf_ids(result.results)
+            yield from leaf_ids(result.results)
         else:
             yield result.id
 
@@ -403,3 +515,14 @@ def _rebuild(shape: Iterable[Any], values: dict[str, Any]) -> list[Any]:
         _rebuild(result.results, values) if isinstance(result, GroupResult) else values[result.id]
         for result in shape
     ]
+
+
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _CHORDS_KEPT:
+        cache.popitem(last=False)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,25 +1,28 @@
 """Firestore documents that count a chord's parts and guard its callback.
 
-Per chord, in the configured database and collection::
+Per chord, in the configured database and collection (names in ``contract``)::
 
-    {collection}/{chord key}                 size, added ids, claim, expires_at
-    {collection}/{chord key}/parts/{task}    one per header task that returned
+    {collection}/{chord key}                         size, leaves, added ids, claim, done
+    {collection}/{chord key}/{counters}/{level-i}    remaining, reported (chord_tree.py)
+    {collection}/{chord key}/{parts}/{task}          one per part that returned (or was added)
 
-A part is counted by *creating* its own document: a duplicate return (retry,
-redelivery, lost-worker replay) finds it already there, so nothing is counted
-twice, and no document is written more than once per part, which keeps every
-document far below Firestore's sustained one-write-per-second guidance however
-large the chord. The count is an aggregation query over ``parts``.
+A part is counted in one commit that *creates* its own document and counts
+down its leaf: a duplicate return finds the document there and the whole
+commit is refused, so nothing is counted twice. The commit answers with the
+leaf's new value, so counting reads nothing. Whatever decides who publishes
+the callback is a transaction on the chord document, and a claim's lease is
+reckoned in the server's time (the transaction's read time), never a host's.
 
 The only module that talks to Firestore.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as api
@@ -27,6 +30,7 @@ from google.auth import exceptions as auth
 from google.cloud import firestore
 
 from .. import contract, retry
+from ..chord_tree import Node
 from ..errors import (
     E_CHORD_FIELD,
     E_DATABASE_DENIED,
@@ -38,48 +42,93 @@ from ..errors import (
     TransientError,
 )
 from ..settings import Settings
+from . import grpc_runtime
 from .perprocess import PerProcess
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # Firestore's limit of writes per commit
-#: A size above this is not one Celery gave us. Far beyond any chord this
-#: backend can run: each part's count query reads up to size / 1,000
-#: documents, so a chord this large would cost about 5 x 10^10 reads.
+#: A size above this is not one Celery gave us: the chord document could not
+#: hold its counters' shape, and no worker fleet runs a header this large.
 MAX_CHORD_SIZE = 10_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """Who holds a claim: enough to tell, on the same host, whether it is alive."""
-
-    host: str
-    pid: int
-    started: str  # the process's start time, so a reused pid is not mistaken for it
-
-
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Claim:
+    """Who publishes the callback, until when (in the server's time)."""
+
     token: str
-    holder: Holder
     lease_until: dt.datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Chord:
+    """A chord document, as read at ``read_time`` (the server's clock)."""
+
     size: int | None
+    leaves: int | None
     added: tuple[str, ...] = ()
+    added_pending: int = 0
+    header_done: bool = False
+    done: bool = False
     claim: Claim | None = None
-    #: What makes the document unusable (a size or ids edited by hand), or None.
+    expires_at: dt.datetime | None = None
+    read_time: dt.datetime | None = None
+    #: What makes the document unusable (a field edited by hand), or None.
     #: Such a chord cannot complete: the first part to see it fails it.
     problem: str | None = None
 
     @property
-    def total(self) -> int | None:
-        if self.problem is not None or self.size is None:
-            return None
-        return self.size + len(self.added)
+    def complete(self) -> bool:
+        return self.problem is None and self.header_done and self.added_pending <= 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Counted:
+    """A counter's value after a write, and the write's time (a precondition for the next)."""
+
+    remaining: int
+    update_time: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CounterState:
+    remaining: int
+    reported: bool
+    update_time: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartState:
+    added: bool
+    counted: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settled:
+    """What a transaction on the chord document found and did."""
+
+    chord: Chord | None
+    #: This caller now holds the claim and publishes.
+    claimed: bool = False
+    #: Someone else holds a live claim, until ``chord.claim.lease_until``.
+    held: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settle:
+    """What to record in the chord document's transaction before deciding who publishes."""
+
+    token: str
+    lease: float
+    #: The top counter filled: the header is complete.
+    top: Node | None = None
+    #: An added part returned: count it (its document id).
+    added_part: str | None = None
+    #: Claim even if the chord is not complete (to fail a corrupt chord once).
+    force: bool = False
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class ChordStore:
@@ -95,24 +144,39 @@ class ChordStore:
         self._client = PerProcess(self._new_client, lambda client: client.close())
 
     def _new_client(self) -> firestore.Client:
+        grpc_runtime.prepare()
         try:
             return firestore.Client(
                 project=self._settings.firestore_project,
                 database=self._settings.firestore_database,
             )
         except auth.DefaultCredentialsError as exc:
-            raise ConfigurationError(E_NO_CREDENTIALS.format(service="Firestore", reason=exc)) from exc
+            raise ConfigurationError(
+                E_NO_CREDENTIALS.format(service="Firestore", reason=exc)
+            ) from exc
 
     def _chord(self, key: str) -> firestore.DocumentReference:
         return self._client.get().collection(self._settings.firestore_collection).document(key)
 
-    def _call(self, what: str, func: Callable[[], Any]) -> Any:
+    def _counter(self, key: str, node: Node) -> firestore.DocumentReference:
+        return (
+            self._chord(key)
+            .collection(contract.FIRESTORE_COUNTERS_COLLECTION)
+            .document(node.document_id)
+        )
+
+    def _part(self, key: str, part: str) -> firestore.DocumentReference:
+        return self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).document(part)
+
+    def _call(self, what: str, func: Callable[[], T]) -> T:
         database = self._settings.firestore_database
         try:
             return func()
         except api.NotFound as exc:
             if _database_missing(exc):
-                raise DatabaseNotFound(E_DATABASE_MISSING.format(database=database, project=self._project())) from exc
+                raise DatabaseNotFound(
+                    E_DATABASE_MISSING.format(database=database, project=self._project())
+                ) from exc
             raise
         except api.PermissionDenied as exc:
             reason = f"{what}: {exc.message}"
@@ -120,89 +184,202 @@ class ChordStore:
                 E_DATABASE_DENIED.format(database=database, project=self._project(), reason=reason)
             ) from exc
         except api.RetryError as exc:
-            raise TransientError(f"{what} in Firestore database {self._settings.firestore_database}: {exc}") from exc
+            raise TransientError(
+                f"{what} in Firestore database {self._settings.firestore_database}: {exc}"
+            ) from exc
 
-    # -- sizes ------------------------------------------------------------------
+    def _commit(self, what: str, batch: firestore.WriteBatch) -> list[Any]:
+        return self._call(what, lambda: batch.commit(**self._call_options))
 
-    def set_size(self, key: str, size: int, expires_at: dt.datetime | None) -> None:
-        """Record the header's size; a re-applied chord starts with no claim."""
-        fields: dict[str, Any] = {"size": size, "claim": firestore.DELETE_FIELD}
-        if expires_at:
-            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
-        self._call("setting a chord size", lambda: self._chord(key).set(fields, merge=True, **self._call_options))
+    # -- a chord is applied ------------------------------------------------------------
 
-    def add(self, key: str, task_id: str, expires_at: dt.datetime | None) -> None:
-        """Grow the chord by one task (``Task.add_to_chord``)."""
-        fields: dict[str, Any] = {"added": firestore.ArrayUnion([task_id])}
-        if expires_at:
-            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
-        self._call("adding to a chord", lambda: self._chord(key).set(fields, merge=True, **self._call_options))
+    def create(
+        self,
+        key: str,
+        size: int,
+        leaves: int,
+        counts: Mapping[Node, int],
+        expires_at: dt.datetime | None,
+    ) -> None:
+        """Write the chord's counters, then its document (which makes it countable).
+
+        Written whole, so a group id applied again starts afresh.
+        """
+        client = self._client.get()
+        ttl = _ttl(expires_at)
+        writes = [
+            (self._counter(key, node), {"remaining": remaining, "reported": False, **ttl})
+            for node, remaining in sorted(counts.items())
+        ]
+        chord = {
+            "size": size, "leaves": leaves, "added": [], "added_pending": 0,
+            "header_done": not counts, "done": False, **ttl,
+        }  # fmt: skip
+        writes.append((self._chord(key), chord))
+        for start in range(0, len(writes), _BATCH):
+            batch = client.batch()
+            for ref, fields in writes[start : start + _BATCH]:
+                batch.set(ref, fields)
+            self._commit("creating a chord", batch)
+
+    def add(self, key: str, part: str, task_id: str, expires_at: dt.datetime | None) -> bool:
+        """Grow the chord by one task (``Task.add_to_chord``); False if it was added before."""
+        batch = self._client.get().batch()
+        ttl = _ttl(expires_at)
+        batch.create(self._part(key, part), {"added": True, "counted": False, **ttl})
+        batch.update(
+            self._chord(key),
+            {
+                "added": firestore.ArrayUnion([task_id]),
+                "added_pending": firestore.Increment(1),
+                **ttl,
+            },
+        )
+        try:
+            self._commit("adding to a chord", batch)
+        except api.Conflict:
+            return False  # a retried commit whose first attempt landed
+        return True
 
     def incr(self, key: str, expires_at: dt.datetime | None) -> int:
         """A plain counter (Celery's ``incr``); chords here do not use it."""
-        fields: dict[str, Any] = {"count": firestore.Increment(1)}
-        if expires_at:
-            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
+        fields: dict[str, Any] = {"count": firestore.Increment(1), **_ttl(expires_at)}
         ref = self._chord(key)
         # Not idempotent: an increment is never retried blindly.
         result = self._call(
-            "incrementing a counter", lambda: ref.set(fields, merge=True, retry=None, timeout=self._timeout)
+            "incrementing a counter",
+            lambda: ref.set(fields, merge=True, retry=None, timeout=self._timeout),
         )
         return int(result.transform_results[0].integer_value)
 
-    # -- parts ------------------------------------------------------------------
-
-    def count_part(self, key: str, part: str, index: int | None, expires_at: dt.datetime | None) -> bool:
-        """Count one part; False when it was counted before. One write."""
-        fields: dict[str, Any] = {"index": index}
-        if expires_at:
-            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
-        ref = self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).document(part)
-        try:
-            # A retried create whose first attempt landed reports a conflict:
-            # callers treat "new" and "already counted" the same way.
-            self._call("counting a chord part", lambda: ref.create(fields, **self._call_options))
-        except api.Conflict:
-            return False
-        return True
-
-    def counted(self, key: str) -> int:
-        """How many parts are counted. One read per thousand parts."""
-        query = self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).count()
-        results = self._call("counting chord parts", lambda: query.get(**self._call_options))
-        return int(results[0][0].value)
+    # -- a part returns -------------------------------------------------------------------
 
     def read(self, key: str) -> Chord | None:
         snapshot = self._call("reading a chord", lambda: self._chord(key).get(**self._call_options))
         return self._chord_from(snapshot)
 
-    # -- the callback's claim --------------------------------------------------------
+    def count(
+        self, key: str, part: str, leaf: Node, expires_at: dt.datetime | None
+    ) -> Counted | None:
+        """Count one part down its leaf, in one commit; None if refused.
 
-    def claim(self, key: str, mine: Claim, can_take: Callable[[Claim], bool]) -> Chord | None:
-        """Take the claim unless someone else holds a live one; return the chord if taken."""
-        ref = self._chord(key)
+        Refused when the part's document exists (a replay, an added part, or
+        a retried commit that landed) or the leaf does not (the chord ended,
+        or the task is not in its header): the caller looks at which.
+        """
+        batch = self._client.get().batch()
+        ttl = _ttl(expires_at)
+        batch.create(self._part(key, part), ttl)
+        batch.update(self._counter(key, leaf), {"remaining": firestore.Increment(-1), **ttl})
+        try:
+            results = self._commit("counting a chord part", batch)
+        except (api.Conflict, api.NotFound) as exc:
+            if isinstance(exc, api.NotFound) and _database_missing(exc):
+                raise
+            return None
+        return Counted(int(results[1].transform_results[0].integer_value), results[1].update_time)
 
-        def attempt(transaction: firestore.Transaction) -> Chord | None:
-            chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
-            if chord is None:
-                return None
-            if chord.claim is not None and chord.claim.token == mine.token:
-                return chord  # taken by an earlier attempt whose answer was lost
-            if chord.claim is not None and not can_take(chord.claim):
-                return None
-            transaction.update(ref, {"claim": _claim_fields(mine)})
-            return chord
+    def report(
+        self,
+        key: str,
+        node: Node,
+        update_time: dt.datetime,
+        parent: Node,
+        expires_at: dt.datetime | None,
+    ) -> Counted | None:
+        """A full counter counts down its parent, once; None if someone else did."""
+        client = self._client.get()
+        batch = client.batch()
+        batch.update(
+            self._counter(key, node),
+            {"reported": True},
+            option=client.write_option(last_update_time=update_time),
+        )
+        batch.update(
+            self._counter(key, parent), {"remaining": firestore.Increment(-1), **_ttl(expires_at)}
+        )
+        try:
+            results = self._commit("reporting a full chord counter", batch)
+        except (api.FailedPrecondition, api.NotFound) as exc:
+            if isinstance(exc, api.NotFound) and _database_missing(exc):
+                raise
+            return None
+        return Counted(int(results[1].transform_results[0].integer_value), results[1].update_time)
 
-        return self._transact("claiming a chord", attempt)
+    def read_counter(self, key: str, node: Node) -> CounterState | None:
+        snapshot = self._call(
+            "reading a chord counter", lambda: self._counter(key, node).get(**self._call_options)
+        )
+        if not snapshot.exists:
+            return None
+        data = snapshot.to_dict() or {}
+        remaining, reported = data.get("remaining"), data.get("reported")
+        if not isinstance(remaining, int) or not isinstance(reported, bool):
+            log.warning(
+                "Chord counter %s holds %r; taken as not full", snapshot.reference.path, data
+            )
+            return None
+        return CounterState(remaining, reported, snapshot.update_time)
 
-    def renew(self, key: str, mine: Claim) -> bool:
-        """Extend our claim's lease; False if it is no longer ours."""
+    def read_part(self, key: str, part: str) -> PartState | None:
+        snapshot = self._call(
+            "reading a chord part", lambda: self._part(key, part).get(**self._call_options)
+        )
+        if not snapshot.exists:
+            return None
+        data = snapshot.to_dict() or {}
+        return PartState(added=data.get("added") is True, counted=data.get("counted") is not False)
+
+    # -- who publishes --------------------------------------------------------------------
+
+    def settle(self, key: str, step: Settle) -> Settled:
+        """Record ``step`` and, if that completes the chord, claim it; one transaction."""
+        chord_ref = self._chord(key)
+
+        def attempt(transaction: firestore.Transaction) -> Settled:
+            chord = self._chord_from(chord_ref.get(transaction=transaction, timeout=self._timeout))
+            part_ref = self._part(key, step.added_part) if step.added_part else None
+            part = (
+                part_ref.get(transaction=transaction, timeout=self._timeout) if part_ref else None
+            )
+            if chord is None or chord.done:
+                return Settled(chord)
+            updates: dict[str, Any] = dict(step.extra)
+            if step.top is not None and not chord.header_done and chord.problem is None:
+                updates["header_done"] = True
+                transaction.update(self._counter(key, step.top), {"reported": True})
+            if (
+                part_ref is not None
+                and part is not None
+                and (part.to_dict() or {}).get("counted") is False
+            ):
+                updates["added_pending"] = chord.added_pending - 1
+                transaction.update(part_ref, {"counted": True})
+            chord = _with(chord, updates)
+            now = chord.read_time
+            assert now is not None  # a transaction's read always has one
+            claim = chord.claim
+            claimable = claim is None or claim.token == step.token or claim.lease_until <= now
+            if (chord.complete or step.force) and claimable:
+                mine = Claim(step.token, now + dt.timedelta(seconds=step.lease))
+                updates["claim"] = _claim_fields(mine)
+                transaction.update(chord_ref, updates)
+                return Settled(_with(chord, {"claim": mine}), claimed=True)
+            if updates:
+                transaction.update(chord_ref, updates)
+            return Settled(chord, held=(chord.complete or step.force) and not claimable)
+
+        return self._transact("settling a chord", attempt)
+
+    def renew(self, key: str, token: str, lease: float) -> bool:
+        """Extend our claim's lease to ``lease`` seconds from now (server time); False if it is not ours."""
         ref = self._chord(key)
 
         def attempt(transaction: firestore.Transaction) -> bool:
             chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
-            if not _held_by(chord, mine.token):
+            if not _held_by(chord, token) or chord is None or chord.read_time is None:
                 return False
+            mine = Claim(token, chord.read_time + dt.timedelta(seconds=lease))
             transaction.update(ref, {"claim": _claim_fields(mine)})
             return True
 
@@ -219,6 +396,53 @@ class ChordStore:
 
         self._transact("releasing a chord claim", attempt)
 
+    def end(self, key: str, token: str) -> bool:
+        """Mark the chord done (its callback published, or failed); False if the claim was not ours."""
+        ref = self._chord(key)
+
+        def attempt(transaction: firestore.Transaction) -> bool:
+            chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
+            if not _held_by(chord, token):
+                return False
+            transaction.update(ref, {"done": True, "claim": firestore.DELETE_FIELD})
+            return True
+
+        return self._transact("ending a chord", attempt)
+
+    def clean_up(self, key: str, parts: Iterable[str], nodes: Iterable[Node]) -> None:
+        """Delete an ended chord's parts and counters (by id: no reads).
+
+        The chord document stays, marked done, until its TTL: a late copy of a
+        part finds the chord ended and does nothing.
+        """
+        refs = [self._part(key, part) for part in parts] + [
+            self._counter(key, node) for node in nodes
+        ]
+        self._delete(refs, "deleting a chord's parts")
+
+    def _delete(self, refs: list[firestore.DocumentReference], what: str) -> None:
+        client = self._client.get()
+        for start in range(0, len(refs), _BATCH):
+            batch = client.batch()
+            for ref in refs[start : start + _BATCH]:
+                batch.delete(ref)
+            self._commit(what, batch)
+
+    def refresh(self, key: str, nodes: Iterable[Node], expires_at: dt.datetime) -> None:
+        """Push back the expiry of a chord that is still running, and of its counters."""
+        client = self._client.get()
+        refs = [self._counter(key, node) for node in nodes] + [self._chord(key)]
+        for start in range(0, len(refs), _BATCH):
+            batch = client.batch()
+            for ref in refs[start : start + _BATCH]:
+                batch.update(ref, {contract.FIRESTORE_TTL_FIELD: expires_at})
+            try:
+                self._commit("refreshing a chord's expiry", batch)
+            except api.NotFound as exc:
+                if _database_missing(exc):
+                    raise
+                return  # the chord ended meanwhile
+
     def _transact(self, what: str, attempt: Callable[[firestore.Transaction], T]) -> T:
         """Run ``attempt`` in a transaction; start the whole transaction over on transient failures.
 
@@ -231,39 +455,16 @@ class ChordStore:
         """
         client = self._client.get()
         run = firestore.transactional(attempt)
+        outer = sys.exc_info()[1]  # what our caller is handling, if anything: never ours to raise
 
         def once() -> T:
             try:
                 return run(client.transaction())
             except ValueError as exc:
-                # A failed transaction is rolled back, and when the rollback
-                # fails too (always, if the transaction never began) the client
-                # raises the rollback's error, the real one only its context.
-                if isinstance(exc.__context__, Exception):
-                    raise exc.__context__ from None
-                raise
+                raise _transaction_error(exc, outer) from None
 
         policy = self._retry.with_predicate(_transaction_retryable)
         return self._call(what, lambda: policy(once)())
-
-    def finish(self, key: str, parts: Iterable[str]) -> None:
-        """Delete the chord document, then its parts' (by id: no reads).
-
-        The chord document goes first: without it nothing can complete the
-        chord again, so a part that returns late finds nothing to do.
-        """
-        client = self._client.get()
-        ref = self._chord(key)
-        self._call("deleting a chord", lambda: ref.delete(**self._call_options))
-        batch, pending = client.batch(), 0
-        for part in parts:
-            batch.delete(ref.collection(contract.FIRESTORE_PARTS_COLLECTION).document(part))
-            pending += 1
-            if pending == _BATCH:
-                self._call("deleting chord parts", lambda b=batch: b.commit(**self._call_options))
-                batch, pending = client.batch(), 0
-        if pending:
-            self._call("deleting chord parts", lambda: batch.commit(**self._call_options))
 
     def close(self) -> None:
         self._client.clear()
@@ -275,6 +476,39 @@ class ChordStore:
         return chord_from(snapshot, self._settings.firestore_database)
 
 
+def _transaction_error(exc: ValueError, outer: BaseException | None) -> BaseException:
+    """The error that ended a transaction, out of the client's wrapping.
+
+    The client raises ``ValueError`` in two ways that hide the real error: when
+    its retries of an ABORTED commit run out (the last ABORTED is the cause),
+    and when the rollback after a failure fails too (always, if the
+    transaction never began: the failure is then only the ValueError's
+    context). A context that is the error our caller was already handling
+    is not this transaction's.
+    """
+    found: BaseException = exc
+    for _ in range(3):
+        inner = found.__cause__ or found.__context__
+        if not isinstance(found, ValueError) or inner is None or inner is outer:
+            break
+        found = inner
+    if isinstance(found, ValueError) and "transaction" in str(found).lower():
+        return TransientError(f"Firestore transaction: {found}")
+    return found
+
+
+def _ttl(expires_at: dt.datetime | None) -> dict[str, Any]:
+    return {contract.FIRESTORE_TTL_FIELD: expires_at} if expires_at else {}
+
+
+def _with(chord: Chord, updates: Mapping[str, Any]) -> Chord:
+    """The chord as it reads after ``updates`` (field writes; the rest, such as the counter's, skipped)."""
+    names = {f.name for f in dataclasses.fields(Chord)}
+    return dataclasses.replace(
+        chord, **{name: value for name, value in updates.items() if name in names}
+    )
+
+
 def _database_missing(exc: api.NotFound) -> bool:
     # Firestore answers NOT_FOUND for a missing document too ("No document to
     # update: projects/p/databases/..."); a missing database (or a project
@@ -284,7 +518,7 @@ def _database_missing(exc: api.NotFound) -> bool:
 
 
 def _transaction_retryable(exc: BaseException) -> bool:
-    if retry.is_retryable(exc):
+    if retry.is_retryable(exc) or isinstance(exc, (TransientError, api.Aborted)):
         return True
     # A transaction already committed, rolled back or expired: the next one may succeed.
     return isinstance(exc, api.InvalidArgument) and "transaction" in str(exc.message).lower()
@@ -295,60 +529,77 @@ def _held_by(chord: Chord | None, token: str) -> bool:
 
 
 def _claim_fields(claim: Claim) -> dict[str, Any]:
-    holder = claim.holder
-    return {
-        "token": claim.token,
-        "host": holder.host,
-        "pid": holder.pid,
-        "started": holder.started,
-        "lease_until": claim.lease_until,
-    }
+    return {"token": claim.token, "lease_until": claim.lease_until}
 
 
 def chord_from(snapshot: firestore.DocumentSnapshot, database: str) -> Chord | None:
     """The chord a document holds. Never raises on what is in the document.
 
-    A size or list of added ids that this backend cannot have written makes
-    the chord's ``problem``, naming the document and field. A claim that is
-    not one this backend wrote counts as no claim: the next claim replaces it.
+    A field this backend cannot have written makes the chord's ``problem``,
+    naming the document and field. A claim that is not one this backend
+    wrote counts as no claim: the next claim replaces it.
     """
     if not snapshot.exists:
         return None
     data = snapshot.to_dict() or {}
     path = snapshot.reference.path
 
-    def bad(field: str, why: str) -> str:
-        return E_CHORD_FIELD.format(path=path, database=database, field=field, value=data.get(field), problem=why)
+    def bad(name: str, why: str) -> str:
+        return E_CHORD_FIELD.format(
+            path=path, database=database, field=name, value=data.get(name), problem=why
+        )
 
     problems = []
-    size = data.get("size")
-    if size is not None:
-        if isinstance(size, float) and size.is_integer():
-            size = int(size)  # a whole number stored as a double is still a size
-        if not isinstance(size, int) or isinstance(size, bool):
-            problems.append(bad("size", "not a whole number of parts"))
-        elif not 0 <= size <= MAX_CHORD_SIZE:
-            problems.append(bad("size", f"outside 0 to {MAX_CHORD_SIZE:,}"))
-    added = data.get("added")
-    if added is not None and not (isinstance(added, list) and all(isinstance(i, str) and i for i in added)):
+    size = _whole(data.get("size"))
+    if size is None or not 0 <= size <= MAX_CHORD_SIZE:
+        problems.append(bad("size", f"not a whole number of parts from 0 to {MAX_CHORD_SIZE:,}"))
+    leaves = _whole(data.get("leaves"))
+    if leaves is None or not 1 <= leaves <= MAX_CHORD_SIZE:
+        problems.append(bad("leaves", "not a whole number of counters"))
+    added = data.get("added", [])
+    if not (isinstance(added, list) and all(isinstance(i, str) and i for i in added)):
         problems.append(bad("added", "not a list of task ids"))
+        added = []
+    pending = _whole(data.get("added_pending", 0))
+    if pending is None:
+        problems.append(bad("added_pending", "not a whole number"))
+    flags = {name: data.get(name, False) for name in ("header_done", "done")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            problems.append(bad(name, "not true or false"))
     claim = _claim_from(data.get("claim"))
     if claim is None and data.get("claim") is not None:
         log.warning("%s; taken as no claim", bad("claim", "not a claim this backend wrote"))
-    if problems:
-        return Chord(size=None, claim=claim, problem="; ".join(problems))
-    return Chord(size=size, added=tuple(added or ()), claim=claim)
+    expires_at = data.get(contract.FIRESTORE_TTL_FIELD)
+    return Chord(
+        size=size,
+        leaves=leaves,
+        added=tuple(added),
+        added_pending=pending or 0,
+        header_done=flags["header_done"] is True,
+        done=flags["done"] is True,
+        claim=claim,
+        expires_at=expires_at if isinstance(expires_at, dt.datetime) else None,
+        read_time=snapshot.read_time,
+        problem="; ".join(problems) or None,
+    )
+
+
+def _whole(value: Any) -> int | None:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a whole number stored as a double is still one
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return value
 
 
 def _claim_from(raw: Any) -> Claim | None:
     if not isinstance(raw, dict):
         return None
-    token, host, pid = raw.get("token"), raw.get("host", ""), raw.get("pid", 0)
-    started, lease = raw.get("started", ""), raw.get("lease_until")
-    if not (isinstance(token, str) and token and isinstance(host, str) and isinstance(started, str)):
+    token, lease = raw.get("token"), raw.get("lease_until")
+    if (
+        not (isinstance(token, str) and token and isinstance(lease, dt.datetime))
+        or lease.tzinfo is None
+    ):
         return None
-    if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(lease, dt.datetime):
-        return None
-    if lease.tzinfo is None:
-        return None
-    return Claim(token, Holder(host, pid, started), lease)
+    return Claim(token, lease)
