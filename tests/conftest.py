@@ -118,11 +118,16 @@ def worker_app() -> str:
 
 @pytest.fixture
 def start_worker(stack: Local, backend_url: str, tmp_path: Path, worker_app: str) -> Iterator[Any]:
-    """Start real `celery worker` processes (prefork) on the local stack."""
+    """Start real `celery worker` processes (prefork unless ``pool`` says) on the local stack."""
     numbers = itertools.count()
 
     def new(
-        concurrency: int = 2, url: str | None = None, env: dict[str, str] | None = None, **conf: Any
+        concurrency: int = 2,
+        url: str | None = None,
+        env: dict[str, str] | None = None,
+        pool: str = "prefork",
+        wrap: tuple[str, ...] = (),
+        **conf: Any,
     ) -> WorkerProcess:
         return make_worker(
             app=worker_app,
@@ -131,6 +136,8 @@ def start_worker(stack: Local, backend_url: str, tmp_path: Path, worker_app: str
             conf=conf,
             concurrency=concurrency,
             log_path=tmp_path / f"worker-{next(numbers)}.log",
+            pool=pool,
+            wrap=wrap,
         )
 
     yield from made_then_undone(new, WorkerProcess.stop, start=WorkerProcess.start)

@@ -72,9 +72,7 @@ class GCSBackend(KeyValueStoreBackend):
         self.settings = settings.parse(url, self.app.conf)
         self.results = ResultStore(self.settings)
         failure_expires = self.app.conf.get("result_failure_expires")
-        self.failure_expires = (
-            self.expires if failure_expires is None else self.prepare_expires(failure_expires)
-        )
+        self.failure_expires = self.expires if failure_expires is None else self.prepare_expires(failure_expires)
         # Generations this process wrote for unfinished states (STARTED, RETRY),
         # so the next state of the same task is one conditional PUT.
         self._generations: PerProcess[OrderedDict[str, int]] = PerProcess(OrderedDict)
@@ -184,9 +182,7 @@ class GCSBackend(KeyValueStoreBackend):
                 _poll_parents(ancestors, on_interval, grace, interval)
             raise
 
-    def iter_native(
-        self, result, timeout=None, interval=0.5, no_ack=True, on_message=None, on_interval=None
-    ):
+    def iter_native(self, result, timeout=None, interval=0.5, no_ack=True, on_message=None, on_interval=None):
         """Celery's, except that a group after a failed task of its chain ends with that task's error.
 
         Such a group never runs, so ``GroupResult.get()`` would wait for
@@ -233,11 +229,7 @@ class GCSBackend(KeyValueStoreBackend):
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         name = bytes_to_str(self.get_key_for_task(task_id))
         meta = self._read_meta(name)
-        return (
-            {"status": states.PENDING, "result": None}
-            if meta is None
-            else self._task_meta(name, meta)
-        )
+        return {"status": states.PENDING, "result": None} if meta is None else self._task_meta(name, meta)
 
     def task_result_exists(self, task_id: str) -> bool:
         return self._read_meta(bytes_to_str(self.get_key_for_task(task_id))) is not None
@@ -249,9 +241,7 @@ class GCSBackend(KeyValueStoreBackend):
             try:
                 meta["result"] = result_from_tuple(meta["result"], self.app)
             except Exception as exc:  # any shape result_from_tuple cannot take
-                raise stored.corrupt(
-                    name, self.settings.bucket, f"not a group of results ({exc!r})"
-                ) from exc
+                raise stored.corrupt(name, self.settings.bucket, f"not a group of results ({exc!r})") from exc
         return meta
 
     def _mget_to_results(self, values, keys, READY_STATES=states.READY_STATES):
@@ -277,9 +267,7 @@ class GCSBackend(KeyValueStoreBackend):
         return None if stored.expired(meta) else meta
 
     def _task_meta(self, name: str, meta: dict[str, Any]) -> dict[str, Any]:
-        return stored.task_state(
-            name, meta, rebuild=self.meta_from_decoded, bucket=self.settings.bucket
-        )
+        return stored.task_state(name, meta, rebuild=self.meta_from_decoded, bucket=self.settings.bucket)
 
     def _decode(self, name: str, payload: bytes) -> dict[str, Any]:
         return stored.decode(name, payload, decode=self.decode, bucket=self.settings.bucket)
@@ -335,9 +323,7 @@ class GCSBackend(KeyValueStoreBackend):
     # -- writes: one request per state ---------------------------------------
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
-        meta = self._get_result_meta(
-            result=result, state=state, traceback=traceback, request=request
-        )
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = bytes_to_str(task_id)
         expires = self.failure_expires if state in states.EXCEPTION_STATES else self.expires
         if _is_chord_part(request, state) and expires:
@@ -346,9 +332,7 @@ class GCSBackend(KeyValueStoreBackend):
         expires_at = self._expiry(expires)
         meta[EXPIRES_FIELD] = stored.isoformat(expires_at)
         name = bytes_to_str(self.get_key_for_task(task_id))
-        payload = stored.encode_state(
-            meta, state, encode=self.encode, limit=self.settings.max_result_bytes
-        )
+        payload = stored.encode_state(meta, state, encode=self.encode, limit=self.settings.max_result_bytes)
         try:
             stored.check_size(name, payload, self.settings.max_result_bytes)
             counted_at = None
@@ -358,9 +342,7 @@ class GCSBackend(KeyValueStoreBackend):
                 counted_at = self.chords.part_ready(request, state, result)
                 self._parts_handled.get()[bytes_to_str(task_id)] = True
             task_name = getattr(request, "task", None) or meta.get("name")
-            self._write_state(
-                name, payload, state, expires_at, stored.object_metadata(meta, task_name)
-            )
+            self._write_state(name, payload, state, expires_at, stored.object_metadata(meta, task_name))
         except StoreError as exc:
             exc.state, exc.task_id = state, bytes_to_str(task_id)
             raise
@@ -396,23 +378,14 @@ class GCSBackend(KeyValueStoreBackend):
         return self.chords.incr(bytes_to_str(key))
 
     def _write_state(
-        self,
-        name: str,
-        payload: bytes,
-        state: str,
-        expires_at: dt.datetime | None,
-        metadata: dict[str, str],
+        self, name: str, payload: bytes, state: str, expires_at: dt.datetime | None, metadata: dict[str, str]
     ) -> None:
         generations = self._generations.get()
         expected = generations.pop(name, 0)
         for _ in range(_MAX_CONFLICTS):
             try:
                 generation = self._put(
-                    name,
-                    payload,
-                    expires_at=expires_at,
-                    if_generation_match=expected,
-                    metadata=metadata,
+                    name, payload, expires_at=expires_at, if_generation_match=expected, metadata=metadata
                 )
             except GenerationMismatch:
                 current = self.results.get(name)
@@ -439,9 +412,7 @@ class GCSBackend(KeyValueStoreBackend):
     def _save_group(self, group_id: str, result: Any, expires: float | None = None) -> Any:
         expires_at = self._expiry(self.expires if expires is None else expires)
         meta = {"result": result.as_tuple(), EXPIRES_FIELD: stored.isoformat(expires_at)}
-        self._put(
-            bytes_to_str(self.get_key_for_group(group_id)), self.encode(meta), expires_at=expires_at
-        )
+        self._put(bytes_to_str(self.get_key_for_group(group_id)), self.encode(meta), expires_at=expires_at)
         return result
 
     def _put(
@@ -500,12 +471,7 @@ def _failed(ancestors: list[Any]) -> dict[str, Any] | None:
     """The failure of the earliest failed one, as ``AsyncResult.get`` would raise it, or None."""
     for node in reversed(ancestors):
         if node.state in states.PROPAGATE_STATES:
-            return {
-                "status": node.state,
-                "result": node.result,
-                "traceback": node.traceback,
-                "task_id": node.id,
-            }
+            return {"status": node.state, "result": node.result, "traceback": node.traceback, "task_id": node.id}
     return None
 
 

@@ -1,4 +1,4 @@
-"""The shape of a chord's counters: a tree of countdowns, so no document is written more than FAN_IN times.
+"""The shape of a chord's counters: a tree of countdowns, each written about FAN_IN times whatever the chord's size.
 
 A chord of ``size`` header parts has ``leaves`` counters at level 0; each part
 counts down the leaf its task id hashes to. A counter that reaches zero is
@@ -22,8 +22,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: Children per counter. Each counter is written at most this many times
-#: (once per child), and a part pays one extra commit per FAN_IN parts.
+#: Children per counter. A counter is written once per child: exactly this
+#: many above the leaves, this many on average at a leaf (the ids hashing to
+#: it); and a part pays one extra commit per FAN_IN parts.
 FAN_IN = 16
 
 

@@ -57,6 +57,8 @@ MIN_LEASE = 10.0
 DEFAULT_JOIN_TIMEOUT = 3.0
 #: Chord documents each process remembers (size and counters' shape).
 _CHORDS_KEPT = 1_000
+#: How often a replay waiting for a claim's holder looks again.
+_WAIT_STEP = 1.0
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
 
@@ -87,6 +89,9 @@ class ChordBackend(Protocol):
 
     def chord_error_from_stack(self, callback: Any, exc: Exception) -> Any:
         """Celery's: fail the callback and call its errbacks."""
+
+    def exception_safe_to_retry(self, exc: BaseException) -> bool:
+        """Celery's: whether ``result_backend_always_retry`` retries after ``exc``."""
 
 
 class PartsInFlight(Exception):
@@ -236,7 +241,11 @@ class ChordCoordinator:
         return None
 
     def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
-        """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it."""
+        """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it.
+
+        The wait looks again every ``_WAIT_STEP`` seconds: the holder may end
+        or release the chord before its lease runs out.
+        """
         key = self.key(part.group_id)
         seen: dt.datetime | None = None
         while True:
@@ -247,14 +256,11 @@ class ChordCoordinator:
             assert chord.claim is not None and chord.read_time is not None
             if seen is not None and chord.claim.lease_until > seen:
                 return None  # renewed: its holder is alive and will finish
+            if seen is None:
+                log.info("Chord %s: held by another process; waiting for it or its lease", part.group_id)
             seen = chord.claim.lease_until
             wait = (chord.claim.lease_until - chord.read_time).total_seconds()
-            log.info(
-                "Chord %s: claimed by another process; waiting %.1f s for its lease",
-                part.group_id,
-                wait,
-            )
-            time.sleep(max(wait, 0.0) + 0.05)
+            time.sleep(min(max(wait, 0.0) + 0.05, _WAIT_STEP))
 
     def _complete(self, part: Part, settled: Settled) -> None:
         """We hold the claim: gather the results, publish the callback once, mark the chord done."""
@@ -268,7 +274,7 @@ class ChordCoordinator:
             if chord.problem is not None:
                 raise ChordError(chord.problem)
             results = self._header(part, chord)
-            value = _rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+            value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
         except PartsInFlight as exc:
             log.warning("Chord %s: %s; its late parts will complete it", part.group_id, exc)
             self._release_quietly(key, token)
@@ -277,18 +283,13 @@ class ChordCoordinator:
             log.error("Chord %s failed: %s", part.group_id, exc)
             self._fail(key, token, callback, exc, results, chord)
             return
-        except (
-            Exception
-        ) as exc:  # a failed join fails the chord, as with Redis; the part keeps its own state
+        except Exception as exc:  # a failed join fails the chord, as with Redis; the part stays
+            if self._retried_by_celery(exc):
+                self._release_quietly(key, token)
+                raise  # Celery retries storing this part, which completes the chord then
             log.exception("Chord %s cannot join its parts", part.group_id)
-            self._fail(
-                key,
-                token,
-                callback,
-                ChordError(f"Chord {part.group_id} cannot join: {exc!r}"),
-                results,
-                chord,
-            )
+            error = ChordError(f"Chord {part.group_id} cannot join: {exc!r}")
+            self._fail(key, token, callback, error, results, chord)
             return
         try:
             if not self.store.renew(
@@ -302,6 +303,7 @@ class ChordCoordinator:
         except Exception:
             self._release_quietly(key, token)
             raise
+        self.before_publish(part)
         try:
             self.backend.app.amqp._retry_publish(callback.delay, value)
         except Exception as exc:  # any publish failure fails the chord, as with Redis
@@ -309,6 +311,11 @@ class ChordCoordinator:
             self.backend.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
         finally:
             self._end(key, token, results, chord)
+
+    def _retried_by_celery(self, exc: Exception) -> bool:
+        """Whether Celery will retry the store this failure interrupts (``result_backend_always_retry``)."""
+        conf = self.backend.app.conf
+        return bool(conf.get("result_backend_always_retry")) and self.backend.exception_safe_to_retry(exc)
 
     def _fail(
         self,
@@ -427,17 +434,23 @@ class ChordCoordinator:
         return chord
 
     def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> None:
-        """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do."""
+        """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do.
+
+        One process wins the chord document's transaction and refreshes the
+        counters, the GroupResult and the header results stored so far; the
+        others only note the new expiry.
+        """
         expires_at, new = chord.expires_at, self._expires_at()
         if expires_at is None or new is None:
             return
-        lifetime = (new - _now()).total_seconds()
-        if (expires_at - _now()).total_seconds() > lifetime / 2:
+        due_before = _now() + (new - _now()) / 2
+        if expires_at >= due_before:
             return
         try:
-            results = self._header(part, chord)
-            self.store.refresh(key, self._nodes(results, chord), new)
-            self.backend.refresh_chord_results(part.group_id, list(leaf_ids(results)))
+            if self.store.extend(key, due_before, new):
+                results = self._header(part, chord)
+                self.store.refresh(key, self._nodes(results, chord), new)
+                self.backend.refresh_chord_results(part.group_id, list(leaf_ids(results)))
         except Exception:  # counting goes on; the next part tries again
             log.warning("Chord %s: could not push back its expiry", part.group_id, exc_info=True)
             return
@@ -483,6 +496,9 @@ class ChordCoordinator:
     def after_claim(self, part: Part) -> None:
         """Called right after this process claimed the callback."""
 
+    def before_publish(self, part: Part) -> None:
+        """Called after the claim was renewed for the publish, right before publishing."""
+
 
 def publish_budget(conf: Mapping[str, Any]) -> float:
     """The longest a callback's publish may take under ``task_publish_retry_policy``.
@@ -510,9 +526,9 @@ def leaf_ids(results: Iterable[Any]) -> Iterable[str]:
             yield result.id
 
 
-def _rebuild(shape: Iterable[Any], values: dict[str, Any]) -> list[Any]:
+def rebuild(shape: Iterable[Any], values: dict[str, Any]) -> list[Any]:
     return [
-        _rebuild(result.results, values) if isinstance(result, GroupResult) else values[result.id]
+        rebuild(result.results, values) if isinstance(result, GroupResult) else values[result.id]
         for result in shape
     ]
 

@@ -8,6 +8,7 @@ import pytest
 from billiard.exceptions import WorkerLostError
 from celery import chain, chord, group
 from celery.exceptions import ChordError
+from celery_gcs.local.worker import WorkerExited
 
 from ..support import faulty, tasks
 from ..support.chords import callback_runs, errbacks, settle, sig
@@ -16,18 +17,25 @@ pytestmark = pytest.mark.usefixtures("stack")
 
 
 @pytest.mark.parametrize("size", [1, 100, 1000])
-def test_chords_of_every_size_complete_once_and_clean_up(app, start_worker, firestore_docs, size) -> None:
+def test_chords_of_every_size_complete_once_and_clean_up(
+    app, start_worker, firestore_docs, size
+) -> None:
     start_worker(concurrency=2)
     result = chord(sig(app, tasks.add, n, n) for n in range(size))(sig(app, tasks.collect))
     assert result.get(timeout=300) == [2 * n for n in range(size)]
     settle()
     assert callback_runs(app, result) == 1
-    assert ended_only(firestore_docs())  # parts and counters deleted; the chord document marked done
+    assert ended_only(
+        firestore_docs()
+    )  # parts and counters deleted; the chord document marked done
 
 
 def ended_only(docs: dict) -> bool:
     """Only chord documents marked done are left (until their TTL), no parts or counters."""
-    return all("/" not in path and data["done"] is True and "expires_at" in data for path, data in docs.items())
+    return all(
+        "/" not in path and data["done"] is True and "expires_at" in data
+        for path, data in docs.items()
+    )
 
 
 def test_results_come_in_header_order_whatever_the_finishing_order(app, start_worker) -> None:
@@ -51,11 +59,15 @@ def test_a_failed_header_task_fails_the_chord_and_calls_its_errbacks(app, start_
     assert len(errors) == 1 and "ChordError" in errors[0] and "part broke" in errors[0]
 
 
-def test_a_header_task_failing_with_ignore_result_fails_the_chord_not_hangs_it(app, start_worker) -> None:
+def test_a_header_task_failing_with_ignore_result_fails_the_chord_not_hangs_it(
+    app, start_worker
+) -> None:
     """Issue 11, defect 10: its raw exception reached the JSON serializer before the part was counted."""
     start_worker()
     callback = sig(app, tasks.collect).on_error(sig(app, tasks.on_chord_error))
-    result = chord([sig(app, tasks.add, 1, 1), sig(app, tasks.fail_unstored, "quiet break")])(callback)
+    result = chord([sig(app, tasks.add, 1, 1), sig(app, tasks.fail_unstored, "quiet break")])(
+        callback
+    )
     error = result.get(timeout=60, propagate=False)
     assert isinstance(error, ChordError) and "quiet break" in str(error)
     settle()
@@ -92,7 +104,9 @@ def test_a_chain_of_chords(app, start_worker) -> None:
 
 def test_a_header_task_replaced_by_a_group(app, start_worker) -> None:
     start_worker()
-    result = chord([sig(app, tasks.replace_with_group, 3), sig(app, tasks.add, 5, 5)])(sig(app, tasks.collect))
+    result = chord([sig(app, tasks.replace_with_group, 3), sig(app, tasks.add, 5, 5)])(
+        sig(app, tasks.collect)
+    )
     assert result.get(timeout=60) == [[0, 2, 4], 10]
     settle()
     assert callback_runs(app, result) == 1
@@ -100,7 +114,9 @@ def test_a_header_task_replaced_by_a_group(app, start_worker) -> None:
 
 def test_add_to_chord_grows_the_chord(app, start_worker) -> None:
     start_worker()
-    result = chord([sig(app, tasks.grow_chord, 2), sig(app, tasks.add, 1, 1)])(sig(app, tasks.collect))
+    result = chord([sig(app, tasks.grow_chord, 2), sig(app, tasks.add, 1, 1)])(
+        sig(app, tasks.collect)
+    )
     assert result.get(timeout=60) == ["grown", 2, "added-0", "added-1"]
 
 
@@ -143,7 +159,9 @@ def test_a_late_duplicate_after_completion_does_nothing(app, start_worker, fires
 
 def test_chord_documents_carry_the_ttl_field_while_open(app, start_worker, firestore_docs) -> None:
     start_worker(result_chord_expires=600)
-    result = chord([sig(app, tasks.add, 1, 1), sig(app, tasks.sleep, 3.0, 7)])(sig(app, tasks.collect))
+    result = chord([sig(app, tasks.add, 1, 1), sig(app, tasks.sleep, 3.0, 7)])(
+        sig(app, tasks.collect)
+    )
     time.sleep(1.5)
     docs = firestore_docs()
     assert docs, "the chord's documents exist while it runs"
@@ -155,6 +173,7 @@ def test_chord_documents_carry_the_ttl_field_while_open(app, start_worker, fires
 KILL_STEPS = ["in_body", "before_count", "after_count", "after_claim"]
 
 
+@pytest.mark.matrix
 @pytest.mark.parametrize("reject", [True, False], ids=["reject_on_worker_lost", "plain_acks_late"])
 @pytest.mark.parametrize("step", KILL_STEPS)
 def test_a_killed_child_never_hangs_a_chord_nor_doubles_its_callback(
@@ -187,7 +206,9 @@ def test_a_killed_child_never_hangs_a_chord_nor_doubles_its_callback(
             assert result.get(timeout=120) == expected
         except (ChordError, WorkerLostError) as exc:
             assert "Worker exited prematurely" in str(exc)
-    assert list(kill_dir.glob("kill-*")) or (kill_dir / "body.killed").exists(), "the fault was injected"
+    assert list(kill_dir.glob("kill-*")) or (kill_dir / "body.killed").exists(), (
+        "the fault was injected"
+    )
     settle()
     assert callback_runs(app, result) <= 1
     if reject:
@@ -221,11 +242,15 @@ def test_get_on_a_chord_whose_header_task_failed_raises_that_tasks_error(app, st
     assert isinstance(result.get(timeout=60, propagate=False), ChordError)
 
 
-def test_get_on_a_chord_whose_header_chain_failed_raises_that_tasks_error(app, start_worker) -> None:
+def test_get_on_a_chord_whose_header_chain_failed_raises_that_tasks_error(
+    app, start_worker
+) -> None:
     """Issue 12: Celery's test_error_propagates_to_chord_from_chain (the chain's tail is failed for it)."""
     start_worker(concurrency=1)
     header_chain = chain(
-        sig(app, tasks.add, 1, 1), sig(app, tasks.fail, "link broke", immutable=True), sig(app, tasks.mul, 2)
+        sig(app, tasks.add, 1, 1),
+        sig(app, tasks.fail, "link broke", immutable=True),
+        sig(app, tasks.mul, 2),
     )
     result = chord([header_chain])(sig(app, tasks.collect))
     with pytest.raises(ValueError) as raised:
@@ -233,7 +258,9 @@ def test_get_on_a_chord_whose_header_chain_failed_raises_that_tasks_error(app, s
     assert str(raised.value) == "link broke"
 
 
-def test_get_on_a_group_after_a_failed_task_of_its_chain_raises_that_tasks_error(app, start_worker) -> None:
+def test_get_on_a_group_after_a_failed_task_of_its_chain_raises_that_tasks_error(
+    app, start_worker
+) -> None:
     """Issue 12: Celery's test_error_propagates_from_chord; the group never runs, get() waited to its timeout."""
     start_worker(concurrency=1)
     canvas = chain(
@@ -251,3 +278,102 @@ def test_get_on_a_group_after_a_failed_task_of_its_chain_raises_that_tasks_error
     values = result.get(timeout=30, propagate=False)
     assert [str(value) for value in values] == ["before the group", "before the group"]
     assert all(isinstance(value, ValueError) for value in values)
+
+
+#: Each pool as users run it: -c 20 threads and -c 50 greenlets share one process (and one backend
+#: per thread unless result_backend_thread_safe).
+POOLS = {"prefork": 2, "threads": 20, "gevent": 50}
+
+
+@pytest.mark.parametrize(
+    "thread_safe", [False, True], ids=["backend_per_thread", "thread_safe_backend"]
+)
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_chords_under_thread_and_green_pools_complete_once(
+    app, start_worker, firestore_docs, pool, thread_safe
+) -> None:
+    """Issue 11, defects 2 and 11: -P threads double-published or hung; -P gevent completed nothing."""
+    start_worker(pool=pool, concurrency=POOLS[pool], result_backend_thread_safe=thread_safe)
+    result = chord(sig(app, tasks.add, n, n) for n in range(100))(sig(app, tasks.collect))
+    assert result.get(timeout=120) == [2 * n for n in range(100)]
+    settle()
+    assert callback_runs(app, result) == 1
+    assert ended_only(firestore_docs())
+
+
+def test_an_eventlet_worker_is_refused_at_start_naming_the_pools_that_work(start_worker) -> None:
+    with pytest.raises(WorkerExited) as refused:
+        start_worker(pool="eventlet", concurrency=5)
+    message = str(refused.value)
+    assert "eventlet" in message and "-P gevent" in message and "-P threads" in message
+
+
+@pytest.mark.matrix
+@pytest.mark.parametrize("step", ["before_count", "after_count", "after_claim"])
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_a_killed_thread_pool_worker_never_hangs_a_chord_nor_doubles_its_callback(
+    make_app, start_worker, backend_url, tmp_path, pool: str, step: str
+) -> None:
+    """Under threads and gevent a kill takes the whole worker; another worker gets its unacknowledged tasks."""
+    redelivery = {"broker_transport_options": {"visibility_timeout": 4}}
+    app = make_app(**redelivery)
+    kill_dir = tmp_path / "kills"
+    kill_dir.mkdir()
+    common = dict(pool=pool, concurrency=POOLS[pool], task_acks_late=True, **redelivery)
+    victim = start_worker(
+        url=f"{faulty.__name__}:KillingBackend+{backend_url}",
+        env={"CELERY_GCS_KILL_AT": step, "CELERY_GCS_KILL_DIR": str(kill_dir)},
+        **common,
+    )
+    result = chord(sig(app, tasks.sleep, 0.05, n) for n in range(40))(sig(app, tasks.collect))
+    deadline = time.monotonic() + 60
+    while victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert victim.poll() is not None, "the fault killed the worker"
+    start_worker(**common)
+    assert result.get(timeout=120) == list(range(40))
+    settle(3)
+    assert callback_runs(app, result) == 1
+
+
+@pytest.mark.matrix
+def test_a_live_holder_in_another_pid_namespace_keeps_its_claim(
+    app, start_worker, backend_url
+) -> None:
+    """Issue 11, defects 3 and 4: a holder's pid was looked up in the taker's /proc.
+
+    Two workers on one host, each in a PID namespace of its own (as two
+    containers of one pod): the one completing the chord is slow to publish,
+    and a redelivered copy of a header task on the other finds its claim.
+    It must wait for it, not take it over and publish a second callback.
+    """
+    namespace = ("unshare", "--pid", "--fork", "--mount-proc")
+    start_worker(
+        url=f"{faulty.__name__}:SlowPublishBackend+{backend_url}",
+        env={"CELERY_GCS_PUBLISH_DELAY": "4"},
+        wrap=namespace,
+        concurrency=1,
+        task_default_queue="holder",
+    )
+    start_worker(wrap=namespace, concurrency=1, task_default_queue="celery")
+    header = [sig(app, tasks.sleep, 0.1, n, queue="holder") for n in range(2)]
+    result = chord(header)(sig(app, tasks.collect, queue="celery"))
+    time.sleep(1.5)  # the holder counted both, claimed, and now sits before its publish
+    first = result.parent.results[0]
+    app.send_task(
+        tasks.sleep.name, args=(0.1, 0), task_id=first.id, group_id=result.parent.id, group_index=0,
+        chord=sig(app, tasks.collect, task_id=result.id, queue="celery"), queue="celery",
+    )  # fmt: skip
+    assert result.get(timeout=60) == [0, 1]
+    settle(6)
+    assert callback_runs(app, result) == 1
+
+
+def test_a_chord_running_longer_than_result_expires_completes(make_app, start_worker) -> None:
+    """Issue 11, defect 8: nothing pushed back the GroupResult's, the results' or the documents' expiry."""
+    start_worker(concurrency=1, result_expires=4)
+    app = make_app(result_expires=4)
+    header = [sig(app, tasks.sleep, 1.0, n) for n in range(8)]  # one at a time: 8 s, twice the expiry
+    result = chord(header)(sig(app, tasks.collect))
+    assert result.get(timeout=60) == list(range(8))
+    assert [part.get(timeout=1) for part in result.parent.results] == list(range(8))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+import types
 import uuid
 
 import pytest
-from celery_gcs import chords
+from celery_gcs import chord_tree
 from celery_gcs.settings import parse
-from celery_gcs.stores.chord_store import ChordStore, Claim, Holder
+from celery_gcs.stores import chord_store
+from celery_gcs.stores.chord_store import ChordStore, Settle
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -22,75 +25,127 @@ def _in(seconds: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
 
 
-def test_a_part_is_counted_once_with_one_write(store, stack) -> None:
-    key = f"chord-{uuid.uuid4()}"
+def _chord(store: ChordStore, size: int) -> tuple[str, list[str], int]:
+    key, ids = f"chord-{uuid.uuid4()}", [f"task-{n}" for n in range(size)]
+    leaves = chord_tree.leaf_count(size)
+    store.create(key, size, leaves, chord_tree.initial_counts(ids, leaves), _in(60))
+    return key, ids, leaves
+
+
+def test_a_part_is_counted_once_in_one_commit_that_reads_nothing(store, stack) -> None:
+    key, ids, leaves = _chord(store, 3)
+    leaf = chord_tree.leaf_of(ids[0], leaves)
     stack.firestore.reset_counts()
-    assert store.count_part(key, "task-1", 0, _in(60)) is True
+    counted = store.count(key, ids[0], leaf, _in(60))
+    assert counted is not None and counted.remaining == 2
     assert stack.firestore.snapshot() == {"firestore.Commit": 1}
-    assert store.count_part(key, "task-1", 0, _in(60)) is False
-    assert store.count_part(key, "task-2", 1, _in(60)) is True
-    assert store.counted(key) == 2
+    assert store.count(key, ids[0], leaf, _in(60)) is None  # a duplicate: refused whole
+    assert store.read_counter(key, leaf).remaining == 2
+    assert store.count(key, ids[1], leaf, _in(60)).remaining == 1
 
 
-def test_size_and_added_make_the_total(store) -> None:
-    key = f"chord-{uuid.uuid4()}"
-    assert store.read(key) is None
-    store.add(key, "extra-1", None)  # add_to_chord may run before the size is set
-    store.set_size(key, 3, _in(60))
-    store.add(key, "extra-2", None)
-    store.add(key, "extra-2", None)
+def test_a_part_of_no_counter_is_refused_and_writes_nothing(store, firestore_docs) -> None:
+    key, _, _ = _chord(store, 1)
+    before = firestore_docs()
+    assert store.count(key, "stranger", chord_tree.Node(0, 7), _in(60)) is None
+    assert firestore_docs() == before
+
+
+def test_a_full_counter_reports_to_its_parent_once(store) -> None:
+    key, ids, leaves = _chord(store, 40)
+    assert leaves > 1
+    leaf = chord_tree.leaf_of(ids[0], leaves)
+    mine = [task_id for task_id in ids if chord_tree.leaf_of(task_id, leaves) == leaf]
+    for task_id in mine:
+        counted = store.count(key, task_id, leaf, _in(60))
+    assert counted.remaining == 0
+    parent = chord_tree.parent(leaf)
+    before = store.read_counter(key, parent).remaining
+    assert store.report(key, leaf, counted.update_time, parent, _in(60)).remaining == before - 1
+    # A replay reporting from what it read: the precondition refuses it.
+    assert store.report(key, leaf, counted.update_time, parent, _in(60)) is None
+    assert store.read_counter(key, parent).remaining == before - 1
+    assert store.read_counter(key, leaf).reported is True
+
+
+def test_adding_grows_the_chord_once_per_task(store) -> None:
+    key, _, _ = _chord(store, 1)
+    assert store.add(key, "extra-1", "extra-1", None) is True
+    assert store.add(key, "extra-1", "extra-1", None) is False
     chord = store.read(key)
-    assert chord is not None and (chord.size, chord.added, chord.total) == (3, ("extra-1", "extra-2"), 5)
+    assert (chord.added, chord.added_pending) == (("extra-1",), 1)
+    assert store.read_part(key, "extra-1") == chord_store.PartState(added=True, counted=False)
 
 
-def test_one_claim_at_a_time_and_takeover_of_a_dead_holder(store) -> None:
-    key = f"chord-{uuid.uuid4()}"
-    store.set_size(key, 1, None)
-    first = Claim("one", chords.this_holder(), _in(60))
-    second = Claim("two", chords.this_holder(), _in(60))
-    assert store.claim(key, first, chords.can_take_over) is not None
-    assert store.claim(key, second, chords.can_take_over) is None
-    assert store.renew(key, first) is True
-    assert store.renew(key, second) is False
+def test_one_claim_at_a_time_with_a_lease_in_server_time(store) -> None:
+    key, ids, leaves = _chord(store, 1)
+    top = chord_tree.leaf_of(ids[0], leaves)
+    store.count(key, ids[0], top, None)
+    first = store.settle(key, Settle("one", 60, top=top))
+    assert first.claimed and first.chord.claim.token == "one"
+    lease = (first.chord.claim.lease_until - first.chord.read_time).total_seconds()
+    assert lease == pytest.approx(60)
+    second = store.settle(key, Settle("two", 60))
+    assert second.held and not second.claimed
+    assert store.renew(key, "one", 60) is True
+    assert store.renew(key, "two", 60) is False
     store.release(key, "two")  # not ours: nothing happens
     assert store.read(key).claim.token == "one"
     store.release(key, "one")
     assert store.read(key).claim is None
-    dead = Claim("dead", Holder("elsewhere", 1, "1"), _in(-1))
-    assert store.claim(key, dead, chords.can_take_over) is not None
-    assert store.claim(key, second, chords.can_take_over) is not None  # the lease ran out
+    assert store.settle(key, Settle("short", 0.5)).claimed
+    assert store.settle(key, Settle("two", 60)).held
+    time.sleep(0.7)
+    assert store.settle(key, Settle("two", 60)).claimed  # the lease ran out
     assert store.read(key).claim.token == "two"
 
 
-def test_set_size_drops_a_previous_runs_claim(store) -> None:
-    key = f"chord-{uuid.uuid4()}"
-    store.set_size(key, 2, None)
-    store.claim(key, Claim("old", chords.this_holder(), _in(60)), chords.can_take_over)
-    store.set_size(key, 2, None)
+def test_a_lease_never_depends_on_a_hosts_clock(store, monkeypatch) -> None:
+    """Issue 11, suspected: leases compared across hosts' wall clocks; a skew over the lease let a live claim go."""
+
+    class Clock(type):
+        def __instancecheck__(cls, value: object) -> bool:
+            return isinstance(value, dt.datetime)
+
+    class Skewed(dt.datetime, metaclass=Clock):
+        @classmethod
+        def now(cls, tz=None):  # a host an hour ahead
+            return dt.datetime.now(tz) + dt.timedelta(hours=1)
+
+    key, ids, leaves = _chord(store, 1)
+    top = chord_tree.leaf_of(ids[0], leaves)
+    store.count(key, ids[0], top, None)
+    assert store.settle(key, Settle("holder", 60, top=top)).claimed
+    monkeypatch.setattr(
+        chord_store,
+        "dt",
+        types.SimpleNamespace(datetime=Skewed, timedelta=dt.timedelta, UTC=dt.UTC),
+    )
+    assert store.settle(key, Settle("skewed-host", 60)).held  # still live by the server's clock
+
+
+def test_an_incomplete_chord_is_not_claimed(store) -> None:
+    key, _, _ = _chord(store, 2)
+    settled = store.settle(key, Settle("early", 60))
+    assert not settled.claimed and not settled.held
     assert store.read(key).claim is None
 
 
-def test_finish_deletes_the_chord_and_its_parts(store, firestore_docs) -> None:
-    key = f"chord-{uuid.uuid4()}"
-    store.set_size(key, 3, _in(60))
-    parts = [f"p{n}" for n in range(3)]
-    for n, part in enumerate(parts):
-        store.count_part(key, part, n, _in(60))
-    assert len(firestore_docs()) == 4
+def test_end_marks_the_chord_done_and_clean_up_deletes_in_batches(store, firestore_docs) -> None:
+    key, ids, leaves = _chord(store, 620)
+    counts = chord_tree.initial_counts(ids, leaves)
+    for task_id in ids:
+        store.count(key, task_id, chord_tree.leaf_of(task_id, leaves), _in(60))
+    assert len(firestore_docs()) == 1 + 620 + len(counts)
     assert all(data["expires_at"] for data in firestore_docs().values())
-    store.finish(key, parts)
-    assert firestore_docs() == {}
-
-
-def test_finish_deletes_in_batches_over_firestores_limit(store, firestore_docs) -> None:
-    key = f"chord-{uuid.uuid4()}"
-    parts = [f"p{n}" for n in range(620)]
-    store.set_size(key, len(parts), None)
-    for n, part in enumerate(parts):
-        store.count_part(key, part, n, None)
-    assert store.counted(key) == 620
-    store.finish(key, parts)
-    assert firestore_docs() == {}
+    assert store.settle(key, Settle("t", 60, force=True)).claimed
+    assert store.end(key, "someone-else") is False
+    assert store.end(key, "t") is True
+    store.clean_up(key, ids, counts)
+    docs = firestore_docs()
+    assert list(docs) == [key] and docs[key]["done"] is True and "claim" not in docs[key]
+    # A settle after the end does nothing.
+    assert store.settle(key, Settle("late", 60, force=True)).chord.done
 
 
 def test_incr_counts_up(store) -> None:
@@ -101,8 +156,10 @@ def test_incr_counts_up(store) -> None:
 def test_chords_live_in_the_configured_database_and_collection(stack, firestore_docs) -> None:
     stack.stack.firestore_databases.add("chords-db")
     store = ChordStore(
-        parse(f"gcs://{stack.bucket}?firestore_database=chords-db&firestore_collection=my-chords", {})
+        parse(
+            f"gcs://{stack.bucket}?firestore_database=chords-db&firestore_collection=my-chords", {}
+        )
     )
-    store.set_size("chord-x", 1, None)
-    assert list(firestore_docs("my-chords", "chords-db")) == ["chord-x"]
+    store.create("chord-x", 1, 1, {chord_tree.Node(0, 0): 1}, None)
+    assert set(firestore_docs("my-chords", "chords-db")) == {"chord-x", "chord-x/counters/0-0"}
     assert firestore_docs() == {}

@@ -33,7 +33,10 @@ PROJECT_WITHOUT_DATABASE: Answer = (
         "Cloud Firestore database."
     ),
 )
-PERMISSION_DENIED: Answer = (grpc.StatusCode.PERMISSION_DENIED, "Missing or insufficient permissions.")
+PERMISSION_DENIED: Answer = (
+    grpc.StatusCode.PERMISSION_DENIED,
+    "Missing or insufficient permissions.",
+)
 NO_DOCUMENT: Answer = (
     grpc.StatusCode.NOT_FOUND,
     "No document to update: projects/{project}/databases/{database}/documents/celery/chord-unlock-x",

@@ -4,18 +4,21 @@ Workers load them by class path: ``result_backend = "tests.support.faulty:Killin
 Each fault happens once per marker file, created exclusively in a directory the
 test names, so a replayed step goes through.
 
-* ``KillingBackend`` SIGKILLs its own pool child at the step ``CELERY_GCS_KILL_AT``
-  names (before_count, after_count, after_claim), ``CELERY_GCS_KILLS`` times (default
+* ``KillingBackend`` SIGKILLs its own process (the pool child, or the whole
+  worker under threads or gevent) at the step ``CELERY_GCS_KILL_AT`` names
+  (before_count, after_count, after_claim), ``CELERY_GCS_KILLS`` times (default
   one), leaving its markers in ``CELERY_GCS_KILL_DIR``.
-* ``FailingCleanupBackend`` fails its chord clean-up once, as when Firestore fails
-  right after the callback was published; its marker goes in ``CELERY_GCS_FAIL_DIR``.
+* ``SlowPublishBackend`` sleeps ``CELERY_GCS_PUBLISH_DELAY`` seconds between
+  renewing its claim and publishing, as a holder held up by a broker failover.
+* ``FailingCleanupBackend`` fails to mark its chord done once, as when Firestore
+  fails right after the callback was published; its marker goes in ``CELERY_GCS_FAIL_DIR``.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterable
+import time
 
 from celery_gcs.backend import GCSBackend
 from celery_gcs.chords import ChordCoordinator, Part
@@ -57,17 +60,28 @@ class KillingBackend(GCSBackend):
     coordinator_class = KillingCoordinator
 
 
+class SlowPublishCoordinator(ChordCoordinator):
+    def before_publish(self, part: Part) -> None:
+        time.sleep(float(os.environ.get("CELERY_GCS_PUBLISH_DELAY", "0")))
+
+
+class SlowPublishBackend(GCSBackend):
+    coordinator_class = SlowPublishCoordinator
+
+
 class FailingCleanupCoordinator(ChordCoordinator):
     def __init__(self, backend: GCSBackend) -> None:
         super().__init__(backend)
-        finish = self.store.finish
+        end = self.store.end
 
-        def finish_failing_once(key: str, parts: Iterable[str]) -> None:
+        def end_failing_once(key: str, token: str) -> bool:
             if _first_time(os.environ["CELERY_GCS_FAIL_DIR"], "failed"):
-                raise TransientError("deleting a chord in Firestore database (default): injected by the test")
-            finish(key, parts)
+                raise TransientError(
+                    "ending a chord in Firestore database (default): injected by the test"
+                )
+            return end(key, token)
 
-        self.store.finish = finish_failing_once  # type: ignore[method-assign]
+        self.store.end = end_failing_once  # type: ignore[method-assign]
 
 
 class FailingCleanupBackend(GCSBackend):

@@ -15,7 +15,9 @@ class LoopbackService:
     #: What precedes ``127.0.0.1:PORT`` in ``host``: ``http://`` for an HTTP service, nothing for gRPC.
     scheme = ""
 
-    def listen(self, port: int, *, serve: Callable[[], object], close: Callable[[], object]) -> None:
+    def listen(
+        self, port: int, *, serve: Callable[[], object], close: Callable[[], object]
+    ) -> None:
         self.port = port
         self._serve = serve
         self._close = close

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,18 @@ def make_worker(
     conf: dict[str, Any],
     concurrency: int,
     log_path: Path,
+    pool: str = "prefork",
+    wrap: Sequence[str] = (),
 ) -> WorkerProcess:
-    """A prefork worker of ``app``, named ``w…@localhost``, not started yet."""
+    """A worker of ``app`` (``-P pool``), named ``w…@localhost``, not started yet.
+
+    ``wrap`` prefixes the command, e.g. ``unshare --pid --fork --mount-proc``
+    for a worker in a PID namespace of its own.
+    """
     name = f"w{uuid.uuid4().hex[:6]}@localhost"
     settings = {"CELERY_RESULT_BACKEND": backend_url, "CELERY_GCS_TEST_CONF": json.dumps(conf)}
     return WorkerProcess(
-        celery_worker_argv(app, name=name, concurrency=concurrency),
+        [*wrap, *celery_worker_argv(app, name=name, concurrency=concurrency, pool=pool)],
         env={**os.environ, **env, "PYTHONPATH": str(ROOT), **settings},
         cwd=ROOT,
         log_path=log_path,

@@ -1,60 +1,103 @@
-"""Pure parts of the chord algorithm: claims, liveness, header shapes."""
+"""Pure parts of the chord algorithm: the counters' tree, the publish budget, header shapes."""
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import socket
 import subprocess
 import sys
+import uuid
+from collections import Counter
 
+import pytest
 from celery.result import AsyncResult, GroupResult
-from celery_gcs import chords
-from celery_gcs.stores.chord_store import Chord, Claim, Holder
+from celery_gcs import chord_tree, chords
+from celery_gcs.chord_tree import FAN_IN, Node
 
 
-def _claim(holder: Holder, seconds: float) -> Claim:
-    return Claim("t", holder, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds))
-
-
-def test_a_live_holder_here_keeps_its_claim() -> None:
-    assert not chords.can_take_over(_claim(chords.this_holder(), 60))
-
-
-def test_an_expired_lease_can_be_taken_whoever_holds_it() -> None:
-    assert chords.can_take_over(_claim(chords.this_holder(), -1))
-    assert chords.can_take_over(_claim(Holder("elsewhere", 1, "1"), -1))
-
-
-def test_a_holder_on_another_host_keeps_its_claim_until_the_lease_ends() -> None:
-    assert not chords.can_take_over(_claim(Holder("some-other-host", 999_999, "1"), 60))
-
-
-def test_a_dead_process_here_loses_its_claim_at_once() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    started = chords._start_time(child.pid)
-    child.wait()
-    holder = Holder(socket.gethostname(), child.pid, started)
-    assert chords.can_take_over(_claim(holder, 60))
-
-
-def test_a_zombie_counts_as_dead() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    holder = Holder(socket.gethostname(), child.pid, chords._start_time(child.pid))
-    while True:  # not reaped yet: a zombie once it exits
-        with open(f"/proc/{child.pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+def _count_all(task_ids: list[str]) -> tuple[int, Counter[Node]]:
+    """Count every part down as the coordinator does; (parts whose count filled the top, writes per counter)."""
+    leaves = chord_tree.leaf_count(len(task_ids))
+    remaining = chord_tree.initial_counts(task_ids, leaves)
+    writes: Counter[Node] = Counter(dict.fromkeys(remaining, 1))  # the write that created each counter
+    completions = 0
+    for task_id in task_ids:
+        node = chord_tree.leaf_of(task_id, leaves)
+        while True:
+            remaining[node] -= 1
+            writes[node] += 1
+            assert remaining[node] >= 0
+            if remaining[node] > 0:
                 break
-    try:
-        assert chords.can_take_over(_claim(holder, 60))
-    finally:
-        child.wait()
+            if chord_tree.is_top(node, leaves):
+                completions += 1
+                break
+            writes[node] += 1  # marked reported
+            node = chord_tree.parent(node)
+    return completions, writes
 
 
-def test_a_reused_pid_is_not_the_holder() -> None:
-    holder = Holder(socket.gethostname(), os.getpid(), "12345")  # this pid, another start time
-    assert chords._start_time(os.getpid()) != "12345"
-    assert chords.can_take_over(_claim(holder, 60))
+@pytest.mark.parametrize("size", [1, 2, FAN_IN, FAN_IN + 1, 100, 1_000, 20_000])
+def test_the_last_part_and_only_it_fills_the_top_counter(size: int) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(size)]
+    completions, writes = _count_all(ids)
+    assert completions == 1
+    # A counter is written once per child (FAN_IN on average: leaves get the
+    # task ids hashing to them), plus its creation and its report.
+    assert max(writes.values()) <= 3 * FAN_IN + 2
+    above = [count for node, count in writes.items() if node.level > 0]
+    assert max(above, default=0) <= FAN_IN + 2
+
+
+@pytest.mark.parametrize("size", [100, 1_000, 20_000])
+def test_commits_per_part_do_not_grow_with_the_chord(size: int) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(size)]
+    leaves = chord_tree.leaf_count(size)
+    counts = chord_tree.initial_counts(ids, leaves)
+    reports = sum(1 for node in counts if not chord_tree.is_top(node, leaves))
+    # One commit per part, plus one per counter filled below the top.
+    assert (size + reports) / size < 1 + 2 / FAN_IN
+
+
+def test_a_chord_of_one_part_has_one_counter_which_is_the_top() -> None:
+    assert chord_tree.initial_counts(["a"], chord_tree.leaf_count(1)) == {Node(0, 0): 1}
+    assert chord_tree.is_top(Node(0, 0), 1)
+
+
+def test_every_path_ends_at_the_one_top_counter() -> None:
+    leaves = chord_tree.leaf_count(20_000)
+    tops = {chord_tree.path(Node(0, index), leaves)[-1] for index in range(leaves)}
+    assert tops == {Node(chord_tree.top_level(leaves), 0)}
+
+
+def test_a_task_hashes_to_the_same_leaf_in_every_process() -> None:
+    """Python's own hash() differs per process; the leaf must not."""
+    code = "from celery_gcs import chord_tree; print(chord_tree.leaf_of('task-1', 997).index)"
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={"PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert seen == {str(chord_tree.leaf_of("task-1", 997).index)}
+
+
+def test_counter_document_ids_round_trip() -> None:
+    assert Node.from_document_id(Node(3, 41).document_id) == Node(3, 41)
+
+
+def test_the_publish_budget_follows_the_publish_retry_policy() -> None:
+    default = chords.publish_budget(
+        {"task_publish_retry_policy": {"max_retries": 3, "interval_start": 0, "interval_max": 1, "interval_step": 0.2}}
+    )
+    assert default == pytest.approx((0 + 0.2 + 0.4) + 4 * 4)
+    slow = chords.publish_budget(
+        {
+            "task_publish_retry_policy": {"max_retries": 10, "interval_start": 1, "interval_step": 1, "interval_max": 5},
+            "broker_connection_timeout": 10,
+        }
+    )
+    assert slow == pytest.approx(sum(min(1 + n, 5) for n in range(10)) + 11 * 10)
+    # An unbounded policy is capped by Celery at three retries for callbacks.
+    assert chords.publish_budget({"task_publish_retry_policy": {"max_retries": None}}) == pytest.approx(default)
 
 
 def test_header_shapes_flatten_and_rebuild() -> None:
@@ -63,11 +106,6 @@ def test_header_shapes_flatten_and_rebuild() -> None:
         GroupResult("g", [AsyncResult("b"), GroupResult("h", [AsyncResult("c")])]),
         AsyncResult("d"),
     ]
-    assert list(chords._leaf_ids(shape)) == ["a", "b", "c", "d"]
+    assert list(chords.leaf_ids(shape)) == ["a", "b", "c", "d"]
     values = {"a": 1, "b": 2, "c": 3, "d": 4}
-    assert chords._rebuild(shape, values) == [1, [2, [3]], 4]
-
-
-def test_a_chord_total_counts_added_tasks() -> None:
-    assert Chord(size=3, added=("x", "y")).total == 5
-    assert Chord(size=None).total is None
+    assert chords.rebuild(shape, values) == [1, [2, [3]], 4]

@@ -428,10 +428,23 @@ class ChordStore:
                 batch.delete(ref)
             self._commit(what, batch)
 
+    def extend(self, key: str, due_before: dt.datetime, expires_at: dt.datetime) -> bool:
+        """Push back the chord's expiry if it falls before ``due_before``; False if another process just did."""
+        ref = self._chord(key)
+
+        def attempt(transaction: firestore.Transaction) -> bool:
+            chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
+            if chord is None or chord.done or (chord.expires_at and chord.expires_at >= due_before):
+                return False
+            transaction.update(ref, {contract.FIRESTORE_TTL_FIELD: expires_at})
+            return True
+
+        return self._transact("extending a chord", attempt)
+
     def refresh(self, key: str, nodes: Iterable[Node], expires_at: dt.datetime) -> None:
-        """Push back the expiry of a chord that is still running, and of its counters."""
+        """Push back the expiry of a running chord's counters."""
         client = self._client.get()
-        refs = [self._counter(key, node) for node in nodes] + [self._chord(key)]
+        refs = [self._counter(key, node) for node in nodes]
         for start in range(0, len(refs), _BATCH):
             batch = client.batch()
             for ref in refs[start : start + _BATCH]:
