@@ -214,8 +214,15 @@ class Rule:
         with self._changed:
             if self._released:
                 return
-            self._wakers.append(lambda: loop.call_soon_threadsafe(released.set))
+            self._wakers.append(lambda: _call_soon(loop, released.set))
         await released.wait()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:
+        pass  # the proxy has stopped: nothing waits any more
 
 
 def make_rule(protocol: str, call: str, calls: int | range, action: Fail | Delay) -> Rule:
