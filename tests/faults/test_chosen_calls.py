@@ -185,6 +185,19 @@ def test_a_commit_whose_answer_is_held_has_landed(stack, client, collection, bac
     writing.result(timeout=30)
 
 
+def test_an_answer_held_past_the_clients_deadline_comes_to_no_harm(stack, client, collection) -> None:
+    ref = collection.document("doc")
+    connections = stack.firestore.connections
+    rule = stack.firestore.delay(COMMIT, None)
+    with pytest.raises(api.DeadlineExceeded):
+        ref.set({"n": 1}, retry=None, timeout=0.5)
+    rule.release()  # the answer goes to a stream the client has cancelled
+    after = collection.document("after")
+    after.set({"n": 2}, retry=None, timeout=30)
+    assert after.get().to_dict() == {"n": 2}
+    assert stack.firestore.connections == connections
+
+
 def test_a_commit_whose_request_is_held_has_not_landed(stack, client, collection, background) -> None:
     ref = collection.document("doc")
     rule = stack.firestore.delay(COMMIT, None, direction="request")
