@@ -178,7 +178,8 @@ class Proxy:
         """Hold back one ``direction`` (``"response"`` or ``"request"``) of the matching calls ranked ``calls``.
 
         ``seconds=None`` holds it until ``rule.release()`` (or ``faults.clear()``).
-        Only that call waits: the connection's other calls go on.
+        Only that call waits: other calls go on, on gRPC over the same connection,
+        on HTTP/1.1 over the client's other connections.
         """
         return self._add(call, calls, delay_action(seconds, direction))
 
