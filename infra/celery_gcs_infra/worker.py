@@ -24,10 +24,17 @@ gets, after SIGTERM, to finish the tasks it holds (a warm shutdown).
 
 The pods meet the ``restricted`` Pod Security Standard, which the namespace
 enforces: the image must run as a numeric non-root user.
+
+A NetworkPolicy selects the stack's worker pods: no ingress at all (a worker
+serves nothing; its probes are exec probes), and egress only to cluster DNS,
+the GKE metadata server (Workload Identity tokens), the broker's address and
+port, and Google APIs on 443 (``google_apis_cidr``: private.googleapis.com on
+the stack's own VPC, whose DNS sends every googleapis.com name there).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -39,6 +46,10 @@ from . import common
 
 KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
+#: The GKE metadata server: 169.254.169.254:80, served on Dataplane V2 nodes at 169.254.169.252:988.
+METADATA_EGRESS = (("169.254.169.254/32", 80), ("169.254.169.252/32", 988))
+#: Cluster DNS pods: kube-dns, and NodeLocal DNSCache where it runs.
+DNS_APPS = ("kube-dns", "node-local-dns")
 #: Tells the cluster autoscaler not to evict a pod to scale a node down.
 SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
@@ -167,6 +178,9 @@ class WorkerArgs:
     provider: k8s.Provider
     #: What installs KEDA's CRDs (the stack's KEDA release), when the stack installs it.
     keda: pulumi.Resource | None = None
+    #: Where the workers reach Google APIs on 443: private.googleapis.com's range on the
+    #: stack's own VPC; anywhere on a network whose DNS the stack does not control.
+    google_apis_cidr: str = "0.0.0.0/0"
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
@@ -178,6 +192,56 @@ class WorkerArgs:
                 "Name the instance, namespace and service account (CeleryStack derives them "
                 "from its prefix)",
             )
+
+
+def _broker_block(host: str) -> str:
+    """The broker's address as a /32; any address when it is a host name (resolved by DNS)."""
+    try:
+        return f"{ipaddress.ip_address(host)}/32"
+    except ValueError:
+        return "0.0.0.0/0"
+
+
+def egress_only_policy(
+    selector: dict[str, str], conn: broker_mod.BrokerConnection, google_apis_cidr: str
+) -> k8s.networking.v1.NetworkPolicySpecArgs:
+    """Deny all ingress; allow egress to DNS, the metadata server, the broker and Google APIs."""
+    np = k8s.networking.v1
+
+    def to_ip(cidr: pulumi.Input[str], port: pulumi.Input[int], protocol: str = "TCP"):
+        return np.NetworkPolicyEgressRuleArgs(
+            to=[np.NetworkPolicyPeerArgs(ip_block=np.IPBlockArgs(cidr=cidr))],
+            ports=[np.NetworkPolicyPortArgs(port=port, protocol=protocol)],
+        )
+
+    dns = np.NetworkPolicyEgressRuleArgs(
+        to=[
+            np.NetworkPolicyPeerArgs(
+                namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                    match_labels={"kubernetes.io/metadata.name": "kube-system"}
+                ),
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(
+                    match_expressions=[
+                        k8s.meta.v1.LabelSelectorRequirementArgs(
+                            key="k8s-app", operator="In", values=list(DNS_APPS)
+                        )
+                    ]
+                ),
+            )
+        ],
+        ports=[np.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")],
+    )
+    return np.NetworkPolicySpecArgs(
+        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+        policy_types=["Ingress", "Egress"],
+        ingress=[],
+        egress=[
+            dns,
+            *(to_ip(cidr, port) for cidr, port in METADATA_EGRESS),
+            to_ip(conn.host.apply(_broker_block), conn.port),
+            to_ip(google_apis_cidr, 443),
+        ],
+    )
 
 
 class Worker(pulumi.ComponentResource):
@@ -358,6 +422,13 @@ class Worker(pulumi.ComponentResource):
             opts=k8s_opts(depends_on=[*in_ns, self.service_account, self.secret]),
         )
         target = {"api_version": "apps/v1", "kind": "Deployment", "name": app}
+
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol",
+            metadata=meta(app),
+            spec=egress_only_policy(selector, conn, args.google_apis_cidr),
+            opts=k8s_opts(depends_on=in_ns),
+        )
 
         self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
