@@ -33,6 +33,7 @@ EXAMPLES = ROOT / "infra" / "examples"
 PROJECT = "celery-gcs"
 
 BYO_BROKER_URL = "rediss://:s3cret%2Fpw@redis.example.com:6380/2"
+KEDA_BROKER_URL = "rediss://:k3da-pw@redis.acme.example:6380/0"
 BYO_IMAGE = "europe-docker.pkg.dev/acme-ci/images/worker:2024.11@sha256:" + "c" * 64
 BYO_NODES = "gke-nodes@acme-celery-dev.iam.gserviceaccount.com"
 BYO_KMS_KEY = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/results"
@@ -171,6 +172,22 @@ def scenarios() -> dict[str, dict]:
             },
         ),
         "psa": new_environment("psa", {"redisConnectMode": "PRIVATE_SERVICE_ACCESS"}),
+        # KEDA installed by the stack (its images through Cloud NAT), on an internet broker
+        # whose certificate names its host.
+        "keda_stack": {
+            **new_environment(
+                "keda",
+                {
+                    "broker": "external",
+                    "brokerUrl": KEDA_BROKER_URL,
+                    "keda": True,
+                    "cloudNat": True,
+                    "minReplicas": 0,
+                    "queues": "celery,priority",
+                },
+            ),
+            "secret_keys": [f"{PROJECT}:brokerUrl"],
+        },
         "no_network_policy": {
             "program": program,
             "stack": "dev",

@@ -120,7 +120,7 @@ def test_disruption_budget_and_autoscaler_target_the_deployment(any_inventory):
         assert so["spec"]["scaleTargetRef"] == {"name": name}
 
 
-@pytest.mark.parametrize("name", ["prod", "byo", "team"])
+@pytest.mark.parametrize("name", ["keda_stack", "byo", "team"])
 def test_keda_objects_are_well_formed(request, name):
     inv = request.getfixturevalue(name)
     keda = objects(inv, "keda.sh/")
