@@ -5,9 +5,8 @@ with ``requirements.txt`` installed; the rules come from the checkout around
 it (``stack_rules.py`` here, the backend's ``celery_gcs.contract``).
 """
 
-from pulumi_policy import EnforcementLevel, PolicyPack
-
 from policy_pack import PACK_NAME, policies
+from pulumi_policy import EnforcementLevel, PolicyPack
 
 PolicyPack(
     name=PACK_NAME,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import stack_rules
 from pulumi_policy import (
     EnforcementLevel,
     PolicyResource,
@@ -16,8 +17,6 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 from pulumi_policy.proxy import UnknownValueError
-
-import stack_rules
 
 PACK_NAME = "celery-gcs"
 

@@ -309,8 +309,10 @@ def ttl_matches_backend(resources: list[Resource]) -> list[Violation]:
             ):
                 violations.append(
                     (
-                        f"no TTL policy on {group}.{contract.FIRESTORE_TTL_FIELD} "
-                        f"in database {database!r}",
+                        (
+                            f"no TTL policy on {group}.{contract.FIRESTORE_TTL_FIELD} "
+                            f"in database {database!r}"
+                        ),
                         deployment["urn"],
                     )
                 )
@@ -503,7 +505,7 @@ def cmek_coverage(resources: list[Resource]) -> list[Violation]:
             continue
         if key in (None, ""):
             violations.append(
-                (f"{_name(r)} uses Google-managed encryption while the stack uses {sorted(keys)[0]}", r["urn"])
+                (f"{_name(r)} uses Google-managed encryption while the stack uses {min(keys)}", r["urn"])
             )
         elif not any(grants.get(u) == key for u in _waits_for(r, by_urn)):
             violations.append(

@@ -249,9 +249,11 @@ def _redis_rejections(inv: Inventory, r: dict[str, Any], networks_made: set, con
     mode = i.get("connectMode", "DIRECT_PEERING")
     if mode == "DIRECT_PEERING" and network_project != i.get("project"):
         found.append(f"{name}: a Shared VPC network needs PRIVATE_SERVICE_ACCESS")
-    if mode == "PRIVATE_SERVICE_ACCESS" and network.rsplit("/", 1)[-1] in networks_made:
-        if not any(c["urn"] in inv.waits_for(r) for c in connections):
-            found.append(f"{name}: no private services access connection on {network}")
+    made_here = network.rsplit("/", 1)[-1] in networks_made
+    if mode == "PRIVATE_SERVICE_ACCESS" and made_here and not any(
+        c["urn"] in inv.waits_for(r) for c in connections
+    ):
+        found.append(f"{name}: no private services access connection on {network}")
     if i.get("readReplicasMode") == "READ_REPLICAS_ENABLED" and (
         i.get("tier") != "STANDARD_HA" or int(i.get("memorySizeGb", 0)) < 5
     ):

@@ -12,14 +12,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, StackValidationArgs
+from pulumi_policy import (
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    StackValidationArgs,
+)
 
 PACK_DIR = Path(__file__).resolve().parents[2] / "infra" / "policy"
 if str(PACK_DIR) not in sys.path:
     sys.path.insert(0, str(PACK_DIR))
 
-import policy_pack  # noqa: E402
-import stack_rules  # noqa: E402
+import policy_pack
+import stack_rules
 
 POLICIES = {p.name: p for p in policy_pack.policies()}
 
