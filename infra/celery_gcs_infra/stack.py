@@ -247,16 +247,6 @@ class CeleryStackArgs:
                 "reach only through Cloud NAT",
                 "Set cloudNat true (NAT for the stack's own subnetwork), or turn keda off",
             )
-        common.check(
-            not (self.worker.keda and self.broker == "memorystore"),
-            "keda",
-            "KEDA's Redis scaler cannot verify Memorystore's TLS certificate (Memorystore puts the "
-            "instance's IP address only in the certificate's CN, which Go's TLS ignores), and "
-            "skipping verification (unsafeSsl) would hand the AUTH string to whoever answers "
-            "(docs/security.md)",
-            "Turn keda off (the workers scale on CPU), or use an external broker whose "
-            "certificate names its host",
-        )
         # Build every argument object that needs no resource output: each validates itself.
         self.result_store_args()
         self.chord_store_args()

@@ -34,7 +34,6 @@ the stack's own VPC, whose DNS sends every googleapis.com name there).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -42,14 +41,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import broker as broker_mod
-from . import common
+from . import common, network_policy, queue_metrics
 
 KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
-#: The GKE metadata server: 169.254.169.254:80, served on Dataplane V2 nodes at 169.254.169.252:988.
-METADATA_EGRESS = (("169.254.169.254/32", 80), ("169.254.169.252/32", 988))
-#: Cluster DNS pods: kube-dns, and NodeLocal DNSCache where it runs.
-DNS_APPS = ("kube-dns", "node-local-dns")
 #: Tells the cluster autoscaler not to evict a pod to scale a node down.
 SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
@@ -194,56 +189,6 @@ class WorkerArgs:
             )
 
 
-def _broker_block(host: str) -> str:
-    """The broker's address as a /32; any address when it is a host name (resolved by DNS)."""
-    try:
-        return f"{ipaddress.ip_address(host)}/32"
-    except ValueError:
-        return "0.0.0.0/0"
-
-
-def egress_only_policy(
-    selector: dict[str, str], conn: broker_mod.BrokerConnection, google_apis_cidr: str
-) -> k8s.networking.v1.NetworkPolicySpecArgs:
-    """Deny all ingress; allow egress to DNS, the metadata server, the broker and Google APIs."""
-    np = k8s.networking.v1
-
-    def to_ip(cidr: pulumi.Input[str], port: pulumi.Input[int], protocol: str = "TCP"):
-        return np.NetworkPolicyEgressRuleArgs(
-            to=[np.NetworkPolicyPeerArgs(ip_block=np.IPBlockArgs(cidr=cidr))],
-            ports=[np.NetworkPolicyPortArgs(port=port, protocol=protocol)],
-        )
-
-    dns = np.NetworkPolicyEgressRuleArgs(
-        to=[
-            np.NetworkPolicyPeerArgs(
-                namespace_selector=k8s.meta.v1.LabelSelectorArgs(
-                    match_labels={"kubernetes.io/metadata.name": "kube-system"}
-                ),
-                pod_selector=k8s.meta.v1.LabelSelectorArgs(
-                    match_expressions=[
-                        k8s.meta.v1.LabelSelectorRequirementArgs(
-                            key="k8s-app", operator="In", values=list(DNS_APPS)
-                        )
-                    ]
-                ),
-            )
-        ],
-        ports=[np.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")],
-    )
-    return np.NetworkPolicySpecArgs(
-        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
-        policy_types=["Ingress", "Egress"],
-        ingress=[],
-        egress=[
-            dns,
-            *(to_ip(cidr, port) for cidr, port in METADATA_EGRESS),
-            to_ip(conn.host.apply(_broker_block), conn.port),
-            to_ip(google_apis_cidr, 443),
-        ],
-    )
-
-
 class Worker(pulumi.ComponentResource):
     #: The namespace this stack created; ``None`` when it uses an existing one.
     namespace: k8s.core.v1.Namespace | None
@@ -270,6 +215,7 @@ class Worker(pulumi.ComponentResource):
             "app.kubernetes.io/part-of": "celery-gcs",
         }
         labels = {**selector, **cfg.labels}
+        self._labels = labels
         ns = cfg.namespace
 
         def meta(name_: str, **kwargs) -> k8s.meta.v1.ObjectMetaArgs:
@@ -426,7 +372,7 @@ class Worker(pulumi.ComponentResource):
         self.network_policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-netpol",
             metadata=meta(app),
-            spec=egress_only_policy(selector, conn, args.google_apis_cidr),
+            spec=network_policy.workers(selector, conn, args.google_apis_cidr),
             opts=k8s_opts(depends_on=in_ns),
         )
 
@@ -445,24 +391,7 @@ class Worker(pulumi.ComponentResource):
         self.autoscaler: pulumi.Resource
         if cfg.keda:
             after_keda = [args.keda] if args.keda is not None else []
-            auth_refs = [
-                {"parameter": "address", "name": secret_name, "key": "address"},
-                {"parameter": "password", "name": secret_name, "key": "password"},
-            ]
-            if conn.tls:
-                auth_refs.append({"parameter": "tls", "name": secret_name, "key": "tls"})
-            if conn.ca_pem is not None:
-                auth_refs.append(
-                    {"parameter": "ca", "name": secret_name, "key": broker_mod.CA_FILE}
-                )
-            auth = k8s.apiextensions.CustomResource(
-                f"{name}-keda-auth",
-                api_version=KEDA_API,
-                kind="TriggerAuthentication",
-                metadata=meta(secret_name),
-                spec={"secretTargetRef": auth_refs},
-                opts=k8s_opts(depends_on=[*in_ns, self.secret, *after_keda]),
-            )
+            triggers, waits = self._keda_triggers(name, args, secret_name, [*in_ns, *after_keda])
             self.autoscaler = k8s.apiextensions.CustomResource(
                 f"{name}-scaledobject",
                 api_version=KEDA_API,
@@ -479,20 +408,9 @@ class Worker(pulumi.ComponentResource):
                             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}
                         }
                     },
-                    "triggers": [
-                        {
-                            "type": "redis",
-                            "metadata": {
-                                "listName": queue,
-                                "listLength": str(cfg.keda_list_length),
-                                "databaseIndex": str(conn.database),
-                            },
-                            "authenticationRef": {"name": secret_name},
-                        }
-                        for queue in cfg.queues
-                    ],
+                    "triggers": triggers,
                 },
-                opts=k8s_opts(depends_on=[self.deployment, auth, *after_keda]),
+                opts=k8s_opts(depends_on=[self.deployment, *waits, *after_keda]),
             )
         else:
             self.autoscaler = k8s.autoscaling.v2.HorizontalPodAutoscaler(
@@ -526,3 +444,71 @@ class Worker(pulumi.ComponentResource):
                 "deployment": self.deployment.metadata.name,
             }
         )
+
+    def _keda_triggers(
+        self, name: str, args: WorkerArgs, secret_name: str, waits: list[pulumi.Resource]
+    ) -> tuple[list[dict], list[pulumi.Resource]]:
+        """KEDA triggers on each queue's length, and what they need to exist first.
+
+        Memorystore (a CA of its own, a certificate KEDA's Go TLS cannot verify): the
+        ``metrics-api`` scaler on the stack's verified queue-length service. Any other
+        broker: KEDA's Redis scaler, verifying with the system roots, never ``unsafeSsl``.
+        """
+        cfg, conn = args.settings, args.broker
+        opts = common.child(self, provider=args.provider, depends_on=[*waits, self.secret])
+        if conn.ca_pem is not None:
+            service = queue_metrics.QueueMetrics(
+                f"{name}-queue-length",
+                queue_metrics.QueueMetricsArgs(
+                    instance=cfg.instance,
+                    namespace=cfg.namespace,
+                    labels=cfg.labels,
+                    image=args.image,
+                    queues=cfg.queues,
+                    secret_name=secret_name,
+                    broker=conn,
+                    provider=args.provider,
+                ),
+                opts=opts,
+            )
+            triggers = [
+                {
+                    "type": "metrics-api",
+                    "metadata": {
+                        "url": service.url,
+                        "valueLocation": queue_metrics.value_location(queue),
+                        "targetValue": str(cfg.keda_list_length),
+                    },
+                }
+                for queue in cfg.queues
+            ]
+            return triggers, [service]
+        auth_refs = [
+            {"parameter": "address", "name": secret_name, "key": "address"},
+            {"parameter": "password", "name": secret_name, "key": "password"},
+        ]
+        if conn.tls:
+            auth_refs.append({"parameter": "tls", "name": secret_name, "key": "tls"})
+        auth = k8s.apiextensions.CustomResource(
+            f"{name}-keda-auth",
+            api_version=KEDA_API,
+            kind="TriggerAuthentication",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=secret_name, namespace=cfg.namespace, labels=self._labels
+            ),
+            spec={"secretTargetRef": auth_refs},
+            opts=opts,
+        )
+        triggers = [
+            {
+                "type": "redis",
+                "metadata": {
+                    "listName": queue,
+                    "listLength": str(cfg.keda_list_length),
+                    "databaseIndex": str(conn.database),
+                },
+                "authenticationRef": {"name": secret_name},
+            }
+            for queue in cfg.queues
+        ]
+        return triggers, [auth]

@@ -66,6 +66,8 @@ ACL_TYPES = re.compile(r"^gcp:storage/\w*(acl|accessControl):", re.IGNORECASE)
 HIERARCHY_IAM = re.compile(r"^gcp:(projects|folder|organizations)/iAM\w+:")
 #: What the workers' pods carry (worker.py), so their NetworkPolicy can select them.
 WORKER_POD_LABEL = ("app.kubernetes.io/name", "celery-worker")
+#: What every pod the stack runs carries.
+PART_OF = ("app.kubernetes.io/part-of", "celery-gcs")
 #: Where each CMEK-capable resource names its key.
 CMEK_KEY_PATHS: dict[str, tuple[str, ...]] = {
     BUCKET: ("encryption", "defaultKmsKeyName"),
@@ -394,13 +396,18 @@ def _selects(policy: Resource, labels: dict[str, str]) -> bool:
 
 
 def worker_network_policy(resources: list[Resource]) -> list[Violation]:
-    """Every worker pod is selected by a NetworkPolicy that denies ingress and limits egress."""
+    """Every celery-gcs pod is selected by a NetworkPolicy governing both directions.
+
+    Workers admit no ingress at all; any other pod (KEDA's queue-length service)
+    only from named sources on named ports; every egress rule names both.
+    """
     policies = _of_type(resources, NETWORK_POLICY)
     violations = []
     for d in _of_type(resources, DEPLOYMENT):
         labels = _get(d["props"], "spec", "template", "metadata", "labels") or {}
-        if labels.get(WORKER_POD_LABEL[0]) != WORKER_POD_LABEL[1]:
+        if labels.get(PART_OF[0]) != PART_OF[1]:
             continue
+        worker = labels.get(WORKER_POD_LABEL[0]) == WORKER_POD_LABEL[1]
         namespace = _get(d["props"], "metadata", "namespace")
         mine = [
             p
@@ -417,8 +424,13 @@ def worker_network_policy(resources: list[Resource]) -> list[Violation]:
                 violations.append(
                     (f"{_name(p)} must govern Ingress and Egress, not {sorted(types)}", p["urn"])
                 )
-            if spec.get("ingress"):
-                violations.append((f"{_name(p)} admits ingress to the workers", p["urn"]))
+            for rule in spec.get("ingress") or []:
+                if worker:
+                    violations.append((f"{_name(p)} admits ingress to the workers", p["urn"]))
+                elif not rule.get("from") or not rule.get("ports"):
+                    violations.append(
+                        (f"{_name(p)} admits ingress from anywhere or on any port", p["urn"])
+                    )
             for rule in spec.get("egress") or []:
                 if not rule.get("to") or not rule.get("ports"):
                     violations.append(
@@ -578,7 +590,7 @@ RULES: tuple[Rule, ...] = (
     Rule("images-pinned-by-digest", "Workers run images pinned by digest.", images_pinned_by_digest),
     Rule(
         "worker-network-policy",
-        "A NetworkPolicy denies ingress to the workers and limits their egress.",
+        "NetworkPolicies deny ingress to the workers, limit the other pods' and everyone's egress.",
         worker_network_policy,
     ),
     Rule("no-default-network", "No resource on the default network; custom-mode subnets with Private Google Access.", no_default_network),

@@ -252,6 +252,15 @@ def network_policy_egress_anywhere(rs):
     find(rs, NETWORK_POLICY)["inputs"]["spec"]["egress"].append({})
 
 
+def queue_length_service_open_to_all(rs):
+    policy = next(r for r in rs if r["name"].endswith("queue-length-netpol"))
+    policy["inputs"]["spec"]["ingress"] = [{"ports": [{"port": 8080}]}]
+
+
+def queue_length_service_without_policy(rs):
+    rs.remove(next(r for r in rs if r["name"].endswith("queue-length-netpol")))
+
+
 def network_policy_ingress_only(rs):
     find(rs, NETWORK_POLICY)["inputs"]["spec"]["policyTypes"] = ["Ingress"]
 
@@ -337,6 +346,8 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
         (network_policy_admits_ingress, "admits ingress to the workers"),
         (network_policy_egress_anywhere, "egress rule without destinations and ports"),
         (network_policy_ingress_only, "must govern Ingress and Egress"),
+        (queue_length_service_open_to_all, "admits ingress from anywhere or on any port"),
+        (queue_length_service_without_policy, "Deployment celery-worker-queue-length-deployment: no NetworkPolicy"),
     ],
     "no-default-network": [
         (on_the_default_network, "is on the default network"),
@@ -373,8 +384,11 @@ def test_every_policy_has_a_violation_case():
     ids=[f"{policy}-{mutate.__name__}" for policy, cases in BAD.items() for mutate, _ in cases],
 )
 def test_policy_catches_its_violation(runs, policy, mutate, expected):
-    # CMEK and a protected broker are the cmek environment's; everything else is dev's.
+    # CMEK and a protected broker are the cmek environment's, the queue-length service
+    # prod's (KEDA on Memorystore); everything else is dev's.
     base = "cmek" if policy in ("cmek-coverage", "durable-broker") else "dev"
+    if mutate.__name__.startswith("queue_length_service"):
+        base = "prod"
     resources = copy.deepcopy(runs[base]["resources"])
     assert policies.run(policy, resources) == []
     mutate(resources)

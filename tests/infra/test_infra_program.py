@@ -51,8 +51,13 @@ def _run(runs, name):
     return Inventory(run)
 
 
+def worker_deployment(inv):
+    (worker,) = [d for d in inv.of_type(DEPLOYMENT) if d["name"].endswith("-worker-deployment")]
+    return worker
+
+
 def container(inv):
-    return inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]["containers"][0]
+    return worker_deployment(inv)["inputs"]["spec"]["template"]["spec"]["containers"][0]
 
 
 def env_of(inv) -> dict:
@@ -395,7 +400,7 @@ def test_external_broker_url_stays_secret(byo):
     assert [k for k, v in byo.outputs.items() if "s3cret" in json.dumps(v)] == ["broker_url"]
     assert "broker_url" in byo.secret_outputs
     volumes = [
-        v["name"] for v in byo.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]["volumes"]
+        v["name"] for v in worker_deployment(byo)["inputs"]["spec"]["template"]["spec"]["volumes"]
     ]
     assert "broker-ca" not in volumes
 
@@ -508,7 +513,7 @@ def test_new_cluster_upgrades_only_in_its_maintenance_window(dev, prod):
 
 def test_autoscaler_never_evicts_a_running_worker(dev, prod):
     for inv in (dev, prod):
-        template = inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["metadata"]
+        template = worker_deployment(inv)["inputs"]["spec"]["template"]["metadata"]
         assert template["annotations"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
 
 
@@ -522,7 +527,7 @@ def test_registry_protected_with_the_stack_and_pushed_images_kept(dev, prod):
 
 def test_cloud_nat_only_when_asked_and_only_for_the_clusters_subnetwork(dev, prod, runs):
     assert dev.of_type("gcp:compute/routerNat:RouterNat") == []
-    assert prod.of_type("gcp:compute/routerNat:RouterNat") == []  # no egress beyond Google
+    assert prod.one("gcp:compute/routerNat:RouterNat")  # KEDA's images, from ghcr.io
     nat_a = _run(runs, "nat_a")
     nat = nat_a.one("gcp:compute/routerNat:RouterNat")["inputs"]
     router = nat_a.one("gcp:compute/router:Router")["inputs"]
@@ -625,7 +630,7 @@ def test_result_backend_url_names_bucket_project_and_database(dev, byo):
 
 def test_deployment_resources_shutdown_and_identity(dev, prod):
     for inv, cpu, memory in [(dev, "500m", "1Gi"), (prod, "2", "4Gi")]:
-        deployment = inv.one(DEPLOYMENT)
+        deployment = worker_deployment(inv)
         pod = deployment["inputs"]["spec"]["template"]["spec"]
         resources = container(inv)["resources"]
         assert resources["requests"] == resources["limits"]
@@ -645,7 +650,7 @@ def test_probes_read_the_workers_health_files_not_the_broker(dev, prod):
         for kind, probe in [("live", "startupProbe"), ("live", "livenessProbe"), ("ready", "readinessProbe")]:
             assert worker[probe]["exec"]["command"] == ["python", "-m", "celery_gcs.worker.probe", kind]
             assert worker[probe]["periodSeconds"] >= 5
-        pod = inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]
+        pod = worker_deployment(inv)["inputs"]["spec"]["template"]["spec"]
         volumes = {volume["name"]: volume for volume in pod["volumes"]}
         mounts = {mount["mountPath"]: mount["name"] for mount in worker["volumeMounts"]}
         assert "emptyDir" in volumes[mounts["/run/celery-worker"]]  # writable on a read-only root
@@ -656,7 +661,7 @@ def test_pod_disruption_budget_lets_one_pod_drain(dev):
     pdb = dev.one(PDB)["inputs"]["spec"]
     assert pdb == {
         "maxUnavailable": 1,
-        "selector": dev.one(DEPLOYMENT)["inputs"]["spec"]["selector"],
+        "selector": worker_deployment(dev)["inputs"]["spec"]["selector"],
     }
 
 
@@ -678,6 +683,39 @@ def test_hpa_on_cpu_without_keda(dev):
             },
         }
     ]
+
+
+def test_keda_on_memorystore_reads_the_verified_queue_length_service(prod):
+    assert prod.of_type(HPA) == [] and prod.of_type(TRIGGER_AUTH) == []
+    spec = prod.one(SCALED_OBJECT)["inputs"]["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 50)
+    url = "http://celery-prod-queue-length.celery-prod.svc.cluster.local:8080/queues"
+    assert spec["triggers"] == [
+        {"type": "metrics-api", "metadata": {"url": url, "valueLocation": q, "targetValue": "10"}}
+        for q in ("celery", "priority")
+    ]
+    service = prod.one("kubernetes:core/v1:Service")["inputs"]
+    assert (service["metadata"]["name"], service["spec"]["ports"][0]["port"]) == ("celery-prod-queue-length", 8080)
+    (exporter,) = [d for d in prod.of_type(DEPLOYMENT) if d is not worker_deployment(prod)]
+    pod = exporter["inputs"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == container(prod)["image"]  # the worker image's Python and redis-py
+    assert c["command"] == ["/usr/bin/tini", "--", "python", "/opt/celery-gcs-queue-length/queue_length.py"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["BROKER_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "celery-prod-broker", "key": "password"}}
+    assert (env["BROKER_HOST"]["value"], env["BROKER_PORT"]["value"]) == ("10.0.0.3", "6378")
+    assert env["BROKER_CA_FILE"]["value"] == "/etc/celery-broker/ca.pem"
+    script = prod.one("kubernetes:core/v1:ConfigMap")["inputs"]["data"]["queue_length.py"]
+    assert script == (ROOT / "infra" / "celery_gcs_infra" / "queue_length.py").read_text()
+    assert "mock-auth-string" not in json.dumps(exporter["inputs"])
+    (policy,) = [p for p in prod.of_type(NETWORK_POLICY) if p["name"].endswith("queue-length-netpol")]
+    assert policy["inputs"]["spec"]["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        }
+    ]
+    assert [r["to"][0].get("ipBlock") for r in policy["inputs"]["spec"]["egress"]][1:] == [{"cidr": "10.0.0.3/32"}]
 
 
 def test_keda_scales_on_each_queue_list(keda_stack, byo):
@@ -900,7 +938,7 @@ def test_private_service_access_made_on_the_stacks_vpc_and_assumed_on_a_shared_o
 
 def test_workers_accept_no_ingress_and_reach_only_dns_metadata_broker_and_google(dev, byo):
     policy = dev.one(NETWORK_POLICY)["inputs"]
-    assert policy["spec"]["podSelector"] == dev.one(DEPLOYMENT)["inputs"]["spec"]["selector"]
+    assert policy["spec"]["podSelector"] == worker_deployment(dev)["inputs"]["spec"]["selector"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"].get("ingress", []) == []
     egress = policy["spec"]["egress"]
