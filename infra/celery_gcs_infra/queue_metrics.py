@@ -22,13 +22,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import broker as broker_mod
-from . import common, network_policy
+from . import common, keda, network_policy
 
 SCRIPT = Path(__file__).with_name("queue_length.py")
 MOUNT = "/opt/celery-gcs-queue-length"
 PORT = 8080
-#: Where the stack installs KEDA (keda.NAMESPACE); its operator polls the service.
-KEDA_NAMESPACE = "keda"
+#: Where KEDA runs (the stack installs it there; install it there on a cluster you bring):
+#: its operator polls the service.
+KEDA_NAMESPACE = keda.NAMESPACE
 RUN_AS = 10001
 
 

@@ -18,6 +18,7 @@ from pulumi_policy import (
     PolicyResourceOptions,
     StackValidationArgs,
 )
+from pulumi_policy.proxy import unknown_checking_proxy
 
 PACK_DIR = Path(__file__).resolve().parents[2] / "infra" / "policy"
 if str(PACK_DIR) not in sys.path:
@@ -34,7 +35,8 @@ def policy_resources(resources: list[dict[str, Any]]) -> list[PolicyResource]:
     made = {
         r["urn"]: PolicyResource(
             resource_type=r["type"],
-            props=r["inputs"],
+            # As the engine hands them over: unknown values raise when read.
+            props=unknown_checking_proxy(r["inputs"]),
             urn=r["urn"],
             name=r["name"],
             opts=PolicyResourceOptions(

@@ -403,3 +403,14 @@ def test_the_pack_serves_every_rule_as_a_mandatory_stack_policy():
     for p in policies.POLICIES.values():
         assert isinstance(p, StackValidationPolicy)
         assert p.enforcement_level == EnforcementLevel.MANDATORY and p.description
+
+
+def test_values_unknown_during_a_preview_are_not_guessed(runs):
+    """At `pulumi preview` outputs of resources to be created are unknown; no rule reports on them."""
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
+
+    resources = copy.deepcopy(runs["dev"]["resources"])
+    env(resources, "CELERY_RESULT_BACKEND")["value"] = UNKNOWN_STRING_VALUE
+    find(resources, REDIS)["inputs"]["authorizedNetwork"] = UNKNOWN_STRING_VALUE
+    container(resources)["image"] = UNKNOWN_STRING_VALUE
+    assert policies.check(resources) == {}
