@@ -28,12 +28,26 @@ def test_pack_project_files():
     assert project["runtime"] == {"name": "python", "options": {"virtualenv": "venv"}}
     assert project["version"] and project["description"]
     requirements = (PACK_DIR / "requirements.txt").read_text()
-    lock = (ROOT / "uv.lock").read_text()
     pinned = next(line for line in requirements.splitlines() if line.startswith("pulumi-policy=="))
-    version = pinned.split("==")[1]
-    # The pack's venv gets the SDK version the tests run.
-    assert f'name = "pulumi-policy"\nversion = "{version}"' in lock
+    # The pack's venv gets the SDK version the tests run (make venv installs sdk.txt).
+    sdk = (PACK_DIR / "sdk.txt").read_text()
+    assert f"{pinned} --hash=sha256:" in sdk
+    import pulumi_policy.version
+
+    assert pinned == f"pulumi-policy=={pulumi_policy.version.VERSION}"
     assert (PACK_DIR / "venv").name in (ROOT / ".gitignore").read_text()
+
+
+def test_the_rules_find_the_contract_in_the_checkout_without_celery_gcs_installed():
+    """The pack's own venv has no celery-gcs: the rules read the contract from the checkout's backend/."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(PACK_DIR)!r}); import stack_rules; "
+        "print(stack_rules.contract.__file__, stack_rules.contract.chord_collection_groups())"
+    )
+    # -S: no site-packages, so no installed celery_gcs (nor anything else) to import.
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith(str(ROOT / "backend" / "celery_gcs" / "contract.py"))
+    assert "celery_gcs_chord_parts" in done.stdout
 
 
 @pytest.fixture(scope="module")
