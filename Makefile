@@ -21,13 +21,18 @@ help:
 # The virtualenv follows uv.lock exactly: every extra and the dev group, re-synced
 # whenever the lock changes. The demo needs only the cli and local extras, so
 # `make demo` on a fresh machine installs just those (--inexact: it removes nothing
-# a full sync put there).
+# a full sync put there). --compile-bytecode: the tests start many short Python
+# processes (tests/infra one per Pulumi program run), and where PYTHONDONTWRITEBYTECODE
+# is set none of them would keep what it compiled; compiled once here, each starts in
+# half the time. The policy pack's SDK (infra/policy/sdk.txt) goes in beside the lock:
+# its declared protobuf pin would pull the runtime's Google clients back (see that file).
 $(BIN)/uv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "uv==$(UV_VERSION)"
 
-$(BIN)/.synced: uv.lock pyproject.toml | $(BIN)/uv
-	$(BIN)/uv sync --frozen --all-extras --quiet
+$(BIN)/.synced: uv.lock pyproject.toml infra/policy/sdk.txt | $(BIN)/uv
+	$(BIN)/uv sync --frozen --all-extras --compile-bytecode --quiet
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps --require-hashes --compile-bytecode --quiet -r infra/policy/sdk.txt
 	touch $@ $(BIN)/.synced-demo
 
 $(BIN)/.synced-demo: uv.lock pyproject.toml | $(BIN)/uv

@@ -76,8 +76,8 @@ class BillingProxy(Proxy):
             try:
                 # The bench injects no faults: both directions are only observed.
                 await asyncio.gather(
-                    self._pipe(reader, up_writer, link, None, observe=connection.requests.feed),
-                    self._pipe(up_reader, writer, link, None, observe=connection.responses.feed),
+                    self._pipe(reader, up_writer, link, observe=connection.requests.feed),
+                    self._pipe(up_reader, writer, link, observe=connection.responses.feed),
                 )
             finally:
                 self._writers.discard(up_writer)

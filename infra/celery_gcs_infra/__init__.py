@@ -12,6 +12,7 @@ from .cluster import Cluster, ClusterArgs
 from .common import SettingError
 from .identity import WorkerIdentity, WorkerIdentityArgs
 from .keda import Keda, KedaArgs
+from .network import Network, NetworkArgs
 from .registry import Registry, RegistryArgs
 from .result_store import ResultStore, ResultStoreArgs
 from .stack import CeleryStack, CeleryStackArgs, result_backend_url
@@ -31,6 +32,8 @@ __all__ = [
     "ClusterArgs",
     "Keda",
     "KedaArgs",
+    "Network",
+    "NetworkArgs",
     "Registry",
     "RegistryArgs",
     "ResultStore",

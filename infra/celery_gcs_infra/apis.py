@@ -28,15 +28,26 @@ BASE_SERVICES = (
 )
 COMPUTE = "compute.googleapis.com"  # a new cluster's network and Cloud NAT
 REDIS = "redis.googleapis.com"  # Memorystore broker
-KMS = "cloudkms.googleapis.com"  # CMEK for the bucket
+KMS = "cloudkms.googleapis.com"  # CMEK
+DNS = "dns.googleapis.com"  # the stack VPC's private googleapis.com zone
+SERVICE_NETWORKING = "servicenetworking.googleapis.com"  # Memorystore's private services access
 
 
-def services_for(*, new_cluster: bool, memorystore: bool, cmek: bool) -> tuple[str, ...]:
+def services_for(
+    *,
+    new_cluster: bool,
+    memorystore: bool,
+    cmek: bool,
+    own_network: bool = False,
+    private_service_access: bool = False,
+) -> tuple[str, ...]:
     """The services a deployment with these features uses, in a stable order."""
     extra = (
         ((COMPUTE,) if new_cluster else ())
         + ((REDIS,) if memorystore else ())
         + ((KMS,) if cmek else ())
+        + ((DNS,) if own_network else ())
+        + ((SERVICE_NETWORKING,) if private_service_access else ())
     )
     return BASE_SERVICES + extra
 

@@ -2,7 +2,16 @@
 
 Memorystore runs with AUTH and in-transit encryption (server authentication)
 on the cluster's VPC network, and with ``maxmemory-policy noeviction``: a broker
-that evicts keys loses tasks. Its URL is ``rediss://`` with the instance's CA
+that evicts keys loses tasks. A protected (production) broker is durable: the
+STANDARD_HA tier (a replica in another zone, automatic failover), RDB snapshots
+every hour (a restart or maintenance no longer empties the queues) and a
+weekly maintenance window. ``connect_mode`` is DIRECT_PEERING, or
+PRIVATE_SERVICE_ACCESS, which a Shared VPC (a network of another project)
+requires; the network then needs a private services access connection (the
+stack makes one on a network it creates). The AUTH string is an additional
+secret output of the instance, so Pulumi's state keeps it encrypted; it reaches
+the workers only through their Kubernetes Secret, and the ``broker_url`` stack
+output is a secret. Its URL is ``rediss://`` with the instance's CA
 pinned (``ssl_cert_reqs=required``, ``ssl_ca_certs=`` the file the worker mounts
 from the broker Secret); see :func:`memorystore_url`.
 
@@ -24,7 +33,7 @@ from typing import Literal
 import pulumi
 import pulumi_gcp as gcp
 
-from . import common
+from . import cmek, common
 
 #: Where the worker mounts the broker Secret; the CA file is in it.
 CA_DIR = "/etc/celery-broker"
@@ -32,6 +41,24 @@ CA_FILE = "ca.pem"
 
 KINDS = ("memorystore", "external")
 TIERS = ("BASIC", "STANDARD_HA")
+CONNECT_MODES = ("DIRECT_PEERING", "PRIVATE_SERVICE_ACCESS")
+DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
+_WINDOW = re.compile(r"^([A-Z]+) ([01][0-9]|2[0-3]):00$")
+RDB_PERIOD = "ONE_HOUR"
+
+
+def maintenance_window(value: str, field_name: str = "redis_maintenance_window") -> tuple[str, int]:
+    """``DAY HH:00`` (UTC) as (day, hour): Memorystore windows start on the hour."""
+    match = _WINDOW.match(value.strip().upper())
+    common.check(
+        bool(match) and match.group(1) in DAYS,
+        field_name,
+        f"{value!r} is not a weekly maintenance window",
+        "Use a day and a whole hour in UTC, such as SUNDAY 03:00 (Memorystore windows start "
+        "on the hour)",
+    )
+    assert match is not None
+    return match.group(1), int(match.group(2))
 _REDIS_VERSION = re.compile(r"^REDIS_[0-9]+(_[0-9]+)?$")
 
 
@@ -94,6 +121,9 @@ class BrokerConnection:
 
     url: pulumi.Output[str]
     address: pulumi.Output[str]
+    #: The broker's host (an IP address for Memorystore) and port, for the workers' NetworkPolicy.
+    host: pulumi.Output[str]
+    port: pulumi.Output[int]
     password: pulumi.Output[str]
     tls: bool
     #: PEM bundle to verify the server with; ``None`` to use the system roots.
@@ -115,6 +145,13 @@ class BrokerArgs:
     redis_version: str = "REDIS_7_2"
     protect: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    connect_mode: str = "DIRECT_PEERING"
+    #: The network's project differs from ``project`` (a Shared VPC host).
+    shared_vpc: bool = False
+    #: Weekly window (``DAY HH:00`` UTC) for Memorystore's own maintenance.
+    maintenance_window: str = "SUNDAY 03:00"
+    #: Cloud KMS key in the region; empty for Google-managed encryption.
+    kms_key_name: str = ""
     # External
     url: str = field(default="", repr=False)
 
@@ -151,6 +188,29 @@ class BrokerArgs:
             f"{self.redis_version!r} is not a Memorystore version",
             "Use a version such as REDIS_7_2",
         )
+        common.check(
+            not self.protect or self.tier == "STANDARD_HA",
+            "redis_tier",
+            f"a protected stack's broker must survive a zone outage, and {self.tier} has no replica",
+            "Use STANDARD_HA (or leave redisTier empty: protected stacks get it), or turn protect off",
+        )
+        common.check(
+            self.connect_mode in CONNECT_MODES,
+            "redis_connect_mode",
+            f"{self.connect_mode!r} is not a Memorystore connect mode",
+            f"Use one of {', '.join(CONNECT_MODES)}",
+        )
+        common.check(
+            not self.shared_vpc or self.connect_mode == "PRIVATE_SERVICE_ACCESS",
+            "redis_connect_mode",
+            "the network belongs to another project (a Shared VPC), which Memorystore reaches "
+            "only through private services access",
+            "Set redisConnectMode to PRIVATE_SERVICE_ACCESS (the host project needs a private "
+            "services access connection on that network)",
+        )
+        maintenance_window(self.maintenance_window)
+        cmek.key_name(self.kms_key_name)
+        cmek.check_location(self.kms_key_name, self.region, "the Memorystore instance")
 
 
 class Broker(pulumi.ComponentResource):
@@ -167,6 +227,8 @@ class Broker(pulumi.ComponentResource):
             self.connection = BrokerConnection(
                 url=pulumi.Output.secret(args.url),
                 address=pulumi.Output.from_input(parsed.address),
+                host=pulumi.Output.from_input(parsed.host),
+                port=pulumi.Output.from_input(parsed.port),
                 password=pulumi.Output.secret(parsed.password),
                 tls=parsed.tls,
                 ca_pem=None,
@@ -175,6 +237,19 @@ class Broker(pulumi.ComponentResource):
             self.register_outputs({"kind": "external"})
             return
 
+        after_grant: list[pulumi.Resource] = []
+        if args.kms_key_name:
+            after_grant.append(
+                cmek.agent_grant(
+                    name,
+                    parent=self,
+                    project=args.project,
+                    service="redis.googleapis.com",
+                    key=args.kms_key_name,
+                    invoke_opts=common.invoke_options(self, opts),
+                )
+            )
+        day, hour = maintenance_window(args.maintenance_window)
         self.instance = gcp.redis.Instance(
             f"{name}-redis",
             name=args.instance_name,
@@ -184,14 +259,38 @@ class Broker(pulumi.ComponentResource):
             memory_size_gb=args.memory_size_gb,
             redis_version=args.redis_version,
             authorized_network=args.network,
-            connect_mode="DIRECT_PEERING",
+            connect_mode=args.connect_mode,
             auth_enabled=True,
             transit_encryption_mode="SERVER_AUTHENTICATION",
             redis_configs={"maxmemory-policy": "noeviction"},
+            persistence_config=(
+                gcp.redis.InstancePersistenceConfigArgs(
+                    persistence_mode="RDB", rdb_snapshot_period=RDB_PERIOD
+                )
+                if args.protect
+                else None
+            ),
+            maintenance_policy=gcp.redis.InstanceMaintenancePolicyArgs(
+                weekly_maintenance_windows=[
+                    gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowArgs(
+                        day=day,
+                        start_time=gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowStartTimeArgs(
+                            hours=hour, minutes=0
+                        ),
+                    )
+                ]
+            ),
+            customer_managed_key=args.kms_key_name or None,
             labels={**common.APP_LABEL, **args.labels},
             # The provider protects instances unless told otherwise.
             deletion_protection=args.protect,
-            opts=common.child(self, protect=args.protect),
+            opts=common.child(
+                self,
+                depends_on=after_grant,
+                protect=args.protect,
+                # The state keeps it encrypted, like the Secret and the broker_url output.
+                additional_secret_outputs=["authString"],
+            ),
         )
         inst = self.instance
         password = pulumi.Output.secret(inst.auth_string)
@@ -204,6 +303,8 @@ class Broker(pulumi.ComponentResource):
         self.connection = BrokerConnection(
             url=pulumi.Output.secret(url),
             address=pulumi.Output.concat(inst.host, ":", inst.port.apply(str)),
+            host=inst.host,
+            port=inst.port,
             password=password,
             tls=True,
             ca_pem=ca_pem,

@@ -13,6 +13,9 @@ grows is a write hotspot.
 A policy on the ``parts`` group covers every ``parts`` collection of the
 database, which is one reason each stack has a database of its own.
 
+With a CMEK key, the database is created with it (``cmek_config``, which can only
+be set at creation) after the Firestore service agent is granted the key.
+
 Protected (prod) stacks get delete protection and point-in-time recovery and
 are abandoned, not deleted, on destroy. Other stacks are destroyable: the
 provider's default ``deletion_policy`` (ABANDON) would leave the database
@@ -28,7 +31,7 @@ import pulumi
 import pulumi_gcp as gcp
 from celery_gcs import contract, naming
 
-from . import common
+from . import cmek, common
 
 _LOCATION = re.compile(r"^([a-z]+-[a-z]+[0-9]+|nam[0-9]+|eur[0-9]+)$")
 
@@ -79,12 +82,16 @@ class ChordStoreArgs:
     ttl_field: str = contract.FIRESTORE_TTL_FIELD
     #: Delete protection, point-in-time recovery, abandon on destroy (prod).
     protect: bool = False
+    #: Cloud KMS key in the database's location; empty for Google-managed encryption.
+    kms_key_name: str = ""
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
         database_name(self.database)
         location(self.location)
         collection_name(self.collection)
+        cmek.key_name(self.kms_key_name)
+        cmek.check_location(self.kms_key_name, self.location, "the Firestore database")
 
 
 class ChordStore(pulumi.ComponentResource):
@@ -97,6 +104,18 @@ class ChordStore(pulumi.ComponentResource):
         self, name: str, args: ChordStoreArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(common.token("chord_store", "ChordStore"), name, None, opts)
+        after_grant: list[pulumi.Resource] = []
+        if args.kms_key_name:
+            after_grant.append(
+                cmek.agent_grant(
+                    name,
+                    parent=self,
+                    project=args.project,
+                    service="firestore.googleapis.com",
+                    key=args.kms_key_name,
+                    invoke_opts=common.invoke_options(self, opts),
+                )
+            )
         self.database = gcp.firestore.Database(
             f"{name}-database",
             project=args.project,
@@ -112,7 +131,12 @@ class ChordStore(pulumi.ComponentResource):
                 else "POINT_IN_TIME_RECOVERY_DISABLED"
             ),
             deletion_policy="ABANDON" if args.protect else "DELETE",
-            opts=common.child(self, protect=args.protect),
+            cmek_config=(
+                gcp.firestore.DatabaseCmekConfigArgs(kms_key_name=args.kms_key_name)
+                if args.kms_key_name
+                else None
+            ),
+            opts=common.child(self, depends_on=after_grant, protect=args.protect),
         )
         # The chords' group keeps its historical resource name, so an existing
         # stack's policy is not replaced.

@@ -1,17 +1,23 @@
 """Where the workers run: a new GKE Autopilot cluster, or an existing cluster by name.
 
-A new cluster has private nodes, a release channel and Workload Identity (always
-on in Autopilot, stated here because the worker's identity depends on it). Its
-nodes run as a dedicated service account with only
-``roles/container.defaultNodeServiceAccount``, instead of the Compute Engine
-default account. Private nodes reach Google APIs through Private Google Access;
-anything else on the internet (an external broker, KEDA's images) needs Cloud
-NAT, which ``cloud_nat`` adds for the cluster's own subnetwork only: a NAT over
-every subnetwork of the region would fail where the network has a NAT already
-(each subnetwork range is served by one NAT gateway), and with a second stack.
+A new cluster is on the network the ``Network`` component gives it, with
+private nodes, a release channel and Workload Identity (always on in Autopilot,
+stated here because the worker's identity depends on it). Its nodes run as a
+dedicated service account with only ``roles/container.defaultNodeServiceAccount``,
+instead of the Compute Engine default account. Private nodes reach Google APIs
+through Private Google Access.
+
+The control plane is never open to the internet: its public endpoint accepts
+only ``authorized_networks`` (and not "every Google Cloud address"), or, with
+``private_endpoint``, it has no public endpoint at all. Private nodes need no
+master CIDR: GKE 1.29+ connects them to the control plane with Private Service
+Connect. Autopilot enforces NetworkPolicy (GKE Dataplane V2) without any setting.
+With a CMEK key, Kubernetes Secrets are encrypted with it (application-layer
+secrets encryption), after GKE's service agent is granted the key.
 
 An existing cluster is read with ``getCluster``; the program stops with an
-error if Workload Identity is off there. Its nodes' service account (the
+error if Workload Identity is off there, or if it does not enforce
+NetworkPolicy (the workers' policy would be silently ignored). Its nodes' service account (the
 cluster's node config or Autopilot's auto-provisioning default; the Compute
 Engine default account when that says ``default``) is offered as
 ``node_service_account_email``, so the stack can let it pull the built image.
@@ -21,6 +27,7 @@ Either way the component offers a Kubernetes provider for that cluster.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -30,11 +37,16 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from . import common
+from . import cmek, common
 
 NODE_ROLE = "roles/container.defaultNodeServiceAccount"
 RELEASE_CHANNELS = ("RAPID", "REGULAR", "STABLE", "EXTENDED")
 _TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+E_NO_NETWORK_POLICY = (
+    "cluster {name} in {location} does not enforce NetworkPolicy, so the workers' policy would "
+    "be ignored; enable it (gcloud container clusters update {name} --location {location} "
+    "--enable-network-policy, or use a Dataplane V2 or Autopilot cluster)"
+)
 E_NO_WORKLOAD_IDENTITY = (
     "cluster {name} in {location} has Workload Identity off (no {project}.svc.id.goog pool); "
     "enable it (gcloud container clusters update {name} --location {location} "
@@ -82,11 +94,37 @@ def kubeconfig(*, name: str, endpoint: str, ca_certificate: str) -> str:
     )
 
 
-def subnetwork_id(project: str, region: str, subnetwork: str) -> str:
-    """``projects/P/regions/R/subnetworks/S`` from a name, a partial path or a URL."""
-    if "projects/" in subnetwork:
-        return subnetwork[subnetwork.index("projects/") :]
-    return f"projects/{project}/regions/{region}/subnetworks/{subnetwork}"
+def authorized_networks(value: str, field_name: str = "authorized_networks") -> tuple[str, ...]:
+    """Comma-separated CIDR blocks, each a network address (no host bits), none the whole internet."""
+    blocks = tuple(b.strip() for b in value.split(",") if b.strip())
+    for block in blocks:
+        try:
+            parsed = ipaddress.ip_network(block, strict=True)
+        except ValueError:
+            parsed = None
+        common.check(
+            parsed is not None and parsed.version == 4,
+            field_name,
+            f"{block!r} is not an IPv4 CIDR block",
+            "Use network addresses with a prefix length, such as 203.0.113.0/24 (no host bits)",
+        )
+        assert parsed is not None
+        common.check(
+            parsed.prefixlen > 0,
+            field_name,
+            f"{block} authorizes the whole internet",
+            "List only your own ranges (office, VPN or CI egress)",
+        )
+    common.check(
+        len(blocks) <= 50, field_name, f"{len(blocks)} blocks is more than GKE's 50", "List fewer"
+    )
+    return blocks
+
+
+def enforces_network_policy(result: Any) -> bool:
+    """Autopilot and Dataplane V2 always enforce NetworkPolicy; other clusters only with it enabled."""
+    policies = [p for p in result.network_policies or [] if p.enabled]
+    return bool(result.enable_autopilot) or result.datapath_provider == "ADVANCED_DATAPATH" or bool(policies)
 
 
 def node_account(result: Any) -> str | None:
@@ -115,12 +153,21 @@ class ClusterArgs:
     name: str
     #: Use the cluster ``name`` that already exists instead of creating one.
     existing: bool = False
-    network: str = "default"
-    subnetwork: str = ""
+    #: ``projects/P/global/networks/N`` and ``projects/P/regions/R/subnetworks/S`` of a new cluster.
+    network: pulumi.Input[str] | None = None
+    subnetwork: pulumi.Input[str] | None = None
+    #: Secondary range names for pods and services on the stack's own subnetwork.
+    pods_range: str | None = None
+    services_range: str | None = None
     release_channel: str = "REGULAR"
     #: Service account ID for a new cluster's nodes.
     node_account_id: str = ""
-    cloud_nat: bool = False
+    #: CIDR blocks allowed to reach the control plane.
+    authorized_networks: tuple[str, ...] = ()
+    #: No public endpoint at all: Pulumi then runs from inside the network.
+    private_endpoint: bool = False
+    #: Cloud KMS key for application-layer Secrets encryption; empty: none.
+    kms_key_name: str = ""
     #: Start (UTC, HH:MM) of the daily window in which GKE may upgrade a new
     #: cluster; upgrades outside it would restart workers at any hour.
     maintenance_start: str = "03:00"
@@ -146,12 +193,18 @@ class ClusterArgs:
             "Use HH:MM in UTC, such as 03:00",
         )
         common.check(
-            not self.cloud_nat or bool(self.subnetwork),
-            "subnetwork",
-            "Cloud NAT needs the cluster's own subnetwork",
-            "Set subnetwork to a subnetwork of the region that only this stack uses (the NAT "
-            "serves it alone; another NAT on the same range fails), or turn cloudNat off",
+            self.private_endpoint or bool(self.authorized_networks),
+            "authorized_networks",
+            "a new cluster's control plane must not be open to the internet, and no authorized "
+            "network is set",
+            "Set authorizedNetworks to the CIDR blocks that run pulumi and kubectl (office, VPN "
+            "or CI egress, such as 203.0.113.0/24), or privateEndpoint true with a network you "
+            "run pulumi from",
         )
+        for block in self.authorized_networks:
+            authorized_networks(block)
+        cmek.key_name(self.kms_key_name)
+        cmek.check_location(self.kms_key_name, self.location, "the cluster")
         common.check(
             6 <= len(self.node_account_id) <= 30,
             "node_account_id",
@@ -177,7 +230,7 @@ class Cluster(pulumi.ComponentResource):
         if args.existing:
             self._existing(name, args, common.invoke_options(self, opts))
         else:
-            self._autopilot(name, args)
+            self._autopilot(name, args, common.invoke_options(self, opts))
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=pulumi.Output.secret(self._kubeconfig),
@@ -205,6 +258,8 @@ class Cluster(pulumi.ComponentResource):
                 name=args.name,
                 location=args.location,
             )
+            if not enforces_network_policy(result):
+                raise ValueError(E_NO_NETWORK_POLICY.format(name=args.name, location=args.location))
             return result.name
 
         def nodes(result) -> pulumi.Output[str] | str:
@@ -229,8 +284,9 @@ class Cluster(pulumi.ComponentResource):
             )
         )
 
-    def _autopilot(self, name: str, args: ClusterArgs) -> None:
-        network = common.network_id(args.project, args.network)
+    def _autopilot(
+        self, name: str, args: ClusterArgs, invoke_opts: pulumi.InvokeOutputOptions
+    ) -> None:
         nodes = gcp.serviceaccount.Account(
             f"{name}-nodes",
             project=args.project,
@@ -246,31 +302,17 @@ class Cluster(pulumi.ComponentResource):
             member=nodes.email.apply(lambda e: f"serviceAccount:{e}"),
             opts=common.child(self),
         )
-        if args.cloud_nat:
-            router = gcp.compute.Router(
-                f"{name}-router",
-                name=f"{args.name}-router",
-                project=args.project,
-                region=args.location,
-                network=network,
-                opts=common.child(self),
-            )
-            gcp.compute.RouterNat(
-                f"{name}-nat",
-                name=f"{args.name}-nat",
-                project=args.project,
-                region=args.location,
-                router=router.name,
-                nat_ip_allocate_option="AUTO_ONLY",
-                source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
-                subnetworks=[
-                    gcp.compute.RouterNatSubnetworkArgs(
-                        name=subnetwork_id(args.project, args.location, args.subnetwork),
-                        source_ip_ranges_to_nats=["ALL_IP_RANGES"],
-                    )
-                ],
-                log_config=gcp.compute.RouterNatLogConfigArgs(enable=True, filter="ERRORS_ONLY"),
-                opts=common.child(self),
+        after: list[pulumi.Resource] = [node_role]
+        if args.kms_key_name:
+            after.append(
+                cmek.agent_grant(
+                    name,
+                    parent=self,
+                    project=args.project,
+                    service="container.googleapis.com",
+                    key=args.kms_key_name,
+                    invoke_opts=invoke_opts,
+                )
             )
         self.cluster = gcp.container.Cluster(
             f"{name}-cluster",
@@ -278,11 +320,35 @@ class Cluster(pulumi.ComponentResource):
             project=args.project,
             location=args.location,
             enable_autopilot=True,
-            network=network,
-            subnetwork=args.subnetwork or None,
+            network=args.network,
+            subnetwork=args.subnetwork,
+            ip_allocation_policy=(
+                gcp.container.ClusterIpAllocationPolicyArgs(
+                    cluster_secondary_range_name=args.pods_range,
+                    services_secondary_range_name=args.services_range,
+                )
+                if args.pods_range
+                else None
+            ),
             private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
                 enable_private_nodes=True,
-                enable_private_endpoint=False,
+                enable_private_endpoint=args.private_endpoint,
+            ),
+            master_authorized_networks_config=gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(
+                cidr_blocks=[
+                    gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(
+                        cidr_block=block, display_name=f"authorized-{i}"
+                    )
+                    for i, block in enumerate(args.authorized_networks)
+                ],
+                gcp_public_cidrs_access_enabled=False,
+            ),
+            database_encryption=(
+                gcp.container.ClusterDatabaseEncryptionArgs(
+                    state="ENCRYPTED", key_name=args.kms_key_name
+                )
+                if args.kms_key_name
+                else None
             ),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
             maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
@@ -302,12 +368,12 @@ class Cluster(pulumi.ComponentResource):
             resource_labels={**common.APP_LABEL, **args.labels},
             # The provider's default is true; dev stacks must be destroyable.
             deletion_protection=args.protect,
-            opts=common.child(self, depends_on=[node_role], protect=args.protect),
+            opts=common.child(self, depends_on=after, protect=args.protect),
         )
         self.node_service_account_email = nodes.email
         self.name = self.cluster.name
         self.location = self.cluster.location
-        self.network = pulumi.Output.from_input(network)
+        self.network = pulumi.Output.from_input(args.network)
         self._kubeconfig = pulumi.Output.all(
             self.cluster.name,
             self.cluster.endpoint,

@@ -31,7 +31,7 @@ import pulumi
 import pulumi_docker_build as docker_build
 import pulumi_gcp as gcp
 
-from . import common
+from . import cmek, common
 
 #: The worker image's Dockerfile, relative to the build context: a checkout of
 #: celery-gcs (the Dockerfile installs its backend, so the context is its root).
@@ -156,10 +156,14 @@ class RegistryArgs:
     delete_older_than_days: int = 30
     untagged_older_than_days: int = 7
     labels: dict[str, str] = field(default_factory=dict)
+    #: Cloud KMS key in the repository's location (set at creation); empty: Google-managed.
+    kms_key_name: str = ""
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
         common.dns_label(self.repository_id, "repository_id")
+        cmek.key_name(self.kms_key_name)
+        cmek.check_location(self.kms_key_name, self.location, "the image repository")
         pinned_image(self.image)
         # An installed package cannot guess where a checkout is: the program says.
         common.check(
@@ -191,6 +195,18 @@ class Registry(pulumi.ComponentResource):
         self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(common.token("registry", "Registry"), name, None, opts)
+        after_grant: list[pulumi.Resource] = []
+        if args.kms_key_name:
+            after_grant.append(
+                cmek.agent_grant(
+                    name,
+                    parent=self,
+                    project=args.project,
+                    service="artifactregistry.googleapis.com",
+                    key=args.kms_key_name,
+                    invoke_opts=common.invoke_options(self, opts),
+                )
+            )
         self.repository = gcp.artifactregistry.Repository(
             f"{name}-repository",
             project=args.project,
@@ -225,7 +241,8 @@ class Registry(pulumi.ComponentResource):
                 ),
             ],
             labels={**common.APP_LABEL, **args.labels},
-            opts=common.child(self, protect=args.protect),
+            kms_key_name=args.kms_key_name or None,
+            opts=common.child(self, depends_on=after_grant, protect=args.protect),
         )
         for i, member in enumerate(args.readers):
             gcp.artifactregistry.RepositoryIamMember(

@@ -16,15 +16,14 @@ import pulumi
 import pulumi_gcp as gcp
 from celery_gcs import contract, naming
 
-from . import common
+from . import cmek, common
 
-_KMS_KEY = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 _BASE_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 #: Role the worker gets on this bucket (read, write, list and delete objects).
 WORKER_ROLE = contract.WORKER_BUCKET_ROLE
 #: Role the Cloud Storage service agent needs on a CMEK key.
-KMS_ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+KMS_ROLE = cmek.ROLE
 
 
 def bucket_name(value: str, field_name: str = "bucket_name") -> str:
@@ -46,14 +45,7 @@ def base_path(value: str, field_name: str = "base_path") -> str:
 
 
 def kms_key_name(value: str, field_name: str = "kms_key_name") -> str:
-    common.check(
-        value == "" or bool(_KMS_KEY.match(value)),
-        field_name,
-        f"{value!r} is not a Cloud KMS key name",
-        "Use projects/P/locations/L/keyRings/R/cryptoKeys/K (in the bucket's location), "
-        "or leave it empty for Google-managed encryption",
-    )
-    return value
+    return cmek.key_name(value, field_name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +69,7 @@ class ResultStoreArgs:
         common.project_id(self.project)
         bucket_name(self.bucket_name)
         kms_key_name(self.kms_key_name)
+        cmek.check_location(self.kms_key_name, self.location, "the result bucket")
         common.labels(self.labels)
         common.check(
             self.days_since_custom_time >= 0,
@@ -107,16 +100,14 @@ class ResultStore(pulumi.ComponentResource):
         encryption = None
         if args.kms_key_name:
             # The bucket cannot be created with a key its service agent cannot use.
-            agent = gcp.storage.get_project_service_account_output(
-                project=args.project, opts=common.invoke_options(self, opts)
-            )
             depends_on.append(
-                gcp.kms.CryptoKeyIAMMember(
-                    f"{name}-kms-agent",
-                    crypto_key_id=args.kms_key_name,
-                    role=KMS_ROLE,
-                    member=agent.email_address.apply(lambda e: f"serviceAccount:{e}"),
-                    opts=common.child(self),
+                cmek.agent_grant(
+                    name,
+                    parent=self,
+                    project=args.project,
+                    service="storage.googleapis.com",
+                    key=args.kms_key_name,
+                    invoke_opts=common.invoke_options(self, opts),
                 )
             )
             encryption = gcp.storage.BucketEncryptionArgs(default_kms_key_name=args.kms_key_name)

@@ -142,9 +142,25 @@ OPTIONS: tuple[Option, ...] = (
         "--secret; only with broker external.",
         secret=True,
     ),
-    _stack("redisTier", str, "Memorystore tier: BASIC or STANDARD_HA."),
+    _stack(
+        "redisTier",
+        str,
+        "Memorystore tier: BASIC or STANDARD_HA; empty: STANDARD_HA on protected stacks "
+        "(which refuse BASIC), BASIC otherwise.",
+    ),
     _stack("redisMemoryGb", int, "Memorystore capacity in GB."),
     _stack("redisVersion", str, "Memorystore Redis version."),
+    _stack(
+        "redisConnectMode",
+        str,
+        "Memorystore connect mode: DIRECT_PEERING, or PRIVATE_SERVICE_ACCESS (required on a "
+        "Shared VPC network; the stack makes the connection on its own VPC).",
+    ),
+    _stack(
+        "redisMaintenanceWindow",
+        str,
+        "Memorystore's weekly maintenance window, DAY HH:00 in UTC (windows start on the hour).",
+    ),
     _stack(
         "cluster",
         str,
@@ -165,13 +181,26 @@ OPTIONS: tuple[Option, ...] = (
     _stack(
         "network",
         str,
-        "VPC network of a new cluster and its Memorystore (not with cluster); empty: default.",
+        "Existing VPC network of a new cluster and its Memorystore (not with cluster; never "
+        "default); empty: the stack makes its own VPC.",
     ),
     _stack(
         "subnetwork",
         str,
-        "Subnetwork of a new cluster; empty: the network's subnetwork in the region. "
-        "Required with cloudNat: the NAT serves this subnetwork only.",
+        "Subnetwork of network for a new cluster (required with network, which it belongs to; "
+        "Private Google Access on).",
+    ),
+    _stack(
+        "authorizedNetworks",
+        str,
+        "Comma-separated CIDR blocks allowed to reach a new cluster's control plane (where "
+        "pulumi and kubectl run); required unless privateEndpoint.",
+    ),
+    _stack(
+        "privateEndpoint",
+        bool,
+        "A new cluster's control plane has no public endpoint: run pulumi from inside network "
+        "(requires network; authorizedNetworks then lists internal ranges).",
     ),
     _stack(
         "releaseChannel",
@@ -181,8 +210,8 @@ OPTIONS: tuple[Option, ...] = (
     _stack(
         "cloudNat",
         bool,
-        "Add Cloud NAT for a new cluster's private nodes, on its own subnetwork only "
-        "(needed for an internet broker or images outside Google).",
+        "Add Cloud NAT for a new cluster's private nodes, on its subnetwork only (needed for "
+        "an internet broker or KEDA's images; not on a Shared VPC).",
     ),
     _stack(
         "image",

@@ -13,9 +13,10 @@ This is the component a team's own Pulumi program imports::
 ``CeleryStackArgs`` checks every value when it is constructed, before any
 resource exists; ``celery_gcs_infra.settings`` builds it from stack config.
 
-Children, in creation order: APIs, result store, chord store, cluster, image
-registry, broker, worker identity (its Workload Identity binding after the
-cluster), KEDA (on a cluster it creates, when the workers scale with KEDA), worker.
+Children, in creation order: APIs, result store, chord store, network (for a
+cluster it creates), cluster, image registry, broker, worker identity (its
+Workload Identity binding after the cluster), KEDA (on a cluster it creates,
+when the workers scale with KEDA), worker.
 """
 
 from __future__ import annotations
@@ -27,7 +28,18 @@ from dataclasses import dataclass, field
 import pulumi
 from celery_gcs import contract
 
-from . import apis, broker, chord_store, cluster, common, identity, keda, registry, result_store
+from . import (
+    apis,
+    broker,
+    chord_store,
+    cluster,
+    common,
+    identity,
+    keda,
+    network,
+    registry,
+    result_store,
+)
 from .worker import Worker, WorkerArgs, WorkerSettings
 
 
@@ -89,9 +101,14 @@ class CeleryStackArgs:
     # Broker.
     broker: str = "memorystore"
     broker_url: str = field(default="", repr=False)
-    redis_tier: str = "BASIC"
+    #: Default: STANDARD_HA on a protected stack, BASIC otherwise.
+    redis_tier: str = ""
     redis_memory_gb: int = 1
     redis_version: str = "REDIS_7_2"
+    #: DIRECT_PEERING, or PRIVATE_SERVICE_ACCESS (required on a Shared VPC).
+    redis_connect_mode: str = "DIRECT_PEERING"
+    #: Memorystore's weekly maintenance window, ``DAY HH:00`` UTC.
+    redis_maintenance_window: str = "SUNDAY 03:00"
     # Cluster.
     #: An existing cluster's name; empty to create an Autopilot cluster named PREFIX.
     cluster: str = ""
@@ -100,9 +117,14 @@ class CeleryStackArgs:
     #: An existing cluster's project; default: ``project``. Its Workload Identity
     #: pool (``CLUSTER_PROJECT.svc.id.goog``) is what the worker's identity trusts.
     cluster_project: str = ""
-    #: A new cluster's network; default: ``default``.
+    #: A new cluster's existing network (never ``default``); empty: the stack makes its own VPC.
     network: str = ""
+    #: The existing network's subnetwork; required with ``network``.
     subnetwork: str = ""
+    #: Comma-separated CIDR blocks that may reach a new cluster's control plane.
+    authorized_networks: str = ""
+    #: A new cluster's control plane has no public endpoint (run pulumi inside ``network``).
+    private_endpoint: bool = False
     release_channel: str = "REGULAR"
     cloud_nat: bool = False
     #: Daily GKE maintenance window start (UTC, HH:MM) of a new cluster.
@@ -143,12 +165,17 @@ class CeleryStackArgs:
                     f"is created in the stack's {'region' if what == 'location' else 'project'}",
                 )
         else:
-            common.check(
-                not self.network,
-                "network",
-                "is only used for a new cluster (and its Memorystore)",
-                "Remove it: the existing cluster's own network is used",
-            )
+            for name_, what in (
+                ("network", "a new cluster's network"),
+                ("authorized_networks", "who reaches a new cluster's control plane"),
+                ("private_endpoint", "a new cluster's control plane endpoint"),
+            ):
+                common.check(
+                    not getattr(self, name_),
+                    name_,
+                    f"sets {what}, but an existing cluster is used",
+                    "Remove it: the existing cluster's own network and control plane are used",
+                )
             if self.cluster_project:
                 common.project_id(self.cluster_project, "cluster_project")
         derived = {
@@ -158,7 +185,7 @@ class CeleryStackArgs:
             "firestore_location": self.firestore_location or self.region,
             "cluster_location": self.cluster_location or self.region,
             "cluster_project": self.cluster_project or self.project,
-            "network": self.network or "default",
+            "redis_tier": self.redis_tier or ("STANDARD_HA" if self.protect else "BASIC"),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
@@ -203,11 +230,30 @@ class CeleryStackArgs:
                 "a subnetwork is only used for a new cluster",
                 "Remove it: the existing cluster's network is used",
             )
+        else:
+            common.check(
+                not self.private_endpoint or bool(self.network),
+                "private_endpoint",
+                "a control plane without a public endpoint is reachable only from inside its "
+                "network, and the stack's own VPC has nothing inside to run pulumi from",
+                "Set network (and subnetwork) to a network your pulumi runner is in, or use "
+                "authorizedNetworks instead",
+            )
+        if not self.cluster and self.worker.keda and not self.keda_installed:
+            common.check(
+                self.cloud_nat,
+                "cloud_nat",
+                "the stack installs KEDA, whose images come from ghcr.io, which private nodes "
+                "reach only through Cloud NAT",
+                "Set cloudNat true (NAT for the stack's own subnetwork), or turn keda off",
+            )
         # Build every argument object that needs no resource output: each validates itself.
         self.result_store_args()
         self.chord_store_args()
+        if not self.cluster:
+            self.network_args()
         self.cluster_args()
-        self.broker_args(network=None)
+        self.broker_args(peer_network=None)
         self.registry_args(readers=())
         if not self.image:
             # Now, at preview: a missing app would otherwise be a crash loop after `up`.
@@ -233,37 +279,66 @@ class CeleryStackArgs:
             location=self.firestore_location,
             collection=self.firestore_collection,
             protect=self.protect,
+            kms_key_name=self.kms_key_name,
         )
 
-    def cluster_args(self) -> cluster.ClusterArgs:
+    def network_args(self) -> network.NetworkArgs:
+        return network.NetworkArgs(
+            project=self.project,
+            region=self.region,
+            name=self.prefix,
+            network=self.network,
+            subnetwork=self.subnetwork,
+            cloud_nat=self.cloud_nat,
+            private_service_access=(
+                self.broker == "memorystore"
+                and self.redis_connect_mode == "PRIVATE_SERVICE_ACCESS"
+                and not self.network
+            ),
+            labels=self.labels,
+        )
+
+    def cluster_args(
+        self,
+        net: network.Network | None = None,
+    ) -> cluster.ClusterArgs:
         return cluster.ClusterArgs(
             project=self.cluster_project,
             location=self.cluster_location,
             name=self.cluster or self.prefix,
             existing=bool(self.cluster),
-            network=self.network,
-            subnetwork=self.subnetwork,
+            network=net.network if net else None,
+            subnetwork=net.subnetwork if net else None,
+            pods_range=net.pods_range if net else None,
+            services_range=net.services_range if net else None,
             release_channel=self.release_channel,
             node_account_id=f"{self.prefix}-nodes",
-            cloud_nat=self.cloud_nat,
+            authorized_networks=cluster.authorized_networks(self.authorized_networks),
+            private_endpoint=self.private_endpoint,
+            kms_key_name="" if self.cluster else self.kms_key_name,
             maintenance_start=self.maintenance_start,
             protect=self.protect,
             labels=self.labels,
         )
 
-    def broker_args(self, network: pulumi.Input[str] | None) -> broker.BrokerArgs:
+    def broker_args(self, peer_network: pulumi.Input[str] | None) -> broker.BrokerArgs:
         return broker.BrokerArgs(
             project=self.project,
             region=self.region,
             kind=self.broker,  # type: ignore[arg-type]  # validated by BrokerArgs
             instance_name=f"{self.prefix}-broker",
-            network=network,
+            network=peer_network,
             tier=self.redis_tier,
             memory_size_gb=self.redis_memory_gb,
             redis_version=self.redis_version,
             protect=self.protect,
             labels=self.labels,
             url=self.broker_url,
+            connect_mode=self.redis_connect_mode,
+            shared_vpc=bool(self.network)
+            and network.network_project(self.network, self.project) != self.project,
+            maintenance_window=self.redis_maintenance_window,
+            kms_key_name=self.kms_key_name,
         )
 
     def app_build_args(self) -> dict[str, str]:
@@ -288,6 +363,7 @@ class CeleryStackArgs:
             protect=self.protect,
             readers=readers,
             labels=self.labels,
+            kms_key_name=self.kms_key_name,
         )
 
     def identity_args(
@@ -311,6 +387,10 @@ class CeleryStackArgs:
                 new_cluster=not self.cluster,
                 memorystore=self.broker == "memorystore",
                 cmek=bool(self.kms_key_name),
+                own_network=not self.cluster and not self.network,
+                private_service_access=self.network_args().private_service_access
+                if not self.cluster
+                else False,
             ),
         )
 
@@ -327,6 +407,8 @@ class CeleryStack(pulumi.ComponentResource):
     image: pulumi.Output[str]
     image_digest: pulumi.Output[str]
     registry: pulumi.Output[str]
+    #: The broker URL, AUTH string included: a Pulumi secret, for producers outside the cluster.
+    broker_url: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: CeleryStackArgs, opts: pulumi.ResourceOptions | None = None
@@ -341,8 +423,13 @@ class CeleryStack(pulumi.ComponentResource):
         self.chord_store = chord_store.ChordStore(
             f"{name}-chords", args.chord_store_args(), opts=after_apis
         )
+        self.network = (
+            network.Network(f"{name}-network", args.network_args(), opts=after_apis)
+            if not args.cluster
+            else None
+        )
         self.cluster_component = cluster.Cluster(
-            f"{name}-cluster", args.cluster_args(), opts=after_apis
+            f"{name}-cluster", args.cluster_args(self.network), opts=after_apis
         )
         gke = self.cluster_component
         # New or existing, the cluster's nodes pull the image from the stack's registry.
@@ -350,10 +437,11 @@ class CeleryStack(pulumi.ComponentResource):
         self.registry_component = registry.Registry(
             f"{name}-registry", args.registry_args(readers), opts=after_apis
         )
+        psa = self.network.private_service_access if self.network else None
         self.broker = broker.Broker(
             f"{name}-broker",
-            args.broker_args(network=gke.network if args.broker == "memorystore" else None),
-            opts=after_apis,
+            args.broker_args(peer_network=gke.network if args.broker == "memorystore" else None),
+            opts=common.child(self, depends_on=[self.apis, *([psa] if psa else [])]),
         )
         self.identity = identity.WorkerIdentity(
             f"{name}-identity",
@@ -391,6 +479,11 @@ class CeleryStack(pulumi.ComponentResource):
                 broker=self.broker.connection,
                 provider=gke.provider,
                 keda=self.keda,
+                google_apis_cidr=(
+                    network.PRIVATE_GOOGLE_APIS_CIDR
+                    if self.network is not None and self.network.own
+                    else "0.0.0.0/0"
+                ),
             ),
             # The pods need their identity, its grants and the TTL policy in place.
             opts=common.child(self, depends_on=[self.identity, self.chord_store]),
@@ -404,6 +497,7 @@ class CeleryStack(pulumi.ComponentResource):
         self.image = self.registry_component.image_ref
         self.image_digest = self.registry_component.digest
         self.registry = self.registry_component.repository.registry_uri
+        self.broker_url = pulumi.Output.secret(self.broker.connection.url)
         self.register_outputs(self.outputs())
 
     def outputs(self) -> dict[str, pulumi.Output]:
@@ -418,6 +512,7 @@ class CeleryStack(pulumi.ComponentResource):
             "image": self.image,
             "image_digest": self.image_digest,
             "registry": self.registry,
+            "broker_url": self.broker_url,
         }
 
 

@@ -24,6 +24,12 @@ gets, after SIGTERM, to finish the tasks it holds (a warm shutdown).
 
 The pods meet the ``restricted`` Pod Security Standard, which the namespace
 enforces: the image must run as a numeric non-root user.
+
+A NetworkPolicy selects the stack's worker pods: no ingress at all (a worker
+serves nothing; its probes are exec probes), and egress only to cluster DNS,
+the GKE metadata server (Workload Identity tokens), the broker's address and
+port, and Google APIs on 443 (``google_apis_cidr``: private.googleapis.com on
+the stack's own VPC, whose DNS sends every googleapis.com name there).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import broker as broker_mod
-from . import common
+from . import common, network_policy, queue_metrics
 
 KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
@@ -167,6 +173,9 @@ class WorkerArgs:
     provider: k8s.Provider
     #: What installs KEDA's CRDs (the stack's KEDA release), when the stack installs it.
     keda: pulumi.Resource | None = None
+    #: Where the workers reach Google APIs on 443: private.googleapis.com's range on the
+    #: stack's own VPC; anywhere on a network whose DNS the stack does not control.
+    google_apis_cidr: str = "0.0.0.0/0"
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
@@ -206,6 +215,7 @@ class Worker(pulumi.ComponentResource):
             "app.kubernetes.io/part-of": "celery-gcs",
         }
         labels = {**selector, **cfg.labels}
+        self._labels = labels
         ns = cfg.namespace
 
         def meta(name_: str, **kwargs) -> k8s.meta.v1.ObjectMetaArgs:
@@ -359,6 +369,13 @@ class Worker(pulumi.ComponentResource):
         )
         target = {"api_version": "apps/v1", "kind": "Deployment", "name": app}
 
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol",
+            metadata=meta(app),
+            spec=network_policy.workers(selector, conn, args.google_apis_cidr),
+            opts=k8s_opts(depends_on=in_ns),
+        )
+
         self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata=meta(app),
@@ -374,24 +391,7 @@ class Worker(pulumi.ComponentResource):
         self.autoscaler: pulumi.Resource
         if cfg.keda:
             after_keda = [args.keda] if args.keda is not None else []
-            auth_refs = [
-                {"parameter": "address", "name": secret_name, "key": "address"},
-                {"parameter": "password", "name": secret_name, "key": "password"},
-            ]
-            if conn.tls:
-                auth_refs.append({"parameter": "tls", "name": secret_name, "key": "tls"})
-            if conn.ca_pem is not None:
-                auth_refs.append(
-                    {"parameter": "ca", "name": secret_name, "key": broker_mod.CA_FILE}
-                )
-            auth = k8s.apiextensions.CustomResource(
-                f"{name}-keda-auth",
-                api_version=KEDA_API,
-                kind="TriggerAuthentication",
-                metadata=meta(secret_name),
-                spec={"secretTargetRef": auth_refs},
-                opts=k8s_opts(depends_on=[*in_ns, self.secret, *after_keda]),
-            )
+            triggers, waits = self._keda_triggers(name, args, secret_name, [*in_ns, *after_keda])
             self.autoscaler = k8s.apiextensions.CustomResource(
                 f"{name}-scaledobject",
                 api_version=KEDA_API,
@@ -408,20 +408,9 @@ class Worker(pulumi.ComponentResource):
                             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}
                         }
                     },
-                    "triggers": [
-                        {
-                            "type": "redis",
-                            "metadata": {
-                                "listName": queue,
-                                "listLength": str(cfg.keda_list_length),
-                                "databaseIndex": str(conn.database),
-                            },
-                            "authenticationRef": {"name": secret_name},
-                        }
-                        for queue in cfg.queues
-                    ],
+                    "triggers": triggers,
                 },
-                opts=k8s_opts(depends_on=[self.deployment, auth, *after_keda]),
+                opts=k8s_opts(depends_on=[self.deployment, *waits, *after_keda]),
             )
         else:
             self.autoscaler = k8s.autoscaling.v2.HorizontalPodAutoscaler(
@@ -455,3 +444,71 @@ class Worker(pulumi.ComponentResource):
                 "deployment": self.deployment.metadata.name,
             }
         )
+
+    def _keda_triggers(
+        self, name: str, args: WorkerArgs, secret_name: str, waits: list[pulumi.Resource]
+    ) -> tuple[list[dict], list[pulumi.Resource]]:
+        """KEDA triggers on each queue's length, and what they need to exist first.
+
+        Memorystore (a CA of its own, a certificate KEDA's Go TLS cannot verify): the
+        ``metrics-api`` scaler on the stack's verified queue-length service. Any other
+        broker: KEDA's Redis scaler, verifying with the system roots, never ``unsafeSsl``.
+        """
+        cfg, conn = args.settings, args.broker
+        opts = common.child(self, provider=args.provider, depends_on=[*waits, self.secret])
+        if conn.ca_pem is not None:
+            service = queue_metrics.QueueMetrics(
+                f"{name}-queue-length",
+                queue_metrics.QueueMetricsArgs(
+                    instance=cfg.instance,
+                    namespace=cfg.namespace,
+                    labels=cfg.labels,
+                    image=args.image,
+                    queues=cfg.queues,
+                    secret_name=secret_name,
+                    broker=conn,
+                    provider=args.provider,
+                ),
+                opts=opts,
+            )
+            triggers = [
+                {
+                    "type": "metrics-api",
+                    "metadata": {
+                        "url": service.url,
+                        "valueLocation": queue_metrics.value_location(queue),
+                        "targetValue": str(cfg.keda_list_length),
+                    },
+                }
+                for queue in cfg.queues
+            ]
+            return triggers, [service]
+        auth_refs = [
+            {"parameter": "address", "name": secret_name, "key": "address"},
+            {"parameter": "password", "name": secret_name, "key": "password"},
+        ]
+        if conn.tls:
+            auth_refs.append({"parameter": "tls", "name": secret_name, "key": "tls"})
+        auth = k8s.apiextensions.CustomResource(
+            f"{name}-keda-auth",
+            api_version=KEDA_API,
+            kind="TriggerAuthentication",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=secret_name, namespace=cfg.namespace, labels=self._labels
+            ),
+            spec={"secretTargetRef": auth_refs},
+            opts=opts,
+        )
+        triggers = [
+            {
+                "type": "redis",
+                "metadata": {
+                    "listName": queue,
+                    "listLength": str(cfg.keda_list_length),
+                    "databaseIndex": str(conn.database),
+                },
+                "authenticationRef": {"name": secret_name},
+            }
+            for queue in cfg.queues
+        ]
+        return triggers, [auth]

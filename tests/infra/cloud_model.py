@@ -27,6 +27,7 @@ either stack's pods act as both, so it is reported as well.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterable
@@ -141,3 +142,129 @@ def names(inv: Inventory) -> set[Key]:
     """Every API identity an inventory claims (for 'share nothing' assertions)."""
     servers = _servers(inv)
     return {key for r in inv if (key := identity(r, servers)) is not None}
+
+
+# --- what the APIs reject in one stack's resources ------------------------------
+# From the providers' and services' documentation: GKE private clusters, Memorystore
+# connect modes, persistence and maintenance, CMEK service agents and key locations,
+# and the organization policy constraints/gcp.restrictNonCmekServices.
+
+#: Resource type -> (the service whose agent encrypts it, where its key is named).
+CMEK_SERVICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gcp:storage/bucket:Bucket": ("storage.googleapis.com", ("encryption", "defaultKmsKeyName")),
+    "gcp:firestore/database:Database": ("firestore.googleapis.com", ("cmekConfig", "kmsKeyName")),
+    "gcp:redis/instance:Instance": ("redis.googleapis.com", ("customerManagedKey",)),
+    "gcp:artifactregistry/repository:Repository": ("artifactregistry.googleapis.com", ("kmsKeyName",)),
+    "gcp:container/cluster:Cluster": ("container.googleapis.com", ("databaseEncryption", "keyName")),
+}
+#: Firestore multi-regions and the KMS location their keys must be in.
+FIRESTORE_KEY_LOCATIONS = {"eur3": "europe", "nam5": "us", "nam7": "us"}
+
+
+def _dig(value: Any, path: tuple[str, ...]) -> Any:
+    for step in path:
+        value = (value or {}).get(step) if isinstance(value, dict) else None
+    return value
+
+
+def _key_location(key: str) -> str:
+    return key.split("/")[3] if key.count("/") >= 7 else ""
+
+
+def _resource_location(r: dict[str, Any]) -> str:
+    i = r["inputs"]
+    location = i.get("locationId") if r["type"].startswith("gcp:firestore") else _location(i)
+    location = str(location or "").lower()
+    return FIRESTORE_KEY_LOCATIONS.get(location, location)
+
+
+def rejections(
+    inv: Inventory, *, agents: dict[str, str], restrict_non_cmek: Iterable[str] = ()
+) -> list[str]:
+    """What creating one stack's resources would fail on; ``agents``: service -> agent email."""
+    found: list[str] = []
+    restricted = set(restrict_non_cmek)
+    networks_made = {r["inputs"].get("name") for r in inv.of_type("gcp:compute/network:Network")}
+    connections = inv.of_type("gcp:servicenetworking/connection:Connection")
+    for r in inv:
+        typ, i, name = r["type"], r["inputs"], r["name"]
+        if typ in CMEK_SERVICES:
+            service, path = CMEK_SERVICES[typ]
+            key = _dig(i, path)
+            if not key and service in restricted:
+                found.append(f"{name}: constraints/gcp.restrictNonCmekServices forbids {service} without CMEK")
+            if key:
+                if _key_location(key) != _resource_location(r):
+                    found.append(f"{name}: key {key} is not in the resource's location {_resource_location(r)}")
+                member = f"serviceAccount:{agents[service]}"
+                if not any(
+                    g["inputs"].get("cryptoKeyId") == key
+                    and g["inputs"].get("member") == member
+                    and g["inputs"].get("role") == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+                    and g["urn"] in inv.waits_for(r)
+                    for g in inv.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")
+                ):
+                    found.append(f"{name}: PERMISSION_DENIED, {agents[service]} cannot use {key} yet")
+        if typ == "gcp:container/cluster:Cluster":
+            found += _cluster_rejections(name, i)
+        if typ == "gcp:redis/instance:Instance":
+            found += _redis_rejections(inv, r, networks_made, connections)
+    return found
+
+
+def _cluster_rejections(name: str, i: dict[str, Any]) -> list[str]:
+    found = []
+    private = i.get("privateClusterConfig") or {}
+    if private.get("enablePrivateEndpoint") and not private.get("enablePrivateNodes"):
+        found.append(f"{name}: a private endpoint needs private nodes")
+    if private.get("enablePrivateNodes"):
+        cidr = private.get("masterIpv4CidrBlock")
+        version = str(i.get("minMasterVersion") or "1.30")
+        if cidr:
+            block = ipaddress.ip_network(cidr, strict=False)
+            if block.prefixlen != 28 or not block.is_private:
+                found.append(f"{name}: masterIpv4CidrBlock must be a private /28, not {cidr}")
+        elif tuple(int(p) for p in version.split(".")[:2]) < (1, 29):
+            found.append(f"{name}: private nodes on GKE {version} need a masterIpv4CidrBlock (PSC is 1.29+)")
+    for block in _dig(i, ("masterAuthorizedNetworksConfig", "cidrBlocks")) or []:
+        try:
+            ipaddress.ip_network(block.get("cidrBlock", ""), strict=True)
+        except ValueError:
+            found.append(f"{name}: invalid authorized network {block.get('cidrBlock')!r}")
+    if i.get("enableAutopilot"):
+        if (i.get("networkPolicy") or {}).get("enabled") or _dig(
+            i, ("addonsConfig", "networkPolicyConfig")
+        ) not in (None, {"disabled": True}):
+            found.append(f"{name}: Autopilot enforces NetworkPolicy with Dataplane V2; networkPolicy cannot be set")
+        if i.get("datapathProvider") not in (None, "ADVANCED_DATAPATH"):
+            found.append(f"{name}: Autopilot clusters run Dataplane V2 only")
+    return found
+
+
+def _redis_rejections(inv: Inventory, r: dict[str, Any], networks_made: set, connections: list) -> list[str]:
+    name, i = r["name"], r["inputs"]
+    found = []
+    network = str(i.get("authorizedNetwork") or "")
+    network_project = network.split("/")[1] if network.startswith("projects/") else i.get("project")
+    mode = i.get("connectMode", "DIRECT_PEERING")
+    if mode == "DIRECT_PEERING" and network_project != i.get("project"):
+        found.append(f"{name}: a Shared VPC network needs PRIVATE_SERVICE_ACCESS")
+    made_here = network.rsplit("/", 1)[-1] in networks_made
+    if mode == "PRIVATE_SERVICE_ACCESS" and made_here and not any(
+        c["urn"] in inv.waits_for(r) for c in connections
+    ):
+        found.append(f"{name}: no private services access connection on {network}")
+    if i.get("readReplicasMode") == "READ_REPLICAS_ENABLED" and (
+        i.get("tier") != "STANDARD_HA" or int(i.get("memorySizeGb", 0)) < 5
+    ):
+        found.append(f"{name}: read replicas need STANDARD_HA and at least 5 GB")
+    persistence = i.get("persistenceConfig") or {}
+    if persistence.get("persistenceMode") == "RDB" and persistence.get("rdbSnapshotPeriod") not in (
+        "ONE_HOUR", "SIX_HOURS", "TWELVE_HOURS", "TWENTY_FOUR_HOURS"
+    ):
+        found.append(f"{name}: RDB persistence needs an rdbSnapshotPeriod")
+    for window in _dig(i, ("maintenancePolicy", "weeklyMaintenanceWindows")) or []:
+        start = window.get("startTime") or {}
+        if start.get("minutes", 0) or start.get("seconds", 0) or not 0 <= start.get("hours", 0) <= 23:
+            found.append(f"{name}: maintenance windows start on the hour, not {start}")
+    return found

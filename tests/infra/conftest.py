@@ -82,10 +82,15 @@ def byo(runs) -> Inventory:
 
 
 @pytest.fixture(scope="session")
+def keda_stack(runs) -> Inventory:
+    return _inventory(runs, "keda_stack")
+
+
+@pytest.fixture(scope="session")
 def team(runs) -> Inventory:
     return _inventory(runs, "team")
 
 
-@pytest.fixture(scope="session", params=["dev", "prod", "byo", "team"])
+@pytest.fixture(scope="session", params=["dev", "prod", "byo", "team", "alpha", "cmek", "shared_vpc"])
 def any_inventory(request, runs) -> Inventory:
     return _inventory(runs, request.param)

@@ -33,9 +33,16 @@ EXAMPLES = ROOT / "infra" / "examples"
 PROJECT = "celery-gcs"
 
 BYO_BROKER_URL = "rediss://:s3cret%2Fpw@redis.example.com:6380/2"
+KEDA_BROKER_URL = "rediss://:k3da-pw@redis.acme.example:6380/0"
 BYO_IMAGE = "europe-docker.pkg.dev/acme-ci/images/worker:2024.11@sha256:" + "c" * 64
 BYO_NODES = "gke-nodes@acme-celery-dev.iam.gserviceaccount.com"
 BYO_KMS_KEY = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/results"
+#: The key of the ``cmek`` environment: one key for everything in europe-west1.
+CMEK_KEY = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/all"
+#: Where pulumi runs for the new environments (a documentation range).
+RUNNER_CIDR = "203.0.113.0/24"
+SHARED_VPC = "projects/acme-host/global/networks/shared"
+SHARED_SUBNET = "projects/acme-host/regions/europe-west1/subnetworks/celery"
 
 
 def _as_config_string(value) -> str:
@@ -82,6 +89,8 @@ def new_environment(stack: str, overrides: dict[str, object] | None = None) -> d
         "celeryApp": "acme.tasks:app",
         "appDir": EXAMPLE_APP_DIR,
         "appRequirements": f"{EXAMPLE_APP_DIR}/requirements.txt",
+        # Who may reach a new cluster's control plane.
+        "authorizedNetworks": RUNNER_CIDR,
     }
     for key, value in {**required, **(overrides or {})}.items():
         config[f"{PROJECT}:{key}"] = _as_config_string(value)
@@ -100,6 +109,7 @@ def scenarios() -> dict[str, dict]:
                 "dev",
                 {
                     "cluster": "shared-gke",
+                    "authorizedNetworks": "",
                     "clusterLocation": "europe-west1-b",
                     "broker": "external",
                     "brokerUrl": BYO_BROKER_URL,
@@ -132,26 +142,80 @@ def scenarios() -> dict[str, dict]:
         "no_workload_identity": {
             "program": program,
             "stack": "dev",
-            "config": stack_config("dev", {"cluster": "legacy-gke"}),
+            "config": stack_config("dev", {"cluster": "legacy-gke", "authorizedNetworks": ""}),
             "existing_cluster": {"workloadIdentityConfigs": []},
         },
         "alpha": new_environment("alpha"),
         "beta": new_environment("beta"),
-        "shared_a": new_environment("shared-a", {"cluster": SHARED_CLUSTER}),
-        "shared_b": new_environment("shared-b", {"cluster": SHARED_CLUSTER}),
+        "shared_a": new_environment("shared-a", {"cluster": SHARED_CLUSTER, "authorizedNetworks": ""}),
+        "shared_b": new_environment("shared-b", {"cluster": SHARED_CLUSTER, "authorizedNetworks": ""}),
         "team_ns": new_environment(
             "team-ns",
-            {"cluster": SHARED_CLUSTER, "namespace": "team-apps", "createNamespace": False},
+            {
+                "cluster": SHARED_CLUSTER,
+                "authorizedNetworks": "",
+                "namespace": "team-apps",
+                "createNamespace": False,
+            },
         ),
-        "nat_a": new_environment("nat-a", {"cloudNat": True, "subnetwork": "nat-a"}),
-        "nat_b": new_environment("nat-b", {"cloudNat": True, "subnetwork": "nat-b"}),
+        "nat_a": new_environment("nat-a", {"cloudNat": True}),
+        "nat_b": new_environment("nat-b", {"cloudNat": True}),
+        "cmek": new_environment("cmek", {"kmsKeyName": CMEK_KEY, "protect": True}),
+        "shared_vpc": new_environment(
+            "svpc",
+            {
+                "network": SHARED_VPC,
+                "subnetwork": SHARED_SUBNET,
+                "redisConnectMode": "PRIVATE_SERVICE_ACCESS",
+                "privateEndpoint": True,
+                "authorizedNetworks": "10.100.0.0/24",
+            },
+        ),
+        "psa": new_environment("psa", {"redisConnectMode": "PRIVATE_SERVICE_ACCESS"}),
+        # KEDA installed by the stack (its images through Cloud NAT), on an internet broker
+        # whose certificate names its host.
+        "keda_stack": {
+            **new_environment(
+                "keda",
+                {
+                    "broker": "external",
+                    "brokerUrl": KEDA_BROKER_URL,
+                    "keda": True,
+                    "cloudNat": True,
+                    "minReplicas": 0,
+                    "queues": "celery,priority",
+                },
+            ),
+            "secret_keys": [f"{PROJECT}:brokerUrl"],
+        },
+        "no_network_policy": {
+            "program": program,
+            "stack": "dev",
+            "config": stack_config("dev", {"cluster": "legacy-gke", "authorizedNetworks": ""}),
+            "existing_cluster": {"datapathProvider": "LEGACY_DATAPATH"},
+        },
         "other_project_cluster": new_environment(
             "other-project",
-            {"cluster": "platform-gke", "clusterProject": "acme-platform", "clusterLocation": "us-east1"},
+            {
+                "cluster": "platform-gke",
+                "clusterProject": "acme-platform",
+                "clusterLocation": "us-east1",
+                "authorizedNetworks": "",
+            },
         ),
-        "keda_unconfirmed": new_environment(
-            "keda-unconfirmed", {"cluster": SHARED_CLUSTER, "keda": True}
-        ),
+        "keda_unconfirmed": {
+            **new_environment(
+                "keda-unconfirmed",
+                {
+                    "cluster": SHARED_CLUSTER,
+                    "authorizedNetworks": "",
+                    "keda": True,
+                    "broker": "external",
+                    "brokerUrl": "redis://10.30.0.5:6379/0",
+                },
+            ),
+            "secret_keys": [f"{PROJECT}:brokerUrl"],
+        },
         "app_missing": {
             "program": program,
             "stack": "dev",

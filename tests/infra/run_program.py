@@ -13,8 +13,8 @@ with ``pulumi.runtime.set_all_config`` before the program starts.
 are only known after ``set_all_config``.)
 
 The inventory records, for every registered resource: type, name, URN, parent,
-dependencies (``depends_on`` and implicit ones), provider, protect, inputs as
-sent to the engine, and which input paths were secret; plus the stack outputs,
+dependencies (``depends_on`` and implicit ones), provider, protect, additional
+secret outputs, inputs as sent to the engine, and which input paths were secret; plus the stack outputs,
 the invokes made, and the error if the program failed.
 """
 
@@ -37,6 +37,18 @@ FAKE_CA = "-----BEGIN CERTIFICATE-----\nMIIBmockredisca\n-----END CERTIFICATE---
 FAKE_DIGEST = "sha256:" + "ab" * 32
 FAKE_TOKEN = "ya29.mock-access-token"
 PROJECT_NUMBER = "123456789012"
+#: Each service's agent (its domain), as ServiceIdentity returns it: service-NUMBER@DOMAIN.
+AGENT_DOMAINS = {
+    "storage.googleapis.com": "gs-project-accounts.iam.gserviceaccount.com",
+    "firestore.googleapis.com": "gcp-sa-firestore.iam.gserviceaccount.com",
+    "redis.googleapis.com": "cloud-redis.iam.gserviceaccount.com",
+    "artifactregistry.googleapis.com": "gcp-sa-artifactregistry.iam.gserviceaccount.com",
+    "container.googleapis.com": "container-engine-robot.iam.gserviceaccount.com",
+}
+
+
+def agent_email(service: str) -> str:
+    return f"service-{PROJECT_NUMBER}@{AGENT_DOMAINS[service]}"
 
 
 def plain(value: Any, path: str, secret_paths: list[str]) -> Any:
@@ -87,6 +99,16 @@ def outputs_for(typ: str, name: str, inputs: dict) -> dict:
         out["registryUri"] = (
             f"{inputs['location']}-docker.pkg.dev/{project}/{inputs['repositoryId']}"
         )
+    elif typ == "gcp:projects/serviceIdentity:ServiceIdentity":
+        email = agent_email(inputs["service"])
+        out.update(email=email, member=f"serviceAccount:{email}")
+    elif typ == "gcp:compute/network:Network":
+        out["selfLink"] = f"https://www.googleapis.com/compute/v1/projects/{project}/global/networks/{inputs['name']}"
+    elif typ == "gcp:compute/subnetwork:Subnetwork":
+        out["selfLink"] = (
+            f"https://www.googleapis.com/compute/v1/projects/{project}/regions/"
+            f"{inputs['region']}/subnetworks/{inputs['name']}"
+        )
     elif typ == "docker-build:index:Image":
         out.update(digest=FAKE_DIGEST, ref=f"{inputs['tags'][0]}@{FAKE_DIGEST}")
     return out
@@ -125,7 +147,7 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
                 }
             )
             if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
-                return {"emailAddress": "service-123@gs-project-accounts.iam.gserviceaccount.com"}
+                return {"emailAddress": agent_email("storage.googleapis.com")}
             if args.token == "gcp:organizations/getClientConfig:getClientConfig":
                 return {"accessToken": FAKE_TOKEN, "project": args.args.get("project", "")}
             if args.token == "gcp:organizations/getProject:getProject":
@@ -138,7 +160,10 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
                     "endpoint": endpoint_for(
                         args.args.get("project"), args.args.get("location"), args.args["name"]
                     ),
-                    "network": existing_cluster.get("network", "default"),
+                    "network": existing_cluster.get("network", "projects/acme-net/global/networks/shared"),
+                    "enableAutopilot": existing_cluster.get("enableAutopilot", False),
+                    "datapathProvider": existing_cluster.get("datapathProvider", "ADVANCED_DATAPATH"),
+                    "networkPolicies": existing_cluster.get("networkPolicies", []),
                     "masterAuths": [{"clusterCaCertificate": "ZXhpc3RpbmctY2E="}],
                     "nodeConfigs": [
                         {"serviceAccount": existing_cluster.get("nodeServiceAccount", "default")}
@@ -168,6 +193,7 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
                     "retain_on_delete": request.retainOnDelete
                     if request.HasField("retainOnDelete")
                     else None,
+                    "additional_secret_outputs": list(request.additionalSecretOutputs),
                     "inputs": inputs,
                     "secret_paths": sorted(secret_paths),
                 }

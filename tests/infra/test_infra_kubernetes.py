@@ -16,7 +16,7 @@ import pytest
 #: Oldest minor GKE's channels still offer, and the newest schema installed.
 VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version() + ".0"]
 KEDA = "keda.sh/v1alpha1"
-CORE_KINDS = {"Namespace", "ServiceAccount", "Secret", "Deployment", "PodDisruptionBudget"}
+CORE_KINDS = {"Namespace", "ServiceAccount", "Secret", "Deployment", "PodDisruptionBudget", "NetworkPolicy"}
 
 SCALED_OBJECT_FIELDS = {
     "scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
@@ -26,6 +26,9 @@ REDIS_TRIGGER_METADATA = {
     "address", "host", "port", "listName", "listLength", "activationListLength",
     "enableTLS", "unsafeSsl", "databaseIndex", "usernameFromEnv", "passwordFromEnv",
     "addressFromEnv", "hostFromEnv", "portFromEnv",
+}  # fmt: skip
+METRICS_API_METADATA = {
+    "url", "format", "valueLocation", "targetValue", "activationTargetValue", "unsafeSsl", "authMode",
 }  # fmt: skip
 REDIS_AUTH_PARAMETERS = {
     "address", "host", "port", "username", "password", "tls", "ca", "cert", "key", "keyPassword",
@@ -120,11 +123,11 @@ def test_disruption_budget_and_autoscaler_target_the_deployment(any_inventory):
         assert so["spec"]["scaleTargetRef"] == {"name": name}
 
 
-@pytest.mark.parametrize("name", ["prod", "byo", "team"])
+@pytest.mark.parametrize("name", ["keda_stack", "byo", "team", "prod"])
 def test_keda_objects_are_well_formed(request, name):
     inv = request.getfixturevalue(name)
     keda = objects(inv, "keda.sh/")
-    assert {m["kind"] for m in keda} == {"ScaledObject", "TriggerAuthentication"}
+    assert {m["kind"] for m in keda} <= {"ScaledObject", "TriggerAuthentication"}
     secrets = {s["metadata"]["name"]: s for s in by_kind(inv, "Secret")}
     auths = {}
     for auth in by_kind(inv, "TriggerAuthentication"):
@@ -142,9 +145,20 @@ def test_keda_objects_are_well_formed(request, name):
     assert isinstance(spec["minReplicaCount"], int) and isinstance(spec["maxReplicaCount"], int)
     assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     assert spec["triggers"]
+    services = {m["metadata"]["name"]: m for m in by_kind(inv, "Service")}
     for trigger in spec["triggers"]:
-        assert trigger["type"] == "redis"
         metadata = trigger["metadata"]
+        # KEDA's trigger metadata is a map of strings.
+        assert all(isinstance(v, str) for v in metadata.values()), metadata
+        if trigger["type"] == "metrics-api":
+            assert set(metadata) <= METRICS_API_METADATA and "authenticationRef" not in trigger
+            host, port = metadata["url"].split("//")[1].split("/")[0].split(":")
+            name, namespace = host.split(".")[:2]
+            assert services[name]["metadata"]["namespace"] == namespace
+            assert int(port) in {p["port"] for p in services[name]["spec"]["ports"]}
+            assert int(metadata["targetValue"]) >= 1
+            continue
+        assert trigger["type"] == "redis"
         assert set(metadata) <= REDIS_TRIGGER_METADATA
         # KEDA's trigger metadata is a map of strings.
         assert all(isinstance(v, str) for v in metadata.values()), metadata

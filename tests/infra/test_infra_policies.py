@@ -1,6 +1,8 @@
-"""The policy suite: clean on every real inventory, and each policy catches its violation.
+"""The policy pack (infra/policy): clean on every real inventory, and each policy catches its violation.
 
-Each bad inventory is a real one (dev) with one realistic mistake made in it.
+The policies are the pack's own StackValidationPolicy objects (infra_policies.py
+runs them as the engine does); each bad inventory is a real one (dev, or the
+CMEK environment) with one realistic mistake made in it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ def test_real_inventories_comply(any_inventory):
     assert policies.check(any_inventory.resources) == {}
 
 
+@pytest.mark.parametrize("name", ["alpha", "beta", "psa", "keda_stack", "nat_a", "shared_a"])
+def test_every_new_environment_complies(runs, name):
+    assert runs[name]["error"] is None
+    assert policies.check(runs[name]["resources"]) == {}
+
+
 def iam_member(typ: str, role: str, member: str, **inputs) -> dict:
     return {
         "urn": f"urn:pulumi:dev::celery-gcs::{typ}::bad",
@@ -30,9 +38,15 @@ def iam_member(typ: str, role: str, member: str, **inputs) -> dict:
         "protect": None,
         "inputs": {"role": role, "member": member, **inputs},
         "secret_paths": [],
+        "additional_secret_outputs": [],
     }
 
 
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+WI_BINDING = "gcp:serviceaccount/iAMMember:IAMMember"
+WI_ROLE = "roles/iam.workloadIdentityUser"
+BUCKET = "gcp:storage/bucket:Bucket"
+FIELD = "gcp:firestore/field:Field"
 WORKER = "serviceAccount:celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
 
 
@@ -45,7 +59,7 @@ def find(resources: list[dict], typ: str, **match) -> dict:
 
 
 def container(resources: list[dict]) -> dict:
-    deployment = find(resources, policies.DEPLOYMENT)
+    deployment = find(resources, DEPLOYMENT)
     return deployment["inputs"]["spec"]["template"]["spec"]["containers"][0]
 
 
@@ -116,22 +130,22 @@ def add_hmac_key(rs):
 
 
 def binding_before_cluster(rs):
-    binding = find(rs, policies.WI_BINDING, role=policies.WI_ROLE)
-    cluster = find(rs, policies.CLUSTER)
+    binding = find(rs, WI_BINDING, role=WI_ROLE)
+    cluster = find(rs, CLUSTER)
     binding["dependencies"].remove(cluster["urn"])
 
 
 def binding_for_wrong_ksa(rs):
-    binding = find(rs, policies.WI_BINDING, role=policies.WI_ROLE)
+    binding = find(rs, WI_BINDING, role=WI_ROLE)
     binding["inputs"]["member"] = "serviceAccount:acme-celery-dev.svc.id.goog[default/default]"
 
 
 def bucket_public_access_inherited(rs):
-    find(rs, policies.BUCKET)["inputs"]["publicAccessPrevention"] = "inherited"
+    find(rs, BUCKET)["inputs"]["publicAccessPrevention"] = "inherited"
 
 
 def bucket_fine_grained(rs):
-    find(rs, policies.BUCKET)["inputs"]["uniformBucketLevelAccess"] = False
+    find(rs, BUCKET)["inputs"]["uniformBucketLevelAccess"] = False
 
 
 def bucket_all_users(rs):
@@ -150,31 +164,31 @@ def add_object_acl(rs):
 
 
 def lifecycle_zero_dropped(rs):
-    rules = find(rs, policies.BUCKET)["inputs"]["lifecycleRules"]
+    rules = find(rs, BUCKET)["inputs"]["lifecycleRules"]
     del rules[0]["condition"]["sendDaysSinceCustomTimeIfZero"]
 
 
 def lifecycle_deletes_early(rs):
-    find(rs, policies.BUCKET)["inputs"]["lifecycleRules"].append(
+    find(rs, BUCKET)["inputs"]["lifecycleRules"].append(
         {"action": {"type": "Delete"}, "condition": {"age": 1}}
     )
 
 
 def lifecycle_without_backstop(rs):
-    rules = find(rs, policies.BUCKET)["inputs"]["lifecycleRules"]
+    rules = find(rs, BUCKET)["inputs"]["lifecycleRules"]
     rules[:] = [r for r in rules if "age" not in r["condition"]]
 
 
 def ttl_on_wrong_field(rs):
-    find(rs, policies.FIELD)["inputs"]["field"] = "expiresAt"
+    find(rs, FIELD)["inputs"]["field"] = "expiresAt"
 
 
 def ttl_on_other_database(rs):
-    find(rs, policies.FIELD)["inputs"]["database"] = "(default)"
+    find(rs, FIELD)["inputs"]["database"] = "(default)"
 
 
 def no_ttl_on_parts(rs):
-    rs.remove(find(rs, policies.FIELD, collection=contract.FIRESTORE_PARTS_COLLECTION))
+    rs.remove(find(rs, FIELD, collection=contract.FIRESTORE_PARTS_COLLECTION))
 
 
 def backend_uses_another_collection(rs):
@@ -193,8 +207,88 @@ def broker_url_in_plain_env(rs):
     e["value"] = "rediss://:pw@10.0.0.3:6378/0"
 
 
-def secret_not_secret(rs):
-    find(rs, policies.SECRET)["secret_paths"] = []
+def auth_string_in_plain_state(rs):
+    find(rs, REDIS)["additional_secret_outputs"] = []
+
+
+def on_the_default_network(rs):
+    find(rs, CLUSTER)["inputs"]["network"] = "projects/acme-celery-dev/global/networks/default"
+
+
+def auto_mode_vpc(rs):
+    find(rs, "gcp:compute/network:Network")["inputs"]["autoCreateSubnetworks"] = True
+
+
+def subnet_without_private_google_access(rs):
+    find(rs, "gcp:compute/subnetwork:Subnetwork")["inputs"]["privateIpGoogleAccess"] = False
+
+
+def public_nodes(rs):
+    find(rs, CLUSTER)["inputs"]["privateClusterConfig"]["enablePrivateNodes"] = False
+
+
+def no_authorized_networks(rs):
+    del find(rs, CLUSTER)["inputs"]["masterAuthorizedNetworksConfig"]
+
+
+def whole_internet_authorized(rs):
+    config = find(rs, CLUSTER)["inputs"]["masterAuthorizedNetworksConfig"]
+    config["cidrBlocks"] = [{"cidrBlock": "0.0.0.0/0", "displayName": "all"}]
+
+
+def google_public_cidrs(rs):
+    find(rs, CLUSTER)["inputs"]["masterAuthorizedNetworksConfig"]["gcpPublicCidrsAccessEnabled"] = True
+
+
+def no_network_policy(rs):
+    rs.remove(find(rs, NETWORK_POLICY))
+
+
+def network_policy_admits_ingress(rs):
+    find(rs, NETWORK_POLICY)["inputs"]["spec"]["ingress"] = [{}]
+
+
+def network_policy_egress_anywhere(rs):
+    find(rs, NETWORK_POLICY)["inputs"]["spec"]["egress"].append({})
+
+
+def queue_length_service_open_to_all(rs):
+    policy = next(r for r in rs if r["name"].endswith("queue-length-netpol"))
+    policy["inputs"]["spec"]["ingress"] = [{"ports": [{"port": 8080}]}]
+
+
+def queue_length_service_without_policy(rs):
+    rs.remove(next(r for r in rs if r["name"].endswith("queue-length-netpol")))
+
+
+def network_policy_ingress_only(rs):
+    find(rs, NETWORK_POLICY)["inputs"]["spec"]["policyTypes"] = ["Ingress"]
+
+
+def registry_without_key(rs):
+    del find(rs, "gcp:artifactregistry/repository:Repository")["inputs"]["kmsKeyName"]
+
+
+def database_before_its_grant(rs):
+    database = find(rs, DATABASE)
+    grants = {g["urn"] for g in rs if g["type"] == "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"}
+    database["dependencies"] = [d for d in database["dependencies"] if d not in grants]
+
+
+def secrets_not_encrypted(rs):
+    find(rs, CLUSTER)["inputs"]["databaseEncryption"]["state"] = "DECRYPTED"
+
+
+def protected_basic_broker(rs):
+    find(rs, REDIS)["inputs"]["tier"] = "BASIC"
+
+
+def protected_broker_without_rdb(rs):
+    del find(rs, REDIS)["inputs"]["persistenceConfig"]
+
+
+def broker_without_window(rs):
+    del find(rs, REDIS)["inputs"]["maintenancePolicy"]
 
 
 def image_by_tag(rs):
@@ -202,33 +296,38 @@ def image_by_tag(rs):
     c["image"] = c["image"].split("@")[0] + ":latest"
 
 
+CLUSTER = "gcp:container/cluster:Cluster"
+DATABASE = "gcp:firestore/database:Database"
+REDIS = "gcp:redis/instance:Instance"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+
 BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
-    "no_primitive_roles": [(add_editor, "primitive role roles/editor")],
-    "no_authoritative_iam": [
+    "no-primitive-roles": [(add_editor, "primitive role roles/editor")],
+    "no-authoritative-iam": [
         (add_project_binding, "IAMBinding bad is an authoritative IAM resource"),
         (add_bucket_policy, "BucketIAMPolicy bad is an authoritative IAM resource"),
     ],
-    "no_admin_roles": [(add_storage_admin_on_bucket, "admin role roles/storage.admin")],
-    "storage_roles_on_buckets_only": [(add_project_storage_role, "on the whole project")],
-    "firestore_access_limited_to_database": [
+    "no-admin-roles": [(add_storage_admin_on_bucket, "admin role roles/storage.admin")],
+    "storage-roles-on-buckets": [(add_project_storage_role, "on the whole project")],
+    "firestore-access-one-database": [
         (drop_firestore_condition, "without a database condition"),
         (condition_on_other_database, "not a stack database"),
     ],
-    "no_service_account_keys": [
+    "no-service-account-keys": [
         (add_key, "Key bad creates a long-lived key"),
         (add_hmac_key, "HmacKey bad creates a long-lived key"),
     ],
-    "workload_identity_after_cluster": [(binding_before_cluster, "does not wait for the cluster")],
-    "workload_identity_matches_kubernetes": [
+    "workload-identity-after-cluster": [(binding_before_cluster, "does not wait for the cluster")],
+    "workload-identity-matches-kubernetes": [
         (binding_for_wrong_ksa, "KSA celery-dev/celery-dev-worker has no Workload Identity binding")
     ],
-    "buckets_private": [
+    "buckets-private": [
         (bucket_public_access_inherited, "does not enforce public access prevention"),
         (bucket_fine_grained, "lacks uniform bucket-level access"),
         (bucket_all_users, "to allUsers"),
         (add_object_acl, "ObjectACL bad sets ACLs"),
     ],
-    "ttl_matches_backend": [
+    "ttl-matches-backend": [
         (lifecycle_zero_dropped, "dropped without sendDaysSinceCustomTimeIfZero"),
         (lifecycle_deletes_early, "could drop live results"),
         (lifecycle_without_backstop, "no age backstop of 30 days"),
@@ -238,11 +337,40 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
         (backend_uses_another_collection, "no TTL policy on jobs.expires_at"),
         (result_backend_wrong_scheme, "is not gcs://"),
     ],
-    "broker_url_only_in_secrets": [
+    "broker-secret-only-in-secrets": [
         (broker_url_in_plain_env, "broker URL in plain env CELERY_BROKER_URL"),
-        (secret_not_secret, "not marked secret"),
+        (auth_string_in_plain_state, "keeps its AUTH string in plain state"),
     ],
-    "images_pinned_by_digest": [(image_by_tag, "not pinned by digest")],
+    "worker-network-policy": [
+        (no_network_policy, "no NetworkPolicy selects its pods"),
+        (network_policy_admits_ingress, "admits ingress to the workers"),
+        (network_policy_egress_anywhere, "egress rule without destinations and ports"),
+        (network_policy_ingress_only, "must govern Ingress and Egress"),
+        (queue_length_service_open_to_all, "admits ingress from anywhere or on any port"),
+        (queue_length_service_without_policy, "Deployment celery-worker-queue-length-deployment: no NetworkPolicy"),
+    ],
+    "no-default-network": [
+        (on_the_default_network, "is on the default network"),
+        (auto_mode_vpc, "auto-creates subnetworks"),
+        (subnet_without_private_google_access, "lacks Private Google Access"),
+    ],
+    "private-control-plane": [
+        (public_nodes, "gives its nodes public IP addresses"),
+        (no_authorized_networks, "any address may reach its control plane"),
+        (whole_internet_authorized, "authorizes 0.0.0.0/0, the whole internet"),
+        (google_public_cidrs, "every Google Cloud public address"),
+    ],
+    "cmek-coverage": [
+        (registry_without_key, "uses Google-managed encryption while the stack uses"),
+        (database_before_its_grant, "is created before any grant of"),
+        (secrets_not_encrypted, "does not encrypt its Secrets"),
+    ],
+    "durable-broker": [
+        (protected_basic_broker, "is protected but tier BASIC"),
+        (protected_broker_without_rdb, "without RDB persistence"),
+        (broker_without_window, "has no maintenance window"),
+    ],
+    "images-pinned-by-digest": [(image_by_tag, "not pinned by digest")],
 }
 
 
@@ -255,9 +383,34 @@ def test_every_policy_has_a_violation_case():
     [(policy, mutate, expected) for policy, cases in BAD.items() for mutate, expected in cases],
     ids=[f"{policy}-{mutate.__name__}" for policy, cases in BAD.items() for mutate, _ in cases],
 )
-def test_policy_catches_its_violation(dev, policy, mutate, expected):
-    resources = copy.deepcopy(dev.resources)
-    assert policies.POLICIES[policy](resources) == []
+def test_policy_catches_its_violation(runs, policy, mutate, expected):
+    # CMEK and a protected broker are the cmek environment's, the queue-length service
+    # prod's (KEDA on Memorystore); everything else is dev's.
+    base = "cmek" if policy in ("cmek-coverage", "durable-broker") else "dev"
+    if mutate.__name__.startswith("queue_length_service"):
+        base = "prod"
+    resources = copy.deepcopy(runs[base]["resources"])
+    assert policies.run(policy, resources) == []
     mutate(resources)
-    violations = policies.POLICIES[policy](resources)
+    violations = policies.run(policy, resources)
     assert any(expected in v for v in violations), violations
+
+
+def test_the_pack_serves_every_rule_as_a_mandatory_stack_policy():
+    from pulumi_policy import EnforcementLevel, StackValidationPolicy
+
+    assert [p.name for p in policies.POLICIES.values()] == [r.name for r in policies.stack_rules.RULES]
+    for p in policies.POLICIES.values():
+        assert isinstance(p, StackValidationPolicy)
+        assert p.enforcement_level == EnforcementLevel.MANDATORY and p.description
+
+
+def test_values_unknown_during_a_preview_are_not_guessed(runs):
+    """At `pulumi preview` outputs of resources to be created are unknown; no rule reports on them."""
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
+
+    resources = copy.deepcopy(runs["dev"]["resources"])
+    env(resources, "CELERY_RESULT_BACKEND")["value"] = UNKNOWN_STRING_VALUE
+    find(resources, REDIS)["inputs"]["authorizedNetwork"] = UNKNOWN_STRING_VALUE
+    container(resources)["image"] = UNKNOWN_STRING_VALUE
+    assert policies.check(resources) == {}

@@ -13,9 +13,12 @@ from kombu.utils.url import parse_url
 
 from .infra_inventory import Inventory
 from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, ROOT
-from .run_program import PROJECT_NUMBER, endpoint_for
+from .run_program import PROJECT_NUMBER, agent_email, endpoint_for
 
 SERVICE = "gcp:projects/service:Service"
+NETWORK = "gcp:compute/network:Network"
+SUBNETWORK = "gcp:compute/subnetwork:Subnetwork"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 BUCKET = "gcp:storage/bucket:Bucket"
 DATABASE = "gcp:firestore/database:Database"
 FIELD = "gcp:firestore/field:Field"
@@ -48,8 +51,13 @@ def _run(runs, name):
     return Inventory(run)
 
 
+def worker_deployment(inv):
+    (worker,) = [d for d in inv.of_type(DEPLOYMENT) if d["name"].endswith("-worker-deployment")]
+    return worker
+
+
 def container(inv):
-    return inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]["containers"][0]
+    return worker_deployment(inv)["inputs"]["spec"]["template"]["spec"]["containers"][0]
 
 
 def env_of(inv) -> dict:
@@ -112,7 +120,7 @@ def test_apis_enabled_as_used_and_kept_on_destroy(dev, byo):
         "artifactregistry.googleapis.com",
     }
     dev_services = {r["inputs"]["service"] for r in dev.of_type(SERVICE)}
-    assert dev_services == base | {"compute.googleapis.com", "redis.googleapis.com"}
+    assert dev_services == base | {"compute.googleapis.com", "redis.googleapis.com", "dns.googleapis.com"}
     byo_services = {r["inputs"]["service"] for r in byo.of_type(SERVICE)}
     assert byo_services == base | {"cloudkms.googleapis.com"}
     for inv in (dev, byo):
@@ -187,11 +195,11 @@ def test_dev_bucket_destroyable_prod_bucket_protected(dev, prod):
 def test_cmek_key_used_and_granted_to_the_storage_agent_first(byo, dev):
     bucket = byo.one(BUCKET)
     assert bucket["inputs"]["encryption"] == {"defaultKmsKeyName": BYO_KMS_KEY}
-    grant = byo.one(KMS_MEMBER)
+    grant = byo.named("celery-results-kms-agent")
     assert grant["inputs"] == {
         "cryptoKeyId": BYO_KMS_KEY,
         "role": "roles/cloudkms.cryptoKeyEncrypterDecrypter",
-        "member": "serviceAccount:service-123@gs-project-accounts.iam.gserviceaccount.com",
+        "member": "serviceAccount:" + agent_email("storage.googleapis.com"),
     }
     assert grant["urn"] in bucket["dependencies"]
     assert dev.of_type(KMS_MEMBER) == []
@@ -388,9 +396,11 @@ def test_external_broker_url_stays_secret(byo):
     assert "stringData" in secret["secret_paths"]
     leaking = [r["name"] for r in byo if "s3cret" in json.dumps(r["inputs"]) and r is not secret]
     assert leaking == []
-    assert "s3cret" not in json.dumps(byo.outputs)
+    # Only in the broker_url output, which is a Pulumi secret.
+    assert [k for k, v in byo.outputs.items() if "s3cret" in json.dumps(v)] == ["broker_url"]
+    assert "broker_url" in byo.secret_outputs
     volumes = [
-        v["name"] for v in byo.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]["volumes"]
+        v["name"] for v in worker_deployment(byo)["inputs"]["spec"]["template"]["spec"]["volumes"]
     ]
     assert "broker-ca" not in volumes
 
@@ -503,7 +513,7 @@ def test_new_cluster_upgrades_only_in_its_maintenance_window(dev, prod):
 
 def test_autoscaler_never_evicts_a_running_worker(dev, prod):
     for inv in (dev, prod):
-        template = inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["metadata"]
+        template = worker_deployment(inv)["inputs"]["spec"]["template"]["metadata"]
         assert template["annotations"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
 
 
@@ -515,16 +525,18 @@ def test_registry_protected_with_the_stack_and_pushed_images_kept(dev, prod):
         assert inv.one(IMAGE)["retain_on_delete"] is True
 
 
-def test_cloud_nat_only_when_asked_and_only_for_the_clusters_subnetwork(dev, prod):
+def test_cloud_nat_only_when_asked_and_only_for_the_clusters_subnetwork(dev, prod, runs):
     assert dev.of_type("gcp:compute/routerNat:RouterNat") == []
-    nat = prod.one("gcp:compute/routerNat:RouterNat")["inputs"]
-    router = prod.one("gcp:compute/router:Router")["inputs"]
+    assert prod.one("gcp:compute/routerNat:RouterNat")  # KEDA's images, from ghcr.io
+    nat_a = _run(runs, "nat_a")
+    nat = nat_a.one("gcp:compute/routerNat:RouterNat")["inputs"]
+    router = nat_a.one("gcp:compute/router:Router")["inputs"]
     assert nat["router"] == router["name"]
-    assert router["network"] == prod.one(CLUSTER)["inputs"]["network"]
+    assert router["network"] == nat_a.one(NETWORK)["name"] + "-id"  # the stack's own VPC
     assert nat["sourceSubnetworkIpRangesToNat"] == "LIST_OF_SUBNETWORKS"
-    subnetwork = "projects/acme-celery-prod/regions/europe-west1/subnetworks/celery-prod"
+    subnetwork = "projects/acme-shared/regions/europe-west1/subnetworks/celery-nat-a"
     assert nat["subnetworks"] == [{"name": subnetwork, "sourceIpRangesToNats": ["ALL_IP_RANGES"]}]
-    assert prod.one(CLUSTER)["inputs"]["subnetwork"] == "celery-prod"
+    assert nat_a.one(CLUSTER)["inputs"]["subnetwork"] == subnetwork
 
 
 def kubeconfig(inv) -> dict:
@@ -618,7 +630,7 @@ def test_result_backend_url_names_bucket_project_and_database(dev, byo):
 
 def test_deployment_resources_shutdown_and_identity(dev, prod):
     for inv, cpu, memory in [(dev, "500m", "1Gi"), (prod, "2", "4Gi")]:
-        deployment = inv.one(DEPLOYMENT)
+        deployment = worker_deployment(inv)
         pod = deployment["inputs"]["spec"]["template"]["spec"]
         resources = container(inv)["resources"]
         assert resources["requests"] == resources["limits"]
@@ -638,7 +650,7 @@ def test_probes_read_the_workers_health_files_not_the_broker(dev, prod):
         for kind, probe in [("live", "startupProbe"), ("live", "livenessProbe"), ("ready", "readinessProbe")]:
             assert worker[probe]["exec"]["command"] == ["python", "-m", "celery_gcs.worker.probe", kind]
             assert worker[probe]["periodSeconds"] >= 5
-        pod = inv.one(DEPLOYMENT)["inputs"]["spec"]["template"]["spec"]
+        pod = worker_deployment(inv)["inputs"]["spec"]["template"]["spec"]
         volumes = {volume["name"]: volume for volume in pod["volumes"]}
         mounts = {mount["mountPath"]: mount["name"] for mount in worker["volumeMounts"]}
         assert "emptyDir" in volumes[mounts["/run/celery-worker"]]  # writable on a read-only root
@@ -649,7 +661,7 @@ def test_pod_disruption_budget_lets_one_pod_drain(dev):
     pdb = dev.one(PDB)["inputs"]["spec"]
     assert pdb == {
         "maxUnavailable": 1,
-        "selector": dev.one(DEPLOYMENT)["inputs"]["spec"]["selector"],
+        "selector": worker_deployment(dev)["inputs"]["spec"]["selector"],
     }
 
 
@@ -673,21 +685,55 @@ def test_hpa_on_cpu_without_keda(dev):
     ]
 
 
-def test_keda_scales_on_each_queue_list(prod, byo):
-    assert prod.of_type(HPA) == []
+def test_keda_on_memorystore_reads_the_verified_queue_length_service(prod):
+    assert prod.of_type(HPA) == [] and prod.of_type(TRIGGER_AUTH) == []
     spec = prod.one(SCALED_OBJECT)["inputs"]["spec"]
-    assert spec["scaleTargetRef"] == {"name": "celery-prod-worker"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 50)
+    url = "http://celery-prod-queue-length.celery-prod.svc.cluster.local:8080/queues"
+    assert spec["triggers"] == [
+        {"type": "metrics-api", "metadata": {"url": url, "valueLocation": q, "targetValue": "10"}}
+        for q in ("celery", "priority")
+    ]
+    service = prod.one("kubernetes:core/v1:Service")["inputs"]
+    assert (service["metadata"]["name"], service["spec"]["ports"][0]["port"]) == ("celery-prod-queue-length", 8080)
+    (exporter,) = [d for d in prod.of_type(DEPLOYMENT) if d is not worker_deployment(prod)]
+    pod = exporter["inputs"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == container(prod)["image"]  # the worker image's Python and redis-py
+    assert c["command"] == ["/usr/bin/tini", "--", "python", "/opt/celery-gcs-queue-length/queue_length.py"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["BROKER_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "celery-prod-broker", "key": "password"}}
+    assert (env["BROKER_HOST"]["value"], env["BROKER_PORT"]["value"]) == ("10.0.0.3", "6378")
+    assert env["BROKER_CA_FILE"]["value"] == "/etc/celery-broker/ca.pem"
+    script = prod.one("kubernetes:core/v1:ConfigMap")["inputs"]["data"]["queue_length.py"]
+    assert script == (ROOT / "infra" / "celery_gcs_infra" / "queue_length.py").read_text()
+    assert "mock-auth-string" not in json.dumps(exporter["inputs"])
+    (policy,) = [p for p in prod.of_type(NETWORK_POLICY) if p["name"].endswith("queue-length-netpol")]
+    assert policy["inputs"]["spec"]["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        }
+    ]
+    assert [r["to"][0].get("ipBlock") for r in policy["inputs"]["spec"]["egress"]][1:] == [{"cidr": "10.0.0.3/32"}]
+
+
+def test_keda_scales_on_each_queue_list(keda_stack, byo):
+    assert keda_stack.of_type(HPA) == []
+    spec = keda_stack.one(SCALED_OBJECT)["inputs"]["spec"]
+    assert spec["scaleTargetRef"] == {"name": "celery-keda-worker"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 10)
     assert [t["metadata"]["listName"] for t in spec["triggers"]] == ["celery", "priority"]
     for trigger in spec["triggers"]:
         assert trigger["type"] == "redis"
-        assert trigger["authenticationRef"] == {"name": "celery-prod-broker"}
+        assert trigger["authenticationRef"] == {"name": "celery-keda-broker"}
         assert trigger["metadata"]["databaseIndex"] == "0"
+        assert "unsafeSsl" not in trigger["metadata"]  # the server is verified
     refs = {
         r["parameter"]: r["key"]
-        for r in prod.one(TRIGGER_AUTH)["inputs"]["spec"]["secretTargetRef"]
+        for r in keda_stack.one(TRIGGER_AUTH)["inputs"]["spec"]["secretTargetRef"]
     }
-    assert refs == {"address": "address", "password": "password", "tls": "tls", "ca": "ca.pem"}
+    assert refs == {"address": "address", "password": "password", "tls": "tls"}
     byo_spec = byo.one(SCALED_OBJECT)["inputs"]["spec"]
     assert byo_spec["minReplicaCount"] == 0
     assert byo_spec["triggers"][0]["metadata"]["databaseIndex"] == "2"
@@ -698,7 +744,8 @@ def test_keda_scales_on_each_queue_list(prod, byo):
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
-def test_keda_installed_with_a_pinned_chart_before_any_keda_object(prod, dev, byo):
+def test_keda_installed_with_a_pinned_chart_before_any_keda_object(keda_stack, dev, byo):
+    prod = keda_stack
     release = prod.one(RELEASE)
     inputs = release["inputs"]
     assert (inputs["chart"], inputs["namespace"], inputs["createNamespace"]) == ("keda", "keda", True)
@@ -734,7 +781,9 @@ def test_stack_outputs(dev):
         "image",
         "image_digest",
         "registry",
+        "broker_url",
     }
+    assert dev.secret_outputs == ["broker_url"]
     assert out["bucket"] == dev.one(BUCKET)["inputs"]["name"]
     assert out["firestore_database"] == "celery-dev"
     assert (
@@ -780,3 +829,136 @@ def test_existing_cluster_without_workload_identity_stops_the_program(runs):
     assert error is not None
     assert "cluster legacy-gke in europe-west1 has Workload Identity off" in error["message"]
     assert "--workload-pool=acme-celery-dev.svc.id.goog" in error["message"]
+
+
+# --- network, control plane, encryption, broker durability (issue 14) ---------
+
+
+def test_a_new_cluster_gets_its_own_vpc_never_default(dev, runs):
+    vpc = dev.one(NETWORK)["inputs"]
+    assert (vpc["name"], vpc["autoCreateSubnetworks"]) == ("celery-dev", False)
+    subnet = dev.one(SUBNETWORK)["inputs"]
+    assert subnet["privateIpGoogleAccess"] is True and subnet["region"] == "europe-west1"
+    assert {r["rangeName"] for r in subnet["secondaryIpRanges"]} == {"pods", "services"}
+    cluster = dev.one(CLUSTER)["inputs"]
+    assert cluster["network"] == "projects/acme-celery-dev/global/networks/celery-dev"
+    assert cluster["subnetwork"] == "projects/acme-celery-dev/regions/europe-west1/subnetworks/celery-dev"
+    assert cluster["ipAllocationPolicy"] == {
+        "clusterSecondaryRangeName": "pods",
+        "servicesSecondaryRangeName": "services",
+    }
+    assert dev.one(REDIS)["inputs"]["authorizedNetwork"] == cluster["network"]
+    # googleapis.com resolves to private.googleapis.com inside the VPC.
+    records = {r["inputs"]["name"]: r["inputs"] for r in dev.of_type("gcp:dns/recordSet:RecordSet")}
+    assert records["private.googleapis.com."]["rrdatas"] == [
+        "199.36.153.8", "199.36.153.9", "199.36.153.10", "199.36.153.11"
+    ]
+    assert records["*.googleapis.com."]["rrdatas"] == ["private.googleapis.com."]
+    # A given network is used as given, never a network of the stack's own.
+    shared = _run(runs, "shared_vpc")
+    assert shared.of_type(NETWORK) == [] and shared.of_type(SUBNETWORK) == []
+    assert shared.one(CLUSTER)["inputs"]["network"] == "projects/acme-host/global/networks/shared"
+
+
+def test_the_control_plane_answers_only_authorized_networks(dev, runs):
+    c = dev.one(CLUSTER)["inputs"]
+    assert c["privateClusterConfig"] == {"enablePrivateNodes": True, "enablePrivateEndpoint": False}
+    assert c["masterAuthorizedNetworksConfig"] == {
+        "cidrBlocks": [{"cidrBlock": "203.0.113.0/24", "displayName": "authorized-0"}],
+        "gcpPublicCidrsAccessEnabled": False,
+    }
+    private = _run(runs, "shared_vpc").one(CLUSTER)["inputs"]
+    assert private["privateClusterConfig"]["enablePrivateEndpoint"] is True
+    assert private["masterAuthorizedNetworksConfig"]["cidrBlocks"] == [
+        {"cidrBlock": "10.100.0.0/24", "displayName": "authorized-0"}
+    ]
+
+
+def test_every_resource_that_takes_a_key_uses_it_after_its_agent_is_granted(runs):
+    inv = _run(runs, "cmek")
+    key = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/all"
+    encrypted = {
+        BUCKET: inv.one(BUCKET)["inputs"]["encryption"]["defaultKmsKeyName"],
+        DATABASE: inv.one(DATABASE)["inputs"]["cmekConfig"]["kmsKeyName"],
+        REDIS: inv.one(REDIS)["inputs"]["customerManagedKey"],
+        REPOSITORY: inv.one(REPOSITORY)["inputs"]["kmsKeyName"],
+        CLUSTER: inv.one(CLUSTER)["inputs"]["databaseEncryption"]["keyName"],
+    }
+    assert set(encrypted.values()) == {key}
+    assert inv.one(CLUSTER)["inputs"]["databaseEncryption"]["state"] == "ENCRYPTED"
+    agents = {
+        BUCKET: "storage.googleapis.com",
+        DATABASE: "firestore.googleapis.com",
+        REDIS: "redis.googleapis.com",
+        REPOSITORY: "artifactregistry.googleapis.com",
+        CLUSTER: "container.googleapis.com",
+    }
+    grants = {g["inputs"]["member"]: g for g in inv.of_type(KMS_MEMBER)}
+    for typ, service in agents.items():
+        grant = grants["serviceAccount:" + agent_email(service)]
+        assert grant["inputs"]["cryptoKeyId"] == key
+        assert grant["urn"] in inv.waits_for(inv.one(typ)), typ
+
+
+def test_a_protected_broker_is_durable_and_a_dev_broker_is_cheap(dev, prod):
+    redis = prod.one(REDIS)["inputs"]
+    assert redis["tier"] == "STANDARD_HA"
+    assert redis["persistenceConfig"] == {"persistenceMode": "RDB", "rdbSnapshotPeriod": "ONE_HOUR"}
+    for inv in (dev, prod):
+        assert inv.one(REDIS)["inputs"]["maintenancePolicy"] == {
+            "weeklyMaintenanceWindows": [{"day": "SUNDAY", "startTime": {"hours": 3, "minutes": 0}}]
+        }
+    assert dev.one(REDIS)["inputs"]["tier"] == "BASIC"
+    assert "persistenceConfig" not in dev.one(REDIS)["inputs"]
+
+
+def test_the_auth_string_lives_only_in_the_secret_and_a_secret_output(dev):
+    assert "authString" in dev.one(REDIS)["additional_secret_outputs"]
+    holders = [r["name"] for r in dev if "mock-auth-string" in json.dumps(r["inputs"])]
+    assert holders == [dev.one(SECRET)["name"]]
+    assert "stringData" in dev.one(SECRET)["secret_paths"]
+    assert [k for k, v in dev.outputs.items() if "mock-auth-string" in json.dumps(v)] == ["broker_url"]
+    assert "broker_url" in dev.secret_outputs
+
+
+def test_private_service_access_made_on_the_stacks_vpc_and_assumed_on_a_shared_one(runs):
+    psa = _run(runs, "psa")
+    redis = psa.one(REDIS)
+    assert redis["inputs"]["connectMode"] == "PRIVATE_SERVICE_ACCESS"
+    address = psa.one("gcp:compute/globalAddress:GlobalAddress")["inputs"]
+    assert (address["purpose"], address["addressType"]) == ("VPC_PEERING", "INTERNAL")
+    connection = psa.one("gcp:servicenetworking/connection:Connection")
+    assert connection["inputs"]["reservedPeeringRanges"] == [address["name"]]
+    assert connection["urn"] in psa.waits_for(redis)
+    assert "servicenetworking.googleapis.com" in {s["inputs"]["service"] for s in psa.of_type(SERVICE)}
+    shared = _run(runs, "shared_vpc")
+    assert shared.one(REDIS)["inputs"]["connectMode"] == "PRIVATE_SERVICE_ACCESS"
+    assert shared.of_type("gcp:servicenetworking/connection:Connection") == []
+
+
+def test_workers_accept_no_ingress_and_reach_only_dns_metadata_broker_and_google(dev, byo):
+    policy = dev.one(NETWORK_POLICY)["inputs"]
+    assert policy["spec"]["podSelector"] == worker_deployment(dev)["inputs"]["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"].get("ingress", []) == []
+    egress = policy["spec"]["egress"]
+    dns = egress[0]
+    assert dns["to"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+    assert {p["port"] for p in dns["ports"]} == {53}
+    by_block = {r["to"][0]["ipBlock"]["cidr"]: [p["port"] for p in r["ports"]] for r in egress[1:]}
+    assert by_block == {
+        "169.254.169.254/32": [80],
+        "169.254.169.252/32": [988],
+        "10.0.0.3/32": [6378],  # the Memorystore instance
+        "199.36.153.8/30": [443],  # private.googleapis.com, which the VPC's DNS points at
+    }
+    # An external broker by host name, on a network the stack does not own: its port only.
+    byo_egress = byo.one(NETWORK_POLICY)["inputs"]["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 6380, "protocol": "TCP"}]} in byo_egress
+
+
+def test_an_existing_cluster_that_ignores_network_policy_stops_the_program(runs):
+    error = runs["no_network_policy"]["error"]
+    assert error is not None
+    assert "cluster legacy-gke in europe-west1 does not enforce NetworkPolicy" in error["message"]
+    assert "--enable-network-policy" in error["message"]

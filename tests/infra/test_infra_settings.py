@@ -14,6 +14,7 @@ REQUIRED = {
     "celery-gcs:celeryApp": "acme.tasks:app",
     "celery-gcs:appDir": "worker_image/example_app",
     "celery-gcs:appRequirements": "worker_image/example_app/requirements.txt",
+    "celery-gcs:authorizedNetworks": "203.0.113.0/24",
 }
 SECRET_URL = "rediss://:hunter2@redis.example.com:6380/1"
 #: What the repository's program passes: the checkout the worker image is built from.
@@ -62,12 +63,17 @@ def test_values_are_parsed_from_the_cli_string_encoding():
             "celery-gcs:redisMemoryGb": "5",
             "celery-gcs:queues": "celery, priority ,",
             "celery-gcs:keda": "true",
+            "celery-gcs:cloudNat": "true",
+            "celery-gcs:broker": "external",
+            "celery-gcs:brokerUrl": SECRET_URL,
             "celery-gcs:minReplicas": "0",
             "gcp:project": "ignored-other-namespace",
         },
+        secret_keys={"celery-gcs:brokerUrl"},
         stack="Prod_EU",
     )
     assert args.protect is True and args.redis_memory_gb == 5
+    assert args.redis_tier == "STANDARD_HA"  # derived: protected stacks get the durable tier
     assert args.worker.queues == ("celery", "priority")
     assert args.worker.keda is True and args.worker.min_replicas == 0
     assert args.labels == {"celery-gcs-stack": "prod_eu"}
@@ -177,8 +183,10 @@ def test_broker_url_must_be_stored_encrypted():
 @pytest.mark.parametrize(
     ("extra", "key"),
     [
-        ({"celery-gcs:cluster": "shared", "celery-gcs:cloudNat": "true"}, "cloudNat"),
-        ({"celery-gcs:cluster": "shared", "celery-gcs:subnetwork": "sub"}, "subnetwork"),
+        ({"celery-gcs:cluster": "shared", "celery-gcs:authorizedNetworks": "", "celery-gcs:cloudNat": "true"}, "cloudNat"),
+        ({"celery-gcs:cluster": "shared", "celery-gcs:authorizedNetworks": "", "celery-gcs:subnetwork": "sub"}, "subnetwork"),
+        ({"celery-gcs:cluster": "shared"}, "authorizedNetworks"),
+        ({"celery-gcs:cluster": "shared", "celery-gcs:authorizedNetworks": "", "celery-gcs:privateEndpoint": "true"}, "privateEndpoint"),
     ],
 )
 def test_new_cluster_settings_rejected_with_an_existing_cluster(extra, key):
@@ -204,13 +212,17 @@ def test_component_arguments_validate_without_stack_config():
     assert caught.value.field == "cpu"
     with pytest.raises(SettingError) as caught:
         CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker)
+    assert caught.value.field == "authorized_networks"  # a new cluster's control plane
+    with pytest.raises(SettingError) as caught:
+        CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker, authorized_networks="203.0.113.0/24")
     assert caught.value.field == "image"  # nothing to run: no image, no checkout to build one
     with pytest.raises(SettingError) as caught:
-        CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker, build_context=CHECKOUT)
+        CeleryStackArgs(project="acme-celery", region="europe-west1", worker=worker, build_context=CHECKOUT,
+                        authorized_networks="203.0.113.0/24")  # fmt: skip
     assert caught.value.field == "celery_app"  # proj.celery is not in the image's app directory
     acme = WorkerSettings(celery_app="acme.tasks:app")
     args = CeleryStackArgs(project="acme-celery", region="europe-west1", worker=acme, build_context=CHECKOUT,
-                           app_dir="worker_image/example_app")  # fmt: skip
+                           app_dir="worker_image/example_app", authorized_networks="203.0.113.0/24")  # fmt: skip
     assert args.bucket_name == "acme-celery-celery-results"
 
 
@@ -258,10 +270,60 @@ def test_a_prebuilt_image_needs_no_app_directory():
     assert args.app_build_args() == {}
 
 
-def test_cloud_nat_needs_the_clusters_own_subnetwork():
-    error = load_error({"celery-gcs:cloudNat": "true"})
-    assert error.key == "celery-gcs:subnetwork"
-    assert "Cloud NAT needs the cluster's own subnetwork" in str(error)
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"network": "default", "subnetwork": "default"}, "network", "let SSH and RDP in from the internet"),
+        ({"network": "projects/acme/global/networks/default", "subnetwork": "x"}, "network", "SSH and RDP"),
+        ({"network": "shared-vpc"}, "subnetwork", "an existing network needs the subnetwork"),
+        ({"subnetwork": "celery"}, "subnetwork", "only used with an existing network"),
+        (
+            {"network": "projects/acme-host/global/networks/shared", "subnetwork": "s",
+             "redisConnectMode": "PRIVATE_SERVICE_ACCESS", "cloudNat": "true"},
+            "cloudNat",
+            "a Shared VPC",
+        ),
+        (
+            {"network": "projects/acme-host/global/networks/shared", "subnetwork": "s"},
+            "redisConnectMode",
+            "only through private services access",
+        ),
+        ({"redisConnectMode": "VPC_PEERING"}, "redisConnectMode", "is not a Memorystore connect mode"),
+        ({"authorizedNetworks": ""}, "authorizedNetworks", "no authorized network is set"),
+        ({"authorizedNetworks": "203.0.113.7/24"}, "authorizedNetworks", "is not an IPv4 CIDR block"),
+        ({"authorizedNetworks": "office"}, "authorizedNetworks", "is not an IPv4 CIDR block"),
+        ({"authorizedNetworks": "0.0.0.0/0"}, "authorizedNetworks", "the whole internet"),
+        ({"privateEndpoint": "true"}, "privateEndpoint", "nothing inside to run pulumi from"),
+        ({"protect": "true", "redisTier": "BASIC"}, "redisTier", "has no replica"),
+        ({"redisMaintenanceWindow": "SUNDAY 03:30"}, "redisMaintenanceWindow", "start on the hour"),
+        ({"redisMaintenanceWindow": "someday 03:00"}, "redisMaintenanceWindow", "not a weekly maintenance window"),
+        (
+            {"kmsKeyName": "projects/k/locations/europe/keyRings/r/cryptoKeys/c"},
+            "kmsKeyName",
+            "Cloud KMS keys only encrypt resources in their own location",
+        ),
+        (
+            {"kmsKeyName": "projects/k/locations/europe-west1/keyRings/r/cryptoKeys/c", "firestoreLocation": "eur3"},
+            "kmsKeyName",
+            "the Firestore database is in eur3",
+        ),
+    ],
+)
+def test_network_control_plane_broker_and_key_settings_are_checked(extra, key, problem):
+    error = load_error({f"celery-gcs:{k}": v for k, v in extra.items()})
+    assert error.key == f"celery-gcs:{key}"
+    assert problem in str(error)
+
+
+def test_keda_the_stack_installs_needs_cloud_nat_for_its_images():
+    error = load_error({"celery-gcs:keda": "true"})
+    assert error.key == "celery-gcs:cloudNat"
+    assert "ghcr.io" in str(error)
+
+
+def test_unprotected_stacks_default_to_basic_and_protected_ones_to_standard_ha():
+    assert load().redis_tier == "BASIC"
+    assert load({"celery-gcs:protect": "true"}).redis_tier == "STANDARD_HA"
 
 
 def test_maintenance_start_is_a_time_of_day():
@@ -275,7 +337,7 @@ def test_maintenance_start_is_a_time_of_day():
     [
         ({"clusterLocation": "europe-west1-b"}, "clusterLocation", "but no cluster is set"),
         ({"clusterProject": "acme-platform"}, "clusterProject", "but no cluster is set"),
-        ({"cluster": "shared-gke", "network": "shared-vpc"}, "network", "only used for a new cluster"),
+        ({"cluster": "shared-gke", "network": "shared-vpc"}, "network", "but an existing cluster is used"),
     ],
 )
 def test_settings_of_the_other_kind_of_cluster_are_refused(extra, key, problem):

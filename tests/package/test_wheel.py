@@ -24,7 +24,7 @@ from celery_gcs.local.worker import WorkerProcess, celery_worker_argv
 ROOT = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).parent / "uv"
 #: What the runtime must never load: the extras' packages and the tooling rooms.
-TOOLING = ("rich", "psutil", "redis", "gcp_storage_emulator", "hpack", "pulumi", "matplotlib")
+TOOLING = ("rich", "psutil", "redis", "gcp_storage_emulator", "hpack", "hyperframe", "pulumi", "matplotlib")
 TOOLING_ROOMS = ("celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker")
 
 

@@ -6,15 +6,28 @@ Used by the tests (fault injection), ``make demo`` and ``make bench``
 * HTTP/1.1 (the GCS emulator): one request at a time per connection; each is
   counted by kind (``object.read``, ``object.write``, ``bucket.read``...), and
   can be answered with an injected status (429, 503) instead of forwarded.
-* HTTP/2 with gRPC (the Firestore emulator): each new stream is one RPC,
-  counted by its method (``Commit``, ``BatchGetDocuments``...), and can have
-  its connection reset before it reaches the emulator, or after (its answer
-  lost); the gRPC client reconnects.
+* HTTP/2 with gRPC (the Firestore emulator): relayed frame by frame
+  (``grpc_relay``); each new stream is one RPC, counted by its method
+  (``Commit``, ``BatchGetDocuments``...), and can have its connection reset
+  before it reaches the emulator, or after (its answer lost); the gRPC
+  client reconnects.
 * Any protocol: added latency, connection resets, and a blackhole that
   accepts connections and never answers.
 
+Random faults are set on ``Proxy.faults``. Chosen calls are failed or held
+back by rules (``celery_gcs.local.faults`` says how calls are named)::
+
+    proxy.fail("google.firestore.v1.Firestore/Commit", grpc.StatusCode.ABORTED, calls=range(1, 6))
+    proxy.fail("google.firestore.v1.Firestore/Commit", 14, forward=True)  # it lands; the client sees 14
+    proxy.delay("google.firestore.v1.Firestore/RunAggregationQuery", 2.0)  # the 1st one's answer, 2 s late
+    rule = proxy.delay("GET /download/storage/v1/b/[^/]+/o/.+", None, calls=2)  # held...
+    rule.wait(); ...; rule.release()                                               # ...until released
+    proxy.fail("POST /upload/storage/v1/b/[^/]+/o", 503, calls=3)
+
 Every fault injected is counted in ``Proxy.injected``, so a test can tell
-that the faults it asked for really happened.
+that the faults it asked for really happened: ``reset``, ``lost_response``,
+``down``, ``blackhole``, ``status.N`` (answered by the proxy), ``replaced.N``
+(served, its answer replaced), ``delay.request``, ``delay.response``.
 
 Everything runs on one asyncio loop in a daemon thread; the proxy only ever
 listens on and connects to 127.0.0.1.
@@ -24,63 +37,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
+import http
 import json
-import random
+import logging
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from .faults import INJECTED, Delay, Fail, Faults, Rule, delay_action, fail_action, make_rule
+from .grpc_relay import PREFACE, GrpcRelay
+
+__all__ = ["Faults", "Proxy", "Rule", "classify_gcs"]
 
 _CHUNK = 65536
 
-
-@dataclass
-class Faults:
-    """What to do to traffic. Change the fields at any time; they apply to new requests."""
-
-    #: Probability that an HTTP request is answered with one of ``statuses``.
-    error_rate: float = 0.0
-    statuses: tuple[int, ...] = (503,)
-    #: What an injected HTTP error says: the ``message`` of GCS's JSON error body.
-    error_message: str = "injected by the test proxy"
-    #: Probability that a request (HTTP/1), a call (gRPC) or a new connection
-    #: (any) is reset before it reaches the emulator.
-    reset_rate: float = 0.0
-    #: Probability that a request (HTTP/1) or call (gRPC) reaches the emulator
-    #: and is served, but its connection is reset before the answer gets back:
-    #: the client cannot tell whether it happened, and retries.
-    lost_response_rate: float = 0.0
-    #: Seconds added before each request (HTTP/1) or chunk (other protocols) is forwarded.
-    latency: float = 0.0
-    #: Accept connections but never forward or answer anything.
-    blackhole: bool = False
-    #: Close every connection and refuse new ones, as a service that is down.
-    down: bool = False
-    #: Only requests of these kinds (as counted: ``object.write``,
-    #: ``firestore.Commit``...) get per-request faults; empty: every request.
-    #: Connection-level faults (reset on connect) apply only when empty.
-    only: frozenset[str] = frozenset()
-    #: How many more per-request faults to inject; None: no limit.
-    limit: int | None = None
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
-
-    def clear(self) -> None:
-        self.error_rate = self.reset_rate = self.lost_response_rate = self.latency = 0.0
-        self.statuses = (503,)
-        self.error_message = "injected by the test proxy"
-        self.blackhole = self.down = False
-        self.only = frozenset()
-        self.limit = None
-
-    def strikes(self, rate: float, kind: str | None = None) -> bool:
-        """Whether a request of ``kind`` (None: a new connection) gets a fault of this rate."""
-        if not rate or self.limit == 0 or (self.only and kind not in self.only):
-            return False
-        if self.rng.random() >= rate:
-            return False
-        if self.limit is not None:
-            self.limit -= 1
-        return True
+log = logging.getLogger(__name__)
 
 
 def classify_gcs(method: str, path: str) -> str:
@@ -115,6 +87,8 @@ class Proxy:
         self.counts: collections.Counter[str] = collections.Counter()
         #: Faults injected, by kind: ``reset``, ``lost_response``, ``status.503``, ``down``...
         self.injected: collections.Counter[str] = collections.Counter()
+        #: Client connections served so far: a test can tell that calls shared one.
+        self.connections = 0
         self.port = 0
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -181,6 +155,43 @@ class Proxy:
             self.counts.clear()
             self.injected.clear()
 
+    # -- rules ------------------------------------------------------------------
+
+    def fail(
+        self,
+        call: str,
+        status: int | enum.Enum,
+        *,
+        calls: int | range = 1,
+        forward: bool = False,
+        message: str = INJECTED,
+    ) -> Rule:
+        """Answer the matching calls ranked ``calls`` with an error instead of the emulator's answer.
+
+        ``status``: a gRPC code (``10`` or ``grpc.StatusCode.ABORTED``) on a
+        gRPC proxy, an HTTP status (``503``) on an HTTP one. ``forward``: the
+        emulator serves the call and the client gets the error all the same.
+        """
+        return self._add(call, calls, fail_action(self.protocol, call, status, message, forward))
+
+    def delay(self, call: str, seconds: float | None, *, calls: int | range = 1, direction: str = "response") -> Rule:
+        """Hold back one ``direction`` (``"response"`` or ``"request"``) of the matching calls ranked ``calls``.
+
+        ``seconds=None`` holds it until ``rule.release()`` (or ``faults.clear()``).
+        Only that call waits: other calls go on, on gRPC over the same connection,
+        on HTTP/1.1 over the client's other connections.
+        """
+        return self._add(call, calls, delay_action(seconds, direction))
+
+    def _add(self, call: str, calls: int | range, action: Fail | Delay) -> Rule:
+        rule = make_rule(self.protocol, call, calls, action)
+        self.faults.rules.append(rule)
+        return rule
+
+    async def roll_back(self, commit_request: bytes) -> None:
+        """End on the emulator the transaction of a Commit the proxy answered ABORTED."""
+        await asyncio.to_thread(_roll_back, self.upstream_port, commit_request)
+
     # -- serving ----------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -190,6 +201,8 @@ class Proxy:
             writer.transport.abort()
             return
         self._writers.add(writer)
+        with self._lock:
+            self.connections += 1
         try:
             if faults.blackhole:
                 await reader.read()  # hold the connection open, answer nothing
@@ -197,15 +210,18 @@ class Proxy:
             if self.protocol == "http1":
                 await self._serve_http1(reader, writer)
                 return
+            start = await _read_preface(reader) if self.protocol == "grpc" else b""
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
             self._writers.add(up_writer)
-            link = _Link(writer, up_writer)
+            up_writer.write(start)
             try:
-                inspect = _GrpcCounter(self.count) if self.protocol == "grpc" else None
-                await asyncio.gather(
-                    self._pipe(reader, up_writer, link, inspect),
-                    self._pipe(up_reader, writer, link, None),
-                )
+                if start == PREFACE:
+                    await GrpcRelay(self, writer, up_writer).run(reader, up_reader)
+                    return
+                if self.protocol == "grpc":
+                    self.count("non-grpc")  # not HTTP/2 after all: forwarded, not counted
+                link = _Link(writer, up_writer)
+                await asyncio.gather(self._pipe(reader, up_writer, link), self._pipe(up_reader, writer, link))
             finally:
                 self._writers.discard(up_writer)
                 up_writer.close()
@@ -224,13 +240,9 @@ class Proxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         link: _Link,
-        inspect: _GrpcCounter | None,
         observe: Callable[[bytes], object] | None = None,
     ) -> None:
-        """Forward one direction; ``inspect`` is set on the client-to-emulator side of gRPC.
-
-        ``observe`` sees every chunk forwarded, for subclasses that count more.
-        """
+        """Forward one direction as it comes; ``observe`` sees every chunk, for subclasses that count more."""
         faults = self.faults
         try:
             while data := await reader.read(_CHUNK):
@@ -240,19 +252,6 @@ class Proxy:
                     return
                 if faults.latency:
                     await asyncio.sleep(faults.latency)
-                if inspect is None and link.doomed:
-                    # An answer from the emulator on a connection whose call
-                    # was served: it never reaches the client.
-                    self.inject("lost_response")
-                    link.abort()
-                    return
-                for kind in inspect.feed(data) if inspect else ():
-                    if faults.strikes(faults.reset_rate, kind):
-                        self.inject("reset")
-                        link.abort()
-                        return
-                    if faults.strikes(faults.lost_response_rate, kind):
-                        link.doomed = True
                 if observe:
                     observe(data)
                 writer.write(data)
@@ -278,6 +277,8 @@ class Proxy:
             kind = classify_gcs(method, path)
             self.count(kind)
             faults = self.faults
+            rules = faults.take(method, path.split("?", 1)[0])
+            fail = next((rule.action for rule in rules if isinstance(rule.action, Fail)), None)
             if faults.down:
                 self.inject("down")
                 writer.transport.abort()
@@ -288,6 +289,13 @@ class Proxy:
                 return
             if faults.latency:
                 await asyncio.sleep(faults.latency)
+            await self._hold(rules, "request")
+            if fail and not fail.forward:
+                self.inject(f"status.{fail.status}")
+                await self._hold(rules, "response")
+                writer.write(_error_response(fail.status, fail.message))
+                await writer.drain()
+                continue
             if faults.strikes(faults.reset_rate, kind):
                 self.inject("reset")
                 writer.transport.abort()
@@ -299,12 +307,25 @@ class Proxy:
                 await writer.drain()
                 continue
             response = await self._forward(head, body, method)
-            if faults.strikes(faults.lost_response_rate, kind):
+            if fail:
+                self.inject(f"replaced.{fail.status}")
+                response = _error_response(fail.status, fail.message)
+            elif faults.strikes(faults.lost_response_rate, kind):
                 self.inject("lost_response")
                 writer.transport.abort()
                 return
+            await self._hold(rules, "response")
             writer.write(response)
             await writer.drain()
+
+    async def _hold(self, rules: list[Rule], direction: str) -> None:
+        """Wait as the first of ``rules`` delaying ``direction`` says."""
+        rule = next((r for r in rules if isinstance(r.action, Delay) and r.action.direction == direction), None)
+        if rule is None:
+            return
+        self.inject(f"delay.{direction}")
+        seconds = rule.action.seconds  # type: ignore[union-attr]
+        await (rule.held() if seconds is None else asyncio.sleep(seconds))
 
     async def _forward(self, head: bytes, body: bytes, method: str) -> bytes:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -355,10 +376,35 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], resp
     return await reader.readexactly(length) if length else b""
 
 
+def _roll_back(port: int, commit_request: bytes) -> None:
+    import grpc
+    from google.cloud.firestore_v1.types import firestore as types
+
+    commit = types.CommitRequest.deserialize(commit_request)
+    if not commit.transaction:
+        return  # a batch write: no transaction to end
+    rollback = types.RollbackRequest(database=commit.database, transaction=commit.transaction)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/google.firestore.v1.Firestore/Rollback")
+            call(types.RollbackRequest.serialize(rollback), timeout=10)
+    except grpc.RpcError as exc:
+        log.warning("proxy: rolling back a transaction answered ABORTED failed: %s", exc)
+
+
+async def _read_preface(reader: asyncio.StreamReader) -> bytes:
+    """The client's first bytes: HTTP/2's preface whole, or as soon as they differ from it."""
+    start = b""
+    while len(start) < len(PREFACE) and PREFACE.startswith(start):
+        data = await reader.read(len(PREFACE) - len(start))
+        if not data:
+            break
+        start += data
+    return start
+
+
 def _error_response(status: int, message: str) -> bytes:
-    reason = {
-        403: "Forbidden", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
-    }.get(status, "Error")  # fmt: skip
+    reason = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else "Error"
     body = json.dumps({"error": {"code": status, "message": message, "errors": [{"message": message}]}}).encode()
     return (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
@@ -372,70 +418,7 @@ class _Link:
     def __init__(self, client: asyncio.StreamWriter, upstream: asyncio.StreamWriter) -> None:
         self.client = client
         self.upstream = upstream
-        #: A call on it was served and its answer is to be lost.
-        self.doomed = False
 
     def abort(self) -> None:
         self.client.transport.abort()
         self.upstream.transport.abort()
-
-
-class _GrpcCounter:
-    """Counts gRPC calls in a client's HTTP/2 byte stream by their method path."""
-
-    def __init__(self, count: Callable[[str], None]) -> None:
-        from hpack import Decoder
-
-        self._count = count
-        self._decoder = Decoder()
-        self._buffer = bytearray()
-        self._preface_seen = False
-        self._header_block: bytearray | None = None
-        self._started: list[str] = []
-
-    def feed(self, data: bytes) -> list[str]:
-        """Take the next bytes the client sent; return the kinds of the calls they start."""
-        self._buffer += data
-        self._started: list[str] = []
-        if not self._preface_seen:
-            preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-            if len(self._buffer) < len(preface):
-                return []
-            if bytes(self._buffer[: len(preface)]) != preface:
-                self._preface_seen = True  # not HTTP/2 after all: count nothing
-                self._count("non-grpc")
-                self.feed = lambda data: []  # type: ignore[method-assign]
-                return []
-            del self._buffer[: len(preface)]
-            self._preface_seen = True
-        while len(self._buffer) >= 9:
-            length = int.from_bytes(self._buffer[0:3], "big")
-            if len(self._buffer) < 9 + length:
-                break
-            kind, flags = self._buffer[3], self._buffer[4]
-            payload = bytes(self._buffer[9 : 9 + length])
-            del self._buffer[: 9 + length]
-            if kind == 0x1:  # HEADERS
-                if flags & 0x8:  # PADDED
-                    pad = payload[0]
-                    payload = payload[1 : len(payload) - pad]
-                if flags & 0x20:  # PRIORITY
-                    payload = payload[5:]
-                self._header_block = bytearray(payload)
-                if flags & 0x4:  # END_HEADERS
-                    self._end_headers()
-            elif kind == 0x9 and self._header_block is not None:  # CONTINUATION
-                self._header_block += payload
-                if flags & 0x4:
-                    self._end_headers()
-        return self._started
-
-    def _end_headers(self) -> None:
-        block, self._header_block = bytes(self._header_block or b""), None
-        headers = dict(self._decoder.decode(block))
-        path = headers.get(":path") or headers.get(b":path")
-        if path:
-            path = path.decode() if isinstance(path, bytes) else path
-            kind = "firestore." + path.rsplit("/", 1)[-1]
-            self._count(kind)
-            self._started.append(kind)

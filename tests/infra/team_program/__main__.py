@@ -9,6 +9,7 @@ import pulumi_gcp as gcp
 from celery_gcs_infra import CeleryStack, CeleryStackArgs, WorkerSettings
 
 config = pulumi.Config()
+KEY = "projects/acme-kms/locations/us-central1/keyRings/data/cryptoKeys/celery"
 
 celery = CeleryStack(
     "payments",
@@ -18,7 +19,7 @@ celery = CeleryStack(
         prefix="payments",
         labels={"team": "payments"},
         base_path="celery/results",
-        kms_key_name="projects/acme-kms/locations/us-central1/keyRings/data/cryptoKeys/celery",
+        kms_key_name=KEY,
         firestore_database="payments-chords",
         cluster="shared-gke",
         keda_installed=True,
@@ -36,7 +37,8 @@ celery = CeleryStack(
     ),
 )
 
-# The team's own resources sit next to the component and use its outputs.
+# The team's own resources sit next to the component and use its outputs; the audit
+# bucket uses the same key, after the stack has granted it to the storage agent.
 audit = gcp.storage.Bucket(
     "payments-audit",
     name="acme-payments-audit",
@@ -44,6 +46,8 @@ audit = gcp.storage.Bucket(
     location="us-central1",
     uniform_bucket_level_access=True,
     public_access_prevention="enforced",
+    encryption=gcp.storage.BucketEncryptionArgs(default_kms_key_name=KEY),
+    opts=pulumi.ResourceOptions(depends_on=[celery]),
 )
 
 pulumi.export("result_backend", celery.result_backend)

@@ -1,0 +1,96 @@
+"""Customer-managed encryption keys: one key for every resource that takes one, each service agent granted first.
+
+With ``kms_key_name`` set, the bucket, the Firestore database, Memorystore,
+the Artifact Registry repository and a new cluster's Secrets (GKE
+application-layer encryption) are all encrypted with it. Each of those
+services encrypts through its own service agent, which needs
+``roles/cloudkms.cryptoKeyEncrypterDecrypter`` on the key *before* the
+resource is created: otherwise the create fails, and under the organization
+policy ``constraints/gcp.restrictNonCmekServices`` a resource without a key is
+refused outright. Each component calls :func:`agent_grant` for its own agent
+and creates its resource after that grant.
+
+Some agents exist only once asked for (``ServiceIdentity``); the Cloud Storage
+agent is read with ``getProjectServiceAccount``, GKE's is named after the
+project number.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pulumi
+import pulumi_gcp as gcp
+
+from . import common
+
+ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+_KEY = re.compile(r"^projects/[^/]+/locations/([^/]+)/keyRings/[^/]+/cryptoKeys/[^/]+$")
+#: Services whose agent ServiceIdentity creates (and names).
+IDENTITY_SERVICES = ("firestore.googleapis.com", "redis.googleapis.com", "artifactregistry.googleapis.com")
+GKE_AGENT = "service-{number}@container-engine-robot.iam.gserviceaccount.com"
+
+
+def key_name(value: str, field_name: str = "kms_key_name") -> str:
+    common.check(
+        value == "" or bool(_KEY.match(value)),
+        field_name,
+        f"{value!r} is not a Cloud KMS key name",
+        "Use projects/P/locations/L/keyRings/R/cryptoKeys/K (in the stack's region), "
+        "or leave it empty for Google-managed encryption",
+    )
+    return value
+
+
+def key_location(key: str) -> str:
+    match = _KEY.match(key)
+    return match.group(1) if match else ""
+
+
+def check_location(key: str, location: str, what: str, field_name: str = "kms_key_name") -> None:
+    """Each service accepts only a key in the resource's own location."""
+    if not key:
+        return
+    common.check(
+        key_location(key).lower() == location.lower(),
+        field_name,
+        f"the key is in {key_location(key)}, but {what} is in {location}; "
+        "Cloud KMS keys only encrypt resources in their own location",
+        f"Use a key in {location} (one key serves the whole stack when everything is in the "
+        "region), or move the resource to the key's location",
+    )
+
+
+def agent_grant(
+    name: str,
+    *,
+    parent: pulumi.Resource,
+    project: str,
+    service: str,
+    key: str,
+    invoke_opts: pulumi.InvokeOutputOptions,
+) -> gcp.kms.CryptoKeyIAMMember:
+    """The key grant to ``service``'s agent; create the encrypted resource after it."""
+    if service in IDENTITY_SERVICES:
+        agent = gcp.projects.ServiceIdentity(
+            f"{name}-agent",
+            project=project,
+            service=service,
+            opts=common.child(parent),
+        )
+        member: pulumi.Input[str] = agent.email.apply(lambda e: f"serviceAccount:{e}")
+    elif service == "storage.googleapis.com":
+        storage = gcp.storage.get_project_service_account_output(project=project, opts=invoke_opts)
+        member = storage.email_address.apply(lambda e: f"serviceAccount:{e}")
+    elif service == "container.googleapis.com":
+        number = gcp.organizations.get_project_output(project_id=project, opts=invoke_opts).number
+        member = number.apply(lambda n: "serviceAccount:" + GKE_AGENT.format(number=n))
+    else:
+        raise ValueError(f"no CMEK service agent known for {service}")
+    return gcp.kms.CryptoKeyIAMMember(
+        f"{name}-kms-agent",
+        crypto_key_id=key,
+        role=ROLE,
+        member=member,
+        opts=common.child(parent),
+    )

@@ -1,0 +1,80 @@
+"""The NetworkPolicies of the stack's pods: nothing in, and out only where each pod must go.
+
+Workers accept no ingress (a worker serves nothing; its probes are exec
+probes) and reach only cluster DNS, the GKE metadata server (Workload Identity
+tokens), the broker's address and port, and Google APIs on 443
+(private.googleapis.com on the stack's own VPC, whose DNS sends every
+googleapis.com name there; anywhere on 443 on a network the stack does not own).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from . import broker as broker_mod
+
+np = k8s.networking.v1
+
+#: The GKE metadata server: 169.254.169.254:80, served on Dataplane V2 nodes at 169.254.169.252:988.
+METADATA_EGRESS = (("169.254.169.254/32", 80), ("169.254.169.252/32", 988))
+#: Cluster DNS pods: kube-dns, and NodeLocal DNSCache where it runs.
+DNS_APPS = ("kube-dns", "node-local-dns")
+
+
+def broker_block(host: str) -> str:
+    """The broker's address as a /32; any address when it is a host name (resolved by DNS)."""
+    try:
+        return f"{ipaddress.ip_address(host)}/32"
+    except ValueError:
+        return "0.0.0.0/0"
+
+
+def to_ip(cidr: pulumi.Input[str], port: pulumi.Input[int]) -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
+    return np.NetworkPolicyEgressRuleArgs(
+        to=[np.NetworkPolicyPeerArgs(ip_block=np.IPBlockArgs(cidr=cidr))],
+        ports=[np.NetworkPolicyPortArgs(port=port, protocol="TCP")],
+    )
+
+
+def dns_egress() -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
+    return np.NetworkPolicyEgressRuleArgs(
+        to=[
+            np.NetworkPolicyPeerArgs(
+                namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                    match_labels={"kubernetes.io/metadata.name": "kube-system"}
+                ),
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(
+                    match_expressions=[
+                        k8s.meta.v1.LabelSelectorRequirementArgs(
+                            key="k8s-app", operator="In", values=list(DNS_APPS)
+                        )
+                    ]
+                ),
+            )
+        ],
+        ports=[np.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")],
+    )
+
+
+def broker_egress(conn: broker_mod.BrokerConnection) -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
+    return to_ip(conn.host.apply(broker_block), conn.port)
+
+
+def workers(
+    selector: dict[str, str], conn: broker_mod.BrokerConnection, google_apis_cidr: str
+) -> k8s.networking.v1.NetworkPolicySpecArgs:
+    """Deny all ingress; allow egress to DNS, the metadata server, the broker and Google APIs."""
+    return np.NetworkPolicySpecArgs(
+        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+        policy_types=["Ingress", "Egress"],
+        ingress=[],
+        egress=[
+            dns_egress(),
+            *(to_ip(cidr, port) for cidr, port in METADATA_EGRESS),
+            broker_egress(conn),
+            to_ip(google_apis_cidr, 443),
+        ],
+    )

@@ -1,0 +1,129 @@
+"""Each stack as the real APIs would take it: what cloud_model.rejections() says the create would fail on.
+
+Every real inventory creates cleanly; the CMEK environment also under the
+organization policy constraints/gcp.restrictNonCmekServices, which stops a stack
+without keys; and each rule of the model rejects a planted mistake.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from .cloud_model import CMEK_SERVICES, rejections
+from .infra_inventory import Inventory
+from .run_program import AGENT_DOMAINS, agent_email
+
+AGENTS = {service: agent_email(service) for service in AGENT_DOMAINS}
+RESTRICTED = [service for service, _ in CMEK_SERVICES.values()]
+CLUSTER = "gcp:container/cluster:Cluster"
+REDIS = "gcp:redis/instance:Instance"
+DATABASE = "gcp:firestore/database:Database"
+
+
+def inventory(runs, name) -> Inventory:
+    assert runs[name]["error"] is None, runs[name]["error"]
+    return Inventory(copy.deepcopy(runs[name]))
+
+
+@pytest.mark.parametrize(
+    "name", ["dev", "prod", "byo", "team", "alpha", "cmek", "shared_vpc", "psa", "keda_stack", "nat_a"]
+)
+def test_every_stack_creates_cleanly(runs, name):
+    assert rejections(inventory(runs, name), agents=AGENTS) == []
+
+
+def test_under_restrict_non_cmek_services_only_the_keyed_stack_deploys(runs):
+    assert rejections(inventory(runs, "cmek"), agents=AGENTS, restrict_non_cmek=RESTRICTED) == []
+    refused = rejections(inventory(runs, "dev"), agents=AGENTS, restrict_non_cmek=RESTRICTED)
+    assert len(refused) == len(CMEK_SERVICES), refused
+    assert all("restrictNonCmekServices" in r for r in refused)
+
+
+def _one(inv: Inventory, typ: str) -> dict:
+    return inv.one(typ)
+
+
+def grant_after_the_database(inv):
+    database = _one(inv, DATABASE)
+    grants = {g["urn"] for g in inv.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")}
+    database["dependencies"] = [d for d in database["dependencies"] if d not in grants]
+    for ancestor in inv.ancestors(database):
+        ancestor["dependencies"] = [d for d in ancestor["dependencies"] if d not in grants]
+
+
+def key_granted_to_the_wrong_agent(inv):
+    for g in inv.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"):
+        if "cloud-redis" in g["inputs"]["member"]:
+            g["inputs"]["member"] = "serviceAccount:" + AGENTS["storage.googleapis.com"]
+
+
+def database_in_a_multi_region(inv):
+    _one(inv, DATABASE)["inputs"]["locationId"] = "eur3"
+
+
+def old_gke_without_master_cidr(inv):
+    _one(inv, CLUSTER)["inputs"]["minMasterVersion"] = "1.27"
+
+
+def master_cidr_too_big(inv):
+    _one(inv, CLUSTER)["inputs"]["privateClusterConfig"]["masterIpv4CidrBlock"] = "172.16.0.0/24"
+
+
+def host_bits_in_an_authorized_network(inv):
+    _one(inv, CLUSTER)["inputs"]["masterAuthorizedNetworksConfig"]["cidrBlocks"] = [
+        {"cidrBlock": "203.0.113.7/24"}
+    ]
+
+
+def calico_on_autopilot(inv):
+    _one(inv, CLUSTER)["inputs"]["networkPolicy"] = {"enabled": True, "provider": "CALICO"}
+
+
+def psa_without_connection(inv):
+    redis = _one(inv, REDIS)
+    connections = {c["urn"] for c in inv.of_type("gcp:servicenetworking/connection:Connection")}
+    for r in [redis, *inv.ancestors(redis)]:
+        r["dependencies"] = [d for d in r["dependencies"] if d not in connections]
+
+
+def direct_peering_on_a_shared_vpc(inv):
+    _one(inv, REDIS)["inputs"]["connectMode"] = "DIRECT_PEERING"
+
+
+def window_at_half_past(inv):
+    _one(inv, REDIS)["inputs"]["maintenancePolicy"]["weeklyMaintenanceWindows"][0]["startTime"]["minutes"] = 30
+
+
+def rdb_without_period(inv):
+    del _one(inv, REDIS)["inputs"]["persistenceConfig"]["rdbSnapshotPeriod"]
+
+
+def read_replicas_on_one_gb(inv):
+    _one(inv, REDIS)["inputs"].update(readReplicasMode="READ_REPLICAS_ENABLED", memorySizeGb=1)
+
+
+@pytest.mark.parametrize(
+    ("base", "mutate", "expected"),
+    [
+        ("cmek", grant_after_the_database, "PERMISSION_DENIED"),
+        ("cmek", key_granted_to_the_wrong_agent, "cloud-redis.iam.gserviceaccount.com cannot use"),
+        ("cmek", database_in_a_multi_region, "is not in the resource's location europe"),
+        ("dev", old_gke_without_master_cidr, "need a masterIpv4CidrBlock"),
+        ("dev", master_cidr_too_big, "must be a private /28"),
+        ("dev", host_bits_in_an_authorized_network, "invalid authorized network"),
+        ("dev", calico_on_autopilot, "networkPolicy cannot be set"),
+        ("psa", psa_without_connection, "no private services access connection"),
+        ("shared_vpc", direct_peering_on_a_shared_vpc, "needs PRIVATE_SERVICE_ACCESS"),
+        ("dev", window_at_half_past, "start on the hour"),
+        ("cmek", rdb_without_period, "needs an rdbSnapshotPeriod"),
+        ("dev", read_replicas_on_one_gb, "read replicas need STANDARD_HA"),
+    ],
+    ids=lambda v: getattr(v, "__name__", v),
+)
+def test_the_model_rejects_what_the_api_rejects(runs, base, mutate, expected):
+    inv = inventory(runs, base)
+    mutate(inv)
+    found = rejections(inv, agents=AGENTS)
+    assert any(expected in f for f in found), found

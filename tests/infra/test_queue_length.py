@@ -1,0 +1,189 @@
+"""The queue-length service KEDA reads on a Memorystore broker, against a real TLS Redis made like Memorystore.
+
+Redis (Debian's, built with TLS) serves a certificate that names its address
+only in the CN, signed by an instance CA of its own: the certificate Go's TLS
+rejects. The service verifies it (chain and name), counts each queue with its
+priority lists, and refuses a server whose certificate another CA signed or
+that names another address.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+from celery_gcs.local.processes import free_port, port_open, spawn, stop_group
+from celery_gcs_infra import queue_length
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+PASSWORD = "auth-string"
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(subject: str, key, issuer: str, issuer_key, *, ca: bool) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(path: Path, obj) -> str:
+    if isinstance(obj, x509.Certificate):
+        path.write_bytes(obj.public_bytes(serialization.Encoding.PEM))
+    else:
+        path.write_bytes(
+            obj.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def memorystore_like(tmp_path_factory):
+    """A TLS Redis whose certificate carries 127.0.0.1 only in its CN; its CA, and another CA."""
+    d = tmp_path_factory.mktemp("tls-redis")
+    ca_key, other_key, server_key = _key(), _key(), _key()
+    ca = _cert("Google Cloud Memorystore Redis Server CA", ca_key, "Google Cloud Memorystore Redis Server CA", ca_key, ca=True)
+    other = _cert("Some other CA", other_key, "Some other CA", other_key, ca=True)
+    server = _cert("127.0.0.1", server_key, ca.subject.rfc4514_string()[3:], ca_key, ca=False)
+    files = {
+        "ca": _pem(d / "ca.pem", ca),
+        "other_ca": _pem(d / "other.pem", other),
+        "cert": _pem(d / "server.pem", server),
+        "key": _pem(d / "server.key", server_key),
+    }
+    assert not [e for e in server.extensions if isinstance(e.value, x509.SubjectAlternativeName)]
+    port = free_port()
+    proc = spawn(
+        [
+            "redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", files["cert"], "--tls-key-file", files["key"],
+            "--tls-ca-cert-file", files["ca"], "--tls-auth-clients", "no",
+            "--requirepass", PASSWORD, "--save", "", "--appendonly", "no",
+        ],
+        log_path=d / "redis.log",
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert port_open(port), (d / "redis.log").read_text()
+        yield {"port": port, **files}
+    finally:
+        stop_group(proc.pid, reap=proc.poll)
+
+
+def test_counts_each_queue_with_its_priority_lists_over_verified_tls(memorystore_like):
+    conn = queue_length.client(
+        host="127.0.0.1", port=memorystore_like["port"], password=PASSWORD, ca_file=memorystore_like["ca"]
+    )
+    conn.delete("celery", "celery\x06\x163", "priority")
+    conn.rpush("celery", "a", "b", "c")
+    conn.rpush("celery\x06\x163", "d")
+    conn.rpush("priority", "e")
+    assert queue_length.lengths(conn, ["celery", "priority", "empty"]) == {
+        "celery": 4,
+        "priority": 1,
+        "empty": 0,
+    }
+
+
+def test_a_certificate_from_another_ca_is_refused(memorystore_like):
+    conn = queue_length.client(
+        host="127.0.0.1", port=memorystore_like["port"], password=PASSWORD, ca_file=memorystore_like["other_ca"]
+    )
+    with pytest.raises(redis.ConnectionError) as caught:
+        conn.ping()
+    assert "certificate verify failed" in str(caught.value)
+
+
+def test_a_certificate_naming_another_server_is_refused(memorystore_like):
+    # Signed by the right CA, but the name dialled (localhost) is not the one it carries.
+    conn = queue_length.client(
+        host="localhost", port=memorystore_like["port"], password=PASSWORD, ca_file=memorystore_like["ca"]
+    )
+    with pytest.raises(redis.ConnectionError) as caught:
+        conn.ping()
+    assert "does not name localhost" in str(caught.value)
+
+
+def test_serves_the_lengths_keda_reads(memorystore_like):
+    conn = queue_length.client(
+        host="127.0.0.1", port=memorystore_like["port"], password=PASSWORD, ca_file=memorystore_like["ca"]
+    )
+    conn.delete("jobs")
+    conn.rpush("jobs", "x", "y")
+    server = queue_length.serve(conn, ["jobs"], 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        with urllib.request.urlopen(f"{base}/queues", timeout=10) as response:
+            assert json.loads(response.read()) == {"jobs": 2}
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
+            assert response.read() == b"ok"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("cert", "host", "ok"),
+    [
+        ({"subject": ((("commonName", "10.0.0.3"),),)}, "10.0.0.3", True),
+        ({"subject": ((("commonName", "10.0.0.3"),),)}, "10.0.0.4", False),
+        # With SANs the CN is not a name, as RFC 6125 says.
+        ({"subject": ((("commonName", "10.0.0.3"),),), "subjectAltName": (("DNS", "redis.example"),)}, "10.0.0.3", False),
+        ({"subjectAltName": (("IP Address", "10.0.0.3"),)}, "10.0.0.3", True),
+        ({"subjectAltName": (("DNS", "Redis.Example"),)}, "redis.example", True),
+    ],
+)
+def test_server_names_come_from_the_sans_else_the_cn(cert, host, ok):
+    assert queue_length.matches(host, queue_length.names_in(cert)) is ok
+
+
+def test_the_standard_host_name_check_refuses_memorystores_certificate(memorystore_like):
+    """The premise: a client that checks the name the standard way (as Go does, SANs only) fails."""
+    conn = redis.Redis(
+        host="127.0.0.1",
+        port=memorystore_like["port"],
+        password=PASSWORD,
+        ssl=True,
+        ssl_cert_reqs="required",
+        ssl_ca_certs=memorystore_like["ca"],
+        ssl_check_hostname=True,
+        socket_connect_timeout=5,
+    )
+    with pytest.raises(redis.ConnectionError) as caught:
+        conn.ping()
+    assert "certificate verify failed" in str(caught.value)
