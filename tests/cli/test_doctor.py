@@ -230,14 +230,14 @@ def test_a_bucket_the_caller_may_not_read_fails_but_permissions_are_still_asked(
 @pytest.mark.parametrize(
     ("ttl", "status", "expected"),
     [
-        (firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE), "PASS", "is active"),
+        (firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE), "PASS", f"{contract.FIRESTORE_PARTS_COLLECTION}.expires_at active"),
         (firestore_admin_v1.Field.TtlConfig(state=TtlState.CREATING), "PASS", "being applied"),
         (
             firestore_admin_v1.Field.TtlConfig(state=TtlState.NEEDS_REPAIR),
             "FAIL",
             "is NEEDS_REPAIR",
         ),
-        (None, "FAIL", "no TTL policy on celery.expires_at"),
+        (None, "FAIL", f"no TTL policy on {contract.FIRESTORE_COLLECTION}.expires_at"),
     ],
     ids=["active", "creating", "needs-repair", "absent"],
 )
@@ -256,15 +256,24 @@ def test_the_ttl_policy_is_read_from_the_admin_api(
     assert expected in checks["ttl policy"]["detail"]
     assert code == (0 if status == "PASS" else 1)
     assert firestore.fields_asked == [
-        f"projects/{PROJECT}/databases/chords/collectionGroups/celery/fields/expires_at"
+        f"projects/{PROJECT}/databases/chords/collectionGroups/{group}/fields/expires_at"
+        for group in contract.chord_collection_groups()
     ]
     if status == "FAIL":
-        assert (
-            checks["ttl policy"]["fix"].count(
-                "gcloud firestore fields ttls update expires_at --collection-group=celery --enable-ttl --database=chords"
-            )
-            == 1
-        )
+        for group in contract.chord_collection_groups():
+            fix = f"gcloud firestore fields ttls update expires_at --collection-group={group} --enable-ttl --database=chords"
+            assert checks["ttl policy"]["fix"].count(fix) == 1
+
+
+def test_a_chord_subcollection_without_its_ttl_policy_fails_naming_it(doctor: Any, make_bucket: Any) -> None:
+    """The parts and counters of unfinished chords are deleted only by their own groups' policies."""
+    active = firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE)
+    with FakeFirestore(ttl_config=active, without_ttl=(contract.FIRESTORE_PARTS_COLLECTION,)) as firestore:
+        code, checks = doctor("--bucket", make_bucket(lifecycle=HEALTHY), "--database", "chords", firestore=firestore.host)
+    assert code == 1 and checks["ttl policy"]["status"] == "FAIL"
+    assert f"no TTL policy on {contract.FIRESTORE_PARTS_COLLECTION}.expires_at" in checks["ttl policy"]["detail"]
+    assert f"--collection-group={contract.FIRESTORE_PARTS_COLLECTION}" in checks["ttl policy"]["fix"]
+    assert contract.FIRESTORE_COLLECTION + "." not in checks["ttl policy"]["detail"]
 
 
 @pytest.mark.parametrize(

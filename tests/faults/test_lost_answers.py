@@ -3,19 +3,29 @@
 The proxies serve one chosen request and then reset its connection, so the
 client sees a failure for something that happened, and retries it. Each test
 asserts that the fault really happened.
+
+For chords: a part's count (one commit creating its part document and
+counting its leaf down), a full counter's report to its parent, and the
+transactions on the chord document (settle, renew, release, end) each landed
+while the client heard nothing; the clean-up's deletes too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import types
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from celery import states
-from celery_gcs import chords
+from celery.result import AsyncResult
+from celery_gcs import chord_tree
 from celery_gcs.settings import parse
-from celery_gcs.stores.chord_store import ChordStore, Claim
+from celery_gcs.stores.chord_store import ChordStore, PartState, Settle
+
+from ..e2e.test_chords import ended_only
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -36,61 +46,204 @@ def _in(seconds: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
 
 
+def _chord(store: ChordStore, size: int) -> tuple[str, list[str], int]:
+    """A chord's documents as ``apply`` writes them: (key, its header's task ids, its leaves)."""
+    key, ids = f"chord-{uuid.uuid4()}", [f"task-{n}" for n in range(size)]
+    leaves = chord_tree.leaf_count(size)
+    store.create(key, size, leaves, chord_tree.initial_counts(ids, leaves), _in(60))
+    return key, ids, leaves
+
+
+def _claimed(store: ChordStore, token: str = "mine", lease: float = 60) -> str:
+    """A chord of one part, counted, whose callback ``token`` holds: its key."""
+    key, ids, leaves = _chord(store, 1)
+    top = chord_tree.leaf_of(ids[0], leaves)
+    assert store.count(key, ids[0], top, _in(60)) is not None
+    assert store.settle(key, Settle(token, lease, top=top)).claimed
+    return key
+
+
+# -- the store's calls, one by one ----------------------------------------------------------
+
+
 def test_a_part_counted_but_unanswered_is_counted_once(store, stack) -> None:
-    key = f"chord-{uuid.uuid4()}"
+    key, ids, leaves = _chord(store, 2)
+    leaf = chord_tree.leaf_of(ids[0], leaves)
     lose_next_answer(stack.firestore, "firestore.Commit")
-    store.count_part(key, "task-1", 0, _in(60))
+    # The client's retry finds the part's document there and is refused whole:
+    # the caller hears "refused" and looks at the part (the coordinator's recount).
+    assert store.count(key, ids[0], leaf, _in(60)) is None
     assert stack.firestore.injected_snapshot() == {"lost_response": 1}
-    assert store.count_part(key, "task-1", 0, _in(60)) is False
-    assert store.counted(key) == 1
+    assert store.read_counter(key, leaf).remaining == 1
+    assert store.read_part(key, ids[0]) == PartState(added=False, counted=True)
+    assert store.count(key, ids[0], leaf, _in(60)) is None  # a later copy: refused too
+    assert store.read_counter(key, leaf).remaining == 1
 
 
 @pytest.mark.parametrize("times", [1, 3])
 def test_a_claim_committed_but_unanswered_is_still_ours(store, stack, times: int) -> None:
-    key = f"chord-{uuid.uuid4()}"
-    store.set_size(key, 1, None)
-    mine = Claim("mine", chords.this_holder(), _in(60))
+    key, ids, leaves = _chord(store, 1)
+    top = chord_tree.leaf_of(ids[0], leaves)
+    store.count(key, ids[0], top, _in(60))
     lose_next_answer(stack.firestore, "firestore.Commit", times)
-    chord = store.claim(key, mine, chords.can_take_over)
+    settled = store.settle(key, Settle("mine", 60, top=top))
     assert stack.firestore.injected_snapshot() == {"lost_response": times}
-    assert chord is not None and chord.size == 1
+    assert settled.claimed and settled.chord.claim.token == "mine"
+    chord = store.read(key)
+    assert chord.claim.token == "mine" and chord.header_done
+    # Nobody else takes it: its lease runs, by the server's clock.
+    assert store.settle(key, Settle("other", 60)).held
     assert store.read(key).claim.token == "mine"
-    # Nobody else takes it: the holder is alive and its lease runs.
-    assert store.claim(key, Claim("other", chords.this_holder(), _in(60)), chords.can_take_over) is None
 
 
 def test_a_renewal_committed_but_unanswered_still_renews(store, stack) -> None:
-    key = f"chord-{uuid.uuid4()}"
-    store.set_size(key, 1, None)
-    mine = Claim("mine", chords.this_holder(), _in(60))
-    assert store.claim(key, mine, chords.can_take_over) is not None
-    longer = Claim("mine", mine.holder, _in(600))
+    key = _claimed(store, lease=60)
     lose_next_answer(stack.firestore, "firestore.Commit")
-    assert store.renew(key, longer) is True
+    assert store.renew(key, "mine", 600) is True
     assert stack.firestore.injected_snapshot() == {"lost_response": 1}
-    assert store.read(key).claim.lease_until == longer.lease_until
+    chord = store.read(key)
+    assert chord.claim.token == "mine"
+    assert (chord.claim.lease_until - chord.read_time).total_seconds() == pytest.approx(600, abs=30)
 
 
 def test_a_release_committed_but_unanswered_still_releases(store, stack) -> None:
-    key = f"chord-{uuid.uuid4()}"
-    store.set_size(key, 1, None)
-    mine = Claim("mine", chords.this_holder(), _in(60))
-    store.claim(key, mine, chords.can_take_over)
+    key = _claimed(store)
     lose_next_answer(stack.firestore, "firestore.Commit")
     store.release(key, "mine")
     assert stack.firestore.injected_snapshot() == {"lost_response": 1}
     assert store.read(key).claim is None
+    assert store.settle(key, Settle("next", 60)).claimed  # a later return completes the chord
 
 
-def test_finishing_a_chord_whose_deletes_went_unanswered(store, stack, firestore_docs) -> None:
-    key = f"chord-{uuid.uuid4()}"
-    store.set_size(key, 2, None)
-    for n in range(2):
-        store.count_part(key, f"p{n}", n, None)
+def test_an_end_committed_but_unanswered_leaves_the_chord_ended(store, stack) -> None:
+    """What the holder then hears is the coordinator's test below (``..._is_cleaned_up``)."""
+    key = _claimed(store)
+    lose_next_answer(stack.firestore, "firestore.Commit")
+    store.end(key, "mine")
+    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    chord = store.read(key)
+    assert chord.done and chord.claim is None
+    assert not store.settle(key, Settle("late", 60, force=True)).claimed  # nothing after the end
+
+
+def test_a_clean_up_whose_deletes_went_unanswered_deletes_everything(store, stack, firestore_docs) -> None:
+    key, ids, leaves = _chord(store, 620)  # two batches of deletes
+    counters = chord_tree.initial_counts(ids, leaves)
+    for task_id in ids:
+        store.count(key, task_id, chord_tree.leaf_of(task_id, leaves), _in(60))
+    assert store.settle(key, Settle("mine", 60, force=True)).claimed
+    assert store.end(key, "mine") is True
     lose_next_answer(stack.firestore, "firestore.Commit", times=2)
-    store.finish(key, ["p0", "p1"])
+    store.clean_up(key, ids, counters)
     assert stack.firestore.injected_snapshot() == {"lost_response": 2}
-    assert firestore_docs() == {}
+    docs = firestore_docs()
+    assert list(docs) == [key] and ended_only(docs)
+
+
+# -- whole chords, counted by the coordinator in this process ----------------------------------
+
+
+class Published:
+    """The chord callbacks the app published, with their values (the broker is not what is under test)."""
+
+    def __init__(self, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.values: list[Any] = []
+        monkeypatch.setattr(app.amqp, "_retry_publish", lambda publish, value: self.values.append(value))
+
+
+def _apply(app: Any, size: int) -> tuple[str, list[str]]:
+    """A chord applied as Celery applies one: its GroupResult saved and its counters written."""
+    group_id, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(size)]
+    app.backend.apply_chord((group_id, [AsyncResult(task_id, app=app) for task_id in ids]), None)
+    return group_id, ids
+
+
+def _return(app: Any, group_id: str, task_id: str, value: Any) -> None:
+    """A header task's return, as a worker stores it."""
+    request = types.SimpleNamespace(
+        id=task_id, group=group_id, group_index=0, chord={"task": "tests.callback", "options": {"task_id": "cb"}},
+        task="tests.part", ignore_result=False,
+    )  # fmt: skip
+    app.backend.store_result(task_id, value, states.SUCCESS, request=request)
+
+
+def _arm_before(store: ChordStore, name: str, arm: Callable[[], None]) -> None:
+    """Call ``arm`` right before the next call of the store's method ``name``, once."""
+    method = getattr(store, name)
+
+    def armed(*args: Any, **kwargs: Any) -> Any:
+        setattr(store, name, method)
+        arm()
+        return method(*args, **kwargs)
+
+    setattr(store, name, armed)
+
+
+def test_the_last_part_whose_count_went_unanswered_still_completes_the_chord_once(
+    app, stack, monkeypatch, firestore_docs
+) -> None:
+    published = Published(app, monkeypatch)
+    group_id, ids = _apply(app, 3)
+    for n, task_id in enumerate(ids[:-1]):
+        _return(app, group_id, task_id, n)
+    lose_next_answer(stack.firestore, "firestore.Commit")  # the last part's count
+    _return(app, group_id, ids[-1], 2)
+    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert published.values == [[0, 1, 2]]
+    assert ended_only(firestore_docs())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known defect: a refused report is taken for a replay's, and nobody settles the chord",
+)
+def test_a_report_to_the_top_counter_that_went_unanswered_still_completes_the_chord_once(
+    app, stack, monkeypatch, firestore_docs
+) -> None:
+    """The part filling a leaf counts the top counter down: that commit lands, its answer is lost.
+
+    The client's retry is refused (the leaf's update time moved on), which
+    is also what a report made by a replay looks like.
+    """
+    published = Published(app, monkeypatch)
+    size = chord_tree.FAN_IN + 1  # two leaves below a top counter
+    group_id, ids = _apply(app, size)
+    leaves = chord_tree.leaf_count(size)
+    assert chord_tree.top_level(leaves) == 1
+    # Every part but the one that fills the last leaf to fill, in header order.
+    last_of_leaf = {chord_tree.leaf_of(task_id, leaves): task_id for task_id in ids}
+    final = last_of_leaf[chord_tree.leaf_of(ids[-1], leaves)]
+    for n, task_id in enumerate(ids):
+        if task_id != final:
+            _return(app, group_id, task_id, n)
+    assert published.values == []
+    store = app.backend.chords.store
+    _arm_before(store, "report", lambda: lose_next_answer(stack.firestore, "firestore.Commit"))
+    _return(app, group_id, final, ids.index(final))
+    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert published.values == [list(range(size))]
+    assert ended_only(firestore_docs())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known defect: the retried end finds the claim gone and answers False; nothing is cleaned up",
+)
+def test_a_chord_whose_end_went_unanswered_is_cleaned_up(app, stack, monkeypatch, firestore_docs) -> None:
+    published = Published(app, monkeypatch)
+    group_id, ids = _apply(app, 2)
+    _return(app, group_id, ids[0], "a")
+    store = app.backend.chords.store
+    _arm_before(store, "end", lambda: lose_next_answer(stack.firestore, "firestore.Commit"))
+    _return(app, group_id, ids[1], "b")
+    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert published.values == [["a", "b"]]
+    assert ended_only(firestore_docs())  # parts and counters deleted, not left to the TTL
+
+
+# -- results in GCS -------------------------------------------------------------------------
 
 
 def test_a_result_written_but_unanswered_is_stored_once(make_app, stack) -> None:

@@ -63,7 +63,8 @@ class FakeFirestore(LoopbackService, grpc.GenericRpcHandler):
 
     * ``refusal``: every call fails with this status and message;
     * otherwise ``RunQuery`` finds no documents and ``GetField`` answers a field
-      carrying ``ttl_config`` (None: a field without a TTL policy).
+      carrying ``ttl_config`` (None: a field without a TTL policy), except in the
+      collection groups ``without_ttl`` names, whose fields have none.
 
     ``calls`` lists the methods called, ``fields_asked`` the fields GetField was asked for.
     """
@@ -73,9 +74,11 @@ class FakeFirestore(LoopbackService, grpc.GenericRpcHandler):
         *,
         refusal: Answer | None = None,
         ttl_config: firestore_admin_v1.Field.TtlConfig | None = None,
+        without_ttl: tuple[str, ...] = (),
     ) -> None:
         self.refusal = refusal
         self.ttl_config = ttl_config
+        self.without_ttl = without_ttl
         self.calls: list[str] = []
         self.fields_asked: list[str] = []
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -105,7 +108,8 @@ class FakeFirestore(LoopbackService, grpc.GenericRpcHandler):
 
     def _get_field(self, request: Any, context: grpc.ServicerContext) -> Any:
         self.fields_asked.append(request.name)
-        if self.ttl_config is None:
+        group = request.name.split("/collectionGroups/", 1)[1].split("/", 1)[0]
+        if self.ttl_config is None or group in self.without_ttl:
             return firestore_admin_v1.Field(name=request.name)
         return firestore_admin_v1.Field(name=request.name, ttl_config=self.ttl_config)
 

@@ -461,68 +461,54 @@ class Doctor:
         return Check("firestore", Status.PASS, detail)
 
     def check_ttl(self) -> Check:
+        """A TTL policy on every collection group the backend writes chord documents to."""
         from google.api_core import exceptions as api
         from google.cloud import firestore_admin_v1
 
         config = self.config
         field = contract.FIRESTORE_TTL_FIELD
-        name = (
-            f"projects/{config.chords_project}/databases/{config.database}"
-            f"/collectionGroups/{config.collection}/fields/{field}"
-        )
-        fix = (
-            f"gcloud firestore fields ttls update {field} --collection-group={config.collection} --enable-ttl "
-            f"--database={config.database} --project={config.chords_project}, {FIX_PULUMI}"
-        )
-        try:
-            client = self._admin_client(firestore_admin_v1)
-            found = client.get_field(name=name, timeout=config.timeout, retry=self._retry)
-        except api.MethodNotImplemented:
-            where = (
-                "on the emulator" if self.firestore_emulator else f"at {self._where_firestore()}"
-            )
-            return Check(
-                "ttl policy",
-                Status.SKIP,
-                f"not checked: the Firestore admin API is not available {where}",
-            )
-        except api.PermissionDenied as exc:
-            return Check(
-                "ttl policy",
-                Status.SKIP,
-                f"not checked: the caller may not read field settings through the admin API "
-                f"(e.g. roles/datastore.viewer grants it): {_first_line(exc)}",
-            )
-        except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
-            return Check(
-                "ttl policy",
-                Status.SKIP,
-                f"not checked: the Firestore admin API failed: {_first_line(exc)}",
-            )
         state_enum = firestore_admin_v1.Field.TtlConfig.State
-        if "ttl_config" not in found:
-            return Check(
-                "ttl policy", Status.FAIL,
-                f"no TTL policy on {config.collection}.{field}: chord documents of abandoned chords are never deleted",
-                fix,
-            )  # fmt: skip
-        state = found.ttl_config.state
-        if state == state_enum.ACTIVE:
-            return Check(
-                "ttl policy", Status.PASS, f"TTL policy on {config.collection}.{field} is active"
+        passed, failed, fixes = [], [], []
+        for group in contract.chord_collection_groups(config.collection):
+            name = (
+                f"projects/{config.chords_project}/databases/{config.database}"
+                f"/collectionGroups/{group}/fields/{field}"
             )
-        if state == state_enum.CREATING:
-            return Check(
-                "ttl policy",
-                Status.PASS,
-                f"TTL policy on {config.collection}.{field} is being applied (CREATING); new documents already expire",
+            fix = (
+                f"gcloud firestore fields ttls update {field} --collection-group={group} --enable-ttl "
+                f"--database={config.database} --project={config.chords_project}"
             )
-        return Check(
-            "ttl policy",
-            Status.FAIL,
-            f"TTL policy on {config.collection}.{field} is {state_enum(state).name}",
-            f"enable it again: {fix}",
-        )
+            try:
+                client = self._admin_client(firestore_admin_v1)
+                found = client.get_field(name=name, timeout=config.timeout, retry=self._retry)
+            except api.MethodNotImplemented:
+                where = "on the emulator" if self.firestore_emulator else f"at {self._where_firestore()}"
+                return Check("ttl policy", Status.SKIP, f"not checked: the Firestore admin API is not available {where}")
+            except api.PermissionDenied as exc:
+                return Check(
+                    "ttl policy",
+                    Status.SKIP,
+                    f"not checked: the caller may not read field settings through the admin API "
+                    f"(e.g. roles/datastore.viewer grants it): {_first_line(exc)}",
+                )
+            except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
+                return Check("ttl policy", Status.SKIP, f"not checked: the Firestore admin API failed: {_first_line(exc)}")
+            if "ttl_config" not in found:
+                failed.append(f"no TTL policy on {group}.{field}")
+                fixes.append(fix)
+                continue
+            state = found.ttl_config.state
+            if state == state_enum.ACTIVE:
+                passed.append(f"{group}.{field} active")
+            elif state == state_enum.CREATING:
+                passed.append(f"{group}.{field} being applied (CREATING; new documents already expire)")
+            else:
+                failed.append(f"TTL policy on {group}.{field} is {state_enum(state).name}")
+                fixes.append(f"enable it again: {fix}")
+        if failed:
+            detail = "; ".join(failed) + ": chord documents of abandoned chords are never deleted"
+            return Check("ttl policy", Status.FAIL, detail, "; ".join(fixes) + f"; {FIX_PULUMI}")
+        return Check("ttl policy", Status.PASS, "TTL policies: " + ", ".join(passed))
 
     def _admin_client(self, firestore_admin_v1: Any) -> Any:
         if not self.firestore_emulator:
