@@ -8,12 +8,13 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 CONFORMANCE_ARGS ?=
 
-.PHONY: help venv system-deps test test-all test-unit lint demo bench conformance image-deps image-test clean
+.PHONY: help venv system-deps test test-all test-chords test-unit lint demo bench conformance image-deps image-test clean
 
 help:
 	@echo "make demo       run the whole stack locally with a sample workload"
 	@echo "make test       the test suite (emulators, broker and real workers)"
 	@echo "make test-all   the test suite including slow tests"
+	@echo "make test-chords the chord kill matrix under every pool and a 20,000-part chord (about 15 minutes)"
 	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
 	@echo "make conformance Celery's own integration suite against gcs:// (about an hour)"
 	@echo "make image-test build the worker image with podman and test it (root)"
@@ -52,6 +53,9 @@ test: venv system-deps
 
 test-all: venv system-deps
 	$(BIN)/pytest -m '' $(PYTEST_ARGS)
+
+test-chords: venv system-deps
+	$(BIN)/pytest -m 'matrix or slow' tests/e2e/test_chords.py $(PYTEST_ARGS)
 
 # ruff, and the architecture contract in pyproject.toml ([tool.importlinter]).
 lint: venv
