@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery_gcs import contract
 from celery_gcs.cli import demo
 from celery_gcs.local import demo_tasks, processes, services
 from google.cloud import firestore, storage
@@ -66,13 +67,13 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
         sum(1 for meta in metas if meta["result"] == sum(i * i for i in range(1000))) == 1
     )  # the callback's
 
-    # Chord documents: what is left in the run's Firestore collection.
-    documents = list(
-        firestore.Client(project=stack.stack.project)
-        .collection(summary["firestore_collection"])
-        .list_documents()
-    )
-    assert len(documents) == summary["chord_documents"] == 0
+    # Chord documents: only the ended chord's own is left, marked done, without parts or counters.
+    client = firestore.Client(project=stack.stack.project)
+    documents = list(client.collection(summary["firestore_collection"]).list_documents())
+    assert [doc.get().to_dict()["done"] for doc in documents] == [True]
+    for group in (contract.FIRESTORE_PARTS_COLLECTION, contract.FIRESTORE_COUNTERS_COLLECTION):
+        assert list(documents[0].collection(group).list_documents()) == []
+    assert summary["chord_documents"] == 0
 
     # Tasks run and callbacks fired: the record the worker kept in Redis.
     record = redis.Redis.from_url(stack.stack.redis_url)

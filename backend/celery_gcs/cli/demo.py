@@ -10,7 +10,8 @@ every number is counted, not assumed:
 * tasks run and callbacks fired: the run's record in Redis, written by the
   worker after each result is stored (see ``demo_tasks``);
 * results stored: the objects listed under the run's prefix in the bucket;
-* chord documents: the documents left in the run's Firestore collection;
+* chord documents: the documents left open in the run's Firestore collection (an ended
+  chord's own stays, marked done, until its TTL);
 * GCS and Firestore requests: the proxies' counts.
 
 Ctrl-C or SIGTERM at any point stops everything the demo started: each
@@ -485,12 +486,21 @@ def _count_objects(endpoints: Endpoints, prefix: str) -> dict[str, int]:
 
 
 def _count_documents(endpoints: Endpoints, collection: str) -> int:
-    """Documents in the run's Firestore collection, including ones that only hold subcollections."""
+    """Chord documents left open in the run's Firestore collection, and their parts and counters.
+
+    An ended chord's own document stays, marked done, until its TTL: it is not counted.
+    """
     from google.cloud import firestore
 
     client = firestore.Client(project=endpoints.project)
+    groups = (contract.FIRESTORE_PARTS_COLLECTION, contract.FIRESTORE_COUNTERS_COLLECTION)
     try:
-        return sum(1 for _ in client.collection(collection).list_documents())
+        left = 0
+        for ref in client.collection(collection).list_documents():
+            snapshot = ref.get()
+            left += snapshot.exists and (snapshot.to_dict() or {}).get("done") is not True
+            left += sum(1 for group in groups for _ in ref.collection(group).list_documents())
+        return left
     finally:
         client.close()
 
@@ -528,7 +538,7 @@ def render(summary: Summary, console: Console) -> None:
         (
             "Chord documents",
             summary.chord_documents,
-            f"left in Firestore collection {summary.firestore_collection!r}",
+            f"left open in Firestore collection {summary.firestore_collection!r}",
         ),
         (
             "Callbacks fired",
