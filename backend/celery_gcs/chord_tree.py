@@ -30,19 +30,24 @@ FAN_IN = 16
 
 @dataclass(frozen=True, order=True, slots=True)
 class Node:
-    """One counter: ``index`` among the counters of ``level`` (0: the leaves)."""
+    """One counter: ``index`` among the counters of ``level`` (0: the leaves) of a tree of ``leaves`` leaves."""
 
     level: int
     index: int
+    leaves: int
 
     @property
     def document_id(self) -> str:
-        return f"{self.level}-{self.index}"
+        # The tree's size is in the id: a process that remembers another
+        # chord under the same group id (a different size, so another tree)
+        # finds no such counter, and reads the chord again.
+        return f"{self.level}-{self.index}-of-{self.leaves}"
 
     @classmethod
     def from_document_id(cls, document_id: str) -> Node:
-        level, index = document_id.split("-")
-        return cls(int(level), int(index))
+        place, leaves = document_id.split("-of-")
+        level, index = place.split("-")
+        return cls(int(level), int(index), int(leaves))
 
 
 def leaf_count(size: int) -> int:
@@ -61,11 +66,11 @@ def top_level(leaves: int) -> int:
 def leaf_of(task_id: str, leaves: int) -> Node:
     """The leaf a header task counts down: a stable hash of its id, the same in every process."""
     digest = hashlib.blake2b(task_id.encode(), digest_size=8).digest()
-    return Node(0, int.from_bytes(digest, "big") % leaves)
+    return Node(0, int.from_bytes(digest, "big") % leaves, leaves)
 
 
 def parent(node: Node) -> Node:
-    return Node(node.level + 1, node.index // FAN_IN)
+    return Node(node.level + 1, node.index // FAN_IN, node.leaves)
 
 
 def is_top(node: Node, leaves: int) -> bool:

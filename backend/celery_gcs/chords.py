@@ -131,7 +131,8 @@ class ChordCoordinator:
         task_ids = list(leaf_ids(header))
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
-        self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at())
+        if not self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at()):
+            log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
 
     def check_size(self, group_id: str, size: int) -> None:

@@ -39,12 +39,12 @@ def test_a_transaction_aborted_past_the_clients_attempts_is_retried_not_mistaken
     store = app.backend.chords.store
     group_id, ids = _apply(app, 1)
     key = app.backend.chords.key(group_id)
-    store.count(key, ids[0], chord_tree.Node(0, 0), None)
+    store.count(key, ids[0], chord_tree.Node(0, 0, 1), None)
     aborted = stack.firestore.fail(FIRESTORE_COMMIT, grpc.StatusCode.ABORTED, calls=range(1, 6))
     try:
         raise KeyError("the caller's own error, being handled")
     except KeyError:
-        settled = store.settle(key, Settle("mine", 60, top=chord_tree.Node(0, 0)))
+        settled = store.settle(key, Settle("mine", 60, top=chord_tree.Node(0, 0, 1)))
     assert aborted.struck == 5  # the client's five attempts all aborted; ours started it over
     assert settled.claimed and store.read(key).claim.token == "mine"
 

@@ -52,7 +52,7 @@ def _count_without_storing(app: Any, group_id: str, ids: list[str]) -> chord_tre
             key, part_document_id(task_id), chord_tree.leaf_of(task_id, leaves), None
         )
     assert leaves == 1
-    return chord_tree.Node(0, 0)
+    return chord_tree.Node(0, 0, 1)
 
 
 def test_a_replayed_return_whose_chord_ended_meanwhile_returns(app, stack) -> None:
@@ -120,3 +120,19 @@ def test_a_failed_join_fails_the_chord_and_leaves_the_part_a_success(make_app, s
     assert published.values == []
     assert len(failed) == 1 and "cannot join" in str(failed[0])
     assert app.AsyncResult(ids[1]).get(timeout=1) == 2
+
+
+def test_a_group_id_reused_with_another_size_completes_in_a_process_that_remembers_the_first(
+    app, monkeypatch
+) -> None:
+    """Issue 11, suspected: a per-process cache of a group's size hung a group id re-used with a smaller size."""
+    published = Published(app, monkeypatch)
+    group_id, ids = _apply(app, 40)
+    for task_id in ids:
+        app.backend.store_result(task_id, 1, states.SUCCESS, request=_request(group_id, task_id))
+    assert published.values == [[1] * 40]
+    smaller = [str(uuid.uuid4()) for _ in range(5)]
+    app.backend.apply_chord((group_id, [AsyncResult(task_id, app=app) for task_id in smaller]), None)
+    for n, task_id in enumerate(smaller):
+        app.backend.store_result(task_id, n, states.SUCCESS, request=_request(group_id, task_id))
+    assert published.values == [[1] * 40, [0, 1, 2, 3, 4]]

@@ -47,7 +47,7 @@ def test_a_part_is_counted_once_in_one_commit_that_reads_nothing(store, stack) -
 def test_a_part_of_no_counter_is_refused_and_writes_nothing(store, firestore_docs) -> None:
     key, _, _ = _chord(store, 1)
     before = firestore_docs()
-    assert store.count(key, "stranger", chord_tree.Node(0, 7), _in(60)) is None
+    assert store.count(key, "stranger", chord_tree.Node(0, 7, 1), _in(60)) is None
     assert firestore_docs() == before
 
 
@@ -160,6 +160,20 @@ def test_chords_live_in_the_configured_database_and_collection(stack, firestore_
             f"gcs://{stack.bucket}?firestore_database=chords-db&firestore_collection=my-chords", {}
         )
     )
-    store.create("chord-x", 1, 1, {chord_tree.Node(0, 0): 1}, None)
-    assert set(firestore_docs("my-chords", "chords-db")) == {"chord-x", "chord-x/counters/0-0"}
+    store.create("chord-x", 1, 1, {chord_tree.Node(0, 0, 1): 1}, None)
+    assert set(firestore_docs("my-chords", "chords-db")) == {"chord-x", "chord-x/counters/0-0-of-1"}
     assert firestore_docs() == {}
+
+
+def test_a_group_id_applied_again_while_open_keeps_its_claim_and_starts_afresh_once_ended(store) -> None:
+    """Issue 11, suspected: re-applying a chord (set_size) deleted a live claim."""
+    key, ids, leaves = _chord(store, 1)
+    top = chord_tree.leaf_of(ids[0], leaves)
+    store.count(key, ids[0], top, None)
+    assert store.settle(key, Settle("holder", 60, top=top)).claimed
+    assert store.create(key, 1, leaves, chord_tree.initial_counts(ids, leaves), _in(60)) is False
+    assert store.read(key).claim.token == "holder" and store.read(key).header_done
+    assert store.end(key, "holder")
+    assert store.create(key, 1, leaves, chord_tree.initial_counts(ids, leaves), _in(60)) is True
+    fresh = store.read(key)
+    assert (fresh.done, fresh.header_done, fresh.claim) == (False, False, None)

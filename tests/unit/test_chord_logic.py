@@ -58,14 +58,14 @@ def test_commits_per_part_do_not_grow_with_the_chord(size: int) -> None:
 
 
 def test_a_chord_of_one_part_has_one_counter_which_is_the_top() -> None:
-    assert chord_tree.initial_counts(["a"], chord_tree.leaf_count(1)) == {Node(0, 0): 1}
-    assert chord_tree.is_top(Node(0, 0), 1)
+    assert chord_tree.initial_counts(["a"], chord_tree.leaf_count(1)) == {Node(0, 0, 1): 1}
+    assert chord_tree.is_top(Node(0, 0, 1), 1)
 
 
 def test_every_path_ends_at_the_one_top_counter() -> None:
     leaves = chord_tree.leaf_count(20_000)
-    tops = {chord_tree.path(Node(0, index), leaves)[-1] for index in range(leaves)}
-    assert tops == {Node(chord_tree.top_level(leaves), 0)}
+    tops = {chord_tree.path(Node(0, index, leaves), leaves)[-1] for index in range(leaves)}
+    assert tops == {Node(chord_tree.top_level(leaves), 0, leaves)}
 
 
 def test_a_task_hashes_to_the_same_leaf_in_every_process() -> None:
@@ -81,7 +81,7 @@ def test_a_task_hashes_to_the_same_leaf_in_every_process() -> None:
 
 
 def test_counter_document_ids_round_trip() -> None:
-    assert Node.from_document_id(Node(3, 41).document_id) == Node(3, 41)
+    assert Node.from_document_id(Node(3, 41, 2000).document_id) == Node(3, 41, 2000)
 
 
 def test_the_publish_budget_follows_the_publish_retry_policy() -> None:

@@ -201,10 +201,16 @@ class ChordStore:
         counts: Mapping[Node, int],
         expires_at: dt.datetime | None,
     ) -> None:
-        """Write the chord's counters, then its document (which makes it countable).
+        """Write the chord's counters, then its document (which makes it countable); False if it is open.
 
-        Written whole, so a group id applied again starts afresh.
+        A group id applied again once its chord ended starts afresh. One
+        applied again while its chord is still open (a frozen chord run twice
+        at once) is left as it is: the runs share its parts, counted once, and
+        one callback.
         """
+        current = self.read(key)
+        if current is not None and not current.done and current.problem is None:
+            return False
         client = self._client.get()
         ttl = _ttl(expires_at)
         writes = [
@@ -221,6 +227,7 @@ class ChordStore:
             for ref, fields in writes[start : start + _BATCH]:
                 batch.set(ref, fields)
             self._commit("creating a chord", batch)
+        return True
 
     def add(self, key: str, part: str, task_id: str, expires_at: dt.datetime | None) -> bool:
         """Grow the chord by one task (``Task.add_to_chord``); False if it was added before."""
