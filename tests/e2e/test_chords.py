@@ -344,18 +344,26 @@ def test_a_killed_thread_pool_worker_never_hangs_a_chord_nor_doubles_its_callbac
     assert callback_runs(app, result) == 1
 
 
+#: Host layouts where a process cannot see (or tell apart) the process holding a claim.
+LAYOUTS = {
+    # Two containers of one pod: one hostname, a PID namespace each.
+    "pid_namespaces": ("unshare", "--pid", "--fork", "--mount-proc"),
+    # No /proc at all, as on macOS.
+    "no_proc": ("unshare", "--mount", "--fork", "sh", "-c", 'mount -t tmpfs none /proc && exec "$@"', "sh"),
+}
+
+
 @pytest.mark.matrix
-def test_a_live_holder_in_another_pid_namespace_keeps_its_claim(
-    app, start_worker, backend_url
-) -> None:
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_live_holder_keeps_its_claim_whatever_the_host_layout(app, start_worker, backend_url, layout) -> None:
     """Issue 11, defects 3 and 4: a holder's pid was looked up in the taker's /proc.
 
-    Two workers on one host, each in a PID namespace of its own (as two
-    containers of one pod): the one completing the chord is slow to publish,
-    and a redelivered copy of a header task on the other finds its claim.
-    It must wait for it, not take it over and publish a second callback.
+    Two workers on one host, in the layout named: the one completing the
+    chord is slow to publish, and a redelivered copy of a header task on the
+    other finds its claim. It must wait for it, not take it over and publish
+    a second callback.
     """
-    namespace = ("unshare", "--pid", "--fork", "--mount-proc")
+    namespace = LAYOUTS[layout]
     start_worker(
         url=f"{faulty.__name__}:SlowPublishBackend+{backend_url}",
         env={"CELERY_GCS_PUBLISH_DELAY": "4"},
