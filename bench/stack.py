@@ -4,7 +4,8 @@
   emulator, and Redis as the broker;
 * a second Redis, for Celery's Redis result backend only;
 * the counting proxies (``bench.counting``): the workers reach the
-  emulators through one pair, this process through another;
+  emulators through one pair, this process through another (a stack made
+  with ``counted=False`` leaves them out: everything is timed, nothing counted);
 * three workers (``celery worker -P prefork -c 2``), one per backend, each
   consuming its own queue. They stay up for the whole run; only the one
   whose backend is being measured has messages, so the others sit idle in
@@ -26,7 +27,7 @@ from celery import Celery
 from celery_gcs.local import processes, services
 from celery_gcs.local.worker import WorkerProcess, celery_worker_argv
 
-from .counting import ProxySet
+from .counting import ProxySet, Uncounted
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,12 +58,14 @@ class BenchStack:
     workdir: Path
     backends: tuple[str, ...] = NAMES
     concurrency: int = 2
+    #: False: no counting proxies; clients reach the emulators directly.
+    counted: bool = True
     run_id: str = field(
         default_factory=lambda: time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
     )
     local: services.LocalStack | None = None
     result_redis: services.Service | None = None
-    proxies: ProxySet | None = None
+    proxies: ProxySet | Uncounted | None = None
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
     apps: dict[str, Celery] = field(default_factory=dict)
     by_name: dict[str, Backend] = field(default_factory=dict)
@@ -87,9 +90,12 @@ class BenchStack:
                 processes.free_port(), self.workdir / "result-redis.log"
             )
             self.result_redis.start()
-        self.proxies = ProxySet(
-            self.local.services["gcs"].port, self.local.services["firestore"].port
-        ).start()
+        if self.counted:
+            self.proxies = ProxySet(
+                self.local.services["gcs"].port, self.local.services["firestore"].port
+            ).start()
+        else:
+            self.proxies = Uncounted(self.local.gcs_host, self.local.firestore_host)
         # This process's Google clients go through the client-side proxies.
         os.environ.update(
             {"GOOGLE_CLOUD_PROJECT": self.local.project, **self.proxies.env("client")}
@@ -200,7 +206,9 @@ class BenchStack:
     def measured_processes(self) -> dict[str, int]:
         """The processes whose CPU time (each with its descendants) is measured, by name (see bench.cpu)."""
         assert self.local is not None and self.proxies is not None
-        groups = {"client": os.getpid(), "proxies": self.proxies.pid}
+        groups = {"client": os.getpid()}
+        if isinstance(self.proxies, ProxySet):
+            groups["proxies"] = self.proxies.pid
         for name, service in self.local.services.items():
             assert service.process is not None
             groups[

@@ -21,6 +21,7 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,12 +111,20 @@ def independent_tasks(stack: BenchStack, name: str, n: int, timeout: float) -> S
     return Sample(seconds, counts, n)
 
 
-def chord_of(stack: BenchStack, name: str, n: int, budget: float) -> Sample:
+def chord_of(
+    stack: BenchStack,
+    name: str,
+    n: int,
+    budget: float,
+    settled: Callable[[BenchStack], Counts] | None = None,
+) -> Sample:
     """A chord of n parts; time to the callback's stored result, or None past `budget` seconds.
 
     While waiting it notes, every few seconds, how many parts the worker has
     stored (its GCS object writes), so that a chord stopped at its budget
-    still says how far it got.
+    still says how far it got. Its requests are counted until ``settled``
+    (by default, until they stop arriving for a moment), before the result
+    is checked: the check's reads are not the chord's.
     """
     assert stack.proxies is not None
     app = stack.apps[name]
@@ -141,11 +150,12 @@ def chord_of(stack: BenchStack, name: str, n: int, budget: float) -> Sample:
         # Requests are per part stored so far, so that stopped runs still compare.
         return Sample(None, stack.proxies.snapshot(), extra["parts_stored"] or n, extra)
     seconds = float(done[1]) - sent
-    counts = _settled(stack)
+    counts = (settled or _settled)(stack)
     value = result.get(timeout=60)
     if value != {"count": n, "sum": n * (n - 1)}:
         raise WorkloadFailed(f"{name}: chord of {n} returned {value!r}")
-    return Sample(seconds, counts, n, {"callback_id": result.id})
+    header_ids = [part.id for part in result.parent.results]  # the ids its counters hash
+    return Sample(seconds, counts, n, {"callback_id": result.id, "header_ids": header_ids})
 
 
 def estimate_finish(progress: list[tuple[float, int]], n: int) -> float | None:
