@@ -16,6 +16,7 @@ help:
 	@echo "make test-all   the test suite including slow tests"
 	@echo "make test-chords the chord kill matrix under every pool and a 20,000-part chord (about 15 minutes)"
 	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
+	@echo "make bench-chords  chord scaling: time and requests per part, 100 to 20,000 parts"
 	@echo "make conformance Celery's own integration suite against gcs:// (about an hour)"
 	@echo "make image-test build the worker image with podman and test it (root)"
 
@@ -68,6 +69,13 @@ demo: $(BIN)/.synced-demo system-deps
 # BENCH_ARGS=--quick for a smoke run, --full for every 10,000-part chord to the end.
 bench: venv system-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Chord scaling (bench/chord_scaling.py): time per part of 500- and 5,000-part chords,
+# interleaved, and requests per part from 100 to 20,000 parts; about 20 minutes here.
+# Writes bench/results/chord-scaling.{json,md}. BENCH_ARGS=--quick for a smoke run.
+.PHONY: bench-chords
+bench-chords: venv system-deps
+	$(BIN)/python -m bench --chords $(BENCH_ARGS)
 
 # What the image tests build and run containers with: podman on runc (crun fails on
 # this kernel), debootstrap for the locally made base image (no registry is reachable).

@@ -12,4 +12,8 @@ Modules: ``stack`` (emulators, brokers, proxies, workers), ``workloads``
 ``gs://`` backend, started on the emulators), ``tasks`` (the workers'
 app; ``stack`` starts them with ``celery_gcs.local.worker``), ``cpu`` (CPU
 time by process tree, with psutil).
+
+``python -m bench --chords`` (``make bench-chords``) measures how celery-gcs
+chords scale instead: ``chord_scaling`` (time per part at two sizes,
+requests per part at four) and ``chord_report`` (``chord-scaling.{json,md}``).
 """

@@ -3,6 +3,8 @@
 python -m bench            every workload the issue names, about 20 minutes here
 python -m bench --quick    every workload, tiny sizes: a minute or two
 python -m bench --full     more rounds, and 10,000-part chords run to the end (hours)
+python -m bench --chords   chord scaling only (celery-gcs): bench/results/chord-scaling.{json,md},
+                           about 20 minutes; with --quick, tiny sizes; with --full, more rounds
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import harness, report
+from . import chord_report, chord_scaling, harness, report
 from .stack import NAMES
 
 HERE = Path(__file__).resolve().parent
@@ -35,28 +37,40 @@ def main(argv: list[str] | None = None) -> int:
         help="10,000-part chords to the end",
     )
     parser.add_argument(
+        "--chords",
+        action="store_true",
+        help="chord scaling: time per part at 500 and 5,000 parts, requests per part up to 20,000",
+    )
+    parser.add_argument(
         "--out", type=Path, default=RESULTS, help="where the results go (default: bench/results)"
     )
     parser.add_argument(
         "--backends",
-        default=",".join(NAMES),
-        help=f"comma-separated subset of {','.join(NAMES)} (default: all)",
+        help=f"comma-separated subset of {','.join(NAMES)} (default: all; not with --chords)",
     )
     parser.add_argument(
         "--readme", choices=("auto", "yes", "no"), default="auto",
-        help="update README's Benchmarks section (auto: for default and full runs into bench/results)",
+        help="update README's Benchmarks section (auto: for default and full runs into bench/results; "
+             "never with --chords)",
     )  # fmt: skip
     parser.add_argument(
         "--rewrite", action="store_true", help="only rewrite the reports from latest.json"
     )
     args = parser.parse_args(argv)
+    if args.chords:
+        if args.backends is not None:
+            parser.error("--chords measures celery-gcs only: drop --backends")
+        if args.readme == "yes":
+            parser.error("--chords writes chord-scaling.md, not README's section: drop --readme yes")
+        return _chords(args.mode or "default", args.out, args.rewrite)
     if args.rewrite:
         summary = json.loads((args.out / "latest.json").read_text())
         paths = report.write(summary, args.out, README if args.readme != "no" else None)
         print(f"rewrote {', '.join(str(p) for p in paths.values())}")
         return 0
     plan = harness.PLANS[args.mode or "default"]
-    backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())
+    chosen = args.backends if args.backends is not None else ",".join(NAMES)
+    backends = tuple(name.strip() for name in chosen.split(",") if name.strip())
     unknown = set(backends) - set(NAMES)
     if unknown or not backends:
         parser.error(f"unknown backends {sorted(unknown)}; choose from {', '.join(NAMES)}")
@@ -67,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         and backends == NAMES
     )
 
-    def say(line: str) -> None:
-        print(time.strftime("%H:%M:%S"), line, flush=True)
-
+    say = _say
     say(f"bench: mode {plan.mode}, backends {', '.join(backends)}")
     summary = harness.run(plan, args.out / "tmp", backends, say)
     paths = report.write(summary, args.out, README if update else None)
@@ -81,6 +93,33 @@ def main(argv: list[str] | None = None) -> int:
     say(f"wrote {', '.join(str(p) for p in paths.values())}" + (f" and {README}" if update else ""))
     say(f"took {summary['meta']['run_seconds'] / 60:.1f} minutes")
     return 0
+
+
+def _chords(mode: str, out: Path, rewrite: bool) -> int:
+    if rewrite:
+        summary = json.loads((out / f"{chord_report.NAME}.json").read_text())
+        paths = chord_report.write(summary, out)
+        print(f"rewrote {', '.join(str(p) for p in paths.values())}")
+        return 0
+    plan = chord_scaling.PLANS[mode]
+    _say(f"bench --chords: mode {plan.mode}, timed {plan.timed}, {plan.rounds} rounds, "
+         f"counted {plan.counted}")  # fmt: skip
+    summary = chord_scaling.run(plan, out / "tmp", _say)
+    paths = chord_report.write(summary, out)
+    print()
+    print(chord_report.timing_table(summary["timing"]))
+    print()
+    print(chord_report.target_line(summary["timing"]))
+    print()
+    print(chord_report.counting_table(summary["counting"]))
+    print()
+    _say(f"wrote {', '.join(str(p) for p in paths.values())}")
+    _say(f"took {summary['meta']['run_seconds'] / 60:.1f} minutes")
+    return 0
+
+
+def _say(line: str) -> None:
+    print(time.strftime("%H:%M:%S"), line, flush=True)
 
 
 if __name__ == "__main__":

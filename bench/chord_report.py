@@ -1,0 +1,129 @@
+"""The chord-scaling run's results: ``chord-scaling.json``, and ``chord-scaling.md`` (tables)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+NAME = "chord-scaling"
+
+
+def write(summary: dict[str, Any], out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{NAME}.json", "md": out / f"{NAME}.md"}
+    paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
+    paths["md"].write_text(markdown(summary))
+    return paths
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    meta, timing, counting = summary["meta"], summary["timing"], summary["counting"]
+    load = meta["load_average"]
+    intro = (
+        f"Run {meta['date']}, mode `{meta['mode']}`, {meta['run_seconds'] / 60:.1f} minutes, on "
+        f"{meta['machine']}, shared with other work (load average {load['start'][0]:g} at the "
+        f"start, {load['end'][0]:g} at the end). One worker: {meta['worker']}. "
+        "`make bench-chords` (`python -m bench --chords`) writes this file; "
+        "bench/chord_scaling.py says how it measures."
+    )
+    counted = (
+        "A separate pass through the counting proxies: one chord of each size, counted from "
+        "sending it until its clean-up's deletes have landed, worker and client together, divided "
+        "by its parts. Firestore: RPCs by method (their sum is the round trips) and the documents "
+        "they write, delete and read. GCS: JSON API requests by kind (`read!404`: reads answered "
+        "404, a result read before it was stored; already among the reads). Fit: the totals at "
+        "every size fitted to `a * parts + b`; `a` is what a part costs, `b` what a chord costs "
+        "once. Flat: no larger size pays more per part than a smaller one (by more than "
+        f"{counting['flat_tolerance']:.0%})."
+    )
+    timed = (
+        "No counting proxies in the path. The two sizes alternate within each round (the order "
+        "swaps from round to round); the ratio is taken within a round, and its median reported."
+    )
+    sections = [
+        "# Chord scaling: celery-gcs",
+        intro,
+        "## Time to callback per part",
+        timed,
+        timing_table(timing),
+        target_line(timing),
+        "## Requests per part",
+        counted,
+        counting_table(counting),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def timing_table(timing: dict[str, Any]) -> str:
+    small, large = (str(size) for size in timing["sizes"])
+    a, b = f"{int(small):,}", f"{int(large):,}"
+    head = (
+        f"| round | order | {a} parts: s (ms per part) | {b} parts: s (ms per part) "
+        f"| ratio per part, {b} / {a} |"
+    )
+    lines = [head, "|---|---|---|---|---|"]
+    for r in timing["rounds"]:
+        cells = [
+            f"{r['seconds'][size]:.2f} s ({r['per_part_ms'][size]:.2f} ms)"
+            for size in (small, large)
+        ]
+        order = " then ".join(f"{size:,}" for size in r["order"])
+        lines.append(f"| {r['round']} | {order} | {cells[0]} | {cells[1]} | {r['ratio']:.3f} |")
+    medians, ratio = timing["median_per_part_ms"], timing["ratio"]
+    lines.append(
+        f"| median | | {medians[small]:.2f} ms | {medians[large]:.2f} ms "
+        f"| {ratio['median']:.3f} ({ratio['min']:.3f}-{ratio['max']:.3f}) |"
+    )
+    return "\n".join(lines)
+
+
+def target_line(timing: dict[str, Any]) -> str:
+    small, large = timing["sizes"]
+    ratio = timing["ratio"]["median"]
+    verdict = "**met**" if timing["met"] else "**MISSED**"
+    return (
+        f"- {verdict}: time per part of a {large:,}-part chord within {timing['target']:g}x of a "
+        f"{small:,}-part chord's: {ratio:.3f}x (median of {timing['ratio']['n']} rounds; "
+        f"{timing['ratio_of_medians']:.3f}x as a ratio of the medians)."
+    )
+
+
+def counting_table(counting: dict[str, Any]) -> str:
+    sizes = list(counting["sizes"])
+    header = " | ".join(f"{int(size):,} parts" for size in sizes)
+    lines = [f"| per part | {header} | fit: a per part + b per chord | flat |",
+             "|---|" + "---|" * len(sizes) + "---|---|"]  # fmt: skip
+    entries = counting["sizes"].values()
+    rows: list[tuple[str, str, list[str]]] = []  # (label, fit key, path into a size's entry)
+    for kind in sorted({k for entry in entries for k in entry["firestore"]["rpcs"]}):
+        rows.append((f"Firestore {kind.split('.', 1)[1]}", kind, ["firestore", "rpcs", kind]))
+    trips = ["firestore", "round_trips"]
+    rows.append(("**Firestore round trips**", "firestore round trips", trips))
+    for kind, label in (("doc.write", "writes"), ("doc.delete", "deletes"), ("doc.read", "reads")):
+        rows.append((f"Firestore documents: {label}", kind, ["firestore", "documents", kind]))
+    kinds = sorted({k for entry in entries for k in entry["gcs"]["kinds"]})
+    for kind in kinds:
+        label = f"GCS {kind}" + (" (among the reads)" if "!" in kind else "")
+        rows.append((label, kind, ["gcs", "kinds", kind]))
+    rows.append(("**GCS requests**", "gcs requests", ["gcs", "requests"]))
+    for label, key, path in rows:
+        cells = [f"{_dig(counting['sizes'][size], path):.4f}" for size in sizes]
+        fit = counting["fit"].get(key)
+        fit_cell = f"{fit['per_part']:.4f} + {fit['per_chord']:g}" if fit else "-"
+        flat = ("yes" if fit["flat"] else "**no**") if fit else "-"
+        lines.append(f"| {label} | {' | '.join(cells)} | {fit_cell} | {flat} |")
+    seconds = [
+        f"{counting['sizes'][size]['seconds'] / int(size) * 1000:.2f} ms" for size in sizes
+    ]
+    lines.append(f"| time to callback (through the proxies) | {' | '.join(seconds)} | | |")
+    cleaned = ["yes" if counting["sizes"][size]["cleaned_up"] else "**no**" for size in sizes]
+    lines.append(f"| every part and counter document deleted | {' | '.join(cleaned)} | | |")
+    return "\n".join(lines)
+
+
+def _dig(entry: dict[str, Any], path: list[str]) -> float:
+    value: Any = entry
+    for key in path:
+        value = value.get(key, 0) if isinstance(value, dict) else 0
+    return float(value)

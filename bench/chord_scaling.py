@@ -1,0 +1,311 @@
+"""How celery-gcs chords scale: time per part at two sizes, requests per part at four.
+
+``python -m bench --chords`` (``make bench-chords``) writes
+``bench/results/chord-scaling.{json,md}`` from two passes, each on a local
+stack of its own with one celery-gcs worker (``prefork -c 2``):
+
+* **timing**, with no counting proxies in the path (``BenchStack(counted=False)``):
+  chords of the two timed sizes (500 and 5,000 parts) alternate, the
+  smaller first in even rounds and last in odd ones, so that both sizes
+  see the machine's load drift alike. Each round gives the time to callback
+  per part of both sizes and their ratio; the run reports the medians.
+* **counting**, through the counting proxies (``bench.counting``): one chord
+  of each counted size, its requests by kind from sending it until its
+  clean-up's deletes have landed (worker and client apart, then summed),
+  divided by its parts. Each kind's totals are fitted to ``a * parts + b``:
+  ``a`` is what a part costs, ``b`` what the chord costs once.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from celery_gcs import chord_tree
+
+from . import workloads
+from .counting import Counts
+from .stack import BenchStack
+
+BACKEND = "celery_gcs"
+#: The issue's target: a part of the large chord takes at most this many times one of the small.
+TARGET_RATIO = 1.25
+#: Firestore RPCs always shown, seen or not (a zero says none was made).
+FIRESTORE_KINDS = (
+    "firestore.Commit",
+    "firestore.BeginTransaction",
+    "firestore.BatchGetDocuments",
+    "firestore.RunQuery",
+    "firestore.RunAggregationQuery",
+    "firestore.Rollback",
+)
+#: A per-part cost counts as flat when no larger size pays more than this much more per part.
+FLAT_TOLERANCE = 0.05
+#: Seconds without a new request after which a chord's clean-up is taken as finished.
+_QUIET = 1.5
+
+
+@dataclass(frozen=True)
+class ChordPlan:
+    """Sizes, rounds and budgets of one chord-scaling run."""
+
+    mode: str
+    timed: tuple[int, int]  # (small, large): time per part compared
+    rounds: int
+    counted: tuple[int, ...]  # requests per part at each
+    warm_up: int  # parts of an untimed chord first on each stack (0: none)
+    budget: float  # seconds a chord may take
+
+
+PLANS = {
+    # A minute or so: for developing the harness.
+    "quick": ChordPlan(
+        "quick", timed=(20, 200), rounds=2, counted=(10, 50, 200), warm_up=10, budget=300
+    ),
+    # What `make bench-chords` runs: the issue's sizes.
+    "default": ChordPlan(
+        "default", timed=(500, 5000), rounds=5, counted=(100, 500, 5000, 20_000), warm_up=100,
+        budget=1800,
+    ),
+    "full": ChordPlan(
+        "full", timed=(500, 5000), rounds=9, counted=(100, 500, 5000, 20_000), warm_up=100,
+        budget=1800,
+    ),
+}
+
+
+def run(plan: ChordPlan, workdir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Both passes; the summary as a JSON-able dict."""
+    started, load_before = time.time(), os.getloadavg()
+    timing = _timing_pass(plan, workdir / "timing", say)
+    counting = _counting_pass(plan, workdir / "counting", say)
+    return {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+            "mode": plan.mode,
+            "plan": asdict(plan),
+            "run_seconds": round(time.time() - started, 1),
+            "machine": f"{platform.machine()}, {os.cpu_count() or 0} CPUs, "
+            f"Python {platform.python_version()}",
+            "load_average": {"start": _load(load_before), "end": _load(os.getloadavg())},
+            "worker": "celery worker -P prefork -c 2 (celery-gcs), GCS and Firestore emulators",
+        },
+        "timing": timing,
+        "counting": counting,
+    }
+
+
+# -- timing ----------------------------------------------------------------------------
+
+
+def _timing_pass(plan: ChordPlan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    small, large = plan.timed
+    stack = BenchStack(workdir, backends=(BACKEND,), counted=False)
+    say(f"timing: starting a stack without counting proxies in {workdir}")
+    stack.start()
+    rounds: list[dict[str, Any]] = []
+    try:
+        if plan.warm_up:
+            _chord(stack, plan.warm_up, plan.budget)
+        for round_ in range(plan.rounds):
+            order = (small, large) if round_ % 2 == 0 else (large, small)
+            seconds = {}
+            for size in order:
+                seconds[size] = _chord(stack, size, plan.budget).seconds
+                say(f"  round {round_ + 1}, chord of {size:>6,}: {seconds[size]:8.2f} s, "
+                    f"{seconds[size] / size * 1000:7.2f} ms per part")  # fmt: skip
+            rounds.append(timed_round(round_ + 1, order, seconds))
+            say(f"  round {round_ + 1}: ratio per part {rounds[-1]['ratio']:.3f}")
+    finally:
+        stack.stop()
+    return summarise_timing(plan.timed, rounds)
+
+
+def timed_round(number: int, order: tuple[int, ...], seconds: dict[int, float]) -> dict[str, Any]:
+    small, large = sorted(seconds)
+    per_part = {size: seconds[size] / size for size in (small, large)}
+    return {
+        "round": number,
+        "order": list(order),
+        "seconds": {str(size): round(value, 6) for size, value in seconds.items()},
+        "per_part_ms": {str(size): round(value * 1000, 4) for size, value in per_part.items()},
+        "ratio": round(per_part[large] / per_part[small], 4),
+    }
+
+
+def summarise_timing(sizes: tuple[int, int], rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds; the ratio is the median of the ratios within rounds."""
+    small, large = sizes
+    ratios = [r["ratio"] for r in rounds]
+    medians = {
+        str(size): round(statistics.median(r["per_part_ms"][str(size)] for r in rounds), 4)
+        for size in sizes
+    }
+    ratio = statistics.median(ratios)
+    return {
+        "sizes": list(sizes),
+        "rounds": rounds,
+        "median_per_part_ms": medians,
+        "ratio": {
+            "median": round(ratio, 4), "min": min(ratios), "max": max(ratios), "n": len(ratios)
+        },
+        "ratio_of_medians": round(medians[str(large)] / medians[str(small)], 4),
+        "target": TARGET_RATIO,
+        "met": ratio <= TARGET_RATIO,
+    }
+
+
+# -- counting --------------------------------------------------------------------------
+
+
+def _counting_pass(plan: ChordPlan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    stack = BenchStack(workdir, backends=(BACKEND,))
+    say(f"counting: starting a stack with counting proxies in {workdir}")
+    stack.start()
+    sizes: dict[str, Any] = {}
+    try:
+        if plan.warm_up:
+            _chord(stack, plan.warm_up, plan.budget, settled=_quiet)
+        for size in plan.counted:
+            sizes[str(size)] = counted_chord(stack, size, plan.budget)
+            entry = sizes[str(size)]
+            say(f"  chord of {size:>6,}: {entry['seconds']:8.2f} s; per part: "
+                f"{entry['firestore']['round_trips']:.4f} Firestore round trips, "
+                f"{entry['gcs']['requests']:.4f} GCS requests")  # fmt: skip
+    finally:
+        stack.stop()
+    return summarise_counting(sizes)
+
+
+def counted_chord(stack: BenchStack, size: int, budget: float) -> dict[str, Any]:
+    """One chord's requests, from sending it until its clean-up's deletes have landed."""
+    sample = _chord(stack, size, budget, settled=_quiet)
+    counts = sample.counts
+    worker, client = counts.side("worker"), counts.side("client")
+    both = {kind: worker.get(kind, 0) + client.get(kind, 0) for kind in {*worker, *client}}
+    leaves = chord_tree.leaf_count(size)
+    counters = len(chord_tree.initial_counts(sample.extra["header_ids"], leaves))
+    return {
+        "seconds": round(sample.seconds, 4),
+        "counters": counters,
+        # The completer deletes every part and counter by id: fewer, and counting stopped early.
+        "cleaned_up": both.get("doc.delete", 0) == size + counters,
+        "totals": {"worker": worker, "client": client},
+        **per_part(both, size),
+    }
+
+
+def per_part(counts: dict[str, int], size: int) -> dict[str, Any]:
+    """Firestore RPCs and documents, and GCS requests, per part."""
+
+    def each(kinds: list[str]) -> dict[str, float]:
+        return {kind: round(counts.get(kind, 0) / size, 4) for kind in kinds}
+
+    def total(kinds: list[str]) -> float:
+        return round(sum(counts.get(kind, 0) for kind in kinds) / size, 4)
+
+    rpcs = sorted({*FIRESTORE_KINDS, *(k for k in counts if k.startswith("firestore."))})
+    gcs = sorted(k for k in counts if not k.startswith(("firestore.", "doc.")))
+    requests = [kind for kind in gcs if "!" not in kind]  # `read!404` is one of the reads
+    return {
+        "firestore": {
+            "rpcs": each(rpcs),
+            "round_trips": total(rpcs),
+            "documents": each(["doc.write", "doc.delete", "doc.read"]),
+        },
+        "gcs": {"kinds": each(gcs), "requests": total(requests)},
+    }
+
+
+def summarise_counting(sizes: dict[str, Any]) -> dict[str, Any]:
+    """Each kind's totals fitted to ``a * parts + b``, and whether its cost per part stays flat."""
+    parts = [int(size) for size in sizes]
+    by_size = [_totals(entry) for entry in sizes.values()]
+    fits = {}
+    for kind in sorted({kind for totals in by_size for kind in totals}):
+        totals = [found.get(kind, 0) for found in by_size]
+        slope, intercept = fit_line(parts, totals)
+        fits[kind] = {
+            "per_part": round(slope, 4),
+            "per_chord": round(intercept, 2),
+            "flat": is_flat([total / n for n, total in zip(parts, totals)]),
+        }
+    return {"sizes": sizes, "fit": fits, "flat_tolerance": FLAT_TOLERANCE}
+
+
+def _totals(entry: dict[str, Any]) -> dict[str, int]:
+    """One chord's requests by kind, worker and client together, with the two sums."""
+    both: dict[str, int] = {}
+    for side in entry["totals"].values():
+        for kind, n in side.items():
+            both[kind] = both.get(kind, 0) + n
+    both["firestore round trips"] = sum(n for k, n in both.items() if k.startswith("firestore."))
+    both["gcs requests"] = sum(
+        n for k, n in both.items() if not k.startswith(("firestore", "doc.")) and "!" not in k
+    )
+    return both
+
+
+def fit_line(xs: list[int], ys: list[float]) -> tuple[float, float]:
+    """Least squares ``y = a * x + b``; with one point, all of it per part."""
+    if len(xs) < 2:
+        return (ys[0] / xs[0] if xs else 0.0), 0.0
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
+    return slope, mean_y - slope * mean_x
+
+
+def is_flat(per_part_by_size: list[float]) -> bool:
+    """No size pays more per part than a smaller one, beyond ``FLAT_TOLERANCE``.
+
+    A cost per chord spread over more parts falls with size; a cost that
+    grows with the chord (a read of all its parts by each, say) rises.
+    """
+    return all(
+        later <= earlier * (1 + FLAT_TOLERANCE) + 1e-9
+        for i, earlier in enumerate(per_part_by_size)
+        for later in per_part_by_size[i + 1 :]
+    )
+
+
+# -- one chord -------------------------------------------------------------------------
+
+
+def _chord(
+    stack: BenchStack,
+    size: int,
+    budget: float,
+    settled: Callable[[BenchStack], Counts] | None = None,
+) -> workloads.Sample:
+    sample = workloads.chord_of(stack, BACKEND, size, budget, settled)
+    if sample.seconds is None:
+        raise workloads.WorkloadFailed(
+            f"chord of {size:,} did not finish in {budget:.0f} s "
+            f"({sample.extra.get('parts_stored') or '?'} parts stored); see {stack.workdir}"
+        )
+    return sample
+
+
+def _quiet(stack: BenchStack, limit: float = 600.0) -> Counts:
+    """The proxies' counts once no request has arrived for ``_QUIET`` seconds."""
+    assert stack.proxies is not None
+    deadline = time.monotonic() + limit
+    last = stack.proxies.snapshot()
+    while time.monotonic() < deadline:
+        time.sleep(_QUIET)
+        now = stack.proxies.snapshot()
+        if now.by_proxy == last.by_proxy:
+            return now
+        last = now
+    raise workloads.WorkloadFailed(f"requests still arriving {limit:.0f} s after a callback")
+
+
+def _load(values: tuple[float, float, float]) -> list[float]:
+    return [round(value, 2) for value in values]

@@ -1,0 +1,96 @@
+"""The chord-scaling benchmark on tiny sizes: both passes run, files appear, requests are counted right.
+
+No timing is asserted: only that the rounds alternate and that a chord's
+requests are what the design says a chord costs (chords.py, chord_tree.py).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import chord_report, chord_scaling
+
+TINY = chord_scaling.ChordPlan(
+    "smoke", timed=(3, 6), rounds=2, counted=(4, 20), warm_up=0, budget=120
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Path]]:
+    out = tmp_path_factory.mktemp("chords")
+    summary = chord_scaling.run(TINY, out / "tmp", say=lambda line: None)
+    return summary, chord_report.write(summary, out)
+
+
+def test_the_timed_sizes_alternate_and_each_round_has_its_ratio(run) -> None:
+    timing = run[0]["timing"]
+    assert [r["order"] for r in timing["rounds"]] == [[3, 6], [6, 3]]
+    for r in timing["rounds"]:
+        per_part = {size: r["seconds"][str(size)] / size for size in (3, 6)}
+        assert r["ratio"] == pytest.approx(per_part[6] / per_part[3], rel=1e-3)
+    assert timing["ratio"]["median"] == pytest.approx(
+        statistics.median(r["ratio"] for r in timing["rounds"]), abs=1e-4
+    )
+    assert timing["met"] == (timing["ratio"]["median"] <= chord_scaling.TARGET_RATIO)
+
+
+@pytest.mark.parametrize("size", TINY.counted)
+def test_a_counted_chord_costs_what_the_design_says(run, size: int) -> None:
+    entry = run[0]["counting"]["sizes"][str(size)]
+    worker, client = entry["totals"]["worker"], entry["totals"]["client"]
+    counters = entry["counters"]
+    # Applying it: the GroupResult, and one commit writing the counters and the chord document
+    # (after reading at most that document, to see whether the chord is open already).
+    writing = ("object.write", "firestore.Commit", "doc.write")
+    writes = {kind: n for kind, n in client.items() if kind in writing}
+    assert writes == {"object.write": 1, "firestore.Commit": 1, "doc.write": counters + 1}
+    assert "object.read" not in client and client.get("doc.read", 0) <= 1
+    assert worker["object.write"] == size + 1  # the parts' results and the callback's
+    # The completer reads the GroupResult and every part's result once (a 404 is read again).
+    assert worker["object.read"] - worker.get("object.read!404", 0) == size
+    # A commit per part, one per full counter below the top, settle, renew and end
+    # (transactions), one batch of deletes; nothing rolled back.
+    assert worker["firestore.Commit"] == size + (counters - 1) + 3 + 1
+    assert worker["firestore.BeginTransaction"] == 3
+    assert "firestore.Rollback" not in worker
+    assert worker["doc.delete"] == size + counters and entry["cleaned_up"]
+    per_part = entry["firestore"]["rpcs"]
+    commits = worker["firestore.Commit"] + client["firestore.Commit"]
+    assert per_part["firestore.Commit"] == round(commits / size, 4)
+    assert per_part["firestore.Rollback"] == 0  # always shown, seen or not
+
+
+def test_the_fit_splits_a_part_cost_from_a_chord_cost(run) -> None:
+    counting = run[0]["counting"]
+    commits = counting["fit"]["firestore.Commit"]
+    # Two sizes: the line goes through both totals.
+    totals = {
+        size: sum(side.get("firestore.Commit", 0) for side in entry["totals"].values())
+        for size, entry in counting["sizes"].items()
+    }
+    for size, total in totals.items():
+        assert commits["per_part"] * int(size) + commits["per_chord"] == pytest.approx(
+            total, abs=0.01
+        )
+
+
+def test_fit_and_flatness() -> None:
+    assert chord_scaling.fit_line([100, 1000, 10_000], [110, 1010, 10_010]) == pytest.approx(
+        (1.0, 10.0)
+    )
+    assert chord_scaling.is_flat([1.5, 1.2, 1.1])  # a per-chord cost spread thinner
+    assert chord_scaling.is_flat([1.0, 1.04, 1.0])
+    assert not chord_scaling.is_flat([1.0, 1.0, 1.2])  # a part costs more in a larger chord
+
+
+def test_the_files_appear(run) -> None:
+    summary, paths = run
+    assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(summary))
+    text = paths["md"].read_text()
+    assert "## Time to callback per part" in text and "## Requests per part" in text
+    assert "| 4 parts | 20 parts |" in text and "**Firestore round trips**" in text
