@@ -23,10 +23,10 @@ import pytest
 from celery import chord, states
 from celery.app.task import Context
 from celery_gcs import AccessDenied, BucketNotFound, ConfigurationError, DatabaseNotFound
-from celery_gcs.chords import can_take_over, this_holder
+from celery_gcs.chord_tree import Node
 from celery_gcs.local import processes
 from celery_gcs.settings import parse
-from celery_gcs.stores.chord_store import ChordStore, Claim
+from celery_gcs.stores.chord_store import ChordStore, Settle
 from google.api_core import exceptions as api
 from google.cloud import firestore
 
@@ -67,13 +67,14 @@ def _store(stack: Any, query: str) -> ChordStore:
 def _every_chord_call(store: ChordStore) -> dict[str, Any]:
     """Run each kind of Firestore call the chord code makes; what each raised."""
     key = f"chord-unlock-{uuid.uuid4()}"
+    leaf = Node(0, 0, 1)
     calls = {
-        "set_size": lambda: store.set_size(key, 2, None),
-        "count_part": lambda: store.count_part(key, "t1", 0, None),
-        "counted": lambda: store.counted(key),
+        "create": lambda: store.create(key, 1, 1, {leaf: 1}, None),
+        "count": lambda: store.count(key, "t1", leaf, None),
         "read": lambda: store.read(key),
-        "claim": lambda: store.claim(key, Claim("t", this_holder(), None), can_take_over),  # type: ignore[arg-type]
-        "finish": lambda: store.finish(key, ["t1"]),
+        "settle": lambda: store.settle(key, Settle("t", 10, top=leaf)),
+        "end": lambda: store.end(key, "t"),
+        "clean_up": lambda: store.clean_up(key, ["t1"], [leaf]),
     }
     raised = {}
     for name, call in calls.items():
@@ -105,7 +106,7 @@ def test_a_missing_firestore_database_is_a_clear_error_on_every_chord_call(
 ) -> None:
     server = refusing_firestore(situation, database=database, project=project)
     raised = _every_chord_call(_store(stack, query))
-    assert set(raised) == {"set_size", "count_part", "counted", "read", "claim", "finish"}
+    assert set(raised) == {"create", "count", "read", "settle", "end", "clean_up"}
     for name, exc in raised.items():
         assert isinstance(exc, DatabaseNotFound) and isinstance(exc, ConfigurationError), name
         message = str(exc)
@@ -132,7 +133,7 @@ def test_a_firestore_project_or_database_the_identity_may_not_use_is_a_clear_err
 def test_a_missing_document_is_not_taken_for_a_missing_database(stack, refusing_firestore) -> None:
     refusing_firestore(NO_DOCUMENT, project=PROJECT, database="(default)")
     with pytest.raises(api.NotFound) as caught:
-        _store(stack, f"firestore_project={PROJECT}").set_size("chord-unlock-x", 1, None)
+        _store(stack, f"firestore_project={PROJECT}").add("chord-unlock-x", "t1", "t1", None)
     assert not isinstance(caught.value, DatabaseNotFound)
 
 

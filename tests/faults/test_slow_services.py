@@ -13,6 +13,7 @@ import uuid
 import pytest
 from celery import states
 from celery_gcs import TransientError
+from celery_gcs.chord_tree import Node
 from celery_gcs.settings import parse
 from celery_gcs.stores.chord_store import ChordStore
 from google.api_core import exceptions as api
@@ -20,6 +21,7 @@ from google.api_core import exceptions as api
 pytestmark = pytest.mark.usefixtures("stack")
 
 QUERY = "gcs_timeout=0.5&gcs_retry_deadline=1.5"
+LEAF = Node(0, 0, 1)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -34,27 +36,28 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def test_firestore_calls_slower_than_the_timeout_are_abandoned(stack, fault: str) -> None:
     store = ChordStore(parse(f"gcs://{stack.bucket}?{QUERY}", {}))
     key = f"chord-unlock-{uuid.uuid4()}"
-    store.counted(key)  # connected before the fault
+    store.create(key, 2, 1, {LEAF: 2}, None)  # connected before the fault
     if fault == "latency":
         stack.firestore.faults.latency = 2.0  # per chunk: four times the timeout
     else:
         stack.firestore.faults.blackhole = True
         stack.firestore.drop_connections()
     with pytest.raises(TransientError) as caught:
-        store.count_part(key, "t1", 0, None)
+        store.count(key, "t1", LEAF, None)
     assert "counting a chord part in Firestore database (default)" in str(caught.value)
     assert any(isinstance(cause, api.DeadlineExceeded) for cause in _causes(caught.value))
     stack.firestore.faults.clear()
     stack.firestore.drop_connections()
-    assert store.count_part(key, "t2", 1, None) is True  # and it recovers
+    assert store.count(key, "t2", LEAF, None) is not None  # and it recovers
 
 
 def test_firestore_latency_within_the_timeout_only_slows_calls(stack) -> None:
     store = ChordStore(parse(f"gcs://{stack.bucket}?gcs_timeout=5", {}))
     key = f"chord-unlock-{uuid.uuid4()}"
+    store.create(key, 2, 1, {LEAF: 2}, None)
     stack.firestore.faults.latency = 0.2
-    assert store.count_part(key, "t1", 0, None) is True
-    assert store.counted(key) == 1
+    assert store.count(key, "t1", LEAF, None).remaining == 1
+    assert store.read_counter(key, LEAF).remaining == 1
 
 
 @pytest.mark.parametrize("fault", ["latency", "blackhole"])
