@@ -25,7 +25,7 @@ from typing import Any
 from celery import states
 from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import ChordError, TimeoutError
-from celery.result import GroupResult, result_from_tuple
+from celery.result import GroupResult, ResultSet, result_from_tuple
 from kombu.utils.encoding import bytes_to_str
 
 from . import meta as stored
@@ -44,6 +44,10 @@ _GENERATIONS_KEPT = 10_000
 _FIRST_POLL = 0.02
 # Writers racing on one key: how many precondition failures to ride out.
 _MAX_CONFLICTS = 8
+# Most results one read of get_many asks for, reading ahead of the earliest pending one.
+_MAX_READ_AHEAD = 1_000
+# get_many's first read after a wait: this share of the results expected ready by then.
+_ESTIMATE_SHARE = 1.0
 # How long get() on a failed chord waits for an unfinished parent to show its own error.
 _PARENT_ERROR_GRACE = 10.0
 
@@ -194,10 +198,7 @@ class GCSBackend(KeyValueStoreBackend):
         """
         ancestors = _ancestors(result)
         if not ancestors:
-            yield from super().iter_native(
-                result, timeout=timeout, interval=interval, no_ack=no_ack, on_message=on_message,
-                on_interval=on_interval,
-            )  # fmt: skip
+            yield from self._iter_in_order(result, timeout, interval, on_message, on_interval)
             return
         outer = on_interval
 
@@ -211,15 +212,88 @@ class GCSBackend(KeyValueStoreBackend):
         done: set[str] = set()
         try:
             check_parents()
-            for task_id, meta in super().iter_native(
-                result, timeout=timeout, interval=interval, no_ack=no_ack, on_message=on_message,
-                on_interval=check_parents,
-            ):  # fmt: skip
+            for task_id, meta in self._iter_in_order(result, timeout, interval, on_message, check_parents):
                 done.add(task_id)
                 yield task_id, meta
         except _ParentFailed as failure:
             for task_id in (r.id for r in result.results if r.id not in done):
                 yield task_id, failure.meta
+
+    def _iter_in_order(self, result, timeout, interval, on_message, on_interval):
+        """Celery's ``iter_native``, handing ``get_many`` the members in order (Celery makes a set of them)."""
+        self._ensure_not_eager()
+        task_ids = []
+        for member in result.results:
+            if isinstance(member, ResultSet):
+                yield member.id, member.results
+            else:
+                task_ids.append(member.id)
+        if task_ids:
+            yield from self.get_many(
+                task_ids, timeout=timeout, interval=interval, on_message=on_message, on_interval=on_interval
+            )
+
+    def get_many(
+        self, task_ids, timeout=None, interval=0.5, no_ack=True, on_message=None, on_interval=None,
+        max_iterations=None, READY_STATES=states.READY_STATES,
+    ):  # fmt: skip
+        """Celery's, reading each result about once.
+
+        Celery reads every pending result again each interval: most reads find
+        nothing. Here only the earliest pending result (in the order given) is
+        looked at while nothing is ready, backing off from 20 ms to
+        ``interval``; each look first reads as many results as the rate seen
+        so far says became ready since the last look, then one at a time
+        until one is not ready (before the first wait, in batches that
+        double: what was ready before it is a backlog). Tasks of a group
+        mostly finish in order, so a result is read about once, and a wait
+        costs about one read per look.
+        """
+        interval = 0.5 if interval is None else interval
+        pending = list(dict.fromkeys(bytes_to_str(task_id) for task_id in task_ids))
+        for task_id in list(pending):
+            cached = self._cache.get(task_id)
+            if cached is not None and cached["status"] in READY_STATES:
+                pending.remove(task_id)
+                yield task_id, cached
+        started = last_look = time.monotonic()
+        window, nap, looks, probing = 1, min(_FIRST_POLL, interval), 0, True
+        gathered, caught_up = 0, 0.0  # results found since get_many first caught up, and when
+        while pending:
+            batch = pending[:window]
+            keys = [self.get_key_for_task(task_id) for task_id in batch]
+            found = self._mget_to_results(self.mget(keys), batch, READY_STATES)
+            self._cache.update(found)
+            for task_id in batch:
+                if task_id in found:
+                    if on_message is not None:
+                        on_message(found[task_id])
+                    yield task_id, found[task_id]
+            if found:
+                pending = [task_id for task_id in pending if task_id not in found]
+                gathered += len(found) if caught_up else 0
+            if len(found) == len(batch):
+                # All ready: probe further, one at a time past the estimate, doubling before the first wait.
+                window = min(window * 2, _MAX_READ_AHEAD) if probing and not caught_up else 1
+                probing = True
+                continue
+            elapsed = time.monotonic() - started
+            if timeout is not None and elapsed >= timeout:
+                raise TimeoutError(f"Operation timed out ({timeout})")
+            if on_interval:
+                on_interval()
+            time.sleep(nap if timeout is None else max(0.0, min(nap, timeout - elapsed)))
+            nap = min(nap * 2, interval)
+            looks += 1
+            if max_iterations and looks >= max_iterations:
+                break
+            # Read first about as many as became ready since the last look, at the rate seen so far.
+            now = time.monotonic()
+            if not caught_up:
+                caught_up, gathered = last_look, 0  # the first wait: what came before was a backlog
+            rate = gathered / (now - caught_up) if now > caught_up else 0.0
+            window = min(max(1, int(_ESTIMATE_SHARE * rate * (now - last_look))), _MAX_READ_AHEAD)
+            last_look, probing = now, window == 1
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         return retry.is_retryable(exc)
