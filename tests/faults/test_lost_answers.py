@@ -1,7 +1,10 @@
 """Requests that were served but whose answers were lost: every retried write is harmless.
 
-The proxies serve one chosen request and then reset its connection, so the
-client sees a failure for something that happened, and retries it. Each test
+The proxies let the emulator serve a chosen request and keep its answer from
+the client, so the client sees a failure for something that happened, and
+retries it: GCS's connection is reset once the emulator has answered; a
+Firestore commit's answer, once the emulator has sent it, is replaced by
+UNAVAILABLE, what gRPC reports when a connection drops mid-call. Each test
 asserts that the fault really happened.
 
 For chords: a part's count (one commit creating its part document and
@@ -15,13 +18,15 @@ from __future__ import annotations
 import datetime as dt
 import types
 import uuid
-from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 from celery import states
 from celery.result import AsyncResult
 from celery_gcs import chord_tree
+from celery_gcs.local.faults import FIRESTORE_COMMIT
+from celery_gcs.local.proxy import Rule
 from celery_gcs.settings import parse
 from celery_gcs.stores.chord_store import ChordStore, PartState, Settle
 
@@ -31,10 +36,21 @@ pytestmark = pytest.mark.usefixtures("stack")
 
 
 def lose_next_answer(proxy: Any, kind: str, times: int = 1) -> None:
-    """The next ``times`` requests of ``kind`` are served and their answers lost."""
+    """The next ``times`` HTTP requests of ``kind`` are served and their answers lost."""
     proxy.faults.only = frozenset({kind})
     proxy.faults.lost_response_rate = 1.0
     proxy.faults.limit = times
+
+
+def unanswered_commits(stack: Any, times: int = 1) -> Rule:
+    """The next ``times`` Firestore commits land, and their answers never reach the client."""
+    return stack.firestore.fail(FIRESTORE_COMMIT, grpc.StatusCode.UNAVAILABLE, calls=range(1, times + 1), forward=True)
+
+
+def assert_unanswered(stack: Any, rule: Rule, times: int = 1) -> None:
+    """The rule acted: ``times`` commits served, each answer replaced."""
+    assert rule.struck == times
+    assert stack.firestore.injected_snapshot() == {"replaced.14": times}
 
 
 @pytest.fixture
@@ -69,11 +85,11 @@ def _claimed(store: ChordStore, token: str = "mine", lease: float = 60) -> str:
 def test_a_part_counted_but_unanswered_is_counted_once(store, stack) -> None:
     key, ids, leaves = _chord(store, 2)
     leaf = chord_tree.leaf_of(ids[0], leaves)
-    lose_next_answer(stack.firestore, "firestore.Commit")
+    unanswered = unanswered_commits(stack)
     # The client's retry finds the part's document there and is refused whole:
     # the caller hears "refused" and looks at the part (the coordinator's recount).
     assert store.count(key, ids[0], leaf, _in(60)) is None
-    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert_unanswered(stack, unanswered)
     assert store.read_counter(key, leaf).remaining == 1
     assert store.read_part(key, ids[0]) == PartState(added=False, counted=True)
     assert store.count(key, ids[0], leaf, _in(60)) is None  # a later copy: refused too
@@ -85,9 +101,9 @@ def test_a_claim_committed_but_unanswered_is_still_ours(store, stack, times: int
     key, ids, leaves = _chord(store, 1)
     top = chord_tree.leaf_of(ids[0], leaves)
     store.count(key, ids[0], top, _in(60))
-    lose_next_answer(stack.firestore, "firestore.Commit", times)
+    unanswered = unanswered_commits(stack, times)
     settled = store.settle(key, Settle("mine", 60, top=top))
-    assert stack.firestore.injected_snapshot() == {"lost_response": times}
+    assert_unanswered(stack, unanswered, times)
     assert settled.claimed and settled.chord.claim.token == "mine"
     chord = store.read(key)
     assert chord.claim.token == "mine" and chord.header_done
@@ -98,9 +114,9 @@ def test_a_claim_committed_but_unanswered_is_still_ours(store, stack, times: int
 
 def test_a_renewal_committed_but_unanswered_still_renews(store, stack) -> None:
     key = _claimed(store, lease=60)
-    lose_next_answer(stack.firestore, "firestore.Commit")
+    unanswered = unanswered_commits(stack)
     assert store.renew(key, "mine", 600) is True
-    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert_unanswered(stack, unanswered)
     chord = store.read(key)
     assert chord.claim.token == "mine"
     assert (chord.claim.lease_until - chord.read_time).total_seconds() == pytest.approx(600, abs=30)
@@ -108,9 +124,9 @@ def test_a_renewal_committed_but_unanswered_still_renews(store, stack) -> None:
 
 def test_a_release_committed_but_unanswered_still_releases(store, stack) -> None:
     key = _claimed(store)
-    lose_next_answer(stack.firestore, "firestore.Commit")
+    unanswered = unanswered_commits(stack)
     store.release(key, "mine")
-    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert_unanswered(stack, unanswered)
     assert store.read(key).claim is None
     assert store.settle(key, Settle("next", 60)).claimed  # a later return completes the chord
 
@@ -118,9 +134,9 @@ def test_a_release_committed_but_unanswered_still_releases(store, stack) -> None
 def test_an_end_committed_but_unanswered_leaves_the_chord_ended(store, stack) -> None:
     """What the holder then hears is the coordinator's test below (``..._is_cleaned_up``)."""
     key = _claimed(store)
-    lose_next_answer(stack.firestore, "firestore.Commit")
+    unanswered = unanswered_commits(stack)
     store.end(key, "mine")
-    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert_unanswered(stack, unanswered)
     chord = store.read(key)
     assert chord.done and chord.claim is None
     assert not store.settle(key, Settle("late", 60, force=True)).claimed  # nothing after the end
@@ -133,9 +149,9 @@ def test_a_clean_up_whose_deletes_went_unanswered_deletes_everything(store, stac
         store.count(key, task_id, chord_tree.leaf_of(task_id, leaves), _in(60))
     assert store.settle(key, Settle("mine", 60, force=True)).claimed
     assert store.end(key, "mine") is True
-    lose_next_answer(stack.firestore, "firestore.Commit", times=2)
+    unanswered = unanswered_commits(stack, times=2)
     store.clean_up(key, ids, counters)
-    assert stack.firestore.injected_snapshot() == {"lost_response": 2}
+    assert_unanswered(stack, unanswered, 2)
     docs = firestore_docs()
     assert list(docs) == [key] and ended_only(docs)
 
@@ -167,16 +183,17 @@ def _return(app: Any, group_id: str, task_id: str, value: Any) -> None:
     app.backend.store_result(task_id, value, states.SUCCESS, request=request)
 
 
-def _arm_before(store: ChordStore, name: str, arm: Callable[[], None]) -> None:
-    """Call ``arm`` right before the next call of the store's method ``name``, once."""
-    method = getattr(store, name)
+def _commit_unanswered_in(stack: Any, store: ChordStore, name: str) -> list[Rule]:
+    """The first commit of the next call of the store's method ``name`` lands unanswered; the rule, once set."""
+    method, rules = getattr(store, name), []
 
     def armed(*args: Any, **kwargs: Any) -> Any:
         setattr(store, name, method)
-        arm()
+        rules.append(unanswered_commits(stack))
         return method(*args, **kwargs)
 
     setattr(store, name, armed)
+    return rules
 
 
 def test_the_last_part_whose_count_went_unanswered_still_completes_the_chord_once(
@@ -186,9 +203,9 @@ def test_the_last_part_whose_count_went_unanswered_still_completes_the_chord_onc
     group_id, ids = _apply(app, 3)
     for n, task_id in enumerate(ids[:-1]):
         _return(app, group_id, task_id, n)
-    lose_next_answer(stack.firestore, "firestore.Commit")  # the last part's count
+    unanswered = unanswered_commits(stack)  # the last part's count
     _return(app, group_id, ids[-1], 2)
-    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert_unanswered(stack, unanswered)
     assert published.values == [[0, 1, 2]]
     assert ended_only(firestore_docs())
 
@@ -219,9 +236,9 @@ def test_a_report_to_the_top_counter_that_went_unanswered_still_completes_the_ch
             _return(app, group_id, task_id, n)
     assert published.values == []
     store = app.backend.chords.store
-    _arm_before(store, "report", lambda: lose_next_answer(stack.firestore, "firestore.Commit"))
+    unanswered = _commit_unanswered_in(stack, store, "report")
     _return(app, group_id, final, ids.index(final))
-    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert_unanswered(stack, *unanswered)
     assert published.values == [list(range(size))]
     assert ended_only(firestore_docs())
 
@@ -236,9 +253,9 @@ def test_a_chord_whose_end_went_unanswered_is_cleaned_up(app, stack, monkeypatch
     group_id, ids = _apply(app, 2)
     _return(app, group_id, ids[0], "a")
     store = app.backend.chords.store
-    _arm_before(store, "end", lambda: lose_next_answer(stack.firestore, "firestore.Commit"))
+    unanswered = _commit_unanswered_in(stack, store, "end")
     _return(app, group_id, ids[1], "b")
-    assert stack.firestore.injected_snapshot() == {"lost_response": 1}
+    assert_unanswered(stack, *unanswered)
     assert published.values == [["a", "b"]]
     assert ended_only(firestore_docs())  # parts and counters deleted, not left to the TTL
 
