@@ -359,9 +359,9 @@ def test_a_live_holder_keeps_its_claim_whatever_the_host_layout(app, start_worke
     """Issue 11, defects 3 and 4: a holder's pid was looked up in the taker's /proc.
 
     Two workers on one host, in the layout named: the one completing the
-    chord is slow to publish, and a redelivered copy of a header task on the
-    other finds its claim. It must wait for it, not take it over and publish
-    a second callback.
+    chord is slow to publish, and a redelivered copy of the part that
+    completed it runs on the other and finds its claim. It must wait for it,
+    not take it over and publish a second callback.
     """
     namespace = LAYOUTS[layout]
     start_worker(
@@ -375,9 +375,10 @@ def test_a_live_holder_keeps_its_claim_whatever_the_host_layout(app, start_worke
     header = [sig(app, tasks.sleep, 0.1, n, queue="holder") for n in range(2)]
     result = chord(header)(sig(app, tasks.collect, queue="celery"))
     time.sleep(1.5)  # the holder counted both, claimed, and now sits before its publish
-    first = result.parent.results[0]
+    # A copy of the part whose return completed the chord (the holder's own, not stored yet).
+    last = result.parent.results[-1]
     app.send_task(
-        tasks.sleep.name, args=(0.1, 0), task_id=first.id, group_id=result.parent.id, group_index=0,
+        tasks.sleep.name, args=(0.1, 1), task_id=last.id, group_id=result.parent.id, group_index=1,
         chord=sig(app, tasks.collect, task_id=result.id, queue="celery"), queue="celery",
     )  # fmt: skip
     assert result.get(timeout=60) == [0, 1]
