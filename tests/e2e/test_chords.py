@@ -11,7 +11,7 @@ from celery.exceptions import ChordError
 from celery_gcs.local.worker import WorkerExited
 
 from ..support import faulty, tasks
-from ..support.chords import callback_runs, errbacks, settle, sig
+from ..support.chords import callback_runs, ended_only, errbacks, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -28,14 +28,6 @@ def test_chords_of_every_size_complete_once_and_clean_up(
     assert ended_only(
         firestore_docs()
     )  # parts and counters deleted; the chord document marked done
-
-
-def ended_only(docs: dict) -> bool:
-    """Only chord documents marked done are left (until their TTL), no parts or counters."""
-    return all(
-        "/" not in path and data["done"] is True and "expires_at" in data
-        for path, data in docs.items()
-    )
 
 
 def test_results_come_in_header_order_whatever_the_finishing_order(app, start_worker) -> None:

@@ -30,3 +30,8 @@ def errbacks(app: Any, result: Any) -> list[str]:
 def settle(seconds: float = 1.5) -> None:
     """Give a duplicate callback, if one were coming, time to run."""
     time.sleep(seconds)
+
+
+def ended_only(docs: dict[str, dict[str, Any]]) -> bool:
+    """Only chord documents marked done are left (until their TTL): no parts, no counters, no open chord."""
+    return all("/" not in path and data["done"] is True and "expires_at" in data for path, data in docs.items())
