@@ -17,13 +17,12 @@ from typing import Any
 import pytest
 from celery import chord, states
 from celery.exceptions import ChordError, TimeoutError
-from celery_gcs import contract
+from celery_gcs import chord_tree, contract
 from celery_gcs.stores.chord_store import MAX_CHORD_SIZE, chord_from
 from google.cloud import firestore
 
-from ..e2e.test_chords import ended_only
 from ..support import tasks
-from ..support.chords import callback_runs, errbacks, settle, sig
+from ..support.chords import callback_runs, ended_only, errbacks, settle, sig
 
 PATH = f"{contract.FIRESTORE_COLLECTION}/chord-unlock-g1"
 
@@ -172,9 +171,15 @@ def _chord_doc(app: Any, result: Any) -> firestore.DocumentReference:
     return client.collection(contract.FIRESTORE_COLLECTION).document(app.backend.chord_key(result.parent.id))
 
 
+def _counter_id(result: Any) -> str:
+    """The id of the one counter of a chord of ``SIZE`` parts: its only leaf, which is also its top."""
+    leaves = chord_tree.leaf_count(SIZE)
+    assert leaves == 1
+    return chord_tree.leaf_of(result.parent.results[0].id, leaves).document_id
+
+
 def _counter_doc(app: Any, result: Any) -> firestore.DocumentReference:
-    """The one counter of a chord of ``SIZE`` parts: its only leaf, which is also its top."""
-    return _chord_doc(app, result).collection(contract.FIRESTORE_COUNTERS_COLLECTION).document("0-0")
+    return _chord_doc(app, result).collection(contract.FIRESTORE_COUNTERS_COLLECTION).document(_counter_id(result))
 
 
 def _part_doc(app: Any, result: Any, part: Any) -> firestore.DocumentReference:
@@ -391,7 +396,7 @@ def test_chords_whose_counter_was_edited_end_once_not_hang(app, start_worker) ->
         try:
             assert result.get(timeout=max(deadline - time.monotonic(), 1)) == EXPECTED, name
         except ChordError as exc:
-            assert f"{contract.FIRESTORE_COUNTERS_COLLECTION}/0-0" in str(exc), name
+            assert f"{contract.FIRESTORE_COUNTERS_COLLECTION}/{_counter_id(result)}" in str(exc), name
     settle()
     for name, result in results.items():
         assert callback_runs(app, result) + len(errbacks(app, result)) == 1, name

@@ -24,9 +24,8 @@ from celery import chord
 from celery.exceptions import ChordError
 from google.cloud import storage
 
-from ..e2e.test_chords import ended_only
 from ..support import faulty, tasks
-from ..support.chords import callback_runs, errbacks, settle, sig
+from ..support.chords import callback_runs, ended_only, errbacks, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
 

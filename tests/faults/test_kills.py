@@ -31,9 +31,8 @@ import pytest
 from celery import chord, states
 from celery_gcs import chord_tree
 
-from ..e2e.test_chords import ended_only
 from ..support import tasks
-from ..support.chords import callback_runs, settle, sig
+from ..support.chords import callback_runs, ended_only, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
 

@@ -30,7 +30,7 @@ from celery_gcs.local.proxy import Rule
 from celery_gcs.settings import parse
 from celery_gcs.stores.chord_store import ChordStore, PartState, Settle
 
-from ..e2e.test_chords import ended_only
+from ..support.chords import ended_only
 
 pytestmark = pytest.mark.usefixtures("stack")
 
