@@ -107,6 +107,9 @@ class Part:
     state: str
     value: Any  # as the callback would read it back from storage
     callback: dict[str, Any]
+    #: Counted before this return (a rerun, a redelivery, a replay): an
+    #: earlier run may have stored a result, which then wins over this one's.
+    counted_before: bool = False
 
 
 class ChordCoordinator:
@@ -160,50 +163,58 @@ class ChordCoordinator:
 
     # -- a header task returns ---------------------------------------------------------
 
-    def part_ready(self, request: Any, state: str, result: Any) -> float:
-        """Count a returning part, completing the chord if it was the last; when counting began (monotonic)."""
+    def part_ready(self, request: Any, state: str, result: Any) -> float | None:
+        """Count a returning part, completing the chord if it was the last.
+
+        Returns when counting began (monotonic), for a part that may have to
+        look again once stored; None when this part ended the chord itself.
+        """
         part = self.part(request, state, result)
         started = time.monotonic()
         self.before_count(part)
-        settled = self._count(part)
+        settled, part = self._count(part)
         self.after_count(part)
         if settled is not None and settled.claimed:
             self._complete(part, settled)
+            return None
         return started
 
     def look_again(self, part: Part) -> None:
         """A part slow to store its result: a join that gave up on it may have left the chord to it."""
+        part = dataclasses.replace(part, counted_before=True)
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease()), may_wait=True)
         if settled is not None and settled.claimed:
             self._complete(part, settled)
 
-    def _count(self, part: Part) -> Settled | None:
+    def _count(self, part: Part) -> tuple[Settled | None, Part]:
+        """Count the part down its counters; what settling found, and the part (marked if counted before)."""
         key = self.key(part.group_id)
         chord = self._chord(key, part)
         if chord is None:
-            return None
+            return None, part
         if chord.problem is not None:
-            return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True))
+            return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True)), part
         assert chord.leaves is not None
         self._refresh_if_due(part, key, chord)
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
         counted = self.store.count(key, part_document_id(part.task_id), leaf, self._expires_at())
         if counted is None:
-            return self._recount(part, key, chord)
+            replayed = dataclasses.replace(part, counted_before=True)
+            return self._recount(replayed, key, chord), replayed
         node, remaining, update_time = leaf, counted.remaining, counted.update_time
         while remaining == 0:
             if chord_tree.is_top(node, chord.leaves):
-                return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), top=node))
+                return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), top=node)), part
             parent = chord_tree.parent(node)
             reported = self.store.report(key, node, update_time, parent, self._expires_at())
             if reported is None:
-                return None  # a replay reported it, and carries on from there
+                return None, part  # a replay reported it, and carries on from there
             node, remaining, update_time = parent, reported.remaining, reported.update_time
         if remaining < 0:
             log.error(
                 "Chord %s: counter %s of %s went below zero", part.group_id, node.document_id, key
             )
-        return None
+        return None, part
 
     def _recount(self, part: Part, key: str, chord: Chord) -> Settled | None:
         """The count was refused: this part was counted before, was added, or is not in the chord."""
@@ -218,7 +229,7 @@ class ChordCoordinator:
             if current is None or current.done:
                 return None  # ended: a late copy has nothing to do
             if current.leaves != chord.leaves:
-                return self._count(part)  # the group id was applied again
+                return self._count(part)[0]  # the group id was applied again
             log.error(
                 "Chord %s: task %s returned to it but is not one of its parts",
                 part.group_id,
@@ -349,7 +360,9 @@ class ChordCoordinator:
         renewing the lease while it waits, then looks one last time.
         """
         values: dict[str, tuple[str, Any]] = {}
-        missing = list(ids)
+        if not part.counted_before:
+            values[part.task_id] = (part.state, part.value)  # a first run: nothing of it is stored
+        missing = [task_id for task_id in ids if task_id not in values]
         deadline = time.monotonic() + self._join_timeout()
         renew_at = time.monotonic() + self._lease() / 3
         nap, last = 0.02, False
@@ -361,7 +374,7 @@ class ChordCoordinator:
                     f"Dependency {getattr(exc, 'task_id', '?')} cannot be read: {exc}"
                 ) from exc
             if part.task_id in missing and values.get(part.task_id, ("",))[0] != states.SUCCESS:
-                values[part.task_id] = (part.state, part.value)
+                values[part.task_id] = (part.state, part.value)  # nothing stored before it: its own
             missing = [task_id for task_id in missing if task_id not in values]
             if not missing:
                 break
