@@ -542,10 +542,17 @@ class _ParentFailed(Exception):
 
 
 def _failed(ancestors: list[Any]) -> dict[str, Any] | None:
-    """The failure of the earliest failed one, as ``AsyncResult.get`` would raise it, or None."""
+    """The failure of the earliest failed one, as ``AsyncResult.get`` would raise it, or None.
+
+    A group among them (a chain of a chord and a group) failed when one of its members did.
+    """
     for node in reversed(ancestors):
-        if node.state in states.PROPAGATE_STATES:
-            return {"status": node.state, "result": node.result, "traceback": node.traceback, "task_id": node.id}
+        for member in node.results if isinstance(node, ResultSet) else (node,):
+            if member.state in states.PROPAGATE_STATES:
+                return {
+                    "status": member.state, "result": member.result, "traceback": member.traceback,
+                    "task_id": member.id,
+                }  # fmt: skip
     return None
 
 

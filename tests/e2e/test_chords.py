@@ -386,3 +386,17 @@ def test_a_chord_running_longer_than_result_expires_completes(make_app, start_wo
     result = chord(header)(sig(app, tasks.collect))
     assert result.get(timeout=60) == list(range(8))
     assert [part.get(timeout=1) for part in result.parent.results] == list(range(8))
+
+
+def test_a_group_whose_ancestors_include_a_group_is_gathered(app, start_worker) -> None:
+    """Celery's test_chain_of_a_chord_and_a_group_with_two_tasks: a group among the parents (it has no state)
+    made get() fail with AttributeError while looking for a failed parent."""
+    start_worker()
+    canvas = chain(
+        sig(app, tasks.add, 1, 0, immutable=True),
+        group(sig(app, tasks.add, 1), sig(app, tasks.add, 1)),
+        sig(app, tasks.tsum),
+        sig(app, tasks.add, 1),
+        group(sig(app, tasks.add, 1), sig(app, tasks.add, 1)),
+    )
+    assert canvas.apply_async().get(timeout=60) == [6, 6]
