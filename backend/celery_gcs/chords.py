@@ -41,7 +41,7 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 
-from . import chord_tree
+from . import chord_tree, contract
 from .chord_tree import Node
 from .errors import CorruptResult
 from .keys import part_document_id
@@ -208,12 +208,15 @@ class ChordCoordinator:
             parent = chord_tree.parent(node)
             reported = self.store.report(key, node, update_time, parent, self._expires_at())
             if reported is None:
-                return None, part  # a replay reported it, and carries on from there
+                # Reported already: by a replay, or by this very commit whose answer was
+                # lost. Either way, look at what is above, as a replay does.
+                return self._walk_up(part, key, chord.leaves, parent, may_wait=False), part
             node, remaining, update_time = parent, reported.remaining, reported.update_time
         if remaining < 0:
-            log.error(
-                "Chord %s: counter %s of %s went below zero", part.group_id, node.document_id, key
-            )
+            # More returns than parts at this counter (a part document deleted, then its task
+            # redelivered): the counters cannot say when the chord is complete, the join can.
+            log.warning("Chord %s: counter %s went below zero; the join decides", part.group_id, node.document_id)
+            return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True)), part
         return None, part
 
     def _recount(self, part: Part, key: str, chord: Chord) -> Settled | None:
@@ -230,26 +233,45 @@ class ChordCoordinator:
                 return None  # ended: a late copy has nothing to do
             if current.leaves != chord.leaves:
                 return self._count(part)[0]  # the group id was applied again
-            log.error(
-                "Chord %s: task %s returned to it but is not one of its parts",
-                part.group_id,
-                part.task_id,
-            )
+            leaf = chord_tree.leaf_of(part.task_id, chord.leaves or 1)
+            if part.task_id in leaf_ids(self._header(part, current)):
+                return self._fail_uncountable(part, key, leaf)  # its counter is gone
+            log.error("Chord %s: task %s returned to it but is not one of its parts", part.group_id, part.task_id)
             return None
         # A replay: finish whatever the run before it left undone, counter by counter.
         assert chord.leaves is not None
-        for node in chord_tree.path(chord_tree.leaf_of(part.task_id, chord.leaves), chord.leaves):
+        return self._walk_up(part, key, chord.leaves, chord_tree.leaf_of(part.task_id, chord.leaves), may_wait=True)
+
+    def _walk_up(self, part: Part, key: str, leaves: int, start: Node, may_wait: bool) -> Settled | None:
+        """From ``start`` up: report any full counter not reported yet, and settle if the top is full."""
+        for node in chord_tree.path(start, leaves):
             counter = self.store.read_counter(key, node)
             if counter is None or counter.remaining > 0:
-                return None  # not full (or the chord ended): nothing for a replay to finish
-            if chord_tree.is_top(node, chord.leaves):
-                return self._settle(
-                    part, Settle(uuid.uuid4().hex, self._lease(), top=node), may_wait=True
-                )
+                return None  # not full (or the chord ended): nothing left to finish
+            if chord_tree.is_top(node, leaves):
+                return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), top=node), may_wait=may_wait)
             if not counter.reported:
-                self.store.report(
-                    key, node, counter.update_time, chord_tree.parent(node), self._expires_at()
-                )
+                self.store.report(key, node, counter.update_time, chord_tree.parent(node), self._expires_at())
+        return None
+
+    def _fail_uncountable(self, part: Part, key: str, node: Node) -> Settled | None:
+        """A counter gone while its chord is open: nothing can count the chord, so fail it once."""
+        settings = self.backend.settings
+        path = f"{settings.firestore_collection}/{key}/{contract.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
+        reason = (
+            f"Chord {part.group_id}: counter document {path!r} in Firestore database "
+            f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand?); "
+            "the chord cannot be counted"
+        )
+        log.error("%s", reason)
+        settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True))
+        if settled is not None and settled.claimed and settled.chord is not None and settled.chord.claim:
+            callback = maybe_signature(part.callback, app=self.backend.app)
+            token = settled.chord.claim.token
+            try:
+                raise ChordError(reason)  # Celery fails the callback from the current stack
+            except ChordError as error:
+                self._fail(key, token, callback, error, [], settled.chord)
         return None
 
     def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
@@ -406,7 +428,7 @@ class ChordCoordinator:
         """
         self._chords.get().pop(key, None)
         try:
-            if not self.store.end(key, token):
+            if not self._end_within_lease(key, token):
                 log.warning(
                     "Chord key %s: the claim was taken over before the chord was marked done", key
                 )
@@ -419,6 +441,22 @@ class ChordCoordinator:
                 "Chord key %s: published, but its documents could not be ended; their TTL removes them",
                 key,
             )
+
+    def _end_within_lease(self, key: str, token: str) -> bool:
+        """Mark the chord done, trying again until the claim's lease runs out.
+
+        Past the lease, a replay could take the claim over and publish again;
+        so a failure here is retried for as long as the claim protects it.
+        """
+        deadline = time.monotonic() + self._lease()
+        while True:
+            try:
+                return self.store.end(key, token)
+            except Exception:
+                if time.monotonic() + _WAIT_STEP >= deadline:
+                    raise
+                log.warning("Chord key %s: could not mark it done; trying again", key, exc_info=True)
+                time.sleep(_WAIT_STEP)
 
     def _nodes(self, results: list[Any], chord: Chord) -> list[Node]:
         header = [task_id for task_id in leaf_ids(results) if task_id not in set(chord.added)]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from celery import chord, states
-from celery.exceptions import ChordError, TimeoutError
+from celery.exceptions import ChordError
 from celery_gcs import chord_tree, contract
 from celery_gcs.stores.chord_store import MAX_CHORD_SIZE, chord_from
 from google.cloud import firestore
@@ -348,23 +348,6 @@ def _wait_until_finished(worker: Any, task_ids: list[str], runs: int = 1, timeou
         time.sleep(0.2)
 
 
-#: Known defects (reported): the backend leaves these chords hanging. A hang
-#: shows as get()'s TimeoutError; any other failure (a second callback) is a
-#: real one, and a fix makes the test pass, which strict turns into a failure
-#: until the mark is removed.
-#: A counter below zero is only logged ("went below zero"); a part whose
-#: counter is missing is logged as "not one of its parts".
-HANGS_BELOW_ZERO = pytest.mark.xfail(
-    strict=True, raises=TimeoutError, reason="a counter below zero or missing hangs the chord"
-)
-#: The settling transaction reads the problem but claims only when forced,
-#: and logs nothing.
-HANGS_SILENTLY = pytest.mark.xfail(
-    strict=True, raises=TimeoutError, reason="a problem first seen when settling hangs the chord"
-)
-
-
-@HANGS_BELOW_ZERO
 @pytest.mark.usefixtures("stack")
 def test_chords_whose_counter_was_edited_end_once_not_hang(app, start_worker) -> None:
     """Each completes once with every result (its join reads them all) or fails once naming its counter.
@@ -394,7 +377,6 @@ def test_chords_whose_counter_was_edited_end_once_not_hang(app, start_worker) ->
         assert callback_runs(app, result) + len(errbacks(app, result)) == 1, name
 
 
-@HANGS_SILENTLY
 @pytest.mark.usefixtures("stack")
 def test_a_chord_document_edited_into_nonsense_while_the_chord_runs_fails_once(app, start_worker) -> None:
     """The process that counts the last part read the chord document before the edit, and keeps it.
@@ -419,7 +401,6 @@ def test_a_chord_document_edited_into_nonsense_while_the_chord_runs_fails_once(a
     assert (callback_runs(app, result), len(errbacks(app, result))) == (0, 1)
 
 
-@HANGS_BELOW_ZERO
 @pytest.mark.usefixtures("stack")
 def test_a_part_whose_document_was_deleted_and_is_redelivered_still_completes_the_chord_once(
     app, start_worker, firestore_docs
@@ -451,4 +432,5 @@ def test_a_part_whose_document_was_deleted_and_is_redelivered_still_completes_th
     settle()
     assert callback_runs(app, result) == 1
     assert ended_only(firestore_docs())
-    assert "below zero" not in first.log() + later.log()
+    # The copy counted twice: the counter went below zero, and the join decided.
+    assert "went below zero; the join decides" in first.log() + later.log()

@@ -124,11 +124,6 @@ def test_gcs_failing_while_the_callback_gathers_results_delays_the_chord_only(
 SHORT_PUBLISH = {"task_publish_retry_policy": {"max_retries": 0}, "broker_connection_timeout": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a failed end is only logged: the claim's lease runs out and a copy publishes again",
-)
 def test_firestore_failing_to_mark_the_chord_done_after_the_publish_never_publishes_it_again(
     app, start_worker, backend_url, tmp_path, firestore_docs
 ) -> None:

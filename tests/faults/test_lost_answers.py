@@ -210,11 +210,6 @@ def test_the_last_part_whose_count_went_unanswered_still_completes_the_chord_onc
     assert ended_only(firestore_docs())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known defect: a refused report is taken for a replay's, and nobody settles the chord",
-)
 def test_a_report_to_the_top_counter_that_went_unanswered_still_completes_the_chord_once(
     app, stack, monkeypatch, firestore_docs
 ) -> None:
@@ -243,11 +238,6 @@ def test_a_report_to_the_top_counter_that_went_unanswered_still_completes_the_ch
     assert ended_only(firestore_docs())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known defect: the retried end finds the claim gone and answers False; nothing is cleaned up",
-)
 def test_a_chord_whose_end_went_unanswered_is_cleaned_up(app, stack, monkeypatch, firestore_docs) -> None:
     published = Published(app, monkeypatch)
     group_id, ids = _apply(app, 2)

@@ -367,14 +367,15 @@ class ChordStore:
             assert now is not None  # a transaction's read always has one
             claim = chord.claim
             claimable = claim is None or claim.token == step.token or claim.lease_until <= now
-            if (chord.complete or step.force) and claimable:
+            # A chord edited into nonsense is claimed too: its holder fails it, once.
+            if (chord.complete or step.force or chord.problem) and claimable:
                 mine = Claim(step.token, now + dt.timedelta(seconds=step.lease))
                 updates["claim"] = _claim_fields(mine)
                 transaction.update(chord_ref, updates)
                 return Settled(_with(chord, {"claim": mine}), claimed=True)
             if updates:
                 transaction.update(chord_ref, updates)
-            return Settled(chord, held=(chord.complete or step.force) and not claimable)
+            return Settled(chord, held=(chord.complete or step.force or bool(chord.problem)) and not claimable)
 
         return self._transact("settling a chord", attempt)
 
@@ -409,6 +410,8 @@ class ChordStore:
 
         def attempt(transaction: firestore.Transaction) -> bool:
             chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
+            if chord is not None and chord.done and chord.claim is None:
+                return True  # ended: by this very call, whose first commit's answer was lost
             if not _held_by(chord, token):
                 return False
             transaction.update(ref, {"done": True, "claim": firestore.DELETE_FIELD})
