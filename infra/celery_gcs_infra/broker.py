@@ -237,18 +237,14 @@ class Broker(pulumi.ComponentResource):
             self.register_outputs({"kind": "external"})
             return
 
-        after_grant: list[pulumi.Resource] = []
-        if args.kms_key_name:
-            after_grant.append(
-                cmek.agent_grant(
-                    name,
-                    parent=self,
-                    project=args.project,
-                    service="redis.googleapis.com",
-                    key=args.kms_key_name,
-                    invoke_opts=common.invoke_options(self, opts),
-                )
-            )
+        after_grant = cmek.grants_before(
+            name,
+            parent=self,
+            project=args.project,
+            service="redis.googleapis.com",
+            key=args.kms_key_name,
+            invoke_opts=common.invoke_options(self, opts),
+        )
         day, hour = maintenance_window(args.maintenance_window)
         self.instance = gcp.redis.Instance(
             f"{name}-redis",

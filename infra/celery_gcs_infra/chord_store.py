@@ -104,18 +104,14 @@ class ChordStore(pulumi.ComponentResource):
         self, name: str, args: ChordStoreArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(common.token("chord_store", "ChordStore"), name, None, opts)
-        after_grant: list[pulumi.Resource] = []
-        if args.kms_key_name:
-            after_grant.append(
-                cmek.agent_grant(
-                    name,
-                    parent=self,
-                    project=args.project,
-                    service="firestore.googleapis.com",
-                    key=args.kms_key_name,
-                    invoke_opts=common.invoke_options(self, opts),
-                )
-            )
+        after_grant = cmek.grants_before(
+            name,
+            parent=self,
+            project=args.project,
+            service="firestore.googleapis.com",
+            key=args.kms_key_name,
+            invoke_opts=common.invoke_options(self, opts),
+        )
         self.database = gcp.firestore.Database(
             f"{name}-database",
             project=args.project,

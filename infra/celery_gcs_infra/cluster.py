@@ -303,17 +303,14 @@ class Cluster(pulumi.ComponentResource):
             opts=common.child(self),
         )
         after: list[pulumi.Resource] = [node_role]
-        if args.kms_key_name:
-            after.append(
-                cmek.agent_grant(
-                    name,
-                    parent=self,
-                    project=args.project,
-                    service="container.googleapis.com",
-                    key=args.kms_key_name,
-                    invoke_opts=invoke_opts,
-                )
-            )
+        after += cmek.grants_before(
+            name,
+            parent=self,
+            project=args.project,
+            service="container.googleapis.com",
+            key=args.kms_key_name,
+            invoke_opts=invoke_opts,
+        )
         self.cluster = gcp.container.Cluster(
             f"{name}-cluster",
             name=args.name,

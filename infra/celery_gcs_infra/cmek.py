@@ -61,6 +61,22 @@ def check_location(key: str, location: str, what: str, field_name: str = "kms_ke
     )
 
 
+def grants_before(
+    name: str,
+    *,
+    parent: pulumi.Resource,
+    project: str,
+    service: str,
+    key: str | None,
+    invoke_opts: pulumi.InvokeOutputOptions,
+) -> list[pulumi.Resource]:
+    """What a resource of ``service`` encrypted with ``key`` must depend on: its agent's grant (none without a key)."""
+    if not key:
+        return []
+    grant = agent_grant(name, parent=parent, project=project, service=service, key=key, invoke_opts=invoke_opts)
+    return [grant]
+
+
 def agent_grant(
     name: str,
     *,

@@ -195,18 +195,14 @@ class Registry(pulumi.ComponentResource):
         self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(common.token("registry", "Registry"), name, None, opts)
-        after_grant: list[pulumi.Resource] = []
-        if args.kms_key_name:
-            after_grant.append(
-                cmek.agent_grant(
-                    name,
-                    parent=self,
-                    project=args.project,
-                    service="artifactregistry.googleapis.com",
-                    key=args.kms_key_name,
-                    invoke_opts=common.invoke_options(self, opts),
-                )
-            )
+        after_grant = cmek.grants_before(
+            name,
+            parent=self,
+            project=args.project,
+            service="artifactregistry.googleapis.com",
+            key=args.kms_key_name,
+            invoke_opts=common.invoke_options(self, opts),
+        )
         self.repository = gcp.artifactregistry.Repository(
             f"{name}-repository",
             project=args.project,

@@ -96,20 +96,17 @@ class ResultStore(pulumi.ComponentResource):
     ) -> None:
         super().__init__(common.token("result_store", "ResultStore"), name, None, opts)
 
-        depends_on: list[pulumi.Resource] = []
+        # The bucket cannot be created with a key its service agent cannot use.
+        depends_on = cmek.grants_before(
+            name,
+            parent=self,
+            project=args.project,
+            service="storage.googleapis.com",
+            key=args.kms_key_name,
+            invoke_opts=common.invoke_options(self, opts),
+        )
         encryption = None
         if args.kms_key_name:
-            # The bucket cannot be created with a key its service agent cannot use.
-            depends_on.append(
-                cmek.agent_grant(
-                    name,
-                    parent=self,
-                    project=args.project,
-                    service="storage.googleapis.com",
-                    key=args.kms_key_name,
-                    invoke_opts=common.invoke_options(self, opts),
-                )
-            )
             encryption = gcp.storage.BucketEncryptionArgs(default_kms_key_name=args.kms_key_name)
 
         self.bucket = gcp.storage.Bucket(

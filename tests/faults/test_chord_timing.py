@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-import types
-import uuid
 from typing import Any
 
 import grpc
 import pytest
 from celery import states
-from celery.result import AsyncResult
 from celery_gcs import chord_tree
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from celery_gcs.stores.chord_store import Settle
 
+from ..support.chords import apply_here, part_request
+
 pytestmark = pytest.mark.usefixtures("stack")
-
-
-def _apply(app: Any, size: int) -> tuple[str, list[str]]:
-    group_id, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(size)]
-    app.backend.apply_chord((group_id, [AsyncResult(task_id, app=app) for task_id in ids]), None)
-    return group_id, ids
-
-
-def _request(group_id: str, task_id: str) -> Any:
-    return types.SimpleNamespace(
-        id=task_id, group=group_id, group_index=0, chord={"task": "tests.callback", "options": {"task_id": "cb"}},
-        task="tests.part", ignore_result=False,
-    )  # fmt: skip
 
 
 def test_a_transaction_aborted_past_the_clients_attempts_is_retried_not_mistaken_for_the_callers_error(
@@ -37,7 +23,7 @@ def test_a_transaction_aborted_past_the_clients_attempts_is_retried_not_mistaken
 ) -> None:
     """Issue 11, defect 7: the ValueError's __context__ (the caller's error, inside an except block) was raised."""
     store = app.backend.chords.store
-    group_id, ids = _apply(app, 1)
+    group_id, ids = apply_here(app, 1)
     key = app.backend.chords.key(group_id)
     store.count(key, ids[0], chord_tree.Node(0, 0, 1), None)
     aborted = stack.firestore.fail(FIRESTORE_COMMIT, grpc.StatusCode.ABORTED, calls=range(1, 6))
@@ -56,15 +42,15 @@ def test_a_part_whose_count_was_answered_late_looks_again_and_completes_the_chor
     app = make_app(result_chord_join_timeout=0.5)
     published: list[Any] = []
     monkeypatch.setattr(app.amqp, "_retry_publish", lambda publish, value: published.append(value))
-    group_id, ids = _apply(app, 2)
+    group_id, ids = apply_here(app, 2)
     late = stack.firestore.delay(FIRESTORE_COMMIT, 3.0, calls=1)  # the first part's count lands; its answer waits
     first = threading.Thread(
-        target=app.backend.store_result, args=(ids[0], "a", states.SUCCESS), kwargs={"request": _request(group_id, ids[0])}
+        target=app.backend.store_result, args=(ids[0], "a", states.SUCCESS), kwargs={"request": part_request(group_id, ids[0])}
     )
     first.start()
     late.wait(struck=1)
     time.sleep(0.2)
-    app.backend.store_result(ids[1], "b", states.SUCCESS, request=_request(group_id, ids[1]))
+    app.backend.store_result(ids[1], "b", states.SUCCESS, request=part_request(group_id, ids[1]))
     assert published == []  # the join gave up on the first part, not stored yet
     first.join(timeout=30)
     assert published == [["a", "b"]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import types
 import uuid
 from typing import Any
 
@@ -15,31 +14,9 @@ from celery_gcs import chord_tree
 from celery_gcs.keys import part_document_id
 from celery_gcs.stores.chord_store import Settle
 
+from ..support.chords import Published, apply_here, part_request
+
 pytestmark = pytest.mark.usefixtures("stack")
-
-
-class Published:
-    """What the backend's app published as chord callbacks (the broker is not what is under test)."""
-
-    def __init__(self, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.values: list[Any] = []
-        monkeypatch.setattr(
-            app.amqp, "_retry_publish", lambda publish, value: self.values.append(value)
-        )
-
-
-def _apply(app: Any, size: int) -> tuple[str, list[str]]:
-    """A chord applied as Celery applies one: its GroupResult saved and its counters written."""
-    group_id, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(size)]
-    app.backend.apply_chord((group_id, [AsyncResult(task_id, app=app) for task_id in ids]), None)
-    return group_id, ids
-
-
-def _request(group_id: str, task_id: str) -> Any:
-    return types.SimpleNamespace(
-        id=task_id, group=group_id, group_index=0, chord={"task": "tests.callback", "options": {"task_id": "cb"}},
-        task="tests.part", ignore_result=False,
-    )  # fmt: skip
 
 
 def _count_without_storing(app: Any, group_id: str, ids: list[str]) -> chord_tree.Node:
@@ -58,7 +35,7 @@ def _count_without_storing(app: Any, group_id: str, ids: list[str]) -> chord_tre
 def test_a_replayed_return_whose_chord_ended_meanwhile_returns(app, stack) -> None:
     """Issue 11, defect 1: claim() and read() both None (the holder finished) looped forever."""
     coordinator = app.backend.chords
-    group_id, ids = _apply(app, 2)
+    group_id, ids = apply_here(app, 2)
     key = coordinator.key(group_id)
     top = _count_without_storing(app, group_id, ids)
     # A live holder (its lease far ahead) is completing the chord.
@@ -67,7 +44,7 @@ def test_a_replayed_return_whose_chord_ended_meanwhile_returns(app, stack) -> No
     replay = threading.Thread(
         target=app.backend.store_result,
         args=(ids[1], 2, states.SUCCESS),
-        kwargs={"request": _request(group_id, ids[1])},
+        kwargs={"request": part_request(group_id, ids[1])},
     )
     replay.start()
     time.sleep(0.5)  # the replay now waits for the holder
@@ -84,7 +61,7 @@ def test_a_takeover_publishes_what_is_stored_not_what_a_second_run_computed(
 ) -> None:
     """Issue 11, defect 5: the callback got a duplicate run's value while readers get the stored one."""
     published = Published(app, monkeypatch)
-    group_id, ids = _apply(app, 2)
+    group_id, ids = apply_here(app, 2)
     key = app.backend.chords.key(group_id)
     top = _count_without_storing(app, group_id, ids)
     app.backend.store_result(
@@ -94,7 +71,7 @@ def test_a_takeover_publishes_what_is_stored_not_what_a_second_run_computed(
     assert app.backend.chords.store.settle(key, Settle("dead holder", 0.3, top=top)).claimed
     # A second run of the first part (redelivered), with another value, takes the dead holder's claim over.
     app.backend.store_result(
-        ids[0], "second run", states.SUCCESS, request=_request(group_id, ids[0])
+        ids[0], "second run", states.SUCCESS, request=part_request(group_id, ids[0])
     )
     assert published.values == [["first run", "b"]]
     assert app.AsyncResult(ids[0]).get(timeout=1) == "first run"
@@ -109,12 +86,12 @@ def test_a_failed_join_fails_the_chord_and_leaves_the_part_a_success(make_app, s
     published = Published(app, monkeypatch)
     failed: list[Exception] = []
     monkeypatch.setattr(app.backend, "chord_error_from_stack", lambda callback, exc: failed.append(exc))
-    group_id, ids = _apply(app, 2)
-    app.backend.store_result(ids[0], 1, states.SUCCESS, request=_request(group_id, ids[0]))
+    group_id, ids = apply_here(app, 2)
+    app.backend.store_result(ids[0], 1, states.SUCCESS, request=part_request(group_id, ids[0]))
     stack.gcs.faults.only = frozenset({"object.read"})
     stack.gcs.faults.error_rate = 1.0
     try:
-        app.backend.store_result(ids[1], 2, states.SUCCESS, request=_request(group_id, ids[1]))
+        app.backend.store_result(ids[1], 2, states.SUCCESS, request=part_request(group_id, ids[1]))
     finally:
         stack.gcs.faults.clear()
     assert published.values == []
@@ -127,12 +104,12 @@ def test_a_group_id_reused_with_another_size_completes_in_a_process_that_remembe
 ) -> None:
     """Issue 11, suspected: a per-process cache of a group's size hung a group id re-used with a smaller size."""
     published = Published(app, monkeypatch)
-    group_id, ids = _apply(app, 40)
+    group_id, ids = apply_here(app, 40)
     for task_id in ids:
-        app.backend.store_result(task_id, 1, states.SUCCESS, request=_request(group_id, task_id))
+        app.backend.store_result(task_id, 1, states.SUCCESS, request=part_request(group_id, task_id))
     assert published.values == [[1] * 40]
     smaller = [str(uuid.uuid4()) for _ in range(5)]
     app.backend.apply_chord((group_id, [AsyncResult(task_id, app=app) for task_id in smaller]), None)
     for n, task_id in enumerate(smaller):
-        app.backend.store_result(task_id, n, states.SUCCESS, request=_request(group_id, task_id))
+        app.backend.store_result(task_id, n, states.SUCCESS, request=part_request(group_id, task_id))
     assert published.values == [[1] * 40, [0, 1, 2, 3, 4]]

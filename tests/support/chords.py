@@ -1,11 +1,15 @@
-"""Helpers for chords run by real workers: signatures by name, what callbacks and errbacks recorded."""
+"""Helpers for chords: signatures by name, what callbacks and errbacks recorded, chords applied in-process."""
 
 from __future__ import annotations
 
 import time
+import types
+import uuid
 from typing import Any
 
+import pytest
 import redis
+from celery.result import AsyncResult
 
 from .tasks import CALLBACK_RUNS_KEY, ERRBACKS_KEY
 
@@ -35,3 +39,26 @@ def settle(seconds: float = 1.5) -> None:
 def ended_only(docs: dict[str, dict[str, Any]]) -> bool:
     """Only chord documents marked done are left (until their TTL): no parts, no counters, no open chord."""
     return all("/" not in path and data["done"] is True and "expires_at" in data for path, data in docs.items())
+
+
+class Published:
+    """What an app published as chord callbacks, in-process (the broker is not what is under test)."""
+
+    def __init__(self, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.values: list[Any] = []
+        monkeypatch.setattr(app.amqp, "_retry_publish", lambda publish, value: self.values.append(value))
+
+
+def apply_here(app: Any, size: int) -> tuple[str, list[str]]:
+    """A chord applied as Celery applies one (its GroupResult saved, its counters written); group and task ids."""
+    group_id, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(size)]
+    app.backend.apply_chord((group_id, [AsyncResult(task_id, app=app) for task_id in ids]), None)
+    return group_id, ids
+
+
+def part_request(group_id: str, task_id: str) -> Any:
+    """The request of a header task of ``group_id``, as the backend sees it when the task returns."""
+    return types.SimpleNamespace(
+        id=task_id, group=group_id, group_index=0, chord={"task": "tests.callback", "options": {"task_id": "cb"}},
+        task="tests.part", ignore_result=False,
+    )  # fmt: skip
