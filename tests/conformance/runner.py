@@ -28,6 +28,16 @@ FILES = ("test_canvas.py", "test_tasks.py", "test_inspect.py", "test_group_chain
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|rerun|warnings?)\b")
 _FINAL = re.compile(r"^=+ .*\b(passed|failed|errors?|skipped|no tests ran)\b.* in [\d.]+s.* =+$")
 _PROBLEM = re.compile(r"^(FAILED|ERROR|SUBFAILED\[.*?\]) (t/[^\[\s]+(?:\[.*?\])?)")
+#: What Celery's tox.ini sets for every integration run (its ``[testenv] setenv``).
+#: WORKER_LOGLEVEL matters: the pytest plugin's session worker logs at
+#: ``error`` without it, so the "received" and "succeeded" INFO records that
+#: ``test_tasks.py::test_trace_log_arguments`` reads from caplog are never emitted.
+CELERY_CI_ENV = {
+    "WORKER_LOGLEVEL": "INFO",
+    "PYTHONIOENCODING": "UTF-8",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
 
 
 @dataclass
@@ -101,6 +111,7 @@ def suite_env(stack: services.LocalStack, backend: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_")}
     env.update({key: value for key, value in stack.env().items() if not key.startswith("CELERY_")})
     redis_port = stack.services["redis"].port
+    env.update(CELERY_CI_ENV)
     env.update(
         TEST_BROKER=stack.redis_url,
         TEST_BACKEND=backend,
