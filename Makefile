@@ -7,6 +7,7 @@ UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/version = "\(.*\)"/\1/p}' uv.
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 CONFORMANCE_ARGS ?=
+GCS_EMULATOR ?= wrapper
 
 .PHONY: help venv system-deps test test-all test-unit lint demo bench conformance image-deps image-test clean
 
@@ -78,6 +79,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .devstack .import_linter_cache
 
 # Celery's own integration suite (t/integration of the locked celery's sdist) against
-# gcs:// on the local stack; CONFORMANCE_ARGS=--stock-emulator for the stock GCS emulator.
+# gcs:// on the local stack (docs/conformance.md); GCS_EMULATOR=stock for the stock
+# gcp-storage-emulator instead of the project's wrapper.
 conformance: venv system-deps
-	$(BIN)/python -m tests.conformance $(CONFORMANCE_ARGS)
+	$(BIN)/python -m tests.conformance --gcs-emulator $(GCS_EMULATOR) $(CONFORMANCE_ARGS)

@@ -28,6 +28,11 @@ FILES = ("test_canvas.py", "test_tasks.py", "test_inspect.py", "test_group_chain
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|rerun|warnings?)\b")
 _FINAL = re.compile(r"^=+ .*\b(passed|failed|errors?|skipped|no tests ran)\b.* in [\d.]+s.* =+$")
 _PROBLEM = re.compile(r"^(FAILED|ERROR|SUBFAILED\[.*?\]) (t/[^\[\s]+(?:\[.*?\])?)")
+#: The GCS emulators a run can use (--gcs-emulator), as the summary names them.
+GCS_EMULATORS = {
+    "wrapper": "celery_gcs.local.gcs_emulator",
+    "stock": "stock gcp-storage-emulator",
+}
 #: What Celery's tox.ini sets for every integration run (its ``[testenv] setenv``).
 #: WORKER_LOGLEVEL matters: the pytest plugin's session worker logs at
 #: ``error`` without it, so the "received" and "succeeded" INFO records that
@@ -80,9 +85,9 @@ def parse_output(name: str, text: str) -> FileResult:
     return result
 
 
-def gcs_service(stock: bool, port: int, log_path: Path) -> services.Service:
-    """The project's GCS emulator wrapper, or the stock ``gcp-storage-emulator``."""
-    if not stock:
+def gcs_service(emulator: str, port: int, log_path: Path) -> services.Service:
+    """The project's GCS emulator wrapper, or the stock ``gcp-storage-emulator`` (see GCS_EMULATORS)."""
+    if emulator == "wrapper":
         return services.gcs_emulator(port, log_path)
     argv = [
         str(Path(sys.executable).with_name("gcp-storage-emulator")), "start",
@@ -91,10 +96,10 @@ def gcs_service(stock: bool, port: int, log_path: Path) -> services.Service:
     return services.Service("gcp-storage-emulator", argv, port, ready_path="/", log_path=log_path)
 
 
-def start_stack(workdir: Path, *, stock_gcs: bool) -> services.LocalStack:
+def start_stack(workdir: Path, *, gcs_emulator: str) -> services.LocalStack:
     stack = services.LocalStack(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    gcs = gcs_service(stock_gcs, free_port(), workdir / "gcs.log")
+    gcs = gcs_service(gcs_emulator, free_port(), workdir / "gcs.log")
     stack.services["gcs"] = gcs
     try:
         gcs.start()
