@@ -19,13 +19,13 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from celery import states
 from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import ChordError, TimeoutError
-from celery.result import GroupResult, result_from_tuple
+from celery.result import GroupResult, ResultSet, result_from_tuple
 from kombu.utils.encoding import bytes_to_str
 
 from . import meta as stored
@@ -453,9 +453,23 @@ class _ParentFailed(Exception):
 def _failed(ancestors: list[Any]) -> dict[str, Any] | None:
     """The failure of the earliest failed one, as ``AsyncResult.get`` would raise it, or None."""
     for node in reversed(ancestors):
-        if node.state in states.PROPAGATE_STATES:
-            return {"status": node.state, "result": node.result, "traceback": node.traceback, "task_id": node.id}
+        for task in _tasks(node):
+            if task.state in states.PROPAGATE_STATES:
+                return {"status": task.state, "result": task.result, "traceback": task.traceback, "task_id": task.id}
     return None
+
+
+def _tasks(node: Any) -> Iterator[Any]:
+    """A parent's task results: itself, or a group's members in order, as ``GroupResult.maybe_throw`` takes them.
+
+    A chain such as ``add | group(...) | tsum | group(...)`` has a group among
+    the later group's parents, and a group has no state of its own.
+    """
+    if isinstance(node, ResultSet):
+        for member in node.results:
+            yield from _tasks(member)
+    else:
+        yield node
 
 
 def _poll_parents(ancestors: list[Any], on_interval: Any, seconds: float, interval: float) -> None:

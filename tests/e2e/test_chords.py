@@ -248,3 +248,37 @@ def test_get_on_a_group_after_a_failed_task_of_its_chain_raises_that_tasks_error
     values = result.get(timeout=30, propagate=False)
     assert [str(value) for value in values] == ["before the group", "before the group"]
     assert all(isinstance(value, ValueError) for value in values)
+
+
+def test_get_on_a_group_with_a_group_among_its_parents(app, start_worker) -> None:
+    """Celery's test_chain_of_a_chord_and_a_group_with_two_tasks: a parent that is a group has no state.
+
+    Looking for a failed parent asked the earlier group for its state, and
+    get() raised AttributeError.
+    """
+    start_worker(concurrency=1)
+    canvas = chain(
+        sig(app, tasks.add, 1, 0, immutable=True),
+        group(sig(app, tasks.add, 1), sig(app, tasks.add, 1)),
+        sig(app, tasks.tsum),
+        group(sig(app, tasks.add, 1), sig(app, tasks.add, 1)),
+    )
+    assert canvas.delay().get(timeout=60) == [5, 5]
+
+
+def test_get_on_a_group_after_a_failed_member_of_an_earlier_group_raises_that_tasks_error(app, start_worker) -> None:
+    """A group among the parents fails through its members, as GroupResult.maybe_throw finds them."""
+    start_worker(concurrency=1)
+    canvas = chain(
+        group(sig(app, tasks.add, 1, 1), sig(app, tasks.fail, "in the first group")),
+        sig(app, tasks.tsum),
+        group(sig(app, tasks.add, 1), sig(app, tasks.add, 2)),
+    )
+    result = canvas.delay()
+    header = result.parent.parent  # the first group: tsum is its chord's callback
+    # Once the failed member's own result is stored, the earliest failure is
+    # its error, not tsum's ChordError (which may be stored first).
+    header.join(timeout=60, propagate=False)
+    with pytest.raises(ValueError) as raised:
+        result.get(timeout=60)
+    assert str(raised.value) == "in the first group"
