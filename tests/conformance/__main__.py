@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         help="wrapper: the project's (celery_gcs.local.gcs_emulator); stock: gcp-storage-emulator as installed"
         " (make conformance GCS_EMULATOR=...; default: wrapper)",
     )  # fmt: skip
+    bounds = ", ".join(f"{name} {bound:.0f}" for name, bound in runner.FILE_BOUNDS.items())
     parser.add_argument(
-        "--file-timeout", type=float, default=2400.0,
-        help="seconds one file's pytest may take before it is killed (default: 2400)",
+        "--file-timeout", type=float,
+        help=f"seconds every file's pytest may take before it is killed (default, per file: {bounds})",
     )  # fmt: skip
     parser.add_argument(
         "--test-timeout", type=float, default=300.0,
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             backend = f"{stack.result_backend}/conformance/{name.removesuffix('.py')}"
             env = runner.suite_env(stack, backend)
             result = runner.run_file(
-                root, name, env, bound=args.file_timeout, test_timeout=args.test_timeout,
+                root, name, env, bound=args.file_timeout or runner.bound(name), test_timeout=args.test_timeout,
                 logs=args.out, extra=extra,
             )  # fmt: skip
             results.append(result)
