@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         f"celery {locked.version}'s t/integration against gcs:// ({emulator}); logs in {args.out}",
         flush=True,
     )
-    extra = ["-k", args.keyword] if args.keyword else []
+    extra = runner.plugin_args(args.gcs_emulator) + (["-k", args.keyword] if args.keyword else [])
     stack = runner.start_stack(args.out / "stack", gcs_emulator=args.gcs_emulator)
     results = []
     try:

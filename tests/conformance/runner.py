@@ -46,6 +46,10 @@ GCS_EMULATORS = {
     "wrapper": "celery_gcs.local.gcs_emulator",
     "stock": "stock gcp-storage-emulator",
 }
+#: Our pytest plugins (modules of suite_plugins/) each emulator's runs load into
+#: the suite's pytest; each module says why.
+SUITE_PLUGINS = {"wrapper": (), "stock": ("empty_bucket_per_test",)}
+SUITE_PLUGIN_DIR = Path(__file__).with_name("suite_plugins")
 #: What Celery's tox.ini sets for every integration run (its ``[testenv] setenv``).
 #: WORKER_LOGLEVEL matters: the pytest plugin's session worker logs at
 #: ``error`` without it, so the "received" and "succeeded" INFO records that
@@ -111,6 +115,11 @@ def running_test(text: str) -> str | None:
     return None
 
 
+def plugin_args(emulator: str) -> list[str]:
+    """``-p`` options loading our plugins for a run on this emulator (see SUITE_PLUGINS)."""
+    return [arg for name in SUITE_PLUGINS[emulator] for arg in ("-p", name)]
+
+
 def gcs_service(emulator: str, port: int, log_path: Path) -> services.Service:
     """The project's GCS emulator wrapper, or the stock ``gcp-storage-emulator`` (see GCS_EMULATORS)."""
     if emulator == "wrapper":
@@ -143,6 +152,9 @@ def suite_env(stack: services.LocalStack, backend: str) -> dict[str, str]:
     env.update({key: value for key, value in stack.env().items() if not key.startswith("CELERY_")})
     redis_port = stack.services["redis"].port
     env.update(CELERY_CI_ENV)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(SUITE_PLUGIN_DIR), env.get("PYTHONPATH")])
+    )
     env.update(
         TEST_BROKER=stack.redis_url,
         TEST_BACKEND=backend,
@@ -167,7 +179,7 @@ def run_file(
     argv = [
         sys.executable, "-m", "pytest", f"t/integration/{name}",
         "-p", "celery.contrib.pytest", "-p", "no:cacheprovider",
-        "-v", "-rfEsx", f"--timeout={test_timeout:g}", *extra,
+        "-v", "-rfEsx", "--durations=10", f"--timeout={test_timeout:g}", *extra,
     ]  # fmt: skip
     log.unlink(missing_ok=True)
     started = time.monotonic()

@@ -10,7 +10,13 @@ import psutil
 import pytest
 from celery_gcs.local import services
 
-from tests.conformance.runner import run_file, running_test, suite_env
+from tests.conformance.runner import (
+    SUITE_PLUGIN_DIR,
+    plugin_args,
+    run_file,
+    running_test,
+    suite_env,
+)
 
 
 def stack_on(tmp_path: Path) -> services.LocalStack:
@@ -42,6 +48,14 @@ def test_broker_and_backend_come_from_the_stack_and_no_celery_setting_leaks_in(
     assert env["FIRESTORE_EMULATOR_HOST"] == "127.0.0.1:9002"
     assert (env["REDIS_HOST"], env["REDIS_PORT"]) == ("127.0.0.1", "9003")
     assert not [key for key in env if key.startswith("CELERY_")]
+
+
+def test_only_stock_emulator_runs_empty_the_bucket_before_each_test(tmp_path: Path) -> None:
+    assert plugin_args("wrapper") == []
+    assert plugin_args("stock") == ["-p", "empty_bucket_per_test"]
+    env = suite_env(stack_on(tmp_path), "gcs://celery-results/conformance/test_canvas")
+    assert env["PYTHONPATH"].split(":")[0] == str(SUITE_PLUGIN_DIR)
+    assert (SUITE_PLUGIN_DIR / "empty_bucket_per_test.py").is_file()
 
 
 HANGS = """
