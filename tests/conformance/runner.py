@@ -179,7 +179,7 @@ def run_file(
     argv = [
         sys.executable, "-m", "pytest", f"t/integration/{name}",
         "-p", "celery.contrib.pytest", "-p", "no:cacheprovider",
-        "-v", "-rfEsx", "--durations=10", f"--timeout={test_timeout:g}", *extra,
+        "-v", "-rfEsxR", "--durations=10", f"--timeout={test_timeout:g}", *extra,
     ]  # fmt: skip
     log.unlink(missing_ok=True)
     started = time.monotonic()
