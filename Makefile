@@ -16,7 +16,7 @@ help:
 	@echo "make test       the test suite (emulators, broker and real workers)"
 	@echo "make test-all   the test suite including slow tests"
 	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
-	@echo "make conformance Celery's own integration suite against gcs:// (about an hour)"
+	@echo "make conformance Celery's own integration suite against gcs:// (about 11 minutes; GCS_EMULATOR=stock)"
 	@echo "make image-test build the worker image with podman and test it (root)"
 
 # The virtualenv follows uv.lock exactly: every extra and the dev group, re-synced
