@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from celery import states
@@ -547,13 +547,23 @@ def _failed(ancestors: list[Any]) -> dict[str, Any] | None:
     A group among them (a chain of a chord and a group) failed when one of its members did.
     """
     for node in reversed(ancestors):
-        for member in node.results if isinstance(node, ResultSet) else (node,):
-            if member.state in states.PROPAGATE_STATES:
-                return {
-                    "status": member.state, "result": member.result, "traceback": member.traceback,
-                    "task_id": member.id,
-                }  # fmt: skip
+        for task in _tasks(node):
+            if task.state in states.PROPAGATE_STATES:
+                return {"status": task.state, "result": task.result, "traceback": task.traceback, "task_id": task.id}
     return None
+
+
+def _tasks(node: Any) -> Iterator[Any]:
+    """A parent's task results: itself, or a group's members in order, as ``GroupResult.maybe_throw`` takes them.
+
+    A chain such as ``add | group(...) | tsum | group(...)`` has a group among
+    the later group's parents, and a group has no state of its own.
+    """
+    if isinstance(node, ResultSet):
+        for member in node.results:
+            yield from _tasks(member)
+    else:
+        yield node
 
 
 def _poll_parents(ancestors: list[Any], on_interval: Any, seconds: float, interval: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -27,35 +28,41 @@ def main(argv: list[str] | None = None) -> int:
         help=f"files of t/integration to run (default: {' '.join(runner.FILES)})",
     )  # fmt: skip
     parser.add_argument(
-        "--stock-emulator", action="store_true",
-        help="the stock gcp-storage-emulator instead of the project's wrapper (celery_gcs.local.gcs_emulator)",
+        "--gcs-emulator", choices=tuple(runner.GCS_EMULATORS), default="wrapper",
+        help="wrapper: the project's (celery_gcs.local.gcs_emulator); stock: gcp-storage-emulator as installed"
+        " (make conformance GCS_EMULATOR=...; default: wrapper)",
     )  # fmt: skip
+    bounds = ", ".join(f"{name} {bound:.0f}" for name, bound in runner.FILE_BOUNDS.items())
     parser.add_argument(
-        "--file-timeout", type=float, default=2400.0,
-        help="seconds one file's pytest may take before it is killed (default: 2400)",
+        "--file-timeout", type=float,
+        help=f"seconds every file's pytest may take before it is killed (default, per file: {bounds})",
     )  # fmt: skip
     parser.add_argument(
         "--test-timeout", type=float, default=300.0,
         help="pytest-timeout for tests the suite gives no timeout of their own (default: 300, its @flaky's)",
     )  # fmt: skip
     parser.add_argument(
-        "--out", type=Path, default=CACHE / "run", help="logs and summary.json go here"
+        "--out",
+        type=Path,
+        help="logs and summary.json go here (default: .cache/conformance/run-EMULATOR)",
     )
     parser.add_argument("-k", dest="keyword", help="pytest -k expression, passed on to every file")
     args = parser.parse_args(argv)
+    args.out = args.out or CACHE / f"run-{args.gcs_emulator}"
+    # A SIGTERM (CI's timeout, make's) unwinds like Ctrl-C: the finally blocks stop
+    # the running file's pytest and the stack, which run in process groups of their own.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
     locked = suite.locked_celery(ROOT / "uv.lock")
     root = suite.extract_suite(suite.fetch_sdist(locked, CACHE), CACHE)
     args.out.mkdir(parents=True, exist_ok=True)
-    emulator = (
-        "stock gcp-storage-emulator" if args.stock_emulator else "celery_gcs.local.gcs_emulator"
-    )
+    emulator = runner.GCS_EMULATORS[args.gcs_emulator]
     print(
         f"celery {locked.version}'s t/integration against gcs:// ({emulator}); logs in {args.out}",
         flush=True,
     )
-    extra = ["-k", args.keyword] if args.keyword else []
-    stack = runner.start_stack(args.out / "stack", stock_gcs=args.stock_emulator)
+    extra = runner.plugin_args(args.gcs_emulator) + (["-k", args.keyword] if args.keyword else [])
+    stack = runner.start_stack(args.out / "stack", gcs_emulator=args.gcs_emulator)
     results = []
     try:
         for name in args.files:
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             backend = f"{stack.result_backend}/conformance/{name.removesuffix('.py')}"
             env = runner.suite_env(stack, backend)
             result = runner.run_file(
-                root, name, env, bound=args.file_timeout, test_timeout=args.test_timeout,
+                root, name, env, bound=args.file_timeout or runner.bound(name), test_timeout=args.test_timeout,
                 logs=args.out, extra=extra,
             )  # fmt: skip
             results.append(result)

@@ -22,12 +22,45 @@ from pathlib import Path
 from celery_gcs.local import services
 from celery_gcs.local.processes import free_port, signals_held, spawn, stop_group
 
-#: The files the issue names, in the order Celery's CI lists them.
-FILES = ("test_canvas.py", "test_tasks.py", "test_inspect.py", "test_group_chains.py")
+#: The files the issue names, in the order Celery's CI lists them, each with the
+#: wall time its pytest may take before it is killed: about twice the slowest
+#: time measured on the shared 2-core machine (docs/conformance.md), so that a
+#: hang costs minutes, not the half hour a hung test's 300 s timeout takes
+#: with its five reruns, and .ci/run stays under an hour.
+FILE_BOUNDS = {
+    "test_canvas.py": 1000.0,
+    "test_tasks.py": 480.0,
+    "test_inspect.py": 180.0,
+    "test_group_chains.py": 120.0,
+}
+FILES = tuple(FILE_BOUNDS)
+#: Bound for a file not in FILE_BOUNDS.
+DEFAULT_BOUND = 1200.0
 #: Counts in pytest's last line: "== 131 passed, 8 failed, 95 skipped, 4 rerun in 812.33s ==".
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|rerun|warnings?)\b")
 _FINAL = re.compile(r"^=+ .*\b(passed|failed|errors?|skipped|no tests ran)\b.* in [\d.]+s.* =+$")
 _PROBLEM = re.compile(r"^(FAILED|ERROR|SUBFAILED\[.*?\]) (t/[^\[\s]+(?:\[.*?\])?)")
+#: pytest -v writes a test's id when it starts and its outcome when it ends.
+_OUTCOME = re.compile(r"(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS|RERUN)")
+#: The GCS emulators a run can use (--gcs-emulator), as the summary names them.
+GCS_EMULATORS = {
+    "wrapper": "celery_gcs.local.gcs_emulator",
+    "stock": "stock gcp-storage-emulator",
+}
+#: Our pytest plugins (modules of suite_plugins/) each emulator's runs load into
+#: the suite's pytest; each module says why.
+SUITE_PLUGINS = {"wrapper": (), "stock": ("empty_bucket_per_test",)}
+SUITE_PLUGIN_DIR = Path(__file__).with_name("suite_plugins")
+#: What Celery's tox.ini sets for every integration run (its ``[testenv] setenv``).
+#: WORKER_LOGLEVEL matters: the pytest plugin's session worker logs at
+#: ``error`` without it, so the "received" and "succeeded" INFO records that
+#: ``test_tasks.py::test_trace_log_arguments`` reads from caplog are never emitted.
+CELERY_CI_ENV = {
+    "WORKER_LOGLEVEL": "INFO",
+    "PYTHONIOENCODING": "UTF-8",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
 
 
 @dataclass
@@ -70,9 +103,27 @@ def parse_output(name: str, text: str) -> FileResult:
     return result
 
 
-def gcs_service(stock: bool, port: int, log_path: Path) -> services.Service:
-    """The project's GCS emulator wrapper, or the stock ``gcp-storage-emulator``."""
-    if not stock:
+def bound(name: str) -> float:
+    """How long a file's pytest may take before it is killed."""
+    return FILE_BOUNDS.get(name, DEFAULT_BOUND)
+
+
+def running_test(text: str) -> str | None:
+    """The test pytest was running when its output stops: its id without an outcome."""
+    started = [line for line in text.splitlines() if line.startswith("t/integration/")]
+    if started and not _OUTCOME.search(started[-1]):
+        return started[-1].strip()
+    return None
+
+
+def plugin_args(emulator: str) -> list[str]:
+    """``-p`` options loading our plugins for a run on this emulator (see SUITE_PLUGINS)."""
+    return [arg for name in SUITE_PLUGINS[emulator] for arg in ("-p", name)]
+
+
+def gcs_service(emulator: str, port: int, log_path: Path) -> services.Service:
+    """The project's GCS emulator wrapper, or the stock ``gcp-storage-emulator`` (see GCS_EMULATORS)."""
+    if emulator == "wrapper":
         return services.gcs_emulator(port, log_path)
     argv = [
         str(Path(sys.executable).with_name("gcp-storage-emulator")), "start",
@@ -81,10 +132,10 @@ def gcs_service(stock: bool, port: int, log_path: Path) -> services.Service:
     return services.Service("gcp-storage-emulator", argv, port, ready_path="/", log_path=log_path)
 
 
-def start_stack(workdir: Path, *, stock_gcs: bool) -> services.LocalStack:
+def start_stack(workdir: Path, *, gcs_emulator: str) -> services.LocalStack:
     stack = services.LocalStack(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    gcs = gcs_service(stock_gcs, free_port(), workdir / "gcs.log")
+    gcs = gcs_service(gcs_emulator, free_port(), workdir / "gcs.log")
     stack.services["gcs"] = gcs
     try:
         gcs.start()
@@ -101,6 +152,10 @@ def suite_env(stack: services.LocalStack, backend: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_")}
     env.update({key: value for key, value in stack.env().items() if not key.startswith("CELERY_")})
     redis_port = stack.services["redis"].port
+    env.update(CELERY_CI_ENV)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(SUITE_PLUGIN_DIR), env.get("PYTHONPATH")])
+    )
     env.update(
         TEST_BROKER=stack.redis_url,
         TEST_BACKEND=backend,
@@ -125,7 +180,7 @@ def run_file(
     argv = [
         sys.executable, "-m", "pytest", f"t/integration/{name}",
         "-p", "celery.contrib.pytest", "-p", "no:cacheprovider",
-        "-v", "-rfEsx", f"--timeout={test_timeout:g}", *extra,
+        "-v", "-rfEsxR", "--durations=10", f"--timeout={test_timeout:g}", *extra,
     ]  # fmt: skip
     log.unlink(missing_ok=True)
     started = time.monotonic()
@@ -139,8 +194,12 @@ def run_file(
     finally:
         stop_group(process.pid, timeout=20, reap=process.poll)
         process.wait()
-    result = parse_output(name, log.read_text(errors="replace"))
+    output = log.read_text(errors="replace")
+    result = parse_output(name, output)
     result.seconds, result.timed_out, result.returncode, result.log = (
         time.monotonic() - started, timed_out, process.returncode, log,
     )  # fmt: skip
+    if timed_out:
+        running = running_test(output) or "no test (collecting or finishing)"
+        result.problems.append(f"TIMED OUT after {bound:.0f}s, killed while running {running}")
     return result

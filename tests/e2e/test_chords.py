@@ -388,15 +388,36 @@ def test_a_chord_running_longer_than_result_expires_completes(make_app, start_wo
     assert [part.get(timeout=1) for part in result.parent.results] == list(range(8))
 
 
-def test_a_group_whose_ancestors_include_a_group_is_gathered(app, start_worker) -> None:
-    """Celery's test_chain_of_a_chord_and_a_group_with_two_tasks: a group among the parents (it has no state)
-    made get() fail with AttributeError while looking for a failed parent."""
-    start_worker()
+
+def test_get_on_a_group_with_a_group_among_its_parents(app, start_worker) -> None:
+    """Celery's test_chain_of_a_chord_and_a_group_with_two_tasks: a parent that is a group has no state.
+
+    Looking for a failed parent asked the earlier group for its state, and
+    get() raised AttributeError.
+    """
+    start_worker(concurrency=1)
     canvas = chain(
         sig(app, tasks.add, 1, 0, immutable=True),
         group(sig(app, tasks.add, 1), sig(app, tasks.add, 1)),
         sig(app, tasks.tsum),
-        sig(app, tasks.add, 1),
         group(sig(app, tasks.add, 1), sig(app, tasks.add, 1)),
     )
-    assert canvas.apply_async().get(timeout=60) == [6, 6]
+    assert canvas.delay().get(timeout=60) == [5, 5]
+
+
+def test_get_on_a_group_after_a_failed_member_of_an_earlier_group_raises_that_tasks_error(app, start_worker) -> None:
+    """A group among the parents fails through its members, as GroupResult.maybe_throw finds them."""
+    start_worker(concurrency=1)
+    canvas = chain(
+        group(sig(app, tasks.add, 1, 1), sig(app, tasks.fail, "in the first group")),
+        sig(app, tasks.tsum),
+        group(sig(app, tasks.add, 1), sig(app, tasks.add, 2)),
+    )
+    result = canvas.delay()
+    header = result.parent.parent  # the first group: tsum is its chord's callback
+    # Once the failed member's own result is stored, the earliest failure is
+    # its error, not tsum's ChordError (which may be stored first).
+    header.join(timeout=60, propagate=False)
+    with pytest.raises(ValueError) as raised:
+        result.get(timeout=60)
+    assert str(raised.value) == "in the first group"
