@@ -459,7 +459,8 @@ class ChordCoordinator:
                 time.sleep(_WAIT_STEP)
 
     def _nodes(self, results: list[Any], chord: Chord) -> list[Node]:
-        header = [task_id for task_id in leaf_ids(results) if task_id not in set(chord.added)]
+        added = set(chord.added)
+        header = [task_id for task_id in leaf_ids(results) if task_id not in added]
         return sorted(chord_tree.initial_counts(header, chord.leaves or 1))
 
     def _release_quietly(self, key: str, token: str) -> None:

@@ -211,7 +211,6 @@ class ChordStore:
         current = self.read(key)
         if current is not None and not current.done and current.problem is None:
             return False
-        client = self._client.get()
         ttl = _ttl(expires_at)
         writes = [
             (self._counter(key, node), {"remaining": remaining, "reported": False, **ttl})
@@ -222,11 +221,7 @@ class ChordStore:
             "header_done": not counts, "done": False, **ttl,
         }  # fmt: skip
         writes.append((self._chord(key), chord))
-        for start in range(0, len(writes), _BATCH):
-            batch = client.batch()
-            for ref, fields in writes[start : start + _BATCH]:
-                batch.set(ref, fields)
-            self._commit("creating a chord", batch)
+        self._commit_in_batches("creating a chord", writes, lambda batch, write: batch.set(*write))
         return True
 
     def add(self, key: str, part: str, task_id: str, expires_at: dt.datetime | None) -> bool:
@@ -428,14 +423,17 @@ class ChordStore:
         refs = [self._part(key, part) for part in parts] + [
             self._counter(key, node) for node in nodes
         ]
-        self._delete(refs, "deleting a chord's parts")
+        self._commit_in_batches("deleting a chord's parts", refs, lambda batch, ref: batch.delete(ref))
 
-    def _delete(self, refs: list[firestore.DocumentReference], what: str) -> None:
+    def _commit_in_batches(
+        self, what: str, items: list[T], write: Callable[[firestore.WriteBatch, T], Any]
+    ) -> None:
+        """``write`` each item into a batch, committing every ``_BATCH`` (Firestore's limit per commit)."""
         client = self._client.get()
-        for start in range(0, len(refs), _BATCH):
+        for start in range(0, len(items), _BATCH):
             batch = client.batch()
-            for ref in refs[start : start + _BATCH]:
-                batch.delete(ref)
+            for item in items[start : start + _BATCH]:
+                write(batch, item)
             self._commit(what, batch)
 
     def extend(self, key: str, due_before: dt.datetime, expires_at: dt.datetime) -> bool:
@@ -453,18 +451,14 @@ class ChordStore:
 
     def refresh(self, key: str, nodes: Iterable[Node], expires_at: dt.datetime) -> None:
         """Push back the expiry of a running chord's counters."""
-        client = self._client.get()
         refs = [self._counter(key, node) for node in nodes]
-        for start in range(0, len(refs), _BATCH):
-            batch = client.batch()
-            for ref in refs[start : start + _BATCH]:
-                batch.update(ref, {contract.FIRESTORE_TTL_FIELD: expires_at})
-            try:
-                self._commit("refreshing a chord's expiry", batch)
-            except api.NotFound as exc:
-                if _database_missing(exc):
-                    raise
-                return  # the chord ended meanwhile
+        fields = {contract.FIRESTORE_TTL_FIELD: expires_at}
+        try:
+            self._commit_in_batches("refreshing a chord's expiry", refs, lambda batch, ref: batch.update(ref, fields))
+        except api.NotFound as exc:
+            if _database_missing(exc):
+                raise
+            # the chord ended meanwhile
 
     def _transact(self, what: str, attempt: Callable[[firestore.Transaction], T]) -> T:
         """Run ``attempt`` in a transaction; start the whole transaction over on transient failures.
