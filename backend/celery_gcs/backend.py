@@ -571,8 +571,11 @@ def _poll_parents(ancestors: list[Any], on_interval: Any, seconds: float, interv
     deadline = time.monotonic() + seconds
     nap = min(_FIRST_POLL, interval)
     while True:
+        # Readiness first: a parent that fails between the two looks is then
+        # still seen by on_interval (a finished state is cached, never unread).
+        finished = all(node.ready() for node in ancestors)
         on_interval()
-        if all(node.ready() for node in ancestors) or time.monotonic() >= deadline:
+        if finished or time.monotonic() >= deadline:
             return
         time.sleep(min(nap, max(0.0, deadline - time.monotonic())))
         nap = min(nap * 2, interval)

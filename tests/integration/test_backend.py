@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from celery import states
-from celery.exceptions import TimeoutError
+from celery.exceptions import ChordError, TimeoutError
 from celery.result import AsyncResult, GroupResult
 from celery_gcs import BucketNotFound, ConfigurationError, CorruptResult, ResultTooLarge
 from celery_gcs.backend import GCSBackend
@@ -305,3 +305,25 @@ def test_backend_pickles_with_its_url(app) -> None:
 
     clone: Any = pickle.loads(pickle.dumps(app.backend))
     assert clone.settings == app.backend.settings
+
+
+class _LandsWhenAsked(GroupResult):
+    """A chord header whose failed part's result is stored just as ``ready()`` looks, after the error check."""
+
+    def ready(self) -> bool:
+        if self.backend.get_task_meta(self.results[0].id)["status"] not in states.READY_STATES:
+            self.backend.mark_as_failure(self.results[0].id, KeyError("the part's own error"))
+        return super().ready()
+
+
+def test_get_on_a_failed_chord_raises_the_parts_error_when_it_lands_between_the_checks(app) -> None:
+    """The part's error wins even if it lands after the error check and before the readiness check.
+
+    Celery's integration suite (test_error_propagates_to_chord_from_chain_tail)
+    caught this once under load: get() raised the callback's ChordError.
+    """
+    part, body = str(uuid.uuid4()), str(uuid.uuid4())
+    header = _LandsWhenAsked(str(uuid.uuid4()), [AsyncResult(part, app=app)], app=app)
+    app.backend.mark_as_failure(body, ChordError(f"Dependency {part} raised KeyError"))
+    with pytest.raises(KeyError, match="the part's own error"):
+        AsyncResult(body, parent=header, app=app).get(timeout=5, interval=0.05)
