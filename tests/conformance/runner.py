@@ -39,7 +39,7 @@ DEFAULT_BOUND = 1200.0
 #: Counts in pytest's last line: "== 131 passed, 8 failed, 95 skipped, 4 rerun in 812.33s ==".
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|rerun|warnings?)\b")
 _FINAL = re.compile(r"^=+ .*\b(passed|failed|errors?|skipped|no tests ran)\b.* in [\d.]+s.* =+$")
-_PROBLEM = re.compile(r"^(FAILED|ERROR|SUBFAILED\[.*?\]) (t/[^\[\s]+(?:\[.*?\])?)")
+_PROBLEM = re.compile(r"^(FAILED|ERROR|SUBFAILED\[.*?\]) (t/[^\[\s]+(?:\[.*?\])?)(?: - (.*))?")
 #: pytest -v writes a test's id when it starts and its outcome when it ends.
 _OUTCOME = re.compile(r"(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS|RERUN)")
 #: The GCS emulators a run can use (--gcs-emulator), as the summary names them.
@@ -97,8 +97,11 @@ def parse_output(name: str, text: str) -> FileResult:
         for number, kind in _COUNT.findall(finals[-1]):
             kind = {"error": "errors", "warning": "warnings"}.get(kind, kind)
             result.counts[kind] = int(number)
+    # With its reason (" - ChordError: ..."): a failure in CI must say what went wrong.
     result.problems = [
-        f"{m[1]} {m[2]}" for line in text.splitlines() if (m := _PROBLEM.match(line))
+        f"{m[1]} {m[2]}" + (f" - {m[3]}" if m[3] else "")
+        for line in text.splitlines()
+        if (m := _PROBLEM.match(line))
     ]
     return result
 
