@@ -22,10 +22,14 @@ def test_counts_and_failures_are_read_from_the_summary() -> None:
         "failed": 3, "passed": 131, "skipped": 95, "xfailed": 1, "warnings": 2, "rerun": 10,
     }  # fmt: skip
     assert result.problems == [
-        "SUBFAILED[Error propagates from simple header task] t/integration/test_canvas.py::test_chord::test_x"
-        " - celery.exceptions.ChordError: Dependency",
-        "FAILED t/integration/test_canvas.py::test_chord::test_large_header"
-        " - celery.exceptions.TimeoutError: The operation timed out.",
+        (
+            "SUBFAILED[Error propagates from simple header task] t/integration/test_canvas.py::test_chord::test_x"
+            " - celery.exceptions.ChordError: Dependency"
+        ),
+        (
+            "FAILED t/integration/test_canvas.py::test_chord::test_large_header"
+            " - celery.exceptions.TimeoutError: The operation timed out."
+        ),
         "FAILED t/integration/test_canvas.py::test_chord::test_body_types[body is a chain] - ChordError",
     ]
     result.returncode = 1
