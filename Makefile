@@ -18,6 +18,7 @@ help:
 	@echo "make test-chords the chord kill matrix under every pool and a 20,000-part chord (about 15 minutes)"
 	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
 	@echo "make bench-chords  chord scaling: time and requests per part, 100 to 20,000 parts"
+	@echo "make bench-requests client CPU of one GCS PUT, one GET and one Firestore commit, profiled"
 	@echo "make conformance Celery's own integration suite against gcs:// (about 11 minutes; GCS_EMULATOR=stock)"
 	@echo "make image-test build the worker image with podman and test it (root)"
 
@@ -77,6 +78,14 @@ bench: venv system-deps
 .PHONY: bench-chords
 bench-chords: venv system-deps
 	$(BIN)/python -m bench --chords $(BENCH_ARGS)
+
+# Client CPU per request (bench/request_profile.py): 3 rounds of 2,000 sequential GCS PUTs,
+# GETs and Firestore commits per variant against the emulators, then one profiled round
+# summarised by layer; about 10 minutes here. Writes bench/results/request-profile.{json,md}.
+# BENCH_ARGS=--quick for a smoke run.
+.PHONY: bench-requests
+bench-requests: venv system-deps
+	$(BIN)/python -m bench.request_profile $(BENCH_ARGS)
 
 # What the image tests build and run containers with: podman on runc (crun fails on
 # this kernel), debootstrap for the locally made base image (no registry is reachable).
