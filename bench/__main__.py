@@ -1,6 +1,7 @@
 """``python -m bench``: run the benchmarks and write bench/results/latest.{json,md,png}.
 
-python -m bench            every workload the issue names, about 20 minutes here
+python -m bench            every workload the issue names, timed on the local stack, counted, and
+                           timed production-like (latency as in one region, -c 16): about 40 minutes
 python -m bench --quick    every workload, tiny sizes: a minute or two
 python -m bench --full     more rounds, and 10,000-part chords run to the end (hours)
 python -m bench --chords   chord scaling only (celery-gcs): bench/results/chord-scaling.{json,md},
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import chord_report, chord_scaling, harness, report
+from . import chord_report, chord_scaling, harness, latency, report
 from .stack import NAMES
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rewrite", action="store_true", help="only rewrite the reports from latest.json"
     )
+    parser.add_argument(
+        "--no-production", action="store_true",
+        help="leave out the production-like pass (answers held as in one region, workers -c 16)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency", default="", metavar="KIND=MS,...",
+        help=f"the production-like pass's held time per request, overriding bench/latency.py's model; "
+             f"kinds: {', '.join(latency.MODEL)}",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.chords:
         if args.backends is not None:
@@ -68,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         paths = report.write(summary, args.out, README if args.readme != "no" else None)
         print(f"rewrote {', '.join(str(p) for p in paths.values())}")
         return 0
+    try:
+        model = {**latency.MODEL, **latency.parse_overrides(args.latency)}
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.no_production and args.latency:
+        parser.error("--latency sets the production-like pass, which --no-production leaves out: drop one")
     plan = harness.PLANS[args.mode or "default"]
     chosen = args.backends if args.backends is not None else ",".join(NAMES)
     backends = tuple(name.strip() for name in chosen.split(",") if name.strip())
@@ -83,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
     say = _say
     say(f"bench: mode {plan.mode}, backends {', '.join(backends)}")
-    summary = harness.run(plan, args.out / "tmp", backends, say)
+    summary = harness.run(
+        plan, args.out / "tmp", backends, say, production=None if args.no_production else model
+    )
     paths = report.write(summary, args.out, README if update else None)
     print()
     print(report.ratio_table(summary))

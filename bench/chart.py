@@ -46,7 +46,10 @@ def relative_times(
     the built-in backend's time is extrapolated from its progress.
     """
     rows = []
-    for entry in summary["workloads"].values():
+    production = summary.get("production", {}).get("workloads", {})
+    entries = [(e["label"], e) for e in summary["workloads"].values()]
+    entries += [(e["label"] + ", production-like", e) for e in production.values()]
+    for label, entry in entries:
         ratios = entry["ratios"]
         bars: dict[str, tuple[float, float, float, str]] = {"celery_gcs": (1.0, 1.0, 1.0, "")}
         redis = ratios.get("celery_gcs/redis")
@@ -65,7 +68,7 @@ def relative_times(
             bound = ratios["builtin/celery_gcs>="]
             bars["builtin"] = (bound["median"], bound["min"], bound["max"], ">")
         if len(bars) > 1:
-            rows.append((entry["label"], bars))
+            rows.append((label, bars))
     return rows
 
 

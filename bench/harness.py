@@ -1,5 +1,15 @@
 """Runs the workloads against every backend, interleaved and repeated, and summarises them.
 
+A run is made of passes, each on a stack of its own (fresh emulators and workers):
+
+* **local** (timed): the clients reach the emulators directly, with no proxy in
+  the path; workers ``-c 2``. Its times and CPU give the ratios and targets.
+* **counted**: one round of every workload through the counting proxies, for
+  the requests and documents each one makes (and what they cost).
+* **production** (timed, with ``latency``): the answers held as long as GCS and
+  Firestore in one region would take (``bench.latency``), workers ``-c 16``;
+  its ratios are reported beside the local ones.
+
 For each workload, each round measures every backend once, in an order that
 rotates from round to round, so that a backend is never always first or
 last while the machine's load drifts. Ratios are taken within a round
@@ -14,11 +24,11 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import builtin, cpu, pricing, profile, workloads
+from . import builtin, cpu, latency, pricing, profile, workloads
 from .stack import LABELS, BenchStack
 from .workloads import Sample
 
@@ -44,6 +54,20 @@ class Plan:
     builtin_budget: dict[int, float] = field(default_factory=dict)
     #: Chord size profiled with py-spy after the rounds, when py-spy is available.
     profile: int | None = None
+
+    def counting(self) -> Plan:
+        """One round of every workload: requests vary little from round to round."""
+        return replace(self, repeats=1, chord_repeats={}, profile=None)
+
+    def production(self) -> Plan:
+        """The production-like pass: chords up to 1,000 parts, at most two rounds."""
+        return replace(
+            self,
+            repeats=min(self.repeats, 2),
+            chords=tuple(size for size in self.chords if size <= 1000),
+            chord_repeats={},
+            profile=None,
+        )
 
     def rounds(self, size: int) -> int:
         return self.chord_repeats.get(size, self.repeats)
@@ -106,6 +130,7 @@ class Measured:
 class Run:
     plan: Plan
     backends: tuple[str, ...]
+    concurrency: int = 2
     measured: dict[str, Measured] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     callbacks: dict[str, list[str]] = field(default_factory=dict)  # backend -> chord callback ids
@@ -121,24 +146,58 @@ def rotated(names: tuple[str, ...], round_: int) -> list[str]:
     return list(names[shift:] + names[:shift])
 
 
+#: Worker concurrency in the production-like pass (``-c 16``, a typical I/O-bound worker).
+PRODUCTION_CONCURRENCY = 16
+
+
 def run(
     plan: Plan,
     workdir: Path,
     backends: tuple[str, ...],
     say: Callable[[str], None] = print,
+    production: dict[str, float] | None = None,
+    production_concurrency: int = PRODUCTION_CONCURRENCY,
 ) -> dict[str, Any]:
-    """Start the stack, measure everything, stop the stack; the summary as a JSON-able dict."""
-    stack = BenchStack(workdir, backends=backends)
+    """Every pass (see the module's docstring); the summary as a JSON-able dict.
+
+    ``production``: seconds each answer is held, by kind (``bench.latency.MODEL``);
+    None leaves the production-like pass out.
+    """
+    started = time.time()
+    say("pass 1: timed on the local stack, no proxy in the path")
+    local = _run_pass(plan, BenchStack(workdir / "local", backends=backends, counted=False), say)
+    say("pass 2: requests counted through the proxies, one round")
+    counted = _run_pass(plan.counting(), BenchStack(workdir / "counted", backends=backends), say)
+    timed_production = None
+    if production is not None:
+        say(f"pass 3: production-like, answers held as in one region, workers -c {production_concurrency}")
+        stack = BenchStack(
+            workdir / "production", backends=backends, concurrency=production_concurrency, counted=False,
+            latency=production,
+        )  # fmt: skip
+        timed_production = _run_pass(plan.production(), stack, say)
+    summary = summarise(local, time.time() - started, counted=counted)
+    if timed_production is not None and production is not None:
+        summary["production"] = summarise_production(timed_production, production)
+    for other in (counted, timed_production):
+        for name, runs in (other.callback_runs if other else {}).items():
+            summary["callback_runs"].setdefault(name, []).extend(runs)
+    return summary
+
+
+def _run_pass(plan: Plan, stack: BenchStack, say: Callable[[str], None]) -> Run:
+    """Start the stack, measure everything, stop the stack."""
+    backends = stack.backends
     say(
-        f"starting the local stack and {len(backends)} workers (prefork, -c {stack.concurrency}) in {workdir}"
+        f"starting the stack and {len(backends)} workers (prefork, -c {stack.concurrency}) in {stack.workdir}"
     )
     stack.start()
-    result = Run(plan, backends)
+    result = Run(plan, backends, concurrency=stack.concurrency)
     try:
         _warm_up(stack, backends, min(100, min(plan.chords, default=4)))
         _measure_all(stack, result, say)
         if plan.profile and "celery_gcs" in backends:
-            result.profile = _profile(stack, plan.profile, workdir, say)
+            result.profile = _profile(stack, plan.profile, stack.workdir, say)
         say("counting callback runs")
         time.sleep(1.0)  # a duplicate callback, were one coming, would have run by now
         for name, ids in result.callbacks.items():
@@ -147,7 +206,7 @@ def run(
             ]
     finally:
         stack.stop()
-    return summarise(result, time.time() - result.started)
+    return result
 
 
 def _warm_up(stack: BenchStack, backends: Iterable[str], chord: int) -> None:
@@ -276,8 +335,10 @@ def _totals(samples: list[Sample], side: str) -> list[dict[str, int]]:
     return [s.counts.side(side) for s in samples]
 
 
-def summarise(result: Run, seconds: float) -> dict[str, Any]:
+def summarise(result: Run, seconds: float, counted: Run | None = None) -> dict[str, Any]:
+    """Times, ratios and CPU from ``result``; requests per unit from ``counted`` (default: ``result``)."""
     names = result.backends
+    counted = counted or result
     summary: dict[str, Any] = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(result.started)),
@@ -287,8 +348,9 @@ def summarise(result: Run, seconds: float) -> dict[str, Any]:
             "run_seconds": round(seconds, 1),
             "machine": f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}",
             "builtin_note": builtin.NOTE,
-            "worker": "celery worker -P prefork -c 2, one per backend, each consuming its own queue; "
-            "all three stay up, only the measured backend's queue has messages",
+            "worker": f"celery worker -P prefork -c {result.concurrency}, one per backend, each consuming "
+            "its own queue; all three stay up, only the measured backend's queue has messages",
+            "counted_separately": counted is not result,
         },
         "prices": {
             "usd_per_operation": pricing.PRICES,
@@ -296,7 +358,7 @@ def summarise(result: Run, seconds: float) -> dict[str, Any]:
             "retrieved": pricing.RETRIEVED,
         },
         "workloads": {},
-        "callback_runs": result.callback_runs,
+        "callback_runs": {name: list(runs) for name, runs in result.callback_runs.items()},
         "profile": result.profile,
     }
     for key, measured in result.measured.items():
@@ -306,12 +368,14 @@ def summarise(result: Run, seconds: float) -> dict[str, Any]:
             "backends": {},
             "ratios": {},
         }
+        counted_samples = counted.measured.get(key, measured).samples
         for name in names:
             samples = measured.samples.get(name, [])
             seconds_list = [s.seconds for s in samples if s.seconds is not None]
             unfinished = [s.extra for s in samples if s.seconds is None]
-            worker = _per_unit(samples, "worker")
-            client = _per_unit(samples, "client")
+            requests = counted_samples.get(name, [])
+            worker = _per_unit(requests, "worker")
+            client = _per_unit(requests, "client")
             both = {
                 kind: round(worker.get(kind, 0) + client.get(kind, 0), 4)
                 for kind in {*worker, *client}
@@ -324,9 +388,10 @@ def summarise(result: Run, seconds: float) -> dict[str, Any]:
                 "units": samples[0].units if samples else 0,
                 "per_unit": {"worker": worker, "client": client},
                 "totals": {
-                    "worker": _totals(samples, "worker"),
-                    "client": _totals(samples, "client"),
+                    "worker": _totals(requests, "worker"),
+                    "client": _totals(requests, "client"),
                 },
+                "counted_unfinished": [s.extra for s in requests if s.seconds is None],
                 "requests_per_unit": round(_requests(both), 4),
                 "usd_per_million_units": round(pricing.cost(both) * 1e6, 4)
                 if name != "redis"
@@ -341,6 +406,31 @@ def summarise(result: Run, seconds: float) -> dict[str, Any]:
         entry["ratios"] = _ratios(measured, names)
         summary["workloads"][key] = entry
     return summary
+
+
+def summarise_production(result: Run, model: dict[str, float]) -> dict[str, Any]:
+    """The production-like pass: times and ratios by workload, and the latency model."""
+    workloads_: dict[str, Any] = {}
+    for key, measured in result.measured.items():
+        workloads_[key] = {
+            "label": measured.label,
+            "unit": measured.unit,
+            "backends": {
+                name: {
+                    "seconds": _stats([s.seconds for s in samples if s.seconds is not None]),
+                    "samples": [s.seconds for s in samples],
+                    "unfinished": [s.extra for s in samples if s.seconds is None],
+                }
+                for name, samples in measured.samples.items()
+            },
+            "ratios": _ratios(measured, result.backends),
+        }
+    return {
+        "latency": latency.describe(model),
+        "concurrency": result.concurrency,
+        "plan": asdict(result.plan),
+        "workloads": workloads_,
+    }
 
 
 def _requests(counts: dict[str, float]) -> float:

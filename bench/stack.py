@@ -5,7 +5,9 @@
 * a second Redis, for Celery's Redis result backend only;
 * the counting proxies (``bench.counting``): the workers reach the
   emulators through one pair, this process through another (a stack made
-  with ``counted=False`` leaves them out: everything is timed, nothing counted);
+  with ``counted=False`` leaves them out: everything is timed, nothing counted;
+  one made with ``latency`` puts ``bench.latency``'s proxies there instead,
+  which hold each answer as long as the service would in production);
 * three workers (``celery worker -P prefork -c 2``), one per backend, each
   consuming its own queue. They stay up for the whole run; only the one
   whose backend is being measured has messages, so the others sit idle in
@@ -28,6 +30,7 @@ from celery_gcs.local import processes, services
 from celery_gcs.local.worker import WorkerProcess, celery_worker_argv
 
 from .counting import ProxySet, Uncounted
+from .latency import LatencyProxies
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,12 +63,14 @@ class BenchStack:
     concurrency: int = 2
     #: False: no counting proxies; clients reach the emulators directly.
     counted: bool = True
+    #: Seconds each answer is held, by kind (bench.latency.MODEL); None: no latency added.
+    latency: dict[str, float] | None = None
     run_id: str = field(
         default_factory=lambda: time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
     )
     local: services.LocalStack | None = None
     result_redis: services.Service | None = None
-    proxies: ProxySet | Uncounted | None = None
+    proxies: ProxySet | Uncounted | LatencyProxies | None = None
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
     apps: dict[str, Celery] = field(default_factory=dict)
     by_name: dict[str, Backend] = field(default_factory=dict)
@@ -90,7 +95,11 @@ class BenchStack:
                 processes.free_port(), self.workdir / "result-redis.log"
             )
             self.result_redis.start()
-        if self.counted:
+        if self.latency is not None:
+            self.proxies = LatencyProxies(
+                self.local.services["gcs"].port, self.local.services["firestore"].port, self.latency
+            ).start()
+        elif self.counted:
             self.proxies = ProxySet(
                 self.local.services["gcs"].port, self.local.services["firestore"].port
             ).start()
@@ -207,7 +216,7 @@ class BenchStack:
         """The processes whose CPU time (each with its descendants) is measured, by name (see bench.cpu)."""
         assert self.local is not None and self.proxies is not None
         groups = {"client": os.getpid()}
-        if isinstance(self.proxies, ProxySet):
+        if isinstance(self.proxies, ProxySet | LatencyProxies):
             groups["proxies"] = self.proxies.pid
         for name, service in self.local.services.items():
             assert service.process is not None

@@ -1,7 +1,8 @@
 """The benchmark harness on tiny sizes: it runs end to end, writes its files, and counts requests right.
 
-No timings are asserted: only that every workload ran against every backend,
-and that the counting proxies saw the requests each backend is known to make.
+No timings are asserted: only that every workload ran against every backend in
+each pass (timed, counted, production-like), and that the counting proxies saw
+the requests each backend is known to make.
 """
 
 from __future__ import annotations
@@ -12,17 +13,22 @@ from typing import Any
 
 import pytest
 
-from bench import harness, report
+from bench import harness, latency, report
 from bench.stack import NAMES
 
 TINY = harness.Plan("smoke", repeats=1, results=6, gets=2, tasks=5, chords=(4,), default_budget=120)
+#: Held times small enough for a smoke run, large enough to be held at all.
+HELD = {kind: 0.002 for kind in latency.MODEL}
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Path]]:
     out = tmp_path_factory.mktemp("bench")
-    summary = harness.run(TINY, out / "tmp", NAMES, say=lambda line: None)
-    return summary, report.write(summary, out)
+    summary = harness.run(
+        TINY, out / "tmp", NAMES, say=lambda line: None, production=HELD, production_concurrency=2
+    )
+    (out / "README.md").write_text("# project\n\n## Layout\n")
+    return summary, report.write(summary, out, readme=out / "README.md")
 
 
 def counts(summary: dict[str, Any], workload: str, backend: str, side: str) -> dict[str, int]:
@@ -44,7 +50,19 @@ def test_every_workload_ran_against_every_backend(run) -> None:
         for name in NAMES:
             assert entry["backends"][name]["seconds"]["n"] == 1
         assert set(entry["ratios"]) == {"celery_gcs/redis", "builtin/celery_gcs"}
-    assert summary["callback_runs"] == {name: [1] for name in NAMES}  # each callback ran once
+    # Each callback ran once: in the timed, the counted and the production-like pass.
+    assert summary["callback_runs"] == {name: [1, 1, 1] for name in NAMES}
+
+
+def test_requests_are_counted_in_a_pass_of_their_own_and_production_is_timed_beside(run) -> None:
+    summary, _ = run
+    assert summary["meta"]["counted_separately"]
+    production = summary["production"]
+    assert production["latency"]["ms"] == {kind: 2.0 for kind in latency.MODEL}
+    assert set(production["workloads"]) == set(summary["workloads"])
+    for entry in production["workloads"].values():
+        assert set(entry["ratios"]) == {"celery_gcs/redis", "builtin/celery_gcs"}
+        assert all(entry["backends"][name]["seconds"]["n"] == 1 for name in NAMES)
 
 
 def test_the_files_appear(run) -> None:
@@ -52,6 +70,10 @@ def test_the_files_appear(run) -> None:
     assert json.loads(paths["json"].read_text())["meta"]["mode"] == "smoke"
     text = paths["md"].read_text()
     assert "## Targets" in text and "celery-gcs time / Redis time" in text
+    assert "## Production-like" in text and "gcs.write 2 ms" in text
+    readme = (paths["md"].parent / "README.md").read_text()
+    assert "celery-gcs / Redis, local | production-like" in readme
+    assert "](bench/results/latest.png)" in readme
     png = paths["png"].read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and int.from_bytes(png[16:20], "big") == 1200
 

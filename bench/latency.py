@@ -1,0 +1,188 @@
+"""Production-like latency: proxies that hold each answer as long as GCS or Firestore would take.
+
+The emulators answer in well under a millisecond on loopback; in production a
+worker on GKE waits tens of milliseconds for each GCS request and Firestore
+RPC, and with ``-c 16`` it overlaps many of them. ``make bench`` runs its
+workloads a second time through these proxies, with workers at ``-c 16``, so
+that its ratios show what the local ones cannot: how much of a task's time is
+spent waiting on the network, and how much of it a backend overlaps.
+
+One pair of proxies (``celery_gcs.local.proxy.Proxy``) in a child process
+(``python -m bench.latency GCS_PORT FIRESTORE_PORT MODEL_JSON``), so that
+holding answers never competes with the client for the GIL. Each request or
+RPC has its answer held for the model's seconds for its kind; others go on
+meanwhile (gRPC: other streams on the same connection; HTTP/1.1: other
+connections). The Redis broker and Celery's Redis result backend get no added
+latency: Memorystore answers in under a millisecond in one zone, which
+favours Redis in the comparison, never us.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from celery_gcs.local.proxy import Proxy
+
+from .counting import Counts
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A rank range no run reaches: the rule holds every matching call.
+_EVERY_CALL = range(1, 10**12)
+
+#: Seconds each answer is held, by kind: the model's assumed one-region figures for a
+#: worker on GKE and a regional bucket / Firestore database in the same region (see
+#: SOURCES). ``--latency KIND=MS,...`` overrides them.
+MODEL: dict[str, float] = {
+    "gcs.write": 0.040,  # an object upload (one multipart POST)
+    "gcs.read": 0.020,  # a download, a metadata read, a 404
+    "gcs.delete": 0.025,
+    "gcs.other": 0.025,  # listings, bucket reads
+    "firestore.Commit": 0.025,  # a write (a transaction's too) is replicated before it answers
+    "firestore.BeginTransaction": 0.010,
+    "firestore.Rollback": 0.010,
+    "firestore.BatchGetDocuments": 0.012,
+    "firestore.RunQuery": 0.015,
+    "firestore.RunAggregationQuery": 0.015,
+    "firestore.GetDocument": 0.012,
+}
+
+#: Where the model's figures come from, for the report.
+SOURCES = (
+    "Assumed one-region round trips, not measured here (no GCP access from this machine): "
+    "tens of milliseconds for a small GCS object write and about half that for a read, as "
+    "public same-region measurements of small objects report (e.g. "
+    "https://medium.com/@duhroach/google-cloud-storage-performance-4cfcec8bad72); Google "
+    "contrasts its sub-millisecond zonal Rapid Storage with 'significantly' slower regional "
+    "classes (https://cloud.google.com/storage/docs/rapid/rapid-bucket). Firestore commits a "
+    "write only after replicating it, every write being a transaction "
+    "(https://firebase.google.com/docs/firestore/understand-reads-writes-scale); a commit is "
+    "taken as 25 ms and a read as about half. Redis (Memorystore: 'sub-millisecond data "
+    "access', https://cloud.google.com/memorystore/docs/redis) is given none. "
+    "Override with `python -m bench --latency gcs.write=60,firestore.Commit=40` (milliseconds)."
+)
+
+#: The proxy rules of each kind: (protocol, call patterns). The first rule a call matches holds it.
+_GCS_CALLS = {
+    "gcs.write": ("POST /upload/.*",),
+    "gcs.read": ("GET /download/.*", "GET /(storage/v1/)?b/[^/]+/o/.+"),
+    "gcs.delete": ("DELETE /.*",),
+    "gcs.other": ("GET /.*", "POST /.*", "PATCH /.*", "PUT /.*"),
+}
+_FIRESTORE_SERVICE = "google.firestore.v1.Firestore"
+
+
+def parse_overrides(text: str) -> dict[str, float]:
+    """``KIND=MS,...`` as seconds by kind; an unknown kind or a bad number is an error naming it."""
+    model: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, value = item.partition("=")
+        kind = kind.strip()
+        if not sep or kind not in MODEL:
+            raise ValueError(
+                f"--latency {item!r}: give KIND=MILLISECONDS with KIND one of {', '.join(MODEL)}"
+            )
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = -1.0
+        if not 0 <= ms < 60_000:
+            raise ValueError(f"--latency {item!r}: milliseconds must be a number from 0 to 60000")
+        model[kind] = ms / 1000
+    return model
+
+
+def rules(model: dict[str, float]) -> list[tuple[str, str, float]]:
+    """(proxy, call pattern, seconds) for every kind, in the order the proxies match them."""
+    found = [
+        ("gcs", call, model[kind]) for kind, calls in _GCS_CALLS.items() for call in calls
+    ]
+    found += [
+        ("firestore", f"{_FIRESTORE_SERVICE}/{kind.split('.', 1)[1]}", seconds)
+        for kind, seconds in model.items()
+        if kind.startswith("firestore.")
+    ]
+    return found
+
+
+def serve(gcs_port: int, firestore_port: int, model: dict[str, float]) -> None:
+    """Run the two proxies until stdin closes; print their ports as one JSON line first."""
+    proxies = {
+        "gcs": Proxy(gcs_port, "http1").start(),
+        "firestore": Proxy(firestore_port, "grpc").start(),
+    }
+    for name, call, seconds in rules(model):
+        proxies[name].delay(call, seconds, calls=_EVERY_CALL)
+    sys.stdout.write(json.dumps({name: proxy.port for name, proxy in proxies.items()}) + "\n")
+    sys.stdout.flush()
+    sys.stdin.read()  # until the parent closes it, or exits
+    for proxy in proxies.values():
+        proxy.stop()
+
+
+class LatencyProxies:
+    """The proxies' child process, with ``ProxySet``'s interface; nothing is counted."""
+
+    def __init__(self, gcs_port: int, firestore_port: int, model: dict[str, float]) -> None:
+        self.model = dict(model)
+        self._argv = [
+            sys.executable, "-m", "bench.latency", str(gcs_port), str(firestore_port),
+            json.dumps(self.model),
+        ]  # fmt: skip
+        self._process: subprocess.Popen[str] | None = None
+        self.ports: dict[str, int] = {}
+
+    def start(self) -> LatencyProxies:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self._process = subprocess.Popen(
+            self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the latency proxies exited with {self._process.wait()}")
+        self.ports = json.loads(line)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def env(self, side: str) -> dict[str, str]:
+        """What points Google's clients (the worker's and the client's alike) at the proxies."""
+        return {
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports['gcs']}",
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports['firestore']}",
+        }
+
+    def snapshot(self) -> Counts:
+        return Counts({})
+
+    def reset(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.close()
+            self._process.wait(15)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            self._process.kill()
+            self._process.wait(5)
+
+
+def describe(model: dict[str, float]) -> dict[str, Any]:
+    """The model as the summary records it: milliseconds by kind, and where they come from."""
+    return {"ms": {kind: round(seconds * 1000, 3) for kind, seconds in model.items()}, "sources": SOURCES}
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]))
