@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     paths = report.write(summary, args.out, README if update else None)
     print()
-    print(report.ratio_table(summary))
+    print(report.combined_table(summary))
     print()
     print(report.targets_list(summary))
     print()
