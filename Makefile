@@ -9,13 +9,14 @@ BENCH_ARGS ?=
 CONFORMANCE_ARGS ?=
 GCS_EMULATOR ?= wrapper
 
-.PHONY: help venv system-deps test test-all test-chords test-unit lint demo bench conformance image-deps image-test clean
+.PHONY: help venv system-deps test test-all test-chords test-bench test-unit lint demo bench conformance image-deps image-test clean
 
 help:
 	@echo "make demo       run the whole stack locally with a sample workload"
 	@echo "make test       the test suite (emulators, broker and real workers)"
 	@echo "make test-all   the test suite including slow tests"
 	@echo "make test-chords the chord kill matrix under every pool and a 20,000-part chord (about 15 minutes)"
+	@echo "make test-bench the benchmark harness end to end on tiny sizes (about 2 minutes)"
 	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
 	@echo "make bench-chords  chord scaling: time and requests per part, 100 to 20,000 parts"
 	@echo "make bench-requests client CPU of one GCS PUT, one GET and one Firestore commit, profiled"
@@ -59,6 +60,10 @@ test-all: venv system-deps
 
 test-chords: venv system-deps
 	$(BIN)/pytest -m 'matrix or slow' tests/e2e/test_chords.py $(PYTEST_ARGS)
+
+# The benchmark harness end to end on tiny sizes (every pass and backend; about 2 minutes).
+test-bench: venv system-deps
+	$(BIN)/pytest -m bench tests/bench $(PYTEST_ARGS)
 
 # ruff, and the architecture contract in pyproject.toml ([tool.importlinter]).
 lint: venv

@@ -16,6 +16,8 @@ import pytest
 from bench import harness, latency, report
 from bench.stack import NAMES
 
+pytestmark = pytest.mark.bench
+
 TINY = harness.Plan("smoke", repeats=1, results=6, gets=2, tasks=5, chords=(4,), default_budget=120)
 #: Held times small enough for a smoke run, large enough to be held at all.
 HELD = {kind: 0.002 for kind in latency.MODEL}
