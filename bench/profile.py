@@ -1,7 +1,8 @@
 """Where celery-gcs's worker spends a chord: py-spy on the pool processes, summarised.
 
-Runs only when py-spy is available (``PY_SPY=/path/to/py-spy`` or ``py-spy``
-on PATH; it is not a project dependency) and allowed to attach (ptrace).
+Runs only when py-spy is available (``PY_SPY=/path/to/py-spy``, the one the
+dev group installs beside this interpreter, or ``py-spy`` on PATH) and allowed
+to attach (ptrace: as root, or with ``kernel.yama.ptrace_scope`` 0).
 It samples the worker's pool processes during one extra chord, after the
 measured rounds, and reports the main thread's time by the function it was
 in: the frames of celery_gcs that matter, and the top frames overall.
@@ -14,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,18 +24,20 @@ from typing import Any
 FRAMES = {
     "trace_task": "Celery runs a task (all of it)",
     "mark_as_done": "storing the result (for a chord part: counting it too)",
-    "ChordStore.count_part": "count: create the part's Firestore document",
-    "ChordStore.counted": "check: count() aggregation over the chord's parts",
-    "ChordStore.read": "read the chord document (size)",
-    "ChordCoordinator._fire": "claim, gather the results, publish the callback",
-    "ChordStore.finish": "delete the chord's documents",
+    "ChordCoordinator.part_ready": "a chord part: count it, and settle the chord if it was the last",
+    "ChordStore.count": "count: create the part's document and count its leaf down (one commit)",
+    "ChordStore.report": "report a filled counter to its parent",
+    "ChordCoordinator._settle": "claim the callback (a transaction)",
+    "ChordCoordinator._complete": "gather the results, publish the callback, end the chord",
+    "ChordStore.clean_up": "delete the chord's parts and counters",
     "ResultStore.put": "store the result in GCS",
     "ResultStore.get": "read results from GCS",
 }
 
 
 def py_spy() -> str | None:
-    return os.environ.get("PY_SPY") or shutil.which("py-spy")
+    beside = Path(sys.executable).with_name("py-spy")
+    return os.environ.get("PY_SPY") or (str(beside) if beside.exists() else shutil.which("py-spy"))
 
 
 def record(pid: int, output: Path, rate: int = 100) -> subprocess.Popen[bytes] | None:
