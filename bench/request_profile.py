@@ -52,7 +52,7 @@ from celery_gcs.stores import result_store
 from celery_gcs.stores.chord_store import ChordStore
 from celery_gcs.stores.result_store import ResultStore
 from google.cloud import firestore, storage
-from google.cloud.firestore_v1.types import common, write
+from google.cloud.firestore_v1.types import common, document, write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: A stored result as celery_gcs writes one: Celery's meta of a small return value.
@@ -281,14 +281,17 @@ def commit_variants(settings: Settings, parts: int) -> list[Variant]:
         leaf = chord_tree.leaf_of(task, leaves)
         part = chord.collection(contract.FIRESTORE_PARTS_COLLECTION).document(task)
         counter = chord.collection(contract.FIRESTORE_COUNTERS_COLLECTION).document(leaf.document_id)
+        ttl = {contract.FIRESTORE_TTL_FIELD: document.Value(timestamp_value=expires)}
         increment = write.DocumentTransform.FieldTransform(
             field_path="remaining", increment={"integer_value": -1}
         )
+        # The same two writes as ChordStore.count: the part created with its expiry, the
+        # leaf's expiry set and its count taken down, only if it exists.
         writes = [
-            write.Write(update={"name": f"{database}/documents/{part.path}"},
+            write.Write(update=document.Document(name=f"{database}/documents/{part.path}", fields=ttl),
                         current_document=common.Precondition(exists=False)),
-            write.Write(update={"name": f"{database}/documents/{counter.path}"},
-                        update_mask=common.DocumentMask(field_paths=[]),
+            write.Write(update=document.Document(name=f"{database}/documents/{counter.path}", fields=ttl),
+                        update_mask=common.DocumentMask(field_paths=[contract.FIRESTORE_TTL_FIELD]),
                         update_transforms=[increment],
                         current_document=common.Precondition(exists=True)),
         ]  # fmt: skip
