@@ -48,6 +48,12 @@ _MAX_CONFLICTS = 8
 _MAX_READ_AHEAD = 1_000
 # get_many's first read after a wait: this share of the results expected ready by then.
 _ESTIMATE_SHARE = 1.0
+# get_many reads a batch of at least this many results its last one first.
+_TAIL_FIRST = 4
+# get_many waits for about this many results between looks, once it knows their rate: a
+# look costs a read or two that find nothing (the earliest pending result, and tasks
+# still running among those read), so 50 a look keeps them near 1 in 25.
+_RESULTS_PER_LOOK = 50
 # How long get() on a failed chord waits for an unfinished parent to show its own error.
 _PARENT_ERROR_GRACE = 10.0
 
@@ -242,12 +248,14 @@ class GCSBackend(KeyValueStoreBackend):
         Celery reads every pending result again each interval: most reads find
         nothing. Here only the earliest pending result (in the order given) is
         looked at while nothing is ready, backing off from 20 ms to
-        ``interval``; each look first reads as many results as the rate seen
-        so far says became ready since the last look, then one at a time
-        until one is not ready (before the first wait, in batches that
-        double: what was ready before it is a backlog). Tasks of a group
-        mostly finish in order, so a result is read about once, and a wait
-        costs about one read per look.
+        ``interval``, and once results come, waiting about as long as 50 of
+        them take at the rate seen (never past ``interval``). Each look first
+        reads as many results as that rate says became ready since the last
+        look, then one at a time until one is not ready (before the first
+        wait, in batches that double: what was ready before it is a backlog).
+        A batch's last result is read first, and when it is not ready the
+        batch is halved. Tasks of a group mostly finish in order, so a result
+        is read about once, and a look costs a read or two that find nothing.
         """
         interval = 0.5 if interval is None else interval
         pending = list(dict.fromkeys(bytes_to_str(task_id) for task_id in task_ids))
@@ -259,11 +267,19 @@ class GCSBackend(KeyValueStoreBackend):
         started = last_look = time.monotonic()
         window, nap, looks, probing = 1, min(_FIRST_POLL, interval), 0, True
         gathered, caught_up = 0, 0.0  # results found since get_many first caught up, and when
+        at_edge = False  # a batch's last result was not ready: this look has reached the unfinished
         while pending:
             batch = pending[:window]
-            keys = [self.get_key_for_task(task_id) for task_id in batch]
-            found = self._mget_to_results(self.mget(keys), batch, READY_STATES)
-            self._cache.update(found)
+            if len(batch) >= _TAIL_FIRST:
+                # Its last result first: results come about in order, so if that one
+                # is not ready many before it may not be either; try half as many.
+                found = self._read_ready(batch[-1:], READY_STATES)
+                if not found:
+                    window, at_edge = len(batch) // 2, True
+                    continue
+                found.update(self._read_ready(batch[:-1], READY_STATES))
+            else:
+                found = self._read_ready(batch, READY_STATES)
             for task_id in batch:
                 if task_id in found:
                     if on_message is not None:
@@ -272,18 +288,19 @@ class GCSBackend(KeyValueStoreBackend):
             if found:
                 pending = [task_id for task_id in pending if task_id not in found]
                 gathered += len(found) if caught_up else 0
-            if len(found) == len(batch):
+            if len(found) == len(batch) and not at_edge:
                 # All ready: probe further, one at a time past the estimate, doubling before the first wait.
                 window = min(window * 2, _MAX_READ_AHEAD) if probing and not caught_up else 1
                 probing = True
                 continue
+            # Results still to come: wait for more of them rather than chase each one.
+            at_edge = False
             elapsed = time.monotonic() - started
             if timeout is not None and elapsed >= timeout:
                 raise TimeoutError(f"Operation timed out ({timeout})")
             if on_interval:
                 on_interval()
             time.sleep(nap if timeout is None else max(0.0, min(nap, timeout - elapsed)))
-            nap = min(nap * 2, interval)
             looks += 1
             if max_iterations and looks >= max_iterations:
                 break
@@ -294,6 +311,14 @@ class GCSBackend(KeyValueStoreBackend):
             rate = gathered / (now - caught_up) if now > caught_up else 0.0
             window = min(max(1, int(_ESTIMATE_SHARE * rate * (now - last_look))), _MAX_READ_AHEAD)
             last_look, probing = now, window == 1
+            nap = _next_nap(nap, interval, rate, len(pending))
+
+    def _read_ready(self, task_ids: list[str], ready_states: frozenset[str]) -> dict[str, dict[str, Any]]:
+        """The metas of those of ``task_ids`` that are ready, read in one ``mget``, and cached."""
+        keys = [self.get_key_for_task(task_id) for task_id in task_ids]
+        found = self._mget_to_results(self.mget(keys), task_ids, ready_states)
+        self._cache.update(found)
+        return found
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
         return retry.is_retryable(exc)
@@ -564,6 +589,14 @@ def _tasks(node: Any) -> Iterator[Any]:
             yield from _tasks(member)
     else:
         yield node
+
+
+def _next_nap(nap: float, interval: float, rate: float, pending: int) -> float:
+    """get_many's next wait: backing off to ``interval`` until results come; then as long as
+    ``_RESULTS_PER_LOOK`` of them take at their rate (or the rest, at the end), within ``interval``."""
+    if rate <= 0:
+        return min(nap * 2, interval)
+    return min(interval, max(_FIRST_POLL, min(_RESULTS_PER_LOOK, pending) / rate))
 
 
 def _poll_parents(ancestors: list[Any], on_interval: Any, seconds: float, interval: float) -> None:
