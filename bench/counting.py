@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from celery_gcs.local.proxy import Proxy, _Link, classify_gcs
 
@@ -254,22 +254,23 @@ def serve(gcs_port: int, firestore_port: int) -> None:
         name: BillingProxy(upstreams[service], protocol).start()
         for name, (service, protocol) in PROXIES.items()
     }
-    _reply({name: proxy.port for name, proxy in proxies.items()})
+    reply({name: proxy.port for name, proxy in proxies.items()})
     for line in sys.stdin:
         command = line.strip()
         if command == "snapshot":
-            _reply({name: proxy.snapshot() for name, proxy in proxies.items()})
+            reply({name: proxy.snapshot() for name, proxy in proxies.items()})
         elif command == "reset":
             for proxy in proxies.values():
                 proxy.reset_counts()
-            _reply(None)
+            reply(None)
         elif command == "stop":
             break
     for proxy in proxies.values():
         proxy.stop()
 
 
-def _reply(value: Any) -> None:
+def reply(value: Any) -> None:
+    """One JSON line to the parent (``ChildProxies``)."""
     sys.stdout.write(json.dumps(value) + "\n")
     sys.stdout.flush()
 
@@ -314,16 +315,16 @@ class Uncounted:
         pass
 
 
-class ProxySet:
-    """The four counting proxies, in a child process (``python -m bench.counting``)."""
+class ChildProxies:
+    """Proxies in a child process that answers commands on stdin with JSON lines, its ports first."""
 
-    def __init__(self, gcs_port: int, firestore_port: int) -> None:
-        self._argv = [sys.executable, "-m", "bench.counting", str(gcs_port), str(firestore_port)]
+    def __init__(self, argv: list[str]) -> None:
+        self._argv = argv
         self._process: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
         self.ports: dict[str, int] = {}
 
-    def start(self) -> ProxySet:
+    def start(self) -> Self:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self._process = subprocess.Popen(
             self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
@@ -340,13 +341,32 @@ class ProxySet:
                 self._process.stdin.flush()
             line = self._process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the counting proxies exited with {self._process.poll()}")
+            raise RuntimeError(f"the proxies ({' '.join(self._argv[1:3])}) exited with {self._process.poll()}")
         return json.loads(line)
 
     @property
     def pid(self) -> int:
         assert self._process is not None
         return self._process.pid
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        try:
+            assert self._process.stdin is not None
+            self._process.stdin.write("stop\n")
+            self._process.stdin.close()
+            self._process.wait(15)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            self._process.kill()
+            self._process.wait(5)
+
+
+class ProxySet(ChildProxies):
+    """The four counting proxies, in a child process (``python -m bench.counting``)."""
+
+    def __init__(self, gcs_port: int, firestore_port: int) -> None:
+        super().__init__([sys.executable, "-m", "bench.counting", str(gcs_port), str(firestore_port)])
 
     def env(self, side: str) -> dict[str, str]:
         """What points Google's clients at this side's proxies."""
@@ -360,18 +380,6 @@ class ProxySet:
 
     def reset(self) -> None:
         self._ask("reset")
-
-    def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        try:
-            assert self._process.stdin is not None
-            self._process.stdin.write("stop\n")
-            self._process.stdin.close()
-            self._process.wait(15)
-        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
-            self._process.kill()
-            self._process.wait(5)
 
 
 if __name__ == "__main__":

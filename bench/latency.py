@@ -20,17 +20,13 @@ favours Redis in the comparison, never us.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from celery_gcs.local.proxy import Proxy
 
-from .counting import Counts
+from .counting import ChildProxies, Counts, reply
 
-ROOT = Path(__file__).resolve().parent.parent
 #: A rank range no run reaches: the rule holds every matching call.
 _EVERY_CALL = range(1, 10**12)
 
@@ -110,49 +106,28 @@ def rules(model: dict[str, float]) -> list[tuple[str, str, float]]:
 
 
 def serve(gcs_port: int, firestore_port: int, model: dict[str, float]) -> None:
-    """Run the two proxies until stdin closes; print their ports as one JSON line first."""
+    """Run the two proxies until told to stop (``ChildProxies``' protocol); their ports first."""
     proxies = {
         "gcs": Proxy(gcs_port, "http1").start(),
         "firestore": Proxy(firestore_port, "grpc").start(),
     }
     for name, call, seconds in rules(model):
         proxies[name].delay(call, seconds, calls=_EVERY_CALL)
-    sys.stdout.write(json.dumps({name: proxy.port for name, proxy in proxies.items()}) + "\n")
-    sys.stdout.flush()
-    sys.stdin.read()  # until the parent closes it, or exits
+    reply({name: proxy.port for name, proxy in proxies.items()})
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            break
     for proxy in proxies.values():
         proxy.stop()
 
 
-class LatencyProxies:
-    """The proxies' child process, with ``ProxySet``'s interface; nothing is counted."""
+class LatencyProxies(ChildProxies):
+    """The proxies' child process (``python -m bench.latency``); nothing is counted."""
 
     def __init__(self, gcs_port: int, firestore_port: int, model: dict[str, float]) -> None:
         self.model = dict(model)
-        self._argv = [
-            sys.executable, "-m", "bench.latency", str(gcs_port), str(firestore_port),
-            json.dumps(self.model),
-        ]  # fmt: skip
-        self._process: subprocess.Popen[str] | None = None
-        self.ports: dict[str, int] = {}
-
-    def start(self) -> LatencyProxies:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self._process = subprocess.Popen(
-            self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-            start_new_session=True,
-        )  # fmt: skip
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the latency proxies exited with {self._process.wait()}")
-        self.ports = json.loads(line)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
+        argv = [sys.executable, "-m", "bench.latency", str(gcs_port), str(firestore_port), json.dumps(self.model)]
+        super().__init__(argv)
 
     def env(self, side: str) -> dict[str, str]:
         """What points Google's clients (the worker's and the client's alike) at the proxies."""
@@ -166,17 +141,6 @@ class LatencyProxies:
 
     def reset(self) -> None:
         pass
-
-    def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        assert self._process.stdin is not None
-        try:
-            self._process.stdin.close()
-            self._process.wait(15)
-        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
-            self._process.kill()
-            self._process.wait(5)
 
 
 def describe(model: dict[str, float]) -> dict[str, Any]:
