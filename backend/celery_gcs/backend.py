@@ -251,11 +251,12 @@ class GCSBackend(KeyValueStoreBackend):
         ``interval``, and once results come, waiting about as long as 50 of
         them take at the rate seen (never past ``interval``). Each look first
         reads as many results as that rate says became ready since the last
-        look, then one at a time until one is not ready (before the first
-        wait, in batches that double: what was ready before it is a backlog).
-        A batch's last result is read first, and when it is not ready the
-        batch is halved. Tasks of a group mostly finish in order, so a result
-        is read about once, and a look costs a read or two that find nothing.
+        look, then batches twice as large until one is not all ready. A
+        batch's last result is read first: when it is not ready the look ends
+        (or, before any result was found in it, the batch is halved). Tasks of
+        a group mostly finish in order, so a result is read about once, a look
+        costs a read or two that find nothing, and reading takes a round trip
+        per batch rather than per result.
         """
         interval = 0.5 if interval is None else interval
         pending = list(dict.fromkeys(bytes_to_str(task_id) for task_id in task_ids))
@@ -265,19 +266,21 @@ class GCSBackend(KeyValueStoreBackend):
                 pending.remove(task_id)
                 yield task_id, cached
         started = last_look = time.monotonic()
-        window, nap, looks, probing = 1, min(_FIRST_POLL, interval), 0, True
+        window, nap, looks = 1, min(_FIRST_POLL, interval), 0
         gathered, caught_up = 0, 0.0  # results found since get_many first caught up, and when
-        at_edge = False  # a batch's last result was not ready: this look has reached the unfinished
+        progressed = False  # this look has found results
         while pending:
             batch = pending[:window]
             if len(batch) >= _TAIL_FIRST:
-                # Its last result first: results come about in order, so if that one
-                # is not ready many before it may not be either; try half as many.
+                # Its last result first: results come about in order, so if that one is not
+                # ready many before it may not be either. Past results found in this look,
+                # that is where the unfinished begin: wait. Before, try half as many.
                 found = self._read_ready(batch[-1:], READY_STATES)
-                if not found:
-                    window, at_edge = len(batch) // 2, True
+                if not found and not progressed:
+                    window = len(batch) // 2
                     continue
-                found.update(self._read_ready(batch[:-1], READY_STATES))
+                if found:
+                    found.update(self._read_ready(batch[:-1], READY_STATES))
             else:
                 found = self._read_ready(batch, READY_STATES)
             for task_id in batch:
@@ -288,13 +291,13 @@ class GCSBackend(KeyValueStoreBackend):
             if found:
                 pending = [task_id for task_id in pending if task_id not in found]
                 gathered += len(found) if caught_up else 0
-            if len(found) == len(batch) and not at_edge:
-                # All ready: probe further, one at a time past the estimate, doubling before the first wait.
-                window = min(window * 2, _MAX_READ_AHEAD) if probing and not caught_up else 1
-                probing = True
+                progressed = True
+            if found and len(found) == len(batch):
+                # All ready: read on, twice as many at once (a round trip each, not a result each).
+                window = min(window * 2, _MAX_READ_AHEAD)
                 continue
             # Results still to come: wait for more of them rather than chase each one.
-            at_edge = False
+            progressed = False
             elapsed = time.monotonic() - started
             if timeout is not None and elapsed >= timeout:
                 raise TimeoutError(f"Operation timed out ({timeout})")
@@ -310,7 +313,7 @@ class GCSBackend(KeyValueStoreBackend):
                 caught_up, gathered = last_look, 0  # the first wait: what came before was a backlog
             rate = gathered / (now - caught_up) if now > caught_up else 0.0
             window = min(max(1, int(_ESTIMATE_SHARE * rate * (now - last_look))), _MAX_READ_AHEAD)
-            last_look, probing = now, window == 1
+            last_look = now
             nap = _next_nap(nap, interval, rate, len(pending))
 
     def _read_ready(self, task_ids: list[str], ready_states: frozenset[str]) -> dict[str, dict[str, Any]]:
