@@ -1,7 +1,7 @@
 """``python -m bench``: run the benchmarks and write bench/results/latest.{json,md,png}.
 
 python -m bench            every workload the issue names, timed on the local stack, counted, and
-                           timed production-like (latency as in one region, -c 16): about 40 minutes
+                           timed production-like (latency as in one region, -c 16): about 25 minutes
 python -m bench --quick    every workload, tiny sizes: a minute or two
 python -m bench --full     more rounds, and 10,000-part chords run to the end (hours)
 python -m bench --chords   chord scaling only (celery-gcs): bench/results/chord-scaling.{json,md},

@@ -13,7 +13,7 @@ from . import chart
 ANALYSIS = Path(__file__).resolve().parent / "ANALYSIS.md"
 
 README_INTRO = (
-    "`make bench` (about 40 minutes here; `python -m bench --quick` for a smoke run, `--full` for\n"
+    "`make bench` (about 25 minutes here; `python -m bench --quick` for a smoke run, `--full` for\n"
     "more rounds and every 10,000-part chord run to the end)."
 )
 README_START = "<!-- bench:start (written by `make bench`) -->"
@@ -403,8 +403,8 @@ def profile_section(summary: dict[str, Any]) -> str:
     lines = [
         (
             f"py-spy sampled celery-gcs's pool processes (main thread) during one extra {found['workload']} "
-            f"({found['seconds']:.1f} s under the profiler, {found['samples']} samples; py-spy is not a "
-            "project dependency: `PY_SPY=/path/to/py-spy make bench`). Share of samples inside:"
+            f"({found['seconds']:.1f} s under the profiler, {found['samples']} samples; py-spy comes with "
+            "the dev group, as root or where ptrace is allowed). Share of samples inside, waiting included:"
         ),
         "",
         "| frame | what it is | share |",
@@ -557,7 +557,8 @@ def readme_section(summary: dict[str, Any]) -> str:
     production = summary.get("production")
     where = (
         f"on the local emulators (workers `-c 2`, no proxy in the path) and production-like (each GCS "
-        f"and Firestore answer held as long as in one region, workers `-c {production['concurrency']}`)"
+        f"and Firestore answer held as long as in one region, Redis's not at all, workers "
+        f"`-c {production['concurrency']}`)"
         if production
         else "on the local emulators"
     )
