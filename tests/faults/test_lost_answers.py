@@ -23,14 +23,13 @@ from typing import Any
 import grpc
 import pytest
 from celery import states
-from celery.result import AsyncResult
 from celery_gcs import chord_tree
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from celery_gcs.local.proxy import Rule
 from celery_gcs.settings import parse
 from celery_gcs.stores.chord_store import ChordStore, PartState, Settle
 
-from ..support.chords import ended_only
+from ..support.chords import Published, apply_here, ended_only
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -159,21 +158,6 @@ def test_a_clean_up_whose_deletes_went_unanswered_deletes_everything(store, stac
 # -- whole chords, counted by the coordinator in this process ----------------------------------
 
 
-class Published:
-    """The chord callbacks the app published, with their values (the broker is not what is under test)."""
-
-    def __init__(self, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.values: list[Any] = []
-        monkeypatch.setattr(app.amqp, "_retry_publish", lambda publish, value: self.values.append(value))
-
-
-def _apply(app: Any, size: int) -> tuple[str, list[str]]:
-    """A chord applied as Celery applies one: its GroupResult saved and its counters written."""
-    group_id, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(size)]
-    app.backend.apply_chord((group_id, [AsyncResult(task_id, app=app) for task_id in ids]), None)
-    return group_id, ids
-
-
 def _return(app: Any, group_id: str, task_id: str, value: Any) -> None:
     """A header task's return, as a worker stores it."""
     request = types.SimpleNamespace(
@@ -200,7 +184,7 @@ def test_the_last_part_whose_count_went_unanswered_still_completes_the_chord_onc
     app, stack, monkeypatch, firestore_docs
 ) -> None:
     published = Published(app, monkeypatch)
-    group_id, ids = _apply(app, 3)
+    group_id, ids = apply_here(app, 3)
     for n, task_id in enumerate(ids[:-1]):
         _return(app, group_id, task_id, n)
     unanswered = unanswered_commits(stack)  # the last part's count
@@ -220,7 +204,7 @@ def test_a_report_to_the_top_counter_that_went_unanswered_still_completes_the_ch
     """
     published = Published(app, monkeypatch)
     size = chord_tree.FAN_IN + 1  # two leaves below a top counter
-    group_id, ids = _apply(app, size)
+    group_id, ids = apply_here(app, size)
     leaves = chord_tree.leaf_count(size)
     assert chord_tree.top_level(leaves) == 1
     # Every part but the one that fills the last leaf to fill, in header order.
@@ -240,7 +224,7 @@ def test_a_report_to_the_top_counter_that_went_unanswered_still_completes_the_ch
 
 def test_a_chord_whose_end_went_unanswered_is_cleaned_up(app, stack, monkeypatch, firestore_docs) -> None:
     published = Published(app, monkeypatch)
-    group_id, ids = _apply(app, 2)
+    group_id, ids = apply_here(app, 2)
     _return(app, group_id, ids[0], "a")
     store = app.backend.chords.store
     unanswered = _commit_unanswered_in(stack, store, "end")
