@@ -46,8 +46,6 @@ _FIRST_POLL = 0.02
 _MAX_CONFLICTS = 8
 # Most results one read of get_many asks for, reading ahead of the earliest pending one.
 _MAX_READ_AHEAD = 1_000
-# get_many's first read after a wait: this share of the results expected ready by then.
-_ESTIMATE_SHARE = 1.0
 # get_many reads a batch of at least this many results its last one first.
 _TAIL_FIRST = 4
 # get_many waits for about this many results between looks, once it knows their rate: a
@@ -312,7 +310,7 @@ class GCSBackend(KeyValueStoreBackend):
             if not caught_up:
                 caught_up, gathered = last_look, 0  # the first wait: what came before was a backlog
             rate = gathered / (now - caught_up) if now > caught_up else 0.0
-            window = min(max(1, int(_ESTIMATE_SHARE * rate * (now - last_look))), _MAX_READ_AHEAD)
+            window = min(max(1, int(rate * (now - last_look))), _MAX_READ_AHEAD)
             last_look = now
             nap = _next_nap(nap, interval, rate, len(pending))
 
