@@ -29,7 +29,7 @@ from celery import Celery
 from celery_gcs.local import processes, services
 from celery_gcs.local.worker import WorkerProcess, celery_worker_argv
 
-from .counting import ProxySet, Uncounted
+from .counting import ChildProxies, ProxySet, Uncounted
 from .latency import LatencyProxies
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,7 +216,7 @@ class BenchStack:
         """The processes whose CPU time (each with its descendants) is measured, by name (see bench.cpu)."""
         assert self.local is not None and self.proxies is not None
         groups = {"client": os.getpid()}
-        if isinstance(self.proxies, ProxySet | LatencyProxies):
+        if isinstance(self.proxies, ChildProxies):
             groups["proxies"] = self.proxies.pid
         for name, service in self.local.services.items():
             assert service.process is not None
