@@ -168,7 +168,7 @@ def run(
     local = _run_pass(plan, BenchStack(workdir / "local", backends=backends, counted=False), say)
     say("pass 2: requests counted through the proxies, one round")
     counted = _run_pass(plan.counting(), BenchStack(workdir / "counted", backends=backends), say)
-    timed_production = None
+    passes, production_summary = [counted], None
     if production is not None:
         say(f"pass 3: production-like, answers held as in one region, workers -c {production_concurrency}")
         stack = BenchStack(
@@ -176,11 +176,13 @@ def run(
             latency=production,
         )  # fmt: skip
         timed_production = _run_pass(plan.production(), stack, say)
+        passes.append(timed_production)
+        production_summary = summarise_production(timed_production, production)
     summary = summarise(local, time.time() - started, counted=counted)
-    if timed_production is not None and production is not None:
-        summary["production"] = summarise_production(timed_production, production)
-    for other in (counted, timed_production):
-        for name, runs in (other.callback_runs if other else {}).items():
+    if production_summary is not None:
+        summary["production"] = production_summary
+    for other in passes:
+        for name, runs in other.callback_runs.items():
             summary["callback_runs"].setdefault(name, []).extend(runs)
     return summary
 
