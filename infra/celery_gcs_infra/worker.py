@@ -288,6 +288,14 @@ def deployment_spec(args: WorkerArgs) -> k8s.apps.v1.DeploymentSpecArgs:
     )
 
 
+def disruption_budget_spec(cfg: WorkerSettings) -> k8s.policy.v1.PodDisruptionBudgetSpecArgs:
+    return k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+        # maxUnavailable, not minAvailable: one replica must still drain.
+        max_unavailable=1,
+        selector=k8s.meta.v1.LabelSelectorArgs(match_labels=worker_selector(cfg)),
+    )
+
+
 def scaled_object_spec(cfg: WorkerSettings, triggers: list[dict]) -> dict:
     """KEDA's ScaledObject on the Deployment: queue-length triggers, a slow scale-down."""
     return {
@@ -401,21 +409,16 @@ class Worker(pulumi.ComponentResource):
             spec=deployment_spec(args),
             opts=self._child(depends_on=[*in_ns, self.service_account, self.secret]),
         )
-        selector = worker_selector(cfg)
         self.network_policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-netpol",
             metadata=self._meta(app),
-            spec=network_policy.workers(selector, args.broker, args.google_apis_cidr),
+            spec=network_policy.workers(worker_selector(cfg), args.broker, args.google_apis_cidr),
             opts=self._child(depends_on=in_ns),
         )
         self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata=self._meta(app),
-            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
-                # maxUnavailable, not minAvailable: one replica must still drain.
-                max_unavailable=1,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
-            ),
+            spec=disruption_budget_spec(cfg),
             opts=self._child(depends_on=in_ns),
         )
         self.autoscaler: pulumi.Resource = (
