@@ -24,10 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import __version__
+from ..install import install_line
 
 #: Exit code when a command's extras are not installed.
 EXIT_MISSING_EXTRA = 2
-E_MISSING_EXTRA = "celery-gcs {command} needs the {extras} extra{s}, which {are} not installed; install with:\n  {line}"
+E_MISSING_EXTRA = "celery-gcs {command} needs the {extras} extra{s}, which {are} not installed; install {them} with:\n  {line}"
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,6 @@ EXTRA_MODULES = {
 
 def missing_extras(extras: Sequence[str]) -> list[str]:
     return [extra for extra in extras if not all(importlib.util.find_spec(m) for m in EXTRA_MODULES[extra])]
-
-
-def install_line(extras: Sequence[str]) -> str:
-    return f"pip install 'celery-gcs[{','.join(extras)}]'"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 extras=" and ".join(missing),
                 s="s" if len(missing) > 1 else "",
                 are="are" if len(missing) > 1 else "is",
+                them="them" if len(missing) > 1 else "it",
                 line=install_line(command.extras),
             ),
             file=sys.stderr,
