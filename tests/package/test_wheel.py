@@ -157,6 +157,32 @@ def test_the_wheel_alone_serves_as_the_result_backend(
     assert done.stdout.split() == ["5", str(sum(2 * n for n in range(10))), "celery_gcs.backend"]
 
 
+def test_the_components_without_the_infra_extra_name_the_install(runtime_python: Path, wheel: Path) -> None:
+    done = subprocess.run([runtime_python, "-c", "import celery_gcs_infra"], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "celery_gcs_infra needs celery-gcs's infra extra (pulumi" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].strip() == f"uv pip install --python {runtime_python} '{wheel}[infra]'"
+
+
+def test_make_venv_infra_is_enough_to_run_the_program_and_holds_no_dev_tools(tmp_path: Path) -> None:
+    """What deploying needs, without the 700 MB of every extra and dev tool that `make venv` installs."""
+    from tests.infra.infra_scenarios import HERE, scenarios
+
+    venv = tmp_path / "venv"
+    env = {key: value for key, value in uv_env().items() if key not in ("PYTHONPATH", "UV_PROJECT_ENVIRONMENT")}
+    run(["make", "-C", ROOT, "venv-infra", f"VENV={venv}", f"PYTHON={sys.executable}"], env=env, timeout=600)
+    python = venv / "bin" / "python"
+    absent = "import importlib.util as u; print([m for m in ('pytest', 'ruff', 'rich', 'gcp_storage_emulator', 'matplotlib') if u.find_spec(m)])"
+    assert run([python, "-c", absent]).stdout.strip() == "[]"
+    spec = scenarios()["dev"]
+    config, inventory = tmp_path / "dev.config.json", tmp_path / "dev.inventory.json"
+    config.write_text(json.dumps(spec))
+    run([python, HERE / "run_program.py", spec["program"], spec["stack"], config, inventory], cwd=ROOT, env=env)
+    found = json.loads(inventory.read_text())
+    assert found["error"] is None, found["error"]
+    assert "gcp:storage/bucket:Bucket" in {resource["type"] for resource in found["resources"]}
+
+
 def test_a_team_program_imports_the_components_from_the_installed_package(tmp_path: Path, wheel: Path) -> None:
     """``pip install 'celery-gcs[infra]'``, then a team's own program, with no checkout on the path."""
     from tests.infra.infra_scenarios import HERE, scenarios
