@@ -23,10 +23,10 @@ import pytest
 from celery import chord, states
 from celery.app.task import Context
 from celery_gcs import AccessDenied, BucketNotFound, ConfigurationError, DatabaseNotFound
-from celery_gcs.chord_tree import Node
 from celery_gcs.local import processes
 from celery_gcs.settings import parse
 from celery_gcs.stores.chord_store import ChordStore, Settle
+from celery_gcs.stores.chord_tree import Node
 from google.api_core import exceptions as api
 from google.cloud import firestore
 

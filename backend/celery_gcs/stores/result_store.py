@@ -32,8 +32,8 @@ from ..errors import (
     ConfigurationError,
     TransientError,
 )
+from ..perprocess import PerProcess
 from ..settings import Settings
-from .perprocess import PerProcess
 
 
 class GenerationMismatch(Exception):
