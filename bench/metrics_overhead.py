@@ -60,8 +60,10 @@ def main() -> int:
     lines = [
         "# Worker CPU per task added by the metrics",
         "",
-        f"`python -m bench.metrics_overhead`, {time.strftime('%Y-%m-%d')}: {ROUNDS} rounds of {TASKS:,} tasks "
-        "through Celery's tracer, a task_received signal and one reported GCS write each.",
+        (
+            f"`python -m bench.metrics_overhead`, {time.strftime('%Y-%m-%d')}: {ROUNDS} rounds of {TASKS:,} tasks "
+            "through Celery's tracer, a task_received signal and one reported GCS write each."
+        ),
         "",
         "| metrics | CPU per task (median of rounds) |",
         "|---|---|",

@@ -69,7 +69,9 @@ def test_a_workload_is_counted_as_it_ran(app, start_worker, stack, pool) -> None
     before_gcs, before_firestore = stack.gcs.snapshot(), stack.firestore.snapshot()
     run_workload(app)
     samples = scrape(port)
-    count = lambda metric, **labels: total(samples, str(metric), **labels)  # noqa: E731
+
+    def count(metric: names.Metric, **labels: str) -> float:
+        return total(samples, str(metric), **labels)
 
     ran = Counter({tasks.add.name: ADDS + PARTS, tasks.collect.name: 1, tasks.fail.name: 1, tasks.retry_once.name: 2})
     for task, runs in ran.items():
