@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from functools import partial
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import requests
