@@ -80,31 +80,29 @@ def test_a_gcs_failure_during_a_refresh_is_retried_by_a_later_part(
     already pushed back and did nothing, so a header result expired before the join: no callback, no
     error, and the result read PENDING.
 
-    The refresh runs three quarters into the chord's expiry: the next one falls
-    due a quarter after the first result would have expired, and the last
-    parts return in between.
+    The refresh runs five eighths into the chord's expiry, so that the next
+    one falls due only after the first result would have expired; a part
+    returns soon after the failure, before that expiry, and the last one after it.
     """
-    expires = 6
+    expires = 8
     app = make_app(result_expires=expires, result_chord_join_timeout=0.5, gcs_retry_deadline=0.5)
     published = Published(app, monkeypatch)
     group_id, ids = apply_here(app, 4)
     applied = time.monotonic()
     store(app, group_id, ids[0], 0)  # kept ``expires`` seconds unless refreshed
     stored = time.monotonic()
-    sleep_until(applied + expires * 3 / 4)
+    sleep_until(applied + expires * 5 / 8)
     # The refresh pushes back the GroupResult's expiry, then each stored result's: reading the first fails.
-    outage = stack.gcs.fail(
-        f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", 503, calls=range(1, 10**6)
-    )
+    outage = stack.gcs.fail(f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", 503, calls=range(1, 10**6))
     store(app, group_id, ids[1], 1)
     refreshed = time.monotonic()
     assert outage.struck > 0
     stack.gcs.faults.clear()
-    sleep_until(stored + expires + 0.3)  # past the first result's expiry, had nobody refreshed it
+    sleep_until(refreshed + 1.2)
     store(app, group_id, ids[2], 2)
+    assert time.monotonic() < stored + expires, "the first result expired: the test proves nothing"
+    sleep_until(stored + expires + 0.3)  # past the first result's expiry, had nobody refreshed it
     store(app, group_id, ids[3], 3)
-    assert time.monotonic() < refreshed + expires / 2, (
-        "the next refresh fell due: the test proves nothing"
-    )
+    assert time.monotonic() < refreshed + expires / 2, "the next refresh fell due: the test proves nothing"
     assert published.values == [[0, 1, 2, 3]]
     assert app.AsyncResult(ids[0]).state == states.SUCCESS
