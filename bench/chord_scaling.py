@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from celery_gcs import chord_tree
+from celery_gcs.stores import chord_tree
 
 from . import workloads
 from .counting import Counts

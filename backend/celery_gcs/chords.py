@@ -32,7 +32,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,13 +41,14 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 
-from . import chord_tree, contract
-from .chord_tree import Node
+from . import contract, retry
 from .errors import CorruptResult
 from .keys import part_document_id
-from .settings import Settings
+from .perprocess import PerProcess
+from .stored_results import EncodedState, StoredResults
+from .stores import chord_tree
 from .stores.chord_store import Chord, ChordStore, Settle, Settled
-from .stores.perprocess import PerProcess
+from .stores.chord_tree import Node
 
 log = logging.getLogger(__name__)
 
@@ -64,34 +65,12 @@ _PUBLISH_MAX_RETRIES = 3
 
 
 class ChordBackend(Protocol):
-    """What the coordinator needs from the result backend that owns it (``GCSBackend``)."""
+    """What only Celery's backend class gives the coordinator (``GCSBackend``); results it reads through ``StoredResults``."""
 
     app: Celery
-    settings: Settings
-
-    def chord_key(self, group_id: str) -> str:
-        """The name of the chord's Firestore document."""
-
-    def chord_expires_at(self) -> dt.datetime | None:
-        """When chord documents written now expire."""
-
-    def read_group(self, group_id: str) -> GroupResult | None:
-        """The header's saved GroupResult; CorruptResult if it is not one."""
-
-    def read_ready(self, task_ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
-        """(state, result) of the stored, ready, unexpired ones; CorruptResult (with ``task_id``) for junk."""
-
-    def as_stored(self, state: str, result: Any) -> Any:
-        """A result as a reader will get it back from storage."""
-
-    def refresh_chord_results(self, group_id: str, task_ids: Sequence[str]) -> None:
-        """Push back the expiry of a running chord's GroupResult and stored header results."""
 
     def chord_error_from_stack(self, callback: Any, exc: Exception) -> Any:
         """Celery's: fail the callback and call its errbacks."""
-
-    def exception_safe_to_retry(self, exc: BaseException) -> bool:
-        """Celery's: whether ``result_backend_always_retry`` retries after ``exc``."""
 
 
 class PartsInFlight(Exception):
@@ -115,9 +94,10 @@ class Part:
 class ChordCoordinator:
     """Runs the steps above for one backend."""
 
-    def __init__(self, backend: ChordBackend) -> None:
+    def __init__(self, backend: ChordBackend, results: StoredResults) -> None:
         self.backend = backend
-        self.store = ChordStore(backend.settings)
+        self.results = results
+        self.store = ChordStore(results.settings)
         # chord key -> its document as last read: the counters' shape never
         # changes while a chord runs, so parts count without reading it.
         self._chords: PerProcess[OrderedDict[str, Chord]] = PerProcess(OrderedDict)
@@ -127,7 +107,7 @@ class ChordCoordinator:
     # -- Celery's chord hooks -------------------------------------------------------
 
     def key(self, group_id: str) -> str:
-        return self.backend.chord_key(group_id)
+        return self.results.chord_key(group_id)
 
     def apply(self, group_id: str, header: Iterable[Any]) -> None:
         """Write the counters of a chord about to be applied; ``header`` is its GroupResult's results."""
@@ -138,7 +118,7 @@ class ChordCoordinator:
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
 
-    def check_size(self, group_id: str, size: int) -> None:
+    def check_chord_size(self, group_id: str, size: int) -> None:
         """Celery's ``set_chord_size``: the size is known since ``apply``; say so when they differ."""
         applied = self._applied.get().get(group_id)
         if applied is None:
@@ -163,21 +143,24 @@ class ChordCoordinator:
 
     # -- a header task returns ---------------------------------------------------------
 
-    def part_ready(self, request: Any, state: str, result: Any) -> float | None:
-        """Count a returning part, completing the chord if it was the last.
+    def part_returned(self, request: Any, state: str, result: Any, encoded: EncodedState) -> None:
+        """A header task returned: count its part, complete the chord if it was the last, then store its state.
 
-        Returns when counting began (monotonic), for a part that may have to
-        look again once stored; None when this part ended the chord itself.
+        A part so slow from counting to stored that the callback's join may
+        have given up on it looks again once stored.
         """
         part = self.part(request, state, result)
         started = time.monotonic()
         self.before_count(part)
         settled, part = self._count(part)
         self.after_count(part)
-        if settled is not None and settled.claimed:
+        ended_it = settled is not None and settled.claimed
+        if ended_it:
+            assert settled is not None
             self._complete(part, settled)
-            return None
-        return started
+        self.results.write_state(encoded)
+        if not ended_it and time.monotonic() - started > self.slow_part_after():
+            self.look_again(part)
 
     def look_again(self, part: Part) -> None:
         """A part slow to store its result: a join that gave up on it may have left the chord to it."""
@@ -266,7 +249,7 @@ class ChordCoordinator:
 
     def _fail_uncountable(self, part: Part, key: str, node: Node) -> Settled | None:
         """A counter gone while its chord is open: nothing can count the chord, so fail it once."""
-        settings = self.backend.settings
+        settings = self.results.settings
         path = f"{settings.firestore_collection}/{key}/{contract.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
         reason = (
             f"Chord {part.group_id}: counter document {path!r} in Firestore database "
@@ -362,7 +345,7 @@ class ChordCoordinator:
     def _retried_by_celery(self, exc: Exception) -> bool:
         """Whether Celery will retry the store this failure interrupts (``result_backend_always_retry``)."""
         conf = self.backend.app.conf
-        return bool(conf.get("result_backend_always_retry")) and self.backend.exception_safe_to_retry(exc)
+        return bool(conf.get("result_backend_always_retry")) and retry.is_retryable(exc)
 
     def _fail(
         self,
@@ -382,7 +365,7 @@ class ChordCoordinator:
     def _header(self, part: Part, chord: Chord) -> list[Any]:
         """The header's results in header order, then those added to the chord: one GCS read."""
         try:
-            header = self.backend.read_group(part.group_id)
+            header = self.results.read_group(part.group_id)
         except CorruptResult as exc:
             raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
         if header is None:
@@ -404,7 +387,8 @@ class ChordCoordinator:
         nap, last = 0.02, False
         while missing:
             try:
-                values.update(self.backend.read_ready(missing))
+                stored = self.results.ready(missing, states.READY_STATES)
+                values.update((task_id, (meta["status"], meta["result"])) for task_id, meta in stored.items())
             except CorruptResult as exc:
                 raise ChordError(
                     f"Dependency {getattr(exc, 'task_id', '?')} cannot be read: {exc}"
@@ -526,7 +510,7 @@ class ChordCoordinator:
             if started:
                 results = self._header(part, chord)
                 self.store.refresh(key, self._nodes(results, chord), new)
-                self.backend.refresh_chord_results(part.group_id, list(leaf_ids(results)))
+                self.results.refresh_chord(part.group_id, list(leaf_ids(results)))
                 self.store.end_refresh(key, new)
                 seen = new
             elif taken.busy_for:
@@ -559,12 +543,12 @@ class ChordCoordinator:
             task_id=str(request.id),
             group_id=str(request.group),
             state=state,
-            value=self.backend.as_stored(state, result),
+            value=self.results.as_stored(state, result),
             callback=request.chord,
         )
 
     def _expires_at(self) -> dt.datetime | None:
-        return self.backend.chord_expires_at()
+        return self.results.chord_expires_at()
 
     def _join_timeout(self) -> float:
         timeout = self.backend.app.conf.get("result_chord_join_timeout")

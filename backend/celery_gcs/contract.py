@@ -62,18 +62,18 @@ MAX_RESULT_BYTES: Final = 32 * 1024 * 1024
 THREADPOOL_MAXSIZE: Final = 10
 
 
-def lifecycle_rules() -> list[dict[str, object]]:
+def lifecycle_rules(max_age_days: int = LIFECYCLE_MAX_AGE_DAYS) -> list[dict[str, object]]:
     """The bucket's lifecycle rules, in the JSON API's shape.
 
     Delete a result once its custom time (its expiry) has passed; delete
-    anything after ``LIFECYCLE_MAX_AGE_DAYS`` as a backstop.
+    anything after ``max_age_days`` as a backstop (longer than results live).
     """
     return [
         {
             "action": {"type": "Delete"},
             "condition": {"daysSinceCustomTime": LIFECYCLE_DAYS_SINCE_CUSTOM_TIME},
         },
-        {"action": {"type": "Delete"}, "condition": {"age": LIFECYCLE_MAX_AGE_DAYS}},
+        {"action": {"type": "Delete"}, "condition": {"age": max_age_days}},
     ]
 
 

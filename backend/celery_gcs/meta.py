@@ -52,7 +52,7 @@ def expired(meta: Mapping[str, Any], now: dt.datetime | None = None) -> bool:
     return when <= (now or dt.datetime.now(dt.UTC))
 
 
-def check_size(name: str, payload: bytes, limit: int) -> None:
+def check_payload_size(name: str, payload: bytes, limit: int) -> None:
     if len(payload) > limit:
         raise ResultTooLarge(E_RESULT_TOO_LARGE.format(name=name, size=len(payload), limit=limit))
 
@@ -71,7 +71,7 @@ def encode_state(meta: dict[str, Any], state: str, *, encode: Encode, limit: int
     meta["traceback"] = TRACEBACK_CUT
     bare = encode(meta)
     if len(bare) > limit:
-        return bare  # too large even so: check_size names it
+        return bare  # too large even so: check_payload_size names it
     # Keep as much of the end as fits, guessing from the bytes per character so far.
     per_char = max(len(payload) - len(bare), 1) / len(traceback)
     keep = int((limit - len(bare)) / per_char)

@@ -8,6 +8,7 @@ as with the built-in backend. A misspelled key is an error, never ignored.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +42,14 @@ URL_ALIASES: dict[str, str] = {"ttl": "gcs_ttl"}
 
 E_UNKNOWN_KEY = "unknown setting {key!r} in {where}{hint}; known settings: {known}"
 E_BAD_URL = "malformed result_backend URL {url!r}: {reason}. Expected gcs://BUCKET[/PREFIX][?key=value&...]"
+E_BAD_EXPIRY = (
+    "app.conf.{key} = {raw!r} is invalid: {problem}; give seconds (or a timedelta) of 0 or more "
+    "(None or 0: results never expire)"
+)
+
+#: Celery's own settings this backend honours, checked as strictly as gcs_ttl:
+#: a negative one would write every result already expired, to read as PENDING.
+CELERY_EXPIRY_KEYS = ("result_expires", "result_failure_expires")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +85,20 @@ def parse(url: str | None, conf: Mapping[str, Any]) -> Settings:
         elif conf.get(key) not in (None, ""):
             values[key], sources[key] = conf.get(key), f"app.conf.{key}"
     _reject_unknown_conf_keys(conf)
+    for key in CELERY_EXPIRY_KEYS:
+        _check_expiry(key, conf.get(key))
     return _build(values, sources)
+
+
+def _check_expiry(key: str, raw: Any) -> None:
+    if raw is None:
+        return
+    try:
+        seconds = raw.total_seconds() if isinstance(raw, dt.timedelta) else float(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(E_BAD_EXPIRY.format(key=key, raw=raw, problem="not a number")) from None
+    if seconds < 0:
+        raise ConfigurationError(E_BAD_EXPIRY.format(key=key, raw=raw, problem="it is negative"))
 
 
 def _parse_url(url: str) -> dict[str, str]:

@@ -213,6 +213,55 @@ class BrokerArgs:
         cmek.check_location(self.kms_key_name, self.region, "the Memorystore instance")
 
 
+def external_connection(url: str) -> BrokerConnection:
+    """The connection to a broker the stack is given: every part from its URL."""
+    parsed = parse_redis_url(url)
+    return BrokerConnection(
+        url=pulumi.Output.secret(url),
+        address=pulumi.Output.from_input(parsed.address),
+        host=pulumi.Output.from_input(parsed.host),
+        port=pulumi.Output.from_input(parsed.port),
+        password=pulumi.Output.secret(parsed.password),
+        tls=parsed.tls,
+        ca_pem=None,
+        database=parsed.database,
+    )
+
+
+def memorystore_connection(inst: gcp.redis.Instance) -> BrokerConnection:
+    """The connection to a Memorystore instance: AUTH, TLS, and the instance's own CA."""
+    password = pulumi.Output.secret(inst.auth_string)
+    url = pulumi.Output.all(inst.host, inst.port, password).apply(
+        lambda v: memorystore_url(host=v[0], port=v[1], password=v[2])
+    )
+    return BrokerConnection(
+        url=pulumi.Output.secret(url),
+        address=pulumi.Output.concat(inst.host, ":", inst.port.apply(str)),
+        host=inst.host,
+        port=inst.port,
+        password=password,
+        tls=True,
+        ca_pem=inst.server_ca_certs.apply(
+            lambda certs: "".join(c.cert for c in certs or [] if c.cert)
+        ),
+        database=0,
+    )
+
+
+def maintenance_policy(window: str) -> gcp.redis.InstanceMaintenancePolicyArgs:
+    day, hour = maintenance_window(window)
+    return gcp.redis.InstanceMaintenancePolicyArgs(
+        weekly_maintenance_windows=[
+            gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowArgs(
+                day=day,
+                start_time=gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowStartTimeArgs(
+                    hours=hour, minutes=0
+                ),
+            )
+        ]
+    )
+
+
 class Broker(pulumi.ComponentResource):
     connection: BrokerConnection
     instance: gcp.redis.Instance | None
@@ -223,30 +272,26 @@ class Broker(pulumi.ComponentResource):
         super().__init__(common.token("broker", "Broker"), name, None, opts)
         if args.kind == "external":
             self.instance = None
-            parsed = parse_redis_url(args.url)
-            self.connection = BrokerConnection(
-                url=pulumi.Output.secret(args.url),
-                address=pulumi.Output.from_input(parsed.address),
-                host=pulumi.Output.from_input(parsed.host),
-                port=pulumi.Output.from_input(parsed.port),
-                password=pulumi.Output.secret(parsed.password),
-                tls=parsed.tls,
-                ca_pem=None,
-                database=parsed.database,
-            )
+            self.connection = external_connection(args.url)
             self.register_outputs({"kind": "external"})
             return
+        self.instance = self._memorystore(name, args, common.invoke_options(self, opts))
+        self.connection = memorystore_connection(self.instance)
+        inst = self.instance
+        self.register_outputs({"kind": "memorystore", "host": inst.host, "port": inst.port})
 
+    def _memorystore(
+        self, name: str, args: BrokerArgs, invoke_opts: pulumi.InvokeOutputOptions
+    ) -> gcp.redis.Instance:
         after_grant = cmek.grants_before(
             name,
             parent=self,
             project=args.project,
             service="redis.googleapis.com",
             key=args.kms_key_name,
-            invoke_opts=common.invoke_options(self, opts),
+            invoke_opts=invoke_opts,
         )
-        day, hour = maintenance_window(args.maintenance_window)
-        self.instance = gcp.redis.Instance(
+        return gcp.redis.Instance(
             f"{name}-redis",
             name=args.instance_name,
             project=args.project,
@@ -266,16 +311,7 @@ class Broker(pulumi.ComponentResource):
                 if args.protect
                 else None
             ),
-            maintenance_policy=gcp.redis.InstanceMaintenancePolicyArgs(
-                weekly_maintenance_windows=[
-                    gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowArgs(
-                        day=day,
-                        start_time=gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowStartTimeArgs(
-                            hours=hour, minutes=0
-                        ),
-                    )
-                ]
-            ),
+            maintenance_policy=maintenance_policy(args.maintenance_window),
             customer_managed_key=args.kms_key_name or None,
             labels={**common.APP_LABEL, **args.labels},
             # The provider protects instances unless told otherwise.
@@ -288,25 +324,6 @@ class Broker(pulumi.ComponentResource):
                 additional_secret_outputs=["authString"],
             ),
         )
-        inst = self.instance
-        password = pulumi.Output.secret(inst.auth_string)
-        ca_pem = inst.server_ca_certs.apply(
-            lambda certs: "".join(c.cert for c in certs or [] if c.cert)
-        )
-        url = pulumi.Output.all(inst.host, inst.port, password).apply(
-            lambda v: memorystore_url(host=v[0], port=v[1], password=v[2])
-        )
-        self.connection = BrokerConnection(
-            url=pulumi.Output.secret(url),
-            address=pulumi.Output.concat(inst.host, ":", inst.port.apply(str)),
-            host=inst.host,
-            port=inst.port,
-            password=password,
-            tls=True,
-            ca_pem=ca_pem,
-            database=0,
-        )
-        self.register_outputs({"kind": "memorystore", "host": inst.host, "port": inst.port})
 
 
 def memorystore_url(*, host: str, port: int, password: str, database: int = 0) -> str:

@@ -287,21 +287,7 @@ class Cluster(pulumi.ComponentResource):
     def _autopilot(
         self, name: str, args: ClusterArgs, invoke_opts: pulumi.InvokeOutputOptions
     ) -> None:
-        nodes = gcp.serviceaccount.Account(
-            f"{name}-nodes",
-            project=args.project,
-            account_id=args.node_account_id,
-            display_name="celery-gcs GKE nodes",
-            description="Node service account of the celery-gcs Autopilot cluster; no keys.",
-            opts=common.child(self),
-        )
-        node_role = gcp.projects.IAMMember(
-            f"{name}-nodes-role",
-            project=args.project,
-            role=NODE_ROLE,
-            member=nodes.email.apply(lambda e: f"serviceAccount:{e}"),
-            opts=common.child(self),
-        )
+        nodes, node_role = self._node_account(name, args)
         after: list[pulumi.Resource] = [node_role]
         after += cmek.grants_before(
             name,
@@ -319,27 +305,8 @@ class Cluster(pulumi.ComponentResource):
             enable_autopilot=True,
             network=args.network,
             subnetwork=args.subnetwork,
-            ip_allocation_policy=(
-                gcp.container.ClusterIpAllocationPolicyArgs(
-                    cluster_secondary_range_name=args.pods_range,
-                    services_secondary_range_name=args.services_range,
-                )
-                if args.pods_range
-                else None
-            ),
-            private_cluster_config=gcp.container.ClusterPrivateClusterConfigArgs(
-                enable_private_nodes=True,
-                enable_private_endpoint=args.private_endpoint,
-            ),
-            master_authorized_networks_config=gcp.container.ClusterMasterAuthorizedNetworksConfigArgs(
-                cidr_blocks=[
-                    gcp.container.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(
-                        cidr_block=block, display_name=f"authorized-{i}"
-                    )
-                    for i, block in enumerate(args.authorized_networks)
-                ],
-                gcp_public_cidrs_access_enabled=False,
-            ),
+            ip_allocation_policy=ip_allocation(args),
+            **control_plane_access(args),
             database_encryption=(
                 gcp.container.ClusterDatabaseEncryptionArgs(
                     state="ENCRYPTED", key_name=args.kms_key_name
@@ -356,12 +323,7 @@ class Cluster(pulumi.ComponentResource):
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=workload_pool(args.project)
             ),
-            cluster_autoscaling=gcp.container.ClusterClusterAutoscalingArgs(
-                auto_provisioning_defaults=gcp.container.ClusterClusterAutoscalingAutoProvisioningDefaultsArgs(
-                    service_account=nodes.email,
-                    oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
-                )
-            ),
+            cluster_autoscaling=node_defaults(nodes.email),
             resource_labels={**common.APP_LABEL, **args.labels},
             # The provider's default is true; dev stacks must be destroyable.
             deletion_protection=args.protect,
@@ -376,3 +338,65 @@ class Cluster(pulumi.ComponentResource):
             self.cluster.endpoint,
             self.cluster.master_auth.cluster_ca_certificate,
         ).apply(lambda v: kubeconfig(name=v[0], endpoint=v[1], ca_certificate=v[2]))
+
+    def _node_account(
+        self, name: str, args: ClusterArgs
+    ) -> tuple[gcp.serviceaccount.Account, gcp.projects.IAMMember]:
+        """The nodes' own service account, with only the default node role."""
+        nodes = gcp.serviceaccount.Account(
+            f"{name}-nodes",
+            project=args.project,
+            account_id=args.node_account_id,
+            display_name="celery-gcs GKE nodes",
+            description="Node service account of the celery-gcs Autopilot cluster; no keys.",
+            opts=common.child(self),
+        )
+        node_role = gcp.projects.IAMMember(
+            f"{name}-nodes-role",
+            project=args.project,
+            role=NODE_ROLE,
+            member=common.member(nodes.email),
+            opts=common.child(self),
+        )
+        return nodes, node_role
+
+
+def ip_allocation(args: ClusterArgs) -> gcp.container.ClusterIpAllocationPolicyArgs | None:
+    """Pods and services in the stack's own subnetwork's secondary ranges (none given: GKE's)."""
+    if not args.pods_range:
+        return None
+    return gcp.container.ClusterIpAllocationPolicyArgs(
+        cluster_secondary_range_name=args.pods_range,
+        services_secondary_range_name=args.services_range,
+    )
+
+
+def control_plane_access(args: ClusterArgs) -> dict[str, Any]:
+    """Private nodes; the control plane reached only from ``authorized_networks`` (or privately)."""
+    gke = gcp.container
+    return {
+        "private_cluster_config": gke.ClusterPrivateClusterConfigArgs(
+            enable_private_nodes=True,
+            enable_private_endpoint=args.private_endpoint,
+        ),
+        "master_authorized_networks_config": gke.ClusterMasterAuthorizedNetworksConfigArgs(
+            cidr_blocks=[
+                gke.ClusterMasterAuthorizedNetworksConfigCidrBlockArgs(
+                    cidr_block=block, display_name=f"authorized-{i}"
+                )
+                for i, block in enumerate(args.authorized_networks)
+            ],
+            gcp_public_cidrs_access_enabled=False,
+        ),
+    }
+
+
+def node_defaults(email: pulumi.Input[str]) -> gcp.container.ClusterClusterAutoscalingArgs:
+    """Autopilot's nodes run as ``email`` (not the Compute Engine default account)."""
+    gke = gcp.container
+    return gke.ClusterClusterAutoscalingArgs(
+        auto_provisioning_defaults=gke.ClusterClusterAutoscalingAutoProvisioningDefaultsArgs(
+            service_account=email,
+            oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
+        )
+    )

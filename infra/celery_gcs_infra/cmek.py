@@ -94,10 +94,10 @@ def agent_grant(
             service=service,
             opts=common.child(parent),
         )
-        member: pulumi.Input[str] = agent.email.apply(lambda e: f"serviceAccount:{e}")
+        member: pulumi.Input[str] = common.member(agent.email)
     elif service == "storage.googleapis.com":
         storage = gcp.storage.get_project_service_account_output(project=project, opts=invoke_opts)
-        member = storage.email_address.apply(lambda e: f"serviceAccount:{e}")
+        member = common.member(storage.email_address)
     elif service == "container.googleapis.com":
         number = gcp.organizations.get_project_output(project_id=project, opts=invoke_opts).number
         member = number.apply(lambda n: "serviceAccount:" + GKE_AGENT.format(number=n))

@@ -63,6 +63,11 @@ def invoke_options(
     return pulumi.InvokeOutputOptions(parent=parent, depends_on=depends_on)
 
 
+def member(email: pulumi.Input[str]) -> pulumi.Output[str]:
+    """The IAM member (``serviceAccount:EMAIL``) of a service account's email."""
+    return pulumi.Output.from_input(email).apply(lambda e: f"serviceAccount:{e}")
+
+
 # --- validators -----------------------------------------------------------
 # Each returns the value so a dataclass can write ``check(...)`` inline.
 

@@ -86,7 +86,7 @@ class WorkerIdentity(pulumi.ComponentResource):
             opts=common.child(self),
         )
         self.email = self.service_account.email
-        member = self.email.apply(lambda email: f"serviceAccount:{email}")
+        member = common.member(self.email)
 
         self.bucket_access = gcp.storage.BucketIAMMember(
             f"{name}-bucket",

@@ -1,7 +1,8 @@
 """The NetworkPolicies of the stack's pods: nothing in, and out only where each pod must go.
 
 Workers accept no ingress (a worker serves nothing; its probes are exec
-probes) and reach only cluster DNS, the GKE metadata server (Workload Identity
+probes) and reach only cluster DNS (kube-dns pods, or the node-local resolvers
+of Cloud DNS and NodeLocal DNSCache, which only an ipBlock can admit), the GKE metadata server (Workload Identity
 tokens), the broker's address and port, and Google APIs on 443
 (private.googleapis.com on the stack's own VPC, whose DNS sends every
 googleapis.com name there; anywhere on 443 on a network the stack does not own).
@@ -18,10 +19,18 @@ from . import broker as broker_mod
 
 np = k8s.networking.v1
 
-#: The GKE metadata server: 169.254.169.254:80, served on Dataplane V2 nodes at 169.254.169.252:988.
+#: The GKE metadata server under Workload Identity: 169.254.169.254:80, and on Dataplane V2
+#: (every Autopilot cluster) 169.254.169.252:988
+#: (https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity).
 METADATA_EGRESS = (("169.254.169.254/32", 80), ("169.254.169.252/32", 988))
-#: Cluster DNS pods: kube-dns, and NodeLocal DNSCache where it runs.
+#: Cluster DNS pods: kube-dns, and NodeLocal DNSCache where it runs as pods.
 DNS_APPS = ("kube-dns", "node-local-dns")
+#: Node-local resolvers no pod selector can match (they are not pods), so only an ipBlock
+#: admits them: Cloud DNS for GKE answers on the node's metadata server, 169.254.169.254:53
+#: (https://cloud.google.com/kubernetes-engine/docs/how-to/cloud-dns), and NodeLocal DNSCache,
+#: on by default on Autopilot, on 169.254.20.10:53
+#: (https://cloud.google.com/kubernetes-engine/docs/how-to/nodelocal-dns-cache).
+NODE_LOCAL_RESOLVERS = ("169.254.169.254/32", "169.254.20.10/32")
 
 
 def broker_block(host: str) -> str:
@@ -32,7 +41,9 @@ def broker_block(host: str) -> str:
         return "0.0.0.0/0"
 
 
-def to_ip(cidr: pulumi.Input[str], port: pulumi.Input[int]) -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
+def to_ip(
+    cidr: pulumi.Input[str], port: pulumi.Input[int]
+) -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
     return np.NetworkPolicyEgressRuleArgs(
         to=[np.NetworkPolicyPeerArgs(ip_block=np.IPBlockArgs(cidr=cidr))],
         ports=[np.NetworkPolicyPortArgs(port=port, protocol="TCP")],
@@ -40,8 +51,13 @@ def to_ip(cidr: pulumi.Input[str], port: pulumi.Input[int]) -> k8s.networking.v1
 
 
 def dns_egress() -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
+    """DNS, wherever the cluster answers it: kube-dns pods, Cloud DNS or NodeLocal DNSCache."""
     return np.NetworkPolicyEgressRuleArgs(
         to=[
+            *(
+                np.NetworkPolicyPeerArgs(ip_block=np.IPBlockArgs(cidr=c))
+                for c in NODE_LOCAL_RESOLVERS
+            ),
             np.NetworkPolicyPeerArgs(
                 namespace_selector=k8s.meta.v1.LabelSelectorArgs(
                     match_labels={"kubernetes.io/metadata.name": "kube-system"}
@@ -53,13 +69,15 @@ def dns_egress() -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
                         )
                     ]
                 ),
-            )
+            ),
         ],
         ports=[np.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")],
     )
 
 
-def broker_egress(conn: broker_mod.BrokerConnection) -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
+def broker_egress(
+    conn: broker_mod.BrokerConnection,
+) -> k8s.networking.v1.NetworkPolicyEgressRuleArgs:
     return to_ip(conn.host.apply(broker_block), conn.port)
 
 

@@ -22,7 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import broker as broker_mod
-from . import common, keda, network_policy
+from . import common, keda, network_policy, pods
 
 SCRIPT = Path(__file__).with_name("queue_length.py")
 MOUNT = "/opt/celery-gcs-queue-length"
@@ -53,6 +53,87 @@ class QueueMetricsArgs:
     keda_namespace: str = KEDA_NAMESPACE
 
 
+def queue_metrics_env(args: QueueMetricsArgs) -> list[k8s.core.v1.EnvVarArgs]:
+    conn = args.broker
+    plain: dict[str, pulumi.Input[str]] = {
+        "BROKER_HOST": conn.host,
+        "BROKER_PORT": conn.port.apply(str),
+        "BROKER_DB": str(conn.database),
+    }
+    after = {
+        "BROKER_CA_FILE": f"{broker_mod.CA_DIR}/{broker_mod.CA_FILE}",
+        "QUEUES": ",".join(args.queues),
+        "PORT": str(PORT),
+    }
+    return [
+        *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in plain.items()),
+        pods.secret_env("BROKER_PASSWORD", args.secret_name, "password"),
+        *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in after.items()),
+    ]
+
+
+def pod_spec(args: QueueMetricsArgs) -> k8s.core.v1.PodSpecArgs:
+    """The service's pod: the worker image's Python running the mounted script, no token."""
+    core = k8s.core.v1
+    probe = core.ProbeArgs(
+        http_get=core.HTTPGetActionArgs(path="/healthz", port=PORT), period_seconds=20
+    )
+    container = core.ContainerArgs(
+        name="queue-length",
+        image=args.image,
+        # tini as PID 1, so SIGTERM stops the server at once.
+        command=["/usr/bin/tini", "--", "python", f"{MOUNT}/{SCRIPT.name}"],
+        env=queue_metrics_env(args),
+        ports=[core.ContainerPortArgs(container_port=PORT, name="http")],
+        readiness_probe=probe,
+        liveness_probe=probe,
+        resources=pods.guaranteed({"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "100Mi"}),
+        volume_mounts=[
+            core.VolumeMountArgs(name="script", mount_path=MOUNT, read_only=True),
+            pods.broker_ca_mount(),
+        ],
+        security_context=pods.container_security(),
+    )
+    return core.PodSpecArgs(
+        automount_service_account_token=False,
+        security_context=pods.pod_security(run_as_user=RUN_AS),
+        containers=[container],
+        volumes=[
+            core.VolumeArgs(
+                name="script", config_map=core.ConfigMapVolumeSourceArgs(name=app_name(args))
+            ),
+            pods.broker_ca_volume(args.secret_name),
+        ],
+    )
+
+
+def network_policy_spec(args: QueueMetricsArgs) -> k8s.networking.v1.NetworkPolicySpecArgs:
+    """Ingress only from KEDA's namespace on the service's port; egress to DNS and the broker."""
+    np = k8s.networking.v1
+    keda_namespace = k8s.meta.v1.LabelSelectorArgs(
+        match_labels={"kubernetes.io/metadata.name": args.keda_namespace}
+    )
+    return np.NetworkPolicySpecArgs(
+        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(args)),
+        policy_types=["Ingress", "Egress"],
+        ingress=[
+            np.NetworkPolicyIngressRuleArgs(
+                from_=[np.NetworkPolicyPeerArgs(namespace_selector=keda_namespace)],
+                ports=[np.NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
+            )
+        ],
+        egress=[network_policy.dns_egress(), network_policy.broker_egress(args.broker)],
+    )
+
+
+def app_name(args: QueueMetricsArgs) -> str:
+    return f"{args.instance}-queue-length"
+
+
+def selector(args: QueueMetricsArgs) -> dict[str, str]:
+    return pods.selector("celery-queue-length", args.instance)
+
+
 class QueueMetrics(pulumi.ComponentResource):
     #: What each ScaledObject trigger polls.
     url: str
@@ -61,107 +142,24 @@ class QueueMetrics(pulumi.ComponentResource):
         self, name: str, args: QueueMetricsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(common.token("queue_metrics", "QueueMetrics"), name, None, opts)
-        app = f"{args.instance}-queue-length"
-        selector = {
-            "app.kubernetes.io/name": "celery-queue-length",
-            "app.kubernetes.io/instance": args.instance,
-            "app.kubernetes.io/part-of": "celery-gcs",
-        }
-        labels = {**selector, **args.labels}
+        app = app_name(args)
+        labels = {**selector(args), **args.labels}
         meta = k8s.meta.v1.ObjectMetaArgs(name=app, namespace=args.namespace, labels=labels)
-        conn = args.broker
 
         def child(**kwargs) -> pulumi.ResourceOptions:
             return common.child(self, provider=args.provider, **kwargs)
 
         script = k8s.core.v1.ConfigMap(
-            f"{name}-script",
-            metadata=meta,
-            data={SCRIPT.name: SCRIPT.read_text()},
-            opts=child(),
+            f"{name}-script", metadata=meta, data={SCRIPT.name: SCRIPT.read_text()}, opts=child()
         )
-        env = [
-            k8s.core.v1.EnvVarArgs(name="BROKER_HOST", value=conn.host),
-            k8s.core.v1.EnvVarArgs(name="BROKER_PORT", value=conn.port.apply(str)),
-            k8s.core.v1.EnvVarArgs(name="BROKER_DB", value=str(conn.database)),
-            k8s.core.v1.EnvVarArgs(
-                name="BROKER_PASSWORD",
-                value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
-                        name=args.secret_name, key="password"
-                    )
-                ),
-            ),
-            k8s.core.v1.EnvVarArgs(
-                name="BROKER_CA_FILE", value=f"{broker_mod.CA_DIR}/{broker_mod.CA_FILE}"
-            ),
-            k8s.core.v1.EnvVarArgs(name="QUEUES", value=",".join(args.queues)),
-            k8s.core.v1.EnvVarArgs(name="PORT", value=str(PORT)),
-        ]
-        probe = k8s.core.v1.ProbeArgs(
-            http_get=k8s.core.v1.HTTPGetActionArgs(path="/healthz", port=PORT), period_seconds=20
-        )
-        resources = {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "100Mi"}
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta,
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=1,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(args)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        automount_service_account_token=False,
-                        security_context=k8s.core.v1.PodSecurityContextArgs(
-                            run_as_non_root=True,
-                            run_as_user=RUN_AS,
-                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-                        ),
-                        containers=[
-                            k8s.core.v1.ContainerArgs(
-                                name="queue-length",
-                                image=args.image,
-                                # tini as PID 1, so SIGTERM stops the server at once.
-                                command=["/usr/bin/tini", "--", "python", f"{MOUNT}/{SCRIPT.name}"],
-                                env=env,
-                                ports=[k8s.core.v1.ContainerPortArgs(container_port=PORT, name="http")],
-                                readiness_probe=probe,
-                                liveness_probe=probe,
-                                resources=k8s.core.v1.ResourceRequirementsArgs(
-                                    requests=resources, limits=resources
-                                ),
-                                volume_mounts=[
-                                    k8s.core.v1.VolumeMountArgs(name="script", mount_path=MOUNT, read_only=True),
-                                    k8s.core.v1.VolumeMountArgs(
-                                        name="broker-ca", mount_path=broker_mod.CA_DIR, read_only=True
-                                    ),
-                                ],
-                                security_context=k8s.core.v1.SecurityContextArgs(
-                                    allow_privilege_escalation=False,
-                                    read_only_root_filesystem=True,
-                                    run_as_non_root=True,
-                                    capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                                ),
-                            )
-                        ],
-                        volumes=[
-                            k8s.core.v1.VolumeArgs(
-                                name="script",
-                                config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=app),
-                            ),
-                            k8s.core.v1.VolumeArgs(
-                                name="broker-ca",
-                                secret=k8s.core.v1.SecretVolumeSourceArgs(
-                                    secret_name=args.secret_name,
-                                    items=[
-                                        k8s.core.v1.KeyToPathArgs(
-                                            key=broker_mod.CA_FILE, path=broker_mod.CA_FILE
-                                        )
-                                    ],
-                                ),
-                            ),
-                        ],
-                    ),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels), spec=pod_spec(args)
                 ),
             ),
             opts=child(depends_on=[script]),
@@ -170,33 +168,13 @@ class QueueMetrics(pulumi.ComponentResource):
             f"{name}-service",
             metadata=meta,
             spec=k8s.core.v1.ServiceSpecArgs(
-                selector=selector,
+                selector=selector(args),
                 ports=[k8s.core.v1.ServicePortArgs(name="http", port=PORT, target_port=PORT)],
             ),
             opts=child(),
         )
-        np = k8s.networking.v1
-        self.network_policy = np.NetworkPolicy(
-            f"{name}-netpol",
-            metadata=meta,
-            spec=np.NetworkPolicySpecArgs(
-                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
-                policy_types=["Ingress", "Egress"],
-                ingress=[
-                    np.NetworkPolicyIngressRuleArgs(
-                        from_=[
-                            np.NetworkPolicyPeerArgs(
-                                namespace_selector=k8s.meta.v1.LabelSelectorArgs(
-                                    match_labels={"kubernetes.io/metadata.name": args.keda_namespace}
-                                )
-                            )
-                        ],
-                        ports=[np.NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
-                    )
-                ],
-                egress=[network_policy.dns_egress(), network_policy.broker_egress(conn)],
-            ),
-            opts=child(),
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol", metadata=meta, spec=network_policy_spec(args), opts=child()
         )
         self.url = f"http://{app}.{args.namespace}.svc.cluster.local:{PORT}/queues"
         self.register_outputs({"url": self.url})

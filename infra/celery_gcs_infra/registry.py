@@ -185,6 +185,32 @@ def _days(days: int) -> str:
     return f"{days * 86_400}s"
 
 
+def cleanup_policies(args: RegistryArgs) -> list[gcp.artifactregistry.RepositoryCleanupPolicyArgs]:
+    """Untagged images go after a week, anything after a month; the newest few always stay."""
+    ar = gcp.artifactregistry
+
+    def delete(policy_id: str, tag_state: str, days: int) -> ar.RepositoryCleanupPolicyArgs:
+        return ar.RepositoryCleanupPolicyArgs(
+            id=policy_id,
+            action="DELETE",
+            condition=ar.RepositoryCleanupPolicyConditionArgs(
+                tag_state=tag_state, older_than=_days(days)
+            ),
+        )
+
+    return [
+        delete("delete-untagged", "UNTAGGED", args.untagged_older_than_days),
+        delete("delete-old", "ANY", args.delete_older_than_days),
+        ar.RepositoryCleanupPolicyArgs(
+            id="keep-recent",
+            action="KEEP",
+            most_recent_versions=ar.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                keep_count=args.keep_versions
+            ),
+        ),
+    ]
+
+
 class Registry(pulumi.ComponentResource):
     repository: gcp.artifactregistry.Repository
     #: ``REGISTRY/PATH@sha256:...``: what the Deployment runs.
@@ -211,31 +237,7 @@ class Registry(pulumi.ComponentResource):
             format="DOCKER",
             description="celery-gcs worker images",
             cleanup_policy_dry_run=False,
-            cleanup_policies=[
-                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
-                    id="delete-untagged",
-                    action="DELETE",
-                    condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(
-                        tag_state="UNTAGGED",
-                        older_than=_days(args.untagged_older_than_days),
-                    ),
-                ),
-                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
-                    id="delete-old",
-                    action="DELETE",
-                    condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(
-                        tag_state="ANY",
-                        older_than=_days(args.delete_older_than_days),
-                    ),
-                ),
-                gcp.artifactregistry.RepositoryCleanupPolicyArgs(
-                    id="keep-recent",
-                    action="KEEP",
-                    most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
-                        keep_count=args.keep_versions
-                    ),
-                ),
-            ],
+            cleanup_policies=cleanup_policies(args),
             labels={**common.APP_LABEL, **args.labels},
             kms_key_name=args.kms_key_name or None,
             opts=common.child(self, depends_on=after_grant, protect=args.protect),
@@ -250,37 +252,12 @@ class Registry(pulumi.ComponentResource):
                 member=member,
                 opts=common.child(self),
             )
-
         if args.image:
             self.image = None
             self.image_ref = pulumi.Output.from_input(args.image)
             self.digest = pulumi.Output.from_input(digest_of(args.image))
         else:
-            image_name = self.repository.registry_uri.apply(lambda uri: f"{uri}/{IMAGE_NAME}")
-            token = gcp.organizations.get_client_config_output(
-                opts=common.invoke_options(self, opts)
-            ).access_token
-            self.image = docker_build.Image(
-                f"{name}-image",
-                context=docker_build.BuildContextArgs(location=args.context),
-                dockerfile=docker_build.DockerfileArgs(location=str(Path(args.context) / DOCKERFILE)),
-                platforms=[docker_build.Platform.LINUX_AMD64],
-                build_args=args.build_args,
-                push=True,
-                tags=[image_name.apply(lambda n: f"{n}:{args.tag}")],
-                registries=[
-                    docker_build.RegistryArgs(
-                        address=f"{args.location}-docker.pkg.dev",
-                        username="oauth2accesstoken",
-                        password=pulumi.Output.secret(token),
-                    )
-                ],
-                # Deleting or replacing the resource must not delete pushed tags a
-                # Deployment may still run; the cleanup policies expire them.
-                opts=common.child(self, retain_on_delete=True),
-            )
-            self.digest = self.image.digest
-            self.image_ref = pulumi.Output.concat(image_name, "@", self.image.digest)
+            self._build(name, args, common.invoke_options(self, opts))
         self.register_outputs(
             {
                 "repository": self.repository.registry_uri,
@@ -288,3 +265,31 @@ class Registry(pulumi.ComponentResource):
                 "digest": self.digest,
             }
         )
+
+    def _build(
+        self, name: str, args: RegistryArgs, invoke_opts: pulumi.InvokeOutputOptions
+    ) -> None:
+        """Build ``worker_image/`` and push it to the repository, with a short-lived token."""
+        image_name = self.repository.registry_uri.apply(lambda uri: f"{uri}/{IMAGE_NAME}")
+        token = gcp.organizations.get_client_config_output(opts=invoke_opts).access_token
+        self.image = docker_build.Image(
+            f"{name}-image",
+            context=docker_build.BuildContextArgs(location=args.context),
+            dockerfile=docker_build.DockerfileArgs(location=str(Path(args.context) / DOCKERFILE)),
+            platforms=[docker_build.Platform.LINUX_AMD64],
+            build_args=args.build_args,
+            push=True,
+            tags=[image_name.apply(lambda n: f"{n}:{args.tag}")],
+            registries=[
+                docker_build.RegistryArgs(
+                    address=f"{args.location}-docker.pkg.dev",
+                    username="oauth2accesstoken",
+                    password=pulumi.Output.secret(token),
+                )
+            ],
+            # Deleting or replacing the resource must not delete pushed tags a
+            # Deployment may still run; the cleanup policies expire them.
+            opts=common.child(self, retain_on_delete=True),
+        )
+        self.digest = self.image.digest
+        self.image_ref = pulumi.Output.concat(image_name, "@", self.image.digest)

@@ -153,31 +153,83 @@ class CeleryStackArgs:
             "Use a prefix such as celery-dev",
         )
         common.labels(self.labels)
-        # Settings of an existing cluster mean nothing for a new one, and the
-        # reverse: refuse them rather than apply them somewhere unexpected.
-        if not self.cluster:
-            for name, what in (("cluster_location", "location"), ("cluster_project", "project")):
-                common.check(
-                    not getattr(self, name),
-                    name,
-                    f"is the {what} of an existing cluster, but no cluster is set",
-                    "Set cluster to the existing cluster's name, or remove it: a new cluster "
-                    f"is created in the stack's {'region' if what == 'location' else 'project'}",
-                )
+        if self.cluster:
+            self._check_existing_cluster()
         else:
-            for name_, what in (
-                ("network", "a new cluster's network"),
-                ("authorized_networks", "who reaches a new cluster's control plane"),
-                ("private_endpoint", "a new cluster's control plane endpoint"),
-            ):
-                common.check(
-                    not getattr(self, name_),
-                    name_,
-                    f"sets {what}, but an existing cluster is used",
-                    "Remove it: the existing cluster's own network and control plane are used",
-                )
-            if self.cluster_project:
-                common.project_id(self.cluster_project, "cluster_project")
+            self._check_new_cluster()
+        self._derive()
+        result_store.base_path(self.base_path)
+        common.check(
+            self.broker != "memorystore" or not self.broker_url,
+            "broker_url",
+            "a broker URL is set but the broker is memorystore",
+            "Set broker to external to use the URL, or remove the URL",
+        )
+        self._check_components()
+
+    # Settings of an existing cluster mean nothing for a new one, and the
+    # reverse: refuse them rather than apply them somewhere unexpected.
+    def _check_new_cluster(self) -> None:
+        for name, what in (("cluster_location", "location"), ("cluster_project", "project")):
+            common.check(
+                not getattr(self, name),
+                name,
+                f"is the {what} of an existing cluster, but no cluster is set",
+                "Set cluster to the existing cluster's name, or remove it: a new cluster "
+                f"is created in the stack's {'region' if what == 'location' else 'project'}",
+            )
+        common.check(
+            not self.private_endpoint or bool(self.network),
+            "private_endpoint",
+            "a control plane without a public endpoint is reachable only from inside its "
+            "network, and the stack's own VPC has nothing inside to run pulumi from",
+            "Set network (and subnetwork) to a network your pulumi runner is in, or use "
+            "authorizedNetworks instead",
+        )
+        common.check(
+            not self.worker.keda or self.keda_installed or self.cloud_nat,
+            "cloud_nat",
+            "the stack installs KEDA, whose images come from ghcr.io, which private nodes "
+            "reach only through Cloud NAT",
+            "Set cloudNat true (NAT for the stack's own subnetwork), or turn keda off",
+        )
+
+    def _check_existing_cluster(self) -> None:
+        for name, what in (
+            ("network", "a new cluster's network"),
+            ("authorized_networks", "who reaches a new cluster's control plane"),
+            ("private_endpoint", "a new cluster's control plane endpoint"),
+        ):
+            common.check(
+                not getattr(self, name),
+                name,
+                f"sets {what}, but an existing cluster is used",
+                "Remove it: the existing cluster's own network and control plane are used",
+            )
+        if self.cluster_project:
+            common.project_id(self.cluster_project, "cluster_project")
+        common.check(
+            not self.cloud_nat,
+            "cloud_nat",
+            "Cloud NAT is only added with a new cluster",
+            "Configure NAT on the existing cluster's network yourself, or turn cloud_nat off",
+        )
+        common.check(
+            not self.worker.keda or self.keda_installed,
+            "keda_installed",
+            "keda is on but an existing cluster's KEDA is not confirmed",
+            "Install KEDA once per cluster (docs/environments.md) and set kedaInstalled "
+            "true; the stack installs it only on a cluster it creates",
+        )
+        common.check(
+            not self.subnetwork,
+            "subnetwork",
+            "a subnetwork is only used for a new cluster",
+            "Remove it: the existing cluster's network is used",
+        )
+
+    def _derive(self) -> None:
+        """Fill every empty setting that has a derived value (the class docstring's "derive it")."""
         derived = {
             "bucket_name": self.bucket_name or f"{self.project}-{self.prefix}-results",
             "firestore_database": self.firestore_database or f"{self.prefix}-chords",
@@ -202,52 +254,9 @@ class CeleryStackArgs:
                 service_account=worker.service_account or f"{self.prefix}-worker",
             ),
         )
-        result_store.base_path(self.base_path)
-        if self.broker == "memorystore":
-            common.check(
-                not self.broker_url,
-                "broker_url",
-                "a broker URL is set but the broker is memorystore",
-                "Set broker to external to use the URL, or remove the URL",
-            )
-        if self.cluster:
-            common.check(
-                not self.cloud_nat,
-                "cloud_nat",
-                "Cloud NAT is only added with a new cluster",
-                "Configure NAT on the existing cluster's network yourself, or turn cloud_nat off",
-            )
-            common.check(
-                not self.worker.keda or self.keda_installed,
-                "keda_installed",
-                "keda is on but an existing cluster's KEDA is not confirmed",
-                "Install KEDA once per cluster (docs/environments.md) and set kedaInstalled "
-                "true; the stack installs it only on a cluster it creates",
-            )
-            common.check(
-                not self.subnetwork,
-                "subnetwork",
-                "a subnetwork is only used for a new cluster",
-                "Remove it: the existing cluster's network is used",
-            )
-        else:
-            common.check(
-                not self.private_endpoint or bool(self.network),
-                "private_endpoint",
-                "a control plane without a public endpoint is reachable only from inside its "
-                "network, and the stack's own VPC has nothing inside to run pulumi from",
-                "Set network (and subnetwork) to a network your pulumi runner is in, or use "
-                "authorizedNetworks instead",
-            )
-        if not self.cluster and self.worker.keda and not self.keda_installed:
-            common.check(
-                self.cloud_nat,
-                "cloud_nat",
-                "the stack installs KEDA, whose images come from ghcr.io, which private nodes "
-                "reach only through Cloud NAT",
-                "Set cloudNat true (NAT for the stack's own subnetwork), or turn keda off",
-            )
-        # Build every argument object that needs no resource output: each validates itself.
+
+    def _check_components(self) -> None:
+        """Build every argument object that needs no resource output: each validates itself."""
         self.result_store_args()
         self.chord_store_args()
         if not self.cluster:
@@ -433,16 +442,11 @@ class CeleryStack(pulumi.ComponentResource):
         )
         gke = self.cluster_component
         # New or existing, the cluster's nodes pull the image from the stack's registry.
-        readers = (gke.node_service_account_email.apply(lambda e: f"serviceAccount:{e}"),)
+        readers = (common.member(gke.node_service_account_email),)
         self.registry_component = registry.Registry(
             f"{name}-registry", args.registry_args(readers), opts=after_apis
         )
-        psa = self.network.private_service_access if self.network else None
-        self.broker = broker.Broker(
-            f"{name}-broker",
-            args.broker_args(peer_network=gke.network if args.broker == "memorystore" else None),
-            opts=common.child(self, depends_on=[self.apis, *([psa] if psa else [])]),
-        )
+        self.broker = self._broker(name, args)
         self.identity = identity.WorkerIdentity(
             f"{name}-identity",
             args.identity_args(bucket=self.result_store.name, cluster=gke.cluster),
@@ -459,36 +463,8 @@ class CeleryStack(pulumi.ComponentResource):
                 collection=args.firestore_collection,
             )
         )
-        self.keda = (
-            keda.Keda(
-                f"{name}-keda",
-                keda.KedaArgs(provider=gke.provider),
-                opts=common.child(self, depends_on=[gke]),
-            )
-            if args.worker.keda and not args.keda_installed
-            else None
-        )
-        self.worker = Worker(
-            f"{name}-worker",
-            WorkerArgs(
-                project=args.project,
-                settings=args.worker,
-                google_service_account=self.identity.email,
-                image=self.registry_component.image_ref,
-                result_backend=self.result_backend,
-                broker=self.broker.connection,
-                provider=gke.provider,
-                keda=self.keda,
-                google_apis_cidr=(
-                    network.PRIVATE_GOOGLE_APIS_CIDR
-                    if self.network is not None and self.network.own
-                    else "0.0.0.0/0"
-                ),
-            ),
-            # The pods need their identity, its grants and the TTL policy in place.
-            opts=common.child(self, depends_on=[self.identity, self.chord_store]),
-        )
-
+        self.keda = self._keda(name, args)
+        self.worker = self._worker(name, args)
         self.bucket = self.result_store.name
         self.database = self.chord_store.name
         self.service_account_email = self.identity.email
@@ -499,6 +475,46 @@ class CeleryStack(pulumi.ComponentResource):
         self.registry = self.registry_component.repository.registry_uri
         self.broker_url = pulumi.Output.secret(self.broker.connection.url)
         self.register_outputs(self.outputs())
+
+    def _broker(self, name: str, args: CeleryStackArgs) -> broker.Broker:
+        """The broker, peered with the cluster's network once its private services access exists."""
+        gke = self.cluster_component
+        psa = self.network.private_service_access if self.network else None
+        return broker.Broker(
+            f"{name}-broker",
+            args.broker_args(peer_network=gke.network if args.broker == "memorystore" else None),
+            opts=common.child(self, depends_on=[self.apis, *([psa] if psa else [])]),
+        )
+
+    def _keda(self, name: str, args: CeleryStackArgs) -> keda.Keda | None:
+        """KEDA, on a cluster that scales with it and does not have it yet."""
+        if not args.worker.keda or args.keda_installed:
+            return None
+        gke = self.cluster_component
+        return keda.Keda(
+            f"{name}-keda",
+            keda.KedaArgs(provider=gke.provider),
+            opts=common.child(self, depends_on=[gke]),
+        )
+
+    def _worker(self, name: str, args: CeleryStackArgs) -> Worker:
+        own_vpc = self.network is not None and self.network.own
+        return Worker(
+            f"{name}-worker",
+            WorkerArgs(
+                project=args.project,
+                settings=args.worker,
+                google_service_account=self.identity.email,
+                image=self.registry_component.image_ref,
+                result_backend=self.result_backend,
+                broker=self.broker.connection,
+                provider=self.cluster_component.provider,
+                keda=self.keda,
+                google_apis_cidr=network.PRIVATE_GOOGLE_APIS_CIDR if own_vpc else "0.0.0.0/0",
+            ),
+            # The pods need their identity, its grants and the TTL policy in place.
+            opts=common.child(self, depends_on=[self.identity, self.chord_store]),
+        )
 
     def outputs(self) -> dict[str, pulumi.Output]:
         """The stack outputs, by name."""

@@ -41,12 +41,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import broker as broker_mod
-from . import common, network_policy, queue_metrics
+from . import common, network_policy, pods, queue_metrics
 
 KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
 #: Tells the cluster autoscaler not to evict a pod to scale a node down.
 SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+#: Seconds of low load before the autoscaler removes replicas.
+SCALE_DOWN_WINDOW = 300
 
 
 def deployment_name(instance: str) -> str:
@@ -55,6 +57,7 @@ def deployment_name(instance: str) -> str:
 
 def broker_secret_name(instance: str) -> str:
     return f"{instance}-broker"
+
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 #: Where the image's health step writes its heartbeat (worker_image/, celery_gcs.worker.health).
@@ -189,6 +192,184 @@ class WorkerArgs:
             )
 
 
+def worker_env(args: WorkerArgs) -> list[k8s.core.v1.EnvVarArgs]:
+    """The worker container's whole configuration (the image reads nothing else)."""
+    cfg = args.settings
+    plain = {
+        "CELERY_RESULT_BACKEND": args.result_backend,
+        "CELERY_APP": cfg.celery_app,
+        "CELERY_CONCURRENCY": str(cfg.concurrency),
+        "CELERY_QUEUES": ",".join(cfg.queues),
+        "GOOGLE_CLOUD_PROJECT": args.project,
+    }
+    return [
+        pods.secret_env("CELERY_BROKER_URL", broker_secret_name(cfg.instance), "url"),
+        *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in plain.items()),
+    ]
+
+
+def worker_storage(
+    args: WorkerArgs,
+) -> tuple[list[k8s.core.v1.VolumeMountArgs], list[k8s.core.v1.VolumeArgs]]:
+    """The worker's mounts and volumes.
+
+    The root filesystem is read-only: /tmp, and the directory where the
+    worker's health step keeps the files its probes read, are emptyDirs.
+    """
+    core = k8s.core.v1
+    mounts = [
+        core.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+        core.VolumeMountArgs(name="health", mount_path=HEALTH_DIR),
+    ]
+    volumes = [
+        core.VolumeArgs(name="tmp", empty_dir=core.EmptyDirVolumeSourceArgs(size_limit="1Gi")),
+        core.VolumeArgs(name="health", empty_dir=core.EmptyDirVolumeSourceArgs(size_limit="1Mi")),
+    ]
+    if args.broker.ca_pem is not None:
+        mounts.append(pods.broker_ca_mount())
+        volumes.append(pods.broker_ca_volume(broker_secret_name(args.settings.instance)))
+    return mounts, volumes
+
+
+def pod_spec(args: WorkerArgs) -> k8s.core.v1.PodSpecArgs:
+    """The worker pod: restricted, guaranteed resources, exec probes, the grace period."""
+    cfg = args.settings
+    mounts, volumes = worker_storage(args)
+    resources = {"cpu": cfg.cpu, "memory": cfg.memory, "ephemeral-storage": "1Gi"}
+    container = k8s.core.v1.ContainerArgs(
+        name="worker",
+        image=args.image,
+        env=worker_env(args),
+        resources=pods.guaranteed(resources),
+        volume_mounts=mounts,
+        # Files the worker writes, not broker pings: no probe
+        # adds load on Redis however many pods run.
+        startup_probe=_probe("live", period=5, failures=60),
+        liveness_probe=_probe("live", period=30, failures=3),
+        readiness_probe=_probe("ready", period=15, failures=2),
+        security_context=pods.container_security(),
+    )
+    return k8s.core.v1.PodSpecArgs(
+        service_account_name=cfg.service_account,
+        termination_grace_period_seconds=cfg.termination_grace_period_seconds,
+        security_context=pods.pod_security(),
+        containers=[container],
+        volumes=volumes,
+    )
+
+
+def worker_selector(cfg: WorkerSettings) -> dict[str, str]:
+    return pods.selector("celery-worker", cfg.instance)
+
+
+def worker_labels(cfg: WorkerSettings) -> dict[str, str]:
+    """The selector plus the stack's own labels: on every object the component makes."""
+    return {**worker_selector(cfg), **cfg.labels}
+
+
+def deployment_spec(args: WorkerArgs) -> k8s.apps.v1.DeploymentSpecArgs:
+    selector = worker_selector(args.settings)
+    return k8s.apps.v1.DeploymentSpecArgs(
+        # No replicas: the autoscaler owns the count.
+        selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+        strategy=k8s.apps.v1.DeploymentStrategyArgs(
+            type="RollingUpdate",
+            rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
+                max_surge="25%", max_unavailable=0
+            ),
+        ),
+        template=k8s.core.v1.PodTemplateSpecArgs(
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                labels=worker_labels(args.settings),
+                annotations={SAFE_TO_EVICT_ANNOTATION: "false"},
+            ),
+            spec=pod_spec(args),
+        ),
+    )
+
+
+def disruption_budget_spec(cfg: WorkerSettings) -> k8s.policy.v1.PodDisruptionBudgetSpecArgs:
+    return k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+        # maxUnavailable, not minAvailable: one replica must still drain.
+        max_unavailable=1,
+        selector=k8s.meta.v1.LabelSelectorArgs(match_labels=worker_selector(cfg)),
+    )
+
+
+def scaled_object_spec(cfg: WorkerSettings, triggers: list[dict]) -> dict:
+    """KEDA's ScaledObject on the Deployment: queue-length triggers, a slow scale-down."""
+    return {
+        "scaleTargetRef": {"name": deployment_name(cfg.instance)},
+        "minReplicaCount": cfg.min_replicas,
+        "maxReplicaCount": cfg.max_replicas,
+        "pollingInterval": 15,
+        "cooldownPeriod": 300,
+        "advanced": {
+            "horizontalPodAutoscalerConfig": {
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW}}
+            }
+        },
+        "triggers": triggers,
+    }
+
+
+def hpa_spec(cfg: WorkerSettings) -> k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs:
+    """Without KEDA: a CPU HorizontalPodAutoscaler with the same slow scale-down."""
+    hpa = k8s.autoscaling.v2
+    return hpa.HorizontalPodAutoscalerSpecArgs(
+        scale_target_ref=hpa.CrossVersionObjectReferenceArgs(
+            api_version="apps/v1", kind="Deployment", name=deployment_name(cfg.instance)
+        ),
+        min_replicas=cfg.min_replicas,
+        max_replicas=cfg.max_replicas,
+        metrics=[
+            hpa.MetricSpecArgs(
+                type="Resource",
+                resource=hpa.ResourceMetricSourceArgs(
+                    name="cpu",
+                    target=hpa.MetricTargetArgs(
+                        type="Utilization", average_utilization=cfg.cpu_utilization
+                    ),
+                ),
+            )
+        ],
+        behavior=hpa.HorizontalPodAutoscalerBehaviorArgs(
+            scale_down=hpa.HPAScalingRulesArgs(stabilization_window_seconds=SCALE_DOWN_WINDOW)
+        ),
+    )
+
+
+def redis_triggers(cfg: WorkerSettings, conn: broker_mod.BrokerConnection) -> list[dict]:
+    """KEDA's Redis scaler on each queue's list, authenticated by the broker Secret."""
+    return [
+        {
+            "type": "redis",
+            "metadata": {
+                "listName": queue,
+                "listLength": str(cfg.keda_list_length),
+                "databaseIndex": str(conn.database),
+            },
+            "authenticationRef": {"name": broker_secret_name(cfg.instance)},
+        }
+        for queue in cfg.queues
+    ]
+
+
+def metrics_api_triggers(cfg: WorkerSettings, url: str) -> list[dict]:
+    """KEDA's metrics-api scaler on each queue's length, as the queue-length service serves it."""
+    return [
+        {
+            "type": "metrics-api",
+            "metadata": {
+                "url": url,
+                "valueLocation": queue_metrics.value_location(queue),
+                "targetValue": str(cfg.keda_list_length),
+            },
+        }
+        for queue in cfg.queues
+    ]
+
+
 class Worker(pulumi.ComponentResource):
     #: The namespace this stack created; ``None`` when it uses an existing one.
     namespace: k8s.core.v1.Namespace | None
@@ -203,250 +384,102 @@ class Worker(pulumi.ComponentResource):
     ) -> None:
         super().__init__(common.token("worker", "Worker"), name, None, opts)
         cfg = args.settings
-
-        def k8s_opts(**kwargs) -> pulumi.ResourceOptions:
-            return common.child(self, provider=args.provider, **kwargs)
-
-        app = deployment_name(cfg.instance)
-        secret_name = broker_secret_name(cfg.instance)
-        selector = {
-            "app.kubernetes.io/name": "celery-worker",
-            "app.kubernetes.io/instance": cfg.instance,
-            "app.kubernetes.io/part-of": "celery-gcs",
-        }
-        labels = {**selector, **cfg.labels}
-        self._labels = labels
-        ns = cfg.namespace
-
-        def meta(name_: str, **kwargs) -> k8s.meta.v1.ObjectMetaArgs:
-            return k8s.meta.v1.ObjectMetaArgs(name=name_, namespace=ns, labels=labels, **kwargs)
-
-        if cfg.create_namespace:
-            self.namespace = k8s.core.v1.Namespace(
-                f"{name}-namespace",
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=ns,
-                    labels={
-                        **labels,
-                        "pod-security.kubernetes.io/enforce": "restricted",
-                        "pod-security.kubernetes.io/enforce-version": "latest",
-                    },
-                ),
-                opts=k8s_opts(),
-            )
-            in_ns: list[pulumi.Resource] = [self.namespace]
-            self.namespace_name = self.namespace.metadata.name
-        else:
-            self.namespace = None
-            in_ns = []
-            self.namespace_name = pulumi.Output.from_input(ns)
-
+        self._name, self._args = name, args
+        self._labels = worker_labels(cfg)
+        in_ns = self._namespace()
         self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-ksa",
-            metadata=meta(
+            metadata=self._meta(
                 cfg.service_account,
                 annotations={WORKLOAD_IDENTITY_ANNOTATION: args.google_service_account},
             ),
-            opts=k8s_opts(depends_on=in_ns),
+            opts=self._child(depends_on=in_ns),
         )
-
-        conn = args.broker
-        secret_data: dict[str, pulumi.Input[str]] = {
-            "url": conn.url,
-            "address": conn.address,
-            "password": conn.password,
-        }
-        if conn.tls:
-            secret_data["tls"] = "enable"
-        if conn.ca_pem is not None:
-            secret_data[broker_mod.CA_FILE] = conn.ca_pem
         self.secret = k8s.core.v1.Secret(
             f"{name}-broker",
-            metadata=meta(secret_name),
+            metadata=self._meta(broker_secret_name(cfg.instance)),
             type="Opaque",
-            string_data=pulumi.Output.secret(secret_data),
-            opts=k8s_opts(depends_on=in_ns),
+            string_data=pulumi.Output.secret(broker_secret_data(args.broker)),
+            opts=self._child(depends_on=in_ns),
         )
-
-        env = [
-            k8s.core.v1.EnvVarArgs(
-                name="CELERY_BROKER_URL",
-                value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret_name, key="url")
-                ),
-            ),
-            k8s.core.v1.EnvVarArgs(name="CELERY_RESULT_BACKEND", value=args.result_backend),
-            k8s.core.v1.EnvVarArgs(name="CELERY_APP", value=cfg.celery_app),
-            k8s.core.v1.EnvVarArgs(name="CELERY_CONCURRENCY", value=str(cfg.concurrency)),
-            k8s.core.v1.EnvVarArgs(name="CELERY_QUEUES", value=",".join(cfg.queues)),
-            k8s.core.v1.EnvVarArgs(name="GOOGLE_CLOUD_PROJECT", value=args.project),
-        ]
-        # The root filesystem is read-only: /tmp, and the directory where the
-        # worker's health step keeps the files its probes read, are emptyDirs.
-        mounts = [
-            k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
-            k8s.core.v1.VolumeMountArgs(name="health", mount_path=HEALTH_DIR),
-        ]
-        volumes = [
-            k8s.core.v1.VolumeArgs(
-                name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Gi")
-            ),
-            k8s.core.v1.VolumeArgs(
-                name="health", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="1Mi")
-            ),
-        ]
-        if conn.ca_pem is not None:
-            mounts.append(
-                k8s.core.v1.VolumeMountArgs(
-                    name="broker-ca", mount_path=broker_mod.CA_DIR, read_only=True
-                )
-            )
-            volumes.append(
-                k8s.core.v1.VolumeArgs(
-                    name="broker-ca",
-                    secret=k8s.core.v1.SecretVolumeSourceArgs(
-                        secret_name=secret_name,
-                        items=[
-                            k8s.core.v1.KeyToPathArgs(
-                                key=broker_mod.CA_FILE, path=broker_mod.CA_FILE
-                            )
-                        ],
-                    ),
-                )
-            )
-        resources = {"cpu": cfg.cpu, "memory": cfg.memory, "ephemeral-storage": "1Gi"}
-
+        app = deployment_name(cfg.instance)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta(app),
-            spec=k8s.apps.v1.DeploymentSpecArgs(
-                # No replicas: the autoscaler owns the count.
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
-                strategy=k8s.apps.v1.DeploymentStrategyArgs(
-                    type="RollingUpdate",
-                    rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
-                        max_surge="25%", max_unavailable=0
-                    ),
-                ),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(
-                        labels=labels, annotations={SAFE_TO_EVICT_ANNOTATION: "false"}
-                    ),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        service_account_name=cfg.service_account,
-                        termination_grace_period_seconds=cfg.termination_grace_period_seconds,
-                        security_context=k8s.core.v1.PodSecurityContextArgs(
-                            run_as_non_root=True,
-                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-                        ),
-                        containers=[
-                            k8s.core.v1.ContainerArgs(
-                                name="worker",
-                                image=args.image,
-                                env=env,
-                                resources=k8s.core.v1.ResourceRequirementsArgs(
-                                    requests=resources, limits=resources
-                                ),
-                                volume_mounts=mounts,
-                                # Files the worker writes, not broker pings: no probe
-                                # adds load on Redis however many pods run.
-                                startup_probe=_probe("live", period=5, failures=60),
-                                liveness_probe=_probe("live", period=30, failures=3),
-                                readiness_probe=_probe("ready", period=15, failures=2),
-                                security_context=k8s.core.v1.SecurityContextArgs(
-                                    allow_privilege_escalation=False,
-                                    read_only_root_filesystem=True,
-                                    run_as_non_root=True,
-                                    capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-                                ),
-                            )
-                        ],
-                        volumes=volumes,
-                    ),
-                ),
-            ),
-            opts=k8s_opts(depends_on=[*in_ns, self.service_account, self.secret]),
+            metadata=self._meta(app),
+            spec=deployment_spec(args),
+            opts=self._child(depends_on=[*in_ns, self.service_account, self.secret]),
         )
-        target = {"api_version": "apps/v1", "kind": "Deployment", "name": app}
-
         self.network_policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-netpol",
-            metadata=meta(app),
-            spec=network_policy.workers(selector, conn, args.google_apis_cidr),
-            opts=k8s_opts(depends_on=in_ns),
+            metadata=self._meta(app),
+            spec=network_policy.workers(worker_selector(cfg), args.broker, args.google_apis_cidr),
+            opts=self._child(depends_on=in_ns),
         )
-
         self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
-            metadata=meta(app),
-            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
-                # maxUnavailable, not minAvailable: one replica must still drain.
-                max_unavailable=1,
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
-            ),
-            opts=k8s_opts(depends_on=in_ns),
+            metadata=self._meta(app),
+            spec=disruption_budget_spec(cfg),
+            opts=self._child(depends_on=in_ns),
+        )
+        self.autoscaler: pulumi.Resource = (
+            self._scaled_object(in_ns)
+            if cfg.keda
+            else k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-hpa",
+                metadata=self._meta(app),
+                spec=hpa_spec(cfg),
+                opts=self._child(depends_on=[self.deployment]),
+            )
+        )
+        self.register_outputs(
+            {"namespace": self.namespace_name, "deployment": self.deployment.metadata.name}
         )
 
-        scale_down = k8s.autoscaling.v2.HPAScalingRulesArgs(stabilization_window_seconds=300)
-        self.autoscaler: pulumi.Resource
-        if cfg.keda:
-            after_keda = [args.keda] if args.keda is not None else []
-            triggers, waits = self._keda_triggers(name, args, secret_name, [*in_ns, *after_keda])
-            self.autoscaler = k8s.apiextensions.CustomResource(
-                f"{name}-scaledobject",
-                api_version=KEDA_API,
-                kind="ScaledObject",
-                metadata=meta(app),
-                spec={
-                    "scaleTargetRef": {"name": app},
-                    "minReplicaCount": cfg.min_replicas,
-                    "maxReplicaCount": cfg.max_replicas,
-                    "pollingInterval": 15,
-                    "cooldownPeriod": 300,
-                    "advanced": {
-                        "horizontalPodAutoscalerConfig": {
-                            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}
-                        }
-                    },
-                    "triggers": triggers,
+    def _child(self, **kwargs) -> pulumi.ResourceOptions:
+        return common.child(self, provider=self._args.provider, **kwargs)
+
+    def _meta(self, name: str, **kwargs) -> k8s.meta.v1.ObjectMetaArgs:
+        return k8s.meta.v1.ObjectMetaArgs(
+            name=name, namespace=self._args.settings.namespace, labels=self._labels, **kwargs
+        )
+
+    def _namespace(self) -> list[pulumi.Resource]:
+        """The namespace, created (restricted Pod Security) unless it exists: what the rest waits for."""
+        cfg = self._args.settings
+        if not cfg.create_namespace:
+            self.namespace = None
+            self.namespace_name = pulumi.Output.from_input(cfg.namespace)
+            return []
+        self.namespace = k8s.core.v1.Namespace(
+            f"{self._name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=cfg.namespace,
+                labels={
+                    **self._labels,
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
                 },
-                opts=k8s_opts(depends_on=[self.deployment, *waits, *after_keda]),
-            )
-        else:
-            self.autoscaler = k8s.autoscaling.v2.HorizontalPodAutoscaler(
-                f"{name}-hpa",
-                metadata=meta(app),
-                spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
-                    scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(**target),
-                    min_replicas=cfg.min_replicas,
-                    max_replicas=cfg.max_replicas,
-                    metrics=[
-                        k8s.autoscaling.v2.MetricSpecArgs(
-                            type="Resource",
-                            resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
-                                name="cpu",
-                                target=k8s.autoscaling.v2.MetricTargetArgs(
-                                    type="Utilization",
-                                    average_utilization=cfg.cpu_utilization,
-                                ),
-                            ),
-                        )
-                    ],
-                    behavior=k8s.autoscaling.v2.HorizontalPodAutoscalerBehaviorArgs(
-                        scale_down=scale_down
-                    ),
-                ),
-                opts=k8s_opts(depends_on=[self.deployment]),
-            )
-        self.register_outputs(
-            {
-                "namespace": self.namespace_name,
-                "deployment": self.deployment.metadata.name,
-            }
+            ),
+            opts=self._child(),
+        )
+        self.namespace_name = self.namespace.metadata.name
+        return [self.namespace]
+
+    def _scaled_object(self, in_ns: list[pulumi.Resource]) -> pulumi.Resource:
+        args = self._args
+        after_keda = [args.keda] if args.keda is not None else []
+        triggers, waits = self._keda_triggers([*in_ns, *after_keda])
+        return k8s.apiextensions.CustomResource(
+            f"{self._name}-scaledobject",
+            api_version=KEDA_API,
+            kind="ScaledObject",
+            metadata=self._meta(deployment_name(args.settings.instance)),
+            spec=scaled_object_spec(args.settings, triggers),
+            opts=self._child(depends_on=[self.deployment, *waits, *after_keda]),
         )
 
     def _keda_triggers(
-        self, name: str, args: WorkerArgs, secret_name: str, waits: list[pulumi.Resource]
+        self, waits: list[pulumi.Resource]
     ) -> tuple[list[dict], list[pulumi.Resource]]:
         """KEDA triggers on each queue's length, and what they need to exist first.
 
@@ -454,8 +487,10 @@ class Worker(pulumi.ComponentResource):
         ``metrics-api`` scaler on the stack's verified queue-length service. Any other
         broker: KEDA's Redis scaler, verifying with the system roots, never ``unsafeSsl``.
         """
+        args, name = self._args, self._name
         cfg, conn = args.settings, args.broker
-        opts = common.child(self, provider=args.provider, depends_on=[*waits, self.secret])
+        secret_name = broker_secret_name(cfg.instance)
+        opts = self._child(depends_on=[*waits, self.secret])
         if conn.ca_pem is not None:
             service = queue_metrics.QueueMetrics(
                 f"{name}-queue-length",
@@ -471,44 +506,33 @@ class Worker(pulumi.ComponentResource):
                 ),
                 opts=opts,
             )
-            triggers = [
-                {
-                    "type": "metrics-api",
-                    "metadata": {
-                        "url": service.url,
-                        "valueLocation": queue_metrics.value_location(queue),
-                        "targetValue": str(cfg.keda_list_length),
-                    },
-                }
-                for queue in cfg.queues
-            ]
-            return triggers, [service]
-        auth_refs = [
-            {"parameter": "address", "name": secret_name, "key": "address"},
-            {"parameter": "password", "name": secret_name, "key": "password"},
-        ]
-        if conn.tls:
-            auth_refs.append({"parameter": "tls", "name": secret_name, "key": "tls"})
+            return metrics_api_triggers(cfg, service.url), [service]
         auth = k8s.apiextensions.CustomResource(
             f"{name}-keda-auth",
             api_version=KEDA_API,
             kind="TriggerAuthentication",
-            metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=secret_name, namespace=cfg.namespace, labels=self._labels
-            ),
-            spec={"secretTargetRef": auth_refs},
+            metadata=self._meta(secret_name),
+            spec={"secretTargetRef": keda_auth_refs(secret_name, conn)},
             opts=opts,
         )
-        triggers = [
-            {
-                "type": "redis",
-                "metadata": {
-                    "listName": queue,
-                    "listLength": str(cfg.keda_list_length),
-                    "databaseIndex": str(conn.database),
-                },
-                "authenticationRef": {"name": secret_name},
-            }
-            for queue in cfg.queues
-        ]
-        return triggers, [auth]
+        return redis_triggers(cfg, conn), [auth]
+
+
+def broker_secret_data(conn: broker_mod.BrokerConnection) -> dict[str, pulumi.Input[str]]:
+    """The broker Secret's keys: the URL, KEDA's address/password/tls, and the CA file."""
+    data: dict[str, pulumi.Input[str]] = {
+        "url": conn.url,
+        "address": conn.address,
+        "password": conn.password,
+    }
+    if conn.tls:
+        data["tls"] = "enable"
+    if conn.ca_pem is not None:
+        data[broker_mod.CA_FILE] = conn.ca_pem
+    return data
+
+
+def keda_auth_refs(secret_name: str, conn: broker_mod.BrokerConnection) -> list[dict[str, str]]:
+    """KEDA's TriggerAuthentication parameters, each read from the broker Secret."""
+    keys = ["address", "password", *(["tls"] if conn.tls else [])]
+    return [{"parameter": key, "name": secret_name, "key": key} for key in keys]

@@ -94,6 +94,11 @@ def _get(value: Any, *path: str | int) -> Any:
     return value
 
 
+def _flag(r: Resource, what: str) -> Violation:
+    """A violation: the resource, what is wrong with it, and its URN."""
+    return (f"{_name(r)} {what}", r["urn"])
+
+
 def _of_type(resources: list[Resource], typ: str) -> list[Resource]:
     return [r for r in resources if r["type"] == typ]
 
@@ -125,7 +130,7 @@ def _iam_grants(resources: list[Resource]) -> Iterator[tuple[Resource, str, list
 
 def no_primitive_roles(resources: list[Resource]) -> list[Violation]:
     return [
-        (f"{_name(r)} grants the primitive role {role}", r["urn"])
+        _flag(r, f"grants the primitive role {role}")
         for r, role, _ in _iam_grants(resources)
         if role in PRIMITIVE_ROLES
     ]
@@ -134,7 +139,7 @@ def no_primitive_roles(resources: list[Resource]) -> list[Violation]:
 def no_authoritative_iam(resources: list[Resource]) -> list[Violation]:
     """Bindings and policies replace what others granted; only additive members are allowed."""
     return [
-        (f"{_name(r)} is an authoritative IAM resource; use an IAMMember", r["urn"])
+        _flag(r, "is an authoritative IAM resource; use an IAMMember")
         for r in resources
         if r["type"].split(":")[-1].lower().endswith(("iambinding", "iampolicy"))
     ]
@@ -142,7 +147,7 @@ def no_authoritative_iam(resources: list[Resource]) -> list[Violation]:
 
 def no_admin_roles(resources: list[Resource]) -> list[Violation]:
     return [
-        (f"{_name(r)} grants the admin role {role}", r["urn"])
+        _flag(r, f"grants the admin role {role}")
         for r, role, _ in _iam_grants(resources)
         if "admin" in role.lower()
     ]
@@ -150,7 +155,7 @@ def no_admin_roles(resources: list[Resource]) -> list[Violation]:
 
 def storage_roles_on_buckets_only(resources: list[Resource]) -> list[Violation]:
     return [
-        (f"{_name(r)} grants {role} on the whole project; grant it on the bucket", r["urn"])
+        _flag(r, f"grants {role} on the whole project; grant it on the bucket")
         for r, role, _ in _iam_grants(resources)
         if HIERARCHY_IAM.match(r["type"]) and role.startswith("roles/storage.")
     ]
@@ -171,20 +176,14 @@ def firestore_access_limited_to_database(resources: list[Resource]) -> list[Viol
             continue
         match = re.fullmatch(r'resource\.name == "([^"]+)"', expression.strip())
         if not match:
-            violations.append((f"{_name(r)} grants {role} without a database condition", r["urn"]))
+            violations.append(_flag(r, f"grants {role} without a database condition"))
         elif match.group(1) not in databases:
-            violations.append(
-                (f"{_name(r)} is limited to {match.group(1)}, not a stack database", r["urn"])
-            )
+            violations.append(_flag(r, f"is limited to {match.group(1)}, not a stack database"))
     return violations
 
 
 def no_service_account_keys(resources: list[Resource]) -> list[Violation]:
-    return [
-        (f"{_name(r)} creates a long-lived key", r["urn"])
-        for r in resources
-        if r["type"] in KEY_TYPES
-    ]
+    return [_flag(r, "creates a long-lived key") for r in resources if r["type"] in KEY_TYPES]
 
 
 def workload_identity_after_cluster(resources: list[Resource]) -> list[Violation]:
@@ -197,9 +196,7 @@ def workload_identity_after_cluster(resources: list[Resource]) -> list[Violation
             continue
         missing = clusters - _waits_for(r, by_urn)
         if missing:
-            violations.append(
-                (f"{_name(r)} does not wait for the cluster(s) {sorted(missing)}", r["urn"])
-            )
+            violations.append(_flag(r, f"does not wait for the cluster(s) {sorted(missing)}"))
     return violations
 
 
@@ -218,14 +215,14 @@ def workload_identity_matches_kubernetes(resources: list[Resource]) -> list[Viol
             r"serviceAccount:[a-z0-9-]+\.svc\.id\.goog\[([^/\]]+/[^\]]+)\]", r["props"]["member"]
         )
         if not match:
-            return [(f"{_name(r)} has a malformed member {r['props']['member']}", r["urn"])]
+            return [_flag(r, f"has a malformed member {r['props']['member']}")]
         bound[match.group(1)] = r
     violations = [
         (f"KSA {ksa} has no Workload Identity binding", annotated[ksa]["urn"])
         for ksa in sorted(set(annotated) - set(bound))
     ]
     violations += [
-        (f"{_name(bound[ksa])} binds {ksa}, which no KSA uses", bound[ksa]["urn"])
+        _flag(bound[ksa], f"binds {ksa}, which no KSA uses")
         for ksa in sorted(set(bound) - set(annotated))
     ]
     return violations
@@ -239,17 +236,15 @@ def buckets_private(resources: list[Resource]) -> list[Violation]:
     for r in resources:
         if r["type"] == BUCKET:
             if r["props"].get("uniformBucketLevelAccess") is not True:
-                violations.append((f"{_name(r)} lacks uniform bucket-level access", r["urn"]))
+                violations.append(_flag(r, "lacks uniform bucket-level access"))
             if r["props"].get("publicAccessPrevention") != "enforced":
-                violations.append(
-                    (f"{_name(r)} does not enforce public access prevention", r["urn"])
-                )
+                violations.append(_flag(r, "does not enforce public access prevention"))
         elif ACL_TYPES.match(r["type"]):
-            violations.append((f"{_name(r)} sets ACLs", r["urn"]))
+            violations.append(_flag(r, "sets ACLs"))
     for r, role, members in _iam_grants(resources):
         for member in members:
             if member in PUBLIC_MEMBERS:
-                violations.append((f"{_name(r)} grants {role} to {member}", r["urn"]))
+                violations.append(_flag(r, f"grants {role} to {member}"))
     return violations
 
 
@@ -285,17 +280,12 @@ def ttl_matches_backend(resources: list[Resource]) -> list[Violation]:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != contract.URL_SCHEME:
             violations.append(
-                (
-                    f"{_name(deployment)} result backend {url!r} is not {contract.URL_SCHEME}://",
-                    deployment["urn"],
-                )
+                _flag(deployment, f"result backend {url!r} is not {contract.URL_SCHEME}://")
             )
             continue
         bucket = buckets.get(parts.netloc)
         if bucket is None:
-            violations.append(
-                (f"{_name(deployment)} uses bucket {parts.netloc}, not in the stack", deployment["urn"])
-            )
+            violations.append(_flag(deployment, f"uses bucket {parts.netloc}, not in the stack"))
         else:
             violations += _lifecycle_violations(bucket)
         query = urllib.parse.parse_qs(parts.query)
@@ -339,7 +329,9 @@ def _lifecycle_violations(bucket: Resource) -> list[Violation]:
         )
     ages = [c["age"] for c in deletes if c.get("age") is not None]
     if contract.LIFECYCLE_MAX_AGE_DAYS not in ages:
-        violations.append((f"{name} has no age backstop of {contract.LIFECYCLE_MAX_AGE_DAYS} days", urn))
+        violations.append(
+            (f"{name} has no age backstop of {contract.LIFECYCLE_MAX_AGE_DAYS} days", urn)
+        )
     allowed = {"age", "daysSinceCustomTime", "sendDaysSinceCustomTimeIfZero", "sendAgeIfZero"}
     for c in deletes:
         set_keys = {k for k, v in c.items() if v not in (None, False, [], "")}
@@ -363,26 +355,22 @@ def broker_secret_only_in_secrets(resources: list[Resource]) -> list[Violation]:
         for container in _containers(d):
             for env in container.get("env") or []:
                 if re.search(r"rediss?://", str(env.get("value", ""))):
-                    violations.append(
-                        (f"{_name(d)} has a broker URL in plain env {env['name']}", d["urn"])
-                    )
+                    violations.append(_flag(d, f"has a broker URL in plain env {env['name']}"))
                 if env.get("name") == "CELERY_BROKER_URL" and not _get(
                     env, "valueFrom", "secretKeyRef"
                 ):
-                    violations.append(
-                        (f"{_name(d)} does not read CELERY_BROKER_URL from a Secret", d["urn"])
-                    )
+                    violations.append(_flag(d, "does not read CELERY_BROKER_URL from a Secret"))
     for r in _of_type(resources, REDIS):
         if r["props"].get("authEnabled") and "authString" not in r["additional_secret_outputs"]:
             violations.append(
-                (f"{_name(r)} keeps its AUTH string in plain state (additionalSecretOutputs)", r["urn"])
+                _flag(r, "keeps its AUTH string in plain state (additionalSecretOutputs)")
             )
     return violations
 
 
 def images_pinned_by_digest(resources: list[Resource]) -> list[Violation]:
     return [
-        (f"{_name(d)} runs {c.get('image')!r}, not pinned by digest", d["urn"])
+        _flag(d, f"runs {c.get('image')!r}, not pinned by digest")
         for d in _of_type(resources, DEPLOYMENT)
         for c in _containers(d)
         if c.get("image") is not UNKNOWN
@@ -421,20 +409,16 @@ def worker_network_policy(resources: list[Resource]) -> list[Violation]:
             spec = p["props"]["spec"]
             types = set(spec.get("policyTypes") or [])
             if types != {"Ingress", "Egress"}:
-                violations.append(
-                    (f"{_name(p)} must govern Ingress and Egress, not {sorted(types)}", p["urn"])
-                )
+                violations.append(_flag(p, f"must govern Ingress and Egress, not {sorted(types)}"))
             for rule in spec.get("ingress") or []:
                 if worker:
-                    violations.append((f"{_name(p)} admits ingress to the workers", p["urn"]))
+                    violations.append(_flag(p, "admits ingress to the workers"))
                 elif not rule.get("from") or not rule.get("ports"):
-                    violations.append(
-                        (f"{_name(p)} admits ingress from anywhere or on any port", p["urn"])
-                    )
+                    violations.append(_flag(p, "admits ingress from anywhere or on any port"))
             for rule in spec.get("egress") or []:
                 if not rule.get("to") or not rule.get("ports"):
                     violations.append(
-                        (f"{_name(p)} has an egress rule without destinations and ports", p["urn"])
+                        _flag(p, "has an egress rule without destinations and ports")
                     )
     return violations
 
@@ -454,17 +438,15 @@ def no_default_network(resources: list[Resource]) -> list[Violation]:
         if network is UNKNOWN:
             continue
         if network in (None, "") or _network_name(network) == "default":
-            violations.append((f"{_name(r)} is on the default network", r["urn"]))
+            violations.append(_flag(r, "is on the default network"))
     for r in _of_type(resources, NETWORK):
         if r["props"].get("autoCreateSubnetworks") is not False:
             violations.append(
-                (f"{_name(r)} auto-creates subnetworks in every region (custom mode only)", r["urn"])
+                _flag(r, "auto-creates subnetworks in every region (custom mode only)")
             )
     for r in _of_type(resources, SUBNETWORK):
         if r["props"].get("privateIpGoogleAccess") is not True:
-            violations.append(
-                (f"{_name(r)} lacks Private Google Access (private nodes need it)", r["urn"])
-            )
+            violations.append(_flag(r, "lacks Private Google Access (private nodes need it)"))
     return violations
 
 
@@ -475,26 +457,24 @@ def private_control_plane(resources: list[Resource]) -> list[Violation]:
         private = r["props"].get("privateClusterConfig") or {}
         authorized = r["props"].get("masterAuthorizedNetworksConfig")
         if private.get("enablePrivateNodes") is not True:
-            violations.append((f"{_name(r)} gives its nodes public IP addresses", r["urn"]))
+            violations.append(_flag(r, "gives its nodes public IP addresses"))
         if authorized is None:
             violations.append(
-                (f"{_name(r)} has no authorized networks: any address may reach its control plane", r["urn"])
+                _flag(r, "has no authorized networks: any address may reach its control plane")
             )
             continue
         if authorized.get("gcpPublicCidrsAccessEnabled") is not False:
             violations.append(
-                (f"{_name(r)} lets every Google Cloud public address reach its control plane", r["urn"])
+                _flag(r, "lets every Google Cloud public address reach its control plane")
             )
         if private.get("enablePrivateEndpoint") is True:
             continue
         blocks = [b.get("cidrBlock") for b in authorized.get("cidrBlocks") or []]
         if not blocks:
-            violations.append(
-                (f"{_name(r)} has a public endpoint without authorized networks", r["urn"])
-            )
+            violations.append(_flag(r, "has a public endpoint without authorized networks"))
         for block in blocks:
             if block is not UNKNOWN and ipaddress.ip_network(block, strict=False).prefixlen == 0:
-                violations.append((f"{_name(r)} authorizes {block}, the whole internet", r["urn"]))
+                violations.append(_flag(r, f"authorizes {block}, the whole internet"))
     return violations
 
 
@@ -517,14 +497,16 @@ def cmek_coverage(resources: list[Resource]) -> list[Violation]:
             continue
         if key in (None, ""):
             violations.append(
-                (f"{_name(r)} uses Google-managed encryption while the stack uses {min(keys)}", r["urn"])
+                _flag(r, f"uses Google-managed encryption while the stack uses {min(keys)}")
             )
         elif not any(grants.get(u) == key for u in _waits_for(r, by_urn)):
-            violations.append(
-                (f"{_name(r)} is created before any grant of {key} to a service agent", r["urn"])
-            )
-        if r["type"] == CLUSTER and key and _get(r["props"], "databaseEncryption", "state") != "ENCRYPTED":
-            violations.append((f"{_name(r)} does not encrypt its Secrets with {key}", r["urn"]))
+            violations.append(_flag(r, f"is created before any grant of {key} to a service agent"))
+        if (
+            r["type"] == CLUSTER
+            and key
+            and _get(r["props"], "databaseEncryption", "state") != "ENCRYPTED"
+        ):
+            violations.append(_flag(r, f"does not encrypt its Secrets with {key}"))
     return violations
 
 
@@ -536,15 +518,20 @@ def durable_broker(resources: list[Resource]) -> list[Violation]:
             continue
         props = r["props"]
         if props.get("tier") != "STANDARD_HA":
-            violations.append((f"{_name(r)} is protected but tier {props.get('tier')}", r["urn"]))
+            violations.append(_flag(r, f"is protected but tier {props.get('tier')}"))
         if _get(props, "persistenceConfig", "persistenceMode") != "RDB":
             violations.append(
-                (f"{_name(r)} is protected but without RDB persistence: a restart loses every queued task", r["urn"])
+                _flag(
+                    r,
+                    "is protected but without RDB persistence: a restart loses every queued task",
+                )
             )
         if not _get(props, "maintenancePolicy", "weeklyMaintenanceWindows"):
-            violations.append((f"{_name(r)} has no maintenance window", r["urn"]))
-        if props.get("transitEncryptionMode") != "SERVER_AUTHENTICATION" or not props.get("authEnabled"):
-            violations.append((f"{_name(r)} lacks TLS or AUTH", r["urn"]))
+            violations.append(_flag(r, "has no maintenance window"))
+        if props.get("transitEncryptionMode") != "SERVER_AUTHENTICATION" or not props.get(
+            "authEnabled"
+        ):
+            violations.append(_flag(r, "lacks TLS or AUTH"))
     return violations
 
 
@@ -557,9 +544,17 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule("no-primitive-roles", "No owner, editor or viewer grants.", no_primitive_roles),
-    Rule("no-authoritative-iam", "Only additive IAM members, never bindings or policies.", no_authoritative_iam),
+    Rule(
+        "no-authoritative-iam",
+        "Only additive IAM members, never bindings or policies.",
+        no_authoritative_iam,
+    ),
     Rule("no-admin-roles", "No *admin roles granted by the stack.", no_admin_roles),
-    Rule("storage-roles-on-buckets", "Storage roles on buckets, not the project.", storage_roles_on_buckets_only),
+    Rule(
+        "storage-roles-on-buckets",
+        "Storage roles on buckets, not the project.",
+        storage_roles_on_buckets_only,
+    ),
     Rule(
         "firestore-access-one-database",
         "Project-level Firestore roles are conditioned to one of the stack's databases.",
@@ -576,7 +571,11 @@ RULES: tuple[Rule, ...] = (
         "Each annotated Kubernetes service account has exactly its binding.",
         workload_identity_matches_kubernetes,
     ),
-    Rule("buckets-private", "Uniform access, public access prevention, no ACLs, no public members.", buckets_private),
+    Rule(
+        "buckets-private",
+        "Uniform access, public access prevention, no ACLs, no public members.",
+        buckets_private,
+    ),
     Rule(
         "ttl-matches-backend",
         "Lifecycle rules and TTL on every chord collection group, as the backend expects.",
@@ -587,16 +586,34 @@ RULES: tuple[Rule, ...] = (
         "The broker URL and AUTH string only in Kubernetes Secrets and Pulumi secrets.",
         broker_secret_only_in_secrets,
     ),
-    Rule("images-pinned-by-digest", "Workers run images pinned by digest.", images_pinned_by_digest),
+    Rule(
+        "images-pinned-by-digest", "Workers run images pinned by digest.", images_pinned_by_digest
+    ),
     Rule(
         "worker-network-policy",
         "NetworkPolicies deny ingress to the workers, limit the other pods' and everyone's egress.",
         worker_network_policy,
     ),
-    Rule("no-default-network", "No resource on the default network; custom-mode subnets with Private Google Access.", no_default_network),
-    Rule("private-control-plane", "Private nodes; control plane only from authorized networks.", private_control_plane),
-    Rule("cmek-coverage", "With a key, every resource that takes one uses it, granted first.", cmek_coverage),
-    Rule("durable-broker", "Protected stacks get STANDARD_HA Memorystore with RDB and a maintenance window.", durable_broker),
+    Rule(
+        "no-default-network",
+        "No resource on the default network; custom-mode subnets with Private Google Access.",
+        no_default_network,
+    ),
+    Rule(
+        "private-control-plane",
+        "Private nodes; control plane only from authorized networks.",
+        private_control_plane,
+    ),
+    Rule(
+        "cmek-coverage",
+        "With a key, every resource that takes one uses it, granted first.",
+        cmek_coverage,
+    ),
+    Rule(
+        "durable-broker",
+        "Protected stacks get STANDARD_HA Memorystore with RDB and a maintenance window.",
+        durable_broker,
+    ),
 )
 
 

@@ -333,7 +333,9 @@ def test_up_without_the_local_extra_names_its_install_line_and_starts_nothing(
     )
     assert done.returncode == EXIT_MISSING_EXTRA
     assert "celery-gcs dev needs the local extra" in done.stderr
-    assert "pip install 'celery-gcs[cli,local]'" in done.stderr
+    # The install comes from this checkout, as the package did; not from a PyPI name never published.
+    assert f"-e '{Path(__file__).resolve().parents[2]}[cli,local]'" in done.stderr
+    assert "'celery-gcs[cli,local]'" not in done.stderr
     assert done.stdout == ""
     assert not (tmp_path / "stack").exists()
     assert marked_processes(marker) == []

@@ -9,6 +9,8 @@ Firestore admin API, which no emulator offers.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from typing import Any
 
 import pytest
@@ -87,8 +89,9 @@ def test_a_missing_bucket_fails_with_the_command_that_creates_it(doctor: Any) ->
     assert code == 1
     assert checks["bucket"]["status"] == "FAIL"
     assert "gs://no-such-bucket-here does not exist" in checks["bucket"]["detail"]
-    assert "gcloud storage buckets create gs://no-such-bucket-here" in checks["bucket"]["fix"]
-    assert "--uniform-bucket-level-access" in checks["bucket"]["fix"]
+    # On the emulator, the fix goes to the emulator: gcloud would create the bucket on GCP.
+    assert "gcloud" not in checks["bucket"]["fix"]
+    assert f"{os.environ['STORAGE_EMULATOR_HOST']}/storage/v1/b?project={PROJECT}" in checks["bucket"]["fix"]
     assert statuses(checks) == {
         "bucket": "FAIL", "lifecycle": "SKIP", "uniform access": "SKIP", "permissions": "SKIP",
         "firestore": "PASS", "ttl policy": "SKIP",
@@ -101,10 +104,6 @@ def test_a_bucket_without_a_lifecycle_rule_fails(doctor: Any, make_bucket: Any) 
     lifecycle = checks["lifecycle"]
     assert lifecycle["status"] == "FAIL"
     assert "no lifecycle Delete rule" in lifecycle["detail"]
-    assert (
-        "gcloud storage buckets update" in lifecycle["fix"]
-        and "--lifecycle-file" in lifecycle["fix"]
-    )
     assert '"daysSinceCustomTime":0' in lifecycle["fix"]  # the rule the backend's custom time needs
     assert checks["bucket"]["status"] == checks["uniform access"]["status"] == "PASS"
 
@@ -120,6 +119,11 @@ def test_an_age_rule_shorter_than_result_expires_fails(doctor: Any, make_bucket:
     assert checks["lifecycle"]["status"] == "FAIL"
     assert "age 30 days removes results before result_expires" in checks["lifecycle"]["detail"]
     assert "at least 40 days" in checks["lifecycle"]["fix"]
+    # The fix, run as printed (on the emulator, its own API), makes the check pass.
+    fix = checks["lifecycle"]["fix"].split("; ", 1)[1].split(" (on the emulator")[0]
+    subprocess.run(fix, shell=True, check=True, capture_output=True, timeout=30)
+    code, checks = doctor("--bucket", bucket, "--result-expires", str(40 * 86_400))
+    assert (code, checks["lifecycle"]["status"]) == (0, "PASS"), checks["lifecycle"]
 
 
 def test_an_age_rule_alone_long_enough_passes(doctor: Any, make_bucket: Any) -> None:
@@ -134,7 +138,8 @@ def test_uniform_access_off_fails(doctor: Any, make_bucket: Any) -> None:
     code, checks = doctor("--bucket", make_bucket(lifecycle=HEALTHY, uniform=False))
     assert code == 1
     assert checks["uniform access"]["status"] == "FAIL"
-    assert "--uniform-bucket-level-access" in checks["uniform access"]["fix"]
+    assert "gcloud storage" not in checks["uniform access"]["fix"]  # it would change the bucket on GCP
+    assert '"uniformBucketLevelAccess":{"enabled":true}' in checks["uniform access"]["fix"]
     assert [name for name, status in statuses(checks).items() if status == "FAIL"] == [
         "uniform access"
     ]
@@ -339,7 +344,8 @@ def _delete(**condition: Any) -> dict[str, Any]:
         ([_delete(age=1)], 86_400, "PASS"),
         ([_delete(age=1)], 86_401, "FAIL"),
         ([_delete(daysSinceCustomTime=0), _delete(age=7)], 8 * 86_400, "FAIL"),
-        ([_delete(age=30)], 0, "PASS"),  # results that never expire: the backstop is the policy
+        ([_delete(age=30)], 0, "FAIL"),  # results meant never to expire, deleted at 30 days
+        ([_delete(daysSinceCustomTime=0)], 0, "PASS"),  # never expire: no custom time, never deleted
         ([], 86_400, "FAIL"),
         ([{"action": {"type": "SetStorageClass", "storageClass": "NEARLINE"}, "condition": {"age": 1}}], 86_400, "FAIL"),
         ([_delete(age=0, isLive=False), _delete(numNewerVersions=1)], 86_400, "FAIL"),  # noncurrent only
@@ -348,6 +354,27 @@ def _delete(**condition: Any) -> dict[str, Any]:
 )  # fmt: skip
 def test_judge_lifecycle(rules, expires, status) -> None:
     assert judge_lifecycle(rules, expires, "b").status.value == status
+
+
+def _rules_in(fix: str) -> list[dict[str, Any]]:
+    return json.loads(fix.split("echo '", 1)[1].split("' >", 1)[0])["rule"]
+
+
+@pytest.mark.parametrize("expires_days", [31, 40, 400])
+def test_the_lifecycle_fix_for_a_short_age_rule_applies_a_rule_that_passes(expires_days: int) -> None:
+    """It used to print the same 30-day rule again, failing the same way once applied."""
+    expires = expires_days * 86_400
+    check = judge_lifecycle(HEALTHY, expires, "b")
+    assert check.status is Status.FAIL and "gcloud storage buckets update gs://b" in check.fix
+    assert judge_lifecycle(_rules_in(check.fix), expires, "b").status is Status.PASS
+
+
+def test_results_that_never_expire_but_an_age_rule_deletes_fail_with_the_rules_to_keep() -> None:
+    check = judge_lifecycle(HEALTHY, 0, "b")
+    assert check.status is Status.FAIL
+    assert "result_expires is 0 (never), yet the Delete rule at age 30 days deletes" in check.detail
+    assert _rules_in(check.fix) == [_delete(daysSinceCustomTime=0)]
+    assert judge_lifecycle(_rules_in(check.fix), 0, "b").status is Status.PASS
 
 
 # -- what to check: flags, the app, the environment ------------------------------------
@@ -395,6 +422,22 @@ def test_with_dash_a_it_checks_what_the_app_configures(stack: Any, make_bucket: 
     assert report["config"]["result_expires"] == 86_400 and report["config"]["project"] == "other"
     assert report["config"]["firestore_project"] is None  # --project names both
     assert {check["name"]: check["status"] for check in report["checks"]}["lifecycle"] == "PASS"
+
+
+def test_with_dash_a_it_says_that_an_exported_backend_overrides_the_apps(
+    stack: Any, make_bucket: Any, tmp_path
+) -> None:
+    ours, exported = make_bucket(lifecycle=HEALTHY), make_bucket(lifecycle=HEALTHY)
+    (tmp_path / "proj.py").write_text(APP_MODULE.format(bucket=ours, project=PROJECT))
+    env = _emulator_env(stack, CELERY_RESULT_BACKEND=f"gcs://{exported}")
+    report = _report(run_cli("doctor", "-A", "proj", "--timeout", "3", "--json", env=env, cwd=tmp_path))
+    assert report["config"]["bucket"] == exported  # what Celery itself would use
+    (note,) = report["config"]["notes"]
+    assert f"CELERY_RESULT_BACKEND is exported (gcs://{exported}): Celery uses it instead of" in note
+    done = run_cli("doctor", "-A", "proj", "--timeout", "3", env=env, cwd=tmp_path)
+    assert "Note: CELERY_RESULT_BACKEND is exported" in done.stdout
+    report = _report(run_cli("doctor", "-A", "proj", "--timeout", "3", "--json", env=_emulator_env(stack), cwd=tmp_path))
+    assert report["config"]["bucket"] == ours and report["config"]["notes"] == []
 
 
 def test_with_no_arguments_it_checks_what_the_environment_names(stack: Any, make_bucket: Any) -> None:

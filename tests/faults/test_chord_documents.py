@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from celery import chord, states
 from celery.exceptions import ChordError
-from celery_gcs import chord_tree, contract
+from celery_gcs import contract
+from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_store import MAX_CHORD_SIZE, chord_from
 from google.cloud import firestore
 
@@ -168,7 +169,7 @@ EXPECTED = [2 * n for n in range(SIZE)]
 
 def _chord_doc(app: Any, result: Any) -> firestore.DocumentReference:
     client = firestore.Client(project=app.backend.settings.firestore_project or None)
-    return client.collection(contract.FIRESTORE_COLLECTION).document(app.backend.chord_key(result.parent.id))
+    return client.collection(contract.FIRESTORE_COLLECTION).document(app.backend.chords.key(result.parent.id))
 
 
 def _counter_id(result: Any) -> str:
@@ -210,7 +211,7 @@ def _wait_for_header(app: Any, result: Any, timeout: float = 60) -> None:
 
 
 def _in_docs(docs: dict[str, Any], app: Any, result: Any) -> dict[str, Any]:
-    key = app.backend.chord_key(result.parent.id)
+    key = app.backend.chords.key(result.parent.id)
     return {path: data for path, data in docs.items() if path.split("/")[0] == key}
 
 
@@ -255,7 +256,7 @@ def test_chords_whose_fields_were_edited_into_nonsense_fail_once_through_their_e
         assert len(called) == 1 and "ChordError" in called[0] and f"field '{name.split('-')[0]}'" in called[0], name
         assert _header_values(app, result) == EXPECTED, name  # no part's result lost
         mine = _in_docs(docs, app, result)
-        assert mine[app.backend.chord_key(result.parent.id)]["done"] is True, name  # ended, until its TTL
+        assert mine[app.backend.chords.key(result.parent.id)]["done"] is True, name  # ended, until its TTL
         assert not [path for path in mine if "/parts/" in path], name  # no part was counted
     assert callback_runs(app, untouched) == 1
     assert all("expires_at" in data for data in docs.values())  # the TTL policy removes what is left

@@ -98,7 +98,7 @@ def test_a_header_group_that_cannot_be_decoded_fails_the_chord_once(
     docs = firestore_docs()
     # Ended; without the header's ids the holder cannot name its parts and
     # counters, so they are left to the TTL policy.
-    assert docs[app.backend.chord_key(result.parent.id)]["done"] is True
+    assert docs[app.backend.chords.key(result.parent.id)]["done"] is True
     assert all("expires_at" in data for data in docs.values())
 
 

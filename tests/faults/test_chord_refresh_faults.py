@@ -14,8 +14,8 @@ import time
 
 import pytest
 from celery import states
-from celery_gcs import chord_tree
 from celery_gcs.local.faults import FIRESTORE_COMMIT
+from celery_gcs.stores import chord_tree
 
 from ..support.chords import Published, apply_here, part_request
 

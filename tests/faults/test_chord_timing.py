@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 import pytest
 from celery import states
-from celery_gcs import chord_tree
 from celery_gcs.local.faults import FIRESTORE_COMMIT
+from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_store import Settle
 
 from ..support.chords import apply_here, part_request

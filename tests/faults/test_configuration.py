@@ -23,10 +23,10 @@ import pytest
 from celery import chord, states
 from celery.app.task import Context
 from celery_gcs import AccessDenied, BucketNotFound, ConfigurationError, DatabaseNotFound
-from celery_gcs.chord_tree import Node
 from celery_gcs.local import processes
 from celery_gcs.settings import parse
 from celery_gcs.stores.chord_store import ChordStore, Settle
+from celery_gcs.stores.chord_tree import Node
 from google.api_core import exceptions as api
 from google.cloud import firestore
 
@@ -193,6 +193,17 @@ def test_a_wrong_gcs_project_does_not_matter_to_results(make_app, stack) -> None
     app = make_app(gcs_project="not-the-right-project")
     app.backend.store_result("t-proj", "stored", states.SUCCESS)
     assert make_app().backend.get_task_meta("t-proj")["result"] == "stored"
+
+
+@pytest.mark.parametrize("key", ["result_expires", "result_failure_expires"])
+def test_a_negative_result_expires_is_refused_like_a_negative_gcs_ttl(make_app, key: str) -> None:
+    """Accepted, it would write every result already expired: each would read as PENDING."""
+    with pytest.raises(ConfigurationError) as caught:
+        make_app(**{key: -1}).backend  # noqa: B018 (building the backend is the act)
+    assert f"app.conf.{key} = -1 is invalid: it is negative" in str(caught.value)
+    with pytest.raises(ConfigurationError) as ttl:
+        make_app("gcs://bucket?gcs_ttl=-1").backend  # noqa: B018
+    assert "gcs_ttl (from result_backend URL) must be at least 0" in str(ttl.value)
 
 
 def test_a_missing_bucket_names_the_project_from_the_environment(make_app, stack) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from celery import chord, states
-from celery_gcs import chord_tree
+from celery_gcs.stores import chord_tree
 
 from ..support import tasks
 from ..support.chords import callback_runs, ended_only, settle, sig

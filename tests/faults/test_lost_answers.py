@@ -23,10 +23,10 @@ from typing import Any
 import grpc
 import pytest
 from celery import states
-from celery_gcs import chord_tree
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from celery_gcs.local.proxy import Rule
 from celery_gcs.settings import parse
+from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_store import ChordStore, PartState, Settle
 
 from ..support.chords import Published, apply_here, ended_only

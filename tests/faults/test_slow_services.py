@@ -13,9 +13,9 @@ import uuid
 import pytest
 from celery import states
 from celery_gcs import TransientError
-from celery_gcs.chord_tree import Node
 from celery_gcs.settings import parse
 from celery_gcs.stores.chord_store import ChordStore
+from celery_gcs.stores.chord_tree import Node
 from google.api_core import exceptions as api
 
 pytestmark = pytest.mark.usefixtures("stack")

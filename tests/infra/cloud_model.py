@@ -31,6 +31,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .infra_inventory import Inventory
@@ -209,7 +210,7 @@ def rejections(
             found += _cluster_rejections(name, i)
         if typ == "gcp:redis/instance:Instance":
             found += _redis_rejections(inv, r, networks_made, connections)
-    return found
+    return found + network_rejections(inv)
 
 
 def _cluster_rejections(name: str, i: dict[str, Any]) -> list[str]:
@@ -267,4 +268,149 @@ def _redis_rejections(inv: Inventory, r: dict[str, Any], networks_made: set, con
         start = window.get("startTime") or {}
         if start.get("minutes", 0) or start.get("seconds", 0) or not 0 <= start.get("hours", 0) <= 23:
             found.append(f"{name}: maintenance windows start on the hour, not {start}")
+    return found
+
+
+# --- what the cluster's network lets each pod reach --------------------------------
+# A NetworkPolicy peer that selects pods never matches a link-local address: only an
+# ipBlock does. So where a pod's resolver or metadata server sits decides whether the
+# rendered policies let it work. Each address below is from GKE's documentation:
+#
+# - kube-dns: https://cloud.google.com/kubernetes-engine/docs/how-to/kube-dns -- the
+#   kube-dns Service's pods in kube-system (k8s-app=kube-dns); Dataplane V2 evaluates
+#   policy after the Service address is translated to a pod, so a pod selector matches.
+# - Cloud DNS for GKE: https://cloud.google.com/kubernetes-engine/docs/how-to/cloud-dns --
+#   pods' resolv.conf names the node's metadata server, 169.254.169.254, on port 53
+#   (the default on new Autopilot clusters).
+# - NodeLocal DNSCache: https://cloud.google.com/kubernetes-engine/docs/how-to/nodelocal-dns-cache --
+#   on by default, and not to be turned off, on Autopilot (Standard: from 1.34.1-gke.3720000);
+#   a hostNetwork DaemonSet listening on 169.254.20.10, port 53.
+# - The GKE metadata server under Workload Identity:
+#   https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity -- with network
+#   policies, allow 169.254.169.254/32 on TCP 80 and, on Dataplane V2, 169.254.169.252/32 on
+#   TCP 988. google-auth also finds it by name (metadata.google.internal), through DNS.
+# Since a stack deploys into clusters whose DNS it does not choose (an existing cluster),
+# every pod must reach every resolver; a pod acting as a Google service account must also
+# reach the metadata server.
+
+
+@dataclass(frozen=True)
+class Destination:
+    what: str
+    #: An IP address, or None for pods selected by ``pod`` in namespace ``namespace``.
+    ip: str | None
+    port: int
+    protocols: tuple[str, ...] = ("TCP",)
+    namespace: str = ""
+    pod: dict[str, str] | None = None
+
+
+RESOLVERS = (
+    Destination("kube-dns", None, 53, ("UDP", "TCP"), "kube-system", {"k8s-app": "kube-dns"}),
+    Destination("Cloud DNS (the node's metadata server)", "169.254.169.254", 53, ("UDP", "TCP")),
+    Destination("NodeLocal DNSCache", "169.254.20.10", 53, ("UDP", "TCP")),
+)
+METADATA_SERVER = (
+    Destination("the GKE metadata server", "169.254.169.254", 80),
+    Destination("the GKE metadata server (Dataplane V2)", "169.254.169.252", 988),
+)
+POD_TYPES = ("kubernetes:apps/v1:Deployment", "kubernetes:batch/v1:Job")
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+WI_ANNOTATION = "iam.gke.io/gcp-service-account"
+
+
+def _labels_match(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions); an empty one selects everything."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, op, values = expression["key"], expression["operator"], expression.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict[str, Any], dest: Destination, namespace: str) -> bool:
+    if "ipBlock" in peer:
+        block = peer["ipBlock"]
+        if dest.ip is None:
+            # A pod's address is somewhere in the pod range: only "anywhere" surely covers it.
+            return ipaddress.ip_network(block["cidr"]).prefixlen == 0
+        address = ipaddress.ip_address(dest.ip)
+        return address in ipaddress.ip_network(block["cidr"]) and not any(
+            address in ipaddress.ip_network(e) for e in block.get("except") or []
+        )
+    if dest.ip is not None:
+        return False  # a pod or namespace selector never matches a node-local address
+    dest_namespace = {"kubernetes.io/metadata.name": dest.namespace}
+    if "namespaceSelector" in peer:
+        if not _labels_match(peer["namespaceSelector"], dest_namespace):
+            return False
+    elif dest.namespace != namespace:
+        return False
+    return _labels_match(peer.get("podSelector"), dest.pod or {})
+
+
+def _rule_allows(rule: dict[str, Any], dest: Destination, protocol: str, namespace: str) -> bool:
+    ports = rule.get("ports") or []
+    if ports and not any(
+        p.get("protocol", "TCP") == protocol and p.get("port") in (None, dest.port) for p in ports
+    ):
+        return False
+    peers = rule.get("to") or []
+    return not peers or any(_peer_matches(peer, dest, namespace) for peer in peers)
+
+
+def egress_allowed(inv: Inventory, pod: dict[str, Any], dest: Destination, protocol: str) -> bool:
+    """Whether the NetworkPolicies in ``inv`` let the pods of ``pod`` (a Deployment or Job) reach ``dest``."""
+    namespace = (pod["inputs"].get("metadata") or {}).get("namespace", "default")
+    labels = _dig(pod["inputs"], ("spec", "template", "metadata", "labels")) or {}
+    policies = [
+        p["inputs"]
+        for p in inv.of_type(NETWORK_POLICY)
+        if (p["inputs"].get("metadata") or {}).get("namespace", "default") == namespace
+        and "Egress" in (_dig(p["inputs"], ("spec", "policyTypes")) or [])
+        and _labels_match(_dig(p["inputs"], ("spec", "podSelector")), labels)
+    ]
+    if not policies:
+        return True  # no policy restricts its egress
+    return any(
+        _rule_allows(rule, dest, protocol, namespace)
+        for policy in policies
+        for rule in policy["spec"].get("egress") or []
+    )
+
+
+def _uses_workload_identity(inv: Inventory, pod: dict[str, Any]) -> bool:
+    spec = _dig(pod["inputs"], ("spec", "template", "spec")) or {}
+    namespace = (pod["inputs"].get("metadata") or {}).get("namespace", "default")
+    account = spec.get("serviceAccountName", "default")
+    return any(
+        (k["inputs"].get("metadata") or {}).get("name") == account
+        and (k["inputs"].get("metadata") or {}).get("namespace", "default") == namespace
+        and WI_ANNOTATION in ((k["inputs"].get("metadata") or {}).get("annotations") or {})
+        for k in inv.of_type("kubernetes:core/v1:ServiceAccount")
+    )
+
+
+def network_rejections(inv: Inventory) -> list[str]:
+    """Pods whose rendered NetworkPolicies cut them off from DNS or, under Workload Identity, their tokens."""
+    found = []
+    for pod in (r for typ in POD_TYPES for r in inv.of_type(typ)):
+        needed = RESOLVERS + (METADATA_SERVER if _uses_workload_identity(inv, pod) else ())
+        for dest in needed:
+            for protocol in dest.protocols:
+                if not egress_allowed(inv, pod, dest, protocol):
+                    where = dest.ip or f"{dest.namespace}/{dest.pod}"
+                    found.append(
+                        f"{pod['name']}: its NetworkPolicy blocks {dest.what} "
+                        f"({where}:{dest.port}/{protocol})"
+                    )
     return found

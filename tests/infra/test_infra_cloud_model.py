@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from .cloud_model import CMEK_SERVICES, rejections
+from .cloud_model import CMEK_SERVICES, NETWORK_POLICY, network_rejections, rejections
 from .infra_inventory import Inventory
 from .run_program import AGENT_DOMAINS, agent_email
 
@@ -127,3 +127,49 @@ def test_the_model_rejects_what_the_api_rejects(runs, base, mutate, expected):
     mutate(inv)
     found = rejections(inv, agents=AGENTS)
     assert any(expected in f for f in found), found
+
+
+def test_every_pod_resolves_names_and_reaches_its_tokens_on_any_gke_dns(runs):
+    """Regression: the policies allowed DNS only to kube-dns pods, so on Cloud DNS and
+    NodeLocal DNSCache (new Autopilot clusters) no worker could resolve googleapis.com."""
+    for name in ("dev", "prod", "keda_stack", "byo", "cmek"):
+        assert network_rejections(inventory(runs, name)) == [], name
+
+
+def dns_only_to_kube_dns_pods(inv):
+    for policy in inv.of_type(NETWORK_POLICY):
+        for rule in policy["inputs"]["spec"]["egress"]:
+            rule["to"] = [p for p in rule.get("to", []) if "ipBlock" not in p or not p["ipBlock"]["cidr"].startswith("169.254.")]
+        policy["inputs"]["spec"]["egress"] = [r for r in policy["inputs"]["spec"]["egress"] if r["to"]]
+
+
+def metadata_on_port_80_only(inv):
+    for policy in inv.of_type(NETWORK_POLICY):
+        policy["inputs"]["spec"]["egress"] = [
+            r
+            for r in policy["inputs"]["spec"]["egress"]
+            if r.get("to") != [{"ipBlock": {"cidr": "169.254.169.252/32"}}]
+        ]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (dns_only_to_kube_dns_pods, "blocks NodeLocal DNSCache (169.254.20.10:53/UDP)"),
+        (dns_only_to_kube_dns_pods, "blocks Cloud DNS (the node's metadata server) (169.254.169.254:53/UDP)"),
+        (dns_only_to_kube_dns_pods, "blocks the GKE metadata server (169.254.169.254:80/TCP)"),
+        (metadata_on_port_80_only, "blocks the GKE metadata server (Dataplane V2) (169.254.169.252:988/TCP)"),
+    ],
+    ids=lambda v: getattr(v, "__name__", v),
+)
+def test_the_model_rejects_policies_that_cut_pods_off(runs, mutate, expected):
+    inv = inventory(runs, "dev")
+    mutate(inv)
+    found = network_rejections(inv)
+    assert any(expected in f for f in found), found
+
+
+def test_the_model_lets_unrestricted_pods_reach_everything(runs):
+    inv = inventory(runs, "dev")
+    inv.resources[:] = [r for r in inv.resources if r["type"] != NETWORK_POLICY]
+    assert network_rejections(inv) == []

@@ -943,7 +943,9 @@ def test_workers_accept_no_ingress_and_reach_only_dns_metadata_broker_and_google
     assert policy["spec"].get("ingress", []) == []
     egress = policy["spec"]["egress"]
     dns = egress[0]
-    assert dns["to"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+    # kube-dns pods, and the node-local resolvers (Cloud DNS, NodeLocal DNSCache) no pod selector matches.
+    assert dns["to"][:2] == [{"ipBlock": {"cidr": "169.254.169.254/32"}}, {"ipBlock": {"cidr": "169.254.20.10/32"}}]
+    assert dns["to"][2]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
     assert {p["port"] for p in dns["ports"]} == {53}
     by_block = {r["to"][0]["ipBlock"]["cidr"]: [p["port"] for p in r["ports"]] for r in egress[1:]}
     assert by_block == {

@@ -112,16 +112,16 @@ def test_get_many_reads_each_result_once_with_a_reused_pool(app, stack) -> None:
     found = dict(backend.get_many(ids, timeout=10))
     assert {task_id: meta["result"] for task_id, meta in found.items()} == {t: n for n, t in enumerate(ids)}
     assert stack.gcs.snapshot() == {"object.read": 40}
-    pool = backend.results._pool.get()
+    pool = backend.stored.store._pool.get()
     backend.mget([backend.get_key_for_task(task_id) for task_id in ids[:5]])
-    assert backend.results._pool.get() is pool
+    assert backend.stored.store._pool.get() is pool
     assert pool._max_workers == backend.settings.threadpool_maxsize
 
 
 def test_http_connection_pool_matches_the_thread_pool_for_http_endpoints(make_app) -> None:
     backend = make_app(gcs_threadpool_maxsize=7).backend
     backend.get_task_meta("any")
-    adapter = backend.results._client.get()._http.get_adapter(os.environ["STORAGE_EMULATOR_HOST"])
+    adapter = backend.stored.store._client.get()._http.get_adapter(os.environ["STORAGE_EMULATOR_HOST"])
     assert adapter._pool_maxsize == 7 and adapter._pool_connections == 7
 
 
@@ -283,12 +283,12 @@ def test_a_corrupt_object_is_a_clear_error_and_leaves_others_readable(app, stack
 def test_clients_are_rebuilt_after_fork(app) -> None:
     backend = app.backend
     backend.store_result("t-fork", "parent", states.SUCCESS)
-    parent_client = backend.results._client.get()
+    parent_client = backend.stored.store._client.get()
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
         try:
-            ok = backend.results._client.get() is not parent_client
+            ok = backend.stored.store._client.get() is not parent_client
             ok = ok and backend.get_task_meta("t-fork", cache=False)["result"] == "parent"
             backend.store_result("t-child", "child", states.SUCCESS)
             os.write(write, b"1" if ok else b"0")
@@ -297,7 +297,7 @@ def test_clients_are_rebuilt_after_fork(app) -> None:
     os.close(write)
     assert os.read(read, 1) == b"1"
     os.waitpid(child, 0)
-    assert backend.results._client.get() is parent_client
+    assert backend.stored.store._client.get() is parent_client
     assert backend.get_task_meta("t-child")["result"] == "child"
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from celery import states
 from celery.result import AsyncResult
-from celery_gcs import chord_tree
 from celery_gcs.keys import part_document_id
+from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_store import Settle
 
 from ..support.chords import Published, apply_here, part_request

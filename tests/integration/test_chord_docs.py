@@ -8,9 +8,8 @@ import types
 import uuid
 
 import pytest
-from celery_gcs import chord_tree
 from celery_gcs.settings import parse
-from celery_gcs.stores import chord_store
+from celery_gcs.stores import chord_store, chord_tree
 from celery_gcs.stores.chord_store import ChordStore, Settle
 
 pytestmark = pytest.mark.usefixtures("stack")

@@ -23,6 +23,7 @@ import time
 from celery_gcs.backend import GCSBackend
 from celery_gcs.chords import ChordCoordinator, Part
 from celery_gcs.errors import TransientError
+from celery_gcs.stored_results import StoredResults
 
 
 def _first_time(directory: str, marker: str) -> bool:
@@ -70,8 +71,8 @@ class SlowPublishBackend(GCSBackend):
 
 
 class FailingCleanupCoordinator(ChordCoordinator):
-    def __init__(self, backend: GCSBackend) -> None:
-        super().__init__(backend)
+    def __init__(self, backend: GCSBackend, results: StoredResults) -> None:
+        super().__init__(backend, results)
         end = self.store.end
 
         def end_failing_once(key: str, token: str) -> bool:

@@ -1,9 +1,10 @@
-"""The architecture contract in pyproject.toml ([tool.importlinter]) holds, and catches what it should.
+"""The architecture's import rules in pyproject.toml ([tool.importlinter]) hold, and catch what they should.
 
 The runtime (everything but ``cli``, ``local`` and ``worker``) imports none
 of those rooms nor the extras' packages, and its modules form no cycle; the
 worker image's helpers import neither the CLI nor the local stack; the local
-stack imports nothing from the CLI.
+stack imports nothing from the CLI; waiting imports no store; the chord
+coordinator imports no backend.
 """
 
 from __future__ import annotations
@@ -100,3 +101,19 @@ def test_every_module_opens_with_a_one_line_docstring_of_its_concern() -> None:
         if not docstring or "\n" in first:
             missing.append(str(path.relative_to(ROOT)))
     assert missing == []
+
+
+def test_waiting_importing_a_store_breaks_the_contract(planted: Path) -> None:
+    waiting = planted / "celery_gcs" / "waiting.py"
+    waiting.write_text(waiting.read_text() + "\nfrom .stores import result_store as _store  # planted\n")
+    done = lint_imports(planted, planted / "pyproject.toml")
+    assert done.returncode == 1
+    assert "celery_gcs.waiting is not allowed to import celery_gcs.stores" in done.stdout
+
+
+def test_the_chord_coordinator_importing_the_backend_breaks_the_contract(planted: Path) -> None:
+    chords = planted / "celery_gcs" / "chords.py"
+    chords.write_text(chords.read_text() + "\nfrom . import backend as _backend  # planted\n")
+    done = lint_imports(planted, planted / "pyproject.toml")
+    assert done.returncode == 1
+    assert "celery_gcs.chords is not allowed to import celery_gcs.backend" in done.stdout

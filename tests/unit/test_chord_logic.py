@@ -9,8 +9,9 @@ from collections import Counter
 
 import pytest
 from celery.result import AsyncResult, GroupResult
-from celery_gcs import chord_tree, chords
-from celery_gcs.chord_tree import FAN_IN, Node
+from celery_gcs import chords
+from celery_gcs.stores import chord_tree
+from celery_gcs.stores.chord_tree import FAN_IN, Node
 
 
 def _count_all(task_ids: list[str]) -> tuple[int, Counter[Node]]:
@@ -70,7 +71,7 @@ def test_every_path_ends_at_the_one_top_counter() -> None:
 
 def test_a_task_hashes_to_the_same_leaf_in_every_process() -> None:
     """Python's own hash() differs per process; the leaf must not."""
-    code = "from celery_gcs import chord_tree; print(chord_tree.leaf_of('task-1', 997).index)"
+    code = "from celery_gcs.stores import chord_tree; print(chord_tree.leaf_of('task-1', 997).index)"
     seen = {
         subprocess.run(
             [sys.executable, "-c", code], env={"PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True

@@ -31,12 +31,12 @@ def test_a_failure_over_the_limit_keeps_its_error_and_the_end_of_its_traceback()
     assert stored["traceback"].endswith("ValueError: the real error\n")
 
 
-def test_a_success_over_the_limit_is_left_whole_for_check_size_to_refuse() -> None:
+def test_a_success_over_the_limit_is_left_whole_for_check_payload_size_to_refuse() -> None:
     state = {"status": states.SUCCESS, "result": "x" * 5_000, "traceback": "never cut"}
     payload = meta.encode_state(dict(state), states.SUCCESS, encode=encode, limit=1_000)
     assert payload == encode(state)
     with pytest.raises(ResultTooLarge) as raised:
-        meta.check_size("celery-task-meta-t", payload, 1_000)
+        meta.check_payload_size("celery-task-meta-t", payload, 1_000)
     assert "celery-task-meta-t" in str(raised.value) and "gcs_max_result_bytes" in str(raised.value)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from celery_gcs import contract
 from celery_gcs.errors import ConfigurationError
@@ -78,6 +80,9 @@ def test_defaults_come_from_the_shared_names() -> None:
         ("gcs://bucket?firestore_collection=__x__", {}, "reserved by Firestore"),
         ("gcs://bucket?gcs_project=has space", {}, "gcs_project (from result_backend URL) = 'has space' is invalid"),
         (None, {}, "no bucket configured"),
+        ("gcs://bucket", {"result_expires": -1}, "app.conf.result_expires = -1 is invalid: it is negative"),
+        ("gcs://bucket", {"result_expires": dt.timedelta(seconds=-5)}, "app.conf.result_expires = datetime.timedelta"),
+        ("gcs://bucket", {"result_failure_expires": "soon"}, "app.conf.result_failure_expires = 'soon' is invalid: not a number"),
     ],
 )
 def test_bad_settings_are_named_with_their_fix(url: str | None, conf: dict, expected: str) -> None:
@@ -111,6 +116,11 @@ def test_invalid_bucket_names_are_rejected_with_the_rule(bucket: str, problem: s
 @pytest.mark.parametrize("bucket", ["abc", "my_bucket-1", "a.b.c", "x" * 63, ".".join(["a" * 63] * 3)])
 def test_valid_bucket_names_are_accepted(bucket: str) -> None:
     assert parse(f"gcs://{bucket}", {}).bucket == bucket
+
+
+@pytest.mark.parametrize("expires", [None, 0, 60, dt.timedelta(days=2), "3600"])
+def test_celerys_own_expiry_settings_take_what_celery_takes(expires: object) -> None:
+    assert parse("gcs://bucket", {"result_expires": expires, "result_failure_expires": expires}).bucket == "bucket"
 
 
 def test_settings_are_frozen() -> None:

@@ -64,6 +64,10 @@ E_NO_PROJECT = (
     "no project to check in: pass --project, set gcs_project, or export GOOGLE_CLOUD_PROJECT"
 )
 E_APP = "could not load the Celery app {app!r}: {error}"
+NOTE_ENV_WINS = (
+    "CELERY_RESULT_BACKEND is exported ({url}): Celery uses it instead of the app's own result_backend, "
+    "so that is what is checked; unset it to check the app's"
+)
 E_SETTINGS = "{where}: {error}"
 EMULATOR_IDENTITY = "emulator (no credentials)"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -72,6 +76,7 @@ PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT")
 #: Exit code when what to check cannot be worked out (no bucket, a bad setting, an app that fails to load).
 EXIT_USAGE = 2
 FIX_PULUMI = "or run `pulumi up` (infra/ creates everything with the right settings)"
+UNIFORM_ACCESS = {"iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}}}
 
 
 class Status(str, enum.Enum):
@@ -104,22 +109,41 @@ class Config:
     timeout: float = 10.0
     #: A service account to act as (through the caller's credentials), e.g. the worker's.
     impersonate: str | None = None
+    #: What the user should know about where the settings came from.
+    notes: tuple[str, ...] = ()
 
     @property
     def chords_project(self) -> str:
         return self.firestore_project or self.project
 
 
-def lifecycle_fix(bucket: str) -> str:
-    rules = json.dumps({"rule": contract.lifecycle_rules()}, separators=(",", ":"))
+def lifecycle_fix(bucket: str, result_expires: float, *, emulator: str | None = None) -> str:
+    """Rules that delete results once they expire and never before, applied to ``bucket``."""
+    age = max(contract.LIFECYCLE_MAX_AGE_DAYS, _ceil(result_expires / 86_400))
+    return apply_lifecycle(bucket, contract.lifecycle_rules(max_age_days=age), emulator=emulator)
+
+
+def apply_lifecycle(bucket: str, rules: list[dict[str, object]], *, emulator: str | None) -> str:
+    if emulator:
+        return emulator_patch(emulator, bucket, {"lifecycle": {"rule": rules}})
+    body = json.dumps({"rule": rules}, separators=(",", ":"))
     return (
-        f"echo '{rules}' > lifecycle.json && gcloud storage buckets update gs://{bucket} "
+        f"echo '{body}' > lifecycle.json && gcloud storage buckets update gs://{bucket} "
         f"--lifecycle-file=lifecycle.json, {FIX_PULUMI}"
     )
 
 
+def emulator_patch(emulator: str, bucket: str, body: Mapping[str, Any]) -> str:
+    """The bucket settings ``body`` applied on the emulator itself: gcloud would change the bucket on GCP."""
+    data = json.dumps(body, separators=(",", ":"))
+    return (
+        f"curl -sS -X PATCH -H 'Content-Type: application/json' -d '{data}' "
+        f"{emulator.rstrip('/')}/storage/v1/b/{bucket} (on the emulator; gcloud would change gs://{bucket} on GCP)"
+    )
+
+
 def judge_lifecycle(
-    rules: Sequence[Mapping[str, Any]], result_expires: float, bucket: str
+    rules: Sequence[Mapping[str, Any]], result_expires: float, bucket: str, *, emulator: str | None = None
 ) -> Check:
     """Do the bucket's lifecycle rules delete results once they expire, and never before?"""
     expires_days = result_expires / 86_400
@@ -144,7 +168,17 @@ def judge_lifecycle(
             "lifecycle",
             Status.FAIL,
             "no lifecycle Delete rule on daysSinceCustomTime or age: results are never deleted",
-            lifecycle_fix(bucket),
+            lifecycle_fix(bucket, result_expires, emulator=emulator),
+        )
+    if not result_expires and by_age:
+        kept = [rule for rule in rules if "age" not in (rule.get("condition") or {})]
+        return Check(
+            "lifecycle",
+            Status.FAIL,
+            f"result_expires is 0 (never), yet the Delete rule at age {min(by_age)} days deletes every "
+            "result that long after it is written",
+            f"set result_expires (or gcs_ttl) to how long results must live, or, to keep them for ever, "
+            f"remove the age rule: {apply_lifecycle(bucket, kept, emulator=emulator)}",
         )
     too_early = [days for days in by_age if result_expires and days < expires_days]
     if too_early:
@@ -154,17 +188,12 @@ def judge_lifecycle(
             f"a Delete rule at age {min(too_early)} days removes results before result_expires "
             f"({result_expires:,.0f}s = {expires_days:g} days) says they expire",
             f"raise the age rule to at least {_ceil(expires_days)} days, or lower result_expires; "
-            + lifecycle_fix(bucket),
+            + lifecycle_fix(bucket, result_expires, emulator=emulator),
         )
     found = [f"Delete at daysSinceCustomTime {days}" for days in sorted(by_custom_time)]
     found += [f"Delete at age {days} days" for days in sorted(by_age)]
     if not result_expires:
-        note = "result_expires is 0 (never): results carry no custom time"
-        note += (
-            f", the age rule deletes them after {min(by_age)} days"
-            if by_age
-            else " and are never deleted"
-        )
+        note = "result_expires is 0 (never): results carry no custom time and are never deleted"
     elif by_custom_time:
         days = min(by_custom_time)
         note = (
@@ -262,7 +291,9 @@ class Doctor:
                 )
             else:
                 checks += [
-                    judge_lifecycle(bucket.lifecycle_rules, config.result_expires, config.bucket),
+                    judge_lifecycle(
+                        bucket.lifecycle_rules, config.result_expires, config.bucket, emulator=self.gcs_emulator
+                    ),
                     self.check_uniform_access(bucket),
                 ]
             # testIamPermissions needs no permission of its own: worth asking even after a 403.
@@ -300,6 +331,12 @@ class Doctor:
                 f"gcloud storage buckets create gs://{name} --project={project} --location=LOCATION "
                 f"--uniform-bucket-level-access, {FIX_PULUMI}"
             )
+            if self.gcs_emulator:
+                fix = (
+                    f"curl -sS -X POST -H 'Content-Type: application/json' -d '{{\"name\":\"{name}\"}}' "
+                    f"{self.gcs_emulator.rstrip('/')}/storage/v1/b?project={project} (on the emulator; "
+                    f"`celery-gcs dev up` makes its own bucket with the right settings)"
+                )
             return (
                 Check(
                     "bucket", Status.FAIL, f"gs://{name} does not exist (project {project})", fix
@@ -336,7 +373,9 @@ class Doctor:
             "uniform access",
             Status.FAIL,
             "uniform bucket-level access is off: object ACLs can grant access that bucket IAM does not show",
-            f"gcloud storage buckets update gs://{self.config.bucket} --uniform-bucket-level-access, {FIX_PULUMI}",
+            emulator_patch(self.gcs_emulator, self.config.bucket, UNIFORM_ACCESS)
+            if self.gcs_emulator
+            else f"gcloud storage buckets update gs://{self.config.bucket} --uniform-bucket-level-access, {FIX_PULUMI}",
         )
 
     def check_permissions(self, client: Any) -> Check:
@@ -607,10 +646,14 @@ def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     """Flags first, then the app's settings (``-A``) or the environment's, parsed as the backend parses them."""
     found: Settings | None = None
     expires: Any = None
+    notes: list[str] = []
     if args.app:
         app = load_app(args.app)
         url, conf, where = app.conf.result_backend, app.conf, f"the app {args.app!r}"
         expires = app.conf.result_expires
+        if env.get("CELERY_RESULT_BACKEND") and not args.bucket:
+            notes.append(NOTE_ENV_WINS.format(url=env["CELERY_RESULT_BACKEND"]))
+            where = f"CELERY_RESULT_BACKEND (which wins over the app {args.app!r}'s result_backend)"
     else:
         url, conf, where = env.get("CELERY_RESULT_BACKEND"), {}, "CELERY_RESULT_BACKEND"
     if (url or conf.get("gcs_bucket")) and not (args.bucket and not args.app):
@@ -645,6 +688,7 @@ def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
         result_expires=result_expires,
         timeout=args.timeout,
         impersonate=args.impersonate_service_account,
+        notes=tuple(notes),
     )
 
 
@@ -670,6 +714,8 @@ def render(config: Config, doctor: Doctor, checks: Sequence[Check], console: Con
         highlight=False,
     )
     console.print(f"Checking as {escape(doctor.identity())}", highlight=False)
+    for note in config.notes:
+        console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
     width = max(len(check.name) for check in checks)
     for check in checks:
         line = f"[{_STYLES[check.status]}]{check.status.value}[/] {check.name:<{width}}  {escape(check.detail)}"

@@ -6,7 +6,8 @@
     celery-gcs dev up|down|status        the local stack alone, for your own app
     celery-gcs doctor --bucket B --project P [--database D]
                                          check a deployment (or the emulators)
-    celery-gcs results list|show         browse stored results
+    celery-gcs results list|show|delete|purge
+                                         browse and remove stored results
 
 Each command is a module of this package with a ``main(argv)`` that parses
 its own options. It is imported only when it runs, after its extras are
@@ -19,15 +20,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import __version__
+from ..install import install_line
 
+#: Exit code when the output's reader went away (128 + SIGPIPE, as a shell reports it).
+EXIT_BROKEN_PIPE = 141
 #: Exit code when a command's extras are not installed.
 EXIT_MISSING_EXTRA = 2
-E_MISSING_EXTRA = "celery-gcs {command} needs the {extras} extra{s}, which {are} not installed; install with:\n  {line}"
+E_MISSING_EXTRA = "celery-gcs {command} needs the {extras} extra{s}, which {are} not installed; install {them} with:\n  {line}"
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ COMMANDS = {
     "demo": Command("run the emulators, Redis, a prefork worker and a sample workload", ("cli", "local")),
     "dev": Command("start, stop or show the local stack (emulators and Redis) for your own app", ("cli", "local")),
     "doctor": Command("check a deployment: bucket, lifecycle, access, Firestore, TTL, permissions", ("cli",)),
-    "results": Command("list stored results by state, task and date, or show one", ("cli",)),
+    "results": Command("list stored results by state, task and date, show, delete or purge them", ("cli",)),
 }
 
 #: The modules each extra brings; one missing means the extra is not installed.
@@ -52,10 +57,6 @@ EXTRA_MODULES = {
 
 def missing_extras(extras: Sequence[str]) -> list[str]:
     return [extra for extra in extras if not all(importlib.util.find_spec(m) for m in EXTRA_MODULES[extra])]
-
-
-def install_line(extras: Sequence[str]) -> str:
-    return f"pip install 'celery-gcs[{','.join(extras)}]'"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 extras=" and ".join(missing),
                 s="s" if len(missing) > 1 else "",
                 are="are" if len(missing) > 1 else "is",
+                them="them" if len(missing) > 1 else "it",
                 line=install_line(command.extras),
             ),
             file=sys.stderr,
@@ -99,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return module.main(args.arguments)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): as a shell tool would, stop quietly. Python
+        # flushes stdout again at exit, so point it where that cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun
 
-from ..stores.perprocess import PerProcess
+from ..perprocess import PerProcess
 from .apps import app_from_env
 
 #: Prefix of every Redis key a run records.

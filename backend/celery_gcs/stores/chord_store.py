@@ -30,7 +30,6 @@ from google.auth import exceptions as auth
 from google.cloud import firestore
 
 from .. import contract, retry
-from ..chord_tree import Node
 from ..errors import (
     E_CHORD_FIELD,
     E_DATABASE_DENIED,
@@ -41,9 +40,10 @@ from ..errors import (
     DatabaseNotFound,
     TransientError,
 )
+from ..perprocess import PerProcess
 from ..settings import Settings
 from . import grpc_runtime
-from .perprocess import PerProcess
+from .chord_tree import Node
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from ..errors import (
     ConfigurationError,
     TransientError,
 )
+from ..perprocess import PerProcess
 from ..settings import Settings
-from .perprocess import PerProcess
 
 
 class GenerationMismatch(Exception):
@@ -54,6 +54,8 @@ class Listed:
     metadata: Mapping[str, str]
     updated: dt.datetime | None
     size: int
+    #: When the object expires (the backend sets its custom time to that), if it does.
+    custom_time: dt.datetime | None = None
 
 
 #: Objects per listing request: GCS's largest page.
@@ -154,16 +156,28 @@ class ResultStore:
 
     def delete(self, name: str) -> None:
         """Delete in one request; a missing object is already deleted."""
+        self.remove(name)
+
+    def remove(self, name: str) -> bool:
+        """Delete in one request; False when there was nothing to delete."""
         blob = self._blob(name)
         try:
             blob.delete(retry=self._retry, timeout=self._settings.timeout)
         except api.NotFound as exc:
             if _bucket_missing(exc):
                 raise self._bucket_not_found() from exc
+            return False
         except api.Forbidden as exc:
             raise self._denied("delete", blob.name, exc) from exc
         except api.RetryError as exc:
             raise TransientError(f"deleting gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
+        return True
+
+    def remove_many(self, names: Sequence[str]) -> list[bool]:
+        """``remove`` each, in parallel on the pool: one request per object."""
+        if len(names) <= 1:
+            return [self.remove(name) for name in names]
+        return list(self._pool.get().map(self.remove, names))
 
     def list(self, prefix: str = "") -> Iterator[Listed]:
         """Objects whose names start with ``prefix`` (under the base path), in name order.
@@ -181,7 +195,9 @@ class ResultStore:
         )
         try:
             for blob in pages:
-                yield Listed(blob.name[len(base) :], blob.metadata or {}, blob.updated, int(blob.size or 0))
+                yield Listed(
+                    blob.name[len(base) :], blob.metadata or {}, blob.updated, int(blob.size or 0), blob.custom_time
+                )
         except api.NotFound as exc:
             raise self._bucket_not_found() from exc
         except api.Forbidden as exc:
