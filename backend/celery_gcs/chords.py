@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import logging
 import time
 import uuid
@@ -73,6 +74,17 @@ class ChordBackend(Protocol):
         """Celery's: fail the callback and call its errbacks."""
 
 
+class Ending(enum.Enum):
+    """How a claim's holder left its chord."""
+
+    #: The callback went out, with this part's value (unless a run before it stored a success).
+    PUBLISHED = "published"
+    #: Failed through the errbacks, given up to parts in flight, or taken over.
+    ENDED = "ended"
+    #: Left open, its claim released: the chord's error could not be recorded.
+    LEFT = "left"
+
+
 class PartsInFlight(Exception):
     """Counted parts whose results are not stored yet."""
 
@@ -101,6 +113,8 @@ class ChordCoordinator:
         # chord key -> its document as last read: the counters' shape never
         # changes while a chord runs, so parts count without reading it.
         self._chords: PerProcess[OrderedDict[str, Chord]] = PerProcess(OrderedDict)
+        # task id -> its state, for parts whose value went out with the callback and could not be stored.
+        self._published: PerProcess[OrderedDict[str, EncodedState]] = PerProcess(OrderedDict)
         # group id -> header size, for chords this process applied.
         self._applied: PerProcess[OrderedDict[str, int]] = PerProcess(OrderedDict)
 
@@ -147,27 +161,45 @@ class ChordCoordinator:
         """A header task returned: count its part, complete the chord if it was the last, then store its state.
 
         A part so slow from counting to stored that the callback's join may
-        have given up on it looks again once stored.
+        have given up on it looks again once stored; so does a part that
+        could not end the chord it held (its error could not be recorded).
+        A part whose value went out with the callback and could not be
+        stored then stores that value when its task's outcome is recorded
+        again (Celery's record of the failed store, or its retry): readers
+        never read another outcome than the one the callback got.
         """
+        published = self._published.get().pop(str(request.id), None)
+        if published is not None:
+            self.results.write_state(published)
+            return
         part = self.part(request, state, result)
         started = time.monotonic()
         self.before_count(part)
         settled, part = self._count(part)
         self.after_count(part)
-        ended_it = settled is not None and settled.claimed
-        if ended_it:
-            assert settled is not None
-            self._complete(part, settled)
-        self.results.write_state(encoded)
-        if not ended_it and time.monotonic() - started > self.slow_part_after():
+        ending = None
+        if settled is not None and settled.claimed:
+            ending = self._complete(part, settled)
+        try:
+            self.results.write_state(encoded)
+        except Exception:
+            if ending is Ending.PUBLISHED:
+                _remember(self._published.get(), part.task_id, encoded)
+            raise
+        slow = ending is None and time.monotonic() - started > self.slow_part_after()
+        if slow or ending is Ending.LEFT:
             self.look_again(part)
 
     def look_again(self, part: Part) -> None:
-        """A part slow to store its result: a join that gave up on it may have left the chord to it."""
+        """A part slow to store its result, or one that could not end its chord: it may be left to it."""
         part = dataclasses.replace(part, counted_before=True)
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease()), may_wait=True)
-        if settled is not None and settled.claimed:
-            self._complete(part, settled)
+        if settled is not None and settled.claimed and self._complete(part, settled) is Ending.LEFT:
+            log.error(
+                "Chord %s: could not be ended (its outcome cannot be recorded); it stays open, "
+                "its claim released, until a part of it returns again or its documents expire",
+                part.group_id,
+            )
 
     def _count(self, part: Part) -> tuple[Settled | None, Part]:
         """Count the part down its counters; what settling found, and the part (marked if counted before)."""
@@ -289,7 +321,7 @@ class ChordCoordinator:
             wait = (chord.claim.lease_until - chord.read_time).total_seconds()
             time.sleep(min(max(wait, 0.0) + 0.05, _WAIT_STEP))
 
-    def _complete(self, part: Part, settled: Settled) -> None:
+    def _complete(self, part: Part, settled: Settled) -> Ending:
         """We hold the claim: gather the results, publish the callback once, mark the chord done."""
         chord = settled.chord
         assert chord is not None and chord.claim is not None
@@ -307,19 +339,17 @@ class ChordCoordinator:
         except PartsInFlight as exc:
             log.warning("Chord %s: %s; its late parts will complete it", part.group_id, exc)
             self._release_quietly(key, token)
-            return
+            return Ending.ENDED
         except ChordError as exc:
             log.error("Chord %s failed: %s", part.group_id, exc)
-            self._fail(key, token, held_until, callback, exc, results, chord)
-            return
+            return self._fail(key, token, held_until, callback, exc, results, chord)
         except Exception as exc:  # a failed join fails the chord, as with Redis; the part stays
             if self._retried_by_celery(exc):
                 self._release_quietly(key, token)
                 raise  # Celery retries storing this part, which completes the chord then
             log.exception("Chord %s cannot join its parts", part.group_id)
             error = ChordError(f"Chord {part.group_id} cannot join: {exc!r}")
-            self._fail(key, token, held_until, callback, error, results, chord)
-            return
+            return self._fail(key, token, held_until, callback, error, results, chord)
         lease = self._lease() + publish_budget(self.backend.app.conf)
         renewing = time.monotonic()
         try:
@@ -328,7 +358,7 @@ class ChordCoordinator:
                     "Chord %s: claim lost before publishing; its new holder publishes",
                     part.group_id,
                 )
-                return
+                return Ending.ENDED
         except Exception:
             self._release_quietly(key, token)
             raise
@@ -338,9 +368,10 @@ class ChordCoordinator:
             self.backend.app.amqp._retry_publish(callback.delay, value)
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
-            self.backend.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
-        finally:
-            self._end(key, token, held_until, results, chord)
+            error = ChordError(f"Callback error: {exc!r}")
+            return self._fail(key, token, held_until, callback, error, results, chord)
+        self._end(key, token, held_until, results, chord)
+        return Ending.PUBLISHED
 
     def _retried_by_celery(self, exc: Exception) -> bool:
         """Whether Celery will retry the store this failure interrupts (``result_backend_always_retry``)."""
@@ -356,11 +387,21 @@ class ChordCoordinator:
         error: ChordError,
         results: list[Any],
         chord: Chord,
-    ) -> None:
+    ) -> Ending:
+        """Fail the callback through its errbacks, then end the chord; or, if that cannot be recorded, leave it open.
+
+        Ended with its error unrecorded, the chord would be done while its
+        callback read PENDING forever; left open (its claim released), the
+        next return of any of its parts ends it (this part's, once stored).
+        """
         try:
             self.backend.chord_error_from_stack(callback, error)
-        finally:
-            self._end(key, token, held_until, results, chord)
+        except Exception:
+            log.exception("Chord key %s: its error could not be recorded; left open", key)
+            self._release_quietly(key, token)
+            return Ending.LEFT
+        self._end(key, token, held_until, results, chord)
+        return Ending.ENDED
 
     def _header(self, part: Part, chord: Chord) -> list[Any]:
         """The header's results in header order, then those added to the chord: one GCS read."""

@@ -33,7 +33,7 @@ def store(app: Any, group_id: str, task_id: str, value: object) -> None:
 def chord_document(app: Any, stack: Any, group_id: str) -> firestore.DocumentReference:
     client = firestore.Client(project=stack.stack.project)
     return client.collection(contract.FIRESTORE_COLLECTION).document(
-        app.backend.chord_key(group_id)
+        app.backend.chords.key(group_id)
     )
 
 

@@ -85,7 +85,7 @@ def test_a_failed_join_whose_chord_error_cannot_be_stored_leaves_the_chord_to_en
     assert outcomes == 1, f"published {published.values}, callback {callback.state}"
     assert published.values in ([], [[0, 1]])
     assert (part.state, part.result) == (states.SUCCESS, 1)
-    assert firestore_docs()[app.backend.chord_key(group_id)]["done"] is True
+    assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True
 
 
 def test_the_callbacks_value_is_what_readers_read_when_the_holders_own_store_fails(
@@ -146,4 +146,4 @@ def test_a_firestore_blip_while_the_holder_ends_the_chord_never_publishes_it_twi
     time.sleep(0.2)
     store(app, group_id, ids[0], 0)  # a copy of a part (a redelivery): the chord has ended
     assert published == [[0, 1]]
-    assert firestore_docs()[app.backend.chord_key(group_id)]["done"] is True
+    assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True
