@@ -1,5 +1,4 @@
-"""The part holding a chord's callback meets an outage: the chord still ends once, and what the
-callback got is what readers read.
+"""The part holding a chord's callback meets an outage: the chord ends once, and readers read what the callback got.
 
 Issue 26, defects 3, 4 and 5. The chord is applied in-process; its last part
 returns while the proxy in front of an emulator fails one kind of request.
