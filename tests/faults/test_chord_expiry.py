@@ -19,15 +19,11 @@ from celery_gcs.keys import part_document_id
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from google.cloud import firestore
 
-from ..support.chords import Published, apply_here, part_request
+from ..support.chords import Published, apply_here, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
-
-
-def store(app: Any, group_id: str, task_id: str, value: object) -> None:
-    app.backend.store_result(
-        task_id, value, states.SUCCESS, request=part_request(group_id, task_id)
-    )
+#: A suspected defect shown real on today's code; its fix lands with the marker removed.
+PENDING_FIX = pytest.mark.xfail(strict=True, reason="issue 26: confirmed, fix pending")
 
 
 def chord_document(app: Any, stack: Any, group_id: str) -> firestore.DocumentReference:
@@ -37,6 +33,7 @@ def chord_document(app: Any, stack: Any, group_id: str) -> firestore.DocumentRef
     )
 
 
+@PENDING_FIX
 def test_a_chord_whose_document_expired_while_open_fails_once(make_app, stack, monkeypatch) -> None:
     """Suspected: a gap between parts longer than the expiry let the TTL policy remove the chord
     document; the next parts were not counted and nothing failed the chord: it hung, silent.
@@ -44,10 +41,10 @@ def test_a_chord_whose_document_expired_while_open_fails_once(make_app, stack, m
     app = make_app()
     published = Published(app, monkeypatch)
     group_id, ids = apply_here(app, 3)
-    store(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[0], 0)
     chord_document(app, stack, group_id).delete()  # as the TTL policy does
-    store(app, group_id, ids[1], 1)
-    store(app, group_id, ids[2], 2)
+    store_part(app, group_id, ids[1], 1)
+    store_part(app, group_id, ids[2], 2)
     callback = app.AsyncResult("cb")
     assert published.values == []
     assert callback.state == states.FAILURE
@@ -64,16 +61,17 @@ def test_a_replay_after_its_part_document_expired_still_completes_the_chord_once
     app = make_app(result_chord_join_timeout=0.5)
     published = Published(app, monkeypatch)
     group_id, ids = apply_here(app, 3)
-    store(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[0], 0)
     parts = chord_document(app, stack, group_id).collection(contract.FIRESTORE_PARTS_COLLECTION)
     parts.document(part_document_id(ids[0])).delete()  # as the TTL policy does
-    store(app, group_id, ids[0], 0)  # a replay: counted again
-    store(app, group_id, ids[1], 1)
+    store_part(app, group_id, ids[0], 0)  # a replay: counted again
+    store_part(app, group_id, ids[1], 1)
     assert published.values == []
-    store(app, group_id, ids[2], 2)
+    store_part(app, group_id, ids[2], 2)
     assert published.values == [[0, 1, 2]]
 
 
+@PENDING_FIX
 def test_refreshing_an_expired_result_does_not_revive_it(make_app) -> None:
     """Suspected: ``expire()`` gave a result that had already expired (read as PENDING) a new expiry."""
     app = make_app(result_expires=1)
@@ -84,6 +82,7 @@ def test_refreshing_an_expired_result_does_not_revive_it(make_app) -> None:
     assert app.AsyncResult("t-expired").state == states.PENDING
 
 
+@PENDING_FIX
 @pytest.mark.parametrize("expires", [None, 0])
 def test_an_ended_chord_document_expires_without_result_expires(
     make_app, stack, monkeypatch, expires
@@ -94,14 +93,15 @@ def test_an_ended_chord_document_expires_without_result_expires(
     app = make_app(result_expires=expires)
     published = Published(app, monkeypatch)
     group_id, ids = apply_here(app, 2)
-    store(app, group_id, ids[0], 0)
-    store(app, group_id, ids[1], 1)
+    store_part(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[1], 1)
     assert published.values == [[0, 1]]
     ended = chord_document(app, stack, group_id).get().to_dict()
     assert ended["done"] is True
     assert contract.FIRESTORE_TTL_FIELD in ended
 
 
+@PENDING_FIX
 def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
     make_app, stack, monkeypatch
 ) -> None:
@@ -116,7 +116,7 @@ def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
     clean_up = stack.firestore.fail(
         FIRESTORE_COMMIT, grpc.StatusCode.UNAVAILABLE, calls=range(5, 10**6)
     )
-    store(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[0], 0)
     assert clean_up.struck > 0
     stack.firestore.faults.clear()
     assert published.values == [[0]]
@@ -124,5 +124,5 @@ def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
         (group_id, [app.AsyncResult(ids[0])]), None
     )  # the same chord, run again
     app.backend.forget(ids[0])
-    store(app, group_id, ids[0], 1)
+    store_part(app, group_id, ids[0], 1)
     assert published.values == [[0], [1]]

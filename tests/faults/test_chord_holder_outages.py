@@ -18,15 +18,9 @@ import pytest
 from celery import states
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 
-from ..support.chords import Published, apply_here, part_request
+from ..support.chords import Published, apply_here, part_request, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
-
-
-def store(app: Any, group_id: str, task_id: str, value: object) -> None:
-    app.backend.store_result(
-        task_id, value, states.SUCCESS, request=part_request(group_id, task_id)
-    )
 
 
 def returned(app: Any, group_id: str, task_id: str, value: object) -> None:
@@ -74,7 +68,7 @@ def test_a_failed_join_whose_chord_error_cannot_be_stored_leaves_the_chord_to_en
 
     monkeypatch.setattr(app.backend, "chord_error_from_stack", then_recover)
     group_id, ids = apply_here(app, 2)
-    store(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[0], 0)
     outage(stack, "object.read", "object.write")
     returned(app, group_id, ids[1], 1)
     assert stack.gcs.injected_snapshot()["status.503"] > 0
@@ -96,10 +90,10 @@ def test_the_callbacks_value_is_what_readers_read_when_the_holders_own_store_fai
     app = make_app(gcs_retry_deadline=0.5)
     published = Published(app, monkeypatch)
     group_id, ids = apply_here(app, 2)
-    store(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[0], 0)
     outage(stack, "object.write")
     with pytest.raises(Exception) as raised:
-        store(app, group_id, ids[1], 1)  # joins, publishes, then cannot store its own result
+        store_part(app, group_id, ids[1], 1)  # joins, publishes, then cannot store its own result
     assert published.values == [[0, 1]]
     stack.gcs.faults.clear()
     request = part_request(group_id, ids[1])
@@ -138,11 +132,11 @@ def test_a_firestore_blip_while_the_holder_ends_the_chord_never_publishes_it_twi
 
     monkeypatch.setattr(app.amqp, "_retry_publish", publish)
     group_id, ids = apply_here(app, 2)
-    store(app, group_id, ids[0], 0)
-    store(app, group_id, ids[1], 1)  # holds the claim, publishes, then meets the blip
+    store_part(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[1], 1)  # holds the claim, publishes, then meets the blip
     assert blip_over.wait(timeout=60)
     assert stack.firestore.injected_snapshot()["status.10"] > 0
     time.sleep(0.2)
-    store(app, group_id, ids[0], 0)  # a copy of a part (a redelivery): the chord has ended
+    store_part(app, group_id, ids[0], 0)  # a copy of a part (a redelivery): the chord has ended
     assert published == [[0, 1]]
     assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True

@@ -17,15 +17,9 @@ from celery import states
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from celery_gcs.stores import chord_tree
 
-from ..support.chords import Published, apply_here, part_request
+from ..support.chords import Published, apply_here, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
-
-
-def store(app, group_id: str, task_id: str, value: object) -> None:
-    app.backend.store_result(
-        task_id, value, states.SUCCESS, request=part_request(group_id, task_id)
-    )
 
 
 def sleep_until(moment: float) -> None:
@@ -52,23 +46,23 @@ def test_a_refresh_between_a_parts_count_and_its_report_does_not_hang_the_chord(
     first = [task_id for task_id in ids if chord_tree.leaf_of(task_id, leaves).index == 0]
     second = [task_id for task_id in ids if task_id not in first]
     for task_id in first[:-1]:
-        store(app, group_id, task_id, values[task_id])
+        store_part(app, group_id, task_id, values[task_id])
     assert time.monotonic() < applied + expires / 2 - 0.5, (
         "the refresh fell due before the leaf filled"
     )
     held = stack.firestore.delay(
         FIRESTORE_COMMIT, None, calls=1
     )  # the leaf-filling count: lands, answer held
-    filling = threading.Thread(target=store, args=(app, group_id, first[-1], values[first[-1]]))
+    filling = threading.Thread(target=store_part, args=(app, group_id, first[-1], values[first[-1]]))
     filling.start()
     held.wait(struck=1)
     sleep_until(applied + expires / 2 + 0.3)
-    store(app, group_id, second[0], values[second[0]])  # refreshes the chord, its counters included
+    store_part(app, group_id, second[0], values[second[0]])  # refreshes the chord, its counters included
     held.release()
     filling.join(timeout=30)
     assert not filling.is_alive()
     for task_id in second[1:]:
-        store(app, group_id, task_id, values[task_id])
+        store_part(app, group_id, task_id, values[task_id])
     assert published.values == [list(range(len(ids)))]
 
 
@@ -89,20 +83,20 @@ def test_a_gcs_failure_during_a_refresh_is_retried_by_a_later_part(
     published = Published(app, monkeypatch)
     group_id, ids = apply_here(app, 4)
     applied = time.monotonic()
-    store(app, group_id, ids[0], 0)  # kept ``expires`` seconds unless refreshed
+    store_part(app, group_id, ids[0], 0)  # kept ``expires`` seconds unless refreshed
     stored = time.monotonic()
     sleep_until(applied + expires * 5 / 8)
     # The refresh pushes back the GroupResult's expiry, then each stored result's: reading the first fails.
     outage = stack.gcs.fail(f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", 503, calls=range(1, 10**6))
-    store(app, group_id, ids[1], 1)
+    store_part(app, group_id, ids[1], 1)
     refreshed = time.monotonic()
     assert outage.struck > 0
     stack.gcs.faults.clear()
     sleep_until(refreshed + 1.2)
-    store(app, group_id, ids[2], 2)
+    store_part(app, group_id, ids[2], 2)
     assert time.monotonic() < stored + expires, "the first result expired: the test proves nothing"
     sleep_until(stored + expires + 0.3)  # past the first result's expiry, had nobody refreshed it
-    store(app, group_id, ids[3], 3)
+    store_part(app, group_id, ids[3], 3)
     assert time.monotonic() < refreshed + expires / 2, "the next refresh fell due: the test proves nothing"
     assert published.values == [[0, 1, 2, 3]]
     assert app.AsyncResult(ids[0]).state == states.SUCCESS
