@@ -4,7 +4,8 @@ The runtime (everything but ``cli``, ``local`` and ``worker``) imports none
 of those rooms nor the extras' packages, and its modules form no cycle; the
 worker image's helpers import neither the CLI nor the local stack; the local
 stack imports nothing from the CLI; waiting imports no store; the chord
-coordinator imports no backend.
+coordinator imports no backend; telemetry (``telemetry``, prometheus-client,
+OpenTelemetry) reaches the runtime only through ``observe``'s observers.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def test_every_runtime_module_is_under_the_contract() -> None:
     package = ROOT / "backend" / "celery_gcs"
     runtime = {f"celery_gcs.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
     runtime |= {f"celery_gcs.{p.name}" for p in package.iterdir() if (p / "__init__.py").exists()}
-    runtime -= {"celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker"}
+    runtime -= {"celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker", "celery_gcs.telemetry"}
     assert runtime == set(contract["source_modules"])
 
 
@@ -117,3 +118,12 @@ def test_the_chord_coordinator_importing_the_backend_breaks_the_contract(planted
     done = lint_imports(planted, planted / "pyproject.toml")
     assert done.returncode == 1
     assert "celery_gcs.chords is not allowed to import celery_gcs.backend" in done.stdout
+
+
+def test_a_store_importing_a_telemetry_library_breaks_the_contract(planted: Path) -> None:
+    """Metrics and traces reach the runtime only through celery_gcs.observe's observers."""
+    store = planted / "celery_gcs" / "stores" / "chord_store.py"
+    store.write_text(store.read_text() + "\nimport prometheus_client  # planted\n")
+    done = lint_imports(planted, planted / "pyproject.toml")
+    assert done.returncode == 1
+    assert "celery_gcs.stores.chord_store -> prometheus_client" in done.stdout

@@ -29,7 +29,7 @@ from google.api_core import exceptions as api
 from google.auth import exceptions as auth
 from google.cloud import firestore
 
-from .. import contract, retry
+from .. import contract, observe, retry
 from ..errors import (
     E_CHORD_FIELD,
     E_DATABASE_DENIED,
@@ -40,6 +40,7 @@ from ..errors import (
     DatabaseNotFound,
     TransientError,
 )
+from ..observe import FIRESTORE_COMMIT, FIRESTORE_READ, FIRESTORE_TRANSACTION
 from ..perprocess import PerProcess
 from ..settings import Settings
 from . import grpc_runtime
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 _BATCH = 500  # Firestore's limit of writes per commit
 #: The chord document's field naming who refreshes the chord's expiry, until when (a claim of its own).
 _REFRESHING = "refreshing"
+#: Answers a caller expects (a part counted before, a counter gone, a precondition that moved),
+#: reported as refused rather than failed.
+_REFUSALS = (api.Conflict, api.NotFound, api.FailedPrecondition)
 #: A size above this is not one Celery gave us: the chord document could not
 #: hold its counters' shape, and no worker fleet runs a header this large.
 MAX_CHORD_SIZE = 10_000_000
@@ -182,10 +186,12 @@ class ChordStore:
     def _part(self, key: str, part: str) -> firestore.DocumentReference:
         return self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).document(part)
 
-    def _call(self, what: str, func: Callable[[], T]) -> T:
+    def _call(self, what: str, func: Callable[[], T], kind: str = FIRESTORE_READ) -> T:
+        """Every call to Firestore: reported (``observe``) and its errors translated."""
         database = self._settings.firestore_database
         try:
-            return func()
+            with observe.request(kind, _REFUSALS):
+                return func()
         except api.NotFound as exc:
             if _database_missing(exc):
                 raise DatabaseNotFound(
@@ -203,7 +209,7 @@ class ChordStore:
             ) from exc
 
     def _commit(self, what: str, batch: firestore.WriteBatch) -> list[Any]:
-        return self._call(what, lambda: batch.commit(**self._call_options))
+        return self._call(what, lambda: batch.commit(**self._call_options), FIRESTORE_COMMIT)
 
     # -- a chord is applied ------------------------------------------------------------
 
@@ -265,6 +271,7 @@ class ChordStore:
         result = self._call(
             "incrementing a counter",
             lambda: ref.set(fields, merge=True, retry=None, timeout=self._timeout),
+            FIRESTORE_COMMIT,
         )
         return int(result.transform_results[0].integer_value)
 
@@ -293,6 +300,7 @@ class ChordStore:
             if isinstance(exc, api.NotFound) and _database_missing(exc):
                 raise
             return None
+        observe.event(observe.PART_COUNTED)
         return Counted(int(results[1].transform_results[0].integer_value), results[1].update_time)
 
     def report(
@@ -386,7 +394,10 @@ class ChordStore:
                 transaction.update(chord_ref, updates)
             return Settled(chord, held=(chord.complete or step.force or bool(chord.problem)) and not claimable)
 
-        return self._transact("settling a chord", attempt)
+        settled = self._transact("settling a chord", attempt)
+        if settled.claimed:
+            observe.event(observe.CLAIM_TAKEN)
+        return settled
 
     def renew(self, key: str, token: str, lease: float) -> bool:
         """Extend our claim's lease to ``lease`` seconds from now (server time); False if it is not ours."""
@@ -400,7 +411,9 @@ class ChordStore:
             transaction.update(ref, {"claim": _claim_fields(mine)})
             return True
 
-        return self._transact("renewing a chord claim", attempt)
+        renewed = self._transact("renewing a chord claim", attempt)
+        observe.event(observe.CLAIM_RENEWED if renewed else observe.CLAIM_LOST)
+        return renewed
 
     def release(self, key: str, token: str) -> None:
         """Give up our claim, so that a later return of any part can complete the chord."""
@@ -521,7 +534,7 @@ class ChordStore:
                 raise _transaction_error(exc, outer) from None
 
         policy = self._retry.with_predicate(_transaction_retryable)
-        return self._call(what, lambda: policy(once)())
+        return self._call(what, lambda: policy(once)(), FIRESTORE_TRANSACTION)
 
     def close(self) -> None:
         self._client.clear()

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 import requests.adapters
@@ -21,7 +22,7 @@ from google.auth import environment_vars
 from google.auth import exceptions as auth
 from google.cloud import storage
 
-from .. import retry
+from .. import observe, retry
 from ..errors import (
     E_BUCKET_DENIED,
     E_BUCKET_MISSING,
@@ -32,6 +33,7 @@ from ..errors import (
     ConfigurationError,
     TransientError,
 )
+from ..observe import GCS_DELETE, GCS_LIST, GCS_READ, GCS_WRITE
 from ..perprocess import PerProcess
 from ..settings import Settings
 
@@ -57,6 +59,9 @@ class Listed:
     #: When the object expires (the backend sets its custom time to that), if it does.
     custom_time: dt.datetime | None = None
 
+
+#: Answers a caller expects, reported as refused rather than failed: a missing object, a generation that moved.
+_REFUSALS = (api.NotFound, api.PreconditionFailed)
 
 #: Objects per listing request: GCS's largest page.
 LIST_PAGE = 1000
@@ -102,7 +107,8 @@ class ResultStore:
     def get(self, name: str) -> StoredObject | None:
         blob = self._blob(name)
         try:
-            data = blob.download_as_bytes(retry=self._retry, timeout=self._settings.timeout)
+            with observe.request(GCS_READ, _REFUSALS):
+                data = blob.download_as_bytes(retry=self._retry, timeout=self._settings.timeout)
         except api.NotFound as exc:
             if _bucket_missing(exc):
                 raise self._bucket_not_found() from exc
@@ -137,13 +143,14 @@ class ResultStore:
         blob.custom_time = expires_at
         blob.metadata = dict(metadata) if metadata else None
         try:
-            blob.upload_from_string(
-                data,
-                content_type=content_type,
-                if_generation_match=if_generation_match,
-                retry=self._retry,
-                timeout=self._settings.timeout,
-            )
+            with observe.request(GCS_WRITE, _REFUSALS):
+                blob.upload_from_string(
+                    data,
+                    content_type=content_type,
+                    if_generation_match=if_generation_match,
+                    retry=self._retry,
+                    timeout=self._settings.timeout,
+                )
         except api.PreconditionFailed as exc:
             raise GenerationMismatch(name) from exc
         except api.NotFound as exc:
@@ -162,7 +169,8 @@ class ResultStore:
         """Delete in one request; False when there was nothing to delete."""
         blob = self._blob(name)
         try:
-            blob.delete(retry=self._retry, timeout=self._settings.timeout)
+            with observe.request(GCS_DELETE, _REFUSALS):
+                blob.delete(retry=self._retry, timeout=self._settings.timeout)
         except api.NotFound as exc:
             if _bucket_missing(exc):
                 raise self._bucket_not_found() from exc
@@ -194,10 +202,11 @@ class ResultStore:
             timeout=self._settings.timeout,
         )
         try:
-            for blob in pages:
-                yield Listed(
-                    blob.name[len(base) :], blob.metadata or {}, blob.updated, int(blob.size or 0), blob.custom_time
-                )
+            for page in _observed_pages(pages.pages):
+                for blob in page:
+                    yield Listed(
+                        blob.name[len(base) :], blob.metadata or {}, blob.updated, int(blob.size or 0), blob.custom_time
+                    )
         except api.NotFound as exc:
             raise self._bucket_not_found() from exc
         except api.Forbidden as exc:
@@ -224,6 +233,16 @@ class ResultStore:
             return E_NO_PROJECT
         source = self._settings.sources.get("gcs_project") if self._settings.project else None
         return f"{project}, from {source or environment_vars.PROJECT}"
+
+
+def _observed_pages(pages: Iterator[Any]) -> Iterator[Any]:
+    """Each page of a listing, its request reported (the iterator sends one as each page is asked for)."""
+    while True:
+        with observe.request(GCS_LIST):
+            page = next(pages, None)
+        if page is None:
+            return
+        yield page
 
 
 def read_environment_once(session: requests.Session, endpoint: str) -> None:
