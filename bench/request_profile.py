@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from celery_gcs import contract, retry
+from celery_gcs import contract
 from celery_gcs.local import services
 from celery_gcs.settings import Settings, parse
-from celery_gcs.stores import chord_tree, result_store
+from celery_gcs.stores import chord_tree, result_store, retry
 from celery_gcs.stores.chord_store import ChordStore
 from celery_gcs.stores.result_store import ResultStore
 from google.cloud import firestore, storage

@@ -41,12 +41,12 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 
-from . import contract, retry
+from . import contract
 from .errors import CorruptResult
 from .keys import part_document_id
 from .perprocess import PerProcess
 from .stored_results import EncodedState, StoredResults
-from .stores import chord_tree
+from .stores import chord_tree, retry
 from .stores.chord_store import Chord, ChordStore, Settle, Settled
 from .stores.chord_tree import Node
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import requests
-from celery_gcs import retry
 from celery_gcs.errors import CorruptResult, ResultTooLarge, TransientError
+from celery_gcs.stores import retry
 from google.api_core import exceptions as api
 from google.cloud.storage.exceptions import InvalidResponse
 

@@ -42,9 +42,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from .. import contract, retry
+from .. import contract
 from ..errors import ConfigurationError
 from ..settings import Settings, bucket_problem, parse
+from ..stores import retry
 from .options import seconds
 
 #: What the worker does with objects, and the role that grants them on a bucket.
