@@ -22,7 +22,6 @@ when the workers scale with KEDA), worker.
 from __future__ import annotations
 
 import dataclasses
-import urllib.parse
 from dataclasses import dataclass, field
 
 import pulumi
@@ -55,17 +54,14 @@ def result_backend_url(
 
     It names the collection too, so the backend writes where the TTL policies are.
     """
-    path = f"/{base_path}" if base_path else ""
-    query = urllib.parse.urlencode(
-        {
-            "gcs_project": project,
-            "firestore_project": project,
-            "firestore_database": database,
-            "firestore_collection": collection,
-        },
-        safe="()",
+    return contract.backend_url(
+        bucket,
+        base_path,
+        gcs_project=project,
+        firestore_project=project,
+        firestore_database=database,
+        firestore_collection=collection,
     )
-    return f"{contract.URL_SCHEME}://{bucket}{path}?{query}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -281,13 +281,14 @@ class Demo:
         return gcs, firestore
 
     def app_env(self, endpoints: Endpoints, gcs: Proxy, firestore: Proxy) -> dict[str, str]:
-        query = urllib.parse.urlencode({"firestore_collection": self.collection})
         return {
             "GOOGLE_CLOUD_PROJECT": endpoints.project,
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs.port}",
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{firestore.port}",
             "CELERY_BROKER_URL": endpoints.redis_url,
-            "CELERY_RESULT_BACKEND": f"gcs://{endpoints.bucket}/{self.prefix}?{query}",
+            "CELERY_RESULT_BACKEND": contract.backend_url(
+                endpoints.bucket, self.prefix, firestore_collection=self.collection
+            ),
             "CELERY_GCS_DEMO_RUN": self.run_id,
             "CELERY_GCS_DEMO_QUEUE": self.queue,
         }

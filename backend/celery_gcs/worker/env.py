@@ -32,7 +32,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .. import naming, settings
+from .. import contract, naming, settings
 from ..errors import ConfigurationError
 from . import probe as worker_probe
 
@@ -239,13 +239,7 @@ def _result_backend(url: str, bucket: str, project: str, database: str) -> tuple
         problems.append(f"GCS_BUCKET={bucket!r}: {problem}")
     if database and (problem := naming.database_problem(database)):
         problems.append(f"FIRESTORE_DATABASE={database!r}: {problem}")
-    query = {
-        key: value
-        for key, value in (("gcs_project", project), ("firestore_database", database))
-        if value
-    }
-    backend = f"gcs://{bucket}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    return backend, problems
+    return contract.backend_url(bucket, gcs_project=project, firestore_database=database), problems
 
 
 def _app_problems(app: str) -> list[str]:
