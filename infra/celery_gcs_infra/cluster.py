@@ -41,6 +41,11 @@ from . import cmek, common
 
 NODE_ROLE = "roles/container.defaultNodeServiceAccount"
 RELEASE_CHANNELS = ("RAPID", "REGULAR", "STABLE", "EXTENDED")
+#: A new cluster's minimum minor. GKE's channels create 1.34-1.35 clusters now; 1.34 is the
+#: newest minor KEDA's matrix covers (keda.KUBERNETES_SUPPORT), and the release channel
+#: upgrades from there: bump it with keda.CHART_VERSION.
+DEFAULT_KUBERNETES_VERSION = "1.34"
+_KUBERNETES_VERSION = re.compile(r"^1\.[0-9]{2}$")
 _TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 E_NO_NETWORK_POLICY = (
     "cluster {name} in {location} does not enforce NetworkPolicy, so the workers' policy would "
@@ -160,6 +165,8 @@ class ClusterArgs:
     pods_range: str | None = None
     services_range: str | None = None
     release_channel: str = "REGULAR"
+    #: A new cluster's minimum Kubernetes minor (``minMasterVersion``): what KEDA must support.
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     #: Service account ID for a new cluster's nodes.
     node_account_id: str = ""
     #: CIDR blocks allowed to reach the control plane.
@@ -185,6 +192,12 @@ class ClusterArgs:
             "release_channel",
             f"{self.release_channel!r} is not a GKE release channel",
             f"Use one of {', '.join(RELEASE_CHANNELS)}",
+        )
+        common.check(
+            bool(_KUBERNETES_VERSION.match(self.kubernetes_version)),
+            "kubernetes_version",
+            f"{self.kubernetes_version!r} is not a Kubernetes minor version",
+            f"Use a minor such as {DEFAULT_KUBERNETES_VERSION} (GKE picks the patch)",
         )
         common.check(
             bool(_TIME.match(self.maintenance_start)),
@@ -315,6 +328,7 @@ class Cluster(pulumi.ComponentResource):
                 else None
             ),
             release_channel=gcp.container.ClusterReleaseChannelArgs(channel=args.release_channel),
+            min_master_version=args.kubernetes_version,
             maintenance_policy=gcp.container.ClusterMaintenancePolicyArgs(
                 daily_maintenance_window=gcp.container.ClusterMaintenancePolicyDailyMaintenanceWindowArgs(
                     start_time=args.maintenance_start

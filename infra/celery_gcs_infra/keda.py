@@ -12,6 +12,7 @@ the stack only uses it (``kedaInstalled``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -21,26 +22,69 @@ from . import common
 
 CHART = "keda"
 CHART_REPOSITORY = "https://kedacore.github.io/charts"
-#: Bump deliberately, after reading KEDA's upgrade notes.
-CHART_VERSION = "2.16.1"
+#: Bump deliberately, after reading KEDA's upgrade notes, together with the cluster's
+#: ``kubernetesVersion``: :func:`check_supported` refuses a pair KEDA does not support.
+CHART_VERSION = "2.19.0"
 NAMESPACE = "keda"
+#: The Kubernetes minors each KEDA minor is tested on, from KEDA's compatibility matrix
+#: (https://keda.sh/docs/2.20/operate/cluster/#kubernetes-compatibility, kedacore/keda-docs
+#: content/docs/2.20/operate/cluster.md; v2.20's row is still "TBD" there).
+KUBERNETES_SUPPORT: dict[str, tuple[str, str]] = {
+    "2.19": ("1.32", "1.34"),
+    "2.18": ("1.31", "1.33"),
+    "2.17": ("1.30", "1.32"),
+    "2.16": ("1.29", "1.31"),
+}
+_MINOR = re.compile(r"^(\d+)\.(\d+)")
+
+
+def minor(version: str) -> tuple[int, int]:
+    """``(1, 34)`` from ``1.34``, ``1.34.1-gke.3720000`` or ``2.19.0``."""
+    match = _MINOR.match(version)
+    if not match:
+        raise ValueError(f"{version!r} is not a version")
+    return int(match.group(1)), int(match.group(2))
+
+
+def supports(keda_version: str, kubernetes_version: str) -> bool:
+    """Whether KEDA's matrix lists ``kubernetes_version``'s minor for ``keda_version``'s minor."""
+    span = KUBERNETES_SUPPORT.get("{}.{}".format(*minor(keda_version)))
+    return span is not None and minor(span[0]) <= minor(kubernetes_version) <= minor(span[1])
+
+
+def check_supported(keda_version: str, kubernetes_version: str) -> None:
+    span = KUBERNETES_SUPPORT.get("{}.{}".format(*minor(keda_version)))
+    tested = f"tested on Kubernetes {span[0]}-{span[1]}" if span else "not in KEDA's matrix here"
+    common.check(
+        supports(keda_version, kubernetes_version),
+        "keda_version",
+        f"KEDA {keda_version} is {tested}, and the cluster runs {kubernetes_version}",
+        "Pin a KEDA release whose compatibility row covers kubernetesVersion "
+        f"(https://keda.sh/docs/latest/operate/cluster/; {CHART_VERSION} covers "
+        f"{KUBERNETES_SUPPORT['{}.{}'.format(*minor(CHART_VERSION))][0]}-"
+        f"{KUBERNETES_SUPPORT['{}.{}'.format(*minor(CHART_VERSION))][1]}), or set kubernetesVersion "
+        "within the pinned release's range",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class KedaArgs:
     version: str = CHART_VERSION
     namespace: str = NAMESPACE
+    #: The cluster's Kubernetes minor (its minimum master version), which KEDA must support.
+    kubernetes_version: str
     #: Kubernetes provider of the cluster KEDA goes into.
-    provider: k8s.Provider
+    provider: k8s.Provider | None = None
 
     def __post_init__(self) -> None:
         common.dns_label(self.namespace, "keda_namespace")
         common.check(
-            bool(self.version) and self.version[0].isdigit(),
+            bool(re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", self.version)),
             "keda_version",
             f"{self.version!r} is not a pinned chart version",
-            "Pin an exact version such as 2.16.1",
+            f"Pin an exact version such as {CHART_VERSION}",
         )
+        check_supported(self.version, self.kubernetes_version)
 
 
 class Keda(pulumi.ComponentResource):

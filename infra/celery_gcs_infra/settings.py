@@ -208,6 +208,18 @@ OPTIONS: tuple[Option, ...] = (
         "GKE release channel of a new cluster: RAPID, REGULAR, STABLE or EXTENDED.",
     ),
     _stack(
+        "kubernetesVersion",
+        str,
+        "Minimum Kubernetes minor of a new cluster (minMasterVersion); the KEDA the stack "
+        "installs must support it (KEDA's compatibility matrix, checked at preview).",
+    ),
+    _stack(
+        "kedaVersion",
+        str,
+        "KEDA chart version the stack installs on a cluster it creates; must support "
+        "kubernetesVersion.",
+    ),
+    _stack(
         "cloudNat",
         bool,
         "Add Cloud NAT for a new cluster's private nodes, on its subnetwork only (needed for "

@@ -25,6 +25,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_kubernetes as k8s
 from celery_gcs import contract
 
 from . import (
@@ -39,6 +40,7 @@ from . import (
     registry,
     result_store,
 )
+from .cluster import DEFAULT_KUBERNETES_VERSION
 from .worker import Worker, WorkerArgs, WorkerSettings
 
 
@@ -122,6 +124,10 @@ class CeleryStackArgs:
     #: A new cluster's control plane has no public endpoint (run pulumi inside ``network``).
     private_endpoint: bool = False
     release_channel: str = "REGULAR"
+    #: A new cluster's minimum Kubernetes minor; KEDA (when the stack installs it) must support it.
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
+    #: The KEDA chart the stack installs on a cluster it creates (checked against kubernetes_version).
+    keda_version: str = keda.CHART_VERSION
     cloud_nat: bool = False
     #: Daily GKE maintenance window start (UTC, HH:MM) of a new cluster.
     maintenance_start: str = "03:00"
@@ -264,6 +270,8 @@ class CeleryStackArgs:
             # Now, at preview: a missing app would otherwise be a crash loop after `up`.
             self.app_build_args()
         self.identity_args(bucket="", cluster=None)
+        if self.installs_keda:
+            self.keda_args(provider=None)
 
     # --- what each component gets ----------------------------------------
     def result_store_args(self) -> result_store.ResultStoreArgs:
@@ -317,6 +325,7 @@ class CeleryStackArgs:
             pods_range=net.pods_range if net else None,
             services_range=net.services_range if net else None,
             release_channel=self.release_channel,
+            kubernetes_version=self.kubernetes_version,
             node_account_id=f"{self.prefix}-nodes",
             authorized_networks=cluster.authorized_networks(self.authorized_networks),
             private_endpoint=self.private_endpoint,
@@ -383,6 +392,18 @@ class CeleryStackArgs:
             kubernetes_service_account=self.worker.service_account,
             pool_project=self.cluster_project,
             cluster=cluster,
+        )
+
+    @property
+    def installs_keda(self) -> bool:
+        """The workers scale with KEDA and the cluster does not have it: the stack installs it."""
+        return self.worker.keda and not self.keda_installed
+
+    def keda_args(self, provider: k8s.Provider | None) -> keda.KedaArgs:
+        return keda.KedaArgs(
+            version=self.keda_version,
+            kubernetes_version=self.kubernetes_version,
+            provider=provider,
         )
 
     def apis_args(self) -> apis.ApisArgs:
@@ -484,12 +505,12 @@ class CeleryStack(pulumi.ComponentResource):
 
     def _keda(self, name: str, args: CeleryStackArgs) -> keda.Keda | None:
         """KEDA, on a cluster that scales with it and does not have it yet."""
-        if not args.worker.keda or args.keda_installed:
+        if not args.installs_keda:
             return None
         gke = self.cluster_component
         return keda.Keda(
             f"{name}-keda",
-            keda.KedaArgs(provider=gke.provider),
+            args.keda_args(gke.provider),
             opts=common.child(self, depends_on=[gke]),
         )
 

@@ -9,6 +9,8 @@ import urllib.parse
 
 import pytest
 from celery_gcs import contract
+from celery_gcs_infra import cluster as cluster_mod
+from celery_gcs_infra import keda
 from kombu.utils.url import parse_url
 
 from .infra_inventory import Inventory
@@ -964,3 +966,23 @@ def test_an_existing_cluster_that_ignores_network_policy_stops_the_program(runs)
     assert error is not None
     assert "cluster legacy-gke in europe-west1 does not enforce NetworkPolicy" in error["message"]
     assert "--enable-network-policy" in error["message"]
+
+
+def test_the_keda_the_stack_installs_supports_the_clusters_kubernetes(runs):
+    """Regression: KEDA 2.16.1 (tested on 1.29-1.31) went onto clusters GKE now creates at 1.34+."""
+    inv = _run(runs, "keda_stack")
+    release = inv.one("kubernetes:helm.sh/v3:Release")["inputs"]["version"]
+    # Without a minimum, the release channel decides: it creates 1.34-1.35 clusters now.
+    cluster_version = inv.one(CLUSTER)["inputs"].get("minMasterVersion", "1.34")
+    assert keda.supports(release, cluster_version), (release, cluster_version)
+
+
+def test_a_keda_release_outside_the_clusters_range_is_refused_at_preview():
+    from celery_gcs_infra import common
+
+    with pytest.raises(common.SettingError) as refused:
+        keda.KedaArgs(version="2.16.1", kubernetes_version="1.34")
+    assert refused.value.field == "keda_version"
+    assert "tested on Kubernetes 1.29-1.31" in str(refused.value)
+    assert keda.supports(keda.CHART_VERSION, cluster_mod.DEFAULT_KUBERNETES_VERSION)
+    assert not keda.supports("2.19.0", "1.35")
