@@ -44,7 +44,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
 from celery_gcs import contract
 from celery_gcs.local import services
 from celery_gcs.settings import Settings, parse
@@ -188,15 +187,7 @@ def _names(prefix: str) -> Iterator[str]:
 
 def _library_bucket(settings: Settings, *, environment_once: bool) -> storage.Bucket:
     """google-cloud-storage's client, set up as ResultStore sets it up except where a variant says."""
-    client = storage.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
-    client._bucket_metadata_cache = None  # as ResultStore: no background bucket GETs
-    size = settings.threadpool_maxsize
-    adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
-    for scheme in ("https://", "http://"):
-        client._http.mount(scheme, adapter)
-    if environment_once:
-        result_store.read_environment_once(client._http, client.api_endpoint)
-    return client.bucket(settings.bucket)
+    return result_store.new_client(settings, environment_once=environment_once).bucket(settings.bucket)
 
 
 def gcs_variants(settings: Settings) -> list[Variant]:

@@ -467,7 +467,8 @@ def _stop_stack(stack: services.LocalStack) -> None:
 
 def _count_objects(endpoints: Endpoints, prefix: str) -> dict[str, int]:
     """Objects under the run's prefix, by what they hold."""
-    from google.cloud import storage
+    from ..settings import parse
+    from ..stores.result_store import ResultStore
 
     kinds = {
         contract.TASK_KEY_PREFIX: "task results",
@@ -475,14 +476,13 @@ def _count_objects(endpoints: Endpoints, prefix: str) -> dict[str, int]:
         contract.CHORD_KEY_PREFIX: "chord state",
     }
     counts = dict.fromkeys([*kinds.values(), "other"], 0)
-    client = storage.Client(project=endpoints.project)
+    store = ResultStore(parse(contract.backend_url(endpoints.bucket, prefix, gcs_project=endpoints.project), {}))
     try:
-        for blob in client.list_blobs(endpoints.bucket, prefix=f"{prefix}/"):
-            key = blob.name[len(prefix) + 1 :]
-            kind = next((label for start, label in kinds.items() if key.startswith(start)), "other")
+        for listed in store.list():
+            kind = next((label for start, label in kinds.items() if listed.name.startswith(start)), "other")
             counts[kind] += 1
     finally:
-        client.close()
+        store.close()
     return counts
 
 
@@ -491,19 +491,15 @@ def _count_documents(endpoints: Endpoints, collection: str) -> int:
 
     An ended chord's own document stays, marked done, until its TTL: it is not counted.
     """
-    from google.cloud import firestore
+    from ..settings import parse
+    from ..stores.chord_store import ChordStore
 
-    client = firestore.Client(project=endpoints.project)
-    groups = (contract.FIRESTORE_PARTS_COLLECTION, contract.FIRESTORE_COUNTERS_COLLECTION)
+    url = contract.backend_url(endpoints.bucket, gcs_project=endpoints.project, firestore_collection=collection)
+    store = ChordStore(parse(url, {}))
     try:
-        left = 0
-        for ref in client.collection(collection).list_documents():
-            snapshot = ref.get()
-            left += snapshot.exists and (snapshot.to_dict() or {}).get("done") is not True
-            left += sum(1 for group in groups for _ in ref.collection(group).list_documents())
-        return left
+        return store.left_open()
     finally:
-        client.close()
+        store.close()
 
 
 # -- output ---------------------------------------------------------------------

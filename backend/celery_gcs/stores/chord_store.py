@@ -438,6 +438,24 @@ class ChordStore:
         except api.NotFound:
             pass  # the chord ended meanwhile (a missing database was raised as DatabaseNotFound)
 
+    def left_open(self) -> int:
+        """Chord documents of the collection still open, and every part and counter left: what a clean run leaves none of.
+
+        An ended chord's own document stays, marked done, until its TTL: it is
+        not counted. Reads every document: for the demo's summary, not for workers.
+        """
+        groups = (contract.FIRESTORE_PARTS_COLLECTION, contract.FIRESTORE_COUNTERS_COLLECTION)
+
+        def count() -> int:
+            left = 0
+            for ref in self._client.get().collection(self.settings.firestore_collection).list_documents():
+                snapshot = ref.get()
+                left += snapshot.exists and (snapshot.to_dict() or {}).get("done") is not True
+                left += sum(1 for group in groups for _ in ref.collection(group).list_documents())
+            return left
+
+        return self._call("counting chord documents", count)
+
     def _transact(self, what: str, attempt: Callable[[firestore.Transaction], T]) -> T:
         """Run ``attempt`` in a transaction; start the whole transaction over on transient failures.
 

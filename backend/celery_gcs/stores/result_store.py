@@ -74,22 +74,7 @@ class ResultStore:
 
     def _new_client(self) -> storage.Client:
         with google_errors.mapped(_Bucket(self, "connect to", "")):
-            # An explicit project=None would stop the client reading GOOGLE_CLOUD_PROJECT.
-            client = storage.Client(project=self.settings.project or _environment_project())
-        # google-cloud-storage 3.x fetches bucket metadata in a background
-        # thread for its tracing attributes: a bucket GET on first use and
-        # another after every 404, i.e. after every read of a pending result.
-        # Those requests cost money and need storage.buckets.get, which the
-        # worker's least-privilege role does not grant.
-        client._bucket_metadata_cache = None
-        # One connection per pool thread, for https and for http:// emulators;
-        # retries are ours (retry.policy), not urllib3's.
-        size = self.settings.threadpool_maxsize
-        adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
-        for scheme in ("https://", "http://"):
-            client._http.mount(scheme, adapter)
-        read_environment_once(client._http, client.api_endpoint)
-        return client
+            return new_client(self.settings)
 
     def _new_pool(self) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(self.settings.threadpool_maxsize, thread_name_prefix="celery-gcs")
@@ -198,6 +183,27 @@ class ResultStore:
             return E_NO_PROJECT
         source = self.settings.sources.get("gcs_project") if self.settings.project else None
         return f"{project}, from {source or environment_vars.PROJECT}"
+
+
+def new_client(settings: Settings, *, environment_once: bool = True) -> storage.Client:
+    """A storage client as ``ResultStore`` uses it (``environment_once=False``: requests' environment look-ups left on)."""
+    # An explicit project=None would stop the client reading GOOGLE_CLOUD_PROJECT.
+    client = storage.Client(project=settings.project or _environment_project())
+    # google-cloud-storage 3.x fetches bucket metadata in a background
+    # thread for its tracing attributes: a bucket GET on first use and
+    # another after every 404, i.e. after every read of a pending result.
+    # Those requests cost money and need storage.buckets.get, which the
+    # worker's least-privilege role does not grant.
+    client._bucket_metadata_cache = None
+    # One connection per pool thread, for https and for http:// emulators;
+    # retries are ours (retry.policy), not urllib3's.
+    size = settings.threadpool_maxsize
+    adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
+    for scheme in ("https://", "http://"):
+        client._http.mount(scheme, adapter)
+    if environment_once:
+        read_environment_once(client._http, client.api_endpoint)
+    return client
 
 
 def read_environment_once(session: requests.Session, endpoint: str) -> None:
