@@ -28,7 +28,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import builtin, cpu, latency, pricing, profile, workloads
+from celery_gcs.local import builtin
+
+from . import cpu, latency, pricing, profile, workloads
 from .stack import LABELS, BenchStack
 from .workloads import Sample
 

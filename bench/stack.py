@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery_gcs.local import processes, services
+from celery_gcs.local import builtin, processes, services
 from celery_gcs.local.worker import WorkerProcess, celery_worker_argv
 
 from .counting import ChildProxies, ProxySet, Uncounted
@@ -145,7 +145,7 @@ class BenchStack:
         if name == "celery_gcs":
             url = f"gcs://{bucket}/{prefix}"
         elif name == "builtin":
-            url = f"bench.builtin:BuiltinGCSBackend+gs://{bucket}/{prefix}?gcs_project={self.local.project}"
+            url = builtin.url(bucket, self.local.project, prefix)
         elif name == "redis":
             assert self.result_redis is not None
             url = f"redis://127.0.0.1:{self.result_redis.port}/0"

@@ -41,7 +41,7 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 
-from . import contract
+from . import contract, observe
 from .errors import CorruptResult
 from .keys import part_document_id
 from .perprocess import PerProcess
@@ -117,6 +117,7 @@ class ChordCoordinator:
         if not self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at()):
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
+        observe.event(observe.CHORD_APPLIED)
 
     def check_chord_size(self, group_id: str, size: int) -> None:
         """Celery's ``set_chord_size``: the size is known since ``apply``; say so when they differ."""
@@ -323,6 +324,7 @@ class ChordCoordinator:
         self.before_publish(part)
         try:
             self.backend.app.amqp._retry_publish(callback.delay, value)
+            observe.event(observe.CALLBACK_PUBLISHED)
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
             self.backend.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
@@ -343,6 +345,7 @@ class ChordCoordinator:
         results: list[Any],
         chord: Chord,
     ) -> None:
+        observe.event(observe.CHORD_FAILED)
         try:
             self.backend.chord_error_from_stack(callback, error)
         finally:

@@ -250,11 +250,70 @@ def test_up_says_when_a_dead_services_port_was_taken_meanwhile(state_dir: Path, 
     assert again.stdout == ""
 
 
+def test_down_warns_of_connected_workers_and_up_comes_back_on_the_same_ports(state_dir: Path, marker: str) -> None:
+    import redis
+
+    env = clean_env({"CELERY_GCS_TEST_MARKER": marker})
+    args = ("--state-dir", str(state_dir))
+    first = run_cli("dev", "up", *args, env=env)
+    assert first.returncode == 0, first.stderr
+    exported = parse_exports(first.stdout)
+    worker = redis.Redis.from_url(exported["CELERY_BROKER_URL"], socket_timeout=10)  # as a worker would be
+    worker.set("queued", "before down")
+    down = run_cli("dev", "down", *args, env=env)
+    assert down.returncode == 0
+    assert f"Warning: 1 client is still connected to Redis: pid {os.getpid()} (" in down.stderr
+    assert "stop them first" in down.stderr
+    again = run_cli("dev", "up", *args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert parse_exports(again.stdout) == exported  # the same ports: the worker's environment holds
+    assert "The stack is new: no results, chord documents or queued tasks" in again.stderr
+    assert "a worker left running reconnects" in again.stderr
+    assert worker.get("queued") is None  # reconnected, to a new, empty Redis
+    worker.close()
+    quiet = run_cli("dev", "down", *args, env=env)
+    assert "Warning" not in quiet.stderr
+
+
+def test_result_backend_gs_runs_an_app_on_the_builtin_backend_and_app_keeps_the_apps_own(
+    state_dir: Path, marker: str
+) -> None:
+    env = clean_env({"CELERY_GCS_TEST_MARKER": marker})
+    args = ("--state-dir", str(state_dir))
+    default = parse_exports(run_cli("dev", "up", *args, env=env).stdout)
+    gs = run_cli("dev", "up", *args, "--result-backend", "gs", env=env)
+    exported = parse_exports(gs.stdout)
+    assert exported["CELERY_RESULT_BACKEND"] == (
+        f"celery_gcs.local.builtin:BuiltinGCSBackend+gs://{services.BUCKET}?gcs_project={services.PROJECT}"
+    )
+    assert {k: v for k, v in exported.items() if k != "CELERY_RESULT_BACKEND"} == {
+        k: v for k, v in default.items() if k != "CELERY_RESULT_BACKEND"
+    }
+    # Celery's own gs:// backend works on the emulators with that URL, and `results` reads what it stored.
+    code = (
+        "from celery import Celery, states\n"
+        "app = Celery('cmp')\n"
+        "app.backend.store_result('gs-1', 42, states.SUCCESS)\n"
+        "print(type(app.backend).__mro__[1].__module__, app.AsyncResult('gs-1').get(timeout=10))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env={**env, **exported}, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.stdout.split() == ["celery.backends.gcs", "42"], done.stderr
+    for backend in ((), ("--backend", f"gs://{services.BUCKET}")):  # the exported URL, or a gs:// one
+        listed = run_cli("results", "list", "--json", *backend, env={**env, **exported})
+        assert [json.loads(line)["task_id"] for line in listed.stdout.splitlines()] == ["gs-1"], listed.stderr
+    app = run_cli("dev", "up", *args, "--result-backend", "app", env=env)
+    assert "unset CELERY_RESULT_BACKEND" in app.stdout.splitlines()
+    assert "export CELERY_RESULT_BACKEND" not in app.stdout
+    assert "your app's own result_backend is used" in app.stderr
+
+
 @pytest.fixture
 def project_dir(tmp_path: Path, marker: str) -> Iterator[Path]:
     """A directory to run `dev` in without --state-dir; its stack is stopped afterwards."""
     directory = tmp_path / "project"
     (directory / "src" / "app").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(directory)], check=True)
     yield directory
     run_cli("dev", "down", "--state-dir", str(directory / dev.DEFAULT_STATE_DIR), env=clean_env())
 
@@ -287,6 +346,11 @@ def test_a_shell_in_a_subdirectory_finds_the_stack_and_down_unsets_what_up_expor
     assert "<unset>" not in while_up.values()
     assert after_down == dict.fromkeys(variables, "<unset>")
     assert "Stopped GCS emulator" in done.stderr  # the down from src/app stopped the stack in project/
+    # The stack's files (logs, the last ports) never show up in the user's repository.
+    assert (project_dir / dev.DEFAULT_STATE_DIR).is_dir()
+    git = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=project_dir,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert git.stdout == ""
     assert not (project_dir / dev.DEFAULT_STATE_DIR / "state.json").exists()
     assert marked_processes(marker) == []
     # up says that the exported URL overrides the app's own setting.

@@ -8,10 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 CONFTEST = """
 import pytest
 
-pytest_plugins = ["celery_gcs.local.pytest_plugin", "celery.contrib.pytest"]
+pytest_plugins = ["celery.contrib.pytest"]  # celery-gcs's own plugin loads by itself
 
 
 @pytest.fixture(scope="session")
@@ -45,14 +47,37 @@ def test_the_app_fixture_stores_and_reads_results(celery_gcs_app):
 """
 
 
-def test_a_users_suite_gets_the_local_stack_and_a_configured_app(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text(textwrap.dedent(CONFTEST))
-    (tmp_path / "test_user.py").write_text(textwrap.dedent(TESTS))
+#: What the README said before the plugin loaded by itself: it must still work.
+OLD_LINE = 'pytest_plugins = ["celery_gcs.local.pytest_plugin", "celery.contrib.pytest"]'
+
+
+def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_EMULATOR", "FIRESTORE_EMULATOR"))}
     env.pop("PYTHONPATH", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", "/dev/null", str(tmp_path)],
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", "/dev/null", *args, str(tmp_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("conftest", ["entry point", "old pytest_plugins line"])
+def test_a_users_suite_gets_the_local_stack_and_a_configured_app(tmp_path: Path, conftest: str) -> None:
+    text = textwrap.dedent(CONFTEST)
+    if conftest == "old pytest_plugins line":
+        text = text.replace('pytest_plugins = ["celery.contrib.pytest"]', OLD_LINE)
+    (tmp_path / "conftest.py").write_text(text)
+    (tmp_path / "test_user.py").write_text(textwrap.dedent(TESTS))
+    done = _pytest(tmp_path, "-q")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "2 passed" in done.stdout
+
+
+def test_its_fixtures_are_listed_with_what_they_give(tmp_path: Path) -> None:
+    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    done = _pytest(tmp_path, "--fixtures")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "celery_gcs_stack [session scope] -- " in text
+    assert "The GCS emulator, the Firestore emulator and Redis on free ports, for the whole session." in text
+    assert "celery_gcs_config [session scope]" in text and "``broker_url`` and ``result_backend``" in text
+    assert "A Celery app configured with ``celery_gcs_config``" in text

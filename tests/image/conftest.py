@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery_gcs.local.processes import free_port
 
 from .support import (
     APP,
@@ -53,6 +54,9 @@ def worker_env(stack: Any, health_dir: Path | None, *, backend_url: str | None, 
         "CELERY_APP": APP,
         "CELERY_CONCURRENCY": "2",
         "CELERY_GCS_HEARTBEAT_INTERVAL": "0.5",
+        # Metrics are on in the image; each worker here serves them on a port of its own.
+        "CELERY_GCS_METRICS_PORT": str(free_port()),
+        "CELERY_GCS_METRICS_ADDRESS": "127.0.0.1",
         "IMAGE_TASKS_CONF": json.dumps(conf or {}),
     }
     if health_dir is not None:

@@ -243,3 +243,26 @@ def test_the_dockerignore_sits_at_the_context_root_and_keeps_out_local_state(
     # So does the example app the stack files build (appDir, appRequirements).
     assert not _ignored(patterns, "worker_image/example_app/acme/tasks.py")
     assert not _ignored(patterns, "worker_image/example_app/requirements.txt")
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(title)
+    return text[start : text.index("\n#", start + len(title))]
+
+
+def test_the_readmes_build_argument_table_lists_every_build_argument(dockerfile: DockerfileParser) -> None:
+    declared = {
+        i["value"].split("=", 1)[0] for i in dockerfile.structure if i["instruction"] == "ARG"
+    }
+    table = _readme_section("How it is built")
+    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    names = {name for cell in first_cells for name in re.findall(r"`([A-Z_]+)`", cell)}
+    assert names == declared, f"missing from README: {declared - names}; not in the Dockerfile: {names - declared}"
+
+
+def test_bringing_your_tasks_says_how_their_packages_are_installed() -> None:
+    section = _readme_section("### Bringing your tasks")
+    assert "APP_REQUIREMENTS" in section and "appRequirements" in section
+    assert "cannot" not in section and "Neither way installs" not in section
+    assert "inside the Pulumi project" in section  # appDir and appRequirements: the build context

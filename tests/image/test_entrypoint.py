@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from celery import chord
@@ -56,7 +57,7 @@ def test_the_worker_runs_a_chord_and_its_probes_follow_it(start_entrypoint, make
     # The shell exec'd Celery: the signal Kubernetes sends reaches the worker itself.
     argv = worker.cmdline()
     assert argv[1].endswith("/celery") and "worker" in argv and not argv[0].endswith("sh"), argv
-    assert "--include=celery_gcs.worker.health" in argv
+    assert "--include=celery_gcs.worker.health,celery_gcs.telemetry.metrics" in argv
 
     assert [worker.probe(kind).returncode for kind in ("live", "ready")] == [0, 0]
     beat = worker.health.heartbeat.stat().st_mtime
@@ -67,6 +68,11 @@ def test_the_worker_runs_a_chord_and_its_probes_follow_it(start_entrypoint, make
     result = chord(header)(app.signature(f"{APP}.tsum"))
     assert result.get(timeout=60) == 30
     assert send(app, "identity").get(timeout=30) == {"uid": os.getuid(), "cwd": str(APP_DIR)}
+    port = worker.env["CELERY_GCS_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        metrics = answer.read().decode()
+    assert "celery_gcs_chord_parts_counted_total 6.0" in metrics
+    assert "celery_gcs_chord_callbacks_published_total 1.0" in metrics
 
     assert worker.terminate() == 0
     assert "Warm shutdown" in worker.log()

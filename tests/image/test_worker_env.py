@@ -35,7 +35,7 @@ def test_a_valid_environment_gives_the_worker_command_and_defaults(env: dict[str
     )
     assert config.argv() == [
         "celery", "--app=json", "worker", "--loglevel=INFO", "--concurrency=auto",
-        "--include=celery_gcs.worker.health",
+        "--include=celery_gcs.worker.health,celery_gcs.telemetry.metrics",
     ]  # fmt: skip
     assert "s3cret" not in " ".join(config.argv())  # the broker URL stays in the environment
 
@@ -176,3 +176,14 @@ def test_main_prints_shell_code(
     assert out.splitlines()[1].startswith(
         "set -- celery --app=json worker "
     ) and out.rstrip().endswith('"$@"')
+
+
+def test_metrics_are_on_by_default_and_off_with_one_variable(env: dict[str, str]) -> None:
+    assert load({**env, "CELERY_GCS_METRICS_PORT": "off"}).argv()[-1] == "--include=celery_gcs.worker.health"
+    assert load({**env, "CELERY_GCS_METRICS_PORT": "9100"}).metrics
+
+
+def test_a_bad_metrics_port_is_named(env: dict[str, str]) -> None:
+    assert problems({**env, "CELERY_GCS_METRICS_PORT": "99999"}) == [
+        "CELERY_GCS_METRICS_PORT='99999' must be a port number from 1 to 65535, or off (no metrics)"
+    ]

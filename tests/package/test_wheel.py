@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -157,6 +158,32 @@ def test_the_wheel_alone_serves_as_the_result_backend(
     assert done.stdout.split() == ["5", str(sum(2 * n for n in range(10))), "celery_gcs.backend"]
 
 
+def test_the_components_without_the_infra_extra_name_the_install(runtime_python: Path, wheel: Path) -> None:
+    done = subprocess.run([runtime_python, "-c", "import celery_gcs_infra"], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "celery_gcs_infra needs celery-gcs's infra extra (pulumi" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].strip() == f"uv pip install --python {runtime_python} '{wheel}[infra]'"
+
+
+def test_make_venv_infra_is_enough_to_run_the_program_and_holds_no_dev_tools(tmp_path: Path) -> None:
+    """What deploying needs, without the 700 MB of every extra and dev tool that `make venv` installs."""
+    from tests.infra.infra_scenarios import HERE, scenarios
+
+    venv = tmp_path / "venv"
+    env = {key: value for key, value in uv_env().items() if key not in ("PYTHONPATH", "UV_PROJECT_ENVIRONMENT")}
+    run(["make", "-C", ROOT, "venv-infra", f"VENV={venv}", f"PYTHON={sys.executable}"], env=env, timeout=600)
+    python = venv / "bin" / "python"
+    absent = "import importlib.util as u; print([m for m in ('pytest', 'ruff', 'rich', 'gcp_storage_emulator', 'matplotlib') if u.find_spec(m)])"
+    assert run([python, "-c", absent]).stdout.strip() == "[]"
+    spec = scenarios()["dev"]
+    config, inventory = tmp_path / "dev.config.json", tmp_path / "dev.inventory.json"
+    config.write_text(json.dumps(spec))
+    run([python, HERE / "run_program.py", spec["program"], spec["stack"], config, inventory], cwd=ROOT, env=env)
+    found = json.loads(inventory.read_text())
+    assert found["error"] is None, found["error"]
+    assert "gcp:storage/bucket:Bucket" in {resource["type"] for resource in found["resources"]}
+
+
 def test_a_team_program_imports_the_components_from_the_installed_package(tmp_path: Path, wheel: Path) -> None:
     """``pip install 'celery-gcs[infra]'``, then a team's own program, with no checkout on the path."""
     from tests.infra.infra_scenarios import HERE, scenarios
@@ -189,23 +216,19 @@ def test_the_demo_runs_from_the_cli_and_local_extras_alone(tmp_path: Path, wheel
     assert summary["ok"] is True
 
 
-PROJ = """
-from celery import Celery
-
-app = Celery("proj", broker="redis://...")
-app.conf.result_backend = "gcs://my-results-bucket/optional/prefix"
-
-
-@app.task
-def add(x, y):
-    return x + y
-"""
+def readme_blocks(section: str, language: str) -> list[str]:
+    """The ``language`` code blocks of a README section, as written there."""
+    text = (ROOT / "README.md").read_text()
+    body = text[text.index(section) + len(section) :]
+    ends = [found for found in (body.find("\n## "), body.find("\n### ")) if found >= 0]
+    return re.findall(rf"```{language}\n(.*?)```", body[: min(ends, default=len(body))], re.DOTALL)
 
 
 def test_readmes_use_it_in_your_app_steps_work_from_the_wheel(tmp_path: Path, wheel: Path) -> None:
     """README "Use it in your app", verbatim where it can be: install, configure, dev up, a worker, get()."""
     python = make_venv(tmp_path, wheel, "cli", "local")
-    (tmp_path / "proj.py").write_text(PROJ)
+    (proj,) = [b for b in readme_blocks("### 2. Configure", "python") if b.startswith("# proj.py")]
+    (tmp_path / "proj.py").write_text(proj)
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     base = {k: v for k, v in base.items() if not k.startswith(("STORAGE_EMULATOR", "FIRESTORE_EMULATOR", "CELERY_"))}
     base["PATH"] = f"{python.parent}:{base.get('PATH', '/usr/bin:/bin')}"
@@ -217,8 +240,29 @@ def test_readmes_use_it_in_your_app_steps_work_from_the_wheel(tmp_path: Path, wh
         argv = celery_worker_argv("proj", name=f"readme{uuid.uuid4().hex[:6]}@localhost", python=str(python))
         worker = WorkerProcess(argv, env=env, cwd=tmp_path, log_path=tmp_path / "worker.log").start(timeout=60)
         try:
-            got = run([python, "-c", "from proj import add; print(add.delay(2, 3).get(timeout=10))"], cwd=tmp_path, env=env)
-            assert got.stdout.strip() == "5"
+            got = run([python, "-c", "from proj import add; r = add.delay(2, 3); print(r.get(timeout=10), r.id)"],
+                      cwd=tmp_path, env=env)  # fmt: skip
+            answer, task_id = got.stdout.split()
+            assert answer == "5"
+            # The commands README shows next, verbatim but for the task's id.
+            (commands,) = [b for b in readme_blocks("### 3. Run it on your machine", "sh") if "results list" in b]
+            said = {}
+            for line in commands.strip().splitlines():
+                command = line.split("#", 1)[0].strip()
+                said[command] = run(["bash", "-c", command.replace("TASK_ID", task_id)], cwd=tmp_path, env=env,
+                                    timeout=120).stdout  # fmt: skip
+            assert list(said) == [
+                "celery-gcs results list", "celery-gcs results list --name proj.add --json",
+                "celery-gcs results show TASK_ID", "celery-gcs results purge --dry-run", "celery-gcs doctor -A proj",
+            ]  # fmt: skip
+            assert task_id in said["celery-gcs results list"] and "proj.add" in said["celery-gcs results list"]
+            (row,) = [json.loads(line) for line in said["celery-gcs results list --name proj.add --json"].splitlines()]
+            assert (row["task_id"], row["state"], row["task"]) == (task_id, "SUCCESS", "proj.add")
+            shown = json.loads(said["celery-gcs results show TASK_ID"])
+            assert (shown["status"], shown["result"]) == ("SUCCESS", 5)
+            assert "1 of 1 results in gs://celery-results/ match" in said["celery-gcs results purge --dry-run"]
+            doctor = said["celery-gcs doctor -A proj"]  # the exported backend wins over proj.py's, and it says so
+            assert "Note: CELERY_RESULT_BACKEND is exported" in doctor and "0 failed" in doctor
         finally:
             worker.stop()
     finally:

@@ -5,7 +5,9 @@ of those rooms nor the extras' packages, and its modules form no cycle; the
 worker image's helpers import neither the CLI nor the local stack; the local
 stack imports nothing from the CLI; waiting imports no store; the chord
 coordinator imports no backend; nothing outside ``stores`` (and the local
-stack's proxy) imports a google package.
+stack's proxy) imports a google package; telemetry (``telemetry``,
+prometheus-client, OpenTelemetry) reaches the runtime only through
+``observe``'s observers.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def contract_named(start: str) -> dict:
 
 
 def test_every_runtime_module_is_under_the_contract() -> None:
-    runtime = top_modules() - {"celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker"}
+    runtime = top_modules() - {"celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker", "celery_gcs.telemetry"}
     assert runtime == set(contract_named("The runtime imports nothing from the CLI")["source_modules"])
 
 
@@ -129,3 +131,9 @@ def test_a_cli_command_building_its_own_google_client_breaks_the_contract(plante
 def test_every_module_outside_stores_and_local_is_kept_from_google() -> None:
     outside = top_modules() - {"celery_gcs.stores", "celery_gcs.local"}
     assert outside == set(contract_named("Only stores/ talks to Google")["source_modules"])
+
+
+def test_a_store_importing_a_telemetry_library_breaks_the_contract(planted: Path) -> None:
+    """Metrics and traces reach the runtime only through celery_gcs.observe's observers."""
+    report = plant(planted, "stores/chord_store.py", "import prometheus_client")
+    assert "celery_gcs.stores.chord_store -> prometheus_client" in report

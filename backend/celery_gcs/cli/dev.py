@@ -14,7 +14,13 @@ the ``unset`` lines for ``eval "$(celery-gcs dev down)"``.
 The state lives in ``--state-dir``, else ``$CELERY_GCS_DEVSTACK_DIR``, else
 the nearest ``.devstack/state.json`` in the working directory or one of its
 parents (as git finds its repository), else ``./.devstack`` (``make clean``
-removes it). A recorded process is only
+removes it; a ``.gitignore`` in it keeps it out of the user's repository).
+``down`` warns about workers still connected to Redis, and leaves the ports it
+stopped in ``ports.json``, where the next ``up`` starts again when they are free
+(a worker left running reconnects); the data is new, and ``up`` says so.
+``--result-backend`` picks what ``CELERY_RESULT_BACKEND`` is: ``gcs://`` on
+the emulator (the default), Celery's built-in ``gs://`` backend on it, or the
+app's own (unset). A recorded process is only
 signalled while it is still the one that was started: its group must exist and
 its leader, if alive, must have the start time recorded for it, so a stale
 state file never stops a stranger that reused the pid.
@@ -36,10 +42,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..local import processes
+from ..local import builtin, processes
 from ..local import services as localstack
 
 STATE_FILE = "state.json"
+#: The ports of the last stack `down` stopped, for the next `up` to start on again.
+PORTS_FILE = "ports.json"
+#: What CELERY_RESULT_BACKEND points at, by --result-backend.
+RESULT_BACKENDS = ("gcs", "gs", "app")
 STATE_DIR_ENV = "CELERY_GCS_DEVSTACK_DIR"
 DEFAULT_STATE_DIR = ".devstack"
 #: Order in which services start; they stop in reverse.
@@ -101,9 +111,33 @@ class State:
 #: Told on every ``up``: Celery reads these two variables before the app's own settings.
 NOTE_ENV_WINS = (
     "Note: while CELERY_RESULT_BACKEND and CELERY_BROKER_URL are exported, Celery uses them instead of "
-    "your app's result_backend and broker_url (the environment takes precedence). To keep the app's own "
-    "result_backend (another prefix, gcs_* query settings), unset CELERY_RESULT_BACKEND or export it "
-    "with your URL."
+    "your app's result_backend and broker_url (the environment takes precedence), whatever the app's "
+    "scheme: an app on Celery's built-in gs:// backend runs on gcs:// here. To keep the app's own "
+    "result_backend (another prefix, gcs_* query settings), use `dev up --result-backend app` (or unset "
+    "CELERY_RESULT_BACKEND); to run on the built-in gs:// backend, on the emulators, `--result-backend gs`."
+)
+NOTE_APP_BACKEND = (
+    "Note: CELERY_RESULT_BACKEND is unset (--result-backend app): your app's own result_backend is used; "
+    "STORAGE_EMULATOR_HOST points Google's clients at the emulator."
+)
+NOTE_BUILTIN_BACKEND = (
+    "Note: CELERY_RESULT_BACKEND selects Celery's built-in gs:// backend, on the emulators "
+    "(celery_gcs.local.builtin: its start-up call to the Firestore Admin API, which the emulator lacks, is "
+    "skipped). `celery-gcs results list --backend gs://{bucket}` reads what it stores."
+)
+NOTE_FRESH = (
+    "The stack is new: no results, chord documents or queued tasks from before `dev down` are in it."
+)
+NOTE_SAME_PORTS = (
+    "It runs on the ports the last one had, so a worker left running reconnects to it."
+)
+NOTE_NEW_PORTS = (
+    "{names} could not have {their} last port{s} back (taken): export the new addresses again "
+    "(eval \"$(celery-gcs dev up)\") and restart your worker."
+)
+W_CLIENTS = (
+    "Warning: {count} still connected to Redis: {who}. Stopped under them, a worker retries its "
+    "connection in a loop until the stack is back (`dev up` starts it on the same ports); stop them first."
 )
 
 
@@ -118,6 +152,17 @@ def resolve_state_dir(explicit: Path | None = None, cwd: Path | None = None) -> 
         if (directory / DEFAULT_STATE_DIR / STATE_FILE).is_file():
             return directory / DEFAULT_STATE_DIR
     return here / DEFAULT_STATE_DIR
+
+
+def exports_for(state: State, result_backend: str) -> tuple[dict[str, str], list[str]]:
+    """The variables to export and to unset for ``--result-backend``."""
+    env = state.env()
+    if result_backend == "gs":
+        env["CELERY_RESULT_BACKEND"] = builtin.url(state.bucket, state.project)
+    elif result_backend == "app":
+        env.pop("CELERY_RESULT_BACKEND", None)
+        return env, ["CELERY_RESULT_BACKEND"]
+    return env, []
 
 
 def exported_names() -> list[str]:
@@ -184,8 +229,14 @@ def up(directory: Path, err: Console) -> State:
             err.print(f"The local stack is already running (state in {directory / STATE_FILE}).")
             return state
     directory.mkdir(parents=True, exist_ok=True)
+    ignore = directory / ".gitignore"
+    if not ignore.exists():  # the stack's files never show in the user's repository
+        ignore.write_text("# Written by celery-gcs dev: the local stack's state and logs.\n*\n")
     project = state.project if state else localstack.PROJECT
     bucket = state.bucket if state else localstack.BUCKET
+    last = read_ports(directory) if state is None else {}
+    reused = {name: port for name, port in last.items() if name in SERVICES and not processes.port_open(port)}
+    ports.update(reused)
     stack = localstack.LocalStack(directory, project=project, bucket=bucket)
     try:
         for name in SERVICES:
@@ -209,7 +260,25 @@ def up(directory: Path, err: Console) -> State:
         raise
     # The services run on in their own sessions; the Popen objects just go away.
     err.print(f"Started the local stack (state in {directory / STATE_FILE}).")
+    if last:
+        moved = [LABELS[name] for name in SERVICES if name in last and name not in reused]
+        err.print(NOTE_FRESH, highlight=False)
+        if moved:
+            many = len(moved) > 1
+            err.print(NOTE_NEW_PORTS.format(names=" and ".join(moved), their="their" if many else "its",
+                                            s="s" if many else ""), highlight=False)  # fmt: skip
+        else:
+            err.print(NOTE_SAME_PORTS, highlight=False)
+    with contextlib.suppress(FileNotFoundError):
+        (directory / PORTS_FILE).unlink()
     return state
+
+
+def read_ports(directory: Path) -> dict[str, int]:
+    try:
+        return {str(k): int(v) for k, v in json.loads((directory / PORTS_FILE).read_text()).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
 
 
 def down(directory: Path, err: Console) -> list[str]:
@@ -218,6 +287,12 @@ def down(directory: Path, err: Console) -> list[str]:
     if state is None:
         err.print(f"No local stack recorded in {directory / STATE_FILE}; nothing to stop.")
         return []
+    redis = state.services.get("redis")
+    if redis is not None and group_alive(redis):
+        clients = localstack.broker_clients(redis.port)
+        if clients:
+            count = f"{len(clients)} client{'s are' if len(clients) > 1 else ' is'}"
+            err.print(W_CLIENTS.format(count=count, who="; ".join(clients)), style="yellow", highlight=False)
     stopped = []
     for name in reversed(list(state.services)):
         record = state.services[name]
@@ -227,6 +302,8 @@ def down(directory: Path, err: Console) -> list[str]:
             err.print(f"Stopped {LABELS.get(name, name)} (process group {record.pid}).")
         else:
             err.print(f"{LABELS.get(name, name)} was not running.")
+    ports = {name: record.port for name, record in state.services.items()}
+    (directory / PORTS_FILE).write_text(json.dumps(ports) + "\n")
     with contextlib.suppress(FileNotFoundError):
         (directory / STATE_FILE).unlink()
     return stopped
@@ -275,15 +352,22 @@ def parser() -> argparse.ArgumentParser:
         ".devstack with a state file here or in a parent directory, else ./.devstack)",
     )
     parser.add_argument("--json", action="store_true", help="status as JSON")
+    parser.add_argument(
+        "--result-backend",
+        choices=RESULT_BACKENDS,
+        default="gcs",
+        help="what CELERY_RESULT_BACKEND points at: gcs (celery-gcs on the emulator, the default), gs "
+        "(Celery's built-in gs:// backend on the emulators, to compare), or app (unset: your app's own)",
+    )
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    return run(args.action, state_dir=args.state_dir, as_json=args.json)
+    return run(args.action, state_dir=args.state_dir, as_json=args.json, result_backend=args.result_backend)
 
 
-def run(action: str, *, state_dir: Path | None = None, as_json: bool = False) -> int:
+def run(action: str, *, state_dir: Path | None = None, as_json: bool = False, result_backend: str = "gcs") -> int:
     directory = resolve_state_dir(state_dir)
     out, err = Console(), Console(stderr=True, soft_wrap=True)
     if action == "up":
@@ -297,13 +381,15 @@ def run(action: str, *, state_dir: Path | None = None, as_json: bool = False) ->
         except localstack.ServiceFailed as exc:
             err.print(f"[red]could not start the local stack:[/] {escape(str(exc))}", highlight=False)
             return EXIT_FAILED
-        out.file.write(exports(state.env()))
+        exported, unset = exports_for(state, result_backend)
+        out.file.write(exports(exported) + unsets(unset))
         out.file.flush()
         err.print(
             'Point your app at it with: eval "$(celery-gcs dev up)"; '
             'stop it with: eval "$(celery-gcs dev down)"'
         )
-        err.print(NOTE_ENV_WINS, highlight=False)
+        note = {"gcs": NOTE_ENV_WINS, "app": NOTE_APP_BACKEND, "gs": NOTE_BUILTIN_BACKEND}[result_backend]
+        err.print(note.format(bucket=state.bucket), highlight=False)
         return 0
     if action == "down":
         down(directory, err)

@@ -204,8 +204,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def readable_url(url: str) -> str:
-    """``url`` for reading: a ``gs://`` URL of the built-in backend names the same objects."""
+    """``url`` for reading: a ``gs://`` URL of the built-in backend names the same objects.
+
+    So does one that selects a backend class (``module:Class+gs://...``, as
+    ``celery-gcs dev up --result-backend gs`` exports).
+    """
     scheme, sep, rest = url.partition("://")
+    scheme = scheme.rpartition("+")[2]
     return f"{_SCHEMES.get(scheme, scheme)}{sep}{rest}"
 
 

@@ -286,3 +286,27 @@ def running(workdir: Path, which: Sequence[str] = ("gcs", "firestore", "redis"))
         yield stack
     finally:
         stack.stop()
+
+
+def broker_clients(port: int) -> list[str]:
+    """Who else is connected to the stack's Redis: workers and producers, by process where it can be told."""
+    import psutil
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    try:
+        own = client.client_id()
+        ports = {int(c["addr"].rsplit(":", 1)[1]) for c in client.client_list() if int(c["id"]) != own}
+    except redis.RedisError:
+        return []
+    finally:
+        client.close()
+    pids: dict[int, str] = {}
+    with contextlib.suppress(psutil.Error):  # the connections of other users' processes may be hidden
+        for conn in psutil.net_connections("tcp"):
+            if conn.pid and conn.laddr and conn.laddr.port in ports and conn.raddr and conn.raddr.port == port:
+                ports.discard(conn.laddr.port)
+                with contextlib.suppress(psutil.Error):
+                    pids[conn.pid] = " ".join(psutil.Process(conn.pid).cmdline())[:100]
+    found = [f"pid {pid} ({cmdline})" for pid, cmdline in sorted(pids.items())]
+    return found + [f"a client at 127.0.0.1:{other}" for other in sorted(ports)]

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as api
 from google.cloud import firestore
 
-from .. import contract
+from .. import contract, observe
 from ..errors import (
     E_CHORD_FIELD,
     E_DATABASE_DENIED,
@@ -38,6 +38,7 @@ from ..errors import (
     DatabaseNotFound,
     TransientError,
 )
+from ..observe import FIRESTORE_COMMIT, FIRESTORE_READ, FIRESTORE_TRANSACTION
 from ..perprocess import PerProcess
 from ..settings import Settings
 from . import google_errors, grpc_runtime, retry
@@ -47,6 +48,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # Firestore's limit of writes per commit
+#: Answers a caller expects (a part counted before, a counter gone, a precondition that moved),
+#: reported as refused rather than failed.
+_REFUSALS = (api.Conflict, api.NotFound, api.FailedPrecondition)
 #: A size above this is not one Celery gave us: the chord document could not
 #: hold its counters' shape, and no worker fleet runs a header this large.
 MAX_CHORD_SIZE = 10_000_000
@@ -162,13 +166,14 @@ class ChordStore:
     def _part(self, key: str, part: str) -> firestore.DocumentReference:
         return self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).document(part)
 
-    def _call(self, what: str, func: Callable[[], T]) -> T:
-        with google_errors.mapped(_Database(self, what)):
+    def _call(self, what: str, func: Callable[[], T], kind: str = FIRESTORE_READ) -> T:
+        """Every call to Firestore: reported (``observe``) and its errors translated (``google_errors``)."""
+        with google_errors.mapped(_Database(self, what)), observe.request(kind, _REFUSALS):
             return func()
 
     def _commit(self, what: str, batch: firestore.WriteBatch) -> list[Any]:
         """Commit a batch, retried: every batch here is safe to repeat, as each caller says why."""
-        return self._call(what, lambda: batch.commit(**self._call_options))
+        return self._call(what, lambda: batch.commit(**self._call_options), FIRESTORE_COMMIT)
 
     # -- a chord is applied ------------------------------------------------------------
 
@@ -232,6 +237,7 @@ class ChordStore:
         result = self._call(
             "incrementing a counter",
             lambda: ref.set(fields, merge=True, retry=None, timeout=self._timeout),
+            FIRESTORE_COMMIT,
         )
         return int(result.transform_results[0].integer_value)
 
@@ -258,6 +264,7 @@ class ChordStore:
             results = self._commit("counting a chord part", batch)  # safe to repeat: the part is created, once
         except (api.Conflict, api.NotFound):  # a missing database was raised as DatabaseNotFound
             return None
+        observe.event(observe.PART_COUNTED)
         return Counted(int(results[1].transform_results[0].integer_value), results[1].update_time)
 
     def report(
@@ -350,7 +357,10 @@ class ChordStore:
                 transaction.update(chord_ref, updates)
             return Settled(chord, held=(chord.complete or step.force or bool(chord.problem)) and not claimable)
 
-        return self._transact("settling a chord", attempt)
+        settled = self._transact("settling a chord", attempt)
+        if settled.claimed:
+            observe.event(observe.CLAIM_TAKEN)
+        return settled
 
     def renew(self, key: str, token: str, lease: float) -> bool:
         """Extend our claim's lease to ``lease`` seconds from now (server time); False if it is not ours."""
@@ -364,7 +374,9 @@ class ChordStore:
             transaction.update(ref, {"claim": _claim_fields(mine)})
             return True
 
-        return self._transact("renewing a chord claim", attempt)
+        renewed = self._transact("renewing a chord claim", attempt)
+        observe.event(observe.CLAIM_RENEWED if renewed else observe.CLAIM_LOST)
+        return renewed
 
     def release(self, key: str, token: str) -> None:
         """Give up our claim, so that a later return of any part can complete the chord."""
@@ -477,7 +489,7 @@ class ChordStore:
                 raise _transaction_error(exc, outer) from None
 
         policy = self._retry.with_predicate(_transaction_retryable)
-        return self._call(what, lambda: policy(once)())
+        return self._call(what, lambda: policy(once)(), FIRESTORE_TRANSACTION)
 
     def close(self) -> None:
         self._client.clear()

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 import requests.adapters
@@ -23,6 +24,7 @@ from google.api_core import exceptions as api
 from google.auth import environment_vars
 from google.cloud import storage
 
+from .. import observe
 from ..errors import (
     E_BUCKET_DENIED,
     E_BUCKET_MISSING,
@@ -32,6 +34,7 @@ from ..errors import (
     CeleryGCSError,
     TransientError,
 )
+from ..observe import GCS_DELETE, GCS_LIST, GCS_READ, GCS_WRITE
 from ..perprocess import PerProcess
 from ..settings import Settings
 from . import google_errors, retry
@@ -58,6 +61,9 @@ class Listed:
     #: When the object expires (the backend sets its custom time to that), if it does.
     custom_time: dt.datetime | None = None
 
+
+#: Answers a caller expects, reported as refused rather than failed: a missing object, a generation that moved.
+_REFUSALS = (api.NotFound, api.PreconditionFailed)
 
 #: Objects per listing request: GCS's largest page.
 LIST_PAGE = 1000
@@ -86,7 +92,7 @@ class ResultStore:
     def get(self, name: str) -> StoredObject | None:
         blob = self._blob(name)
         try:
-            with google_errors.mapped(_Bucket(self, "read", blob.name)):
+            with google_errors.mapped(_Bucket(self, "read", blob.name)), observe.request(GCS_READ, _REFUSALS):
                 data = blob.download_as_bytes(retry=self._retry, timeout=self.settings.timeout)
         except api.NotFound:
             return None  # the object (a missing bucket was raised as BucketNotFound)
@@ -120,7 +126,10 @@ class ResultStore:
         blob.metadata = dict(metadata) if metadata else None
         safe = if_generation_match is not None or idempotent
         try:
-            with google_errors.mapped(_Bucket(self, "write", blob.name, any_404_is_the_bucket=True)):
+            with (
+                google_errors.mapped(_Bucket(self, "write", blob.name, any_404_is_the_bucket=True)),
+                observe.request(GCS_WRITE, _REFUSALS),
+            ):
                 blob.upload_from_string(
                     data,
                     content_type=content_type,
@@ -140,7 +149,7 @@ class ResultStore:
         """Delete in one request (retried: idempotent); False when there was nothing to delete."""
         blob = self._blob(name)
         try:
-            with google_errors.mapped(_Bucket(self, "delete", blob.name)):
+            with google_errors.mapped(_Bucket(self, "delete", blob.name)), observe.request(GCS_DELETE, _REFUSALS):
                 blob.delete(retry=self._retry, timeout=self.settings.timeout)
         except api.NotFound:
             return False  # the object (a missing bucket was raised as BucketNotFound)
@@ -167,10 +176,11 @@ class ResultStore:
             timeout=self.settings.timeout,
         )
         with google_errors.mapped(_Bucket(self, "list", base + prefix, any_404_is_the_bucket=True)):
-            for blob in pages:
-                yield Listed(
-                    blob.name[len(base) :], blob.metadata or {}, blob.updated, int(blob.size or 0), blob.custom_time
-                )
+            for page in _observed_pages(pages.pages):
+                for blob in page:
+                    yield Listed(
+                        blob.name[len(base) :], blob.metadata or {}, blob.updated, int(blob.size or 0), blob.custom_time
+                    )
 
     def close(self) -> None:
         self._pool.clear()
@@ -204,6 +214,16 @@ def new_client(settings: Settings, *, environment_once: bool = True) -> storage.
     if environment_once:
         read_environment_once(client._http, client.api_endpoint)
     return client
+
+
+def _observed_pages(pages: Iterator[Any]) -> Iterator[Any]:
+    """Each page of a listing, its request reported (the iterator sends one as each page is asked for)."""
+    while True:
+        with observe.request(GCS_LIST):
+            page = next(pages, None)
+        if page is None:
+            return
+        yield page
 
 
 def read_environment_once(session: requests.Session, endpoint: str) -> None:

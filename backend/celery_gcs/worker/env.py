@@ -6,7 +6,7 @@ quoted::
 
     export CELERY_RESULT_BACKEND='gcs://my-bucket?gcs_project=my-project'
     set -- celery --app=proj.celery worker --loglevel=INFO --concurrency=auto \\
-        --include=celery_gcs.worker.health "$@"
+        --include=celery_gcs.worker.health,celery_gcs.telemetry.metrics "$@"
 
 (``"$@"`` stands for the arguments given after ``worker`` in the container's
 command; they are appended to the worker's.) Otherwise it prints every
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from .. import contract, naming, settings
 from ..errors import ConfigurationError
+from ..telemetry import names as metric_names
 from . import probe as worker_probe
 
 #: Every variable the worker container reads, with what it means. Exactly one of
@@ -50,6 +51,7 @@ VARIABLES: dict[str, str] = {
     "CELERY_LOGLEVEL": "optional; DEBUG, INFO (the default), WARNING, ERROR or CRITICAL",
     worker_probe.HEALTH_DIR_ENV: "optional; a writable directory for the probes' files (image: /run/celery-worker)",
     worker_probe.HEARTBEAT_INTERVAL_ENV: "optional; seconds between heartbeats (default 10)",
+    metric_names.PORT_ENV: f"optional; the port of the worker's /metrics (default {metric_names.DEFAULT_PORT}), or off",
 }
 
 EX_CONFIG = 78
@@ -58,6 +60,7 @@ EX_CONFIG = 78
 BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 HEALTH_MODULE = "celery_gcs.worker.health"
+METRICS_MODULE = "celery_gcs.telemetry.metrics"
 
 _APP_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 _QUEUE_RE = re.compile(r"^[\w.:@/+-]+$")
@@ -93,6 +96,7 @@ E_HEALTH_DIR = (
     "mount a writable volume there (an emptyDir when the root filesystem is read-only) or point it elsewhere"
 )
 E_INTERVAL = "{name}={value!r} must be a number of seconds greater than 0"
+E_METRICS_PORT = "{name}={value!r} must be a port number from 1 to 65535, or off (no metrics)"
 
 
 class EnvironmentProblems(Exception):
@@ -116,6 +120,8 @@ class WorkerConfig:
     concurrency: str = "auto"
     queues: tuple[str, ...] = ()
     loglevel: str = "INFO"
+    #: Serve /metrics (celery_gcs.telemetry.metrics reads its port from the environment).
+    metrics: bool = True
 
     def argv(self) -> list[str]:
         """The worker's command line, without the container command's extra arguments."""
@@ -123,7 +129,7 @@ class WorkerConfig:
         argv.append(f"--concurrency={self.concurrency}")
         if self.queues:
             argv.append(f"--queues={','.join(self.queues)}")
-        argv.append(f"--include={HEALTH_MODULE}")
+        argv.append(f"--include={HEALTH_MODULE},{METRICS_MODULE}" if self.metrics else f"--include={HEALTH_MODULE}")
         return argv
 
     def shell(self) -> str:
@@ -166,6 +172,9 @@ def load(environ: Mapping[str, str]) -> WorkerConfig:
         problems.append(E_LOGLEVEL.format(value=environ.get("CELERY_LOGLEVEL")))
 
     problems += _health_problems(environ)
+    metrics_port = get(metric_names.PORT_ENV).lower()
+    if metrics_port not in ("", "off") and not (metrics_port.isdigit() and 1 <= int(metrics_port) <= 65535):
+        problems.append(E_METRICS_PORT.format(name=metric_names.PORT_ENV, value=environ.get(metric_names.PORT_ENV)))
     if problems:
         raise EnvironmentProblems(problems)
     return WorkerConfig(
@@ -174,6 +183,7 @@ def load(environ: Mapping[str, str]) -> WorkerConfig:
         concurrency=concurrency,
         queues=queues,
         loglevel=loglevel,
+        metrics=metrics_port != "off",
     )
 
 

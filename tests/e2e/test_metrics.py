@@ -1,0 +1,107 @@
+"""Worker metrics scraped over HTTP from real `celery worker` processes, after a known workload.
+
+The counts are asserted against what ran, and the backend's requests against
+what the proxy in front of each emulator saw (every process's calls pass it).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+from celery import chord
+from celery_gcs.local.processes import free_port
+from celery_gcs.telemetry import names
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..support import tasks
+from ..support.chords import callback_runs, sig
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+METRICS = "celery_gcs.telemetry.metrics"
+ADDS, PARTS = 6, 4
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample the worker serves, by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict, series: str, **labels: str) -> float:
+    """The sum of ``series`` over the samples whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(value for (name, have), value in samples.items() if name == series and wanted <= have)
+
+
+def run_workload(app: Any) -> None:
+    """ADDS adds, a chord of PARTS adds into tsum, a failing task, a task retried once."""
+    assert [r.get(timeout=30) for r in [app.send_task(tasks.add.name, (n, n)) for n in range(ADDS)]] == [
+        2 * n for n in range(ADDS)
+    ]
+    result = chord([sig(app, tasks.add, n, 1) for n in range(PARTS)])(sig(app, tasks.collect))
+    assert result.get(timeout=60) == [n + 1 for n in range(PARTS)]
+    assert callback_runs(app, result) == 1
+    with pytest.raises(ValueError, match="metrics"):
+        app.send_task(tasks.fail.name, ("metrics",)).get(timeout=30)
+    key = f"retry-{uuid.uuid4().hex}"
+    assert app.send_task(tasks.retry_once.name, (key,)).get(timeout=30) == key
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "gevent"])
+def test_a_workload_is_counted_as_it_ran(app, start_worker, stack, pool) -> None:
+    port = free_port()
+    start_worker(
+        concurrency=2,
+        pool=pool,
+        env={names.PORT_ENV: str(port), names.ADDRESS_ENV: "127.0.0.1"},
+        include=[METRICS],
+    )
+    before_gcs, before_firestore = stack.gcs.snapshot(), stack.firestore.snapshot()
+    run_workload(app)
+    samples = scrape(port)
+
+    def count(metric: names.Metric, **labels: str) -> float:
+        return total(samples, str(metric), **labels)
+
+    ran = Counter({tasks.add.name: ADDS + PARTS, tasks.collect.name: 1, tasks.fail.name: 1, tasks.retry_once.name: 2})
+    for task, runs in ran.items():
+        assert count(names.TASKS_RECEIVED, task=task) == runs, task
+        assert count(names.TASKS_STARTED, task=task) == runs, task
+        assert total(samples, "celery_task_runtime_seconds_count", task=task) == runs, task
+    assert count(names.TASKS_SUCCEEDED, task=tasks.add.name) == ADDS + PARTS
+    assert count(names.TASKS_SUCCEEDED, task=tasks.retry_once.name) == 1
+    assert count(names.TASKS_FAILED, task=tasks.fail.name) == 1
+    assert count(names.TASKS_FAILED) == 1
+    assert count(names.TASKS_RETRIED, task=tasks.retry_once.name) == 1
+    assert count(names.TASKS_RETRIED) == 1
+
+    assert count(names.CHORD_PARTS_COUNTED) == PARTS
+    assert count(names.CHORD_CALLBACKS_PUBLISHED) == 1
+    assert count(names.CHORD_CLAIMS, event="taken") == 1
+    assert count(names.CHORD_CLAIMS, event="renewed") >= 1
+    assert count(names.CHORD_CLAIMS, event="lost") == 0
+    assert count(names.CHORDS_FAILED) == 0
+
+    # Each run stored one state (the retried run its RETRY) in one GCS write; the client wrote
+    # one more, the chord's GroupResult.
+    gcs = Counter(stack.gcs.snapshot()) - Counter(before_gcs)
+    assert count(names.BACKEND_REQUESTS, kind="gcs.write", outcome="ok") == sum(ran.values())
+    assert count(names.BACKEND_REQUESTS, kind="gcs.write") == gcs["object.write"] - 1
+    assert total(samples, "celery_gcs_backend_request_seconds_count", kind="gcs.write") == count(
+        names.BACKEND_REQUESTS, kind="gcs.write"
+    )
+    assert count(names.BACKEND_REQUESTS, kind="firestore.commit", outcome="ok") >= PARTS
+    assert count(names.BACKEND_REQUESTS, kind="firestore.transaction", outcome="ok") >= 3  # settle, renew, end
+    assert count(names.BACKEND_REQUESTS, outcome="error") == 0
+    assert count(names.BACKEND_ERRORS) == 0
+    assert (Counter(stack.firestore.snapshot()) - Counter(before_firestore))["firestore.Commit"] >= PARTS
