@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.local import services
 from celery_gcs.settings import Settings, parse
 from celery_gcs.stores import chord_tree, result_store, retry
@@ -270,9 +270,9 @@ def commit_variants(settings: Settings, parts: int) -> list[Variant]:
     def gapic_count() -> None:
         task = next(pending)
         leaf = chord_tree.leaf_of(task, leaves)
-        part = chord.collection(contract.FIRESTORE_PARTS_COLLECTION).document(task)
-        counter = chord.collection(contract.FIRESTORE_COUNTERS_COLLECTION).document(leaf.document_id)
-        ttl = {contract.FIRESTORE_TTL_FIELD: document.Value(timestamp_value=expires)}
+        part = chord.collection(conventions.FIRESTORE_PARTS_COLLECTION).document(task)
+        counter = chord.collection(conventions.FIRESTORE_COUNTERS_COLLECTION).document(leaf.document_id)
+        ttl = {conventions.FIRESTORE_TTL_FIELD: document.Value(timestamp_value=expires)}
         increment = write.DocumentTransform.FieldTransform(
             field_path="remaining", increment={"integer_value": -1}
         )
@@ -282,7 +282,7 @@ def commit_variants(settings: Settings, parts: int) -> list[Variant]:
             write.Write(update=document.Document(name=f"{database}/documents/{part.path}", fields=ttl),
                         current_document=common.Precondition(exists=False)),
             write.Write(update=document.Document(name=f"{database}/documents/{counter.path}", fields=ttl),
-                        update_mask=common.DocumentMask(field_paths=[contract.FIRESTORE_TTL_FIELD]),
+                        update_mask=common.DocumentMask(field_paths=[conventions.FIRESTORE_TTL_FIELD]),
                         update_transforms=[increment],
                         current_document=common.Precondition(exists=True)),
         ]  # fmt: skip

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
-from celery_gcs import contract
+from celery_gcs import conventions
 
 from . import (
     apis,
@@ -50,13 +50,13 @@ def result_backend_url(
     base_path: str,
     project: str,
     database: str,
-    collection: str = contract.FIRESTORE_COLLECTION,
+    collection: str = conventions.FIRESTORE_COLLECTION,
 ) -> str:
     """The ``gcs://BUCKET[/prefix]?...`` URL the backend reads (Celery's ``result_backend``).
 
     It names the collection too, so the backend writes where the TTL policies are.
     """
-    return contract.backend_url(
+    return conventions.backend_url(
         bucket,
         base_path,
         gcs_project=project,
@@ -93,7 +93,7 @@ class CeleryStackArgs:
     #: share one, nor its TTL fields; ``(default)`` only when asked for.
     firestore_database: str = ""
     #: The backend's ``firestore_collection``: the URL names it and its TTL policies cover it.
-    firestore_collection: str = contract.FIRESTORE_COLLECTION
+    firestore_collection: str = conventions.FIRESTORE_COLLECTION
     #: Default: the region.
     firestore_location: str = ""
     # Broker.

@@ -14,7 +14,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.cli import doctor as doctor_module
 from celery_gcs.cli import main as cli
 from celery_gcs.cli.doctor import WORKER_PERMISSIONS, Config, Doctor, Status, judge_lifecycle
@@ -29,7 +29,7 @@ from ..support.fake_gcs import FakeGCS
 from .conftest import clean_env, run_cli
 
 PROJECT = services.PROJECT
-HEALTHY = contract.lifecycle_rules()  # Delete at daysSinceCustomTime 0, and at age 30 days
+HEALTHY = conventions.lifecycle_rules()  # Delete at daysSinceCustomTime 0, and at age 30 days
 TtlState = firestore_admin_v1.Field.TtlConfig.State
 
 
@@ -250,14 +250,14 @@ def test_a_bucket_the_caller_may_not_read_fails_but_permissions_are_still_asked(
 @pytest.mark.parametrize(
     ("ttl", "status", "expected"),
     [
-        (firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE), "PASS", f"{contract.FIRESTORE_PARTS_COLLECTION}.expires_at active"),
+        (firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE), "PASS", f"{conventions.FIRESTORE_PARTS_COLLECTION}.expires_at active"),
         (firestore_admin_v1.Field.TtlConfig(state=TtlState.CREATING), "PASS", "being applied"),
         (
             firestore_admin_v1.Field.TtlConfig(state=TtlState.NEEDS_REPAIR),
             "FAIL",
             "is NEEDS_REPAIR",
         ),
-        (None, "FAIL", f"no TTL policy on {contract.FIRESTORE_COLLECTION}.expires_at"),
+        (None, "FAIL", f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at"),
     ],
     ids=["active", "creating", "needs-repair", "absent"],
 )
@@ -268,10 +268,10 @@ def test_the_ttl_policy_is_read_from_the_admin_api(doctor_on_firestore: Any, ttl
     assert code == (0 if status == "PASS" else 1)
     assert firestore.fields_asked == [
         f"projects/{PROJECT}/databases/chords/collectionGroups/{group}/fields/expires_at"
-        for group in contract.chord_collection_groups()
+        for group in conventions.chord_collection_groups()
     ]
     if status == "FAIL":
-        for group in contract.chord_collection_groups():
+        for group in conventions.chord_collection_groups():
             fix = f"gcloud firestore fields ttls update expires_at --collection-group={group} --enable-ttl --database=chords"
             assert checks["ttl policy"]["fix"].count(fix) == 1
 
@@ -279,11 +279,11 @@ def test_the_ttl_policy_is_read_from_the_admin_api(doctor_on_firestore: Any, ttl
 def test_a_chord_subcollection_without_its_ttl_policy_fails_naming_it(doctor_on_firestore: Any) -> None:
     """The parts and counters of unfinished chords are deleted only by their own groups' policies."""
     active = firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE)
-    code, checks, _ = doctor_on_firestore(ttl_config=active, without_ttl=(contract.FIRESTORE_PARTS_COLLECTION,))
+    code, checks, _ = doctor_on_firestore(ttl_config=active, without_ttl=(conventions.FIRESTORE_PARTS_COLLECTION,))
     assert code == 1 and checks["ttl policy"]["status"] == "FAIL"
-    assert f"no TTL policy on {contract.FIRESTORE_PARTS_COLLECTION}.expires_at" in checks["ttl policy"]["detail"]
-    assert f"--collection-group={contract.FIRESTORE_PARTS_COLLECTION}" in checks["ttl policy"]["fix"]
-    assert contract.FIRESTORE_COLLECTION + "." not in checks["ttl policy"]["detail"]
+    assert f"no TTL policy on {conventions.FIRESTORE_PARTS_COLLECTION}.expires_at" in checks["ttl policy"]["detail"]
+    assert f"--collection-group={conventions.FIRESTORE_PARTS_COLLECTION}" in checks["ttl policy"]["fix"]
+    assert conventions.FIRESTORE_COLLECTION + "." not in checks["ttl policy"]["detail"]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 from celery.result import AsyncResult
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.settings import parse
 from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_store import ChordStore
@@ -71,7 +71,7 @@ def part_request(group_id: str, task_id: str) -> Any:
 
 def chord_store_on(stack: Any) -> ChordStore:
     """A ChordStore on the test's stack, retrying for 30 s at most."""
-    return ChordStore(parse(contract.backend_url(stack.bucket, gcs_project=stack.stack.project, gcs_retry_deadline="30"), {}))
+    return ChordStore(parse(conventions.backend_url(stack.bucket, gcs_project=stack.stack.project, gcs_retry_deadline="30"), {}))
 
 
 def in_seconds(seconds: float) -> dt.datetime:

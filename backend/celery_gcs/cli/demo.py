@@ -41,7 +41,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .. import contract
+from .. import conventions
 from ..local import demo_tasks, processes, services
 from ..local.proxy import Proxy
 from ..local.worker import WorkerFailed, WorkerProcess, celery_worker_argv
@@ -221,7 +221,7 @@ class Demo:
         self.prefix = f"demo-{self.run_id}"
         # A stack of its own gets the default collection; a shared one, the run's own.
         self.collection = (
-            f"demo-{self.run_id}" if options.use_env else contract.FIRESTORE_COLLECTION
+            f"demo-{self.run_id}" if options.use_env else conventions.FIRESTORE_COLLECTION
         )
         self.queue = f"{demo_tasks.DEFAULT_QUEUE}-{self.run_id}"
         self.workdir = Path(tempfile.mkdtemp(prefix="celery-gcs-demo-"))
@@ -286,7 +286,7 @@ class Demo:
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs.port}",
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{firestore.port}",
             "CELERY_BROKER_URL": endpoints.redis_url,
-            "CELERY_RESULT_BACKEND": contract.backend_url(
+            "CELERY_RESULT_BACKEND": conventions.backend_url(
                 endpoints.bucket, self.prefix, firestore_collection=self.collection
             ),
             "CELERY_GCS_DEMO_RUN": self.run_id,
@@ -471,12 +471,12 @@ def _count_objects(endpoints: Endpoints, prefix: str) -> dict[str, int]:
     from ..stores.result_store import ResultStore
 
     kinds = {
-        contract.TASK_KEY_PREFIX: "task results",
-        contract.GROUP_KEY_PREFIX: "group results",
-        contract.CHORD_KEY_PREFIX: "chord state",
+        conventions.TASK_KEY_PREFIX: "task results",
+        conventions.GROUP_KEY_PREFIX: "group results",
+        conventions.CHORD_KEY_PREFIX: "chord state",
     }
     counts = dict.fromkeys([*kinds.values(), "other"], 0)
-    store = ResultStore(parse(contract.backend_url(endpoints.bucket, prefix, gcs_project=endpoints.project), {}))
+    store = ResultStore(parse(conventions.backend_url(endpoints.bucket, prefix, gcs_project=endpoints.project), {}))
     try:
         for listed in store.list():
             kind = next((label for start, label in kinds.items() if listed.name.startswith(start)), "other")
@@ -494,7 +494,7 @@ def _count_documents(endpoints: Endpoints, collection: str) -> int:
     from ..settings import parse
     from ..stores.chord_store import ChordStore
 
-    url = contract.backend_url(endpoints.bucket, gcs_project=endpoints.project, firestore_collection=collection)
+    url = conventions.backend_url(endpoints.bucket, gcs_project=endpoints.project, firestore_collection=collection)
     store = ChordStore(parse(url, {}))
     try:
         return store.left_open()

@@ -42,15 +42,15 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from .. import contract
+from .. import conventions
 from ..errors import ConfigurationError
 from ..settings import Settings, bucket_problem, parse
 from ..stores import admin, retry
 from .options import seconds
 
 #: What the worker does with objects, and the role that grants them on a bucket.
-WORKER_PERMISSIONS = contract.WORKER_BUCKET_PERMISSIONS
-WORKER_ROLE = contract.WORKER_BUCKET_ROLE
+WORKER_PERMISSIONS = conventions.WORKER_BUCKET_PERMISSIONS
+WORKER_ROLE = conventions.WORKER_BUCKET_ROLE
 
 E_NO_CREDENTIALS = "no Google credentials found ({error})"
 FIX_CREDENTIALS = (
@@ -101,10 +101,10 @@ class Config:
     project: str
     #: Firestore's project when it is not ``project`` (the app's firestore_project).
     firestore_project: str | None = None
-    database: str = contract.FIRESTORE_DATABASE
-    collection: str = contract.FIRESTORE_COLLECTION
+    database: str = conventions.FIRESTORE_DATABASE
+    collection: str = conventions.FIRESTORE_COLLECTION
     #: The app's ``result_expires`` in seconds; 0 means results never expire.
-    result_expires: float = float(contract.RESULT_EXPIRES_SECONDS)
+    result_expires: float = float(conventions.RESULT_EXPIRES_SECONDS)
     #: Seconds each check's calls may take, retries included.
     timeout: float = 10.0
     #: A service account to act as (through the caller's credentials), e.g. the worker's.
@@ -119,8 +119,8 @@ class Config:
 
 def lifecycle_fix(bucket: str, result_expires: float, *, emulator: str | None = None) -> str:
     """Rules that delete results once they expire and never before, applied to ``bucket``."""
-    age = max(contract.LIFECYCLE_MAX_AGE_DAYS, _ceil(result_expires / 86_400))
-    return apply_lifecycle(bucket, contract.lifecycle_rules(max_age_days=age), emulator=emulator)
+    age = max(conventions.LIFECYCLE_MAX_AGE_DAYS, _ceil(result_expires / 86_400))
+    return apply_lifecycle(bucket, conventions.lifecycle_rules(max_age_days=age), emulator=emulator)
 
 
 def apply_lifecycle(bucket: str, rules: list[dict[str, object]], *, emulator: str | None) -> str:
@@ -490,9 +490,9 @@ class Doctor:
     def check_ttl(self) -> Check:
         """A TTL policy on every collection group the backend writes chord documents to."""
         config = self.config
-        field = contract.FIRESTORE_TTL_FIELD
+        field = conventions.FIRESTORE_TTL_FIELD
         passed, failed, fixes = [], [], []
-        for group in contract.chord_collection_groups(config.collection):
+        for group in conventions.chord_collection_groups(config.collection):
             fix = (
                 f"gcloud firestore fields ttls update {field} --collection-group={group} --enable-ttl "
                 f"--database={config.database} --project={config.chords_project}"
@@ -609,13 +609,13 @@ def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     elif args.app:
         result_expires = _seconds(expires)
     else:
-        result_expires = float(contract.RESULT_EXPIRES_SECONDS)
+        result_expires = float(conventions.RESULT_EXPIRES_SECONDS)
     return Config(
         bucket=bucket,
         project=project,
         firestore_project=None if args.project or found is None else found.firestore_project,
-        database=args.database or (found.firestore_database if found else contract.FIRESTORE_DATABASE),
-        collection=args.collection or (found.firestore_collection if found else contract.FIRESTORE_COLLECTION),
+        database=args.database or (found.firestore_database if found else conventions.FIRESTORE_DATABASE),
+        collection=args.collection or (found.firestore_collection if found else conventions.FIRESTORE_COLLECTION),
         result_expires=result_expires,
         timeout=args.timeout,
         impersonate=args.impersonate_service_account,
@@ -679,11 +679,11 @@ def parser() -> argparse.ArgumentParser:
         "else GOOGLE_CLOUD_PROJECT)",
     )
     parser.add_argument(
-        "--database", help=f"Firestore database (default: the app's, else {contract.FIRESTORE_DATABASE})"
+        "--database", help=f"Firestore database (default: the app's, else {conventions.FIRESTORE_DATABASE})"
     )
     parser.add_argument(
         "--collection",
-        help=f"Firestore collection of chord documents (default: the app's, else {contract.FIRESTORE_COLLECTION})",
+        help=f"Firestore collection of chord documents (default: the app's, else {conventions.FIRESTORE_COLLECTION})",
     )
     parser.add_argument(
         "--result-expires",

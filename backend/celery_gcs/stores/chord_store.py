@@ -1,6 +1,6 @@
 """Firestore documents that count a chord's parts and guard its callback.
 
-Per chord, in the configured database and collection (names in ``contract``)::
+Per chord, in the configured database and collection (names in ``conventions``)::
 
     {collection}/{chord key}                         size, leaves, added ids, claim, done
     {collection}/{chord key}/{counters}/{level-i}    remaining, reported (chord_tree.py)
@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as api
 from google.cloud import firestore
 
-from .. import contract, observe
+from .. import conventions, observe
 from ..errors import (
     E_CHORD_FIELD,
     E_DATABASE_DENIED,
@@ -159,12 +159,12 @@ class ChordStore:
     def _counter(self, key: str, node: Node) -> firestore.DocumentReference:
         return (
             self._chord(key)
-            .collection(contract.FIRESTORE_COUNTERS_COLLECTION)
+            .collection(conventions.FIRESTORE_COUNTERS_COLLECTION)
             .document(node.document_id)
         )
 
     def _part(self, key: str, part: str) -> firestore.DocumentReference:
-        return self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).document(part)
+        return self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION).document(part)
 
     def _call(self, what: str, func: Callable[[], T], kind: str = FIRESTORE_READ) -> T:
         """Every call to Firestore: reported (``observe``) and its errors translated (``google_errors``)."""
@@ -435,7 +435,7 @@ class ChordStore:
             chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
             if chord is None or chord.done or (chord.expires_at and chord.expires_at >= due_before):
                 return False
-            transaction.update(ref, {contract.FIRESTORE_TTL_FIELD: expires_at})
+            transaction.update(ref, {conventions.FIRESTORE_TTL_FIELD: expires_at})
             return True
 
         return self._transact("extending a chord", attempt)
@@ -443,7 +443,7 @@ class ChordStore:
     def refresh(self, key: str, nodes: Iterable[Node], expires_at: dt.datetime) -> None:
         """Push back the expiry of a running chord's counters."""
         refs = [self._counter(key, node) for node in nodes]
-        fields = {contract.FIRESTORE_TTL_FIELD: expires_at}
+        fields = {conventions.FIRESTORE_TTL_FIELD: expires_at}
         try:
             # Safe to repeat: the same expiry written again.
             self._commit_in_batches("refreshing a chord's expiry", refs, lambda batch, ref: batch.update(ref, fields))
@@ -456,7 +456,7 @@ class ChordStore:
         An ended chord's own document stays, marked done, until its TTL: it is
         not counted. Reads every document: for the demo's summary, not for workers.
         """
-        groups = (contract.FIRESTORE_PARTS_COLLECTION, contract.FIRESTORE_COUNTERS_COLLECTION)
+        groups = (conventions.FIRESTORE_PARTS_COLLECTION, conventions.FIRESTORE_COUNTERS_COLLECTION)
 
         def count() -> int:
             left = 0
@@ -545,7 +545,7 @@ def _transaction_error(exc: ValueError, outer: BaseException | None) -> BaseExce
 
 
 def _ttl(expires_at: dt.datetime | None) -> dict[str, Any]:
-    return {contract.FIRESTORE_TTL_FIELD: expires_at} if expires_at else {}
+    return {conventions.FIRESTORE_TTL_FIELD: expires_at} if expires_at else {}
 
 
 def _with(chord: Chord, updates: Mapping[str, Any]) -> Chord:
@@ -617,7 +617,7 @@ def chord_from(snapshot: firestore.DocumentSnapshot, database: str) -> Chord | N
     claim = _claim_from(data.get("claim"))
     if claim is None and data.get("claim") is not None:
         log.warning("%s; taken as no claim", bad("claim", "not a claim this backend wrote"))
-    expires_at = data.get(contract.FIRESTORE_TTL_FIELD)
+    expires_at = data.get(conventions.FIRESTORE_TTL_FIELD)
     return Chord(
         size=size,
         leaves=leaves,

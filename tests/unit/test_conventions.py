@@ -1,15 +1,15 @@
-"""contract.py: the one builder of the backend's URL, read back by settings.parse."""
+"""conventions.py: the one builder of the backend's URL, read back by settings.parse."""
 
 from __future__ import annotations
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.errors import ConfigurationError
 from celery_gcs.settings import parse
 
 
 def test_the_url_built_is_the_url_parsed() -> None:
-    url = contract.backend_url(
+    url = conventions.backend_url(
         "results", "team/a", gcs_project="p-1", firestore_database="(default)", firestore_collection="c"
     )
     assert url == "gcs://results/team/a?gcs_project=p-1&firestore_database=(default)&firestore_collection=c"
@@ -27,9 +27,9 @@ def test_the_url_built_is_the_url_parsed() -> None:
     ],
 )
 def test_empty_parts_are_left_out(base_path: str, settings: dict[str, str | None], url: str) -> None:
-    assert contract.backend_url("results", base_path, **settings) == url
+    assert conventions.backend_url("results", base_path, **settings) == url
 
 
 def test_a_key_the_backend_does_not_know_is_refused_when_read_back() -> None:
     with pytest.raises(ConfigurationError, match="gcs_tll"):
-        parse(contract.backend_url("results", gcs_tll="5"), {})
+        parse(conventions.backend_url("results", gcs_tll="5"), {})
