@@ -33,6 +33,7 @@ from . import (
     broker,
     chord_store,
     cluster,
+    cmek,
     common,
     identity,
     keda,
@@ -87,6 +88,8 @@ class CeleryStackArgs:
     bucket_location: str = ""
     #: Key prefix inside the bucket (the URL's path).
     base_path: str = ""
+    #: Cloud KMS key for every resource that takes one; a resource in another location uses the
+    #: same key ring and key name there (cmek.key_in: eur3 -> europe, a region -> that region).
     kms_key_name: str = ""
     # Chord store.
     #: Default: ``PREFIX-chords``, the stack's own database: two stacks never
@@ -103,8 +106,9 @@ class CeleryStackArgs:
     redis_tier: str = ""
     redis_memory_gb: int = 1
     redis_version: str = "REDIS_7_2"
-    #: DIRECT_PEERING, or PRIVATE_SERVICE_ACCESS (required on a Shared VPC).
-    redis_connect_mode: str = "DIRECT_PEERING"
+    #: DIRECT_PEERING, or PRIVATE_SERVICE_ACCESS (required on another project's network: a Shared
+    #: VPC, an existing cluster in another project). Empty: chosen from the network's project.
+    redis_connect_mode: str = ""
     #: Memorystore's weekly maintenance window, ``DAY HH:00`` UTC.
     redis_maintenance_window: str = "SUNDAY 03:00"
     # Cluster.
@@ -241,6 +245,10 @@ class CeleryStackArgs:
             "cluster_project": self.cluster_project or self.project,
             "redis_tier": self.redis_tier or ("STANDARD_HA" if self.protect else "BASIC"),
         }
+        if not self.cluster and not self.redis_connect_mode:
+            # A new cluster's network is known now; an existing cluster's once it is read.
+            path = common.network_id(self.project, self.network) if self.network else ""
+            derived["redis_connect_mode"] = broker.connect_mode_for(path, self.project)
         for name, value in derived.items():
             object.__setattr__(self, name, value)
         # The workers' names and identity are the stack's own: two stacks never
@@ -279,7 +287,7 @@ class CeleryStackArgs:
             project=self.project,
             bucket_name=self.bucket_name,
             location=self.bucket_location,
-            kms_key_name=self.kms_key_name,
+            kms_key_name=cmek.key_in(self.kms_key_name, self.bucket_location),
             force_destroy=not self.protect,
             protect=self.protect,
             labels=self.labels,
@@ -292,7 +300,7 @@ class CeleryStackArgs:
             location=self.firestore_location,
             collection=self.firestore_collection,
             protect=self.protect,
-            kms_key_name=self.kms_key_name,
+            kms_key_name=cmek.key_in(self.kms_key_name, self.firestore_location),
         )
 
     def network_args(self) -> network.NetworkArgs:
@@ -329,7 +337,7 @@ class CeleryStackArgs:
             node_account_id=f"{self.prefix}-nodes",
             authorized_networks=cluster.authorized_networks(self.authorized_networks),
             private_endpoint=self.private_endpoint,
-            kms_key_name="" if self.cluster else self.kms_key_name,
+            kms_key_name="" if self.cluster else cmek.key_in(self.kms_key_name, self.cluster_location),
             maintenance_start=self.maintenance_start,
             protect=self.protect,
             labels=self.labels,
@@ -350,9 +358,9 @@ class CeleryStackArgs:
             url=self.broker_url,
             connect_mode=self.redis_connect_mode,
             shared_vpc=bool(self.network)
-            and network.network_project(self.network, self.project) != self.project,
+            and common.network_project(self.network, self.project) != self.project,
             maintenance_window=self.redis_maintenance_window,
-            kms_key_name=self.kms_key_name,
+            kms_key_name=cmek.key_in(self.kms_key_name, self.region),
         )
 
     def app_build_args(self) -> dict[str, str]:
@@ -377,7 +385,7 @@ class CeleryStackArgs:
             protect=self.protect,
             readers=readers,
             labels=self.labels,
-            kms_key_name=self.kms_key_name,
+            kms_key_name=cmek.key_in(self.kms_key_name, self.region),
         )
 
     def identity_args(

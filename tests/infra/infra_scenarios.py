@@ -161,6 +161,11 @@ def scenarios() -> dict[str, dict]:
         "nat_a": new_environment("nat-a", {"cloudNat": True}),
         "nat_b": new_environment("nat-b", {"cloudNat": True}),
         "cmek": new_environment("cmek", {"kmsKeyName": CMEK_KEY, "protect": True}),
+        # The prod example's multi-region Firestore (eur3) and a multi-region bucket (EU), one key name.
+        "cmek_multi_region": new_environment(
+            "cmek-mr",
+            {"kmsKeyName": CMEK_KEY, "protect": True, "firestoreLocation": "eur3", "bucketLocation": "EU"},
+        ),
         "shared_vpc": new_environment(
             "svpc",
             {

@@ -986,3 +986,16 @@ def test_a_keda_release_outside_the_clusters_range_is_refused_at_preview():
     assert "tested on Kubernetes 1.29-1.31" in str(refused.value)
     assert keda.supports(keda.CHART_VERSION, cluster_mod.DEFAULT_KUBERNETES_VERSION)
     assert not keda.supports("2.19.0", "1.35")
+
+
+def test_multi_region_locations_get_the_stacks_key_in_their_kms_location(runs):
+    """Regression: with firestoreLocation eur3 no single kmsKeyName was accepted (issue 22)."""
+    inv = _run(runs, "cmek_multi_region")
+    database = inv.one("gcp:firestore/database:Database")["inputs"]
+    bucket = inv.one("gcp:storage/bucket:Bucket")["inputs"]
+    redis = inv.one(REDIS)["inputs"]
+    assert database["cmekConfig"]["kmsKeyName"] == "projects/acme-kms/locations/europe/keyRings/celery/cryptoKeys/all"
+    assert bucket["encryption"]["defaultKmsKeyName"] == database["cmekConfig"]["kmsKeyName"]
+    assert redis["customerManagedKey"] == "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/all"
+    granted = {g["inputs"]["cryptoKeyId"] for g in inv.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")}
+    assert {database["cmekConfig"]["kmsKeyName"], redis["customerManagedKey"]} <= granted

@@ -284,7 +284,8 @@ def test_a_prebuilt_image_needs_no_app_directory():
             "a Shared VPC",
         ),
         (
-            {"network": "projects/acme-host/global/networks/shared", "subnetwork": "s"},
+            {"network": "projects/acme-host/global/networks/shared", "subnetwork": "s",
+             "redisConnectMode": "DIRECT_PEERING"},
             "redisConnectMode",
             "only through private services access",
         ),
@@ -297,16 +298,6 @@ def test_a_prebuilt_image_needs_no_app_directory():
         ({"protect": "true", "redisTier": "BASIC"}, "redisTier", "has no replica"),
         ({"redisMaintenanceWindow": "SUNDAY 03:30"}, "redisMaintenanceWindow", "start on the hour"),
         ({"redisMaintenanceWindow": "someday 03:00"}, "redisMaintenanceWindow", "not a weekly maintenance window"),
-        (
-            {"kmsKeyName": "projects/k/locations/europe/keyRings/r/cryptoKeys/c"},
-            "kmsKeyName",
-            "Cloud KMS keys only encrypt resources in their own location",
-        ),
-        (
-            {"kmsKeyName": "projects/k/locations/europe-west1/keyRings/r/cryptoKeys/c", "firestoreLocation": "eur3"},
-            "kmsKeyName",
-            "the Firestore database is in eur3",
-        ),
     ],
 )
 def test_network_control_plane_broker_and_key_settings_are_checked(extra, key, problem):
@@ -344,3 +335,39 @@ def test_settings_of_the_other_kind_of_cluster_are_refused(extra, key, problem):
     error = load_error({f"celery-gcs:{k}": v for k, v in extra.items()})
     assert error.key == f"celery-gcs:{key}"
     assert problem in str(error)
+
+
+def test_the_broker_connect_mode_follows_the_networks_project():
+    """Another project's network (a Shared VPC host) gets PRIVATE_SERVICE_ACCESS; the stack's own VPC, peering."""
+    shared = load({"celery-gcs:network": "projects/acme-host/global/networks/shared", "celery-gcs:subnetwork": "s"})
+    assert shared.redis_connect_mode == "PRIVATE_SERVICE_ACCESS"
+    assert load().redis_connect_mode == "DIRECT_PEERING"
+    chosen = load({"celery-gcs:redisConnectMode": "PRIVATE_SERVICE_ACCESS"})
+    assert chosen.redis_connect_mode == "PRIVATE_SERVICE_ACCESS"
+
+
+def test_an_existing_clusters_network_decides_the_connect_mode_when_read():
+    from celery_gcs_infra import broker
+
+    assert broker.connect_mode_for("projects/acme-net/global/networks/shared", "acme-celery-dev") == (
+        "PRIVATE_SERVICE_ACCESS"
+    )
+    assert broker.connect_mode_for("projects/acme-celery-dev/global/networks/own", "acme-celery-dev") == (
+        "DIRECT_PEERING"
+    )
+    with pytest.raises(ValueError, match="set redisConnectMode to PRIVATE_SERVICE_ACCESS"):
+        broker.connect_mode_for("projects/acme-net/global/networks/shared", "acme-celery-dev", "DIRECT_PEERING")
+
+
+def test_the_key_name_is_derived_for_each_location_and_a_component_refuses_a_foreign_key():
+    from celery_gcs_infra import cmek, result_store
+
+    key = "projects/k/locations/europe/keyRings/r/cryptoKeys/c"
+    args = load({"celery-gcs:kmsKeyName": key, "celery-gcs:firestoreLocation": "nam5"})
+    assert args.chord_store_args().kms_key_name == "projects/k/locations/us/keyRings/r/cryptoKeys/c"
+    assert args.result_store_args().kms_key_name == "projects/k/locations/europe-west1/keyRings/r/cryptoKeys/c"
+    assert cmek.kms_location("EU") == "europe"
+    with pytest.raises(SettingError) as refused:
+        result_store.ResultStoreArgs(project="acme-celery-dev", bucket_name="b-results", location="europe-west1",
+                                     kms_key_name=key)
+    assert "Cloud KMS keys only encrypt resources in their own location" in str(refused.value)

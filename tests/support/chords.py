@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import states
 from celery.result import AsyncResult
 from celery_gcs import conventions
 from celery_gcs.settings import parse
@@ -84,3 +85,8 @@ def open_chord(store: ChordStore, size: int) -> tuple[str, list[str], int]:
     leaves = chord_tree.leaf_count(size)
     store.create(key, size, leaves, chord_tree.initial_counts(ids, leaves), in_seconds(60))
     return key, ids, leaves
+
+
+def store_part(app: Any, group_id: str, task_id: str, value: object) -> None:
+    """A header task of ``group_id`` returns ``value`` in this process: counted, maybe completing its chord, stored."""
+    app.backend.store_result(task_id, value, states.SUCCESS, request=part_request(group_id, task_id))

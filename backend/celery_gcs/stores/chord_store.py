@@ -48,6 +48,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # Firestore's limit of writes per commit
+#: The chord document's field naming who refreshes the chord's expiry, until when (a claim of its own).
+_REFRESHING = "refreshing"
 #: Answers a caller expects (a part counted before, a counter gone, a precondition that moved),
 #: reported as refused rather than failed.
 _REFUSALS = (api.Conflict, api.NotFound, api.FailedPrecondition)
@@ -116,6 +118,18 @@ class Settled:
     claimed: bool = False
     #: Someone else holds a live claim, until ``chord.claim.lease_until``.
     held: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refresh:
+    """What taking a chord's refresh found."""
+
+    #: This caller refreshes the chord, then calls ``end_refresh``.
+    started: bool
+    #: The chord document's expiry as read.
+    expires_at: dt.datetime | None = None
+    #: Another process is refreshing it, for this many more seconds at most.
+    busy_for: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -427,18 +441,42 @@ class ChordStore:
                 write(batch, item)
             self._commit(what, batch)
 
-    def extend(self, key: str, due_before: dt.datetime, expires_at: dt.datetime) -> bool:
-        """Push back the chord's expiry if it falls before ``due_before``; False if another process just did."""
+    def start_refresh(
+        self, key: str, due_before: dt.datetime, token: str, lease: float
+    ) -> Refresh:
+        """Take the chord's refresh if its expiry falls before ``due_before``, for ``lease`` seconds.
+
+        The new expiry is written only once the refresh is done
+        (``end_refresh``): a refresh that fails half-way leaves the chord due,
+        and the next part takes it once this lease has run out (or at once,
+        if the failed one gave it up).
+        """
         ref = self._chord(key)
 
-        def attempt(transaction: firestore.Transaction) -> bool:
-            chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
+        def attempt(transaction: firestore.Transaction) -> Refresh:
+            snapshot = ref.get(transaction=transaction, timeout=self._timeout)
+            chord = self._chord_from(snapshot)
             if chord is None or chord.done or (chord.expires_at and chord.expires_at >= due_before):
-                return False
-            transaction.update(ref, {conventions.FIRESTORE_TTL_FIELD: expires_at})
-            return True
+                return Refresh(started=False, expires_at=chord.expires_at if chord else None)
+            now = snapshot.read_time
+            busy = _claim_from((snapshot.to_dict() or {}).get(_REFRESHING))
+            if busy is not None and busy.token != token and busy.lease_until > now:
+                return Refresh(started=False, expires_at=chord.expires_at, busy_for=(busy.lease_until - now).total_seconds())
+            mine = Claim(token, now + dt.timedelta(seconds=lease))
+            transaction.update(ref, {_REFRESHING: _claim_fields(mine)})
+            return Refresh(started=True, expires_at=chord.expires_at)
 
-        return self._transact("extending a chord", attempt)
+        return self._transact("taking a chord's refresh", attempt)
+
+    def end_refresh(self, key: str, expires_at: dt.datetime | None) -> None:
+        """The refresh is done (``expires_at`` set) or given up (None): the chord's expiry, and no refresh taken."""
+        fields: dict[str, Any] = {_REFRESHING: firestore.DELETE_FIELD}
+        if expires_at is not None:
+            fields[conventions.FIRESTORE_TTL_FIELD] = expires_at
+        try:
+            self._call("ending a chord's refresh", lambda: self._chord(key).update(fields, **self._call_options))
+        except api.NotFound:
+            pass  # the chord document expired meanwhile (a missing database was raised as DatabaseNotFound)
 
     def refresh(self, key: str, nodes: Iterable[Node], expires_at: dt.datetime) -> None:
         """Push back the expiry of a running chord's counters."""

@@ -2,8 +2,9 @@
 
 The only module that talks to Cloud Storage. It sizes the HTTP connection
 pool to the thread pool, disables the client's background bucket look-ups,
-and turns google-api-core errors into ``celery_gcs.errors`` (through
-``google_errors``' one table). Reads and deletes are retried; a write only
+turns google-api-core errors into ``celery_gcs.errors`` (through
+``google_errors``' one table), and keeps every request within its caller's
+deadline (``deadline.within``). Reads and deletes are retried; a write only
 with a generation precondition, or when its caller says it is idempotent
 (``retry.for_write``).
 """
@@ -15,6 +16,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import requests
@@ -24,7 +26,7 @@ from google.api_core import exceptions as api
 from google.auth import environment_vars
 from google.cloud import storage
 
-from .. import observe
+from .. import deadline, observe
 from ..errors import (
     E_BUCKET_DENIED,
     E_BUCKET_MISSING,
@@ -74,7 +76,6 @@ class ResultStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._retry = retry.policy(settings.retry_deadline)
         self._client = PerProcess(self._new_client, lambda client: client.close())
         self._pool = PerProcess(self._new_pool, lambda pool: pool.shutdown(wait=False))
 
@@ -89,19 +90,28 @@ class ResultStore:
         bucket = self._client.get().bucket(self.settings.bucket)
         return bucket.blob(self.settings.object_name(name))
 
+    def limits(self, caller: float | None, what: str) -> retry.Limits:
+        """A call's retry and timeout: the settings', within the caller's deadline (``deadline.current()``)."""
+        return retry.limits(self.settings.retry_deadline, self.settings.timeout, caller, what=what)
+
     def get(self, name: str) -> StoredObject | None:
+        return self._get(name, deadline.current())
+
+    def _get(self, name: str, caller: float | None) -> StoredObject | None:
         blob = self._blob(name)
+        where = _Bucket(self, "read", blob.name, caller=caller)
         try:
-            with google_errors.mapped(_Bucket(self, "read", blob.name)), observe.request(GCS_READ, _REFUSALS):
-                data = blob.download_as_bytes(retry=self._retry, timeout=self.settings.timeout)
+            with google_errors.mapped(where), observe.request(GCS_READ, _REFUSALS):
+                data = blob.download_as_bytes(retry=where.limits.retry, timeout=where.limits.timeout)
         except api.NotFound:
             return None  # the object (a missing bucket was raised as BucketNotFound)
         return StoredObject(data, int(blob.generation or 0))
 
     def get_many(self, names: Sequence[str]) -> list[StoredObject | None]:
+        caller = deadline.current()  # the pool's threads do not see the caller's context
         if len(names) <= 1:
-            return [self.get(name) for name in names]
-        return list(self._pool.get().map(self.get, names))
+            return [self._get(name, caller) for name in names]
+        return list(self._pool.get().map(partial(self._get, caller=caller), names))
 
     def put(
         self,
@@ -125,17 +135,15 @@ class ResultStore:
         blob.custom_time = expires_at
         blob.metadata = dict(metadata) if metadata else None
         safe = if_generation_match is not None or idempotent
+        where = _Bucket(self, "write", blob.name, caller=deadline.current(), any_404_is_the_bucket=True)
         try:
-            with (
-                google_errors.mapped(_Bucket(self, "write", blob.name, any_404_is_the_bucket=True)),
-                observe.request(GCS_WRITE, _REFUSALS),
-            ):
+            with google_errors.mapped(where), observe.request(GCS_WRITE, _REFUSALS):
                 blob.upload_from_string(
                     data,
                     content_type=content_type,
                     if_generation_match=if_generation_match,
-                    retry=retry.for_write(self._retry, safe_to_repeat=safe),
-                    timeout=self.settings.timeout,
+                    retry=retry.for_write(where.limits.retry, safe_to_repeat=safe),
+                    timeout=where.limits.timeout,
                 )
         except api.PreconditionFailed as exc:
             raise GenerationMismatch(name) from exc
@@ -147,19 +155,24 @@ class ResultStore:
 
     def remove(self, name: str) -> bool:
         """Delete in one request (retried: idempotent); False when there was nothing to delete."""
+        return self._remove(name, deadline.current())
+
+    def _remove(self, name: str, caller: float | None) -> bool:
         blob = self._blob(name)
+        where = _Bucket(self, "delete", blob.name, caller=caller)
         try:
-            with google_errors.mapped(_Bucket(self, "delete", blob.name)), observe.request(GCS_DELETE, _REFUSALS):
-                blob.delete(retry=self._retry, timeout=self.settings.timeout)
+            with google_errors.mapped(where), observe.request(GCS_DELETE, _REFUSALS):
+                blob.delete(retry=where.limits.retry, timeout=where.limits.timeout)
         except api.NotFound:
             return False  # the object (a missing bucket was raised as BucketNotFound)
         return True
 
     def remove_many(self, names: Sequence[str]) -> list[bool]:
         """``remove`` each, in parallel on the pool: one request per object."""
+        caller = deadline.current()
         if len(names) <= 1:
-            return [self.remove(name) for name in names]
-        return list(self._pool.get().map(self.remove, names))
+            return [self._remove(name, caller) for name in names]
+        return list(self._pool.get().map(partial(self._remove, caller=caller), names))
 
     def list(self, prefix: str = "") -> Iterator[Listed]:
         """Objects whose names start with ``prefix`` (under the base path), in name order.
@@ -168,14 +181,15 @@ class ResultStore:
         nothing is read or downloaded.
         """
         base = self.settings.object_name("")
+        where = _Bucket(self, "list", base + prefix, caller=deadline.current(), any_404_is_the_bucket=True)
         pages = self._client.get().list_blobs(
             self.settings.bucket,
             prefix=base + prefix,
             page_size=LIST_PAGE,
-            retry=self._retry,
-            timeout=self.settings.timeout,
+            retry=where.limits.retry,
+            timeout=where.limits.timeout,
         )
-        with google_errors.mapped(_Bucket(self, "list", base + prefix, any_404_is_the_bucket=True)):
+        with google_errors.mapped(where):
             for page in _observed_pages(pages.pages):
                 for blob in page:
                     yield Listed(
@@ -193,6 +207,16 @@ class ResultStore:
             return E_NO_PROJECT
         source = self.settings.sources.get("gcs_project") if self.settings.project else None
         return f"{project}, from {source or environment_vars.PROJECT}"
+
+
+def _observed_pages(pages: Iterator[Any]) -> Iterator[Any]:
+    """Each page of a listing, its request reported (the iterator sends one as each page is asked for)."""
+    while True:
+        with observe.request(GCS_LIST):
+            page = next(pages, None)
+        if page is None:
+            return
+        yield page
 
 
 def new_client(settings: Settings, *, environment_once: bool = True) -> storage.Client:
@@ -216,16 +240,6 @@ def new_client(settings: Settings, *, environment_once: bool = True) -> storage.
     return client
 
 
-def _observed_pages(pages: Iterator[Any]) -> Iterator[Any]:
-    """Each page of a listing, its request reported (the iterator sends one as each page is asked for)."""
-    while True:
-        with observe.request(GCS_LIST):
-            page = next(pages, None)
-        if page is None:
-            return
-        yield page
-
-
 def read_environment_once(session: requests.Session, endpoint: str) -> None:
     """Settle what requests would read from the environment on every request, now.
 
@@ -244,17 +258,27 @@ def read_environment_once(session: requests.Session, endpoint: str) -> None:
     session.trust_env = False
 
 
-#: How a transient failure's message says what was being done.
+#: How a failure's message says what was being done.
 _GERUNDS = {"read": "reading", "write": "writing", "delete": "deleting", "list": "listing"}
 
 
 class _Bucket:
-    """Where a call on the bucket went, in the words of its errors (``google_errors.Place``)."""
+    """Where a call on the bucket went, and its limits, in the words of its errors (``google_errors.Place``)."""
 
     service = "Cloud Storage"
 
-    def __init__(self, store: ResultStore, action: str, name: str, *, any_404_is_the_bucket: bool = False) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        action: str,
+        name: str,
+        *,
+        caller: float | None = None,
+        any_404_is_the_bucket: bool = False,
+    ) -> None:
         self._store, self._bucket, self._action, self._name = store, store.settings.bucket, action, name
+        self.what = f"{_GERUNDS.get(action, action)} gs://{self._bucket}/{name}"
+        self.limits = store.limits(caller, self.what) if action in _GERUNDS else None
         # An upload or a listing has no object to miss: its 404 is the bucket's.
         self._any_404_is_the_bucket = any_404_is_the_bucket
 
@@ -268,8 +292,10 @@ class _Bucket:
         return AccessDenied(E_BUCKET_DENIED.format(action=self._action, bucket=self._bucket, name=self._name, reason=reason))
 
     def transient(self, exc: BaseException) -> TransientError:
-        doing = _GERUNDS.get(self._action, self._action)
-        return TransientError(f"{doing} gs://{self._bucket}/{self._name}: {exc}")
+        """Gave up (``TimedOut`` when the caller's time ran out first)."""
+        if self.limits is None:
+            return TransientError(f"{self.what}: {exc}")
+        return self.limits.gave_up(self.what, exc)
 
 
 def _environment_project() -> str | None:

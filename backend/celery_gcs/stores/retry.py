@@ -16,8 +16,11 @@ could overwrite what another writer stored in between.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import socket
+import time
+from dataclasses import dataclass
 
 import requests
 import urllib3.exceptions
@@ -26,7 +29,7 @@ from google.api_core.retry import Retry
 from google.auth import exceptions as auth
 from google.cloud.storage.exceptions import InvalidResponse
 
-from ..errors import TransientError
+from ..errors import E_TIMED_OUT, TimedOut, TransientError
 
 _RETRYABLE_TYPES: tuple[type[BaseException], ...] = (
     api.TooManyRequests,  # 429: rate limits, including Firestore's per-document limit
@@ -81,3 +84,41 @@ def policy(deadline: float) -> Retry:
 def for_write(retry: Retry, *, safe_to_repeat: bool) -> Retry | None:
     """A write's retry: ``retry`` if it carries a precondition or is idempotent by construction, else none."""
     return retry if safe_to_repeat else None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One call's retry policy and per-attempt timeout, within the caller's deadline if it has one."""
+
+    retry: Retry
+    timeout: float
+    #: The caller's deadline comes before ours: running out is the caller's timeout.
+    caller_bound: bool = False
+
+    def gave_up(self, what: str, exc: BaseException) -> TransientError:
+        """The error for a call whose retries ran out: ``TimedOut`` when the caller's time did."""
+        if self.caller_bound:
+            return TimedOut(E_TIMED_OUT.format(what=what, reason=exc))
+        return TransientError(f"{what}: {exc}")
+
+
+def limits(retry_deadline: float, timeout: float, caller_deadline: float | None, *, what: str) -> Limits:
+    """A call's limits: ``retry_deadline`` and ``timeout``, or the caller's remaining time if less.
+
+    ``caller_deadline`` is ``deadline.current()``; a caller out of time gets
+    ``TimedOut`` before any request is made.
+    """
+    if caller_deadline is None:
+        return Limits(_policy(retry_deadline), timeout)
+    left = caller_deadline - time.monotonic()
+    if left <= 0:
+        raise TimedOut(E_TIMED_OUT.format(what=what, reason="no time left before the request"))
+    if left >= retry_deadline and left >= timeout:
+        return Limits(_policy(retry_deadline), timeout)
+    return Limits(policy(min(retry_deadline, left)), min(timeout, left), caller_bound=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(deadline: float) -> Retry:
+    """``policy``, built once per deadline: the settings' one is used on every request."""
+    return policy(deadline)
