@@ -42,12 +42,12 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 
-from . import contract, observe, retry
+from . import conventions, observe
 from .errors import CorruptResult
 from .keys import part_document_id
 from .perprocess import PerProcess
 from .stored_results import EncodedState, StoredResults
-from .stores import chord_tree
+from .stores import chord_tree, retry
 from .stores.chord_store import Chord, ChordStore, Settle, Settled
 from .stores.chord_tree import Node
 
@@ -295,7 +295,7 @@ class ChordCoordinator:
     def _fail_uncountable(self, part: Part, key: str, node: Node) -> Settled | None:
         """A counter gone while its chord is open: nothing can count the chord, so fail it once."""
         settings = self.results.settings
-        path = f"{settings.firestore_collection}/{key}/{contract.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
+        path = f"{settings.firestore_collection}/{key}/{conventions.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
         reason = (
             f"Chord {part.group_id}: counter document {path!r} in Firestore database "
             f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand?); "
