@@ -8,7 +8,7 @@ import types
 import uuid
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.settings import parse
 from celery_gcs.stores import chord_store, chord_tree
 from celery_gcs.stores.chord_store import ChordStore, Settle
@@ -75,9 +75,9 @@ def test_adding_grows_the_chord_once_per_task(store) -> None:
 def test_adding_keeps_the_chord_document_the_same_size_and_the_added_in_order(store, stack) -> None:
     """Issue 26: the chord document listed every added id, so the 28,335th add hit Firestore's 1 MiB limit,
     and every settle read the whole list."""
-    key, _, _ = _chord(store, 1)
+    key, _, _ = open_chord(store, 1)
     client = firestore.Client(project=stack.stack.project)
-    document = client.collection(contract.FIRESTORE_COLLECTION).document(key)
+    document = client.collection(conventions.FIRESTORE_COLLECTION).document(key)
     store.add(key, "extra-0", "extra-0", None)
     once = document.get().to_dict()
     for n in range(1, 30):

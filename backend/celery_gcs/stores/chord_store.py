@@ -353,7 +353,7 @@ class ChordStore:
         holder once; ``listed`` are ids a chord document written before this
         version lists itself, which come first.
         """
-        query = self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).where(
+        query = self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION).where(
             filter=firestore.FieldFilter("added", "==", True)
         )
         snapshots = self._call(
