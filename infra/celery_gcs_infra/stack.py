@@ -132,6 +132,8 @@ class CeleryStackArgs:
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     #: The KEDA chart the stack installs on a cluster it creates (checked against kubernetes_version).
     keda_version: str = keda.CHART_VERSION
+    #: Where KEDA runs: the stack installs it there, or it is there already (``keda_installed``).
+    keda_namespace: str = keda.NAMESPACE
     cloud_nat: bool = False
     #: Daily GKE maintenance window start (UTC, HH:MM) of a new cluster.
     maintenance_start: str = "03:00"
@@ -152,6 +154,7 @@ class CeleryStackArgs:
         common.project_id(self.project)
         common.region(self.region)
         common.dns_label(self.prefix, "prefix", max_len=23)
+        common.dns_label(self.keda_namespace, "keda_namespace")
         common.check(
             self.prefix[0].isalpha(),
             "prefix",
@@ -410,6 +413,7 @@ class CeleryStackArgs:
     def keda_args(self, provider: k8s.Provider | None) -> keda.KedaArgs:
         return keda.KedaArgs(
             version=self.keda_version,
+            namespace=self.keda_namespace,
             kubernetes_version=self.kubernetes_version,
             provider=provider,
         )
@@ -535,6 +539,7 @@ class CeleryStack(pulumi.ComponentResource):
                 broker=self.broker.connection,
                 provider=self.cluster_component.provider,
                 keda=self.keda,
+                keda_namespace=args.keda_namespace,
                 google_apis_cidr=network.PRIVATE_GOOGLE_APIS_CIDR if own_vpc else "0.0.0.0/0",
             ),
             # The pods need their identity, its grants and the TTL policy in place.

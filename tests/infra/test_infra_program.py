@@ -1044,3 +1044,28 @@ def test_the_example_app_applies_the_stacks_long_task_settings():
     }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False", "7200"]
+
+
+def test_scaling_survives_one_lost_pod_or_metrics_outage(prod):
+    """Regression: one queue-length replica and no PDB, and no fallback in the ScaledObject:
+    one evicted pod left KEDA blind, and a blind ScaledObject can stop every worker."""
+    (service,) = [d for d in prod.of_type(DEPLOYMENT) if d["name"].endswith("queue-length-deployment")]
+    assert service["inputs"]["spec"]["replicas"] >= 2
+    labels = service["inputs"]["spec"]["template"]["metadata"]["labels"]
+    budgets = [
+        b for b in prod.of_type("kubernetes:policy/v1:PodDisruptionBudget")
+        if all(labels.get(k) == v for k, v in b["inputs"]["spec"]["selector"]["matchLabels"].items())
+    ]
+    assert [b["inputs"]["spec"]["maxUnavailable"] for b in budgets] == [1]
+    scaled = prod.one("kubernetes:keda.sh/v1alpha1:ScaledObject")["inputs"]["spec"]
+    assert scaled["fallback"]["failureThreshold"] >= 1
+    assert scaled["fallback"]["replicas"] >= max(1, scaled["minReplicaCount"])
+
+
+def test_the_keda_namespace_is_a_setting(runs):
+    """Regression: the queue-length service admitted only a namespace named keda."""
+    inv = _run(runs, "long_tasks")
+    assert inv.one("kubernetes:helm.sh/v3:Release")["inputs"]["namespace"] == "autoscaling"
+    (policy,) = [p for p in inv.of_type(NETWORK_POLICY) if p["name"].endswith("queue-length-netpol")]
+    peer = policy["inputs"]["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "autoscaling"}

@@ -8,9 +8,11 @@ import types
 import uuid
 
 import pytest
+from celery_gcs import conventions
 from celery_gcs.settings import parse
 from celery_gcs.stores import chord_store, chord_tree
 from celery_gcs.stores.chord_store import ChordStore, Settle
+from google.cloud import firestore
 
 from ..support.chords import chord_store_on, in_seconds, open_chord
 
@@ -65,8 +67,25 @@ def test_adding_grows_the_chord_once_per_task(store) -> None:
     assert store.add(key, "extra-1", "extra-1", None) is True
     assert store.add(key, "extra-1", "extra-1", None) is False
     chord = store.read(key)
-    assert (chord.added, chord.added_pending) == (("extra-1",), 1)
+    assert chord.added_pending == 1
+    assert store.added(key) == ["extra-1"]
     assert store.read_part(key, "extra-1") == chord_store.PartState(added=True, counted=False)
+
+
+def test_adding_keeps_the_chord_document_the_same_size_and_the_added_in_order(store, stack) -> None:
+    """Issue 26: the chord document listed every added id, so the 28,335th add hit Firestore's 1 MiB limit,
+    and every settle read the whole list."""
+    key, _, _ = open_chord(store, 1)
+    client = firestore.Client(project=stack.stack.project)
+    document = client.collection(conventions.FIRESTORE_COLLECTION).document(key)
+    store.add(key, "extra-0", "extra-0", None)
+    once = document.get().to_dict()
+    for n in range(1, 30):
+        store.add(key, f"extra-{n}", f"extra-{n}", None)
+    after = document.get().to_dict()
+    assert {**after, "added_pending": 1} == once  # nothing but the count of pending added tasks changed
+    assert after["added_pending"] == 30
+    assert store.added(key) == [f"extra-{n}" for n in range(30)]
 
 
 def test_one_claim_at_a_time_with_a_lease_in_server_time(store) -> None:

@@ -2,7 +2,7 @@
 
 Per chord, in the configured database and collection (names in ``conventions``)::
 
-    {collection}/{chord key}                         size, leaves, added ids, claim, done
+    {collection}/{chord key}                         size, leaves, added_pending, claim, done
     {collection}/{chord key}/{counters}/{level-i}    remaining, reported (chord_tree.py)
     {collection}/{chord key}/{parts}/{task}          one per part that returned (or was added)
 
@@ -256,15 +256,11 @@ class ChordStore:
         """Grow the chord by one task (``Task.add_to_chord``); False if it was added before."""
         batch = self._client.get().batch()
         ttl = _ttl(expires_at)
-        batch.create(self._part(key, part), {"added": True, "counted": False, **ttl})
-        batch.update(
-            self._chord(key),
-            {
-                "added": firestore.ArrayUnion([task_id]),
-                "added_pending": firestore.Increment(1),
-                **ttl,
-            },
-        )
+        # The task's id and when it was added live in its own part document, not in a list in
+        # the chord document: that list would grow with every add, in a document each settle reads.
+        added = {"added": True, "counted": False, "task_id": task_id, "added_at": firestore.SERVER_TIMESTAMP}
+        batch.create(self._part(key, part), {**added, **ttl})
+        batch.update(self._chord(key), {"added_pending": firestore.Increment(1), **ttl})
         try:
             self._commit("adding to a chord", batch)  # safe to repeat: the part is created, once
         except api.Conflict:
@@ -349,6 +345,29 @@ class ChordStore:
             )
             return None
         return CounterState(remaining, reported, snapshot.update_time)
+
+    def added(self, key: str, listed: Iterable[str] = ()) -> list[str]:
+        """The ids of the tasks added to the chord (``Task.add_to_chord``), in the order they were added.
+
+        One query over the chord's part documents marked added, made by the
+        holder once; ``listed`` are ids a chord document written before this
+        version lists itself, which come first.
+        """
+        query = self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION).where(
+            filter=firestore.FieldFilter("added", "==", True)
+        )
+        snapshots = self._call(
+            "listing a chord's added tasks", lambda: list(query.stream(retry=self._retry, timeout=self._timeout))
+        )
+        found = [
+            (data.get("added_at") or _EPOCH, data["task_id"])
+            for data in (snapshot.to_dict() or {} for snapshot in snapshots)
+            if isinstance(data.get("task_id"), str)
+        ]
+        ids = list(listed)
+        known = set(ids)
+        ids += [task_id for _, task_id in sorted(found) if task_id not in known]
+        return ids
 
     def read_part(self, key: str, part: str) -> PartState | None:
         snapshot = self._call(
@@ -611,6 +630,9 @@ def _transaction_error(exc: ValueError, outer: BaseException | None) -> BaseExce
     if isinstance(found, ValueError) and "transaction" in str(found).lower():
         return TransientError(f"Firestore transaction: {found}")
     return found
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _ttl(expires_at: dt.datetime | None) -> dict[str, Any]:
