@@ -22,12 +22,11 @@ when the workers scale with KEDA), worker.
 from __future__ import annotations
 
 import dataclasses
-import urllib.parse
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
-from celery_gcs import contract
+from celery_gcs import conventions
 
 from . import (
     apis,
@@ -52,23 +51,20 @@ def result_backend_url(
     base_path: str,
     project: str,
     database: str,
-    collection: str = contract.FIRESTORE_COLLECTION,
+    collection: str = conventions.FIRESTORE_COLLECTION,
 ) -> str:
     """The ``gcs://BUCKET[/prefix]?...`` URL the backend reads (Celery's ``result_backend``).
 
     It names the collection too, so the backend writes where the TTL policies are.
     """
-    path = f"/{base_path}" if base_path else ""
-    query = urllib.parse.urlencode(
-        {
-            "gcs_project": project,
-            "firestore_project": project,
-            "firestore_database": database,
-            "firestore_collection": collection,
-        },
-        safe="()",
+    return conventions.backend_url(
+        bucket,
+        base_path,
+        gcs_project=project,
+        firestore_project=project,
+        firestore_database=database,
+        firestore_collection=collection,
     )
-    return f"{contract.URL_SCHEME}://{bucket}{path}?{query}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +96,7 @@ class CeleryStackArgs:
     #: share one, nor its TTL fields; ``(default)`` only when asked for.
     firestore_database: str = ""
     #: The backend's ``firestore_collection``: the URL names it and its TTL policies cover it.
-    firestore_collection: str = contract.FIRESTORE_COLLECTION
+    firestore_collection: str = conventions.FIRESTORE_COLLECTION
     #: Default: the region.
     firestore_location: str = ""
     # Broker.

@@ -8,7 +8,7 @@ import ssl
 import urllib.parse
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs_infra import cluster as cluster_mod
 from celery_gcs_infra import keda
 from kombu.utils.url import parse_url
@@ -179,11 +179,11 @@ def test_bucket_lifecycle_matches_backend_defaults(dev):
         {
             "action": {"type": "Delete"},
             "condition": {
-                "daysSinceCustomTime": contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME,
+                "daysSinceCustomTime": conventions.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME,
                 "sendDaysSinceCustomTimeIfZero": True,
             },
         },
-        {"action": {"type": "Delete"}, "condition": {"age": contract.LIFECYCLE_MAX_AGE_DAYS}},
+        {"action": {"type": "Delete"}, "condition": {"age": conventions.LIFECYCLE_MAX_AGE_DAYS}},
     ]
 
 
@@ -253,12 +253,12 @@ def test_ttl_policy_on_every_collection_group_the_backend_writes(dev, prod):
                 "project": db["inputs"]["project"],
                 "database": db["inputs"]["name"],
                 "collection": group,
-                "field": contract.FIRESTORE_TTL_FIELD,
+                "field": conventions.FIRESTORE_TTL_FIELD,
                 "ttlConfig": {},
                 # Exempt from single-field indexes: no query uses it.
                 "indexConfig": {},
             }
-            for group in sorted(contract.chord_collection_groups())
+            for group in sorted(conventions.chord_collection_groups())
         ]
         for field in fields:
             assert db["urn"] in field["dependencies"]
@@ -268,7 +268,7 @@ def test_firestore_collection_key_feeds_the_backend_url_and_the_ttl_policies(run
     inv = _run(runs, "collection")
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(inv.outputs["result_backend"]).query)
     assert query["firestore_collection"] == ["jobs"]
-    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == set(contract.chord_collection_groups("jobs"))
+    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == set(conventions.chord_collection_groups("jobs"))
 
 
 # --- identity -----------------------------------------------------------------
@@ -622,14 +622,14 @@ def test_deployment_environment(dev, prod):
 def test_result_backend_url_names_bucket_project_and_database(dev, byo):
     for inv, path in [(dev, ""), (byo, "/results/v1")]:
         url = urllib.parse.urlsplit(inv.outputs["result_backend"])
-        assert url.scheme == contract.URL_SCHEME
+        assert url.scheme == conventions.URL_SCHEME
         assert url.netloc == inv.one(BUCKET)["inputs"]["name"]
         assert url.path == path
         assert urllib.parse.parse_qs(url.query) == {
             "gcs_project": ["acme-celery-dev"],
             "firestore_project": ["acme-celery-dev"],
             "firestore_database": [inv.one(DATABASE)["inputs"]["name"]],
-            "firestore_collection": [contract.FIRESTORE_COLLECTION],
+            "firestore_collection": [conventions.FIRESTORE_COLLECTION],
         }
 
 
