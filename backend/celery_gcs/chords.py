@@ -181,7 +181,9 @@ class ChordCoordinator:
         assert chord.leaves is not None
         self._refresh_if_due(part, key, chord)
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
-        counted = self.store.count(key, part_document_id(part.task_id), leaf, self._expires_at())
+        counted = self.store.count(
+            key, part_document_id(part.task_id), leaf, self._expires_at(), failed=part.state in states.PROPAGATE_STATES
+        )
         if counted is None:
             replayed = dataclasses.replace(part, counted_before=True)
             return self._recount(replayed, key, chord), replayed
