@@ -42,9 +42,29 @@ CA_FILE = "ca.pem"
 KINDS = ("memorystore", "external")
 TIERS = ("BASIC", "STANDARD_HA")
 CONNECT_MODES = ("DIRECT_PEERING", "PRIVATE_SERVICE_ACCESS")
+E_PEERING_ELSEWHERE = (
+    "the broker would peer directly with {network}, a network of another project (a Shared VPC "
+    "host, or the network of a cluster in another project), which Memorystore reaches only "
+    "through private services access; set redisConnectMode to PRIVATE_SERVICE_ACCESS, or leave "
+    "it empty to have it chosen (the network's owner makes the private services access connection)"
+)
 DAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
 _WINDOW = re.compile(r"^([A-Z]+) ([01][0-9]|2[0-3]):00$")
 RDB_PERIOD = "ONE_HOUR"
+
+
+def connect_mode_for(network: str, project: str, requested: str = "") -> str:
+    """Memorystore's connect mode on ``network``: DIRECT_PEERING on the instance's own project's
+    network, PRIVATE_SERVICE_ACCESS on another project's, the only way Memorystore reaches it.
+
+    ``requested`` empty: chosen so; DIRECT_PEERING on another project's network is refused.
+    """
+    elsewhere = common.network_project(network, project) != project
+    if elsewhere and requested == "DIRECT_PEERING":
+        raise ValueError(E_PEERING_ELSEWHERE.format(network=network))
+    if requested:
+        return requested
+    return "PRIVATE_SERVICE_ACCESS" if elsewhere else "DIRECT_PEERING"
 
 
 def maintenance_window(value: str, field_name: str = "redis_maintenance_window") -> tuple[str, int]:
@@ -145,7 +165,8 @@ class BrokerArgs:
     redis_version: str = "REDIS_7_2"
     protect: bool = False
     labels: dict[str, str] = field(default_factory=dict)
-    connect_mode: str = "DIRECT_PEERING"
+    #: Empty: chosen from the network when it is known (:func:`connect_mode_for`).
+    connect_mode: str = ""
     #: The network's project differs from ``project`` (a Shared VPC host).
     shared_vpc: bool = False
     #: Weekly window (``DAY HH:00`` UTC) for Memorystore's own maintenance.
@@ -195,13 +216,13 @@ class BrokerArgs:
             "Use STANDARD_HA (or leave redisTier empty: protected stacks get it), or turn protect off",
         )
         common.check(
-            self.connect_mode in CONNECT_MODES,
+            self.connect_mode in ("", *CONNECT_MODES),
             "redis_connect_mode",
             f"{self.connect_mode!r} is not a Memorystore connect mode",
-            f"Use one of {', '.join(CONNECT_MODES)}",
+            f"Use one of {', '.join(CONNECT_MODES)}, or leave it empty to have it chosen",
         )
         common.check(
-            not self.shared_vpc or self.connect_mode == "PRIVATE_SERVICE_ACCESS",
+            not self.shared_vpc or self.connect_mode != "DIRECT_PEERING",
             "redis_connect_mode",
             "the network belongs to another project (a Shared VPC), which Memorystore reaches "
             "only through private services access",
@@ -300,7 +321,10 @@ class Broker(pulumi.ComponentResource):
             memory_size_gb=args.memory_size_gb,
             redis_version=args.redis_version,
             authorized_network=args.network,
-            connect_mode=args.connect_mode,
+            # Known at preview: a network path from the settings, or the existing cluster's, read.
+            connect_mode=pulumi.Output.from_input(args.network).apply(
+                lambda network: connect_mode_for(network or "", args.project, args.connect_mode)
+            ),
             auth_enabled=True,
             transit_encryption_mode="SERVER_AUTHENTICATION",
             redis_configs={"maxmemory-policy": "noeviction"},

@@ -131,3 +131,10 @@ def network_id(project: str, network: str) -> str:
     if "projects/" in network:
         return network[network.index("projects/") :]
     return f"projects/{project}/global/networks/{network}"
+
+
+def network_project(network: str, default: str) -> str:
+    """The project a network path names (a Shared VPC host), or ``default`` for a bare name."""
+    if "projects/" in network:
+        return network[network.index("projects/") :].split("/")[1]
+    return default

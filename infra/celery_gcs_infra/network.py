@@ -35,13 +35,6 @@ PRIVATE_GOOGLE_APIS_CIDR = "199.36.153.8/30"
 PSA_PREFIX_LENGTH = 24
 
 
-def network_project(network: str, default: str) -> str:
-    """The project a network path names (a Shared VPC host), or ``default`` for a bare name."""
-    if "projects/" in network:
-        return network[network.index("projects/") :].split("/")[1]
-    return default
-
-
 def subnetwork_id(project: str, region: str, subnetwork: str) -> str:
     """``projects/P/regions/R/subnetworks/S`` from a name, a partial path or a URL."""
     if "projects/" in subnetwork:
@@ -87,7 +80,8 @@ class NetworkArgs:
                 "Google Access on), or leave network empty for the stack's own VPC",
             )
             common.check(
-                not self.cloud_nat or network_project(self.network, self.project) == self.project,
+                not self.cloud_nat
+                or common.network_project(self.network, self.project) == self.project,
                 "cloud_nat",
                 "the network belongs to another project (a Shared VPC); its NAT is the host "
                 "project's",
@@ -202,8 +196,12 @@ class Network(pulumi.ComponentResource):
                 reserved_peering_ranges=[allocated.name],
                 opts=common.child(self),
             )
-        self.network = vpc.id.apply(lambda _: f"projects/{args.project}/global/networks/{args.name}")
-        self.subnetwork = subnet.id.apply(lambda _: subnetwork_id(args.project, args.region, args.name))
+        self.network = vpc.id.apply(
+            lambda _: f"projects/{args.project}/global/networks/{args.name}"
+        )
+        self.subnetwork = subnet.id.apply(
+            lambda _: subnetwork_id(args.project, args.region, args.name)
+        )
         self.pods_range, self.services_range = PODS_RANGE[0], SERVICES_RANGE[0]
         self._vpc = vpc
 

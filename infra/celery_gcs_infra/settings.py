@@ -153,8 +153,9 @@ OPTIONS: tuple[Option, ...] = (
     _stack(
         "redisConnectMode",
         str,
-        "Memorystore connect mode: DIRECT_PEERING, or PRIVATE_SERVICE_ACCESS (required on a "
-        "Shared VPC network; the stack makes the connection on its own VPC).",
+        "Memorystore connect mode: DIRECT_PEERING, or PRIVATE_SERVICE_ACCESS (required on another "
+        "project's network: a Shared VPC, an existing cluster in another project; the stack makes "
+        "the connection on its own VPC); empty: chosen from the network's project.",
     ),
     _stack(
         "redisMaintenanceWindow",

@@ -107,8 +107,9 @@ class CeleryStackArgs:
     redis_tier: str = ""
     redis_memory_gb: int = 1
     redis_version: str = "REDIS_7_2"
-    #: DIRECT_PEERING, or PRIVATE_SERVICE_ACCESS (required on a Shared VPC).
-    redis_connect_mode: str = "DIRECT_PEERING"
+    #: DIRECT_PEERING, or PRIVATE_SERVICE_ACCESS (required on another project's network: a Shared
+    #: VPC, an existing cluster in another project). Empty: chosen from the network's project.
+    redis_connect_mode: str = ""
     #: Memorystore's weekly maintenance window, ``DAY HH:00`` UTC.
     redis_maintenance_window: str = "SUNDAY 03:00"
     # Cluster.
@@ -245,6 +246,10 @@ class CeleryStackArgs:
             "cluster_project": self.cluster_project or self.project,
             "redis_tier": self.redis_tier or ("STANDARD_HA" if self.protect else "BASIC"),
         }
+        if not self.cluster and not self.redis_connect_mode:
+            # A new cluster's network is known now; an existing cluster's once it is read.
+            path = common.network_id(self.project, self.network) if self.network else ""
+            derived["redis_connect_mode"] = broker.connect_mode_for(path, self.project)
         for name, value in derived.items():
             object.__setattr__(self, name, value)
         # The workers' names and identity are the stack's own: two stacks never
@@ -354,7 +359,7 @@ class CeleryStackArgs:
             url=self.broker_url,
             connect_mode=self.redis_connect_mode,
             shared_vpc=bool(self.network)
-            and network.network_project(self.network, self.project) != self.project,
+            and common.network_project(self.network, self.project) != self.project,
             maintenance_window=self.redis_maintenance_window,
             kms_key_name=self.kms_key_name,
         )

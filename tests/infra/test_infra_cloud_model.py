@@ -28,8 +28,14 @@ def inventory(runs, name) -> Inventory:
 
 
 @pytest.mark.parametrize(
-    "name", ["dev", "prod", "byo", "team", "alpha", "cmek", "shared_vpc", "psa", "keda_stack", "nat_a"]
-)
+    "name",
+    [
+        "dev", "prod", "byo", "team", "alpha", "cmek", "shared_vpc", "psa", "keda_stack", "nat_a",
+        # Regression: an existing cluster on another project's network (a Shared VPC host, a
+        # cluster in another project) got a broker peering with it directly, which Memorystore refuses.
+        "other_project_cluster", "shared_a", "team_ns",
+    ],
+)  # fmt: skip
 def test_every_stack_creates_cleanly(runs, name):
     assert rejections(inventory(runs, name), agents=AGENTS) == []
 

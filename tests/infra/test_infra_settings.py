@@ -284,7 +284,8 @@ def test_a_prebuilt_image_needs_no_app_directory():
             "a Shared VPC",
         ),
         (
-            {"network": "projects/acme-host/global/networks/shared", "subnetwork": "s"},
+            {"network": "projects/acme-host/global/networks/shared", "subnetwork": "s",
+             "redisConnectMode": "DIRECT_PEERING"},
             "redisConnectMode",
             "only through private services access",
         ),
@@ -344,3 +345,25 @@ def test_settings_of_the_other_kind_of_cluster_are_refused(extra, key, problem):
     error = load_error({f"celery-gcs:{k}": v for k, v in extra.items()})
     assert error.key == f"celery-gcs:{key}"
     assert problem in str(error)
+
+
+def test_the_broker_connect_mode_follows_the_networks_project():
+    """Another project's network (a Shared VPC host) gets PRIVATE_SERVICE_ACCESS; the stack's own VPC, peering."""
+    shared = load({"celery-gcs:network": "projects/acme-host/global/networks/shared", "celery-gcs:subnetwork": "s"})
+    assert shared.redis_connect_mode == "PRIVATE_SERVICE_ACCESS"
+    assert load().redis_connect_mode == "DIRECT_PEERING"
+    chosen = load({"celery-gcs:redisConnectMode": "PRIVATE_SERVICE_ACCESS"})
+    assert chosen.redis_connect_mode == "PRIVATE_SERVICE_ACCESS"
+
+
+def test_an_existing_clusters_network_decides_the_connect_mode_when_read():
+    from celery_gcs_infra import broker
+
+    assert broker.connect_mode_for("projects/acme-net/global/networks/shared", "acme-celery-dev") == (
+        "PRIVATE_SERVICE_ACCESS"
+    )
+    assert broker.connect_mode_for("projects/acme-celery-dev/global/networks/own", "acme-celery-dev") == (
+        "DIRECT_PEERING"
+    )
+    with pytest.raises(ValueError, match="set redisConnectMode to PRIVATE_SERVICE_ACCESS"):
+        broker.connect_mode_for("projects/acme-net/global/networks/shared", "acme-celery-dev", "DIRECT_PEERING")
