@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import urllib.parse
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from .. import contract, settings
 from ..errors import CeleryGCSError
 from ..keys import encode_id
 from ..stores.chord_store import ChordStore, Inspected, Node
-from .results import E_NO_BACKEND, readable_url
+from .results import backend_url
 
 E_NO_CHORD = (
     "no chord {group_id!r} in Firestore collection {collection!r} of database {database!r}: never applied "
@@ -165,12 +164,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    url = getattr(args, "backend", None) or os.environ.get("CELERY_RESULT_BACKEND")
+    url = backend_url(args, err)
     if not url:
-        err.print(f"[red]{escape(E_NO_BACKEND)}[/]", highlight=False)
         return 2
     try:
-        config = settings.parse(readable_url(url), {})
+        config = settings.parse(url, {})
         store = ChordStore(config)
         if args.action == "show":
             return show(store, config, args.group_id, out, err)
