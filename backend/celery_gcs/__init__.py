@@ -22,6 +22,7 @@ __all__ = [
     "ResultTooLarge",
     "Settings",
     "StoreError",
+    "TimedOut",
     "TransientError",
 ]
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
         DatabaseNotFound,
         ResultTooLarge,
         StoreError,
+        TimedOut,
         TransientError,
     )
     from .settings import Settings

@@ -11,12 +11,14 @@ Hierarchy::
     │   └── ResultTooLarge          an encoded result is over gcs_max_result_bytes
     ├── CorruptResult           a stored object cannot be decoded
     └── TransientError          a retryable failure outlived its retry deadline
+        └── TimedOut                ... or the caller's timeout (also celery.exceptions.TimeoutError)
 
 google-api-core and google-auth errors are translated at the store boundary
 and re-raised ``from`` the original, so the cause stays in the traceback.
 """
 
 from celery.exceptions import BackendStoreError, ImproperlyConfigured
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from .contract import WORKER_BUCKET_ROLE, WORKER_DATABASE_ROLE
 
@@ -56,6 +58,7 @@ E_CHORD_FIELD = (
     "chord document {path!r} in Firestore database {database!r}: field {field!r} is {value!r}, {problem}; "
     "it was edited by hand or written by something other than celery-gcs"
 )
+E_TIMED_OUT = "The operation timed out: {what} had no answer within the caller's timeout ({reason})"
 E_CORRUPT = (
     "object {name!r} in bucket {bucket!r} is not a result Celery can decode ({reason}); "
     "it was not written by a Celery backend, or was truncated"
@@ -96,3 +99,7 @@ class CorruptResult(CeleryGCSError):
 
 class TransientError(CeleryGCSError):
     """A retryable failure (throttling, 5xx, reset) that outlived the retry deadline."""
+
+
+class TimedOut(TransientError, CeleryTimeoutError):
+    """The caller's timeout (``get(timeout=...)``) ran out before GCS answered: Celery's ``TimeoutError``."""

@@ -11,8 +11,11 @@ precondition, a create-only write, a delete, or a Firestore transaction).
 
 from __future__ import annotations
 
+import functools
 import http.client
 import socket
+import time
+from dataclasses import dataclass
 
 import requests
 import urllib3.exceptions
@@ -21,7 +24,7 @@ from google.api_core.retry import Retry
 from google.auth import exceptions as auth
 from google.cloud.storage.exceptions import InvalidResponse
 
-from .errors import TransientError
+from .errors import E_TIMED_OUT, TimedOut, TransientError
 
 _RETRYABLE_TYPES: tuple[type[BaseException], ...] = (
     api.TooManyRequests,  # 429: rate limits, including Firestore's per-document limit
@@ -71,3 +74,41 @@ def is_retryable(exc: BaseException) -> bool:
 def policy(deadline: float) -> Retry:
     """Exponential backoff with jitter on retryable failures, up to ``deadline`` seconds."""
     return Retry(predicate=is_retryable, initial=0.1, maximum=5.0, multiplier=2.0, timeout=deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One call's retry policy and per-attempt timeout, within the caller's deadline if it has one."""
+
+    retry: Retry
+    timeout: float
+    #: The caller's deadline comes before ours: running out is the caller's timeout.
+    caller_bound: bool = False
+
+    def gave_up(self, what: str, exc: BaseException) -> TransientError:
+        """The error for a call whose retries ran out: ``TimedOut`` when the caller's time did."""
+        if self.caller_bound:
+            return TimedOut(E_TIMED_OUT.format(what=what, reason=exc))
+        return TransientError(f"{what}: {exc}")
+
+
+def limits(retry_deadline: float, timeout: float, caller_deadline: float | None, *, what: str) -> Limits:
+    """A call's limits: ``retry_deadline`` and ``timeout``, or the caller's remaining time if less.
+
+    ``caller_deadline`` is ``deadline.current()``; a caller out of time gets
+    ``TimedOut`` before any request is made.
+    """
+    if caller_deadline is None:
+        return Limits(_policy(retry_deadline), timeout)
+    left = caller_deadline - time.monotonic()
+    if left <= 0:
+        raise TimedOut(E_TIMED_OUT.format(what=what, reason="no time left before the request"))
+    if left >= retry_deadline and left >= timeout:
+        return Limits(_policy(retry_deadline), timeout)
+    return Limits(policy(min(retry_deadline, left)), min(timeout, left), caller_bound=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(deadline: float) -> Retry:
+    """``policy``, built once per deadline: the settings' one is used on every request."""
+    return policy(deadline)

@@ -5,18 +5,26 @@ a paid read per result per half second, most finding nothing. Here the
 algorithms are on their own, over a ``Reader`` (``GCSBackend`` is one) and a
 ``Clock``, so they are tested with a fake of each; ``backend.py`` keeps
 Celery's hooks, a few lines each. Pure: no I/O of its own.
+
+Every read made while waiting (and every ``on_interval``, which reads
+parents) runs within the caller's remaining time (``deadline.within``): with
+GCS unreachable, ``get(timeout=T)`` raises Celery's ``TimeoutError`` after
+about T seconds, not after a request's whole retry deadline.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from celery import states
 from celery.exceptions import TimeoutError
 from celery.result import ResultSet
+
+from . import deadline
 
 #: The first poll of a result being waited for; later ones back off to the interval.
 FIRST_POLL = 0.02
@@ -30,6 +38,9 @@ TAIL_FIRST = 4
 RESULTS_PER_LOOK = 50
 #: How long get() on a failed chord waits for an unfinished parent to show its own error.
 PARENT_ERROR_GRACE = 10.0
+#: A read made while waiting may take at least this long, so that get(timeout=0) on a
+#: finished task still reads its result; otherwise the caller's remaining time bounds it.
+LEAST_READ_TIME = 1.0
 
 Meta = dict[str, Any]
 
@@ -74,11 +85,13 @@ def wait_for(
     started = clock.monotonic()
     nap = min(FIRST_POLL, interval)
     while True:
-        meta = reader.get_task_meta(task_id)
+        with _remaining(timeout, started, clock):
+            meta = reader.get_task_meta(task_id)
         if meta["status"] in states.READY_STATES:
             return meta
         if on_interval:
-            on_interval()
+            with _remaining(timeout, started, clock):
+                on_interval()
         elapsed = clock.monotonic() - started
         if timeout is not None and elapsed >= timeout:
             raise TimeoutError("The operation timed out.")
@@ -115,6 +128,11 @@ def get_many(
     result.
     """
     interval = 0.5 if interval is None else interval
+
+    def read(ids: list[str]) -> dict[str, Meta]:
+        with _remaining(timeout, started, clock):
+            return dict(reader.read_ready(ids, ready_states))
+
     pending = list(dict.fromkeys(task_ids))
     for task_id in list(pending):
         cached = (known or {}).get(task_id)
@@ -131,14 +149,14 @@ def get_many(
             # Its last result first: results come about in order, so if that one is not
             # ready many before it may not be either. Past results found in this look,
             # that is where the unfinished begin: wait. Before, try half as many.
-            found = reader.read_ready(batch[-1:], ready_states)
+            found = read(batch[-1:])
             if not found and not progressed:
                 window = len(batch) // 2
                 continue
             if found:
-                found.update(reader.read_ready(batch[:-1], ready_states))
+                found.update(read(batch[:-1]))
         else:
-            found = reader.read_ready(batch, ready_states)
+            found = read(batch)
         for task_id in batch:
             if task_id in found:
                 if on_message is not None:
@@ -158,7 +176,8 @@ def get_many(
         if timeout is not None and elapsed >= timeout:
             raise TimeoutError(f"Operation timed out ({timeout})")
         if on_interval:
-            on_interval()
+            with _remaining(timeout, started, clock):
+                on_interval()
         clock.sleep(nap if timeout is None else max(0.0, min(nap, timeout - elapsed)))
         looks += 1
         if max_iterations and looks >= max_iterations:
@@ -208,7 +227,8 @@ def iter_native(
 
     done: set[str] = set()
     try:
-        check_parents()
+        with _remaining(timeout, clock.monotonic(), clock):
+            check_parents()
         for task_id, meta in members(check_parents):
             done.add(task_id)
             yield task_id, meta
@@ -245,17 +265,25 @@ def parents_fail_first(
     if not (propagate and on_interval and follows_parents and ancestors):
         return
     grace = PARENT_ERROR_GRACE if timeout is None else min(PARENT_ERROR_GRACE, timeout - waited)
-    deadline = clock.monotonic() + grace
+    deadline_at = clock.monotonic() + grace
     nap = min(FIRST_POLL, interval)
     while True:
         # Readiness first: a parent that fails between the two looks is then
         # still seen by on_interval (a finished state is cached, never unread).
-        finished = all(node.ready() for node in ancestors)
-        on_interval()
-        if finished or clock.monotonic() >= deadline:
+        with deadline.within(max(deadline_at - clock.monotonic(), LEAST_READ_TIME)):
+            finished = all(node.ready() for node in ancestors)
+            on_interval()
+        if finished or clock.monotonic() >= deadline_at:
             return
-        clock.sleep(min(nap, max(0.0, deadline - clock.monotonic())))
+        clock.sleep(min(nap, max(0.0, deadline_at - clock.monotonic())))
         nap = min(nap * 2, interval)
+
+
+def _remaining(timeout: float | None, started: float, clock: Clock) -> AbstractContextManager[None]:
+    """The reads inside take no longer than what is left of ``timeout`` (at least ``LEAST_READ_TIME``)."""
+    if timeout is None:
+        return deadline.within(None)
+    return deadline.within(max(timeout - (clock.monotonic() - started), LEAST_READ_TIME))
 
 
 def _in_order(

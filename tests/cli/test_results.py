@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import types
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -236,3 +237,20 @@ def test_listing_is_one_request_per_thousand_results(app, stack, backend_url, co
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == count
     assert stack.gcs.snapshot() == {"object.list": -(-count // 1000)}
+
+
+@pytest.mark.parametrize("action", [("list",), ("show", "some-task")])
+def test_list_and_show_give_up_within_their_timeout_when_gcs_is_unreachable(stack, backend_url, action) -> None:
+    """Not after the backend's two-minute retry deadline: in seconds, naming the endpoint and the flag."""
+    env = cli_env(stack, backend_url)
+    stack.gcs.faults.down = True
+    started = time.monotonic()
+    done = run_cli("results", *action, "--timeout", "2", env=env)
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    assert took < 10, f"results {action[0]} --timeout 2 took {took:.1f} s"
+    assert f"no answer from Cloud Storage ({env['STORAGE_EMULATOR_HOST']}) within 2 s" in done.stderr
+    assert "(--timeout)" in done.stderr
+    assert stack.gcs.injected_snapshot().get("down", 0) >= 1
+    done = run_cli("results", "list", "--timeout", "0", env=env)
+    assert done.returncode == 2 and "must be more than 0 seconds" in done.stderr

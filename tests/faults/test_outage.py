@@ -14,11 +14,13 @@ failures (each after a full retry deadline).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from celery import chord, states
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from ..support import tasks
 from ..support.chords import callback_runs, settle, sig
@@ -110,3 +112,36 @@ def test_with_always_retry_results_and_chords_are_stored_once_the_services_are_b
     assert worker.process.poll() is None
     assert sig(app, tasks.add, 3, 3).apply_async().get(timeout=60) == 6
     assert stack.gcs.injected_snapshot()["down"] and stack.firestore.injected_snapshot()["down"]
+
+
+def unreachable(stack: Any, fault: str) -> None:
+    """GCS down (connections refused) or a blackhole (accepted, never answered)."""
+    setattr(stack.gcs.faults, fault, True)
+    stack.gcs.drop_connections()  # connections opened before the fault are gone too
+
+
+@pytest.mark.parametrize("fault", ["down", "blackhole"])
+@pytest.mark.parametrize("wait", ["get", "join_native"])
+def test_the_callers_timeout_bounds_a_wait_on_an_unreachable_gcs(app, stack, fault: str, wait: str) -> None:
+    """get(timeout=2) raises Celery's TimeoutError within 5 s, though a request is retried for 120 s."""
+    assert app.backend.settings.retry_deadline == 120 and app.backend.settings.timeout == 60
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    result = app.AsyncResult(ids[0]) if wait == "get" else app.GroupResult(str(uuid.uuid4()), [
+        app.AsyncResult(task_id) for task_id in ids
+    ])  # fmt: skip
+    unreachable(stack, fault)
+    started = time.monotonic()
+    with pytest.raises(CeleryTimeoutError) as caught:
+        result.get(timeout=2)
+    waited = time.monotonic() - started
+    assert waited < 5, f"get(timeout=2) took {waited:.1f} s"
+    assert stack.gcs.injected_snapshot().get(fault, 0) >= 1  # the fault was met, not bypassed
+    assert f"gs://{stack.bucket}/" in str(caught.value)  # it says what it was reading
+
+
+def test_a_wait_within_the_callers_timeout_still_retries_a_failed_read(app, stack) -> None:
+    """The caller's timeout bounds retries, it does not drop them: a read failing once still succeeds."""
+    app.backend.store_result("t-retried", 5, states.SUCCESS)
+    rule = stack.gcs.fail("GET /download/storage/v1/b/[^/]+/o/.+", 503, calls=1)
+    assert app.AsyncResult("t-retried").get(timeout=5) == 5
+    assert rule.struck == 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 import requests
-from celery_gcs import retry
+from celery_gcs import deadline, retry
 from celery_gcs.errors import CorruptResult, ResultTooLarge, TransientError
 from google.api_core import exceptions as api
 from google.cloud.storage.exceptions import InvalidResponse
@@ -63,3 +66,24 @@ def test_policy_uses_the_classifier_and_the_deadline() -> None:
     policy = retry.policy(7.5)
     assert policy._predicate is retry.is_retryable
     assert policy._timeout == 7.5
+
+
+def test_the_callers_remaining_time_bounds_a_calls_retries_and_timeout() -> None:
+    from celery.exceptions import TimeoutError as CeleryTimeoutError
+    from celery_gcs.errors import TimedOut
+
+    own = retry.limits(120.0, 60.0, None, what="reading x")
+    assert (own.timeout, own.retry.timeout, own.caller_bound) == (60.0, 120.0, False)
+    with deadline.within(2.0):
+        bounded = retry.limits(120.0, 60.0, deadline.current(), what="reading x")
+        with deadline.within(30.0):  # nested: the nearer deadline wins
+            assert deadline.current() == pytest.approx(time.monotonic() + 2.0, abs=0.5)
+    assert bounded.caller_bound and bounded.timeout <= 2.0 and bounded.retry.timeout <= 2.0
+    assert deadline.current() is None
+    gave_up = bounded.gave_up("reading x", api.RetryError("Timeout of 2.0s exceeded", None))
+    assert isinstance(gave_up, TimedOut) and isinstance(gave_up, CeleryTimeoutError)
+    assert isinstance(gave_up, TransientError) and "reading x had no answer" in str(gave_up)
+    assert type(own.gave_up("reading x", api.RetryError("Timeout", None))) is TransientError
+    with pytest.raises(TimedOut) as caught:
+        retry.limits(120.0, 60.0, time.monotonic() - 1, what="reading y")
+    assert "reading y" in str(caught.value)

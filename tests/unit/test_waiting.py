@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Collection
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from celery import states
 from celery.exceptions import TimeoutError
-from celery_gcs import waiting
+from celery_gcs import deadline, waiting
 
 
 class FakeClock:
@@ -187,3 +188,43 @@ def test_parents_are_not_polled_without_propagate(clock: FakeClock) -> None:
         child, lambda: looks.append(1), propagate=False, timeout=None, waited=0.0, interval=0.5, clock=clock.clock()
     )
     assert looks == [] and clock.naps == []
+
+
+class DeadlineReader(FakeReader):
+    """Notes how much time the caller's deadline leaves each read."""
+
+    def __init__(self, clock: FakeClock, ready_at: dict[str, float]) -> None:
+        super().__init__(clock, ready_at)
+        self.left: list[float | None] = []
+
+    def _note(self) -> None:
+        ends = deadline.current()
+        self.left.append(None if ends is None else ends - time.monotonic())
+
+    def get_task_meta(self, task_id: str) -> dict[str, Any]:
+        self._note()
+        return super().get_task_meta(task_id)
+
+    def read_ready(self, task_ids: list[str], ready_states: Collection[str]) -> dict[str, dict[str, Any]]:
+        self._note()
+        return super().read_ready(task_ids, ready_states)
+
+
+@pytest.mark.parametrize("how", ["wait_for", "get_many"])
+def test_every_read_runs_within_the_callers_remaining_time(clock: FakeClock, how: str) -> None:
+    reader = DeadlineReader(clock, {"a": 3.0})
+    if how == "wait_for":
+        waiting.wait_for(reader, "a", timeout=5.0, interval=0.5, clock=clock.clock())
+    else:
+        list(waiting.get_many(reader, ["a"], timeout=5.0, interval=0.5, clock=clock.clock()))
+    assert len(reader.left) > 2 and all(left is not None for left in reader.left)
+    # What is left shrinks as the fake clock runs, but never below the least a read may take.
+    assert reader.left[0] == pytest.approx(5.0, abs=0.5)
+    assert reader.left[-1] == pytest.approx(max(5.0 - 3.0, waiting.LEAST_READ_TIME), abs=0.5)
+    assert deadline.current() is None  # nothing leaks to the caller
+
+
+def test_reads_without_a_timeout_have_no_deadline_of_the_callers(clock: FakeClock) -> None:
+    reader = DeadlineReader(clock, {"a": 1.0})
+    waiting.wait_for(reader, "a", timeout=None, interval=0.5, clock=clock.clock())
+    assert set(reader.left) == {None}

@@ -30,10 +30,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import contract, meta, settings
-from ..errors import CeleryGCSError
+from ..errors import CeleryGCSError, TransientError
 from ..keys import encode_id
 from ..stores.result_store import LIST_PAGE, Listed, ResultStore
-from .options import positive
+from .options import positive, positive_seconds
 
 E_NO_BACKEND = (
     "no result backend named: pass --backend gcs://BUCKET[/PREFIX] or export CELERY_RESULT_BACKEND "
@@ -53,6 +53,13 @@ E_EXPIRED = (
     "gcs_ttl): it reads as PENDING, and the bucket's lifecycle rule deletes it"
 )
 E_NO_MATCH = "no results match in {where}: {why}"
+E_UNREACHABLE = (
+    "no answer from Cloud Storage ({endpoint}) within {timeout:g} s, retries included (--timeout): {reason}. "
+    "Check network access and credentials; on the local stack, start it (celery-gcs dev up) and export the "
+    "STORAGE_EMULATOR_HOST it prints"
+)
+#: How long each request may take, retries included, unless --timeout says.
+DEFAULT_TIMEOUT = 10.0
 E_NEEDS_YES = "not deleting without --yes (stdin is not a terminal to ask on); --dry-run only counts"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _SCHEMES = {"gs": contract.URL_SCHEME}  # the built-in backend's layout is ours: readable as it is
@@ -172,6 +179,13 @@ def parser() -> argparse.ArgumentParser:
         help="gcs://BUCKET[/PREFIX], or a gs:// URL of Celery's built-in backend (same layout); "
         "default: $CELERY_RESULT_BACKEND",
     )
+    backend.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help=f"give up on a request after this long, retries included (default {DEFAULT_TIMEOUT:g})",
+    )
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--state", help="only results in this state (SUCCESS, FAILURE, ...)")
     filters.add_argument("--name", help="only results of this task name, as Celery names it (proj.add)")
@@ -255,11 +269,14 @@ def main(argv: Sequence[str]) -> int:
     url = backend_url(args, err)
     if not url:
         return 2
+    timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
+    # Each request gives up after --timeout, retries included, not the backend's 60 s and two minutes.
+    limits = {"gcs_timeout": timeout, "gcs_retry_deadline": timeout}
     try:
-        config = settings.parse(url, {})
+        config = settings.parse(url, limits)
         where = f"gs://{config.bucket}/{config.object_name('')}"
         if args.action == "show":
-            return show(url, args.task_id, out, err, where=where)
+            return show(url, args.task_id, out, err, where=where, limits=limits)
         store = ResultStore(config)
         if args.action == "delete":
             return delete(store, args.task_ids, out, err)
@@ -274,6 +291,11 @@ def main(argv: Sequence[str]) -> int:
         if args.action == "purge":
             return purge(store, found, listed=len(seen), where=where, args=args, out=out, err=err)
         return print_list(found[: args.limit], out, as_json=args.json, wide=args.wide)
+    except TransientError as exc:
+        endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com"
+        message = E_UNREACHABLE.format(endpoint=endpoint, timeout=timeout, reason=exc)
+        err.print(f"[red]{escape(message)}[/]", highlight=False)
+        return 1
     except CeleryGCSError as exc:
         err.print(f"[red]{escape(str(exc))}[/]", highlight=False)
         return 1
@@ -295,14 +317,16 @@ def print_list(found: Sequence[Result], out: Console, *, as_json: bool, wide: bo
     return 0
 
 
-def show(url: str, task_id: str, out: Console, err: Console, *, where: str) -> int:
+def show(url: str, task_id: str, out: Console, err: Console, *, where: str, limits: dict[str, float]) -> int:
     from celery import Celery
 
     from ..backend import GCSBackend
 
     # The backend built from the URL itself: an app's result_backend would lose
     # to an exported CELERY_RESULT_BACKEND, and --backend must win.
-    backend = GCSBackend(Celery("celery-gcs-results", set_as_current=False), url=url)
+    app = Celery("celery-gcs-results", set_as_current=False)
+    app.conf.update(limits)
+    backend = GCSBackend(app, url=url)
     state = backend.get_task_meta(task_id)
     out.file.write(json.dumps(state, indent=2, default=repr) + "\n")
     if state.get("status") != states.PENDING:

@@ -205,6 +205,7 @@ class Proxy:
             self.connections += 1
         try:
             if faults.blackhole:
+                self.inject("blackhole")  # counted per connection held, as "down" is per one refused
                 await reader.read()  # hold the connection open, answer nothing
                 return
             if self.protocol == "http1":

@@ -2,7 +2,8 @@
 
 The only module that talks to Cloud Storage. It sizes the HTTP connection
 pool to the thread pool, disables the client's background bucket look-ups,
-and turns google-api-core errors into ``celery_gcs.errors``.
+turns google-api-core errors into ``celery_gcs.errors``, and keeps every
+request within its caller's deadline (``deadline.within``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import requests
@@ -22,7 +24,7 @@ from google.auth import environment_vars
 from google.auth import exceptions as auth
 from google.cloud import storage
 
-from .. import observe, retry
+from .. import deadline, observe, retry
 from ..errors import (
     E_BUCKET_DENIED,
     E_BUCKET_MISSING,
@@ -31,7 +33,6 @@ from ..errors import (
     AccessDenied,
     BucketNotFound,
     ConfigurationError,
-    TransientError,
 )
 from ..observe import GCS_DELETE, GCS_LIST, GCS_READ, GCS_WRITE
 from ..perprocess import PerProcess
@@ -72,7 +73,6 @@ class ResultStore:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._retry = retry.policy(settings.retry_deadline)
         self._client = PerProcess(self._new_client, lambda client: client.close())
         self._pool = PerProcess(self._new_pool, lambda pool: pool.shutdown(wait=False))
 
@@ -104,11 +104,22 @@ class ResultStore:
         bucket = self._client.get().bucket(self._settings.bucket)
         return bucket.blob(self._settings.object_name(name))
 
+    def _limits(self, caller: float | None, what: str) -> retry.Limits:
+        return retry.limits(self._settings.retry_deadline, self._settings.timeout, caller, what=what)
+
+    def _where(self, blob_name: str) -> str:
+        return f"gs://{self._settings.bucket}/{blob_name}"
+
     def get(self, name: str) -> StoredObject | None:
+        return self._get(name, deadline.current())
+
+    def _get(self, name: str, caller: float | None) -> StoredObject | None:
         blob = self._blob(name)
+        what = f"reading {self._where(blob.name)}"
+        limits = self._limits(caller, what)
         try:
             with observe.request(GCS_READ, _REFUSALS):
-                data = blob.download_as_bytes(retry=self._retry, timeout=self._settings.timeout)
+                data = blob.download_as_bytes(retry=limits.retry, timeout=limits.timeout)
         except api.NotFound as exc:
             if _bucket_missing(exc):
                 raise self._bucket_not_found() from exc
@@ -116,13 +127,14 @@ class ResultStore:
         except api.Forbidden as exc:
             raise self._denied("read", blob.name, exc) from exc
         except api.RetryError as exc:
-            raise TransientError(f"reading gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
+            raise limits.gave_up(what, exc) from exc
         return StoredObject(data, int(blob.generation or 0))
 
     def get_many(self, names: Sequence[str]) -> list[StoredObject | None]:
+        caller = deadline.current()  # the pool's threads do not see the caller's context
         if len(names) <= 1:
-            return [self.get(name) for name in names]
-        return list(self._pool.get().map(self.get, names))
+            return [self._get(name, caller) for name in names]
+        return list(self._pool.get().map(partial(self._get, caller=caller), names))
 
     def put(
         self,
@@ -142,14 +154,16 @@ class ResultStore:
         blob = self._blob(name)
         blob.custom_time = expires_at
         blob.metadata = dict(metadata) if metadata else None
+        what = f"writing {self._where(blob.name)}"
+        limits = self._limits(deadline.current(), what)
         try:
             with observe.request(GCS_WRITE, _REFUSALS):
                 blob.upload_from_string(
                     data,
                     content_type=content_type,
                     if_generation_match=if_generation_match,
-                    retry=self._retry,
-                    timeout=self._settings.timeout,
+                    retry=limits.retry,
+                    timeout=limits.timeout,
                 )
         except api.PreconditionFailed as exc:
             raise GenerationMismatch(name) from exc
@@ -158,7 +172,7 @@ class ResultStore:
         except api.Forbidden as exc:
             raise self._denied("write", blob.name, exc) from exc
         except api.RetryError as exc:
-            raise TransientError(f"writing gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
+            raise limits.gave_up(what, exc) from exc
         return int(blob.generation or 0)
 
     def delete(self, name: str) -> None:
@@ -167,10 +181,15 @@ class ResultStore:
 
     def remove(self, name: str) -> bool:
         """Delete in one request; False when there was nothing to delete."""
+        return self._remove(name, deadline.current())
+
+    def _remove(self, name: str, caller: float | None) -> bool:
         blob = self._blob(name)
+        what = f"deleting {self._where(blob.name)}"
+        limits = self._limits(caller, what)
         try:
             with observe.request(GCS_DELETE, _REFUSALS):
-                blob.delete(retry=self._retry, timeout=self._settings.timeout)
+                blob.delete(retry=limits.retry, timeout=limits.timeout)
         except api.NotFound as exc:
             if _bucket_missing(exc):
                 raise self._bucket_not_found() from exc
@@ -178,14 +197,15 @@ class ResultStore:
         except api.Forbidden as exc:
             raise self._denied("delete", blob.name, exc) from exc
         except api.RetryError as exc:
-            raise TransientError(f"deleting gs://{self._settings.bucket}/{blob.name}: {exc}") from exc
+            raise limits.gave_up(what, exc) from exc
         return True
 
     def remove_many(self, names: Sequence[str]) -> list[bool]:
         """``remove`` each, in parallel on the pool: one request per object."""
+        caller = deadline.current()
         if len(names) <= 1:
-            return [self.remove(name) for name in names]
-        return list(self._pool.get().map(self.remove, names))
+            return [self._remove(name, caller) for name in names]
+        return list(self._pool.get().map(partial(self._remove, caller=caller), names))
 
     def list(self, prefix: str = "") -> Iterator[Listed]:
         """Objects whose names start with ``prefix`` (under the base path), in name order.
@@ -194,12 +214,14 @@ class ResultStore:
         nothing is read or downloaded.
         """
         base = self._settings.object_name("")
+        what = f"listing {self._where(base + prefix)}"
+        limits = self._limits(deadline.current(), what)
         pages = self._client.get().list_blobs(
             self._settings.bucket,
             prefix=base + prefix,
             page_size=LIST_PAGE,
-            retry=self._retry,
-            timeout=self._settings.timeout,
+            retry=limits.retry,
+            timeout=limits.timeout,
         )
         try:
             for page in _observed_pages(pages.pages):
@@ -212,7 +234,7 @@ class ResultStore:
         except api.Forbidden as exc:
             raise self._denied("list", base + prefix, exc) from exc
         except api.RetryError as exc:
-            raise TransientError(f"listing gs://{self._settings.bucket}/{base + prefix}: {exc}") from exc
+            raise limits.gave_up(what, exc) from exc
 
     def close(self) -> None:
         self._pool.clear()
