@@ -114,7 +114,9 @@ class ChordCoordinator:
         task_ids = list(leaf_ids(header))
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
-        if not self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at()):
+        with observe.step(observe.CHORD_APPLY):
+            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at())
+        if not created:
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
         observe.event(observe.CHORD_APPLIED)
@@ -153,7 +155,8 @@ class ChordCoordinator:
         part = self.part(request, state, result)
         started = time.monotonic()
         self.before_count(part)
-        settled, part = self._count(part)
+        with observe.step(observe.CHORD_COUNT):
+            settled, part = self._count(part)
         self.after_count(part)
         ended_it = settled is not None and settled.claimed
         if ended_it:
@@ -269,7 +272,8 @@ class ChordCoordinator:
         key = self.key(part.group_id)
         seen: dt.datetime | None = None
         while True:
-            settled = self.store.settle(key, step)
+            with observe.step(observe.CHORD_SETTLE):
+                settled = self.store.settle(key, step)
             chord = settled.chord
             if chord is None or not settled.held or not may_wait:
                 return settled
@@ -294,7 +298,8 @@ class ChordCoordinator:
             if chord.problem is not None:
                 raise ChordError(chord.problem)
             results = self._header(part, chord)
-            value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+            with observe.step(observe.CHORD_GATHER):
+                value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
         except PartsInFlight as exc:
             log.warning("Chord %s: %s; its late parts will complete it", part.group_id, exc)
             self._release_quietly(key, token)
@@ -325,7 +330,8 @@ class ChordCoordinator:
             raise
         self.before_publish(part)
         try:
-            self.backend.app.amqp._retry_publish(callback.delay, value)
+            with observe.step(observe.CHORD_PUBLISH):
+                self.backend.app.amqp._retry_publish(callback.delay, value)
             observe.event(observe.CALLBACK_PUBLISHED)
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
