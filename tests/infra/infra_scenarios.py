@@ -172,6 +172,8 @@ def scenarios() -> dict[str, dict]:
             },
         ),
         "psa": new_environment("psa", {"redisConnectMode": "PRIVATE_SERVICE_ACCESS"}),
+        # Monitoring off with its one key: no scraping, dashboard, alert policy nor monitoring API.
+        "quiet": new_environment("quiet", {"monitoring": False}),
         # KEDA installed by the stack (its images through Cloud NAT), on an internet broker
         # whose certificate names its host.
         "keda_stack": {

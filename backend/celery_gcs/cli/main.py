@@ -54,7 +54,7 @@ COMMANDS = {
 #: The modules each extra brings; one missing means the extra is not installed.
 EXTRA_MODULES = {
     "cli": ("rich",),
-    "local": ("gcp_storage_emulator", "hpack", "hyperframe", "redis", "psutil"),
+    "local": ("gcp_storage_emulator", "hpack", "hyperframe", "redis", "psutil", "prometheus_client"),
 }
 
 
