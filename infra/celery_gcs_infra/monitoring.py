@@ -96,7 +96,6 @@ class MonitoringArgs:
     worker_selector: dict[str, str]
     #: The queue-length service's pod selector, when the stack runs one.
     queue_length_selector: dict[str, str] | None = None
-    queue_length_port: int = 8080
     thresholds: Thresholds = field(default_factory=Thresholds)
     #: Cloud Monitoring notification channels (projects/P/notificationChannels/ID).
     notification_channels: tuple[str, ...] = ()
