@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import logging
 import time
 import uuid
@@ -73,6 +74,17 @@ class ChordBackend(Protocol):
         """Celery's: fail the callback and call its errbacks."""
 
 
+class Ending(enum.Enum):
+    """How a claim's holder left its chord."""
+
+    #: The callback went out, with this part's value (unless a run before it stored a success).
+    PUBLISHED = "published"
+    #: Failed through the errbacks, given up to parts in flight, or taken over.
+    ENDED = "ended"
+    #: Left open, its claim released: the chord's error could not be recorded.
+    LEFT = "left"
+
+
 class PartsInFlight(Exception):
     """Counted parts whose results are not stored yet."""
 
@@ -101,6 +113,8 @@ class ChordCoordinator:
         # chord key -> its document as last read: the counters' shape never
         # changes while a chord runs, so parts count without reading it.
         self._chords: PerProcess[OrderedDict[str, Chord]] = PerProcess(OrderedDict)
+        # task id -> its state, for parts whose value went out with the callback and could not be stored.
+        self._published: PerProcess[OrderedDict[str, EncodedState]] = PerProcess(OrderedDict)
         # group id -> header size, for chords this process applied.
         self._applied: PerProcess[OrderedDict[str, int]] = PerProcess(OrderedDict)
 
@@ -114,8 +128,9 @@ class ChordCoordinator:
         task_ids = list(leaf_ids(header))
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
+        parts = map(part_document_id, task_ids)
         with observe.step(observe.CHORD_APPLY):
-            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at())
+            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts)
         if not created:
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
@@ -150,28 +165,46 @@ class ChordCoordinator:
         """A header task returned: count its part, complete the chord if it was the last, then store its state.
 
         A part so slow from counting to stored that the callback's join may
-        have given up on it looks again once stored.
+        have given up on it looks again once stored; so does a part that
+        could not end the chord it held (its error could not be recorded).
+        A part whose value went out with the callback and could not be
+        stored then stores that value when its task's outcome is recorded
+        again (Celery's record of the failed store, or its retry): readers
+        never read another outcome than the one the callback got.
         """
+        published = self._published.get().pop(str(request.id), None)
+        if published is not None:
+            self.results.write_state(published)
+            return
         part = self.part(request, state, result)
         started = time.monotonic()
         self.before_count(part)
         with observe.step(observe.CHORD_COUNT):
             settled, part = self._count(part)
         self.after_count(part)
-        ended_it = settled is not None and settled.claimed
-        if ended_it:
-            assert settled is not None
-            self._complete(part, settled)
-        self.results.write_state(encoded)
-        if not ended_it and time.monotonic() - started > self.slow_part_after():
+        ending = None
+        if settled is not None and settled.claimed:
+            ending = self._complete(part, settled)
+        try:
+            self.results.write_state(encoded)
+        except Exception:
+            if ending is Ending.PUBLISHED:
+                _remember(self._published.get(), part.task_id, encoded)
+            raise
+        slow = ending is None and time.monotonic() - started > self.slow_part_after()
+        if slow or ending is Ending.LEFT:
             self.look_again(part)
 
     def look_again(self, part: Part) -> None:
-        """A part slow to store its result: a join that gave up on it may have left the chord to it."""
+        """A part slow to store its result, or one that could not end its chord: it may be left to it."""
         part = dataclasses.replace(part, counted_before=True)
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease()), may_wait=True)
-        if settled is not None and settled.claimed:
-            self._complete(part, settled)
+        if settled is not None and settled.claimed and self._complete(part, settled) is Ending.LEFT:
+            log.error(
+                "Chord %s: could not be ended (its outcome cannot be recorded); it stays open, "
+                "its claim released, until a part of it returns again or its documents expire",
+                part.group_id,
+            )
 
     def _count(self, part: Part) -> tuple[Settled | None, Part]:
         """Count the part down its counters; what settling found, and the part (marked if counted before)."""
@@ -197,9 +230,10 @@ class ChordCoordinator:
             parent = chord_tree.parent(node)
             reported = self.store.report(key, node, update_time, parent, self._expires_at())
             if reported is None:
-                # Reported already: by a replay, or by this very commit whose answer was
-                # lost. Either way, look at what is above, as a replay does.
-                return self._walk_up(part, key, chord.leaves, parent, may_wait=False), part
+                # The counter changed since it filled: reported (by a replay, or by this
+                # very commit whose answer was lost), or only rewritten (its expiry pushed
+                # back). Either way, read it and go on from there, as a replay does.
+                return self._walk_up(part, key, chord.leaves, node, may_wait=False), part
             node, remaining, update_time = parent, reported.remaining, reported.update_time
         if remaining < 0:
             # More returns than parts at this counter (a part document deleted, then its task
@@ -232,15 +266,24 @@ class ChordCoordinator:
         return self._walk_up(part, key, chord.leaves, chord_tree.leaf_of(part.task_id, chord.leaves), may_wait=True)
 
     def _walk_up(self, part: Part, key: str, leaves: int, start: Node, may_wait: bool) -> Settled | None:
-        """From ``start`` up: report any full counter not reported yet, and settle if the top is full."""
+        """From ``start`` up: report any full counter not reported yet, and settle if the top is full.
+
+        A report refused by its precondition is not taken for done: the
+        counter may only have been rewritten (its expiry pushed back), so it
+        is read again until it reads reported.
+        """
         for node in chord_tree.path(start, leaves):
-            counter = self.store.read_counter(key, node)
-            if counter is None or counter.remaining > 0:
-                return None  # not full (or the chord ended): nothing left to finish
-            if chord_tree.is_top(node, leaves):
-                return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), top=node), may_wait=may_wait)
-            if not counter.reported:
-                self.store.report(key, node, counter.update_time, chord_tree.parent(node), self._expires_at())
+            while True:
+                counter = self.store.read_counter(key, node)
+                if counter is None or counter.remaining > 0:
+                    return None  # not full (or the chord ended): nothing left to finish
+                if chord_tree.is_top(node, leaves):
+                    step = Settle(uuid.uuid4().hex, self._lease(), top=node)
+                    return self._settle(part, step, may_wait=may_wait)
+                if counter.reported or self.store.report(
+                    key, node, counter.update_time, chord_tree.parent(node), self._expires_at()
+                ):
+                    break
         return None
 
     def _fail_uncountable(self, part: Part, key: str, node: Node) -> Settled | None:
@@ -256,12 +299,35 @@ class ChordCoordinator:
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True))
         if settled is not None and settled.claimed and settled.chord is not None and settled.chord.claim:
             callback = maybe_signature(part.callback, app=self.backend.app)
-            token = settled.chord.claim.token
+            token, held_until = settled.chord.claim.token, time.monotonic() + self._lease()
             try:
                 raise ChordError(reason)  # Celery fails the callback from the current stack
             except ChordError as error:
-                self._fail(key, token, callback, error, [], settled.chord)
+                self._fail(key, token, held_until, callback, error, [], settled.chord)
         return None
+
+    def _fail_gone(self, part: Part, key: str) -> None:
+        """The chord document is gone: fail the chord once, unless its callback already has an outcome."""
+        callback = maybe_signature(part.callback, app=self.backend.app)
+        if callback is None or not callback.id:
+            return
+        if self.results.task_state(callback.id)["status"] in states.READY_STATES:
+            return  # it ended, and its document expired since: a late copy of a part
+        settings = self.results.settings
+        reason = (
+            f"Chord {part.group_id}: its document {settings.firestore_collection}/{key} in Firestore "
+            f"database {settings.firestore_database!r} is gone while the chord is open (expired: parts "
+            "further apart than result_chord_expires, or result_expires; or deleted by hand); "
+            f"part {part.task_id} cannot be counted"
+        )
+        if not self.store.create_ended(key, self._expires_at()):
+            return  # another part found it gone first, and failed it
+        log.error("%s", reason)
+        try:
+            raise ChordError(reason)  # Celery fails the callback from the current stack
+        except ChordError as error:
+            self.backend.chord_error_from_stack(callback, error)
+        observe.event(observe.CHORD_FAILED)
 
     def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
         """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it.
@@ -275,6 +341,8 @@ class ChordCoordinator:
             with observe.step(observe.CHORD_SETTLE):
                 settled = self.store.settle(key, step)
             chord = settled.chord
+            if chord is None:
+                self._fail_gone(part, key)
             if chord is None or not settled.held or not may_wait:
                 return settled
             assert chord.claim is not None and chord.read_time is not None
@@ -286,11 +354,13 @@ class ChordCoordinator:
             wait = (chord.claim.lease_until - chord.read_time).total_seconds()
             time.sleep(min(max(wait, 0.0) + 0.05, _WAIT_STEP))
 
-    def _complete(self, part: Part, settled: Settled) -> None:
+    def _complete(self, part: Part, settled: Settled) -> Ending:
         """We hold the claim: gather the results, publish the callback once, mark the chord done."""
         chord = settled.chord
         assert chord is not None and chord.claim is not None
         key, token = self.key(part.group_id), chord.claim.token
+        # Until when (monotonic) the claim is surely ours: the lease began before now.
+        held_until = time.monotonic() + self._lease()
         self.after_claim(part)
         callback = maybe_signature(part.callback, app=self.backend.app)
         results: list[Any] = []
@@ -303,31 +373,30 @@ class ChordCoordinator:
         except PartsInFlight as exc:
             log.warning("Chord %s: %s; its late parts will complete it", part.group_id, exc)
             self._release_quietly(key, token)
-            return
+            return Ending.ENDED
         except ChordError as exc:
             log.error("Chord %s failed: %s", part.group_id, exc)
-            self._fail(key, token, callback, exc, results, chord)
-            return
+            return self._fail(key, token, held_until, callback, exc, results, chord)
         except Exception as exc:  # a failed join fails the chord, as with Redis; the part stays
             if self._retried_by_celery(exc):
                 self._release_quietly(key, token)
                 raise  # Celery retries storing this part, which completes the chord then
             log.exception("Chord %s cannot join its parts", part.group_id)
             error = ChordError(f"Chord {part.group_id} cannot join: {exc!r}")
-            self._fail(key, token, callback, error, results, chord)
-            return
+            return self._fail(key, token, held_until, callback, error, results, chord)
+        lease = self._lease() + publish_budget(self.backend.app.conf)
+        renewing = time.monotonic()
         try:
-            if not self.store.renew(
-                key, token, self._lease() + publish_budget(self.backend.app.conf)
-            ):
+            if not self.store.renew(key, token, lease):
                 log.warning(
                     "Chord %s: claim lost before publishing; its new holder publishes",
                     part.group_id,
                 )
-                return
+                return Ending.ENDED
         except Exception:
             self._release_quietly(key, token)
             raise
+        held_until = renewing + lease
         self.before_publish(part)
         try:
             with observe.step(observe.CHORD_PUBLISH):
@@ -335,9 +404,10 @@ class ChordCoordinator:
             observe.event(observe.CALLBACK_PUBLISHED)
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
-            self.backend.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
-        finally:
-            self._end(key, token, results, chord)
+            error = ChordError(f"Callback error: {exc!r}")
+            return self._fail(key, token, held_until, callback, error, results, chord)
+        self._end(key, token, held_until, results, chord)
+        return Ending.PUBLISHED
 
     def _retried_by_celery(self, exc: Exception) -> bool:
         """Whether Celery will retry the store this failure interrupts (``result_backend_always_retry``)."""
@@ -348,16 +418,27 @@ class ChordCoordinator:
         self,
         key: str,
         token: str,
+        held_until: float,
         callback: Any,
         error: ChordError,
         results: list[Any],
         chord: Chord,
-    ) -> None:
-        observe.event(observe.CHORD_FAILED)
+    ) -> Ending:
+        """Fail the callback through its errbacks, then end the chord; or, if that cannot be recorded, leave it open.
+
+        Ended with its error unrecorded, the chord would be done while its
+        callback read PENDING forever; left open (its claim released), the
+        next return of any of its parts ends it (this part's, once stored).
+        """
         try:
             self.backend.chord_error_from_stack(callback, error)
-        finally:
-            self._end(key, token, results, chord)
+        except Exception:
+            log.exception("Chord key %s: its error could not be recorded; left open", key)
+            self._release_quietly(key, token)
+            return Ending.LEFT
+        observe.event(observe.CHORD_FAILED)
+        self._end(key, token, held_until, results, chord)
+        return Ending.ENDED
 
     def _header(self, part: Part, chord: Chord) -> list[Any]:
         """The header's results in header order, then those added to the chord: one GCS read."""
@@ -415,7 +496,7 @@ class ChordCoordinator:
                 raise error
         return {task_id: value for task_id, (_, value) in values.items()}
 
-    def _end(self, key: str, token: str, results: list[Any], chord: Chord) -> None:
+    def _end(self, key: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
         """The callback is published, or its errbacks called: mark the chord done, then clean up.
 
         A failure here is logged, never raised: the callback went out, and
@@ -423,7 +504,7 @@ class ChordCoordinator:
         """
         self._chords.get().pop(key, None)
         try:
-            if not self._end_within_lease(key, token):
+            if not self._end_within_lease(key, token, held_until):
                 log.warning(
                     "Chord key %s: the claim was taken over before the chord was marked done", key
                 )
@@ -437,18 +518,19 @@ class ChordCoordinator:
                 key,
             )
 
-    def _end_within_lease(self, key: str, token: str) -> bool:
-        """Mark the chord done, trying again until the claim's lease runs out.
+    def _end_within_lease(self, key: str, token: str, held_until: float) -> bool:
+        """Mark the chord done, trying again until the claim's lease runs out (``held_until``, monotonic).
 
         Past the lease, a replay could take the claim over and publish again;
-        so a failure here is retried for as long as the claim protects it.
+        so a failure here is retried for as long as the claim protects it:
+        the lease as last renewed (for the publish: the lease plus the publish
+        budget), not the lease alone.
         """
-        deadline = time.monotonic() + self._lease()
         while True:
             try:
                 return self.store.end(key, token)
             except Exception:
-                if time.monotonic() + _WAIT_STEP >= deadline:
+                if time.monotonic() + _WAIT_STEP >= held_until:
                     raise
                 log.warning("Chord key %s: could not mark it done; trying again", key, exc_info=True)
                 time.sleep(_WAIT_STEP)
@@ -467,14 +549,18 @@ class ChordCoordinator:
     # -- the chord document, once per process -------------------------------------------
 
     def _chord(self, key: str, part: Part, fresh: bool = False) -> Chord | None:
-        """The chord's document, read once per process; None when it is gone or done."""
+        """The chord's document, read once per process; None when it is gone or done.
+
+        Gone while the chord is open (removed by its TTL after a gap between
+        parts longer than its expiry, or by hand), the chord cannot be counted:
+        the first part to find it so fails it, once.
+        """
         chords = self._chords.get()
         if not fresh and key in chords:
             return chords[key]
         chord = self.store.read(key)
         if chord is None:
-            log.warning("Chord %s: no chord document (expired, or not applied through celery-gcs); "
-                        "part %s not counted", part.group_id, part.task_id)  # fmt: skip
+            self._fail_gone(part, key)
         if chord is None or chord.done:
             chords.pop(key, None)
             return None
@@ -484,25 +570,47 @@ class ChordCoordinator:
     def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> None:
         """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do.
 
-        One process wins the chord document's transaction and refreshes the
-        counters, the GroupResult and the header results stored so far; the
-        others only note the new expiry.
+        One process takes the refresh (a lease in the chord document) and
+        pushes back the counters, the GroupResult and the header results
+        stored so far, then the chord document's own expiry, last: a refresh
+        that fails half-way leaves the chord due, and the next part past the
+        lease takes it over. Each process looks again only when its own
+        idea of the chord's expiry falls due.
         """
         expires_at, new = chord.expires_at, self._expires_at()
         if expires_at is None or new is None:
             return
-        due_before = _now() + (new - _now()) / 2
-        if expires_at >= due_before:
+        now = _now()
+        half = (new - now) / 2
+        if expires_at >= now + half:
             return
+        token, lease = uuid.uuid4().hex, max(MIN_LEASE, half.total_seconds() / 2)
+        started = False
         try:
-            if self.store.extend(key, due_before, new):
+            taken = self.store.start_refresh(key, now + half, token, lease)
+            started = taken.started
+            if started:
                 results = self._header(part, chord)
                 self.store.refresh(key, self._nodes(results, chord), new)
                 self.results.refresh_chord(part.group_id, list(leaf_ids(results)))
-        except Exception:  # counting goes on; the next part tries again
+                self.store.end_refresh(key, new)
+                seen = new
+            elif taken.busy_for:
+                seen = now + half + dt.timedelta(seconds=taken.busy_for)  # look again once it is due
+            else:
+                seen = taken.expires_at or new
+        except Exception:  # counting goes on; a later part tries again
             log.warning("Chord %s: could not push back its expiry", part.group_id, exc_info=True)
-            return
-        _remember(self._chords.get(), key, dataclasses.replace(chord, expires_at=new))
+            if started:
+                self._give_up_refresh(key)
+            seen = now + half + dt.timedelta(seconds=_WAIT_STEP)  # at most once a second per process
+        _remember(self._chords.get(), key, dataclasses.replace(chord, expires_at=seen))
+
+    def _give_up_refresh(self, key: str) -> None:
+        try:
+            self.store.end_refresh(key, None)
+        except Exception:  # its lease runs out instead
+            log.warning("Chord key %s: could not give up its refresh", key, exc_info=True)
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -1,8 +1,14 @@
-"""Customer-managed encryption keys: one key for every resource that takes one, each service agent granted first.
+"""Customer-managed encryption keys: one key name for every resource that takes one, each service agent granted first.
 
 With ``kms_key_name`` set, the bucket, the Firestore database, Memorystore,
 the Artifact Registry repository and a new cluster's Secrets (GKE
-application-layer encryption) are all encrypted with it. Each of those
+application-layer encryption) are all encrypted with it. A Cloud KMS key only
+encrypts resources in its own location, so a resource elsewhere uses the key
+of the same key ring and key name in *its* KMS location (:func:`key_in`):
+Firestore's multi-regions eur3 and nam5 take keys in ``europe`` and ``us``, a
+bucket in the EU or US multi-region keys in ``europe`` or ``us``, anything in a
+region a key in that region. Create the key ring and key under the same names
+in each location the stack uses (docs/security.md). Each of those
 services encrypts through its own service agent, which needs
 ``roles/cloudkms.cryptoKeyEncrypterDecrypter`` on the key *before* the
 resource is created: otherwise the create fails, and under the organization
@@ -42,6 +48,25 @@ def key_name(value: str, field_name: str = "kms_key_name") -> str:
     return value
 
 
+#: Multi-region resource locations and the Cloud KMS location their keys must be in:
+#: Firestore (https://cloud.google.com/firestore/docs/cmek#locations: eur3 -> europe,
+#: nam5/nam7 -> us) and Cloud Storage (https://cloud.google.com/storage/docs/encryption/customer-managed-keys:
+#: the key's location matches the bucket's; EU -> europe, US -> us, ASIA -> asia).
+KMS_LOCATIONS = {"eur3": "europe", "nam5": "us", "nam7": "us", "eu": "europe", "us": "us", "asia": "asia"}
+
+
+def kms_location(location: str) -> str:
+    """Where a key for a resource in ``location`` must be."""
+    return KMS_LOCATIONS.get(location.lower(), location.lower())
+
+
+def key_in(key: str, location: str) -> str:
+    """The stack's key name in the KMS location of ``location`` (same project, key ring and key)."""
+    if not key:
+        return ""
+    return re.sub(r"/locations/[^/]+/", f"/locations/{kms_location(location)}/", key, count=1)
+
+
 def key_location(key: str) -> str:
     match = _KEY.match(key)
     return match.group(1) if match else ""
@@ -52,12 +77,12 @@ def check_location(key: str, location: str, what: str, field_name: str = "kms_ke
     if not key:
         return
     common.check(
-        key_location(key).lower() == location.lower(),
+        key_location(key).lower() == kms_location(location),
         field_name,
         f"the key is in {key_location(key)}, but {what} is in {location}; "
         "Cloud KMS keys only encrypt resources in their own location",
-        f"Use a key in {location} (one key serves the whole stack when everything is in the "
-        "region), or move the resource to the key's location",
+        f"Use a key in {kms_location(location)} (the stack derives it from kmsKeyName: the same "
+        "key ring and key name in each location), or move the resource to the key's location",
     )
 
 

@@ -34,6 +34,7 @@ from . import (
     broker,
     chord_store,
     cluster,
+    cmek,
     common,
     identity,
     keda,
@@ -94,6 +95,8 @@ class CeleryStackArgs:
     bucket_location: str = ""
     #: Key prefix inside the bucket (the URL's path).
     base_path: str = ""
+    #: Cloud KMS key for every resource that takes one; a resource in another location uses the
+    #: same key ring and key name there (cmek.key_in: eur3 -> europe, a region -> that region).
     kms_key_name: str = ""
     # Chord store.
     #: Default: ``PREFIX-chords``, the stack's own database: two stacks never
@@ -302,7 +305,7 @@ class CeleryStackArgs:
             project=self.project,
             bucket_name=self.bucket_name,
             location=self.bucket_location,
-            kms_key_name=self.kms_key_name,
+            kms_key_name=cmek.key_in(self.kms_key_name, self.bucket_location),
             force_destroy=not self.protect,
             protect=self.protect,
             labels=self.labels,
@@ -315,7 +318,7 @@ class CeleryStackArgs:
             location=self.firestore_location,
             collection=self.firestore_collection,
             protect=self.protect,
-            kms_key_name=self.kms_key_name,
+            kms_key_name=cmek.key_in(self.kms_key_name, self.firestore_location),
         )
 
     def network_args(self) -> network.NetworkArgs:
@@ -352,7 +355,7 @@ class CeleryStackArgs:
             node_account_id=f"{self.prefix}-nodes",
             authorized_networks=cluster.authorized_networks(self.authorized_networks),
             private_endpoint=self.private_endpoint,
-            kms_key_name="" if self.cluster else self.kms_key_name,
+            kms_key_name="" if self.cluster else cmek.key_in(self.kms_key_name, self.cluster_location),
             maintenance_start=self.maintenance_start,
             protect=self.protect,
             labels=self.labels,
@@ -375,7 +378,7 @@ class CeleryStackArgs:
             shared_vpc=bool(self.network)
             and common.network_project(self.network, self.project) != self.project,
             maintenance_window=self.redis_maintenance_window,
-            kms_key_name=self.kms_key_name,
+            kms_key_name=cmek.key_in(self.kms_key_name, self.region),
         )
 
     def app_build_args(self) -> dict[str, str]:
@@ -400,7 +403,7 @@ class CeleryStackArgs:
             protect=self.protect,
             readers=readers,
             labels=self.labels,
-            kms_key_name=self.kms_key_name,
+            kms_key_name=cmek.key_in(self.kms_key_name, self.region),
         )
 
     def identity_args(

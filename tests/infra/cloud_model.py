@@ -158,8 +158,10 @@ CMEK_SERVICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "gcp:artifactregistry/repository:Repository": ("artifactregistry.googleapis.com", ("kmsKeyName",)),
     "gcp:container/cluster:Cluster": ("container.googleapis.com", ("databaseEncryption", "keyName")),
 }
-#: Firestore multi-regions and the KMS location their keys must be in.
-FIRESTORE_KEY_LOCATIONS = {"eur3": "europe", "nam5": "us", "nam7": "us"}
+#: Multi-regions and the KMS location their keys must be in: Firestore's
+#: (https://cloud.google.com/firestore/docs/cmek) and Cloud Storage's
+#: (https://cloud.google.com/storage/docs/encryption/customer-managed-keys).
+FIRESTORE_KEY_LOCATIONS = {"eur3": "europe", "nam5": "us", "nam7": "us", "eu": "europe", "us": "us", "asia": "asia"}
 
 
 def _dig(value: Any, path: tuple[str, ...]) -> Any:

@@ -161,6 +161,11 @@ def scenarios() -> dict[str, dict]:
         "nat_a": new_environment("nat-a", {"cloudNat": True}),
         "nat_b": new_environment("nat-b", {"cloudNat": True}),
         "cmek": new_environment("cmek", {"kmsKeyName": CMEK_KEY, "protect": True}),
+        # The prod example's multi-region Firestore (eur3) and a multi-region bucket (EU), one key name.
+        "cmek_multi_region": new_environment(
+            "cmek-mr",
+            {"kmsKeyName": CMEK_KEY, "protect": True, "firestoreLocation": "eur3", "bucketLocation": "EU"},
+        ),
         "shared_vpc": new_environment(
             "svpc",
             {
@@ -174,6 +179,17 @@ def scenarios() -> dict[str, dict]:
         "psa": new_environment("psa", {"redisConnectMode": "PRIVATE_SERVICE_ACCESS"}),
         # Monitoring off with its one key: no scraping, dashboard, alert policy nor monitoring API.
         "quiet": new_environment("quiet", {"monitoring": False}),
+        # Hour-long tasks: a longer grace period and visibility timeout, the app's own env and args.
+        "long_tasks": new_environment(
+            "long",
+            {
+                "terminationGracePeriodSeconds": 3600,
+                "visibilityTimeout": 7200,
+                "remapSigterm": True,
+                "extraEnv": "ACME_MODE=batch,TZ=UTC",
+                "extraArgs": "--prefetch-multiplier=1 --without-gossip",
+            },
+        ),
         # KEDA installed by the stack (its images through Cloud NAT), on an internet broker
         # whose certificate names its host.
         "keda_stack": {

@@ -34,6 +34,8 @@ def inventory(runs, name) -> Inventory:
         # Regression: an existing cluster on another project's network (a Shared VPC host, a
         # cluster in another project) got a broker peering with it directly, which Memorystore refuses.
         "other_project_cluster", "shared_a", "team_ns",
+        # Regression: a key in the region was refused for Firestore's eur3 (KMS location europe).
+        "cmek_multi_region",
     ],
 )  # fmt: skip
 def test_every_stack_creates_cleanly(runs, name):
@@ -42,6 +44,8 @@ def test_every_stack_creates_cleanly(runs, name):
 
 def test_under_restrict_non_cmek_services_only_the_keyed_stack_deploys(runs):
     assert rejections(inventory(runs, "cmek"), agents=AGENTS, restrict_non_cmek=RESTRICTED) == []
+    multi = inventory(runs, "cmek_multi_region")
+    assert rejections(multi, agents=AGENTS, restrict_non_cmek=RESTRICTED) == []
     refused = rejections(inventory(runs, "dev"), agents=AGENTS, restrict_non_cmek=RESTRICTED)
     assert len(refused) == len(CMEK_SERVICES), refused
     assert all("restrictNonCmekServices" in r for r in refused)

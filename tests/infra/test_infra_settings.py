@@ -298,16 +298,6 @@ def test_a_prebuilt_image_needs_no_app_directory():
         ({"protect": "true", "redisTier": "BASIC"}, "redisTier", "has no replica"),
         ({"redisMaintenanceWindow": "SUNDAY 03:30"}, "redisMaintenanceWindow", "start on the hour"),
         ({"redisMaintenanceWindow": "someday 03:00"}, "redisMaintenanceWindow", "not a weekly maintenance window"),
-        (
-            {"kmsKeyName": "projects/k/locations/europe/keyRings/r/cryptoKeys/c"},
-            "kmsKeyName",
-            "Cloud KMS keys only encrypt resources in their own location",
-        ),
-        (
-            {"kmsKeyName": "projects/k/locations/europe-west1/keyRings/r/cryptoKeys/c", "firestoreLocation": "eur3"},
-            "kmsKeyName",
-            "the Firestore database is in eur3",
-        ),
     ],
 )
 def test_network_control_plane_broker_and_key_settings_are_checked(extra, key, problem):
@@ -367,3 +357,31 @@ def test_an_existing_clusters_network_decides_the_connect_mode_when_read():
     )
     with pytest.raises(ValueError, match="set redisConnectMode to PRIVATE_SERVICE_ACCESS"):
         broker.connect_mode_for("projects/acme-net/global/networks/shared", "acme-celery-dev", "DIRECT_PEERING")
+
+
+def test_the_key_name_is_derived_for_each_location_and_a_component_refuses_a_foreign_key():
+    from celery_gcs_infra import cmek, result_store
+
+    key = "projects/k/locations/europe/keyRings/r/cryptoKeys/c"
+    args = load({"celery-gcs:kmsKeyName": key, "celery-gcs:firestoreLocation": "nam5"})
+    assert args.chord_store_args().kms_key_name == "projects/k/locations/us/keyRings/r/cryptoKeys/c"
+    assert args.result_store_args().kms_key_name == "projects/k/locations/europe-west1/keyRings/r/cryptoKeys/c"
+    assert cmek.kms_location("EU") == "europe"
+    with pytest.raises(SettingError) as refused:
+        result_store.ResultStoreArgs(project="acme-celery-dev", bucket_name="b-results", location="europe-west1",
+                                     kms_key_name=key)
+    assert "Cloud KMS keys only encrypt resources in their own location" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"celery-gcs:visibilityTimeout": "600"}, "visibilityTimeout", "is not longer than the grace period"),
+        ({"celery-gcs:extraEnv": "CELERY_APP=other:app"}, "extraEnv", "CELERY_APP is set by the stack"),
+        ({"celery-gcs:extraEnv": "no-equals"}, "extraEnv", "is not NAME=value"),
+    ],
+)
+def test_long_task_settings_are_checked(extra, key, problem):
+    error = load_error(extra)
+    assert error.key == f"celery-gcs:{key}"
+    assert problem in str(error)

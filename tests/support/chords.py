@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import states
 from celery.result import AsyncResult
 
 from .tasks import CALLBACK_RUNS_KEY, ERRBACKS_KEY
@@ -62,3 +63,8 @@ def part_request(group_id: str, task_id: str) -> Any:
         id=task_id, group=group_id, group_index=0, chord={"task": "tests.callback", "options": {"task_id": "cb"}},
         task="tests.part", ignore_result=False,
     )  # fmt: skip
+
+
+def store_part(app: Any, group_id: str, task_id: str, value: object) -> None:
+    """A header task of ``group_id`` returns ``value`` in this process: counted, maybe completing its chord, stored."""
+    app.backend.store_result(task_id, value, states.SUCCESS, request=part_request(group_id, task_id))

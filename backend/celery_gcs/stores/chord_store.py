@@ -50,12 +50,18 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # Firestore's limit of writes per commit
+#: The chord document's field naming who refreshes the chord's expiry, until when (a claim of its own).
+_REFRESHING = "refreshing"
 #: Answers a caller expects (a part counted before, a counter gone, a precondition that moved),
 #: reported as refused rather than failed.
 _REFUSALS = (api.Conflict, api.NotFound, api.FailedPrecondition)
 #: A size above this is not one Celery gave us: the chord document could not
 #: hold its counters' shape, and no worker fleet runs a header this large.
 MAX_CHORD_SIZE = 10_000_000
+#: How long an ended chord's document is kept when no expiry is configured
+#: (``result_expires`` None or 0): long enough for late copies of its parts
+#: to find it ended, and then removed by the TTL policy rather than kept forever.
+ENDED_CHORD_KEPT = dt.timedelta(days=1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,6 +133,18 @@ class Inspected:
     key: str
     chord: Chord
     created: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refresh:
+    """What taking a chord's refresh found."""
+
+    #: This caller refreshes the chord, then calls ``end_refresh``.
+    started: bool
+    #: The chord document's expiry as read.
+    expires_at: dt.datetime | None = None
+    #: Another process is refreshing it, for this many more seconds at most.
+    busy_for: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -215,17 +233,23 @@ class ChordStore:
         leaves: int,
         counts: Mapping[Node, int],
         expires_at: dt.datetime | None,
-    ) -> None:
+        parts: Iterable[str] = (),
+    ) -> bool:
         """Write the chord's counters, then its document (which makes it countable); False if it is open.
 
-        A group id applied again once its chord ended starts afresh. One
-        applied again while its chord is still open (a frozen chord run twice
-        at once) is left as it is: the runs share its parts, counted once, and
-        one callback.
+        A group id applied again once its chord ended starts afresh: the part
+        documents its last run may have left (a clean-up that failed) are
+        deleted first, by id (``parts``), or its parts would read as counted.
+        One applied again while its chord is still open (a frozen chord run
+        twice at once) is left as it is: the runs share its parts, counted
+        once, and one callback.
         """
         current = self.read(key)
         if current is not None and not current.done and current.problem is None:
             return False
+        if current is not None and current.done:
+            refs = [self._part(key, part) for part in parts]
+            self._commit_in_batches("clearing an ended chord's parts", refs, lambda batch, ref: batch.delete(ref))
         ttl = _ttl(expires_at)
         writes = [
             (self._counter(key, node), {"remaining": remaining, "reported": False, **ttl})
@@ -237,6 +261,24 @@ class ChordStore:
         }  # fmt: skip
         writes.append((self._chord(key), chord))
         self._commit_in_batches("creating a chord", writes, lambda batch, write: batch.set(*write))
+        return True
+
+    def create_ended(self, key: str, expires_at: dt.datetime | None) -> bool:
+        """Write a chord document found gone while its chord was open, as ended; False if one exists again.
+
+        The one caller that writes it fails the chord; every later part finds
+        it ended. It expires as an ended chord does.
+        """
+        now = dt.datetime.now(dt.UTC)
+        ended = {
+            "size": 0, "leaves": 1, "added": [], "added_pending": 0, "header_done": True, "done": True,
+            contract.FIRESTORE_TTL_FIELD: expires_at or now + ENDED_CHORD_KEPT,
+        }  # fmt: skip
+        ref = self._chord(key)
+        try:
+            self._call("marking a chord ended", lambda: ref.create(ended, **self._call_options))
+        except api.Conflict:
+            return False
         return True
 
     def add(self, key: str, part: str, task_id: str, expires_at: dt.datetime | None) -> bool:
@@ -430,9 +472,12 @@ class ChordStore:
             chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
             if chord is not None and chord.done and chord.claim is None:
                 return True  # ended: by this very call, whose first commit's answer was lost
-            if not _held_by(chord, token):
+            if not _held_by(chord, token) or chord is None:
                 return False
-            transaction.update(ref, {"done": True, "claim": firestore.DELETE_FIELD})
+            ended: dict[str, Any] = {"done": True, "claim": firestore.DELETE_FIELD}
+            if chord.expires_at is None and chord.read_time is not None:
+                ended[contract.FIRESTORE_TTL_FIELD] = chord.read_time + ENDED_CHORD_KEPT
+            transaction.update(ref, ended)
             return True
 
         return self._transact("ending a chord", attempt)
@@ -459,18 +504,44 @@ class ChordStore:
                 write(batch, item)
             self._commit(what, batch)
 
-    def extend(self, key: str, due_before: dt.datetime, expires_at: dt.datetime) -> bool:
-        """Push back the chord's expiry if it falls before ``due_before``; False if another process just did."""
+    def start_refresh(
+        self, key: str, due_before: dt.datetime, token: str, lease: float
+    ) -> Refresh:
+        """Take the chord's refresh if its expiry falls before ``due_before``, for ``lease`` seconds.
+
+        The new expiry is written only once the refresh is done
+        (``end_refresh``): a refresh that fails half-way leaves the chord due,
+        and the next part takes it once this lease has run out (or at once,
+        if the failed one gave it up).
+        """
         ref = self._chord(key)
 
-        def attempt(transaction: firestore.Transaction) -> bool:
-            chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
+        def attempt(transaction: firestore.Transaction) -> Refresh:
+            snapshot = ref.get(transaction=transaction, timeout=self._timeout)
+            chord = self._chord_from(snapshot)
             if chord is None or chord.done or (chord.expires_at and chord.expires_at >= due_before):
-                return False
-            transaction.update(ref, {contract.FIRESTORE_TTL_FIELD: expires_at})
-            return True
+                return Refresh(started=False, expires_at=chord.expires_at if chord else None)
+            now = snapshot.read_time
+            busy = _claim_from((snapshot.to_dict() or {}).get(_REFRESHING))
+            if busy is not None and busy.token != token and busy.lease_until > now:
+                return Refresh(started=False, expires_at=chord.expires_at, busy_for=(busy.lease_until - now).total_seconds())
+            mine = Claim(token, now + dt.timedelta(seconds=lease))
+            transaction.update(ref, {_REFRESHING: _claim_fields(mine)})
+            return Refresh(started=True, expires_at=chord.expires_at)
 
-        return self._transact("extending a chord", attempt)
+        return self._transact("taking a chord's refresh", attempt)
+
+    def end_refresh(self, key: str, expires_at: dt.datetime | None) -> None:
+        """The refresh is done (``expires_at`` set) or given up (None): the chord's expiry, and no refresh taken."""
+        fields: dict[str, Any] = {_REFRESHING: firestore.DELETE_FIELD}
+        if expires_at is not None:
+            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
+        try:
+            self._call("ending a chord's refresh", lambda: self._chord(key).update(fields, **self._call_options))
+        except api.NotFound as exc:
+            if _database_missing(exc):
+                raise
+            # the chord document expired meanwhile: nothing to push back
 
     def refresh(self, key: str, nodes: Iterable[Node], expires_at: dt.datetime) -> None:
         """Push back the expiry of a running chord's counters."""

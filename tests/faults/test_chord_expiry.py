@@ -1,0 +1,124 @@
+"""Chords and results past their expiry: what Firestore's TTL policy and GCS's lifecycle remove.
+
+Issue 26, the suspected defects. The emulators delete nothing by TTL, so a
+test deletes what the TTL policy would (by the Firestore client, as the
+policy does), then lets the chord's parts return in-process. The last test
+fails the clean-up of an ended chord through the proxy instead.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+import pytest
+from celery import states
+from celery_gcs import contract
+from celery_gcs.keys import part_document_id
+from celery_gcs.local.faults import FIRESTORE_COMMIT
+from google.cloud import firestore
+
+from ..support.chords import Published, apply_here, store_part
+
+pytestmark = pytest.mark.usefixtures("stack")
+#: A suspected defect shown real on today's code; its fix lands with the marker removed.
+PENDING_FIX = pytest.mark.xfail(strict=True, reason="issue 26: confirmed, fix pending")
+
+
+def chord_document(app: Any, stack: Any, group_id: str) -> firestore.DocumentReference:
+    client = firestore.Client(project=stack.stack.project)
+    return client.collection(contract.FIRESTORE_COLLECTION).document(
+        app.backend.chords.key(group_id)
+    )
+
+
+def test_a_chord_whose_document_expired_while_open_fails_once(make_app, stack, monkeypatch) -> None:
+    """Suspected: a gap between parts longer than the expiry let the TTL policy remove the chord
+    document; the next parts were not counted and nothing failed the chord: it hung, silent.
+    """
+    app = make_app()
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 3)
+    store_part(app, group_id, ids[0], 0)
+    chord_document(app, stack, group_id).delete()  # as the TTL policy does
+    store_part(app, group_id, ids[1], 1)
+    store_part(app, group_id, ids[2], 2)
+    callback = app.AsyncResult("cb")
+    assert published.values == []
+    assert callback.state == states.FAILURE
+    assert "expired" in str(callback.result) and group_id in str(callback.result)
+
+
+def test_a_replay_after_its_part_document_expired_still_completes_the_chord_once(
+    make_app, stack, monkeypatch
+) -> None:
+    """Suspected, ruled out: a replay whose part document the TTL policy removed counts its leaf down
+    a second time; the leaf fills one part early, the join waits for the missing part and gives the
+    chord up to it, and that part, going below zero, completes it.
+    """
+    app = make_app(result_chord_join_timeout=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 3)
+    store_part(app, group_id, ids[0], 0)
+    parts = chord_document(app, stack, group_id).collection(contract.FIRESTORE_PARTS_COLLECTION)
+    parts.document(part_document_id(ids[0])).delete()  # as the TTL policy does
+    store_part(app, group_id, ids[0], 0)  # a replay: counted again
+    store_part(app, group_id, ids[1], 1)
+    assert published.values == []
+    store_part(app, group_id, ids[2], 2)
+    assert published.values == [[0, 1, 2]]
+
+
+def test_refreshing_an_expired_result_does_not_revive_it(make_app) -> None:
+    """Suspected: ``expire()`` gave a result that had already expired (read as PENDING) a new expiry."""
+    app = make_app(result_expires=1)
+    app.backend.store_result("t-expired", 1, states.SUCCESS)
+    time.sleep(1.3)
+    assert app.AsyncResult("t-expired").state == states.PENDING
+    app.backend.expire(app.backend.get_key_for_task("t-expired"), 60)
+    assert app.AsyncResult("t-expired").state == states.PENDING
+
+
+@pytest.mark.parametrize("expires", [None, 0])
+def test_an_ended_chord_document_expires_without_result_expires(
+    make_app, stack, monkeypatch, expires
+) -> None:
+    """Suspected: with ``result_expires`` None or 0 no chord document got ``expires_at``, so ended
+    chords' documents were never deleted.
+    """
+    app = make_app(result_expires=expires)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[1], 1)
+    assert published.values == [[0, 1]]
+    ended = chord_document(app, stack, group_id).get().to_dict()
+    assert ended["done"] is True
+    assert contract.FIRESTORE_TTL_FIELD in ended
+
+
+def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
+    make_app, stack, monkeypatch
+) -> None:
+    """Suspected: the clean-up of an ended chord failed, leaving its part documents; the same group
+    applied again (a frozen chord re-run) found them, took its parts for replays, and never counted them.
+
+    The clean-up is the fifth commit of a one-part chord's last part (count, settle, renew, end, clean-up).
+    """
+    app = make_app(gcs_retry_deadline=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 1)
+    clean_up = stack.firestore.fail(
+        FIRESTORE_COMMIT, grpc.StatusCode.UNAVAILABLE, calls=range(5, 10**6)
+    )
+    store_part(app, group_id, ids[0], 0)
+    assert clean_up.struck > 0
+    stack.firestore.faults.clear()
+    assert published.values == [[0]]
+    app.backend.apply_chord(
+        (group_id, [app.AsyncResult(ids[0])]), None
+    )  # the same chord, run again
+    app.backend.forget(ids[0])
+    store_part(app, group_id, ids[0], 1)
+    assert published.values == [[0], [1]]

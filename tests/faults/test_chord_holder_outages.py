@@ -1,0 +1,142 @@
+"""The part holding a chord's callback meets an outage: the chord ends once, and readers read what the callback got.
+
+Issue 26, defects 3, 4 and 5. The chord is applied in-process; its last part
+returns while the proxy in front of an emulator fails one kind of request.
+When that part's store raises, the test does what Celery's worker does then
+without ``result_backend_always_retry``: it records the part's failure
+(``mark_as_failure``, which stores it and returns it to the chord).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import grpc
+import pytest
+from celery import states
+from celery_gcs.local.faults import FIRESTORE_COMMIT
+
+from ..support.chords import Published, apply_here, part_request, store_part
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+def returned(app: Any, group_id: str, task_id: str, value: object) -> None:
+    """A part returns ``value`` in a worker: stored, or, if storing raised, recorded as failed as Celery does."""
+    request = part_request(group_id, task_id)
+    try:
+        app.backend.store_result(task_id, value, states.SUCCESS, request=request)
+    except Exception as exc:  # noqa: BLE001 (what celery.app.trace does with an error from mark_as_done)
+        app.backend.mark_as_failure(task_id, exc, request=request, call_errbacks=False)
+
+
+def commits_aborted(stack: Any) -> None:
+    """Every Firestore commit answered ABORTED, until ``stack.firestore.faults.clear()``.
+
+    (UNAVAILABLE would not do: the client retries a transaction's begin on
+    its own for a minute, so the holder would simply wait the blip out.)
+    """
+    stack.firestore.fail(FIRESTORE_COMMIT, grpc.StatusCode.ABORTED, calls=range(1, 10**6))
+
+
+def outage(stack: Any, *kinds: str) -> None:
+    """Every GCS request of these kinds answered 503, until ``stack.gcs.faults.clear()``."""
+    stack.gcs.faults.only = frozenset(kinds)
+    stack.gcs.faults.error_rate = 1.0
+
+
+def test_a_failed_join_whose_chord_error_cannot_be_stored_leaves_the_chord_to_end_later(
+    make_app, stack, monkeypatch, firestore_docs
+) -> None:
+    """Defect 4: the join failed (GCS reads out), storing the callback's ChordError failed too; the
+    error escaped before the part stored its own SUCCESS, with the chord already marked done. Celery
+    then recorded the part as failed and nothing ever stored the callback's outcome: PENDING forever.
+
+    The outage ends once the callback's error has been tried.
+    """
+    app = make_app(gcs_retry_deadline=0.5)
+    published = Published(app, monkeypatch)
+    fail_callback = app.backend.chord_error_from_stack
+
+    def then_recover(callback: Any, exc: Exception) -> Any:
+        try:
+            return fail_callback(callback, exc)
+        finally:
+            stack.gcs.faults.clear()
+
+    monkeypatch.setattr(app.backend, "chord_error_from_stack", then_recover)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    outage(stack, "object.read", "object.write")
+    returned(app, group_id, ids[1], 1)
+    assert stack.gcs.injected_snapshot()["status.503"] > 0
+    part = app.AsyncResult(ids[1])
+    callback = app.AsyncResult("cb")
+    outcomes = len(published.values) + (callback.state == states.FAILURE)
+    assert outcomes == 1, f"published {published.values}, callback {callback.state}"
+    assert published.values in ([], [[0, 1]])
+    assert (part.state, part.result) == (states.SUCCESS, 1)
+    assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True
+
+
+def test_the_callbacks_value_is_what_readers_read_when_the_holders_own_store_fails(
+    make_app, stack, monkeypatch
+) -> None:
+    """Defect 5: the holder published the callback with its value, then failed to store that value;
+    Celery recorded the part as failed, so readers read FAILURE while the callback consumed a success.
+    """
+    app = make_app(gcs_retry_deadline=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    outage(stack, "object.write")
+    with pytest.raises(Exception) as raised:
+        store_part(app, group_id, ids[1], 1)  # joins, publishes, then cannot store its own result
+    assert published.values == [[0, 1]]
+    stack.gcs.faults.clear()
+    request = part_request(group_id, ids[1])
+    app.backend.mark_as_failure(ids[1], raised.value, request=request, call_errbacks=False)
+    part = app.AsyncResult(ids[1])
+    assert (part.state, part.result) == (states.SUCCESS, 1)
+    assert published.values == [[0, 1]]
+
+
+#: Seconds Firestore aborts every commit once the callback is published: longer than the
+#: claim's lease (``chords.MIN_LEASE``, 10 s), shorter than the lease renewed for the publish (14 s here).
+BLIP = 12.0
+
+
+def test_a_firestore_blip_while_the_holder_ends_the_chord_never_publishes_it_twice(
+    make_app, stack, monkeypatch, firestore_docs
+) -> None:
+    """Defect 3: the holder tried to mark the chord done for the claim's lease (10 s), but had renewed
+    the claim for the lease plus the publish budget; a copy of a part arriving after it gave up waited
+    for the claim to run out, took it over and published the callback a second time.
+    """
+    app = make_app(
+        result_chord_join_timeout=0.5,
+        gcs_retry_deadline=1.0,
+        task_publish_retry_policy={"max_retries": 0},
+        broker_connection_timeout=4,  # the publish budget: the claim is renewed for 10 + 4 s
+    )
+    published: list[Any] = []
+    blip_over = threading.Event()
+
+    def publish(_: Any, value: Any) -> None:
+        published.append(value)
+        if len(published) == 1:
+            commits_aborted(stack)
+            threading.Timer(BLIP, lambda: (stack.firestore.faults.clear(), blip_over.set())).start()
+
+    monkeypatch.setattr(app.amqp, "_retry_publish", publish)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[1], 1)  # holds the claim, publishes, then meets the blip
+    assert blip_over.wait(timeout=60)
+    assert stack.firestore.injected_snapshot()["status.10"] > 0
+    time.sleep(0.2)
+    store_part(app, group_id, ids[0], 0)  # a copy of a part (a redelivery): the chord has ended
+    assert published == [[0, 1]]
+    assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True

@@ -1,0 +1,102 @@
+"""A chord running past half its expiry gets it pushed back; a fault during that refresh must not hang it.
+
+Issue 26, defects 1 and 2. Each test applies a chord in-process with a short
+``result_expires``, so that the refresh falls due while its parts return, and
+injects one partial failure through the proxies in front of the emulators.
+The callback's publish is recorded in-process (``Published``): the broker is
+not what is under test.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from celery import states
+from celery_gcs.local.faults import FIRESTORE_COMMIT
+from celery_gcs.stores import chord_tree
+
+from ..support.chords import Published, apply_here, store_part
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+def sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def test_a_refresh_between_a_parts_count_and_its_report_does_not_hang_the_chord(
+    make_app, stack, monkeypatch
+) -> None:
+    """Defect 1: the refresh rewrote the full leaf (its update time), so the leaf's report was refused
+    as "already reported"; nobody reported it and the chord never completed.
+
+    The count of the part that fills its leaf lands, and its answer is held
+    until another part, past half the chord's expiry, has refreshed it.
+    """
+    expires = 8  # the leaf's other parts count before the refresh falls due, even on a busy host
+    app = make_app(result_expires=expires)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 20)
+    applied = time.monotonic()  # the chord expires at most ``expires`` from now
+    values = {task_id: n for n, task_id in enumerate(ids)}
+    leaves = chord_tree.leaf_count(len(ids))
+    assert leaves == 2
+    first = [task_id for task_id in ids if chord_tree.leaf_of(task_id, leaves).index == 0]
+    second = [task_id for task_id in ids if task_id not in first]
+    for task_id in first[:-1]:
+        store_part(app, group_id, task_id, values[task_id])
+    assert time.monotonic() < applied + expires / 2 - 0.5, (
+        "the refresh fell due before the leaf filled"
+    )
+    held = stack.firestore.delay(
+        FIRESTORE_COMMIT, None, calls=1
+    )  # the leaf-filling count: lands, answer held
+    filling = threading.Thread(target=store_part, args=(app, group_id, first[-1], values[first[-1]]))
+    filling.start()
+    held.wait(struck=1)
+    sleep_until(applied + expires / 2 + 0.3)
+    store_part(app, group_id, second[0], values[second[0]])  # refreshes the chord, its counters included
+    held.release()
+    filling.join(timeout=30)
+    assert not filling.is_alive()
+    for task_id in second[1:]:
+        store_part(app, group_id, task_id, values[task_id])
+    assert published.values == [list(range(len(ids)))]
+
+
+def test_a_gcs_failure_during_a_refresh_is_retried_by_a_later_part(
+    make_app, stack, monkeypatch
+) -> None:
+    """Defect 2: the refresh committed the chord's new expiry first, and a failed GCS call in refreshing
+    the stored results was swallowed ("the next part tries again"); the next parts found the expiry
+    already pushed back and did nothing, so a header result expired before the join: no callback, no
+    error, and the result read PENDING.
+
+    The refresh runs five eighths into the chord's expiry, so that the next
+    one falls due only after the first result would have expired; a part
+    returns soon after the failure, before that expiry, and the last one after it.
+    """
+    expires = 8
+    app = make_app(result_expires=expires, result_chord_join_timeout=0.5, gcs_retry_deadline=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 4)
+    applied = time.monotonic()
+    store_part(app, group_id, ids[0], 0)  # kept ``expires`` seconds unless refreshed
+    stored = time.monotonic()
+    sleep_until(applied + expires * 5 / 8)
+    # The refresh pushes back the GroupResult's expiry, then each stored result's: reading the first fails.
+    outage = stack.gcs.fail(f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", 503, calls=range(1, 10**6))
+    store_part(app, group_id, ids[1], 1)
+    refreshed = time.monotonic()
+    assert outage.struck > 0
+    stack.gcs.faults.clear()
+    sleep_until(refreshed + 1.2)
+    store_part(app, group_id, ids[2], 2)
+    assert time.monotonic() < stored + expires, "the first result expired: the test proves nothing"
+    sleep_until(stored + expires + 0.3)  # past the first result's expiry, had nobody refreshed it
+    store_part(app, group_id, ids[3], 3)
+    assert time.monotonic() < refreshed + expires / 2, "the next refresh fell due: the test proves nothing"
+    assert published.values == [[0, 1, 2, 3]]
+    assert app.AsyncResult(ids[0]).state == states.SUCCESS
