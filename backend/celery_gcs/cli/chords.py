@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import contract, settings
+from .. import conventions, settings
 from ..errors import CeleryGCSError
 from ..keys import encode_id
 from ..stores.chord_store import ChordStore, Inspected, Node
@@ -71,7 +71,7 @@ class ChordView:
 
 
 def group_id_of(key: str) -> str:
-    encoded = key.removeprefix(contract.CHORD_KEY_PREFIX)
+    encoded = key.removeprefix(conventions.CHORD_KEY_PREFIX)
     return encoded if encoded.startswith("%hash-") else urllib.parse.unquote(encoded)
 
 
@@ -209,7 +209,7 @@ def print_list(views: Sequence[ChordView], out: Console, as_json: bool) -> int:
 
 
 def show(store: ChordStore, config: settings.Settings, group_id: str, out: Console, err: Console) -> int:
-    key = contract.CHORD_KEY_PREFIX + encode_id(group_id)
+    key = conventions.CHORD_KEY_PREFIX + encode_id(group_id)
     found = store.inspect(key)
     if found is None:
         err.print(

@@ -613,7 +613,7 @@ class ChordStore:
 
     def counters(self, key: str) -> dict[Node, int]:
         """What each of the chord's counters still waits for: one query, one read per counter."""
-        ref = self._chord(key).collection(contract.FIRESTORE_COUNTERS_COLLECTION)
+        ref = self._chord(key).collection(conventions.FIRESTORE_COUNTERS_COLLECTION)
         snapshots = self._call("reading a chord's counters", lambda: list(ref.stream(**self._call_options)), FIRESTORE_QUERY)
         found = {}
         for snapshot in snapshots:
@@ -628,7 +628,7 @@ class ChordStore:
 
     def failed_parts(self, key: str) -> list[str]:
         """Ids of the part documents of parts that failed: one query, one read per failed part (one if none)."""
-        ref = self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION)
+        ref = self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION)
         query = ref.where(filter=firestore.FieldFilter("failed", "==", True))
         snapshots = self._call("reading a chord's failed parts", lambda: list(query.stream(**self._call_options)), FIRESTORE_QUERY)
         return sorted(snapshot.id for snapshot in snapshots)
