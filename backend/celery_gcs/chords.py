@@ -507,6 +507,15 @@ class ChordCoordinator:
             if not missing:
                 break
             if last:
+                gone = self.results.expired(missing)
+                if gone:
+                    # Stored, then expired while the chord waited for a late part: no later
+                    # look can read them, so the chord fails now rather than never ending.
+                    raise ChordError(
+                        f"Dependency {gone[0]} expired before the chord could join ({len(gone)} of its "
+                        "results did): its parts were further apart than result_chord_expires (or "
+                        "result_expires) allows"
+                    )
                 raise PartsInFlight(
                     f"{len(missing)} counted parts not stored yet, e.g. {missing[0]}"
                 )

@@ -217,6 +217,20 @@ class StoredResults:
                 found[task_id] = state
         return found
 
+    def expired(self, task_ids: Sequence[str]) -> list[str]:
+        """Those of ``task_ids`` whose results were stored and have expired since, in one read."""
+        names = [self.task_key(task_id) for task_id in task_ids]
+        gone = []
+        for task_id, name, stored in zip(task_ids, names, self.store.get_many(names)):
+            if stored is None:
+                continue
+            try:
+                if meta.expired(self._decode(name, stored.data)):
+                    gone.append(task_id)
+            except CorruptResult:
+                continue  # not a result: the reads that need it say so
+        return gone
+
     def as_stored(self, state: str, result: Any) -> Any:
         """A result as a reader gets it back: through the serializer and Celery's rebuilding."""
         codec = self._codec
