@@ -500,6 +500,7 @@ def monitoring_rejections(inv: Inventory) -> list[str]:
         for tile in layout.get("tiles") or []:
             if tile.get("xPos", 0) + tile.get("width", 1) > layout.get("columns", 12):
                 found.append(f"{board['name']}: a tile reaches past column {layout.get('columns', 12)}")
+    return found
 
 
 def destroy_rejections(inv: Inventory) -> list[str]:
