@@ -53,6 +53,13 @@ from .stores.chord_tree import Node
 
 log = logging.getLogger(__name__)
 
+E_HEADER_GONE = (
+    "GroupResult {group_id} no longer exists: the chord's saved header was deleted before the chord completed. "
+    "It lives as long as result_chord_expires, else result_expires (here {seconds:g}s; gcs_ttl overrides both), "
+    "and the bucket's lifecycle deletes it once that has passed: raise result_chord_expires above the longest "
+    "a chord's parts can wait in the queue and run"
+)
+
 #: A claim is held at least this long before others may take it over.
 MIN_LEASE = 10.0
 #: What Celery's ``result_chord_join_timeout`` defaults to.
@@ -413,7 +420,8 @@ class ChordCoordinator:
         except CorruptResult as exc:
             raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
         if header is None:
-            raise ChordError(f"GroupResult {part.group_id} no longer exists")
+            lifetime = self.results.settings.ttl or self.results.lifetimes.chord_result or 0
+            raise ChordError(E_HEADER_GONE.format(group_id=part.group_id, seconds=lifetime))
         return [*header.results, *(AsyncResult(task_id) for task_id in chord.added)]
 
     def _gather(self, part: Part, key: str, token: str, ids: list[str]) -> dict[str, Any]:
