@@ -135,7 +135,8 @@ class ChordCoordinator:
         task_ids = list(leaf_ids(header))
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
-        if not self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at()):
+        parts = map(part_document_id, task_ids)
+        if not self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts):
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
         observe.event(observe.CHORD_APPLIED)
@@ -307,6 +308,29 @@ class ChordCoordinator:
                 self._fail(key, token, held_until, callback, error, [], settled.chord)
         return None
 
+    def _fail_gone(self, part: Part, key: str) -> None:
+        """The chord document is gone: fail the chord once, unless its callback already has an outcome."""
+        callback = maybe_signature(part.callback, app=self.backend.app)
+        if callback is None or not callback.id:
+            return
+        if self.results.task_state(callback.id)["status"] in states.READY_STATES:
+            return  # it ended, and its document expired since: a late copy of a part
+        settings = self.results.settings
+        reason = (
+            f"Chord {part.group_id}: its document {settings.firestore_collection}/{key} in Firestore "
+            f"database {settings.firestore_database!r} is gone while the chord is open (expired: parts "
+            "further apart than result_chord_expires, or result_expires; or deleted by hand); "
+            f"part {part.task_id} cannot be counted"
+        )
+        if not self.store.create_ended(key, self._expires_at()):
+            return  # another part found it gone first, and failed it
+        log.error("%s", reason)
+        try:
+            raise ChordError(reason)  # Celery fails the callback from the current stack
+        except ChordError as error:
+            self.backend.chord_error_from_stack(callback, error)
+        observe.event(observe.CHORD_FAILED)
+
     def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
         """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it.
 
@@ -318,6 +342,8 @@ class ChordCoordinator:
         while True:
             settled = self.store.settle(key, step)
             chord = settled.chord
+            if chord is None:
+                self._fail_gone(part, key)
             if chord is None or not settled.held or not may_wait:
                 return settled
             assert chord.claim is not None and chord.read_time is not None
@@ -523,14 +549,18 @@ class ChordCoordinator:
     # -- the chord document, once per process -------------------------------------------
 
     def _chord(self, key: str, part: Part, fresh: bool = False) -> Chord | None:
-        """The chord's document, read once per process; None when it is gone or done."""
+        """The chord's document, read once per process; None when it is gone or done.
+
+        Gone while the chord is open (removed by its TTL after a gap between
+        parts longer than its expiry, or by hand), the chord cannot be counted:
+        the first part to find it so fails it, once.
+        """
         chords = self._chords.get()
         if not fresh and key in chords:
             return chords[key]
         chord = self.store.read(key)
         if chord is None:
-            log.warning("Chord %s: no chord document (expired, or not applied through celery-gcs); "
-                        "part %s not counted", part.group_id, part.task_id)  # fmt: skip
+            self._fail_gone(part, key)
         if chord is None or chord.done:
             chords.pop(key, None)
             return None

@@ -293,12 +293,18 @@ class StoredResults:
         self.put(self.group_key(group_id), self._codec.encode(saved), expires_at=expires_at)
 
     def extend(self, name: str, seconds: float | None) -> None:
-        """Give an existing result a new expiry, ``seconds`` from now; nothing if it is missing."""
+        """Give an existing result a new expiry, ``seconds`` from now; nothing if it is missing or expired.
+
+        An expired result reads as absent (PENDING); giving it a new expiry
+        would bring back what readers already saw gone.
+        """
         for _ in range(_MAX_CONFLICTS):
             found = self.store.get(name)
             if found is None:
                 return
             decoded = self._decode(name, found.data)
+            if meta.expired(decoded):
+                return
             expires_at = self.expires_at(seconds)
             decoded[meta.EXPIRES_FIELD] = meta.isoformat(expires_at)
             metadata = meta.object_metadata(decoded, decoded.get("name")) if "status" in decoded else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import shlex
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -279,6 +280,41 @@ OPTIONS: tuple[Option, ...] = (
         "cluster it creates); false: CPU HorizontalPodAutoscaler.",
     ),
     _worker("kedaListLength", int, "Queued tasks per pod KEDA aims for."),
+    _worker(
+        "extraEnv",
+        str,
+        "Comma-separated NAME=value environment variables for your app in the worker "
+        "container (not one the stack sets).",
+    ),
+    _worker(
+        "extraArgs",
+        str,
+        "Space-separated arguments appended to celery worker, such as --prefetch-multiplier=1.",
+    ),
+    _worker(
+        "acksLate",
+        bool,
+        "Tasks are acknowledged when they end (CELERY_TASK_ACKS_LATE for the app): a killed "
+        "worker's task is redelivered, not lost.",
+    ),
+    _worker(
+        "rejectOnWorkerLost",
+        bool,
+        "With acksLate, requeue a task whose pool process died (CELERY_TASK_REJECT_ON_WORKER_LOST).",
+    ),
+    _worker(
+        "visibilityTimeout",
+        int,
+        "Seconds Redis waits before redelivering an unacknowledged task "
+        "(CELERY_BROKER_VISIBILITY_TIMEOUT); above terminationGracePeriodSeconds and your "
+        "longest task.",
+    ),
+    _worker(
+        "remapSigterm",
+        bool,
+        "SIGTERM as a cold shutdown (REMAP_SIGTERM=SIGQUIT): running tasks are requeued at once "
+        "instead of finishing within the grace period.",
+    ),
     _worker("namespace", str, "Kubernetes namespace of the workers; empty: the prefix."),
     _worker(
         "createNamespace",
@@ -357,8 +393,10 @@ def load(
     worker_kwargs: dict[str, Any] = {"labels": {"celery-gcs-stack": _label_value(stack)}}
     for option in OPTIONS:
         value = parsed[option.key]
-        if option.key == "queues":
+        if option.key in ("queues", "extraEnv"):
             value = tuple(q.strip() for q in value.split(",") if q.strip())
+        if option.key == "extraArgs":
+            value = tuple(shlex.split(value))
         if option.key == "prefix":
             value = value or "celery-" + re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-")
         target = worker_kwargs if option.target is WorkerSettings else stack_kwargs

@@ -74,6 +74,22 @@ def _probe(kind: str, *, period: int, failures: int) -> k8s.core.v1.ProbeArgs:
     )
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Variables the stack sets itself; extraEnv may not override them.
+STACK_ENV = frozenset(
+    {
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "CELERY_APP",
+        "CELERY_CONCURRENCY",
+        "CELERY_QUEUES",
+        "GOOGLE_CLOUD_PROJECT",
+        "CELERY_TASK_ACKS_LATE",
+        "CELERY_TASK_REJECT_ON_WORKER_LOST",
+        "CELERY_BROKER_VISIBILITY_TIMEOUT",
+        "REMAP_SIGTERM",
+    }
+)
 _CELERY_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -106,6 +122,23 @@ class WorkerSettings:
     cpu_utilization: int = 70
     #: Extra labels on every object (the stack name).
     labels: dict[str, str] = field(default_factory=dict)
+    #: The app's own environment variables, ``NAME=value`` each (never one the stack sets).
+    extra_env: tuple[str, ...] = ()
+    #: Arguments appended to ``celery worker`` (after the image's), such as --prefetch-multiplier=1.
+    extra_args: tuple[str, ...] = ()
+    # Long tasks. The stack passes these to the app as CELERY_TASK_ACKS_LATE,
+    # CELERY_TASK_REJECT_ON_WORKER_LOST and CELERY_BROKER_VISIBILITY_TIMEOUT (the
+    # example app, worker_image/example_app, applies them; docs/environments.md shows how).
+    #: Acknowledge a task when it ends, not when it starts: a killed worker's task is redelivered.
+    acks_late: bool = True
+    #: With acks_late, requeue the task when its pool process dies (OOM, SIGKILL).
+    reject_on_worker_lost: bool = True
+    #: Seconds Redis keeps a delivered, unacknowledged task before giving it to another worker:
+    #: longer than any task runs, so longer than the grace period.
+    visibility_timeout: int = 3600
+    #: SIGTERM as a cold shutdown (Celery's REMAP_SIGTERM=SIGQUIT): running tasks are requeued
+    #: at once (with acks_late) instead of finishing within the grace period.
+    remap_sigterm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("instance", "namespace", "service_account"):
@@ -151,6 +184,28 @@ class WorkerSettings:
             "Use 30-3600 seconds: at least as long as your longest task, so a warm "
             "shutdown can finish it",
         )
+        for item in self.extra_env:
+            name = item.split("=", 1)[0]
+            common.check(
+                "=" in item and bool(_ENV_NAME.match(name)),
+                "extra_env",
+                f"{item!r} is not NAME=value",
+                "Use comma-separated NAME=value pairs, such as APP_MODE=batch,TZ=UTC",
+            )
+            common.check(
+                name not in STACK_ENV,
+                "extra_env",
+                f"{name} is set by the stack",
+                "Use the stack's own setting for it (docs/environments.md), not extraEnv",
+            )
+        common.check(
+            self.visibility_timeout > self.termination_grace_period_seconds,
+            "visibility_timeout",
+            f"{self.visibility_timeout}s is not longer than the grace period "
+            f"({self.termination_grace_period_seconds}s): a task still finishing in a warm "
+            "shutdown would be given to a second worker",
+            "Set visibilityTimeout above terminationGracePeriodSeconds (and above your longest task)",
+        )
         common.check(
             self.keda_list_length >= 1,
             "keda_list_length",
@@ -195,17 +250,31 @@ class WorkerArgs:
 def worker_env(args: WorkerArgs) -> list[k8s.core.v1.EnvVarArgs]:
     """The worker container's whole configuration (the image reads nothing else)."""
     cfg = args.settings
-    plain = {
+    plain: dict[str, pulumi.Input[str]] = {
         "CELERY_RESULT_BACKEND": args.result_backend,
         "CELERY_APP": cfg.celery_app,
         "CELERY_CONCURRENCY": str(cfg.concurrency),
         "CELERY_QUEUES": ",".join(cfg.queues),
         "GOOGLE_CLOUD_PROJECT": args.project,
+        **long_task_env(cfg),
+        **dict(item.split("=", 1) for item in cfg.extra_env),
     }
     return [
         pods.secret_env("CELERY_BROKER_URL", broker_secret_name(cfg.instance), "url"),
         *(k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in plain.items()),
     ]
+
+
+def long_task_env(cfg: WorkerSettings) -> dict[str, str]:
+    """What keeps a long task from being lost or run twice, for the app to apply."""
+    env = {
+        "CELERY_TASK_ACKS_LATE": str(cfg.acks_late).lower(),
+        "CELERY_TASK_REJECT_ON_WORKER_LOST": str(cfg.reject_on_worker_lost).lower(),
+        "CELERY_BROKER_VISIBILITY_TIMEOUT": str(cfg.visibility_timeout),
+    }
+    if cfg.remap_sigterm:
+        env["REMAP_SIGTERM"] = "SIGQUIT"  # read by Celery itself
+    return env
 
 
 def worker_storage(
@@ -239,6 +308,8 @@ def pod_spec(args: WorkerArgs) -> k8s.core.v1.PodSpecArgs:
     container = k8s.core.v1.ContainerArgs(
         name="worker",
         image=args.image,
+        # The entrypoint's `worker` command appends these to `celery worker`.
+        args=["worker", *cfg.extra_args] if cfg.extra_args else None,
         env=worker_env(args),
         resources=pods.guaranteed(resources),
         volume_mounts=mounts,

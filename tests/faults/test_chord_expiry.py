@@ -33,7 +33,6 @@ def chord_document(app: Any, stack: Any, group_id: str) -> firestore.DocumentRef
     )
 
 
-@PENDING_FIX
 def test_a_chord_whose_document_expired_while_open_fails_once(make_app, stack, monkeypatch) -> None:
     """Suspected: a gap between parts longer than the expiry let the TTL policy remove the chord
     document; the next parts were not counted and nothing failed the chord: it hung, silent.
@@ -71,7 +70,6 @@ def test_a_replay_after_its_part_document_expired_still_completes_the_chord_once
     assert published.values == [[0, 1, 2]]
 
 
-@PENDING_FIX
 def test_refreshing_an_expired_result_does_not_revive_it(make_app) -> None:
     """Suspected: ``expire()`` gave a result that had already expired (read as PENDING) a new expiry."""
     app = make_app(result_expires=1)
@@ -82,7 +80,6 @@ def test_refreshing_an_expired_result_does_not_revive_it(make_app) -> None:
     assert app.AsyncResult("t-expired").state == states.PENDING
 
 
-@PENDING_FIX
 @pytest.mark.parametrize("expires", [None, 0])
 def test_an_ended_chord_document_expires_without_result_expires(
     make_app, stack, monkeypatch, expires
@@ -101,7 +98,6 @@ def test_an_ended_chord_document_expires_without_result_expires(
     assert contract.FIRESTORE_TTL_FIELD in ended
 
 
-@PENDING_FIX
 def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
     make_app, stack, monkeypatch
 ) -> None:

@@ -53,7 +53,7 @@ def done(*workers: Any) -> int:
 
 
 #: What the chord code logs when a chord's counting went wrong.
-MISCOUNTS = ("went below zero", "is not one of its parts", "no chord document")
+MISCOUNTS = ("went below zero", "is not one of its parts", "is gone while the chord is open")
 
 
 def check_ended_once(app: Any, result: Any, size: int, firestore_docs: Any, *workers: Any) -> None:

@@ -177,6 +177,17 @@ def scenarios() -> dict[str, dict]:
             },
         ),
         "psa": new_environment("psa", {"redisConnectMode": "PRIVATE_SERVICE_ACCESS"}),
+        # Hour-long tasks: a longer grace period and visibility timeout, the app's own env and args.
+        "long_tasks": new_environment(
+            "long",
+            {
+                "terminationGracePeriodSeconds": 3600,
+                "visibilityTimeout": 7200,
+                "remapSigterm": True,
+                "extraEnv": "ACME_MODE=batch,TZ=UTC",
+                "extraArgs": "--prefetch-multiplier=1 --without-gossip",
+            },
+        ),
         # KEDA installed by the stack (its images through Cloud NAT), on an internet broker
         # whose certificate names its host.
         "keda_stack": {

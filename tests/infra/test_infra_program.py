@@ -608,6 +608,9 @@ def test_deployment_environment(dev, prod):
             "CELERY_CONCURRENCY",
             "CELERY_QUEUES",
             "GOOGLE_CLOUD_PROJECT",
+            "CELERY_TASK_ACKS_LATE",
+            "CELERY_TASK_REJECT_ON_WORKER_LOST",
+            "CELERY_BROKER_VISIBILITY_TIMEOUT",
         ]
         assert env["CELERY_RESULT_BACKEND"]["value"] == inv.outputs["result_backend"]
         assert env["CELERY_APP"]["value"] == "acme.tasks:app"
@@ -999,3 +1002,45 @@ def test_multi_region_locations_get_the_stacks_key_in_their_kms_location(runs):
     assert redis["customerManagedKey"] == "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/all"
     granted = {g["inputs"]["cryptoKeyId"] for g in inv.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember")}
     assert {database["cmekConfig"]["kmsKeyName"], redis["customerManagedKey"]} <= granted
+
+
+def test_a_killed_workers_task_is_redelivered_by_default(dev):
+    """Regression: nothing set acks_late or reject_on_worker_lost, so a SIGKILLed task was lost,
+    and Redis's one-hour visibility timeout was never weighed against the grace period."""
+    env = {e["name"]: e.get("value") for e in container(dev)["env"]}
+    grace = worker_deployment(dev)["inputs"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert env["CELERY_TASK_ACKS_LATE"] == "true"
+    assert env["CELERY_TASK_REJECT_ON_WORKER_LOST"] == "true"
+    assert int(env["CELERY_BROKER_VISIBILITY_TIMEOUT"]) > grace
+    assert "REMAP_SIGTERM" not in env  # SIGTERM stays a warm shutdown within the grace period
+    assert "args" not in container(dev)
+
+
+def test_long_tasks_are_tuned_through_the_stack(runs):
+    inv = _run(runs, "long_tasks")
+    c = container(inv)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert worker_deployment(inv)["inputs"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 3600
+    assert env["CELERY_BROKER_VISIBILITY_TIMEOUT"] == "7200"
+    assert env["REMAP_SIGTERM"] == "SIGQUIT"
+    assert (env["ACME_MODE"], env["TZ"]) == ("batch", "UTC")
+    assert c["args"] == ["worker", "--prefetch-multiplier=1", "--without-gossip"]
+
+
+def test_the_example_app_applies_the_stacks_long_task_settings():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types; sys.modules['humanize'] = types.ModuleType('humanize');"
+        "from acme.tasks import app; c = app.conf;"
+        "print(c.task_acks_late, c.task_reject_on_worker_lost, c.broker_transport_options['visibility_timeout'])"
+    )
+    env = {
+        "PYTHONPATH": str(ROOT / "worker_image" / "example_app"),
+        "CELERY_TASK_ACKS_LATE": "true",
+        "CELERY_TASK_REJECT_ON_WORKER_LOST": "false",
+        "CELERY_BROKER_VISIBILITY_TIMEOUT": "7200",
+    }
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "7200"]

@@ -371,3 +371,17 @@ def test_the_key_name_is_derived_for_each_location_and_a_component_refuses_a_for
         result_store.ResultStoreArgs(project="acme-celery-dev", bucket_name="b-results", location="europe-west1",
                                      kms_key_name=key)
     assert "Cloud KMS keys only encrypt resources in their own location" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "problem"),
+    [
+        ({"celery-gcs:visibilityTimeout": "600"}, "visibilityTimeout", "is not longer than the grace period"),
+        ({"celery-gcs:extraEnv": "CELERY_APP=other:app"}, "extraEnv", "CELERY_APP is set by the stack"),
+        ({"celery-gcs:extraEnv": "no-equals"}, "extraEnv", "is not NAME=value"),
+    ],
+)
+def test_long_task_settings_are_checked(extra, key, problem):
+    error = load_error(extra)
+    assert error.key == f"celery-gcs:{key}"
+    assert problem in str(error)

@@ -58,6 +58,10 @@ _REFUSALS = (api.Conflict, api.NotFound, api.FailedPrecondition)
 #: A size above this is not one Celery gave us: the chord document could not
 #: hold its counters' shape, and no worker fleet runs a header this large.
 MAX_CHORD_SIZE = 10_000_000
+#: How long an ended chord's document is kept when no expiry is configured
+#: (``result_expires`` None or 0): long enough for late copies of its parts
+#: to find it ended, and then removed by the TTL policy rather than kept forever.
+ENDED_CHORD_KEPT = dt.timedelta(days=1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -220,17 +224,23 @@ class ChordStore:
         leaves: int,
         counts: Mapping[Node, int],
         expires_at: dt.datetime | None,
-    ) -> None:
+        parts: Iterable[str] = (),
+    ) -> bool:
         """Write the chord's counters, then its document (which makes it countable); False if it is open.
 
-        A group id applied again once its chord ended starts afresh. One
-        applied again while its chord is still open (a frozen chord run twice
-        at once) is left as it is: the runs share its parts, counted once, and
-        one callback.
+        A group id applied again once its chord ended starts afresh: the part
+        documents its last run may have left (a clean-up that failed) are
+        deleted first, by id (``parts``), or its parts would read as counted.
+        One applied again while its chord is still open (a frozen chord run
+        twice at once) is left as it is: the runs share its parts, counted
+        once, and one callback.
         """
         current = self.read(key)
         if current is not None and not current.done and current.problem is None:
             return False
+        if current is not None and current.done:
+            refs = [self._part(key, part) for part in parts]
+            self._commit_in_batches("clearing an ended chord's parts", refs, lambda batch, ref: batch.delete(ref))
         ttl = _ttl(expires_at)
         writes = [
             (self._counter(key, node), {"remaining": remaining, "reported": False, **ttl})
@@ -242,6 +252,24 @@ class ChordStore:
         }  # fmt: skip
         writes.append((self._chord(key), chord))
         self._commit_in_batches("creating a chord", writes, lambda batch, write: batch.set(*write))
+        return True
+
+    def create_ended(self, key: str, expires_at: dt.datetime | None) -> bool:
+        """Write a chord document found gone while its chord was open, as ended; False if one exists again.
+
+        The one caller that writes it fails the chord; every later part finds
+        it ended. It expires as an ended chord does.
+        """
+        now = dt.datetime.now(dt.UTC)
+        ended = {
+            "size": 0, "leaves": 1, "added": [], "added_pending": 0, "header_done": True, "done": True,
+            contract.FIRESTORE_TTL_FIELD: expires_at or now + ENDED_CHORD_KEPT,
+        }  # fmt: skip
+        ref = self._chord(key)
+        try:
+            self._call("marking a chord ended", lambda: ref.create(ended, **self._call_options))
+        except api.Conflict:
+            return False
         return True
 
     def add(self, key: str, part: str, task_id: str, expires_at: dt.datetime | None) -> bool:
@@ -434,9 +462,12 @@ class ChordStore:
             chord = self._chord_from(ref.get(transaction=transaction, timeout=self._timeout))
             if chord is not None and chord.done and chord.claim is None:
                 return True  # ended: by this very call, whose first commit's answer was lost
-            if not _held_by(chord, token):
+            if not _held_by(chord, token) or chord is None:
                 return False
-            transaction.update(ref, {"done": True, "claim": firestore.DELETE_FIELD})
+            ended: dict[str, Any] = {"done": True, "claim": firestore.DELETE_FIELD}
+            if chord.expires_at is None and chord.read_time is not None:
+                ended[contract.FIRESTORE_TTL_FIELD] = chord.read_time + ENDED_CHORD_KEPT
+            transaction.update(ref, ended)
             return True
 
         return self._transact("ending a chord", attempt)

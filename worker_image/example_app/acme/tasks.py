@@ -6,11 +6,21 @@ gives both (Celery reads CELERY_BROKER_URL and CELERY_RESULT_BACKEND).
 
 from __future__ import annotations
 
+import os
+
 import humanize
 from celery import Celery
 
 app = Celery("acme")
 app.conf.broker_connection_retry_on_startup = True
+# Long tasks, as the stack configures them (acksLate, rejectOnWorkerLost, visibilityTimeout):
+# a task is acknowledged when it ends, requeued if its process dies, and Redis redelivers an
+# unacknowledged one only after the visibility timeout, which outlasts the grace period.
+app.conf.task_acks_late = os.environ.get("CELERY_TASK_ACKS_LATE", "true") == "true"
+app.conf.task_reject_on_worker_lost = os.environ.get("CELERY_TASK_REJECT_ON_WORKER_LOST", "true") == "true"
+app.conf.broker_transport_options = {
+    "visibility_timeout": int(os.environ.get("CELERY_BROKER_VISIBILITY_TIMEOUT", "3600"))
+}
 
 
 @app.task
