@@ -53,6 +53,11 @@ from .stores.chord_tree import Node
 
 log = logging.getLogger(__name__)
 
+E_PARTS_EXPIRED = (
+    "Chord {group_id}: {count} header result(s), e.g. {task_id}'s, expired before the chord joined them: "
+    "they live as long as result_chord_expires, else result_expires (here {seconds:g}s; gcs_ttl overrides "
+    "both). Raise result_chord_expires above the time a chord takes from its first part to its last"
+)
 E_HEADER_GONE = (
     "GroupResult {group_id} no longer exists: the chord's saved header was deleted before the chord completed. "
     "It lives as long as result_chord_expires, else result_expires (here {seconds:g}s; gcs_ttl overrides both), "
@@ -446,8 +451,7 @@ class ChordCoordinator:
         except CorruptResult as exc:
             raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
         if header is None:
-            lifetime = self.results.settings.ttl or self.results.lifetimes.chord_result or 0
-            raise ChordError(E_HEADER_GONE.format(group_id=part.group_id, seconds=lifetime))
+            raise ChordError(E_HEADER_GONE.format(group_id=part.group_id, seconds=self._lifetime()))
         return [*header.results, *(AsyncResult(task_id) for task_id in chord.added)]
 
     def _gather(self, part: Part, key: str, token: str, ids: list[str]) -> dict[str, Any]:
@@ -477,6 +481,11 @@ class ChordCoordinator:
             if not missing:
                 break
             if last:
+                expired = self.results.expired(missing)
+                if expired:  # stored, then expired before the join: they will never come
+                    raise ChordError(E_PARTS_EXPIRED.format(
+                        count=len(expired), task_id=expired[0], group_id=part.group_id, seconds=self._lifetime()
+                    ))  # fmt: skip
                 raise PartsInFlight(
                     f"{len(missing)} counted parts not stored yet, e.g. {missing[0]}"
                 )
@@ -628,6 +637,10 @@ class ChordCoordinator:
             value=self.results.as_stored(state, result),
             callback=request.chord,
         )
+
+    def _lifetime(self) -> float:
+        """Seconds a chord's header results and GroupResult live, for messages."""
+        return self.results.settings.ttl or self.results.lifetimes.chord_result or 0
 
     def _expires_at(self) -> dt.datetime | None:
         return self.results.chord_expires_at()

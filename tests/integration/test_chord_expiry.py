@@ -50,3 +50,19 @@ def test_a_header_the_lifecycle_deleted_fails_the_chord_naming_the_setting(make_
     message = str(error)
     assert f"GroupResult {group_id} no longer exists" in message
     assert "result_chord_expires" in message and "result_expires" in message and "1s" in message
+
+
+def test_a_header_result_that_expired_before_the_join_fails_the_chord_naming_the_setting(make_app, monkeypatch) -> None:
+    """The join waited for it as a part in flight, then released the chord, which then hung: it never comes."""
+    app = make_app(result_expires=1, result_chord_join_timeout=0.5)
+    published, failed = Published(app, monkeypatch), _errors(app, monkeypatch)
+    group_id, ids = apply_here(app, 3)
+    app.backend.store_result(ids[0], 0, states.SUCCESS, request=part_request(group_id, ids[0]))
+    time.sleep(1.5)  # its result expires before the other parts run (no timing is asserted)
+    for n, task_id in enumerate(ids[1:], 1):
+        app.backend.store_result(task_id, n, states.SUCCESS, request=part_request(group_id, task_id))
+    assert published.values == []
+    (error,) = failed
+    message = str(error)
+    assert f"Chord {group_id}: 1 header result(s), e.g. {ids[0]}'s, expired before the chord joined them" in message
+    assert "Raise result_chord_expires" in message and "here 1s" in message
