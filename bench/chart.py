@@ -46,9 +46,11 @@ def relative_times(
     the built-in backend's time is extrapolated from its progress.
     """
     rows = []
-    production = summary.get("production", {}).get("workloads", {})
     entries = [(e["label"], e) for e in summary["workloads"].values()]
-    entries += [(e["label"] + ", production-like", e) for e in production.values()]
+    for production in [summary.get("production"), *summary.get("production_more", [])]:
+        if production:
+            suffix = f", production-like -c {production['concurrency']}"
+            entries += [(e["label"] + suffix, e) for e in production["workloads"].values()]
     for label, entry in entries:
         ratios = entry["ratios"]
         bars: dict[str, tuple[float, float, float, str]] = {"celery_gcs": (1.0, 1.0, 1.0, "")}

@@ -30,7 +30,7 @@ from typing import Any
 
 from celery_gcs.local import builtin
 
-from . import cpu, latency, pricing, profile, workloads
+from . import cpu, latency, pricing, profile, timeline, workloads
 from .stack import LABELS, BenchStack
 from .workloads import Sample
 
@@ -61,11 +61,11 @@ class Plan:
         """One round of every workload: requests vary little from round to round."""
         return replace(self, repeats=1, chord_repeats={}, profile=None)
 
-    def production(self) -> Plan:
-        """The production-like pass: chords up to 1,000 parts, at most two rounds."""
+    def production(self, repeats: int = 2) -> Plan:
+        """The production-like pass: chords up to 1,000 parts, at most ``repeats`` rounds."""
         return replace(
             self,
-            repeats=min(self.repeats, 2),
+            repeats=min(self.repeats, repeats),
             chords=tuple(size for size in self.chords if size <= 1000),
             chord_repeats={},
             profile=None,
@@ -138,6 +138,8 @@ class Run:
     callbacks: dict[str, list[str]] = field(default_factory=dict)  # backend -> chord callback ids
     callback_runs: dict[str, list[int]] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    #: The production-like pass's timeline of one chord (bench.timeline).
+    timeline: dict[str, Any] = field(default_factory=dict)
 
     def measure(self, workload: str, label: str, unit: str) -> Measured:
         return self.measured.setdefault(workload, Measured(workload, label, unit))
@@ -150,6 +152,12 @@ def rotated(names: tuple[str, ...], round_: int) -> list[str]:
 
 #: Worker concurrency in the production-like pass (``-c 16``, a typical I/O-bound worker).
 PRODUCTION_CONCURRENCY = 16
+#: The production-like pass again at a low concurrency, one round, so that its ratios are
+#: not an artefact of one setting.
+LOW_CONCURRENCY = 4
+#: The chord whose phases the production-like pass records (bench.timeline), or the
+#: plan's largest if smaller.
+TIMELINE_CHORD = 1000
 
 
 def run(
@@ -170,19 +178,24 @@ def run(
     local = _run_pass(plan, BenchStack(workdir / "local", backends=backends, counted=False), say)
     say("pass 2: requests counted through the proxies, one round")
     counted = _run_pass(plan.counting(), BenchStack(workdir / "counted", backends=backends), say)
-    passes, production_summary = [counted], None
+    passes, production_summaries = [counted], []
     if production is not None:
-        say(f"pass 3: production-like, answers held as in one region, workers -c {production_concurrency}")
-        stack = BenchStack(
-            workdir / "production", backends=backends, concurrency=production_concurrency, counted=False,
-            latency=production,
-        )  # fmt: skip
-        timed_production = _run_pass(plan.production(), stack, say)
-        passes.append(timed_production)
-        production_summary = summarise_production(timed_production, production)
+        for concurrency, production_plan in (
+            (production_concurrency, plan.production()),
+            (LOW_CONCURRENCY, plan.production(repeats=1)),
+        ):
+            say(f"pass 3: production-like, answers held as in one region, workers -c {concurrency}")
+            stack = BenchStack(
+                workdir / f"production-c{concurrency}", backends=backends, concurrency=concurrency,
+                counted=False, latency=production,
+            )  # fmt: skip
+            timed_production = _run_pass(production_plan, stack, say)
+            passes.append(timed_production)
+            production_summaries.append(summarise_production(timed_production, production))
     summary = summarise(local, time.time() - started, counted=counted)
-    if production_summary is not None:
-        summary["production"] = production_summary
+    if production_summaries:
+        summary["production"], *others = production_summaries
+        summary["production_more"] = others
     for other in passes:
         for name, runs in other.callback_runs.items():
             summary["callback_runs"].setdefault(name, []).extend(runs)
@@ -200,6 +213,8 @@ def _run_pass(plan: Plan, stack: BenchStack, say: Callable[[str], None]) -> Run:
     try:
         _warm_up(stack, backends, min(100, min(plan.chords, default=4)))
         _measure_all(stack, result, say)
+        if stack.latency is not None and "celery_gcs" in backends and plan.chords:
+            result.timeline = _timeline(stack, min(TIMELINE_CHORD, max(plan.chords)), say)
         if plan.profile and "celery_gcs" in backends:
             result.profile = _profile(stack, plan.profile, stack.workdir, say)
         say("counting callback runs")
@@ -273,6 +288,30 @@ def _measure_all(stack: BenchStack, result: Run, say: Callable[[str], None]) -> 
                 else:
                     result.callbacks.setdefault(name, []).append(sample.extra["callback_id"])
                     say(_line(f"chord of {size}, round {round_ + 1}", name, sample))
+
+
+def _timeline(stack: BenchStack, size: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """One more celery-gcs chord, its phases and each process's CPU (bench.timeline)."""
+    groups = stack.measured_processes()
+    before = cpu.cpu_by_tree(groups)
+    sent = time.time()
+    sample = workloads.chord_of(stack, "celery_gcs", size, 600)
+    used = cpu.used(before, cpu.cpu_by_tree(groups))
+    if sample.seconds is None:
+        return {"skipped": f"the chord of {size} did not finish"}
+    calls = timeline.read(stack.timeline_dir, since=sent)
+    found = {
+        "size": size,
+        "concurrency": stack.concurrency,
+        "phases": timeline.phases(calls, sent, sent + sample.seconds),
+        # Over the whole pass: each pool process's very first calls (its clients and connections made).
+        "first_calls": timeline.first_calls(
+            timeline.read(stack.timeline_dir), ("gcs.write", "gcs.read", "firestore.commit")
+        ),
+        "cpu": used,
+    }
+    say(f"timeline: chord of {size} at -c {stack.concurrency}: {found['phases']}; CPU {used}")
+    return found
 
 
 def _profile(
@@ -428,13 +467,24 @@ def summarise_production(result: Run, model: dict[str, float]) -> dict[str, Any]
                 for name, samples in measured.samples.items()
             },
             "ratios": _ratios(measured, result.backends),
+            # CPU seconds by process group, median over rounds (worker workloads only).
+            "cpu": {
+                name: _median_cpu(used) for name, used in measured.cpu.items() if any(used)
+            },
         }
     return {
         "latency": latency.describe(model),
         "concurrency": result.concurrency,
+        "timeline": result.timeline,
         "plan": asdict(result.plan),
         "workloads": workloads_,
     }
+
+
+def _median_cpu(used: list[dict[str, float]]) -> dict[str, float]:
+    """Median CPU seconds per process group over rounds."""
+    groups = sorted({group for one in used for group in one})
+    return {group: round(statistics.median(one.get(group, 0.0) for one in used), 3) for group in groups}
 
 
 def _requests(counts: dict[str, float]) -> float:

@@ -12,9 +12,10 @@ One pair of proxies (``celery_gcs.local.proxy.Proxy``) in a child process
 holding answers never competes with the client for the GIL. Each request or
 RPC has its answer held for the model's seconds for its kind; others go on
 meanwhile (gRPC: other streams on the same connection; HTTP/1.1: other
-connections). The Redis broker and Celery's Redis result backend get no added
-latency: Memorystore answers in under a millisecond in one zone, which
-favours Redis in the comparison, never us.
+connections). The Redis broker and Celery's Redis result backend go through
+plain TCP proxies of their own that hold every chunk half the model's
+``redis`` round trip each way, as Memorystore in the same region would
+(every backend pays it on the broker; Redis's backend on its results too).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ MODEL: dict[str, float] = {
     "firestore.RunQuery": 0.015,
     "firestore.RunAggregationQuery": 0.015,
     "firestore.GetDocument": 0.012,
+    "redis": 0.001,  # a round trip to Memorystore from a GKE node in the same region
 }
 
 #: Where the model's figures come from, for the report.
@@ -57,8 +59,11 @@ SOURCES = (
     "classes (https://cloud.google.com/storage/docs/rapid/rapid-bucket). Firestore commits a "
     "write only after replicating it, every write being a transaction "
     "(https://firebase.google.com/docs/firestore/understand-reads-writes-scale); a commit is "
-    "taken as 25 ms and a read as about half. Redis (Memorystore: 'sub-millisecond data "
-    "access', https://cloud.google.com/memorystore/docs/redis) is given none. "
+    "taken as 25 ms and a read as about half. Redis (the broker, and Celery's Redis backend) is "
+    "given a 1 ms round trip: Memorystore promises 'sub-millisecond data access' "
+    "(https://cloud.google.com/memorystore/docs/redis) to a client in its zone, and a GKE node "
+    "in another zone of the same region (a region's zones are separate data centers, "
+    "https://cloud.google.com/docs/geography-and-regions) adds a fraction of a millisecond. "
     "Override with `python -m bench --latency gcs.write=60,firestore.Commit=40` (milliseconds)."
 )
 
@@ -105,14 +110,21 @@ def rules(model: dict[str, float]) -> list[tuple[str, str, float]]:
     return found
 
 
-def serve(gcs_port: int, firestore_port: int, model: dict[str, float]) -> None:
-    """Run the two proxies until told to stop (``ChildProxies``' protocol); their ports first."""
+def serve(gcs_port: int, firestore_port: int, model: dict[str, float], redis_ports: dict[str, int]) -> None:
+    """Run the proxies until told to stop (``ChildProxies``' protocol); their ports first.
+
+    ``redis_ports``: the Redis servers (``broker``, ``result-redis``) to proxy with the
+    model's ``redis`` round trip, half of it each way.
+    """
     proxies = {
         "gcs": Proxy(gcs_port, "http1").start(),
         "firestore": Proxy(firestore_port, "grpc").start(),
     }
     for name, call, seconds in rules(model):
         proxies[name].delay(call, seconds, calls=_EVERY_CALL)
+    for name, port in redis_ports.items():
+        proxies[name] = Proxy(port, "tcp").start()
+        proxies[name].faults.latency = model.get("redis", 0.0) / 2
     reply({name: proxy.port for name, proxy in proxies.items()})
     for line in sys.stdin:
         if line.strip() == "stop":
@@ -124,10 +136,19 @@ def serve(gcs_port: int, firestore_port: int, model: dict[str, float]) -> None:
 class LatencyProxies(ChildProxies):
     """The proxies' child process (``python -m bench.latency``); nothing is counted."""
 
-    def __init__(self, gcs_port: int, firestore_port: int, model: dict[str, float]) -> None:
+    def __init__(
+        self, gcs_port: int, firestore_port: int, model: dict[str, float], redis_ports: dict[str, int] | None = None
+    ) -> None:
         self.model = dict(model)
-        argv = [sys.executable, "-m", "bench.latency", str(gcs_port), str(firestore_port), json.dumps(self.model)]
+        argv = [
+            sys.executable, "-m", "bench.latency", str(gcs_port), str(firestore_port), json.dumps(self.model),
+            json.dumps(redis_ports or {}),
+        ]  # fmt: skip
         super().__init__(argv)
+
+    def redis_url(self, name: str, port: int) -> str:
+        """The URL of Redis server ``name`` (``broker``, ``result-redis``) through its proxy."""
+        return f"redis://127.0.0.1:{self.ports.get(name, port)}/0"
 
     def env(self, side: str) -> dict[str, str]:
         """What points Google's clients (the worker's and the client's alike) at the proxies."""
@@ -149,4 +170,4 @@ def describe(model: dict[str, float]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]))
+    serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4]))

@@ -204,24 +204,58 @@ def ratio_table(summary: dict[str, Any]) -> str:
 
 
 def combined_table(summary: dict[str, Any]) -> str:
-    """Each workload's ratios on the local stack and, where it ran, in the production-like pass."""
-    production = summary.get("production", {}).get("workloads", {})
-    if not production:
+    """Each workload's ratios on the local stack and, where they ran, in the production-like passes."""
+    passes = [summary[key] for key in ("production",) if summary.get(key)] + list(summary.get("production_more", []))
+    if not passes:
         return ratio_table(summary)
+    names = [f"production-like -c {one['concurrency']}" for one in passes]
     head = (
-        "| workload | celery-gcs / Redis, local | production-like | built-in gs:// / celery-gcs, local "
-        "| production-like |"
+        "| workload | celery-gcs / Redis, local | " + " | ".join(names)
+        + " | built-in gs:// / celery-gcs, local | " + " | ".join(names) + " |"
     )
-    lines = [head, "|---|---|---|---|---|"]
+    lines = [head, "|---|---|" + "---|" * len(names) + "---|" + "---|" * len(names)]
     for key, entry in summary["workloads"].items():
-        there = production.get(key)
-        lines.append(
-            f"| {entry['label']} | {_ratio_cell(entry, 'celery_gcs/redis')} "
-            f"| {_ratio_cell(there, 'celery_gcs/redis') if there else 'not run'} "
-            f"| {_ratio_cell(entry, 'builtin/celery_gcs')} "
-            f"| {_ratio_cell(there, 'builtin/celery_gcs') if there else 'not run'} |"
-        )
+        there = [one["workloads"].get(key) for one in passes]
+        cells = [_ratio_cell(entry, "celery_gcs/redis")]
+        cells += [_ratio_cell(one, "celery_gcs/redis") if one else "not run" for one in there]
+        cells += [_ratio_cell(entry, "builtin/celery_gcs")]
+        cells += [_ratio_cell(one, "builtin/celery_gcs") if one else "not run" for one in there]
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def timeline_section(production: dict[str, Any]) -> str:
+    """One celery-gcs chord's phases at latency, and the CPU each process spent on it (bench.timeline)."""
+    found = production.get("timeline") or {}
+    if not found or "phases" not in found:
+        return found.get("skipped", "No timeline recorded.") + "\n"
+    phases = found["phases"]
+    rows = ["| phase | from (s) | to (s) | what |", "|---|---|---|---|"]
+    notes = {
+        "parts": f"{phases['counts']:,} Firestore commits (counts, counters reported) and {phases['stores']:,} GCS PUTs (results)",
+        "settle": "the transaction(s) claiming the callback, after the last count",
+        "gather": f"{phases['gather_reads']:,} GCS reads by the holder, at most {phases['gather_in_flight']} in flight",
+        "publish": "renewal, publish, broker, until the callback task starts",
+        "callback": "the callback runs and stores its result",
+    }
+    for phase, what in notes.items():
+        span = phases.get(phase)
+        cells = (f"{span['from']:.2f}", f"{span['to']:.2f}") if span else ("-", "-")
+        rows.append(f"| {phase} | {cells[0]} | {cells[1]} | {what} |")
+    firsts = ", ".join(
+        f"{kind} {v['first_ms']:g} ms first against {v['later_ms']:g} ms later ({v['processes']} processes)"
+        for kind, v in found.get("first_calls", {}).items()
+    )
+    used = ", ".join(f"{group} {seconds:.2f}" for group, seconds in sorted(found.get("cpu", {}).items()) if seconds)
+    return f"""A chord of {found['size']:,} on celery-gcs at `-c {found['concurrency']}`, its callback stored
+{phases['done']:.2f} s after it was sent (one run, after the timed rounds; `bench/timeline.py`):
+
+{chr(10).join(rows)}
+
+Each pool process's first call of the pass (its clients and connections made then) against its
+later ones, median: {firsts or 'not recorded'}.
+CPU seconds spent during that chord, by process group: {used}.
+"""
 
 
 def production_section(summary: dict[str, Any]) -> str:
@@ -239,16 +273,38 @@ def production_section(summary: dict[str, Any]) -> str:
                  if n in entry["backends"] else "-" for n in names]  # fmt: skip
         times.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     rounds = production["plan"]["repeats"]
+    more = "".join(
+        f", and again at `-c {one['concurrency']}` ({one['plan']['repeats']} round)"
+        for one in summary.get("production_more", [])
+    )
+    cpu_rows = ["| workload | " + " | ".join(labels[n] for n in names) + " |", "|---|" + "---|" * len(names)]
+    for entry in production["workloads"].values():
+        used = entry.get("cpu") or {}
+        if used:
+            cpu_rows.append(f"| {entry['label']} | " + " | ".join(_cpu_cell(used.get(n), n) for n in names) + " |")
     return f"""The same workloads on a fresh stack whose proxies hold each answer as long as the
 service would take in one region (`bench/latency.py`), with workers at `-c {production["concurrency"]}`,
-{rounds} rounds, chords up to 1,000 parts. Held per request: {held}. {model["sources"]}
+{rounds} rounds{more}, chords up to 1,000 parts. Held per request: {held}. {model["sources"]}
 
 {combined_table(summary)}
 
-Absolute times in the production-like pass (median, and range over rounds):
+Absolute times in the production-like pass at `-c {production["concurrency"]}` (median, and range over rounds):
 
 {chr(10).join(times)}
-"""
+
+CPU seconds at `-c {production["concurrency"]}` (median over rounds; worker: its pool processes too):
+
+{chr(10).join(cpu_rows)}
+
+{timeline_section(production)}"""
+
+
+def _cpu_cell(used: dict[str, float] | None, name: str) -> str:
+    """A backend's worker (with its pool processes) and client CPU seconds for one workload."""
+    if not used:
+        return "-"
+    worker = used.get(f"worker.{name}", 0.0)
+    return f"worker {worker:.2f}, client {used.get('client', 0.0):.2f}"
 
 
 def cost_table(summary: dict[str, Any]) -> str:
@@ -555,10 +611,14 @@ def write(summary: dict[str, Any], out: Path, readme: Path | None = None) -> dic
 def readme_section(summary: dict[str, Any]) -> str:
     meta = summary["meta"]
     production = summary.get("production")
+    settings = " and ".join(
+        f"`-c {one['concurrency']}`" for one in [production, *summary.get("production_more", [])] if one
+    )
+    redis_ms = (production or {}).get("latency", {}).get("ms", {}).get("redis")
+    redis = f"Redis's {redis_ms:g} ms round trip" if redis_ms else "Redis's not at all"
     where = (
         f"on the local emulators (workers `-c 2`, no proxy in the path) and production-like (each GCS "
-        f"and Firestore answer held as long as in one region, Redis's not at all, workers "
-        f"`-c {production['concurrency']}`)"
+        f"and Firestore answer held as long as in one region, {redis}, workers {settings})"
         if production
         else "on the local emulators"
     )

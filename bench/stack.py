@@ -29,6 +29,7 @@ from celery import Celery
 from celery_gcs.local import builtin, processes, services
 from celery_gcs.local.worker import WorkerProcess, celery_worker_argv
 
+from . import timeline
 from .counting import ChildProxies, ProxySet, Uncounted
 from .latency import LatencyProxies
 
@@ -97,8 +98,9 @@ class BenchStack:
             self.result_redis.start()
         if self.latency is not None:
             self.proxies = LatencyProxies(
-                self.local.services["gcs"].port, self.local.services["firestore"].port, self.latency
-            ).start()
+                self.local.services["gcs"].port, self.local.services["firestore"].port, self.latency,
+                redis_ports=self._redis_ports(),
+            ).start()  # fmt: skip
         elif self.counted:
             self.proxies = ProxySet(
                 self.local.services["gcs"].port, self.local.services["firestore"].port
@@ -128,10 +130,29 @@ class BenchStack:
         if self.local:
             self.local.stop()
 
+    def _redis_ports(self) -> dict[str, int]:
+        """The Redis servers by name: the broker, and Celery's Redis backend if it runs."""
+        assert self.local is not None
+        ports = {"broker": self.local.services["redis"].port}
+        if self.result_redis is not None:
+            ports["result-redis"] = self.result_redis.port
+        return ports
+
+    def _redis_url(self, name: str) -> str:
+        """A Redis server's URL, through its latency proxy in the production-like pass."""
+        port = self._redis_ports()[name]
+        if isinstance(self.proxies, LatencyProxies):
+            return self.proxies.redis_url(name, port)
+        return f"redis://127.0.0.1:{port}/0"
+
+    @property
+    def timeline_dir(self) -> Path:
+        """Where the production-like pass's workers record their calls (``bench.timeline``)."""
+        return self.workdir / "timeline"
+
     @property
     def broker_url(self) -> str:
-        assert self.local is not None
-        return self.local.redis_url
+        return self._redis_url("broker")
 
     def broker(self) -> redis.Redis:
         # No socket timeout: a BLPOP may wait as long as a capped chord.
@@ -147,8 +168,7 @@ class BenchStack:
         elif name == "builtin":
             url = builtin.url(bucket, self.local.project, prefix)
         elif name == "redis":
-            assert self.result_redis is not None
-            url = f"redis://127.0.0.1:{self.result_redis.port}/0"
+            url = self._redis_url("result-redis")
         else:
             raise ValueError(f"unknown backend {name!r}; known: {', '.join(NAMES)}")
         return Backend(name, LABELS[name], url, uses_gcs=name != "redis")
@@ -190,6 +210,9 @@ class BenchStack:
             "CELERY_BENCH_CONF": json.dumps(self._conf(backend)),
             "CELERY_BENCH_READY": str(ready_file),
         }
+        if self.latency is not None:
+            self.timeline_dir.mkdir(parents=True, exist_ok=True)
+            env[timeline.ENV] = str(self.timeline_dir)
         worker = WorkerProcess(
             argv,
             env=env,

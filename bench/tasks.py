@@ -5,7 +5,8 @@ backend under test; ``CELERY_BENCH_CONF`` (JSON) adds settings, such as the
 queue this worker consumes. A chord callback records, in the broker's Redis,
 when its result was stored (``task_postrun`` fires after the backend stored
 it) and how often it ran. A ready worker writes the file named by
-``CELERY_BENCH_READY``.
+``CELERY_BENCH_READY``; one started with ``CELERY_BENCH_TIMELINE`` records its
+calls to Google and when a callback starts (``bench.timeline``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import os
 import time
 
-from celery.signals import task_postrun, worker_ready
+from celery.signals import task_postrun, task_prerun, worker_ready
+from celery_gcs import observe
 from celery_gcs.local.apps import app_from_env
+
+from . import timeline
 
 #: Redis list a callback's finishing time (time.time()) is pushed to.
 DONE_KEY = "bench:done:{task_id}"
@@ -22,6 +26,7 @@ DONE_KEY = "bench:done:{task_id}"
 RUNS_KEY = "bench:runs:{task_id}"
 
 app = app_from_env("bench", conf_var="CELERY_BENCH_CONF")
+timeline.install_from_env()
 
 _redis = None
 
@@ -45,6 +50,12 @@ def collect(values: list[int]) -> dict[str, int]:
     """A chord callback: how many results it got and their sum."""
     _broker_redis().incr(RUNS_KEY.format(task_id=collect.request.id))
     return {"count": len(values), "sum": sum(values)}
+
+
+@task_prerun.connect
+def _record_start(sender=None, **_kwargs) -> None:
+    if sender is not None and sender.name == collect.name:
+        observe.event(timeline.CALLBACK_STARTED)  # bench.timeline's "publish" ends here
 
 
 @task_postrun.connect

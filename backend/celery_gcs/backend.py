@@ -26,12 +26,12 @@ from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import ChordError
 from kombu.utils.encoding import bytes_to_str
 
-from . import meta, retry, settings, waiting
+from . import meta, settings, waiting
 from .chords import ChordCoordinator
 from .errors import StoreError
 from .perprocess import PerProcess
 from .stored_results import KeyPrefixes, Lifetimes, StoredResults
-from .stores import grpc_runtime
+from .stores import grpc_runtime, retry
 
 
 class GCSBackend(KeyValueStoreBackend):

@@ -42,12 +42,12 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 
-from . import contract, observe, retry
+from . import conventions, observe
 from .errors import CorruptResult
 from .keys import part_document_id
 from .perprocess import PerProcess
 from .stored_results import EncodedState, StoredResults
-from .stores import chord_tree
+from .stores import chord_tree, retry
 from .stores.chord_store import Chord, ChordStore, Settle, Settled
 from .stores.chord_tree import Node
 
@@ -200,6 +200,8 @@ class ChordCoordinator:
             if ending is Ending.PUBLISHED:
                 _remember(self._published.get(), part.task_id, encoded)
             raise
+        if ending is None:
+            self._refresh_after_store(part)
         slow = ending is None and time.monotonic() - started > self.slow_part_after()
         if slow or ending is Ending.LEFT:
             self.look_again(part)
@@ -207,6 +209,16 @@ class ChordCoordinator:
     def look_again(self, part: Part) -> None:
         """A part slow to store its result, or one that could not end its chord: it may be left to it."""
         part = dataclasses.replace(part, counted_before=True)
+        # A plain read first: most slow parts find the chord ended, or still counting, and
+        # leave its document alone; a transaction each would make it a hot spot again.
+        key = self.key(part.group_id)
+        chord = self.store.read(key)
+        if chord is None or chord.done or (chord.problem is None and not chord.complete):
+            return
+        claim = chord.claim
+        held = claim is not None and chord.read_time is not None and claim.lease_until > chord.read_time
+        if held and not self._free_after_waiting(key, chord):
+            return
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease()), may_wait=True)
         if settled is not None and settled.claimed and self._complete(part, settled) is Ending.LEFT:
             log.error(
@@ -224,7 +236,6 @@ class ChordCoordinator:
         if chord.problem is not None:
             return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True)), part
         assert chord.leaves is not None
-        self._refresh_if_due(part, key, chord)
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
         counted = self.store.count(key, part_document_id(part.task_id), leaf, self._expires_at())
         if counted is None:
@@ -264,7 +275,7 @@ class ChordCoordinator:
             if current.leaves != chord.leaves:
                 return self._count(part)[0]  # the group id was applied again
             leaf = chord_tree.leaf_of(part.task_id, chord.leaves or 1)
-            if part.task_id in leaf_ids(self._header(part, current)):
+            if part.task_id in leaf_ids(self._header(part, current, with_added=False)):
                 return self._fail_uncountable(part, key, leaf)  # its counter is gone
             log.error("Chord %s: task %s returned to it but is not one of its parts", part.group_id, part.task_id)
             return None
@@ -296,7 +307,7 @@ class ChordCoordinator:
     def _fail_uncountable(self, part: Part, key: str, node: Node) -> Settled | None:
         """A counter gone while its chord is open: nothing can count the chord, so fail it once."""
         settings = self.results.settings
-        path = f"{settings.firestore_collection}/{key}/{contract.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
+        path = f"{settings.firestore_collection}/{key}/{conventions.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
         reason = (
             f"Chord {part.group_id}: counter document {path!r} in Firestore database "
             f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand?); "
@@ -337,28 +348,44 @@ class ChordCoordinator:
         observe.event(observe.CHORD_FAILED)
 
     def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
-        """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it.
-
-        The wait looks again every ``_WAIT_STEP`` seconds: the holder may end
-        or release the chord before its lease runs out.
-        """
+        """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it."""
         key = self.key(part.group_id)
-        seen: dt.datetime | None = None
+        settled = self._settle_once(part, key, step)
+        if settled.chord is None or not settled.held or not may_wait:
+            return settled
+        log.info("Chord %s: held by another process; waiting for it or its lease", part.group_id)
+        if not self._free_after_waiting(key, settled.chord):
+            return None
+        settled = self._settle_once(part, key, step)
+        return None if settled.held else settled  # held again: taken by another, which finishes
+
+    def _settle_once(self, part: Part, key: str, step: Settle) -> Settled:
+        settled = self.store.settle(key, step)
+        if settled.chord is None:
+            self._fail_gone(part, key)
+        return settled
+
+    def _free_after_waiting(self, key: str, chord: Chord) -> bool:
+        """Wait while another process holds the claim; True once it is free to take, False once the holder ended the chord or renewed its claim (it is alive and will finish).
+
+        Looks again every ``_WAIT_STEP`` seconds, by plain reads: no
+        transaction on the chord document while it waits, however many wait.
+        """
+        assert chord.claim is not None and chord.read_time is not None
+        seen = chord.claim.lease_until
         while True:
-            settled = self.store.settle(key, step)
-            chord = settled.chord
-            if chord is None:
-                self._fail_gone(part, key)
-            if chord is None or not settled.held or not may_wait:
-                return settled
-            assert chord.claim is not None and chord.read_time is not None
-            if seen is not None and chord.claim.lease_until > seen:
-                return None  # renewed: its holder is alive and will finish
-            if seen is None:
-                log.info("Chord %s: held by another process; waiting for it or its lease", part.group_id)
-            seen = chord.claim.lease_until
-            wait = (chord.claim.lease_until - chord.read_time).total_seconds()
-            time.sleep(min(max(wait, 0.0) + 0.05, _WAIT_STEP))
+            assert chord.read_time is not None
+            time.sleep(min(max((seen - chord.read_time).total_seconds(), 0.0) + 0.05, _WAIT_STEP))
+            found = self.store.read(key)
+            if found is not None and found.done:
+                return False
+            if found is None or found.read_time is None:
+                return True  # settling says what became of it
+            chord, claim = found, found.claim
+            if claim is None or claim.lease_until <= found.read_time:
+                return True  # released, or run out
+            if claim.lease_until > seen:
+                return False
 
     def _complete(self, part: Part, settled: Settled) -> Ending:
         """We hold the claim: gather the results, publish the callback once, mark the chord done."""
@@ -444,15 +471,18 @@ class ChordCoordinator:
         self._end(key, token, held_until, results, chord)
         return Ending.ENDED
 
-    def _header(self, part: Part, chord: Chord) -> list[Any]:
-        """The header's results in header order, then those added to the chord: one GCS read."""
+    def _header(self, part: Part, chord: Chord, with_added: bool = True) -> list[Any]:
+        """The header's results in header order, then those added to the chord (one GCS read, one query)."""
         try:
             header = self.results.read_group(part.group_id)
         except CorruptResult as exc:
             raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
         if header is None:
             raise ChordError(E_HEADER_GONE.format(group_id=part.group_id, seconds=self._lifetime()))
-        return [*header.results, *(AsyncResult(task_id) for task_id in chord.added)]
+        if not with_added:
+            return list(header.results)
+        added = self.store.added(self.key(part.group_id), chord.added)
+        return [*header.results, *(AsyncResult(task_id) for task_id in added)]
 
     def _gather(self, part: Part, key: str, token: str, ids: list[str]) -> dict[str, Any]:
         """Every part's stored result, once; this part's from memory unless a run before it stored a success.
@@ -545,8 +575,8 @@ class ChordCoordinator:
                 time.sleep(_WAIT_STEP)
 
     def _nodes(self, results: list[Any], chord: Chord) -> list[Node]:
-        added = set(chord.added)
-        header = [task_id for task_id in leaf_ids(results) if task_id not in added]
+        """The chord's counters: over its header's ids, which come first in ``results`` (added tasks have none)."""
+        header = list(leaf_ids(results))[: chord.size]
         return sorted(chord_tree.initial_counts(header, chord.leaves or 1))
 
     def _release_quietly(self, key: str, token: str) -> None:
@@ -575,6 +605,13 @@ class ChordCoordinator:
             return None
         _remember(chords, key, chord)
         return chord
+
+    def _refresh_after_store(self, part: Part) -> None:
+        """Refresh the chord if it is due, once this part is counted and stored: off its critical path."""
+        key = self.key(part.group_id)
+        chord = self._chords.get().get(key)
+        if chord is not None and chord.problem is None:
+            self._refresh_if_due(part, key, chord)
 
     def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> None:
         """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do.

@@ -296,10 +296,15 @@ class StoredResults:
         raise StoreError(f"could not store {name}: other writers kept replacing it")
 
     def save_group(self, group_id: str, result: Any, seconds: float | None) -> None:
-        """Save a GroupResult's structure, expiring ``seconds`` from now."""
+        """Save a GroupResult's structure, expiring ``seconds`` from now.
+
+        Written without a precondition (saving a group again replaces it, as
+        in Celery), and retried all the same: idempotent by construction, as
+        a group id names one structure, whoever saves it.
+        """
         expires_at = self.expires_at(seconds)
         saved = {"result": result.as_tuple(), meta.EXPIRES_FIELD: meta.isoformat(expires_at)}
-        self.put(self.group_key(group_id), self._codec.encode(saved), expires_at=expires_at)
+        self.put(self.group_key(group_id), self._codec.encode(saved), expires_at=expires_at, idempotent=True)
 
     def extend(self, name: str, seconds: float | None) -> None:
         """Give an existing result a new expiry, ``seconds`` from now; nothing if it is missing or expired.
@@ -345,8 +350,13 @@ class StoredResults:
         expires_at: dt.datetime | None,
         if_generation_match: int | None = None,
         metadata: dict[str, str] | None = None,
+        idempotent: bool = False,
     ) -> int:
-        """Write one object as a result: checked against ``gcs_max_result_bytes``, typed as Celery's bytes."""
+        """Write one object as a result: checked against ``gcs_max_result_bytes``, typed as Celery's bytes.
+
+        Retried only with ``if_generation_match`` or when ``idempotent``
+        (``ResultStore.put``): Celery's plain ``set`` is made once.
+        """
         meta.check_payload_size(name, payload, self.settings.max_result_bytes)
         return self.store.put(
             name,
@@ -355,6 +365,7 @@ class StoredResults:
             if_generation_match=if_generation_match,
             content_type=self._content_type,
             metadata=metadata,
+            idempotent=idempotent,
         )
 
     def delete(self, name: str) -> None:

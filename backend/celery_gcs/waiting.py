@@ -115,7 +115,9 @@ def get_many(
     """Celery's ``get_many``, reading each result about once; ``known`` holds states already read.
 
     Celery reads every pending result again each interval: most reads find
-    nothing. Here only the earliest pending result (in the order given) is
+    nothing. Here the first read is of the last result: when it is ready, all
+    are read at once (with up to ``gcs_threadpool_maxsize`` reads in flight).
+    Otherwise only the earliest pending result (in the order given) is
     looked at while nothing is ready, backing off from 20 ms to ``interval``,
     and once results come, waiting about as long as 50 of them take at the
     rate seen (never past ``interval``). Each look first reads as many
@@ -140,7 +142,10 @@ def get_many(
             pending.remove(task_id)
             yield task_id, cached
     started = last_look = clock.monotonic()
-    window, nap, looks = 1, min(FIRST_POLL, interval), 0
+    # The first read probes the last of them all: a group joined once finished (or a
+    # chord's header gathered) is then read in two round trips, not in ten doubling ones.
+    window, nap, looks = min(len(pending), MAX_READ_AHEAD) or 1, min(FIRST_POLL, interval), 0
+    probing = True
     gathered, caught_up = 0, 0.0  # results found since get_many first caught up, and when
     progressed = False  # this look has found results
     while pending:
@@ -151,12 +156,16 @@ def get_many(
             # that is where the unfinished begin: wait. Before, try half as many.
             found = read(batch[-1:])
             if not found and not progressed:
-                window = len(batch) // 2
+                # Not all ready: from the earliest on, as results come (the probe cost one read).
+                window = 1 if probing else len(batch) // 2
+                probing = False
                 continue
+            probing = False
             if found:
                 found.update(read(batch[:-1]))
         else:
             found = read(batch)
+            probing = False
         for task_id in batch:
             if task_id in found:
                 if on_message is not None:

@@ -9,8 +9,9 @@ worker image's Python): it verifies the broker's chain and name, and serves
 plain HTTP inside the cluster. The lengths are not secret; the AUTH string
 and the CA stay in the broker Secret, mounted here as in the workers.
 
-Its NetworkPolicy admits only KEDA's namespace, on the service's port, and
-lets it reach only DNS and the broker.
+Its NetworkPolicy admits only KEDA's namespace (``kedaNamespace``), on the
+service's port, and lets it reach only DNS and the broker. Two replicas, spread
+over zones, with a PodDisruptionBudget: one lost pod never leaves KEDA blind.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from . import common, keda, network_policy, pods
 SCRIPT = Path(__file__).with_name("queue_length.py")
 MOUNT = "/opt/celery-gcs-queue-length"
 PORT = 8080
-#: Where KEDA runs (the stack installs it there; install it there on a cluster you bring):
-#: its operator polls the service.
+#: Where KEDA runs by default (``kedaNamespace``): its operator polls the service.
 KEDA_NAMESPACE = keda.NAMESPACE
 RUN_AS = 10001
+#: Two replicas and a PodDisruptionBudget: a drained node or an upgrade never leaves KEDA blind.
+REPLICAS = 2
 
 
 def value_location(queue: str) -> str:
@@ -97,6 +99,15 @@ def pod_spec(args: QueueMetricsArgs) -> k8s.core.v1.PodSpecArgs:
     return core.PodSpecArgs(
         automount_service_account_token=False,
         security_context=pods.pod_security(run_as_user=RUN_AS),
+        # The replicas in different zones where the cluster has them.
+        topology_spread_constraints=[
+            core.TopologySpreadConstraintArgs(
+                max_skew=1,
+                topology_key="topology.kubernetes.io/zone",
+                when_unsatisfiable="ScheduleAnyway",
+                label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(args)),
+            )
+        ],
         containers=[container],
         volumes=[
             core.VolumeArgs(
@@ -156,7 +167,7 @@ class QueueMetrics(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=meta,
             spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=1,
+                replicas=REPLICAS,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(args)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels), spec=pod_spec(args)
@@ -170,6 +181,15 @@ class QueueMetrics(pulumi.ComponentResource):
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=selector(args),
                 ports=[k8s.core.v1.ServicePortArgs(name="http", port=PORT, target_port=PORT)],
+            ),
+            opts=child(),
+        )
+        self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta,
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(args)),
             ),
             opts=child(),
         )

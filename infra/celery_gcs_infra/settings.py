@@ -216,6 +216,12 @@ OPTIONS: tuple[Option, ...] = (
         "installs must support it (KEDA's compatibility matrix, checked at preview).",
     ),
     _stack(
+        "kedaNamespace",
+        str,
+        "Namespace KEDA runs in: the stack installs it there, or it is there already "
+        "(kedaInstalled); the queue-length service answers only it.",
+    ),
+    _stack(
         "kedaVersion",
         str,
         "KEDA chart version the stack installs on a cluster it creates; must support "

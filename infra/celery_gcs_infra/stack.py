@@ -22,12 +22,11 @@ when the workers scale with KEDA), worker.
 from __future__ import annotations
 
 import dataclasses
-import urllib.parse
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
-from celery_gcs import contract
+from celery_gcs import conventions
 
 from . import (
     apis,
@@ -52,23 +51,20 @@ def result_backend_url(
     base_path: str,
     project: str,
     database: str,
-    collection: str = contract.FIRESTORE_COLLECTION,
+    collection: str = conventions.FIRESTORE_COLLECTION,
 ) -> str:
     """The ``gcs://BUCKET[/prefix]?...`` URL the backend reads (Celery's ``result_backend``).
 
     It names the collection too, so the backend writes where the TTL policies are.
     """
-    path = f"/{base_path}" if base_path else ""
-    query = urllib.parse.urlencode(
-        {
-            "gcs_project": project,
-            "firestore_project": project,
-            "firestore_database": database,
-            "firestore_collection": collection,
-        },
-        safe="()",
+    return conventions.backend_url(
+        bucket,
+        base_path,
+        gcs_project=project,
+        firestore_project=project,
+        firestore_database=database,
+        firestore_collection=collection,
     )
-    return f"{contract.URL_SCHEME}://{bucket}{path}?{query}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +96,7 @@ class CeleryStackArgs:
     #: share one, nor its TTL fields; ``(default)`` only when asked for.
     firestore_database: str = ""
     #: The backend's ``firestore_collection``: the URL names it and its TTL policies cover it.
-    firestore_collection: str = contract.FIRESTORE_COLLECTION
+    firestore_collection: str = conventions.FIRESTORE_COLLECTION
     #: Default: the region.
     firestore_location: str = ""
     # Broker.
@@ -136,6 +132,8 @@ class CeleryStackArgs:
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     #: The KEDA chart the stack installs on a cluster it creates (checked against kubernetes_version).
     keda_version: str = keda.CHART_VERSION
+    #: Where KEDA runs: the stack installs it there, or it is there already (``keda_installed``).
+    keda_namespace: str = keda.NAMESPACE
     cloud_nat: bool = False
     #: Daily GKE maintenance window start (UTC, HH:MM) of a new cluster.
     maintenance_start: str = "03:00"
@@ -156,6 +154,7 @@ class CeleryStackArgs:
         common.project_id(self.project)
         common.region(self.region)
         common.dns_label(self.prefix, "prefix", max_len=23)
+        common.dns_label(self.keda_namespace, "keda_namespace")
         common.check(
             self.prefix[0].isalpha(),
             "prefix",
@@ -414,6 +413,7 @@ class CeleryStackArgs:
     def keda_args(self, provider: k8s.Provider | None) -> keda.KedaArgs:
         return keda.KedaArgs(
             version=self.keda_version,
+            namespace=self.keda_namespace,
             kubernetes_version=self.kubernetes_version,
             provider=provider,
         )
@@ -539,6 +539,7 @@ class CeleryStack(pulumi.ComponentResource):
                 broker=self.broker.connection,
                 provider=self.cluster_component.provider,
                 keda=self.keda,
+                keda_namespace=args.keda_namespace,
                 google_apis_cidr=network.PRIVATE_GOOGLE_APIS_CIDR if own_vpc else "0.0.0.0/0",
             ),
             # The pods need their identity, its grants and the TTL policy in place.

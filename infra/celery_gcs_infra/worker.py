@@ -231,6 +231,8 @@ class WorkerArgs:
     provider: k8s.Provider
     #: What installs KEDA's CRDs (the stack's KEDA release), when the stack installs it.
     keda: pulumi.Resource | None = None
+    #: Where KEDA's operator runs: the only namespace the queue-length service answers.
+    keda_namespace: str = queue_metrics.KEDA_NAMESPACE
     #: Where the workers reach Google APIs on 443: private.googleapis.com's range on the
     #: stack's own VPC; anywhere on a network whose DNS the stack does not control.
     google_apis_cidr: str = "0.0.0.0/0"
@@ -367,6 +369,11 @@ def disruption_budget_spec(cfg: WorkerSettings) -> k8s.policy.v1.PodDisruptionBu
     )
 
 
+def fallback_replicas(cfg: WorkerSettings) -> int:
+    """Replicas while KEDA cannot read the queues: never none, at least the minimum."""
+    return max(1, cfg.min_replicas)
+
+
 def scaled_object_spec(cfg: WorkerSettings, triggers: list[dict]) -> dict:
     """KEDA's ScaledObject on the Deployment: queue-length triggers, a slow scale-down."""
     return {
@@ -375,6 +382,9 @@ def scaled_object_spec(cfg: WorkerSettings, triggers: list[dict]) -> dict:
         "maxReplicaCount": cfg.max_replicas,
         "pollingInterval": 15,
         "cooldownPeriod": 300,
+        # Scalers failing 3 polls in a row (the broker or the queue-length service unreachable):
+        # hold this many replicas instead of scaling on no data, possibly to zero.
+        "fallback": {"failureThreshold": 3, "replicas": fallback_replicas(cfg)},
         "advanced": {
             "horizontalPodAutoscalerConfig": {
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW}}
@@ -574,6 +584,7 @@ class Worker(pulumi.ComponentResource):
                     secret_name=secret_name,
                     broker=conn,
                     provider=args.provider,
+                    keda_namespace=args.keda_namespace,
                 ),
                 opts=opts,
             )

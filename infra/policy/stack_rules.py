@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from celery_gcs import contract
-except ImportError:  # The pack's own virtualenv: the checkout's backend holds the contract.
+    from celery_gcs import conventions
+except ImportError:  # The pack's own virtualenv: the checkout's backend holds celery_gcs.conventions.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "backend"))
-    from celery_gcs import contract
+    from celery_gcs import conventions
 
 Resource = dict[str, Any]
 Violation = tuple[str, str]
@@ -266,7 +266,7 @@ def ttl_matches_backend(resources: list[Resource]) -> list[Violation]:
     """The result bucket and chord database expire data the way the backend expects.
 
     TTL is per collection group and never reaches subcollections: every group
-    ``contract.chord_collection_groups()`` names needs its own policy.
+    ``conventions.chord_collection_groups()`` names needs its own policy.
     """
     buckets = {b["props"].get("name"): b for b in _of_type(resources, BUCKET)}
     fields = _of_type(resources, FIELD)
@@ -278,9 +278,9 @@ def ttl_matches_backend(resources: list[Resource]) -> list[Violation]:
         if url is UNKNOWN:
             continue
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme != contract.URL_SCHEME:
+        if parts.scheme != conventions.URL_SCHEME:
             violations.append(
-                _flag(deployment, f"result backend {url!r} is not {contract.URL_SCHEME}://")
+                _flag(deployment, f"result backend {url!r} is not {conventions.URL_SCHEME}://")
             )
             continue
         bucket = buckets.get(parts.netloc)
@@ -289,20 +289,20 @@ def ttl_matches_backend(resources: list[Resource]) -> list[Violation]:
         else:
             violations += _lifecycle_violations(bucket)
         query = urllib.parse.parse_qs(parts.query)
-        database = query.get("firestore_database", [contract.FIRESTORE_DATABASE])[0]
-        collection = query.get("firestore_collection", [contract.FIRESTORE_COLLECTION])[0]
-        for group in contract.chord_collection_groups(collection):
+        database = query.get("firestore_database", [conventions.FIRESTORE_DATABASE])[0]
+        collection = query.get("firestore_collection", [conventions.FIRESTORE_COLLECTION])[0]
+        for group in conventions.chord_collection_groups(collection):
             if not any(
                 f["props"].get("database") == database
                 and f["props"].get("collection") == group
-                and f["props"].get("field") == contract.FIRESTORE_TTL_FIELD
+                and f["props"].get("field") == conventions.FIRESTORE_TTL_FIELD
                 and f["props"].get("ttlConfig") is not None
                 for f in fields
             ):
                 violations.append(
                     (
                         (
-                            f"no TTL policy on {group}.{contract.FIRESTORE_TTL_FIELD} "
+                            f"no TTL policy on {group}.{conventions.FIRESTORE_TTL_FIELD} "
                             f"in database {database!r}"
                         ),
                         deployment["urn"],
@@ -320,7 +320,7 @@ def _lifecycle_violations(bucket: Resource) -> list[Violation]:
     name, urn = _name(bucket), bucket["urn"]
     violations = []
     custom = [c for c in deletes if c.get("daysSinceCustomTime") is not None]
-    want = contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
+    want = conventions.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
     if not any(c["daysSinceCustomTime"] == want for c in custom):
         violations.append((f"{name} has no Delete rule at {want} days since custom time", urn))
     if want == 0 and not any(c.get("sendDaysSinceCustomTimeIfZero") for c in custom):
@@ -328,14 +328,14 @@ def _lifecycle_violations(bucket: Resource) -> list[Violation]:
             (f"{name}: daysSinceCustomTime 0 is dropped without sendDaysSinceCustomTimeIfZero", urn)
         )
     ages = [c["age"] for c in deletes if c.get("age") is not None]
-    if contract.LIFECYCLE_MAX_AGE_DAYS not in ages:
+    if conventions.LIFECYCLE_MAX_AGE_DAYS not in ages:
         violations.append(
-            (f"{name} has no age backstop of {contract.LIFECYCLE_MAX_AGE_DAYS} days", urn)
+            (f"{name} has no age backstop of {conventions.LIFECYCLE_MAX_AGE_DAYS} days", urn)
         )
     allowed = {"age", "daysSinceCustomTime", "sendDaysSinceCustomTimeIfZero", "sendAgeIfZero"}
     for c in deletes:
         set_keys = {k for k, v in c.items() if v not in (None, False, [], "")}
-        early = (c.get("age") or contract.LIFECYCLE_MAX_AGE_DAYS) < contract.LIFECYCLE_MAX_AGE_DAYS
+        early = (c.get("age") or conventions.LIFECYCLE_MAX_AGE_DAYS) < conventions.LIFECYCLE_MAX_AGE_DAYS
         if set_keys - allowed or early:
             violations.append((f"{name} has a Delete rule {c} that could drop live results", urn))
     return violations

@@ -79,3 +79,24 @@ def test_each_answer_is_held_for_its_kind_and_others_go_on_meanwhile(stack, prox
     started = time.monotonic()
     client.collection("latency").document(str(uuid.uuid4())).set({"n": 1})
     assert time.monotonic() - started >= 0.5
+
+
+def test_redis_gets_its_round_trip_through_a_proxy_of_its_own(stack) -> None:
+    """Memorystore in the same region: every command waits the model's round trip, Redis's as ours."""
+    import redis
+
+    port = int(stack.stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    model = {**{kind: 0.0 for kind in latency.MODEL}, "redis": 0.4}
+    held = latency.LatencyProxies(
+        stack.stack.services["gcs"].port, stack.stack.services["firestore"].port, model, redis_ports={"broker": port}
+    ).start()
+    try:
+        client = redis.Redis.from_url(held.redis_url("broker", port))
+        client.ping()  # connected
+        started = time.monotonic()
+        client.set("latency", "1")
+        assert time.monotonic() - started >= 0.4  # 0.2 s each way
+        assert client.get("latency") == b"1"
+    finally:
+        held.stop()
+    assert "1 ms round trip" in latency.SOURCES and latency.MODEL["redis"] == 0.001

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.cli import demo
 from celery_gcs.local import demo_tasks, processes, services
 from google.cloud import firestore, storage
@@ -71,7 +71,7 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     client = firestore.Client(project=stack.stack.project)
     documents = list(client.collection(summary["firestore_collection"]).list_documents())
     assert [doc.get().to_dict()["done"] for doc in documents] == [True]
-    for group in (contract.FIRESTORE_PARTS_COLLECTION, contract.FIRESTORE_COUNTERS_COLLECTION):
+    for group in (conventions.FIRESTORE_PARTS_COLLECTION, conventions.FIRESTORE_COUNTERS_COLLECTION):
         assert list(documents[0].collection(group).list_documents()) == []
     assert summary["chord_documents"] == 0
 

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from celery import states
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.keys import part_document_id
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from google.cloud import firestore
@@ -28,7 +28,7 @@ PENDING_FIX = pytest.mark.xfail(strict=True, reason="issue 26: confirmed, fix pe
 
 def chord_document(app: Any, stack: Any, group_id: str) -> firestore.DocumentReference:
     client = firestore.Client(project=stack.stack.project)
-    return client.collection(contract.FIRESTORE_COLLECTION).document(
+    return client.collection(conventions.FIRESTORE_COLLECTION).document(
         app.backend.chords.key(group_id)
     )
 
@@ -61,7 +61,7 @@ def test_a_replay_after_its_part_document_expired_still_completes_the_chord_once
     published = Published(app, monkeypatch)
     group_id, ids = apply_here(app, 3)
     store_part(app, group_id, ids[0], 0)
-    parts = chord_document(app, stack, group_id).collection(contract.FIRESTORE_PARTS_COLLECTION)
+    parts = chord_document(app, stack, group_id).collection(conventions.FIRESTORE_PARTS_COLLECTION)
     parts.document(part_document_id(ids[0])).delete()  # as the TTL policy does
     store_part(app, group_id, ids[0], 0)  # a replay: counted again
     store_part(app, group_id, ids[1], 1)
@@ -95,7 +95,7 @@ def test_an_ended_chord_document_expires_without_result_expires(
     assert published.values == [[0, 1]]
     ended = chord_document(app, stack, group_id).get().to_dict()
     assert ended["done"] is True
-    assert contract.FIRESTORE_TTL_FIELD in ended
+    assert conventions.FIRESTORE_TTL_FIELD in ended
 
 
 def test_a_group_applied_again_after_a_failed_clean_up_completes_again(

@@ -186,6 +186,10 @@ def scenarios() -> dict[str, dict]:
                 "remapSigterm": True,
                 "extraEnv": "ACME_MODE=batch,TZ=UTC",
                 "extraArgs": "--prefetch-multiplier=1 --without-gossip",
+                # KEDA on Memorystore (the queue-length service), installed in a namespace of its own name.
+                "keda": True,
+                "cloudNat": True,
+                "kedaNamespace": "autoscaling",
             },
         ),
         # KEDA installed by the stack (its images through Cloud NAT), on an internet broker

@@ -110,10 +110,15 @@ def test_pod_meets_the_restricted_pod_security_standard(any_inventory):
 
 
 def test_disruption_budget_and_autoscaler_target_the_deployment(any_inventory):
-    deployment = by_kind(any_inventory, "Deployment")[0]
+    deployments = by_kind(any_inventory, "Deployment")
+    deployment = deployments[0]
     name, selector = deployment["metadata"]["name"], deployment["spec"]["selector"]
-    (pdb,) = by_kind(any_inventory, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"] == selector
+    # One budget per Deployment (the workers', and the queue-length service's where it runs).
+    budgets = by_kind(any_inventory, "PodDisruptionBudget")
+    assert sorted(b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for b in budgets) == sorted(
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for d in deployments
+    )
+    assert budgets[0]["spec"]["selector"] == selector
     hpas = by_kind(any_inventory, "HorizontalPodAutoscaler")
     scaled = by_kind(any_inventory, "ScaledObject")
     assert len(hpas) + len(scaled) == 1, "exactly one autoscaler"

@@ -11,7 +11,7 @@ import copy
 from collections.abc import Callable
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 
 from . import infra_policies as policies
 
@@ -188,17 +188,17 @@ def ttl_on_other_database(rs):
 
 
 def no_ttl_on_parts(rs):
-    rs.remove(find(rs, FIELD, collection=contract.FIRESTORE_PARTS_COLLECTION))
+    rs.remove(find(rs, FIELD, collection=conventions.FIRESTORE_PARTS_COLLECTION))
 
 
 def backend_uses_another_collection(rs):
     e = env(rs, "CELERY_RESULT_BACKEND")
-    e["value"] = e["value"].replace(f"firestore_collection={contract.FIRESTORE_COLLECTION}", "firestore_collection=jobs")
+    e["value"] = e["value"].replace(f"firestore_collection={conventions.FIRESTORE_COLLECTION}", "firestore_collection=jobs")
 
 
 def result_backend_wrong_scheme(rs):
     e = env(rs, "CELERY_RESULT_BACKEND")
-    e["value"] = e["value"].replace(f"{contract.URL_SCHEME}://", "gs://")
+    e["value"] = e["value"].replace(f"{conventions.URL_SCHEME}://", "gs://")
 
 
 def broker_url_in_plain_env(rs):
@@ -331,9 +331,9 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
         (lifecycle_zero_dropped, "dropped without sendDaysSinceCustomTimeIfZero"),
         (lifecycle_deletes_early, "could drop live results"),
         (lifecycle_without_backstop, "no age backstop of 30 days"),
-        (ttl_on_wrong_field, f"no TTL policy on {contract.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
-        (ttl_on_other_database, f"no TTL policy on {contract.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
-        (no_ttl_on_parts, f"no TTL policy on {contract.FIRESTORE_PARTS_COLLECTION}.expires_at in database 'celery-dev'"),
+        (ttl_on_wrong_field, f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
+        (ttl_on_other_database, f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
+        (no_ttl_on_parts, f"no TTL policy on {conventions.FIRESTORE_PARTS_COLLECTION}.expires_at in database 'celery-dev'"),
         (backend_uses_another_collection, "no TTL policy on jobs.expires_at"),
         (result_backend_wrong_scheme, "is not gcs://"),
     ],

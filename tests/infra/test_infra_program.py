@@ -8,7 +8,7 @@ import ssl
 import urllib.parse
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs_infra import cluster as cluster_mod
 from celery_gcs_infra import keda
 from kombu.utils.url import parse_url
@@ -179,11 +179,11 @@ def test_bucket_lifecycle_matches_backend_defaults(dev):
         {
             "action": {"type": "Delete"},
             "condition": {
-                "daysSinceCustomTime": contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME,
+                "daysSinceCustomTime": conventions.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME,
                 "sendDaysSinceCustomTimeIfZero": True,
             },
         },
-        {"action": {"type": "Delete"}, "condition": {"age": contract.LIFECYCLE_MAX_AGE_DAYS}},
+        {"action": {"type": "Delete"}, "condition": {"age": conventions.LIFECYCLE_MAX_AGE_DAYS}},
     ]
 
 
@@ -253,12 +253,12 @@ def test_ttl_policy_on_every_collection_group_the_backend_writes(dev, prod):
                 "project": db["inputs"]["project"],
                 "database": db["inputs"]["name"],
                 "collection": group,
-                "field": contract.FIRESTORE_TTL_FIELD,
+                "field": conventions.FIRESTORE_TTL_FIELD,
                 "ttlConfig": {},
                 # Exempt from single-field indexes: no query uses it.
                 "indexConfig": {},
             }
-            for group in sorted(contract.chord_collection_groups())
+            for group in sorted(conventions.chord_collection_groups())
         ]
         for field in fields:
             assert db["urn"] in field["dependencies"]
@@ -268,7 +268,7 @@ def test_firestore_collection_key_feeds_the_backend_url_and_the_ttl_policies(run
     inv = _run(runs, "collection")
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(inv.outputs["result_backend"]).query)
     assert query["firestore_collection"] == ["jobs"]
-    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == set(contract.chord_collection_groups("jobs"))
+    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == set(conventions.chord_collection_groups("jobs"))
 
 
 # --- identity -----------------------------------------------------------------
@@ -622,14 +622,14 @@ def test_deployment_environment(dev, prod):
 def test_result_backend_url_names_bucket_project_and_database(dev, byo):
     for inv, path in [(dev, ""), (byo, "/results/v1")]:
         url = urllib.parse.urlsplit(inv.outputs["result_backend"])
-        assert url.scheme == contract.URL_SCHEME
+        assert url.scheme == conventions.URL_SCHEME
         assert url.netloc == inv.one(BUCKET)["inputs"]["name"]
         assert url.path == path
         assert urllib.parse.parse_qs(url.query) == {
             "gcs_project": ["acme-celery-dev"],
             "firestore_project": ["acme-celery-dev"],
             "firestore_database": [inv.one(DATABASE)["inputs"]["name"]],
-            "firestore_collection": [contract.FIRESTORE_COLLECTION],
+            "firestore_collection": [conventions.FIRESTORE_COLLECTION],
         }
 
 
@@ -1044,3 +1044,28 @@ def test_the_example_app_applies_the_stacks_long_task_settings():
     }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False", "7200"]
+
+
+def test_scaling_survives_one_lost_pod_or_metrics_outage(prod):
+    """Regression: one queue-length replica and no PDB, and no fallback in the ScaledObject:
+    one evicted pod left KEDA blind, and a blind ScaledObject can stop every worker."""
+    (service,) = [d for d in prod.of_type(DEPLOYMENT) if d["name"].endswith("queue-length-deployment")]
+    assert service["inputs"]["spec"]["replicas"] >= 2
+    labels = service["inputs"]["spec"]["template"]["metadata"]["labels"]
+    budgets = [
+        b for b in prod.of_type("kubernetes:policy/v1:PodDisruptionBudget")
+        if all(labels.get(k) == v for k, v in b["inputs"]["spec"]["selector"]["matchLabels"].items())
+    ]
+    assert [b["inputs"]["spec"]["maxUnavailable"] for b in budgets] == [1]
+    scaled = prod.one("kubernetes:keda.sh/v1alpha1:ScaledObject")["inputs"]["spec"]
+    assert scaled["fallback"]["failureThreshold"] >= 1
+    assert scaled["fallback"]["replicas"] >= max(1, scaled["minReplicaCount"])
+
+
+def test_the_keda_namespace_is_a_setting(runs):
+    """Regression: the queue-length service admitted only a namespace named keda."""
+    inv = _run(runs, "long_tasks")
+    assert inv.one("kubernetes:helm.sh/v3:Release")["inputs"]["namespace"] == "autoscaling"
+    (policy,) = [p for p in inv.of_type(NETWORK_POLICY) if p["name"].endswith("queue-length-netpol")]
+    peer = policy["inputs"]["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "autoscaling"}

@@ -89,14 +89,23 @@ def test_get_many_reads_results_finishing_in_order_about_once_each(clock: FakeCl
     assert reader.calls < len(ids) / 10  # batches, not a round trip per result
 
 
-def test_get_many_reads_a_finished_group_in_doubling_batches(clock: FakeClock) -> None:
+def test_get_many_reads_a_finished_group_in_two_round_trips(clock: FakeClock) -> None:
+    """Issue 24: a finished group was read in doubling batches, 1, 2, 4... (14 round trips for 100)."""
     ids = [f"t{n}" for n in range(100)]
     reader = FakeReader(clock, dict.fromkeys(ids, 0.0))
     got = dict(waiting.get_many(reader, ids, timeout=60, clock=clock.clock()))
     assert set(got) == set(ids)
     assert clock.naps == []  # all ready: no wait at all
     assert sum(reader.reads.values()) == len(ids)
-    assert reader.calls <= 16  # 1, 2, 4, ... each batch's last first, then the rest
+    assert reader.calls == 2  # the last first, then the rest at once
+
+
+def test_get_many_reads_a_group_larger_than_its_read_ahead_in_batches_of_it(clock: FakeClock) -> None:
+    ids = [f"t{n}" for n in range(2 * waiting.MAX_READ_AHEAD + 10)]
+    reader = FakeReader(clock, dict.fromkeys(ids, 0.0))
+    assert len(dict(waiting.get_many(reader, ids, timeout=60, clock=clock.clock()))) == len(ids)
+    assert sum(reader.reads.values()) == len(ids)
+    assert reader.calls <= 6
 
 
 def test_get_many_yields_what_it_already_knows_without_reading(clock: FakeClock) -> None:
@@ -112,7 +121,8 @@ def test_get_many_while_nothing_is_ready_looks_only_at_the_earliest_pending(cloc
     reader = FakeReader(clock, dict.fromkeys(ids, 1000.0))
     with pytest.raises(TimeoutError):
         list(waiting.get_many(reader, ids, timeout=5, interval=0.5, clock=clock.clock()))
-    assert set(reader.reads) == {"t0"}
+    assert set(reader.reads) == {"t0", "t49"}  # the first read probes the last
+    assert reader.reads["t49"] == 1
 
 
 def test_get_many_stops_after_max_iterations(clock: FakeClock) -> None:

@@ -41,7 +41,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .. import contract
+from .. import conventions
 from ..local import demo_tasks, processes, services
 from ..local.proxy import Proxy
 from ..local.worker import WorkerFailed, WorkerProcess, celery_worker_argv
@@ -221,7 +221,7 @@ class Demo:
         self.prefix = f"demo-{self.run_id}"
         # A stack of its own gets the default collection; a shared one, the run's own.
         self.collection = (
-            f"demo-{self.run_id}" if options.use_env else contract.FIRESTORE_COLLECTION
+            f"demo-{self.run_id}" if options.use_env else conventions.FIRESTORE_COLLECTION
         )
         self.queue = f"{demo_tasks.DEFAULT_QUEUE}-{self.run_id}"
         self.workdir = Path(tempfile.mkdtemp(prefix="celery-gcs-demo-"))
@@ -281,13 +281,14 @@ class Demo:
         return gcs, firestore
 
     def app_env(self, endpoints: Endpoints, gcs: Proxy, firestore: Proxy) -> dict[str, str]:
-        query = urllib.parse.urlencode({"firestore_collection": self.collection})
         return {
             "GOOGLE_CLOUD_PROJECT": endpoints.project,
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs.port}",
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{firestore.port}",
             "CELERY_BROKER_URL": endpoints.redis_url,
-            "CELERY_RESULT_BACKEND": f"gcs://{endpoints.bucket}/{self.prefix}?{query}",
+            "CELERY_RESULT_BACKEND": conventions.backend_url(
+                endpoints.bucket, self.prefix, firestore_collection=self.collection
+            ),
             "CELERY_GCS_DEMO_RUN": self.run_id,
             "CELERY_GCS_DEMO_QUEUE": self.queue,
         }
@@ -466,22 +467,22 @@ def _stop_stack(stack: services.LocalStack) -> None:
 
 def _count_objects(endpoints: Endpoints, prefix: str) -> dict[str, int]:
     """Objects under the run's prefix, by what they hold."""
-    from google.cloud import storage
+    from ..settings import parse
+    from ..stores.result_store import ResultStore
 
     kinds = {
-        contract.TASK_KEY_PREFIX: "task results",
-        contract.GROUP_KEY_PREFIX: "group results",
-        contract.CHORD_KEY_PREFIX: "chord state",
+        conventions.TASK_KEY_PREFIX: "task results",
+        conventions.GROUP_KEY_PREFIX: "group results",
+        conventions.CHORD_KEY_PREFIX: "chord state",
     }
     counts = dict.fromkeys([*kinds.values(), "other"], 0)
-    client = storage.Client(project=endpoints.project)
+    store = ResultStore(parse(conventions.backend_url(endpoints.bucket, prefix, gcs_project=endpoints.project), {}))
     try:
-        for blob in client.list_blobs(endpoints.bucket, prefix=f"{prefix}/"):
-            key = blob.name[len(prefix) + 1 :]
-            kind = next((label for start, label in kinds.items() if key.startswith(start)), "other")
+        for listed in store.list():
+            kind = next((label for start, label in kinds.items() if listed.name.startswith(start)), "other")
             counts[kind] += 1
     finally:
-        client.close()
+        store.close()
     return counts
 
 
@@ -490,19 +491,15 @@ def _count_documents(endpoints: Endpoints, collection: str) -> int:
 
     An ended chord's own document stays, marked done, until its TTL: it is not counted.
     """
-    from google.cloud import firestore
+    from ..settings import parse
+    from ..stores.chord_store import ChordStore
 
-    client = firestore.Client(project=endpoints.project)
-    groups = (contract.FIRESTORE_PARTS_COLLECTION, contract.FIRESTORE_COUNTERS_COLLECTION)
+    url = conventions.backend_url(endpoints.bucket, gcs_project=endpoints.project, firestore_collection=collection)
+    store = ChordStore(parse(url, {}))
     try:
-        left = 0
-        for ref in client.collection(collection).list_documents():
-            snapshot = ref.get()
-            left += snapshot.exists and (snapshot.to_dict() or {}).get("done") is not True
-            left += sum(1 for group in groups for _ in ref.collection(group).list_documents())
-        return left
+        return store.left_open()
     finally:
-        client.close()
+        store.close()
 
 
 # -- output ---------------------------------------------------------------------

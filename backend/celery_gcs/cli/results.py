@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import contract, meta, settings
+from .. import conventions, meta, settings
 from ..errors import CeleryGCSError, TransientError
 from ..keys import encode_id
 from ..stores.result_store import LIST_PAGE, Listed, ResultStore
@@ -62,7 +62,7 @@ E_UNREACHABLE = (
 DEFAULT_TIMEOUT = 10.0
 E_NEEDS_YES = "not deleting without --yes (stdin is not a terminal to ask on); --dry-run only counts"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_SCHEMES = {"gs": contract.URL_SCHEME}  # the built-in backend's layout is ours: readable as it is
+_SCHEMES = {"gs": conventions.URL_SCHEME}  # the built-in backend's layout is ours: readable as it is
 
 
 @dataclass(frozen=True)
@@ -230,12 +230,12 @@ def readable_url(url: str) -> str:
 
 def results(store: ResultStore) -> Iterator[Result]:
     """Every task result under the backend's prefix, from the listing alone."""
-    for listed in store.list(contract.TASK_KEY_PREFIX):
+    for listed in store.list(conventions.TASK_KEY_PREFIX):
         yield _result(listed)
 
 
 def _result(listed: Listed) -> Result:
-    encoded = listed.name[len(contract.TASK_KEY_PREFIX) :]
+    encoded = listed.name[len(conventions.TASK_KEY_PREFIX) :]
     task_id = encoded if encoded.startswith("%hash-") else urllib.parse.unquote(encoded)
     data = listed.metadata
     return Result(
@@ -337,7 +337,7 @@ def show(url: str, task_id: str, out: Console, err: Console, *, where: str, limi
 
 
 def delete(store: ResultStore, task_ids: Sequence[str], out: Console, err: Console) -> int:
-    keys = [contract.TASK_KEY_PREFIX + encode_id(task_id) for task_id in task_ids]
+    keys = [conventions.TASK_KEY_PREFIX + encode_id(task_id) for task_id in task_ids]
     existed = store.remove_many(keys)
     for task_id, was in zip(task_ids, existed, strict=True):
         if not was:
