@@ -53,11 +53,6 @@ from .stores.chord_tree import Node
 
 log = logging.getLogger(__name__)
 
-E_PARTS_EXPIRED = (
-    "Chord {group_id}: {count} header result(s), e.g. {task_id}'s, expired before the chord joined them: "
-    "they live as long as result_chord_expires, else result_expires (here {seconds:g}s; gcs_ttl overrides "
-    "both). Raise result_chord_expires above the time a chord takes from its first part to its last"
-)
 E_HEADER_GONE = (
     "GroupResult {group_id} no longer exists: the chord's saved header was deleted before the chord completed. "
     "It lives as long as result_chord_expires, else result_expires (here {seconds:g}s; gcs_ttl overrides both), "
@@ -511,11 +506,15 @@ class ChordCoordinator:
             if not missing:
                 break
             if last:
-                expired = self.results.expired(missing)
-                if expired:  # stored, then expired before the join: they will never come
-                    raise ChordError(E_PARTS_EXPIRED.format(
-                        count=len(expired), task_id=expired[0], group_id=part.group_id, seconds=self._lifetime()
-                    ))  # fmt: skip
+                gone = self.results.expired(missing)
+                if gone:
+                    # Stored, then expired while the chord waited for a late part: no later
+                    # look can read them, so the chord fails now rather than never ending.
+                    raise ChordError(
+                        f"Dependency {gone[0]} expired before the chord could join ({len(gone)} of its "
+                        "results did): its parts were further apart than result_chord_expires (or "
+                        "result_expires) allows"
+                    )
                 raise PartsInFlight(
                     f"{len(missing)} counted parts not stored yet, e.g. {missing[0]}"
                 )

@@ -175,15 +175,6 @@ class StoredResults:
         decoded = self.read(name)
         return {"status": states.PENDING, "result": None} if decoded is None else self._task_meta(name, decoded)
 
-    def expired(self, task_ids: Sequence[str]) -> list[str]:
-        """Those of ``task_ids`` whose results are stored but past their expiry (they read as absent)."""
-        names = [self.task_key(task_id) for task_id in task_ids]
-        return [
-            task_id
-            for task_id, name, stored in zip(task_ids, names, self.store.get_many(names), strict=True)
-            if stored is not None and meta.expired(self._decode(name, stored.data))
-        ]
-
     def task_exists(self, task_id: str) -> bool:
         return self.read(self.task_key(task_id)) is not None
 
@@ -231,6 +222,20 @@ class StoredResults:
             if state["status"] in ready_states:
                 found[task_id] = state
         return found
+
+    def expired(self, task_ids: Sequence[str]) -> list[str]:
+        """Those of ``task_ids`` whose results were stored and have expired since, in one read."""
+        names = [self.task_key(task_id) for task_id in task_ids]
+        gone = []
+        for task_id, name, stored in zip(task_ids, names, self.store.get_many(names)):
+            if stored is None:
+                continue
+            try:
+                if meta.expired(self._decode(name, stored.data)):
+                    gone.append(task_id)
+            except CorruptResult:
+                continue  # not a result: the reads that need it say so
+        return gone
 
     def as_stored(self, state: str, result: Any) -> Any:
         """A result as a reader gets it back: through the serializer and Celery's rebuilding."""

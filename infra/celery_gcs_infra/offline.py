@@ -99,6 +99,10 @@ def outputs_for(typ: str, name: str, inputs: dict) -> dict:
         out.update(
             endpoint=endpoint_for(project, inputs["location"], inputs["name"]),
             masterAuth={"clusterCaCertificate": "bW9jay1jYQ=="},
+            privateClusterConfig={
+                **(inputs.get("privateClusterConfig") or {}),
+                "privateEndpoint": endpoint_for(project, inputs["location"], inputs["name"]),
+            },
         )
     elif typ == "gcp:artifactregistry/repository:Repository":
         out["registryUri"] = (

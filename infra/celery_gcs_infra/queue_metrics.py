@@ -100,14 +100,7 @@ def pod_spec(args: QueueMetricsArgs) -> k8s.core.v1.PodSpecArgs:
         automount_service_account_token=False,
         security_context=pods.pod_security(run_as_user=RUN_AS),
         # The replicas in different zones where the cluster has them.
-        topology_spread_constraints=[
-            core.TopologySpreadConstraintArgs(
-                max_skew=1,
-                topology_key="topology.kubernetes.io/zone",
-                when_unsatisfiable="ScheduleAnyway",
-                label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(args)),
-            )
-        ],
+        topology_spread_constraints=[pods.zone_spread(selector(args))],
         containers=[container],
         volumes=[
             core.VolumeArgs(

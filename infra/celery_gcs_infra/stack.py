@@ -520,10 +520,13 @@ class CeleryStack(pulumi.ComponentResource):
         if not args.installs_keda:
             return None
         gke = self.cluster_component
+        waits: list[pulumi.Resource] = [gke]
+        if self.network is not None and self.network.own and gke.cluster is not None:
+            waits.append(keda.control_plane_firewall(f"{name}-keda", self, self.network, gke))
         return keda.Keda(
             f"{name}-keda",
             args.keda_args(gke.provider),
-            opts=common.child(self, depends_on=[gke]),
+            opts=common.child(self, depends_on=waits),
         )
 
     def _worker(self, name: str, args: CeleryStackArgs) -> Worker:

@@ -326,6 +326,9 @@ def pod_spec(args: WorkerArgs) -> k8s.core.v1.PodSpecArgs:
         service_account_name=cfg.service_account,
         termination_grace_period_seconds=cfg.termination_grace_period_seconds,
         security_context=pods.pod_security(),
+        # Replicas over the region's zones (Autopilot clusters are regional): a zone outage
+        # leaves workers running. Soft, so a scale-up is never held back by the spread.
+        topology_spread_constraints=[pods.zone_spread(worker_selector(cfg))],
         containers=[container],
         volumes=volumes,
     )

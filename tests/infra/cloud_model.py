@@ -416,3 +416,25 @@ def network_rejections(inv: Inventory) -> list[str]:
                         f"({where}:{dest.port}/{protocol})"
                     )
     return found
+
+
+
+def destroy_rejections(inv: Inventory) -> list[str]:
+    """What ``pulumi destroy`` of one stack would fail on.
+
+    A private services access connection cannot be deleted while its producer
+    (Memorystore) still holds it, which it does for minutes after the instance is
+    deleted ("Failed to delete connection; Producer services ... are still using this
+    connection", terraform-provider-google issue 16275); the peering it leaves blocks
+    the deletion of a network the stack made. Only ``deletionPolicy: REMOVE_PEERING``
+    (magic-modules PR 18476) lets such a stack be destroyed.
+    """
+    found = []
+    if any(r["protect"] for r in inv):
+        return found  # a protected stack is not meant to be destroyed
+    networks = {r["urn"] for r in inv.of_type("gcp:compute/network:Network")}
+    for c in inv.of_type("gcp:servicenetworking/connection:Connection"):
+        on_own_network = any(urn in c["dependencies"] for urn in networks)
+        if on_own_network and c["inputs"].get("deletionPolicy") != "REMOVE_PEERING":
+            found.append(f"{c['name']}: producer services are still using this connection; its peering blocks deleting the network")
+    return found

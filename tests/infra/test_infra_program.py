@@ -1069,3 +1069,26 @@ def test_the_keda_namespace_is_a_setting(runs):
     (policy,) = [p for p in inv.of_type(NETWORK_POLICY) if p["name"].endswith("queue-length-netpol")]
     peer = policy["inputs"]["spec"]["ingress"][0]["from"][0]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "autoscaling"}
+
+
+def test_the_control_plane_reaches_kedas_ports_on_the_stacks_private_nodes(runs):
+    """Regression: private nodes admit only 443 and 10250 from GKE's control plane, and KEDA's
+    metrics API server (6443 on the pod range, by KEDA's firewall table) and webhooks (9443)
+    were unreachable on the stack's own VPC."""
+    inv = _run(runs, "keda_stack")
+    (rule,) = inv.of_type("gcp:compute/firewall:Firewall")
+    i = rule["inputs"]
+    cluster = inv.one(CLUSTER)["inputs"]
+    assert i["direction"] == "INGRESS"
+    assert i["allows"] == [{"protocol": "tcp", "ports": ["6443", "9443"]}]
+    assert i["sourceRanges"] == [endpoint_for(cluster["project"], cluster["location"], cluster["name"]) + "/32"]
+    assert i["targetServiceAccounts"] == [cluster["clusterAutoscaling"]["autoProvisioningDefaults"]["serviceAccount"]]
+    release = inv.one("kubernetes:helm.sh/v3:Release")
+    assert rule["urn"] in inv.waits_for(release)
+
+
+def test_workers_spread_over_zones(prod):
+    spec = worker_deployment(prod)["inputs"]["spec"]["template"]["spec"]
+    (spread,) = spec["topologySpreadConstraints"]
+    assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("topology.kubernetes.io/zone", "ScheduleAnyway")
+    assert spread["labelSelector"]["matchLabels"] == worker_deployment(prod)["inputs"]["spec"]["selector"]["matchLabels"]
