@@ -53,6 +53,13 @@ from .stores.chord_tree import Node
 
 log = logging.getLogger(__name__)
 
+E_HEADER_GONE = (
+    "GroupResult {group_id} no longer exists: the chord's saved header was deleted before the chord completed. "
+    "It lives as long as result_chord_expires, else result_expires (here {seconds:g}s; gcs_ttl overrides both), "
+    "and the bucket's lifecycle deletes it once that has passed: raise result_chord_expires above the longest "
+    "a chord's parts can wait in the queue and run"
+)
+
 #: A claim is held at least this long before others may take it over.
 MIN_LEASE = 10.0
 #: What Celery's ``result_chord_join_timeout`` defaults to.
@@ -474,7 +481,7 @@ class ChordCoordinator:
         except CorruptResult as exc:
             raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
         if header is None:
-            raise ChordError(f"GroupResult {part.group_id} no longer exists")
+            raise ChordError(E_HEADER_GONE.format(group_id=part.group_id, seconds=self._lifetime()))
         if not with_added:
             return list(header.results)
         added = self.store.added(self.key(part.group_id), chord.added)
@@ -674,6 +681,10 @@ class ChordCoordinator:
             value=self.results.as_stored(state, result),
             callback=request.chord,
         )
+
+    def _lifetime(self) -> float:
+        """Seconds a chord's header results and GroupResult live, for messages."""
+        return self.results.settings.ttl or self.results.lifetimes.chord_result or 0
 
     def _expires_at(self) -> dt.datetime | None:
         return self.results.chord_expires_at()
