@@ -136,7 +136,9 @@ class ChordCoordinator:
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
         parts = map(part_document_id, task_ids)
-        if not self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts):
+        with observe.step(observe.CHORD_APPLY):
+            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts)
+        if not created:
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
         observe.event(observe.CHORD_APPLIED)
@@ -184,7 +186,8 @@ class ChordCoordinator:
         part = self.part(request, state, result)
         started = time.monotonic()
         self.before_count(part)
-        settled, part = self._count(part)
+        with observe.step(observe.CHORD_COUNT):
+            settled, part = self._count(part)
         self.after_count(part)
         ending = None
         if settled is not None and settled.claimed:
@@ -232,7 +235,9 @@ class ChordCoordinator:
             return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True)), part
         assert chord.leaves is not None
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
-        counted = self.store.count(key, part_document_id(part.task_id), leaf, self._expires_at())
+        counted = self.store.count(
+            key, part_document_id(part.task_id), leaf, self._expires_at(), failed=part.state in states.PROPAGATE_STATES
+        )
         if counted is None:
             replayed = dataclasses.replace(part, counted_before=True)
             return self._recount(replayed, key, chord), replayed
@@ -355,7 +360,8 @@ class ChordCoordinator:
         return None if settled.held else settled  # held again: taken by another, which finishes
 
     def _settle_once(self, part: Part, key: str, step: Settle) -> Settled:
-        settled = self.store.settle(key, step)
+        with observe.step(observe.CHORD_SETTLE):
+            settled = self.store.settle(key, step)
         if settled.chord is None:
             self._fail_gone(part, key)
         return settled
@@ -396,7 +402,8 @@ class ChordCoordinator:
             if chord.problem is not None:
                 raise ChordError(chord.problem)
             results = self._header(part, chord)
-            value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+            with observe.step(observe.CHORD_GATHER):
+                value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
         except PartsInFlight as exc:
             log.warning("Chord %s: %s; its late parts will complete it", part.group_id, exc)
             self._release_quietly(key, token)
@@ -426,7 +433,8 @@ class ChordCoordinator:
         held_until = renewing + lease
         self.before_publish(part)
         try:
-            self.backend.app.amqp._retry_publish(callback.delay, value)
+            with observe.step(observe.CHORD_PUBLISH):
+                self.backend.app.amqp._retry_publish(callback.delay, value)
             observe.event(observe.CALLBACK_PUBLISHED)
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
