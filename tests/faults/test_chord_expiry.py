@@ -8,6 +8,7 @@ fails the clean-up of an ended chord through the proxy instead.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ from celery import states
 from celery_gcs import conventions
 from celery_gcs.keys import part_document_id
 from celery_gcs.local.faults import FIRESTORE_COMMIT
-from google.cloud import firestore
+from google.cloud import firestore, storage
 
 from ..support.chords import Published, apply_here, store_part
 
@@ -122,3 +123,28 @@ def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
     app.backend.forget(ids[0])
     store_part(app, group_id, ids[0], 1)
     assert published.values == [[0], [1]]
+
+
+def expire_now(app: Any, stack: Any, task_id: str) -> None:
+    """Rewrite a stored result as one stored longer ago than its expiry (GCS keeps it until its lifecycle rule)."""
+    blob = storage.Client().bucket(stack.bucket).blob(app.backend.settings.object_name(f"celery-task-meta-{task_id}"))
+    stored = json.loads(blob.download_as_bytes())
+    stored["expires_at"] = "2000-01-01T00:00:00+00:00"
+    blob.upload_from_string(json.dumps(stored).encode(), content_type="application/json")
+
+
+def test_a_chord_whose_stored_results_expired_before_the_join_fails_once(make_app, stack, monkeypatch) -> None:
+    """Found by the soak: a part stalled longer than ``result_expires``; the others' results expired
+    meanwhile, the join waited for them as if still to come, gave the chord up to them, and nothing
+    ever came back to it: no callback, no error.
+    """
+    app = make_app(result_chord_join_timeout=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    expire_now(app, stack, ids[0])
+    store_part(app, group_id, ids[1], 1)
+    callback = app.AsyncResult("cb")
+    assert published.values == []
+    assert callback.state == states.FAILURE
+    assert f"Dependency {ids[0]} expired before the chord could join" in str(callback.result)

@@ -180,6 +180,8 @@ def scenarios() -> dict[str, dict]:
             },
         ),
         "psa": new_environment("psa", {"redisConnectMode": "PRIVATE_SERVICE_ACCESS"}),
+        # Monitoring off with its one key: no scraping, dashboard, alert policy nor monitoring API.
+        "quiet": new_environment("quiet", {"monitoring": False}),
         # Hour-long tasks: a longer grace period and visibility timeout, the app's own env and args.
         "long_tasks": new_environment(
             "long",

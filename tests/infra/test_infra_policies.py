@@ -249,6 +249,11 @@ def network_policy_admits_ingress(rs):
     find(rs, NETWORK_POLICY)["inputs"]["spec"]["ingress"] = [{}]
 
 
+def network_policy_metrics_port_open_to_all(rs):
+    """The metrics port admitted from any pod, not only the collectors."""
+    find(rs, NETWORK_POLICY)["inputs"]["spec"]["ingress"] = [{"ports": [{"port": 9808, "protocol": "TCP"}]}]
+
+
 def network_policy_egress_anywhere(rs):
     find(rs, NETWORK_POLICY)["inputs"]["spec"]["egress"].append({})
 
@@ -345,6 +350,7 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
     "worker-network-policy": [
         (no_network_policy, "no NetworkPolicy selects its pods"),
         (network_policy_admits_ingress, "admits ingress to the workers"),
+        (network_policy_metrics_port_open_to_all, "admits ingress to the workers"),
         (network_policy_egress_anywhere, "egress rule without destinations and ports"),
         (network_policy_ingress_only, "must govern Ingress and Egress"),
         (queue_length_service_open_to_all, "admits ingress from anywhere or on any port"),

@@ -122,9 +122,10 @@ def test_apis_enabled_as_used_and_kept_on_destroy(dev, byo):
         "artifactregistry.googleapis.com",
     }
     dev_services = {r["inputs"]["service"] for r in dev.of_type(SERVICE)}
-    assert dev_services == base | {"compute.googleapis.com", "redis.googleapis.com", "dns.googleapis.com"}
+    monitoring = "monitoring.googleapis.com"  # the dashboard and alert policies (monitoring on by default)
+    assert dev_services == base | {"compute.googleapis.com", "redis.googleapis.com", "dns.googleapis.com", monitoring}
     byo_services = {r["inputs"]["service"] for r in byo.of_type(SERVICE)}
-    assert byo_services == base | {"cloudkms.googleapis.com"}
+    assert byo_services == base | {"cloudkms.googleapis.com", monitoring}
     for inv in (dev, byo):
         for r in inv.of_type(SERVICE):
             assert r["inputs"]["disableOnDestroy"] is False
@@ -719,7 +720,16 @@ def test_keda_on_memorystore_reads_the_verified_queue_length_service(prod):
         {
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}],
             "ports": [{"port": 8080, "protocol": "TCP"}],
-        }
+        },
+        {
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "collector"}},
+                }
+            ],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        },  # /metrics, scraped by Managed Service for Prometheus
     ]
     assert [r["to"][0].get("ipBlock") for r in policy["inputs"]["spec"]["egress"]][1:] == [{"cidr": "10.0.0.3/32"}]
 
@@ -942,11 +952,21 @@ def test_private_service_access_made_on_the_stacks_vpc_and_assumed_on_a_shared_o
     assert shared.of_type("gcp:servicenetworking/connection:Connection") == []
 
 
-def test_workers_accept_no_ingress_and_reach_only_dns_metadata_broker_and_google(dev, byo):
+def test_workers_admit_only_the_metrics_collectors_and_reach_only_dns_metadata_broker_and_google(dev, byo):
     policy = dev.one(NETWORK_POLICY)["inputs"]
     assert policy["spec"]["podSelector"] == worker_deployment(dev)["inputs"]["spec"]["selector"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert policy["spec"].get("ingress", []) == []
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "collector"}},
+                }
+            ],
+            "ports": [{"port": 9808, "protocol": "TCP"}],
+        }
+    ]
     egress = policy["spec"]["egress"]
     dns = egress[0]
     # kube-dns pods, and the node-local resolvers (Cloud DNS, NodeLocal DNSCache) no pod selector matches.
