@@ -22,6 +22,7 @@ when the workers scale with KEDA), worker.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -390,7 +391,7 @@ class CeleryStackArgs:
             celery_app=self.worker.celery_app,
         )
 
-    def registry_args(self, readers: tuple[pulumi.Input[str], ...]) -> registry.RegistryArgs:
+    def registry_args(self, readers: pulumi.Input[Sequence[str]]) -> registry.RegistryArgs:
         return registry.RegistryArgs(
             project=self.project,
             location=self.region,
@@ -505,8 +506,8 @@ class CeleryStack(pulumi.ComponentResource):
             f"{name}-cluster", args.cluster_args(self.network), opts=after_apis
         )
         gke = self.cluster_component
-        # New or existing, the cluster's nodes pull the image from the stack's registry.
-        readers = (common.member(gke.node_service_account_email),)
+        # New or existing, every node pool's account pulls the image, wherever it is.
+        readers = gke.node_service_account_emails.apply(lambda es: [f"serviceAccount:{e}" for e in es])
         self.registry_component = registry.Registry(
             f"{name}-registry", args.registry_args(readers), opts=after_apis
         )

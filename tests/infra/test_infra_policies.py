@@ -180,11 +180,12 @@ def lifecycle_without_backstop(rs):
 
 
 def ttl_on_wrong_field(rs):
-    find(rs, FIELD)["inputs"]["field"] = "expiresAt"
+    # The chords group by name: the three groups' Field resources register in no fixed order.
+    find(rs, FIELD, collection="celery_gcs_chords")["inputs"]["field"] = "expiresAt"
 
 
 def ttl_on_other_database(rs):
-    find(rs, FIELD)["inputs"]["database"] = "(default)"
+    find(rs, FIELD, collection="celery_gcs_chords")["inputs"]["database"] = "(default)"
 
 
 def no_ttl_on_parts(rs):

@@ -14,7 +14,7 @@ from celery_gcs_infra import keda
 from kombu.utils.url import parse_url
 
 from .infra_inventory import Inventory
-from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, ROOT
+from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, BYO_POOL_NODES, ROOT
 from .run_program import PROJECT_NUMBER, agent_email, endpoint_for
 
 SERVICE = "gcp:projects/service:Service"
@@ -478,8 +478,9 @@ def test_existing_image_deployed_as_given(byo):
     assert container(byo)["image"] == BYO_IMAGE
     assert byo.outputs["image_digest"] == BYO_IMAGE.split("@")[1]
     # The repository exists anyway, for CI to push to, and the cluster's nodes may pull from it.
-    assert byo.one(REPOSITORY)
-    assert byo.one(REPO_MEMBER)["inputs"]["member"] == f"serviceAccount:{BYO_NODES}"
+    repository = byo.one(REPOSITORY)["inputs"]["repositoryId"]
+    own = [m["inputs"]["member"] for m in byo.of_type(REPO_MEMBER) if m["inputs"]["repository"] == repository]
+    assert own == [f"serviceAccount:{BYO_NODES}", f"serviceAccount:{BYO_POOL_NODES}"]
 
 
 def test_an_existing_clusters_nodes_can_pull_the_built_image(runs):
@@ -1112,3 +1113,15 @@ def test_workers_spread_over_zones(prod):
     (spread,) = spec["topologySpreadConstraints"]
     assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("topology.kubernetes.io/zone", "ScheduleAnyway")
     assert spread["labelSelector"]["matchLabels"] == worker_deployment(prod)["inputs"]["spec"]["selector"]["matchLabels"]
+
+
+def test_every_node_pool_can_pull_the_image_from_where_it_is(byo):
+    """Regression: only the first node account got a pull grant, and only on the stack's own
+    repository, so a second node pool or an image from another registry hit ImagePullBackOff."""
+    grants = byo.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
+    where = {(g["inputs"]["project"], g["inputs"]["location"], g["inputs"]["repository"], g["inputs"]["member"]) for g in grants}
+    for account in (BYO_NODES, BYO_POOL_NODES):
+        member = f"serviceAccount:{account}"
+        # The image's own repository: europe-docker.pkg.dev/acme-ci/images.
+        assert ("acme-ci", "europe", "images", member) in where
+    assert {g["inputs"]["role"] for g in grants} == {"roles/artifactregistry.reader"}
