@@ -53,6 +53,13 @@ from .stores.chord_tree import Node
 
 log = logging.getLogger(__name__)
 
+E_HEADER_GONE = (
+    "GroupResult {group_id} no longer exists: the chord's saved header was deleted before the chord completed. "
+    "It lives as long as result_chord_expires, else result_expires (here {seconds:g}s; gcs_ttl overrides both), "
+    "and the bucket's lifecycle deletes it once that has passed: raise result_chord_expires above the longest "
+    "a chord's parts can wait in the queue and run"
+)
+
 #: A claim is held at least this long before others may take it over.
 MIN_LEASE = 10.0
 #: What Celery's ``result_chord_join_timeout`` defaults to.
@@ -135,7 +142,9 @@ class ChordCoordinator:
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
         parts = map(part_document_id, task_ids)
-        if not self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts):
+        with observe.step(observe.CHORD_APPLY):
+            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts)
+        if not created:
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
         observe.event(observe.CHORD_APPLIED)
@@ -183,7 +192,8 @@ class ChordCoordinator:
         part = self.part(request, state, result)
         started = time.monotonic()
         self.before_count(part)
-        settled, part = self._count(part)
+        with observe.step(observe.CHORD_COUNT):
+            settled, part = self._count(part)
         self.after_count(part)
         ending = None
         if settled is not None and settled.claimed:
@@ -238,7 +248,9 @@ class ChordCoordinator:
             return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True)), part
         assert chord.leaves is not None
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
-        counted = self.store.count(key, part_document_id(part.task_id), leaf, self._expires_at())
+        counted = self.store.count(
+            key, part_document_id(part.task_id), leaf, self._expires_at(), failed=part.state in states.PROPAGATE_STATES
+        )
         if counted is None:
             replayed = dataclasses.replace(part, counted_before=True)
             return self._recount(replayed, key, chord), replayed
@@ -361,7 +373,8 @@ class ChordCoordinator:
         return None if settled.held else settled  # held again: taken by another, which finishes
 
     def _settle_once(self, part: Part, key: str, step: Settle) -> Settled:
-        settled = self.store.settle(key, step)
+        with observe.step(observe.CHORD_SETTLE):
+            settled = self.store.settle(key, step)
         if settled.chord is None:
             self._fail_gone(part, key)
         return settled
@@ -402,7 +415,8 @@ class ChordCoordinator:
             if chord.problem is not None:
                 raise ChordError(chord.problem)
             results = self._header(part, chord)
-            value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+            with observe.step(observe.CHORD_GATHER):
+                value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
         except ClaimLost as exc:
             # Taken over (its new holder finishes), or lost while a call stalled past the
             # lease and not taken: this part looks again once stored, in case nobody else will.
@@ -438,7 +452,8 @@ class ChordCoordinator:
         held_until = renewing + lease
         self.before_publish(part)
         try:
-            self.backend.app.amqp._retry_publish(callback.delay, value)
+            with observe.step(observe.CHORD_PUBLISH):
+                self.backend.app.amqp._retry_publish(callback.delay, value)
             observe.event(observe.CALLBACK_PUBLISHED)
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
@@ -485,7 +500,7 @@ class ChordCoordinator:
         except CorruptResult as exc:
             raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
         if header is None:
-            raise ChordError(f"GroupResult {part.group_id} no longer exists")
+            raise ChordError(E_HEADER_GONE.format(group_id=part.group_id, seconds=self._lifetime()))
         if not with_added:
             return list(header.results)
         added = self.store.added(self.key(part.group_id), chord.added)
@@ -685,6 +700,10 @@ class ChordCoordinator:
             value=self.results.as_stored(state, result),
             callback=request.chord,
         )
+
+    def _lifetime(self) -> float:
+        """Seconds a chord's header results and GroupResult live, for messages."""
+        return self.results.settings.ttl or self.results.lifetimes.chord_result or 0
 
     def _expires_at(self) -> dt.datetime | None:
         return self.results.chord_expires_at()

@@ -161,13 +161,13 @@ class StoredResults:
     def get_many(self, names: Sequence[str]) -> list[StoredObject | None]:
         return self.store.get_many(names)
 
-    def read(self, name: str) -> dict[str, Any] | None:
-        """The decoded meta stored under ``name``, unless missing or expired."""
+    def read(self, name: str, *, expired_too: bool = False) -> dict[str, Any] | None:
+        """The decoded meta stored under ``name``, unless missing or (but with ``expired_too``) expired."""
         found = self.store.get(name)
         if found is None:
             return None
         decoded = self._decode(name, found.data)
-        return None if meta.expired(decoded) else decoded
+        return None if meta.expired(decoded) and not expired_too else decoded
 
     def task_state(self, task_id: str) -> dict[str, Any]:
         """A task's state as Celery's ``get_task_meta`` returns it; PENDING when none is stored."""
@@ -178,10 +178,10 @@ class StoredResults:
     def task_exists(self, task_id: str) -> bool:
         return self.read(self.task_key(task_id)) is not None
 
-    def group_state(self, group_id: str) -> dict[str, Any] | None:
+    def group_state(self, group_id: str, *, expired_too: bool = False) -> dict[str, Any] | None:
         """A saved group's meta, its ``result`` a GroupResult; CorruptResult if it is not one."""
         name = self.group_key(group_id)
-        decoded = self.read(name)
+        decoded = self.read(name, expired_too=expired_too)
         if decoded is not None:
             try:
                 decoded["result"] = result_from_tuple(decoded["result"], self._codec.app)
@@ -190,8 +190,14 @@ class StoredResults:
         return decoded
 
     def read_group(self, group_id: str) -> GroupResult | None:
-        """The saved GroupResult of a group, or None; CorruptResult if it is not one."""
-        found = self.group_state(group_id)
+        """A chord's saved header GroupResult, or None; CorruptResult if it is not one.
+
+        Read even past its expiry, as long as it is stored: the chord's own
+        documents say whether the chord is alive, and a header whose parts
+        waited in the queue longer than results live still lists them
+        (Redis's backend counts without it, so such a chord completes there).
+        """
+        found = self.group_state(group_id, expired_too=True)
         return None if found is None else found["result"]
 
     def ready(self, task_ids: Sequence[str], ready_states: Collection[str]) -> dict[str, dict[str, Any]]:

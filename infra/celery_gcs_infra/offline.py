@@ -143,6 +143,7 @@ def answer(token: str, args: Mapping[str, Any], existing_cluster: Mapping[str, A
             "networkPolicies": existing_cluster.get("networkPolicies", []),
             "masterAuths": [{"clusterCaCertificate": "ZXhpc3RpbmctY2E="}],
             "nodeConfigs": [{"serviceAccount": existing_cluster.get("nodeServiceAccount", "default")}],
+            "nodePools": existing_cluster.get("nodePools", []),
             "workloadIdentityConfigs": existing_cluster.get(
                 "workloadIdentityConfigs", [{"workloadPool": f"{args.get('project')}.svc.id.goog"}]
             ),

@@ -112,7 +112,7 @@ def pod_spec(args: QueueMetricsArgs) -> k8s.core.v1.PodSpecArgs:
 
 
 def network_policy_spec(args: QueueMetricsArgs) -> k8s.networking.v1.NetworkPolicySpecArgs:
-    """Ingress only from KEDA's namespace on the service's port; egress to DNS and the broker."""
+    """Ingress only from KEDA's namespace and the metrics collectors on the service's port; egress to DNS and the broker."""
     np = k8s.networking.v1
     keda_namespace = k8s.meta.v1.LabelSelectorArgs(
         match_labels={"kubernetes.io/metadata.name": args.keda_namespace}
@@ -124,7 +124,8 @@ def network_policy_spec(args: QueueMetricsArgs) -> k8s.networking.v1.NetworkPoli
             np.NetworkPolicyIngressRuleArgs(
                 from_=[np.NetworkPolicyPeerArgs(namespace_selector=keda_namespace)],
                 ports=[np.NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
-            )
+            ),
+            network_policy.scrape_ingress(PORT),  # /metrics, for Managed Service for Prometheus
         ],
         egress=[network_policy.dns_egress(), network_policy.broker_egress(args.broker)],
     )

@@ -41,7 +41,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import broker as broker_mod
-from . import common, network_policy, pods, queue_metrics
+from . import common, monitoring, network_policy, pods, queue_metrics
 
 KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
@@ -321,6 +321,8 @@ def pod_spec(args: WorkerArgs) -> k8s.core.v1.PodSpecArgs:
         liveness_probe=_probe("live", period=30, failures=3),
         readiness_probe=_probe("ready", period=15, failures=2),
         security_context=pods.container_security(),
+        # The image serves /metrics here (celery_gcs.telemetry.metrics); monitoring.py scrapes it.
+        ports=[k8s.core.v1.ContainerPortArgs(container_port=monitoring.METRICS_PORT, name=monitoring.METRICS_PORT_NAME)],
     )
     return k8s.core.v1.PodSpecArgs(
         service_account_name=cfg.service_account,
@@ -470,6 +472,8 @@ class Worker(pulumi.ComponentResource):
         cfg = args.settings
         self._name, self._args = name, args
         self._labels = worker_labels(cfg)
+        #: The queue-length service, when KEDA polls one (a Memorystore broker).
+        self.queue_metrics: queue_metrics.QueueMetrics | None = None
         in_ns = self._namespace()
         self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-ksa",
@@ -591,6 +595,7 @@ class Worker(pulumi.ComponentResource):
                 ),
                 opts=opts,
             )
+            self.queue_metrics = service
             return metrics_api_triggers(cfg, service.url), [service]
         auth = k8s.apiextensions.CustomResource(
             f"{name}-keda-auth",

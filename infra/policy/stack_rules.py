@@ -68,6 +68,9 @@ HIERARCHY_IAM = re.compile(r"^gcp:(projects|folder|organizations)/iAM\w+:")
 WORKER_POD_LABEL = ("app.kubernetes.io/name", "celery-worker")
 #: What every pod the stack runs carries.
 PART_OF = ("app.kubernetes.io/part-of", "celery-gcs")
+#: The one ingress a worker admits: Managed Service for Prometheus' collectors on its metrics port.
+METRICS_PORT = 9808
+COLLECTOR_NAMESPACE = "gmp-system"
 #: Where each CMEK-capable resource names its key.
 CMEK_KEY_PATHS: dict[str, tuple[str, ...]] = {
     BUCKET: ("encryption", "defaultKmsKeyName"),
@@ -383,11 +386,29 @@ def _selects(policy: Resource, labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def _scrape_only(rule: dict[str, Any]) -> bool:
+    """An ingress rule admitting only the metrics collectors, only on the metrics port."""
+    ports = rule.get("ports") or []
+    peers = rule.get("from") or []
+    return (
+        bool(ports)
+        and all(p.get("port") == METRICS_PORT for p in ports)
+        and bool(peers)
+        and all(
+            (_get(peer, "namespaceSelector", "matchLabels") or {}).get("kubernetes.io/metadata.name")
+            == COLLECTOR_NAMESPACE
+            and "ipBlock" not in peer
+            for peer in peers
+        )
+    )
+
+
 def worker_network_policy(resources: list[Resource]) -> list[Violation]:
     """Every celery-gcs pod is selected by a NetworkPolicy governing both directions.
 
-    Workers admit no ingress at all; any other pod (KEDA's queue-length service)
-    only from named sources on named ports; every egress rule names both.
+    Workers admit no ingress but the metrics collectors' (namespace gmp-system) on
+    the metrics port; any other pod (KEDA's queue-length service) only from named
+    sources on named ports; every egress rule names both.
     """
     policies = _of_type(resources, NETWORK_POLICY)
     violations = []
@@ -411,7 +432,7 @@ def worker_network_policy(resources: list[Resource]) -> list[Violation]:
             if types != {"Ingress", "Egress"}:
                 violations.append(_flag(p, f"must govern Ingress and Egress, not {sorted(types)}"))
             for rule in spec.get("ingress") or []:
-                if worker:
+                if worker and not _scrape_only(rule):
                     violations.append(_flag(p, "admits ingress to the workers"))
                 elif not rule.get("from") or not rule.get("ports"):
                     violations.append(_flag(p, "admits ingress from anywhere or on any port"))

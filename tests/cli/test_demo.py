@@ -92,6 +92,14 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     # The chord was counted in Firestore: a commit per part at least (part documents).
     assert summary["firestore_requests_by_method"]["firestore.Commit"] >= 1000
 
+    # The worker's own metrics, scraped at the end, say the same.
+    metrics = summary["worker_metrics"]
+    assert summary["metrics_url"].startswith("http://127.0.0.1:")
+    assert metrics["celery_tasks_succeeded_total"] == tasks and metrics["celery_tasks_failed_total"] == 0
+    assert metrics["celery_gcs_chord_parts_counted_total"] == 1000
+    assert metrics["celery_gcs_chord_callbacks_published_total"] == 1
+    assert "Worker metrics" in done.stdout
+
     # The table says the same, and nothing the demo started is left running.
     table = done.stdout
     assert re.search(r"Tasks run\s+│\s+1,111", table) and re.search(

@@ -57,6 +57,7 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
 
     up = run_cli("dev", "up", *args, env=env)
     assert up.returncode == 0, up.stderr
+    assert "--include=celery_gcs.telemetry.metrics and read them at http://127.0.0.1:9808/metrics" in up.stderr
     # stdout is only `export` lines, so `eval "$(celery-gcs dev up)"` works.
     exported = parse_exports(up.stdout)
     assert sorted(exported) == list(EXPORTED)

@@ -180,11 +180,12 @@ def lifecycle_without_backstop(rs):
 
 
 def ttl_on_wrong_field(rs):
-    find(rs, FIELD)["inputs"]["field"] = "expiresAt"
+    # The chords group by name: the three groups' Field resources register in no fixed order.
+    find(rs, FIELD, collection="celery_gcs_chords")["inputs"]["field"] = "expiresAt"
 
 
 def ttl_on_other_database(rs):
-    find(rs, FIELD)["inputs"]["database"] = "(default)"
+    find(rs, FIELD, collection="celery_gcs_chords")["inputs"]["database"] = "(default)"
 
 
 def no_ttl_on_parts(rs):
@@ -246,6 +247,11 @@ def no_network_policy(rs):
 
 def network_policy_admits_ingress(rs):
     find(rs, NETWORK_POLICY)["inputs"]["spec"]["ingress"] = [{}]
+
+
+def network_policy_metrics_port_open_to_all(rs):
+    """The metrics port admitted from any pod, not only the collectors."""
+    find(rs, NETWORK_POLICY)["inputs"]["spec"]["ingress"] = [{"ports": [{"port": 9808, "protocol": "TCP"}]}]
 
 
 def network_policy_egress_anywhere(rs):
@@ -344,6 +350,7 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
     "worker-network-policy": [
         (no_network_policy, "no NetworkPolicy selects its pods"),
         (network_policy_admits_ingress, "admits ingress to the workers"),
+        (network_policy_metrics_port_open_to_all, "admits ingress to the workers"),
         (network_policy_egress_anywhere, "egress rule without destinations and ports"),
         (network_policy_ingress_only, "must govern Ingress and Egress"),
         (queue_length_service_open_to_all, "admits ingress from anywhere or on any port"),

@@ -14,7 +14,7 @@ from celery_gcs_infra import keda
 from kombu.utils.url import parse_url
 
 from .infra_inventory import Inventory
-from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, ROOT
+from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, BYO_POOL_NODES, ROOT
 from .run_program import PROJECT_NUMBER, agent_email, endpoint_for
 
 SERVICE = "gcp:projects/service:Service"
@@ -122,9 +122,10 @@ def test_apis_enabled_as_used_and_kept_on_destroy(dev, byo):
         "artifactregistry.googleapis.com",
     }
     dev_services = {r["inputs"]["service"] for r in dev.of_type(SERVICE)}
-    assert dev_services == base | {"compute.googleapis.com", "redis.googleapis.com", "dns.googleapis.com"}
+    monitoring = "monitoring.googleapis.com"  # the dashboard and alert policies (monitoring on by default)
+    assert dev_services == base | {"compute.googleapis.com", "redis.googleapis.com", "dns.googleapis.com", monitoring}
     byo_services = {r["inputs"]["service"] for r in byo.of_type(SERVICE)}
-    assert byo_services == base | {"cloudkms.googleapis.com"}
+    assert byo_services == base | {"cloudkms.googleapis.com", monitoring}
     for inv in (dev, byo):
         for r in inv.of_type(SERVICE):
             assert r["inputs"]["disableOnDestroy"] is False
@@ -477,8 +478,9 @@ def test_existing_image_deployed_as_given(byo):
     assert container(byo)["image"] == BYO_IMAGE
     assert byo.outputs["image_digest"] == BYO_IMAGE.split("@")[1]
     # The repository exists anyway, for CI to push to, and the cluster's nodes may pull from it.
-    assert byo.one(REPOSITORY)
-    assert byo.one(REPO_MEMBER)["inputs"]["member"] == f"serviceAccount:{BYO_NODES}"
+    repository = byo.one(REPOSITORY)["inputs"]["repositoryId"]
+    own = [m["inputs"]["member"] for m in byo.of_type(REPO_MEMBER) if m["inputs"]["repository"] == repository]
+    assert own == [f"serviceAccount:{BYO_NODES}", f"serviceAccount:{BYO_POOL_NODES}"]
 
 
 def test_an_existing_clusters_nodes_can_pull_the_built_image(runs):
@@ -718,7 +720,16 @@ def test_keda_on_memorystore_reads_the_verified_queue_length_service(prod):
         {
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}],
             "ports": [{"port": 8080, "protocol": "TCP"}],
-        }
+        },
+        {
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "collector"}},
+                }
+            ],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        },  # /metrics, scraped by Managed Service for Prometheus
     ]
     assert [r["to"][0].get("ipBlock") for r in policy["inputs"]["spec"]["egress"]][1:] == [{"cidr": "10.0.0.3/32"}]
 
@@ -941,11 +952,21 @@ def test_private_service_access_made_on_the_stacks_vpc_and_assumed_on_a_shared_o
     assert shared.of_type("gcp:servicenetworking/connection:Connection") == []
 
 
-def test_workers_accept_no_ingress_and_reach_only_dns_metadata_broker_and_google(dev, byo):
+def test_workers_admit_only_the_metrics_collectors_and_reach_only_dns_metadata_broker_and_google(dev, byo):
     policy = dev.one(NETWORK_POLICY)["inputs"]
     assert policy["spec"]["podSelector"] == worker_deployment(dev)["inputs"]["spec"]["selector"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert policy["spec"].get("ingress", []) == []
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "collector"}},
+                }
+            ],
+            "ports": [{"port": 9808, "protocol": "TCP"}],
+        }
+    ]
     egress = policy["spec"]["egress"]
     dns = egress[0]
     # kube-dns pods, and the node-local resolvers (Cloud DNS, NodeLocal DNSCache) no pod selector matches.
@@ -1092,3 +1113,15 @@ def test_workers_spread_over_zones(prod):
     (spread,) = spec["topologySpreadConstraints"]
     assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("topology.kubernetes.io/zone", "ScheduleAnyway")
     assert spread["labelSelector"]["matchLabels"] == worker_deployment(prod)["inputs"]["spec"]["selector"]["matchLabels"]
+
+
+def test_every_node_pool_can_pull_the_image_from_where_it_is(byo):
+    """Regression: only the first node account got a pull grant, and only on the stack's own
+    repository, so a second node pool or an image from another registry hit ImagePullBackOff."""
+    grants = byo.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
+    where = {(g["inputs"]["project"], g["inputs"]["location"], g["inputs"]["repository"], g["inputs"]["member"]) for g in grants}
+    for account in (BYO_NODES, BYO_POOL_NODES):
+        member = f"serviceAccount:{account}"
+        # The image's own repository: europe-docker.pkg.dev/acme-ci/images.
+        assert ("acme-ci", "europe", "images", member) in where
+    assert {g["inputs"]["role"] for g in grants} == {"roles/artifactregistry.reader"}

@@ -30,6 +30,7 @@ import signal
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,8 +44,10 @@ from rich.table import Table
 
 from .. import conventions
 from ..local import demo_tasks, processes, services
+from ..local.processes import free_port
 from ..local.proxy import Proxy
 from ..local.worker import WorkerFailed, WorkerProcess, celery_worker_argv
+from ..telemetry import names as metric_names
 from .options import positive, seconds
 
 #: Exit codes, besides 0.
@@ -157,6 +160,9 @@ class Summary:
     results_correct: dict[str, bool]
     seconds: dict[str, float]
     services: dict[str, int] = field(default_factory=dict)
+    #: Where the worker served its metrics, and a few of them as scraped at the end.
+    metrics_url: str = ""
+    worker_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -301,12 +307,17 @@ class Demo:
         argv = celery_worker_argv(
             demo_tasks.__name__, name=f"demo-{self.run_id}@%h", concurrency=concurrency
         )
+        port = free_port()
+        metrics = {metric_names.PORT_ENV: str(port), metric_names.ADDRESS_ENV: "127.0.0.1"}
         worker = WorkerProcess(
-            argv, env={**os.environ, **env}, log_path=self.workdir / "worker.log"
+            [*argv, f"--include={metric_names.MODULE}"],
+            env={**os.environ, **env, **metrics},
+            log_path=self.workdir / "worker.log",
         )
         self.on_exit("the worker", worker.stop)
         worker.start()
-        self.err.print(f"  worker ready (pid {worker.pid})")
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        self.err.print(f"  worker ready (pid {worker.pid}); its metrics: {self.metrics_url}")
         return worker
 
     def run_workload(self, app: Any, worker: WorkerProcess, record: _Record) -> dict[str, bool]:
@@ -406,6 +417,8 @@ class Demo:
             results_correct=correct,
             seconds=dict(self.seconds),
             services=dict(self.services),
+            metrics_url=self.metrics_url,
+            worker_metrics=scrape_totals(self.metrics_url),
         )
 
     def run(self) -> Summary:
@@ -505,6 +518,30 @@ def _count_documents(endpoints: Endpoints, collection: str) -> int:
 # -- output ---------------------------------------------------------------------
 
 
+#: What the summary shows of the worker's metrics, summed over their labels.
+SHOWN_METRICS = (
+    metric_names.TASKS_SUCCEEDED, metric_names.TASKS_FAILED, metric_names.CHORD_PARTS_COUNTED,
+    metric_names.CHORD_CALLBACKS_PUBLISHED, metric_names.BACKEND_REQUESTS,
+)  # fmt: skip
+
+
+def scrape_totals(url: str) -> dict[str, float]:
+    """A few of the worker's metrics, each summed over its labels (empty if it cannot be read)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    totals = {str(metric): 0.0 for metric in SHOWN_METRICS}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals
+
+
 def render(summary: Summary, console: Console) -> None:
     table = Table(
         title=f"celery-gcs demo, run {summary.run}", show_header=True, header_style="bold"
@@ -557,6 +594,9 @@ def render(summary: Summary, console: Console) -> None:
         f"{seconds.get('total', 0):.1f}s",
         f"start-up {seconds.get('startup', 0):.1f}s, workload {seconds.get('workload', 0):.1f}s",
     )
+    if summary.worker_metrics:
+        shown = ", ".join(f"{name} {value:,.0f}" for name, value in summary.worker_metrics.items())
+        table.add_row("Worker metrics", "", f"{shown} (from {summary.metrics_url})")
     table.add_row("Results", "ok" if summary.ok else "FAILED", checks)
     console.print(table)
 

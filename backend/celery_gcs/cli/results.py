@@ -228,6 +228,15 @@ def readable_url(url: str) -> str:
     return f"{_SCHEMES.get(scheme, scheme)}{sep}{rest}"
 
 
+def backend_url(args: argparse.Namespace, err: Console) -> str | None:
+    """``--backend``, else ``$CELERY_RESULT_BACKEND``, for reading; None (said on ``err``) when neither is set."""
+    url = getattr(args, "backend", None) or os.environ.get("CELERY_RESULT_BACKEND")
+    if not url:
+        err.print(f"[red]{escape(E_NO_BACKEND)}[/]", highlight=False)
+        return None
+    return readable_url(url)
+
+
 def results(store: ResultStore) -> Iterator[Result]:
     """Every task result under the backend's prefix, from the listing alone."""
     for listed in store.list(conventions.TASK_KEY_PREFIX):
@@ -257,15 +266,13 @@ def newest_first(found: Iterable[Result]) -> list[Result]:
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    url = getattr(args, "backend", None) or os.environ.get("CELERY_RESULT_BACKEND")
+    url = backend_url(args, err)
     if not url:
-        err.print(f"[red]{escape(E_NO_BACKEND)}[/]", highlight=False)
         return 2
     timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
     # Each request gives up after --timeout, retries included, not the backend's 60 s and two minutes.
     limits = {"gcs_timeout": timeout, "gcs_retry_deadline": timeout}
     try:
-        url = readable_url(url)
         config = settings.parse(url, limits)
         where = f"gs://{config.bucket}/{config.object_name('')}"
         if args.action == "show":

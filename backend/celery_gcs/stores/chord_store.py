@@ -22,7 +22,7 @@ import dataclasses
 import datetime as dt
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as api
@@ -38,7 +38,7 @@ from ..errors import (
     DatabaseNotFound,
     TransientError,
 )
-from ..observe import FIRESTORE_COMMIT, FIRESTORE_READ, FIRESTORE_TRANSACTION
+from ..observe import FIRESTORE_COMMIT, FIRESTORE_QUERY, FIRESTORE_READ, FIRESTORE_TRANSACTION
 from ..perprocess import PerProcess
 from ..settings import Settings
 from . import google_errors, grpc_runtime, retry
@@ -122,6 +122,15 @@ class Settled:
     claimed: bool = False
     #: Someone else holds a live claim, until ``chord.claim.lease_until``.
     held: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Inspected:
+    """A chord document as ``celery-gcs chords`` shows it."""
+
+    key: str
+    chord: Chord
+    created: dt.datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -286,7 +295,7 @@ class ChordStore:
         return self._chord_from(snapshot)
 
     def count(
-        self, key: str, part: str, leaf: Node, expires_at: dt.datetime | None
+        self, key: str, part: str, leaf: Node, expires_at: dt.datetime | None, *, failed: bool = False
     ) -> Counted | None:
         """Count one part down its leaf, in one commit; None if refused.
 
@@ -296,7 +305,8 @@ class ChordStore:
         """
         batch = self._client.get().batch()
         ttl = _ttl(expires_at)
-        batch.create(self._part(key, part), ttl)
+        # A failed part says so in its document (``celery-gcs chords show`` lists them; no extra write).
+        batch.create(self._part(key, part), {**ttl, "failed": True} if failed else ttl)
         batch.update(self._counter(key, leaf), {"remaining": firestore.Increment(-1), **ttl})
         try:
             results = self._commit("counting a chord part", batch)  # safe to repeat: the part is created, once
@@ -581,6 +591,47 @@ class ChordStore:
 
     def close(self) -> None:
         self._client.clear()
+
+    # -- inspection (celery-gcs chords): reads only ------------------------------------------
+
+    def inspect_all(self, *, open_only: bool = False) -> Iterator[Inspected]:
+        """Every chord document, or those not marked done: one query, one read per document it returns."""
+        query: Any = self._client.get().collection(self.settings.firestore_collection)
+        if open_only:
+            query = query.where(filter=firestore.FieldFilter("done", "==", False))
+        snapshots = self._call("listing chords", lambda: list(query.stream(**self._call_options)), FIRESTORE_QUERY)
+        for snapshot in snapshots:
+            chord = self._chord_from(snapshot)
+            if chord is not None:
+                yield Inspected(snapshot.id, chord, snapshot.create_time)
+
+    def inspect(self, key: str) -> Inspected | None:
+        """One chord document (one read), or None."""
+        snapshot = self._call("reading a chord", lambda: self._chord(key).get(**self._call_options))
+        chord = self._chord_from(snapshot)
+        return None if chord is None else Inspected(key, chord, snapshot.create_time)
+
+    def counters(self, key: str) -> dict[Node, int]:
+        """What each of the chord's counters still waits for: one query, one read per counter."""
+        ref = self._chord(key).collection(conventions.FIRESTORE_COUNTERS_COLLECTION)
+        snapshots = self._call("reading a chord's counters", lambda: list(ref.stream(**self._call_options)), FIRESTORE_QUERY)
+        found = {}
+        for snapshot in snapshots:
+            remaining = (snapshot.to_dict() or {}).get("remaining")
+            try:
+                node = Node.from_document_id(snapshot.id)
+            except ValueError:
+                continue  # not a counter this backend wrote
+            if isinstance(remaining, int):
+                found[node] = remaining
+        return found
+
+    def failed_parts(self, key: str) -> list[str]:
+        """Ids of the part documents of parts that failed: one query, one read per failed part (one if none)."""
+        ref = self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION)
+        query = ref.where(filter=firestore.FieldFilter("failed", "==", True))
+        snapshots = self._call("reading a chord's failed parts", lambda: list(query.stream(**self._call_options)), FIRESTORE_QUERY)
+        return sorted(snapshot.id for snapshot in snapshots)
 
     def project(self) -> str:
         """The project of the chord documents, for messages."""

@@ -60,7 +60,7 @@ EX_CONFIG = 78
 BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 HEALTH_MODULE = "celery_gcs.worker.health"
-METRICS_MODULE = "celery_gcs.telemetry.metrics"
+METRICS_MODULE = metric_names.MODULE
 
 _APP_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 _QUEUE_RE = re.compile(r"^[\w.:@/+-]+$")
