@@ -68,6 +68,8 @@ DEFAULT_JOIN_TIMEOUT = 3.0
 _CHORDS_KEPT = 1_000
 #: How often a replay waiting for a claim's holder looks again.
 _WAIT_STEP = 1.0
+#: How many times a part looks again at a chord left to it before it leaves it to its TTL.
+_LOOKS = 3
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
 
@@ -88,12 +90,16 @@ class Ending(enum.Enum):
     PUBLISHED = "published"
     #: Failed through the errbacks, given up to parts in flight, or taken over.
     ENDED = "ended"
-    #: Left open, its claim released: the chord's error could not be recorded.
+    #: Left open, its claim released: its outcome could not be recorded, or its claim was lost while joining.
     LEFT = "left"
 
 
 class PartsInFlight(Exception):
     """Counted parts whose results are not stored yet."""
+
+
+class ClaimLost(PartsInFlight):
+    """The claim was found not ours any more while waiting for parts."""
 
 
 @dataclass(frozen=True)
@@ -207,23 +213,30 @@ class ChordCoordinator:
     def look_again(self, part: Part) -> None:
         """A part slow to store its result, or one that could not end its chord: it may be left to it."""
         part = dataclasses.replace(part, counted_before=True)
+        for _ in range(_LOOKS):
+            if self._look(part) is not Ending.LEFT:
+                return
+        log.error(
+            "Chord %s: could not be ended (its outcome cannot be recorded, or its claim kept being lost); "
+            "it stays open, its claim released, until a part of it returns again or its documents expire",
+            part.group_id,
+        )
+
+    def _look(self, part: Part) -> Ending | None:
         # A plain read first: most slow parts find the chord ended, or still counting, and
         # leave its document alone; a transaction each would make it a hot spot again.
         key = self.key(part.group_id)
         chord = self.store.read(key)
         if chord is None or chord.done or (chord.problem is None and not chord.complete):
-            return
+            return None
         claim = chord.claim
         held = claim is not None and chord.read_time is not None and claim.lease_until > chord.read_time
         if held and not self._free_after_waiting(key, chord):
-            return
+            return None
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease()), may_wait=True)
-        if settled is not None and settled.claimed and self._complete(part, settled) is Ending.LEFT:
-            log.error(
-                "Chord %s: could not be ended (its outcome cannot be recorded); it stays open, "
-                "its claim released, until a part of it returns again or its documents expire",
-                part.group_id,
-            )
+        if settled is None or not settled.claimed:
+            return None
+        return self._complete(part, settled)
 
     def _count(self, part: Part) -> tuple[Settled | None, Part]:
         """Count the part down its counters; what settling found, and the part (marked if counted before)."""
@@ -404,6 +417,12 @@ class ChordCoordinator:
             results = self._header(part, chord)
             with observe.step(observe.CHORD_GATHER):
                 value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+        except ClaimLost as exc:
+            # Taken over (its new holder finishes), or lost while a call stalled past the
+            # lease and not taken: this part looks again once stored, in case nobody else will.
+            log.warning("Chord %s: %s; looking again", part.group_id, exc)
+            self._release_quietly(key, token)
+            return Ending.LEFT
         except PartsInFlight as exc:
             log.warning("Chord %s: %s; its late parts will complete it", part.group_id, exc)
             self._release_quietly(key, token)
@@ -528,7 +547,7 @@ class ChordCoordinator:
                 )
             if time.monotonic() >= renew_at:
                 if not self.store.renew(key, token, self._lease()):
-                    raise PartsInFlight("the claim was lost while waiting for parts")
+                    raise ClaimLost("the claim was lost while waiting for parts")
                 renew_at = time.monotonic() + self._lease() / 3
             time.sleep(nap)
             nap = min(nap * 2, 0.5)
