@@ -15,7 +15,7 @@ help:
 	@echo "make demo       run the whole stack locally with a sample workload"
 	@echo "make test       the test suite (emulators, broker and real workers)"
 	@echo "make test-all   the test suite including slow tests"
-	@echo "make test-chords the chord kill matrix under every pool and a 20,000-part chord (about 15 minutes)"
+	@echo "make test-chords the chord kill matrix under every pool, a 20,000-part chord and the fault soak (about 20 minutes)"
 	@echo "make test-bench the benchmark harness end to end on tiny sizes (about 2 minutes)"
 	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
 	@echo "make bench-chords  chord scaling: time and requests per part, 100 to 20,000 parts"
@@ -67,6 +67,7 @@ test-all: venv system-deps
 
 test-chords: venv system-deps
 	$(BIN)/pytest -m 'matrix or slow' tests/e2e/test_chords.py $(PYTEST_ARGS)
+	$(BIN)/pytest -m soak tests/faults/test_chord_soak.py $(PYTEST_ARGS)
 
 # The benchmark harness end to end on tiny sizes (every pass and backend; about 2 minutes).
 test-bench: venv system-deps

@@ -44,11 +44,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-from celery_gcs import contract, retry
+from celery_gcs import conventions
 from celery_gcs.local import services
 from celery_gcs.settings import Settings, parse
-from celery_gcs.stores import chord_tree, result_store
+from celery_gcs.stores import chord_tree, result_store, retry
 from celery_gcs.stores.chord_store import ChordStore
 from celery_gcs.stores.result_store import ResultStore
 from google.cloud import firestore, storage
@@ -188,15 +187,7 @@ def _names(prefix: str) -> Iterator[str]:
 
 def _library_bucket(settings: Settings, *, environment_once: bool) -> storage.Bucket:
     """google-cloud-storage's client, set up as ResultStore sets it up except where a variant says."""
-    client = storage.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
-    client._bucket_metadata_cache = None  # as ResultStore: no background bucket GETs
-    size = settings.threadpool_maxsize
-    adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
-    for scheme in ("https://", "http://"):
-        client._http.mount(scheme, adapter)
-    if environment_once:
-        result_store.read_environment_once(client._http, client.api_endpoint)
-    return client.bucket(settings.bucket)
+    return result_store.new_client(settings, environment_once=environment_once).bucket(settings.bucket)
 
 
 def gcs_variants(settings: Settings) -> list[Variant]:
@@ -279,9 +270,9 @@ def commit_variants(settings: Settings, parts: int) -> list[Variant]:
     def gapic_count() -> None:
         task = next(pending)
         leaf = chord_tree.leaf_of(task, leaves)
-        part = chord.collection(contract.FIRESTORE_PARTS_COLLECTION).document(task)
-        counter = chord.collection(contract.FIRESTORE_COUNTERS_COLLECTION).document(leaf.document_id)
-        ttl = {contract.FIRESTORE_TTL_FIELD: document.Value(timestamp_value=expires)}
+        part = chord.collection(conventions.FIRESTORE_PARTS_COLLECTION).document(task)
+        counter = chord.collection(conventions.FIRESTORE_COUNTERS_COLLECTION).document(leaf.document_id)
+        ttl = {conventions.FIRESTORE_TTL_FIELD: document.Value(timestamp_value=expires)}
         increment = write.DocumentTransform.FieldTransform(
             field_path="remaining", increment={"integer_value": -1}
         )
@@ -291,7 +282,7 @@ def commit_variants(settings: Settings, parts: int) -> list[Variant]:
             write.Write(update=document.Document(name=f"{database}/documents/{part.path}", fields=ttl),
                         current_document=common.Precondition(exists=False)),
             write.Write(update=document.Document(name=f"{database}/documents/{counter.path}", fields=ttl),
-                        update_mask=common.DocumentMask(field_paths=[contract.FIRESTORE_TTL_FIELD]),
+                        update_mask=common.DocumentMask(field_paths=[conventions.FIRESTORE_TTL_FIELD]),
                         update_transforms=[increment],
                         current_document=common.Precondition(exists=True)),
         ]  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.local import services
 from celery_gcs.local.proxy import Proxy
 from celery_gcs.local.worker import WorkerProcess
@@ -149,7 +149,7 @@ def firestore_docs(stack: Local) -> Any:
     from google.cloud import firestore
 
     def docs(
-        collection: str = contract.FIRESTORE_COLLECTION, database: str = "(default)"
+        collection: str = conventions.FIRESTORE_COLLECTION, database: str = "(default)"
     ) -> dict[str, dict[str, Any]]:
         """By path: ``KEY`` (chord documents), ``KEY/parts/TASK`` and ``KEY/counters/LEVEL-INDEX``."""
         client = firestore.Client(project=stack.stack.project, database=database)
@@ -159,8 +159,8 @@ def firestore_docs(stack: Local) -> Any:
             if snapshot.exists:
                 found[doc.id] = snapshot.to_dict()
             for label, group in (
-                ("parts", contract.FIRESTORE_PARTS_COLLECTION),
-                ("counters", contract.FIRESTORE_COUNTERS_COLLECTION),
+                ("parts", conventions.FIRESTORE_PARTS_COLLECTION),
+                ("counters", conventions.FIRESTORE_COUNTERS_COLLECTION),
             ):
                 for child in doc.collection(group).stream():
                     found[f"{doc.id}/{label}/{child.id}"] = child.to_dict()

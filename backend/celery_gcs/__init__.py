@@ -2,7 +2,7 @@
 
 Use it with ``result_backend = "gcs://BUCKET[/PREFIX]"``; see the README.
 Everything public is named in ``__all__`` and loaded on first use, so
-``import celery_gcs.contract`` (the Pulumi components do) stays cheap.
+``import celery_gcs.conventions`` (the Pulumi components do) stays cheap.
 """
 
 from __future__ import annotations

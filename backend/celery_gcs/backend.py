@@ -26,12 +26,12 @@ from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import ChordError
 from kombu.utils.encoding import bytes_to_str
 
-from . import meta, retry, settings, waiting
+from . import meta, settings, waiting
 from .chords import ChordCoordinator
 from .errors import StoreError
 from .perprocess import PerProcess
 from .stored_results import KeyPrefixes, Lifetimes, StoredResults
-from .stores import grpc_runtime
+from .stores import grpc_runtime, retry
 
 
 class GCSBackend(KeyValueStoreBackend):
@@ -68,6 +68,8 @@ class GCSBackend(KeyValueStoreBackend):
         # Chord parts this process counted while storing their result, so that
         # Celery's on_chord_part_return that follows does nothing more.
         self._parts_handled: PerProcess[dict[str, bool]] = PerProcess(dict)
+        #: Task names of chord callbacks being failed, by task id (chord_error_from_stack).
+        self._failing_callbacks: PerProcess[dict[str, str]] = PerProcess(dict)
 
     # -- keys ---------------------------------------------------------------
 
@@ -166,9 +168,8 @@ class GCSBackend(KeyValueStoreBackend):
         state_meta["task_id"] = task_id
         chord_part = _is_chord_part(request, state)
         try:
-            encoded = self.stored.encode_state(
-                task_id, state_meta, state, task_name=getattr(request, "task", None), chord_part=chord_part
-            )
+            task_name = getattr(request, "task", None) or self._failing_callbacks.get().get(task_id)
+            encoded = self.stored.encode_state(task_id, state_meta, state, task_name=task_name, chord_part=chord_part)
             if chord_part:
                 # Counted (and maybe the callback fired) before it is stored: chords.py says why.
                 self.chords.part_returned(request, state, result, encoded)
@@ -189,6 +190,22 @@ class GCSBackend(KeyValueStoreBackend):
         # something every serializer can write.
         self._store_result(request.id, self.encode_result(result, state), state, request=request)
         handled.pop(bytes_to_str(request.id), None)
+
+    def chord_error_from_stack(self, callback, exc=None):
+        """Celery's, with the callback's task name stored beside its failure.
+
+        Celery stores the failure without a request, so without a task name
+        (and ``celery-gcs results list --name`` would never find it); the name
+        is in the callback's signature (a group's, in each of its tasks').
+        """
+        failing = self._failing_callbacks.get()
+        names = {sig.id: sig.task for sig in (callback, *getattr(callback, "tasks", ())) if sig.id and sig.task}
+        failing.update(names)
+        try:
+            return super().chord_error_from_stack(callback, exc)
+        finally:
+            for task_id in names:
+                failing.pop(task_id, None)
 
     def apply_chord(self, header_result_args, body, **kwargs) -> None:
         """Save the header's GroupResult (the callback reads its structure and ids) and write its counters."""

@@ -42,16 +42,23 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 
-from . import contract, observe, retry
+from . import conventions, observe
 from .errors import CorruptResult
 from .keys import part_document_id
 from .perprocess import PerProcess
 from .stored_results import EncodedState, StoredResults
-from .stores import chord_tree
+from .stores import chord_tree, retry
 from .stores.chord_store import Chord, ChordStore, Settle, Settled
 from .stores.chord_tree import Node
 
 log = logging.getLogger(__name__)
+
+E_HEADER_GONE = (
+    "GroupResult {group_id} no longer exists: the chord's saved header was deleted before the chord completed. "
+    "It lives as long as result_chord_expires, else result_expires (here {seconds:g}s; gcs_ttl overrides both), "
+    "and the bucket's lifecycle deletes it once that has passed: raise result_chord_expires above the longest "
+    "a chord's parts can wait in the queue and run"
+)
 
 #: A claim is held at least this long before others may take it over.
 MIN_LEASE = 10.0
@@ -61,6 +68,8 @@ DEFAULT_JOIN_TIMEOUT = 3.0
 _CHORDS_KEPT = 1_000
 #: How often a replay waiting for a claim's holder looks again.
 _WAIT_STEP = 1.0
+#: How many times a part looks again at a chord left to it before it leaves it to its TTL.
+_LOOKS = 3
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
 
@@ -81,12 +90,16 @@ class Ending(enum.Enum):
     PUBLISHED = "published"
     #: Failed through the errbacks, given up to parts in flight, or taken over.
     ENDED = "ended"
-    #: Left open, its claim released: the chord's error could not be recorded.
+    #: Left open, its claim released: its outcome could not be recorded, or its claim was lost while joining.
     LEFT = "left"
 
 
 class PartsInFlight(Exception):
     """Counted parts whose results are not stored yet."""
+
+
+class ClaimLost(PartsInFlight):
+    """The claim was found not ours any more while waiting for parts."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +142,9 @@ class ChordCoordinator:
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
         parts = map(part_document_id, task_ids)
-        if not self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts):
+        with observe.step(observe.CHORD_APPLY):
+            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts)
+        if not created:
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
         observe.event(observe.CHORD_APPLIED)
@@ -177,7 +192,8 @@ class ChordCoordinator:
         part = self.part(request, state, result)
         started = time.monotonic()
         self.before_count(part)
-        settled, part = self._count(part)
+        with observe.step(observe.CHORD_COUNT):
+            settled, part = self._count(part)
         self.after_count(part)
         ending = None
         if settled is not None and settled.claimed:
@@ -188,6 +204,8 @@ class ChordCoordinator:
             if ending is Ending.PUBLISHED:
                 _remember(self._published.get(), part.task_id, encoded)
             raise
+        if ending is None:
+            self._refresh_after_store(part)
         slow = ending is None and time.monotonic() - started > self.slow_part_after()
         if slow or ending is Ending.LEFT:
             self.look_again(part)
@@ -195,13 +213,30 @@ class ChordCoordinator:
     def look_again(self, part: Part) -> None:
         """A part slow to store its result, or one that could not end its chord: it may be left to it."""
         part = dataclasses.replace(part, counted_before=True)
+        for _ in range(_LOOKS):
+            if self._look(part) is not Ending.LEFT:
+                return
+        log.error(
+            "Chord %s: could not be ended (its outcome cannot be recorded, or its claim kept being lost); "
+            "it stays open, its claim released, until a part of it returns again or its documents expire",
+            part.group_id,
+        )
+
+    def _look(self, part: Part) -> Ending | None:
+        # A plain read first: most slow parts find the chord ended, or still counting, and
+        # leave its document alone; a transaction each would make it a hot spot again.
+        key = self.key(part.group_id)
+        chord = self.store.read(key)
+        if chord is None or chord.done or (chord.problem is None and not chord.complete):
+            return None
+        claim = chord.claim
+        held = claim is not None and chord.read_time is not None and claim.lease_until > chord.read_time
+        if held and not self._free_after_waiting(key, chord):
+            return None
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease()), may_wait=True)
-        if settled is not None and settled.claimed and self._complete(part, settled) is Ending.LEFT:
-            log.error(
-                "Chord %s: could not be ended (its outcome cannot be recorded); it stays open, "
-                "its claim released, until a part of it returns again or its documents expire",
-                part.group_id,
-            )
+        if settled is None or not settled.claimed:
+            return None
+        return self._complete(part, settled)
 
     def _count(self, part: Part) -> tuple[Settled | None, Part]:
         """Count the part down its counters; what settling found, and the part (marked if counted before)."""
@@ -212,9 +247,10 @@ class ChordCoordinator:
         if chord.problem is not None:
             return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True)), part
         assert chord.leaves is not None
-        self._refresh_if_due(part, key, chord)
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
-        counted = self.store.count(key, part_document_id(part.task_id), leaf, self._expires_at())
+        counted = self.store.count(
+            key, part_document_id(part.task_id), leaf, self._expires_at(), failed=part.state in states.PROPAGATE_STATES
+        )
         if counted is None:
             replayed = dataclasses.replace(part, counted_before=True)
             return self._recount(replayed, key, chord), replayed
@@ -252,7 +288,7 @@ class ChordCoordinator:
             if current.leaves != chord.leaves:
                 return self._count(part)[0]  # the group id was applied again
             leaf = chord_tree.leaf_of(part.task_id, chord.leaves or 1)
-            if part.task_id in leaf_ids(self._header(part, current)):
+            if part.task_id in leaf_ids(self._header(part, current, with_added=False)):
                 return self._fail_uncountable(part, key, leaf)  # its counter is gone
             log.error("Chord %s: task %s returned to it but is not one of its parts", part.group_id, part.task_id)
             return None
@@ -284,7 +320,7 @@ class ChordCoordinator:
     def _fail_uncountable(self, part: Part, key: str, node: Node) -> Settled | None:
         """A counter gone while its chord is open: nothing can count the chord, so fail it once."""
         settings = self.results.settings
-        path = f"{settings.firestore_collection}/{key}/{contract.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
+        path = f"{settings.firestore_collection}/{key}/{conventions.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
         reason = (
             f"Chord {part.group_id}: counter document {path!r} in Firestore database "
             f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand?); "
@@ -325,28 +361,45 @@ class ChordCoordinator:
         observe.event(observe.CHORD_FAILED)
 
     def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
-        """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it.
-
-        The wait looks again every ``_WAIT_STEP`` seconds: the holder may end
-        or release the chord before its lease runs out.
-        """
+        """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it."""
         key = self.key(part.group_id)
-        seen: dt.datetime | None = None
-        while True:
+        settled = self._settle_once(part, key, step)
+        if settled.chord is None or not settled.held or not may_wait:
+            return settled
+        log.info("Chord %s: held by another process; waiting for it or its lease", part.group_id)
+        if not self._free_after_waiting(key, settled.chord):
+            return None
+        settled = self._settle_once(part, key, step)
+        return None if settled.held else settled  # held again: taken by another, which finishes
+
+    def _settle_once(self, part: Part, key: str, step: Settle) -> Settled:
+        with observe.step(observe.CHORD_SETTLE):
             settled = self.store.settle(key, step)
-            chord = settled.chord
-            if chord is None:
-                self._fail_gone(part, key)
-            if chord is None or not settled.held or not may_wait:
-                return settled
-            assert chord.claim is not None and chord.read_time is not None
-            if seen is not None and chord.claim.lease_until > seen:
-                return None  # renewed: its holder is alive and will finish
-            if seen is None:
-                log.info("Chord %s: held by another process; waiting for it or its lease", part.group_id)
-            seen = chord.claim.lease_until
-            wait = (chord.claim.lease_until - chord.read_time).total_seconds()
-            time.sleep(min(max(wait, 0.0) + 0.05, _WAIT_STEP))
+        if settled.chord is None:
+            self._fail_gone(part, key)
+        return settled
+
+    def _free_after_waiting(self, key: str, chord: Chord) -> bool:
+        """Wait while another process holds the claim; True once it is free to take, False once the holder ended the chord or renewed its claim (it is alive and will finish).
+
+        Looks again every ``_WAIT_STEP`` seconds, by plain reads: no
+        transaction on the chord document while it waits, however many wait.
+        """
+        assert chord.claim is not None and chord.read_time is not None
+        seen = chord.claim.lease_until
+        while True:
+            assert chord.read_time is not None
+            time.sleep(min(max((seen - chord.read_time).total_seconds(), 0.0) + 0.05, _WAIT_STEP))
+            found = self.store.read(key)
+            if found is not None and found.done:
+                return False
+            if found is None or found.read_time is None:
+                return True  # settling says what became of it
+            chord, claim = found, found.claim
+            if claim is None or claim.lease_until <= found.read_time:
+                return True  # released, or run out
+            if claim.lease_until > seen:
+                return False
 
     def _complete(self, part: Part, settled: Settled) -> Ending:
         """We hold the claim: gather the results, publish the callback once, mark the chord done."""
@@ -362,7 +415,14 @@ class ChordCoordinator:
             if chord.problem is not None:
                 raise ChordError(chord.problem)
             results = self._header(part, chord)
-            value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+            with observe.step(observe.CHORD_GATHER):
+                value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+        except ClaimLost as exc:
+            # Taken over (its new holder finishes), or lost while a call stalled past the
+            # lease and not taken: this part looks again once stored, in case nobody else will.
+            log.warning("Chord %s: %s; looking again", part.group_id, exc)
+            self._release_quietly(key, token)
+            return Ending.LEFT
         except PartsInFlight as exc:
             log.warning("Chord %s: %s; its late parts will complete it", part.group_id, exc)
             self._release_quietly(key, token)
@@ -392,7 +452,8 @@ class ChordCoordinator:
         held_until = renewing + lease
         self.before_publish(part)
         try:
-            self.backend.app.amqp._retry_publish(callback.delay, value)
+            with observe.step(observe.CHORD_PUBLISH):
+                self.backend.app.amqp._retry_publish(callback.delay, value)
             observe.event(observe.CALLBACK_PUBLISHED)
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
@@ -432,15 +493,18 @@ class ChordCoordinator:
         self._end(key, token, held_until, results, chord)
         return Ending.ENDED
 
-    def _header(self, part: Part, chord: Chord) -> list[Any]:
-        """The header's results in header order, then those added to the chord: one GCS read."""
+    def _header(self, part: Part, chord: Chord, with_added: bool = True) -> list[Any]:
+        """The header's results in header order, then those added to the chord (one GCS read, one query)."""
         try:
             header = self.results.read_group(part.group_id)
         except CorruptResult as exc:
             raise ChordError(f"GroupResult {part.group_id} cannot be read: {exc}") from exc
         if header is None:
-            raise ChordError(f"GroupResult {part.group_id} no longer exists")
-        return [*header.results, *(AsyncResult(task_id) for task_id in chord.added)]
+            raise ChordError(E_HEADER_GONE.format(group_id=part.group_id, seconds=self._lifetime()))
+        if not with_added:
+            return list(header.results)
+        added = self.store.added(self.key(part.group_id), chord.added)
+        return [*header.results, *(AsyncResult(task_id) for task_id in added)]
 
     def _gather(self, part: Part, key: str, token: str, ids: list[str]) -> dict[str, Any]:
         """Every part's stored result, once; this part's from memory unless a run before it stored a success.
@@ -469,12 +533,21 @@ class ChordCoordinator:
             if not missing:
                 break
             if last:
+                gone = self.results.expired(missing)
+                if gone:
+                    # Stored, then expired while the chord waited for a late part: no later
+                    # look can read them, so the chord fails now rather than never ending.
+                    raise ChordError(
+                        f"Dependency {gone[0]} expired before the chord could join ({len(gone)} of its "
+                        "results did): its parts were further apart than result_chord_expires (or "
+                        "result_expires) allows"
+                    )
                 raise PartsInFlight(
                     f"{len(missing)} counted parts not stored yet, e.g. {missing[0]}"
                 )
             if time.monotonic() >= renew_at:
                 if not self.store.renew(key, token, self._lease()):
-                    raise PartsInFlight("the claim was lost while waiting for parts")
+                    raise ClaimLost("the claim was lost while waiting for parts")
                 renew_at = time.monotonic() + self._lease() / 3
             time.sleep(nap)
             nap = min(nap * 2, 0.5)
@@ -528,8 +601,8 @@ class ChordCoordinator:
                 time.sleep(_WAIT_STEP)
 
     def _nodes(self, results: list[Any], chord: Chord) -> list[Node]:
-        added = set(chord.added)
-        header = [task_id for task_id in leaf_ids(results) if task_id not in added]
+        """The chord's counters: over its header's ids, which come first in ``results`` (added tasks have none)."""
+        header = list(leaf_ids(results))[: chord.size]
         return sorted(chord_tree.initial_counts(header, chord.leaves or 1))
 
     def _release_quietly(self, key: str, token: str) -> None:
@@ -558,6 +631,13 @@ class ChordCoordinator:
             return None
         _remember(chords, key, chord)
         return chord
+
+    def _refresh_after_store(self, part: Part) -> None:
+        """Refresh the chord if it is due, once this part is counted and stored: off its critical path."""
+        key = self.key(part.group_id)
+        chord = self._chords.get().get(key)
+        if chord is not None and chord.problem is None:
+            self._refresh_if_due(part, key, chord)
 
     def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> None:
         """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do.
@@ -620,6 +700,10 @@ class ChordCoordinator:
             value=self.results.as_stored(state, result),
             callback=request.chord,
         )
+
+    def _lifetime(self) -> float:
+        """Seconds a chord's header results and GroupResult live, for messages."""
+        return self.results.settings.ttl or self.results.lifetimes.chord_result or 0
 
     def _expires_at(self) -> dt.datetime | None:
         return self.results.chord_expires_at()

@@ -20,7 +20,7 @@ and re-raised ``from`` the original, so the cause stays in the traceback.
 from celery.exceptions import BackendStoreError, ImproperlyConfigured
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-from .contract import WORKER_BUCKET_ROLE, WORKER_DATABASE_ROLE
+from .conventions import WORKER_BUCKET_ROLE, WORKER_DATABASE_ROLE
 
 E_BUCKET_MISSING = (
     "GCS bucket {bucket!r} does not exist (project {project}); create it, "

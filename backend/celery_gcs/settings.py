@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import contract
+from . import conventions
 from .errors import ConfigurationError
-from .naming import bucket_problem, collection_problem, database_problem, project_problem
+from .name_rules import bucket_problem, collection_problem, database_problem, project_problem
 
 #: Every key this backend reads, with what it means. Keys are looked up in the
 #: URL query first, then in ``app.conf``.
@@ -60,13 +60,13 @@ class Settings:
     base_path: str = ""
     project: str | None = None
     ttl: float = 0.0
-    threadpool_maxsize: int = contract.THREADPOOL_MAXSIZE
-    max_result_bytes: int = contract.MAX_RESULT_BYTES
+    threadpool_maxsize: int = conventions.THREADPOOL_MAXSIZE
+    max_result_bytes: int = conventions.MAX_RESULT_BYTES
     timeout: float = 60.0
     retry_deadline: float = 120.0
     firestore_project: str | None = None
-    firestore_database: str = contract.FIRESTORE_DATABASE
-    firestore_collection: str = contract.FIRESTORE_COLLECTION
+    firestore_database: str = conventions.FIRESTORE_DATABASE
+    firestore_collection: str = conventions.FIRESTORE_COLLECTION
     #: Where each value came from, for error messages.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -103,8 +103,8 @@ def _check_expiry(key: str, raw: Any) -> None:
 
 def _parse_url(url: str) -> dict[str, str]:
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme != contract.URL_SCHEME:
-        raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"scheme must be {contract.URL_SCHEME}://"))
+    if parts.scheme != conventions.URL_SCHEME:
+        raise ConfigurationError(E_BAD_URL.format(url=url, reason=f"scheme must be {conventions.URL_SCHEME}://"))
     if parts.username or parts.password or parts.port is not None or ":" in parts.netloc:
         raise ConfigurationError(E_BAD_URL.format(url=url, reason="no user, password or port belong in it"))
     if parts.fragment:

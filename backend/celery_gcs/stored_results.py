@@ -161,13 +161,13 @@ class StoredResults:
     def get_many(self, names: Sequence[str]) -> list[StoredObject | None]:
         return self.store.get_many(names)
 
-    def read(self, name: str) -> dict[str, Any] | None:
-        """The decoded meta stored under ``name``, unless missing or expired."""
+    def read(self, name: str, *, expired_too: bool = False) -> dict[str, Any] | None:
+        """The decoded meta stored under ``name``, unless missing or (but with ``expired_too``) expired."""
         found = self.store.get(name)
         if found is None:
             return None
         decoded = self._decode(name, found.data)
-        return None if meta.expired(decoded) else decoded
+        return None if meta.expired(decoded) and not expired_too else decoded
 
     def task_state(self, task_id: str) -> dict[str, Any]:
         """A task's state as Celery's ``get_task_meta`` returns it; PENDING when none is stored."""
@@ -178,10 +178,10 @@ class StoredResults:
     def task_exists(self, task_id: str) -> bool:
         return self.read(self.task_key(task_id)) is not None
 
-    def group_state(self, group_id: str) -> dict[str, Any] | None:
+    def group_state(self, group_id: str, *, expired_too: bool = False) -> dict[str, Any] | None:
         """A saved group's meta, its ``result`` a GroupResult; CorruptResult if it is not one."""
         name = self.group_key(group_id)
-        decoded = self.read(name)
+        decoded = self.read(name, expired_too=expired_too)
         if decoded is not None:
             try:
                 decoded["result"] = result_from_tuple(decoded["result"], self._codec.app)
@@ -190,8 +190,14 @@ class StoredResults:
         return decoded
 
     def read_group(self, group_id: str) -> GroupResult | None:
-        """The saved GroupResult of a group, or None; CorruptResult if it is not one."""
-        found = self.group_state(group_id)
+        """A chord's saved header GroupResult, or None; CorruptResult if it is not one.
+
+        Read even past its expiry, as long as it is stored: the chord's own
+        documents say whether the chord is alive, and a header whose parts
+        waited in the queue longer than results live still lists them
+        (Redis's backend counts without it, so such a chord completes there).
+        """
+        found = self.group_state(group_id, expired_too=True)
         return None if found is None else found["result"]
 
     def ready(self, task_ids: Sequence[str], ready_states: Collection[str]) -> dict[str, dict[str, Any]]:
@@ -216,6 +222,20 @@ class StoredResults:
             if state["status"] in ready_states:
                 found[task_id] = state
         return found
+
+    def expired(self, task_ids: Sequence[str]) -> list[str]:
+        """Those of ``task_ids`` whose results were stored and have expired since, in one read."""
+        names = [self.task_key(task_id) for task_id in task_ids]
+        gone = []
+        for task_id, name, stored in zip(task_ids, names, self.store.get_many(names)):
+            if stored is None:
+                continue
+            try:
+                if meta.expired(self._decode(name, stored.data)):
+                    gone.append(task_id)
+            except CorruptResult:
+                continue  # not a result: the reads that need it say so
+        return gone
 
     def as_stored(self, state: str, result: Any) -> Any:
         """A result as a reader gets it back: through the serializer and Celery's rebuilding."""
@@ -281,10 +301,15 @@ class StoredResults:
         raise StoreError(f"could not store {name}: other writers kept replacing it")
 
     def save_group(self, group_id: str, result: Any, seconds: float | None) -> None:
-        """Save a GroupResult's structure, expiring ``seconds`` from now."""
+        """Save a GroupResult's structure, expiring ``seconds`` from now.
+
+        Written without a precondition (saving a group again replaces it, as
+        in Celery), and retried all the same: idempotent by construction, as
+        a group id names one structure, whoever saves it.
+        """
         expires_at = self.expires_at(seconds)
         saved = {"result": result.as_tuple(), meta.EXPIRES_FIELD: meta.isoformat(expires_at)}
-        self.put(self.group_key(group_id), self._codec.encode(saved), expires_at=expires_at)
+        self.put(self.group_key(group_id), self._codec.encode(saved), expires_at=expires_at, idempotent=True)
 
     def extend(self, name: str, seconds: float | None) -> None:
         """Give an existing result a new expiry, ``seconds`` from now; nothing if it is missing or expired.
@@ -330,8 +355,13 @@ class StoredResults:
         expires_at: dt.datetime | None,
         if_generation_match: int | None = None,
         metadata: dict[str, str] | None = None,
+        idempotent: bool = False,
     ) -> int:
-        """Write one object as a result: checked against ``gcs_max_result_bytes``, typed as Celery's bytes."""
+        """Write one object as a result: checked against ``gcs_max_result_bytes``, typed as Celery's bytes.
+
+        Retried only with ``if_generation_match`` or when ``idempotent``
+        (``ResultStore.put``): Celery's plain ``set`` is made once.
+        """
         meta.check_payload_size(name, payload, self.settings.max_result_bytes)
         return self.store.put(
             name,
@@ -340,6 +370,7 @@ class StoredResults:
             if_generation_match=if_generation_match,
             content_type=self._content_type,
             metadata=metadata,
+            idempotent=idempotent,
         )
 
     def delete(self, name: str) -> None:

@@ -31,6 +31,7 @@ REDIS = "redis.googleapis.com"  # Memorystore broker
 KMS = "cloudkms.googleapis.com"  # CMEK
 DNS = "dns.googleapis.com"  # the stack VPC's private googleapis.com zone
 SERVICE_NETWORKING = "servicenetworking.googleapis.com"  # Memorystore's private services access
+MONITORING = "monitoring.googleapis.com"  # the dashboard, alert policies, Managed Service for Prometheus
 
 
 def services_for(
@@ -40,6 +41,7 @@ def services_for(
     cmek: bool,
     own_network: bool = False,
     private_service_access: bool = False,
+    monitoring: bool = False,
 ) -> tuple[str, ...]:
     """The services a deployment with these features uses, in a stable order."""
     extra = (
@@ -48,6 +50,7 @@ def services_for(
         + ((KMS,) if cmek else ())
         + ((DNS,) if own_network else ())
         + ((SERVICE_NETWORKING,) if private_service_access else ())
+        + ((MONITORING,) if monitoring else ())
     )
     return BASE_SERVICES + extra
 

@@ -1,9 +1,9 @@
 """The chord store: a Firestore database in native mode and TTL policies on every document the backend writes.
 
 The backend writes ``{collection}/{chord key}`` (``collection`` is the
-backend's ``firestore_collection``, ``contract.FIRESTORE_COLLECTION`` unless
-configured) and ``{collection}/{chord key}/{parts or counters}/...`` (names in ``contract``), each with a
-``contract.FIRESTORE_TTL_FIELD`` timestamp. TTL policies are per collection
+backend's ``firestore_collection``, ``conventions.FIRESTORE_COLLECTION`` unless
+configured) and ``{collection}/{chord key}/{parts or counters}/...`` (names in ``conventions``), each with a
+``conventions.FIRESTORE_TTL_FIELD`` timestamp. TTL policies are per collection
 group, and deleting a document never deletes its subcollections, so each
 group gets its own policy: without the one on ``parts``, the parts of every
 unfinished chord would stay forever. The field is also exempt from
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
-from celery_gcs import contract, naming
+from celery_gcs import conventions, name_rules
 
 from . import cmek, common
 
@@ -37,7 +37,7 @@ _LOCATION = re.compile(r"^([a-z]+-[a-z]+[0-9]+|nam[0-9]+|eur[0-9]+)$")
 
 
 def database_name(value: str, field_name: str = "firestore_database") -> str:
-    problem = naming.database_problem(value)
+    problem = name_rules.database_problem(value)
     common.check(problem is None, field_name, f"{value!r} is not a valid Firestore database ID", f"Use a valid ID: {problem}")
     return value
 
@@ -54,11 +54,11 @@ def location(value: str, field_name: str = "firestore_location") -> str:
 
 def collection_groups(collection: str) -> tuple[str, ...]:
     """The collection groups the backend writes, each of which needs a TTL policy."""
-    return contract.chord_collection_groups(collection)
+    return conventions.chord_collection_groups(collection)
 
 
 def collection_name(value: str, field_name: str = "collection") -> str:
-    problem = naming.collection_problem(value)
+    problem = name_rules.collection_problem(value)
     common.check(
         problem is None,
         field_name,
@@ -76,10 +76,10 @@ def resource_name(project: str, database: str) -> str:
 @dataclass(frozen=True, kw_only=True)
 class ChordStoreArgs:
     project: str
-    database: str = contract.FIRESTORE_DATABASE
+    database: str = conventions.FIRESTORE_DATABASE
     location: str
-    collection: str = contract.FIRESTORE_COLLECTION
-    ttl_field: str = contract.FIRESTORE_TTL_FIELD
+    collection: str = conventions.FIRESTORE_COLLECTION
+    ttl_field: str = conventions.FIRESTORE_TTL_FIELD
     #: Delete protection, point-in-time recovery, abandon on destroy (prod).
     protect: bool = False
     #: Cloud KMS key in the database's location; empty for Google-managed encryption.

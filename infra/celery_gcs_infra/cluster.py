@@ -143,6 +143,20 @@ def node_account(result: Any) -> str | None:
     return next((a for a in accounts if a and a != "default"), None)
 
 
+def node_accounts(result: Any) -> list[str]:
+    """Every service account a looked-up cluster's nodes run as, in order, without repeats:
+    the default node config, each node pool's, Autopilot's auto-provisioning default
+    (``default`` for Compute Engine's default account)."""
+    accounts = [c.service_account for c in result.node_configs or []]
+    accounts += [c.service_account for p in result.node_pools or [] for c in p.node_configs or []]
+    accounts += [
+        d.service_account
+        for a in result.cluster_autoscalings or []
+        for d in a.auto_provisioning_defaults or []
+    ]
+    return list(dict.fromkeys(a for a in accounts if a))
+
+
 def require_workload_identity(pool: str | None, *, project: str, name: str, location: str) -> None:
     if pool != workload_pool(project):
         raise ValueError(
@@ -234,6 +248,8 @@ class Cluster(pulumi.ComponentResource):
     #: ``projects/P/global/networks/N``.
     network: pulumi.Output[str]
     node_service_account_email: pulumi.Output[str]
+    #: Every account the nodes run as (each node pool's): what must be able to pull the image.
+    node_service_account_emails: pulumi.Output[list[str]]
     provider: k8s.Provider
 
     def __init__(
@@ -284,8 +300,15 @@ class Cluster(pulumi.ComponentResource):
             )
             return project.number.apply(lambda n: f"{n}-compute@developer.gserviceaccount.com")
 
+        def all_nodes(result) -> pulumi.Output[list[str]]:
+            accounts = node_accounts(result) or ["default"]
+            default = gcp.organizations.get_project_output(project_id=args.project, opts=invoke_opts)
+            default_email = default.number.apply(lambda n: f"{n}-compute@developer.gserviceaccount.com")
+            return pulumi.Output.all(*(default_email if a == "default" else a for a in accounts))
+
         self.cluster = None
         self.node_service_account_email = found.apply(nodes)
+        self.node_service_account_emails = found.apply(all_nodes)
         self.name = found.apply(checked)
         self.location = found.apply(lambda r: r.location or args.location)
         self.network = found.apply(lambda r: common.network_id(args.project, r.network))
@@ -344,6 +367,7 @@ class Cluster(pulumi.ComponentResource):
             opts=common.child(self, depends_on=after, protect=args.protect),
         )
         self.node_service_account_email = nodes.email
+        self.node_service_account_emails = nodes.email.apply(lambda e: [e])
         self.name = self.cluster.name
         self.location = self.cluster.location
         self.network = pulumi.Output.from_input(args.network)

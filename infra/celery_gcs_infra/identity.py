@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
-from celery_gcs import contract
+from celery_gcs import conventions
 
 from . import chord_store, common, result_store
 
-FIRESTORE_ROLE = contract.WORKER_DATABASE_ROLE
+FIRESTORE_ROLE = conventions.WORKER_DATABASE_ROLE
 WORKLOAD_IDENTITY_ROLE = "roles/iam.workloadIdentityUser"
 
 

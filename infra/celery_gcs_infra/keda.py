@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
+import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
 from . import common
@@ -26,6 +28,12 @@ CHART_REPOSITORY = "https://kedacore.github.io/charts"
 #: ``kubernetesVersion``: :func:`check_supported` refuses a pair KEDA does not support.
 CHART_VERSION = "2.19.0"
 NAMESPACE = "keda"
+#: What GKE's control plane must reach on KEDA's pods: its metrics API server on 6443 (KEDA's
+#: "Firewall" table: on Google Cloud the control plane calls port 6443 on the Pod range,
+#: https://keda.sh/docs/2.20/operate/cluster/#firewall) and its admission webhooks on 9443.
+#: A private cluster's nodes admit only 443 and 10250 from the control plane
+#: (https://cloud.google.com/kubernetes-engine/docs/how-to/private-clusters#add_firewall_rules).
+CONTROL_PLANE_PORTS = ("6443", "9443")
 #: The Kubernetes minors each KEDA minor is tested on, from KEDA's compatibility matrix
 #: (https://keda.sh/docs/2.20/operate/cluster/#kubernetes-compatibility, kedacore/keda-docs
 #: content/docs/2.20/operate/cluster.md; v2.20's row is still "TBD" there).
@@ -85,6 +93,27 @@ class KedaArgs:
             f"Pin an exact version such as {CHART_VERSION}",
         )
         check_supported(self.version, self.kubernetes_version)
+
+
+def control_plane_firewall(
+    name: str, parent: pulumi.Resource, net: Any, gke: Any
+) -> gcp.compute.Firewall:
+    """Let the control plane reach KEDA's metrics server and webhooks on the stack's own VPC.
+
+    The source is the control plane's private endpoint (Private Service Connect, GKE 1.29+);
+    the targets are the nodes' service account only.
+    """
+    return gcp.compute.Firewall(
+        f"{name}-control-plane",
+        project=gke.cluster.project,
+        network=net.network,
+        direction="INGRESS",
+        description="celery-gcs: GKE's control plane to KEDA's metrics API server and webhooks",
+        source_ranges=[gke.cluster.private_cluster_config.private_endpoint.apply(lambda ip: f"{ip}/32")],
+        target_service_accounts=[gke.node_service_account_email],
+        allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=list(CONTROL_PLANE_PORTS))],
+        opts=common.child(parent),
+    )
 
 
 class Keda(pulumi.ComponentResource):

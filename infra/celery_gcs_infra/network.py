@@ -33,6 +33,9 @@ SERVICES_RANGE = ("services", "10.20.0.0/20")
 PRIVATE_GOOGLE_APIS = ("199.36.153.8", "199.36.153.9", "199.36.153.10", "199.36.153.11")
 PRIVATE_GOOGLE_APIS_CIDR = "199.36.153.8/30"
 PSA_PREFIX_LENGTH = 24
+#: pulumi_gcp's servicenetworking.Connection deletion policy (provider 10.x; terraform-provider-google
+#: issue 16275, magic-modules PR 18476).
+PSA_DELETION_POLICY = "REMOVE_PEERING"
 
 
 def subnetwork_id(project: str, region: str, subnetwork: str) -> str:
@@ -194,6 +197,10 @@ class Network(pulumi.ComponentResource):
                 network=vpc.id,
                 service="servicenetworking.googleapis.com",
                 reserved_peering_ranges=[allocated.name],
+                # Memorystore holds the connection for minutes after its instance is deleted, so
+                # a plain delete fails and leaves the peering that blocks the VPC's deletion;
+                # REMOVE_PEERING then removes the peering, and `pulumi destroy` completes.
+                deletion_policy=PSA_DELETION_POLICY,
                 opts=common.child(self),
             )
         self.network = vpc.id.apply(

@@ -1,7 +1,7 @@
 """The NetworkPolicies of the stack's pods: nothing in, and out only where each pod must go.
 
-Workers accept no ingress (a worker serves nothing; its probes are exec
-probes) and reach only cluster DNS (kube-dns pods, or the node-local resolvers
+Workers accept ingress only from the metrics collectors of Managed Service
+for Prometheus, on the metrics port (their probes are exec probes), and reach only cluster DNS (kube-dns pods, or the node-local resolvers
 of Cloud DNS and NodeLocal DNSCache, which only an ipBlock can admit), the GKE metadata server (Workload Identity
 tokens), the broker's address and port, and Google APIs on 443
 (private.googleapis.com on the stack's own VPC, whose DNS sends every
@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import broker as broker_mod
+from .monitoring import COLLECTOR_LABELS, COLLECTOR_NAMESPACE, METRICS_PORT
 
 np = k8s.networking.v1
 
@@ -31,6 +32,7 @@ DNS_APPS = ("kube-dns", "node-local-dns")
 #: on by default on Autopilot, on 169.254.20.10:53
 #: (https://cloud.google.com/kubernetes-engine/docs/how-to/nodelocal-dns-cache).
 NODE_LOCAL_RESOLVERS = ("169.254.169.254/32", "169.254.20.10/32")
+
 
 
 def broker_block(host: str) -> str:
@@ -81,14 +83,29 @@ def broker_egress(
     return to_ip(conn.host.apply(broker_block), conn.port)
 
 
+def scrape_ingress(port: int) -> k8s.networking.v1.NetworkPolicyIngressRuleArgs:
+    """Managed Service for Prometheus' collectors (gmp-system), and only them, on the metrics port."""
+    return np.NetworkPolicyIngressRuleArgs(
+        from_=[
+            np.NetworkPolicyPeerArgs(
+                namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                    match_labels={"kubernetes.io/metadata.name": COLLECTOR_NAMESPACE}
+                ),
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=COLLECTOR_LABELS),
+            )
+        ],
+        ports=[np.NetworkPolicyPortArgs(port=port, protocol="TCP")],
+    )
+
+
 def workers(
     selector: dict[str, str], conn: broker_mod.BrokerConnection, google_apis_cidr: str
 ) -> k8s.networking.v1.NetworkPolicySpecArgs:
-    """Deny all ingress; allow egress to DNS, the metadata server, the broker and Google APIs."""
+    """Ingress only from the metrics collectors; egress to DNS, the metadata server, the broker and Google APIs."""
     return np.NetworkPolicySpecArgs(
         pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
         policy_types=["Ingress", "Egress"],
-        ingress=[],
+        ingress=[scrape_ingress(METRICS_PORT)],
         egress=[
             dns_egress(),
             *(to_ip(cidr, port) for cidr, port in METADATA_EGRESS),

@@ -99,6 +99,10 @@ def outputs_for(typ: str, name: str, inputs: dict) -> dict:
         out.update(
             endpoint=endpoint_for(project, inputs["location"], inputs["name"]),
             masterAuth={"clusterCaCertificate": "bW9jay1jYQ=="},
+            privateClusterConfig={
+                **(inputs.get("privateClusterConfig") or {}),
+                "privateEndpoint": endpoint_for(project, inputs["location"], inputs["name"]),
+            },
         )
     elif typ == "gcp:artifactregistry/repository:Repository":
         out["registryUri"] = (
@@ -139,6 +143,7 @@ def answer(token: str, args: Mapping[str, Any], existing_cluster: Mapping[str, A
             "networkPolicies": existing_cluster.get("networkPolicies", []),
             "masterAuths": [{"clusterCaCertificate": "ZXhpc3RpbmctY2E="}],
             "nodeConfigs": [{"serviceAccount": existing_cluster.get("nodeServiceAccount", "default")}],
+            "nodePools": existing_cluster.get("nodePools", []),
             "workloadIdentityConfigs": existing_cluster.get(
                 "workloadIdentityConfigs", [{"workloadPool": f"{args.get('project')}.svc.id.goog"}]
             ),

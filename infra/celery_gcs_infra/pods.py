@@ -69,3 +69,13 @@ def secret_env(name: str, secret_name: str, key: str) -> k8s.core.v1.EnvVarArgs:
             secret_key_ref=core.SecretKeySelectorArgs(name=secret_name, key=key)
         ),
     )
+
+
+def zone_spread(selector: dict[str, str]) -> k8s.core.v1.TopologySpreadConstraintArgs:
+    """Spread the selected pods over zones where the cluster has them, never blocking scheduling."""
+    return core.TopologySpreadConstraintArgs(
+        max_skew=1,
+        topology_key="topology.kubernetes.io/zone",
+        when_unsatisfiable="ScheduleAnyway",
+        label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
+    )

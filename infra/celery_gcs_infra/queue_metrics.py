@@ -9,8 +9,9 @@ worker image's Python): it verifies the broker's chain and name, and serves
 plain HTTP inside the cluster. The lengths are not secret; the AUTH string
 and the CA stay in the broker Secret, mounted here as in the workers.
 
-Its NetworkPolicy admits only KEDA's namespace, on the service's port, and
-lets it reach only DNS and the broker.
+Its NetworkPolicy admits only KEDA's namespace (``kedaNamespace``), on the
+service's port, and lets it reach only DNS and the broker. Two replicas, spread
+over zones, with a PodDisruptionBudget: one lost pod never leaves KEDA blind.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from . import common, keda, network_policy, pods
 SCRIPT = Path(__file__).with_name("queue_length.py")
 MOUNT = "/opt/celery-gcs-queue-length"
 PORT = 8080
-#: Where KEDA runs (the stack installs it there; install it there on a cluster you bring):
-#: its operator polls the service.
+#: Where KEDA runs by default (``kedaNamespace``): its operator polls the service.
 KEDA_NAMESPACE = keda.NAMESPACE
 RUN_AS = 10001
+#: Two replicas and a PodDisruptionBudget: a drained node or an upgrade never leaves KEDA blind.
+REPLICAS = 2
 
 
 def value_location(queue: str) -> str:
@@ -97,6 +99,8 @@ def pod_spec(args: QueueMetricsArgs) -> k8s.core.v1.PodSpecArgs:
     return core.PodSpecArgs(
         automount_service_account_token=False,
         security_context=pods.pod_security(run_as_user=RUN_AS),
+        # The replicas in different zones where the cluster has them.
+        topology_spread_constraints=[pods.zone_spread(selector(args))],
         containers=[container],
         volumes=[
             core.VolumeArgs(
@@ -108,7 +112,7 @@ def pod_spec(args: QueueMetricsArgs) -> k8s.core.v1.PodSpecArgs:
 
 
 def network_policy_spec(args: QueueMetricsArgs) -> k8s.networking.v1.NetworkPolicySpecArgs:
-    """Ingress only from KEDA's namespace on the service's port; egress to DNS and the broker."""
+    """Ingress only from KEDA's namespace and the metrics collectors on the service's port; egress to DNS and the broker."""
     np = k8s.networking.v1
     keda_namespace = k8s.meta.v1.LabelSelectorArgs(
         match_labels={"kubernetes.io/metadata.name": args.keda_namespace}
@@ -120,7 +124,8 @@ def network_policy_spec(args: QueueMetricsArgs) -> k8s.networking.v1.NetworkPoli
             np.NetworkPolicyIngressRuleArgs(
                 from_=[np.NetworkPolicyPeerArgs(namespace_selector=keda_namespace)],
                 ports=[np.NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
-            )
+            ),
+            network_policy.scrape_ingress(PORT),  # /metrics, for Managed Service for Prometheus
         ],
         egress=[network_policy.dns_egress(), network_policy.broker_egress(args.broker)],
     )
@@ -156,7 +161,7 @@ class QueueMetrics(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=meta,
             spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=1,
+                replicas=REPLICAS,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(args)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels), spec=pod_spec(args)
@@ -170,6 +175,15 @@ class QueueMetrics(pulumi.ComponentResource):
             spec=k8s.core.v1.ServiceSpecArgs(
                 selector=selector(args),
                 ports=[k8s.core.v1.ServicePortArgs(name="http", port=PORT, target_port=PORT)],
+            ),
+            opts=child(),
+        )
+        self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta,
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                max_unavailable=1,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector(args)),
             ),
             opts=child(),
         )

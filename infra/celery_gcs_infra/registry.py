@@ -24,6 +24,7 @@ Pulumi, decide when old images go.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,16 @@ def pinned_image(value: str, field_name: str = "image") -> str:
         "prints the digest), or leave it empty to build worker_image/",
     )
     return value
+
+
+_ARTIFACT_REGISTRY = re.compile(r"^([a-z0-9-]+)-docker\.pkg\.dev/([a-z0-9-]+)/([a-z0-9._-]+)/")
+
+
+def repository_of(image: str) -> tuple[str, str, str] | None:
+    """(project, location, repository) of an Artifact Registry image; None for other registries,
+    where the nodes need pull access of their own (docs/environments.md)."""
+    match = _ARTIFACT_REGISTRY.match(image)
+    return (match.group(2), match.group(1), match.group(3)) if match else None
 
 
 def digest_of(image: str) -> str:
@@ -150,8 +161,10 @@ class RegistryArgs:
     build_args: dict[str, str] = field(default_factory=dict)
     #: Pulumi ``protect`` on the repository (its images are what the workers run).
     protect: bool = False
-    #: Members (``serviceAccount:...``) that pull from the repository: the nodes.
-    readers: tuple[pulumi.Input[str], ...] = ()
+    #: Members (``serviceAccount:...``) that pull the image: every node pool's account. They
+    #: read the stack's repository and, for a given image in another Artifact Registry
+    #: repository, that one.
+    readers: pulumi.Input[Sequence[str]] = ()
     keep_versions: int = 10
     delete_older_than_days: int = 30
     untagged_older_than_days: int = 7
@@ -242,16 +255,11 @@ class Registry(pulumi.ComponentResource):
             kms_key_name=args.kms_key_name or None,
             opts=common.child(self, depends_on=after_grant, protect=args.protect),
         )
-        for i, member in enumerate(args.readers):
-            gcp.artifactregistry.RepositoryIamMember(
-                f"{name}-reader-{i}",
-                project=args.project,
-                location=args.location,
-                repository=self.repository.repository_id,
-                role=READER_ROLE,
-                member=member,
-                opts=common.child(self),
-            )
+        image_repository = repository_of(args.image) if args.image else None
+        # One grant per member; the members of an existing cluster are known once it is read.
+        pulumi.Output.from_input(args.readers).apply(
+            lambda members: self._grant_readers(name, args, list(members), image_repository)
+        )
         if args.image:
             self.image = None
             self.image_ref = pulumi.Output.from_input(args.image)
@@ -265,6 +273,39 @@ class Registry(pulumi.ComponentResource):
                 "digest": self.digest,
             }
         )
+
+    def _grant_readers(
+        self,
+        name: str,
+        args: RegistryArgs,
+        members: list[str],
+        image_repository: tuple[str, str, str] | None,
+    ) -> None:
+        for i, member in enumerate(members):
+            gcp.artifactregistry.RepositoryIamMember(
+                f"{name}-reader-{i}",
+                project=args.project,
+                location=args.location,
+                repository=self.repository.repository_id,
+                role=READER_ROLE,
+                member=member,
+                opts=common.child(self),
+            )
+            if image_repository is not None and image_repository != (
+                args.project,
+                args.location,
+                args.repository_id,
+            ):
+                project, location, repository = image_repository
+                gcp.artifactregistry.RepositoryIamMember(
+                    f"{name}-image-reader-{i}",
+                    project=project,
+                    location=location,
+                    repository=repository,
+                    role=READER_ROLE,
+                    member=member,
+                    opts=common.child(self),
+                )
 
     def _build(
         self, name: str, args: RegistryArgs, invoke_opts: pulumi.InvokeOutputOptions

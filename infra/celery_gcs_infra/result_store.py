@@ -1,9 +1,9 @@
 """The result bucket: private, unversioned, no soft delete, results expire by lifecycle.
 
 The backend sets each result object's ``customTime`` to the moment it expires,
-so a Delete rule on "days since custom time" (``contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME``)
+so a Delete rule on "days since custom time" (``conventions.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME``)
 removes results once they are due; a Delete rule on age
-(``contract.LIFECYCLE_MAX_AGE_DAYS``) catches objects written without one.
+(``conventions.LIFECYCLE_MAX_AGE_DAYS``) catches objects written without one.
 Results are disposable: soft delete and versioning would only keep garbage.
 """
 
@@ -14,21 +14,21 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
-from celery_gcs import contract, naming
+from celery_gcs import conventions, name_rules
 
 from . import cmek, common
 
 _BASE_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 #: Role the worker gets on this bucket (read, write, list and delete objects).
-WORKER_ROLE = contract.WORKER_BUCKET_ROLE
+WORKER_ROLE = conventions.WORKER_BUCKET_ROLE
 #: Role the Cloud Storage service agent needs on a CMEK key.
 KMS_ROLE = cmek.ROLE
 
 
 def bucket_name(value: str, field_name: str = "bucket_name") -> str:
     # Dotted names are valid GCS names but need domain verification to create.
-    problem = naming.bucket_problem(value) or ("avoid dots: they need domain verification" if "." in value else None)
+    problem = name_rules.bucket_problem(value) or ("avoid dots: they need domain verification" if "." in value else None)
     common.check(problem is None, field_name, f"{value!r} is not a valid bucket name", f"Use a valid name: {problem}")
     return value
 
@@ -54,9 +54,9 @@ class ResultStoreArgs:
     bucket_name: str
     location: str
     #: Objects whose custom time (their expiry) is at least this many days past go.
-    days_since_custom_time: int = contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
+    days_since_custom_time: int = conventions.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
     #: Objects older than this go, custom time or not.
-    max_age_days: int = contract.LIFECYCLE_MAX_AGE_DAYS
+    max_age_days: int = conventions.LIFECYCLE_MAX_AGE_DAYS
     #: Cloud KMS key for CMEK; empty for Google-managed encryption.
     kms_key_name: str = ""
     #: Allow ``pulumi destroy`` to delete the bucket with its objects.

@@ -216,6 +216,12 @@ OPTIONS: tuple[Option, ...] = (
         "installs must support it (KEDA's compatibility matrix, checked at preview).",
     ),
     _stack(
+        "kedaNamespace",
+        str,
+        "Namespace KEDA runs in: the stack installs it there, or it is there already "
+        "(kedaInstalled); the queue-length service answers only it.",
+    ),
+    _stack(
         "kedaVersion",
         str,
         "KEDA chart version the stack installs on a cluster it creates; must support "
@@ -257,6 +263,41 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "Your app's requirements file inside the Pulumi project, every requirement with "
         "--hash (installed into a built image); empty: none.",
+    ),
+    _stack(
+        "monitoring",
+        bool,
+        "Scrape the workers with Managed Service for Prometheus and add the dashboard and alert policies (docs/observability.md); false: none of it.",
+    ),
+    _stack(
+        "alertNotificationChannels",
+        str,
+        "Comma-separated Cloud Monitoring notification channels (projects/P/notificationChannels/ID) the alerts notify; empty: alerts show in the console only.",
+    ),
+    _stack(
+        "alertBacklogAgeSeconds",
+        int,
+        "Alert when a queue's oldest task has waited this many seconds.",
+    ),
+    _stack(
+        "alertFailurePercent",
+        int,
+        "Alert when this percentage of tasks fail over 10 minutes.",
+    ),
+    _stack(
+        "alertRestarts",
+        int,
+        "Alert when a worker container restarts this many times within 30 minutes (a crash loop).",
+    ),
+    _stack(
+        "alertBackendErrorPercent",
+        int,
+        "Alert when this percentage of GCS and Firestore calls fail over 10 minutes.",
+    ),
+    _stack(
+        "alertChordPublishMinutes",
+        int,
+        "Alert when a chord callback stays claimed this many minutes without being published or failed.",
     ),
     _worker(
         "celeryApp", str, "The Celery app the workers run (CELERY_APP), such as proj.celery:app."

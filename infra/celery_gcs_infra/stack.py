@@ -22,12 +22,12 @@ when the workers scale with KEDA), worker.
 from __future__ import annotations
 
 import dataclasses
-import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
-from celery_gcs import contract
+from celery_gcs import conventions
 
 from . import (
     apis,
@@ -38,11 +38,14 @@ from . import (
     common,
     identity,
     keda,
+    monitoring,
     network,
+    pods,
     registry,
     result_store,
 )
 from .cluster import DEFAULT_KUBERNETES_VERSION
+from .monitoring import Thresholds
 from .worker import Worker, WorkerArgs, WorkerSettings
 
 
@@ -52,23 +55,20 @@ def result_backend_url(
     base_path: str,
     project: str,
     database: str,
-    collection: str = contract.FIRESTORE_COLLECTION,
+    collection: str = conventions.FIRESTORE_COLLECTION,
 ) -> str:
     """The ``gcs://BUCKET[/prefix]?...`` URL the backend reads (Celery's ``result_backend``).
 
     It names the collection too, so the backend writes where the TTL policies are.
     """
-    path = f"/{base_path}" if base_path else ""
-    query = urllib.parse.urlencode(
-        {
-            "gcs_project": project,
-            "firestore_project": project,
-            "firestore_database": database,
-            "firestore_collection": collection,
-        },
-        safe="()",
+    return conventions.backend_url(
+        bucket,
+        base_path,
+        gcs_project=project,
+        firestore_project=project,
+        firestore_database=database,
+        firestore_collection=collection,
     )
-    return f"{contract.URL_SCHEME}://{bucket}{path}?{query}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +100,7 @@ class CeleryStackArgs:
     #: share one, nor its TTL fields; ``(default)`` only when asked for.
     firestore_database: str = ""
     #: The backend's ``firestore_collection``: the URL names it and its TTL policies cover it.
-    firestore_collection: str = contract.FIRESTORE_COLLECTION
+    firestore_collection: str = conventions.FIRESTORE_COLLECTION
     #: Default: the region.
     firestore_location: str = ""
     # Broker.
@@ -136,6 +136,8 @@ class CeleryStackArgs:
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     #: The KEDA chart the stack installs on a cluster it creates (checked against kubernetes_version).
     keda_version: str = keda.CHART_VERSION
+    #: Where KEDA runs: the stack installs it there, or it is there already (``keda_installed``).
+    keda_namespace: str = keda.NAMESPACE
     cloud_nat: bool = False
     #: Daily GKE maintenance window start (UTC, HH:MM) of a new cluster.
     maintenance_start: str = "03:00"
@@ -151,11 +153,21 @@ class CeleryStackArgs:
     app_dir: str = ""
     #: Its requirements file (hashed), inside ``build_context``; empty: none.
     app_requirements: str = ""
+    # Monitoring (monitoring.py): scraping, a dashboard, alert policies; all off with ``monitoring=False``.
+    monitoring: bool = True
+    #: Comma-separated Cloud Monitoring notification channels (projects/P/notificationChannels/ID).
+    alert_notification_channels: str = ""
+    alert_backlog_age_seconds: int = Thresholds.backlog_age_seconds
+    alert_failure_percent: int = Thresholds.failure_percent
+    alert_restarts: int = Thresholds.restarts
+    alert_backend_error_percent: int = Thresholds.backend_error_percent
+    alert_chord_publish_minutes: int = Thresholds.chord_publish_minutes
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
         common.region(self.region)
         common.dns_label(self.prefix, "prefix", max_len=23)
+        common.dns_label(self.keda_namespace, "keda_namespace")
         common.check(
             self.prefix[0].isalpha(),
             "prefix",
@@ -284,6 +296,8 @@ class CeleryStackArgs:
         self.identity_args(bucket="", cluster=None)
         if self.installs_keda:
             self.keda_args(provider=None)
+        if self.monitoring:
+            self.monitoring_args(provider=None, queue_length=False)
 
     # --- what each component gets ----------------------------------------
     def result_store_args(self) -> result_store.ResultStoreArgs:
@@ -377,7 +391,7 @@ class CeleryStackArgs:
             celery_app=self.worker.celery_app,
         )
 
-    def registry_args(self, readers: tuple[pulumi.Input[str], ...]) -> registry.RegistryArgs:
+    def registry_args(self, readers: pulumi.Input[Sequence[str]]) -> registry.RegistryArgs:
         return registry.RegistryArgs(
             project=self.project,
             location=self.region,
@@ -406,6 +420,26 @@ class CeleryStackArgs:
             cluster=cluster,
         )
 
+    def monitoring_args(self, provider: k8s.Provider | None, queue_length: bool) -> monitoring.MonitoringArgs:
+        worker = self.worker
+        return monitoring.MonitoringArgs(
+            project=self.project,
+            name=self.prefix,
+            namespace=worker.namespace,
+            worker_selector=pods.selector("celery-worker", worker.instance),
+            queue_length_selector=pods.selector("celery-queue-length", worker.instance) if queue_length else None,
+            thresholds=monitoring.Thresholds(
+                backlog_age_seconds=self.alert_backlog_age_seconds,
+                failure_percent=self.alert_failure_percent,
+                restarts=self.alert_restarts,
+                backend_error_percent=self.alert_backend_error_percent,
+                chord_publish_minutes=self.alert_chord_publish_minutes,
+            ),
+            notification_channels=tuple(c.strip() for c in self.alert_notification_channels.split(",") if c.strip()),
+            provider=provider,
+            labels=self.labels,
+        )
+
     @property
     def installs_keda(self) -> bool:
         """The workers scale with KEDA and the cluster does not have it: the stack installs it."""
@@ -414,6 +448,7 @@ class CeleryStackArgs:
     def keda_args(self, provider: k8s.Provider | None) -> keda.KedaArgs:
         return keda.KedaArgs(
             version=self.keda_version,
+            namespace=self.keda_namespace,
             kubernetes_version=self.kubernetes_version,
             provider=provider,
         )
@@ -426,6 +461,7 @@ class CeleryStackArgs:
                 memorystore=self.broker == "memorystore",
                 cmek=bool(self.kms_key_name),
                 own_network=not self.cluster and not self.network,
+                monitoring=self.monitoring,
                 private_service_access=self.network_args().private_service_access
                 if not self.cluster
                 else False,
@@ -470,8 +506,8 @@ class CeleryStack(pulumi.ComponentResource):
             f"{name}-cluster", args.cluster_args(self.network), opts=after_apis
         )
         gke = self.cluster_component
-        # New or existing, the cluster's nodes pull the image from the stack's registry.
-        readers = (common.member(gke.node_service_account_email),)
+        # New or existing, every node pool's account pulls the image, wherever it is.
+        readers = gke.node_service_account_emails.apply(lambda es: [f"serviceAccount:{e}" for e in es])
         self.registry_component = registry.Registry(
             f"{name}-registry", args.registry_args(readers), opts=after_apis
         )
@@ -494,6 +530,15 @@ class CeleryStack(pulumi.ComponentResource):
         )
         self.keda = self._keda(name, args)
         self.worker = self._worker(name, args)
+        self.monitoring = (
+            monitoring.Monitoring(
+                f"{name}-monitoring",
+                args.monitoring_args(self.cluster_component.provider, self.worker.queue_metrics is not None),
+                opts=common.child(self, depends_on=[self.apis, self.worker]),
+            )
+            if args.monitoring
+            else None
+        )
         self.bucket = self.result_store.name
         self.database = self.chord_store.name
         self.service_account_email = self.identity.email
@@ -520,10 +565,13 @@ class CeleryStack(pulumi.ComponentResource):
         if not args.installs_keda:
             return None
         gke = self.cluster_component
+        waits: list[pulumi.Resource] = [gke]
+        if self.network is not None and self.network.own and gke.cluster is not None:
+            waits.append(keda.control_plane_firewall(f"{name}-keda", self, self.network, gke))
         return keda.Keda(
             f"{name}-keda",
             args.keda_args(gke.provider),
-            opts=common.child(self, depends_on=[gke]),
+            opts=common.child(self, depends_on=waits),
         )
 
     def _worker(self, name: str, args: CeleryStackArgs) -> Worker:
@@ -539,6 +587,7 @@ class CeleryStack(pulumi.ComponentResource):
                 broker=self.broker.connection,
                 provider=self.cluster_component.provider,
                 keda=self.keda,
+                keda_namespace=args.keda_namespace,
                 google_apis_cidr=network.PRIVATE_GOOGLE_APIS_CIDR if own_vpc else "0.0.0.0/0",
             ),
             # The pods need their identity, its grants and the TTL policy in place.

@@ -41,7 +41,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import broker as broker_mod
-from . import common, network_policy, pods, queue_metrics
+from . import common, monitoring, network_policy, pods, queue_metrics
 
 KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
@@ -231,6 +231,8 @@ class WorkerArgs:
     provider: k8s.Provider
     #: What installs KEDA's CRDs (the stack's KEDA release), when the stack installs it.
     keda: pulumi.Resource | None = None
+    #: Where KEDA's operator runs: the only namespace the queue-length service answers.
+    keda_namespace: str = queue_metrics.KEDA_NAMESPACE
     #: Where the workers reach Google APIs on 443: private.googleapis.com's range on the
     #: stack's own VPC; anywhere on a network whose DNS the stack does not control.
     google_apis_cidr: str = "0.0.0.0/0"
@@ -319,11 +321,16 @@ def pod_spec(args: WorkerArgs) -> k8s.core.v1.PodSpecArgs:
         liveness_probe=_probe("live", period=30, failures=3),
         readiness_probe=_probe("ready", period=15, failures=2),
         security_context=pods.container_security(),
+        # The image serves /metrics here (celery_gcs.telemetry.metrics); monitoring.py scrapes it.
+        ports=[k8s.core.v1.ContainerPortArgs(container_port=monitoring.METRICS_PORT, name=monitoring.METRICS_PORT_NAME)],
     )
     return k8s.core.v1.PodSpecArgs(
         service_account_name=cfg.service_account,
         termination_grace_period_seconds=cfg.termination_grace_period_seconds,
         security_context=pods.pod_security(),
+        # Replicas over the region's zones (Autopilot clusters are regional): a zone outage
+        # leaves workers running. Soft, so a scale-up is never held back by the spread.
+        topology_spread_constraints=[pods.zone_spread(worker_selector(cfg))],
         containers=[container],
         volumes=volumes,
     )
@@ -367,6 +374,11 @@ def disruption_budget_spec(cfg: WorkerSettings) -> k8s.policy.v1.PodDisruptionBu
     )
 
 
+def fallback_replicas(cfg: WorkerSettings) -> int:
+    """Replicas while KEDA cannot read the queues: never none, at least the minimum."""
+    return max(1, cfg.min_replicas)
+
+
 def scaled_object_spec(cfg: WorkerSettings, triggers: list[dict]) -> dict:
     """KEDA's ScaledObject on the Deployment: queue-length triggers, a slow scale-down."""
     return {
@@ -375,6 +387,9 @@ def scaled_object_spec(cfg: WorkerSettings, triggers: list[dict]) -> dict:
         "maxReplicaCount": cfg.max_replicas,
         "pollingInterval": 15,
         "cooldownPeriod": 300,
+        # Scalers failing 3 polls in a row (the broker or the queue-length service unreachable):
+        # hold this many replicas instead of scaling on no data, possibly to zero.
+        "fallback": {"failureThreshold": 3, "replicas": fallback_replicas(cfg)},
         "advanced": {
             "horizontalPodAutoscalerConfig": {
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW}}
@@ -457,6 +472,8 @@ class Worker(pulumi.ComponentResource):
         cfg = args.settings
         self._name, self._args = name, args
         self._labels = worker_labels(cfg)
+        #: The queue-length service, when KEDA polls one (a Memorystore broker).
+        self.queue_metrics: queue_metrics.QueueMetrics | None = None
         in_ns = self._namespace()
         self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-ksa",
@@ -574,9 +591,11 @@ class Worker(pulumi.ComponentResource):
                     secret_name=secret_name,
                     broker=conn,
                     provider=args.provider,
+                    keda_namespace=args.keda_namespace,
                 ),
                 opts=opts,
             )
+            self.queue_metrics = service
             return metrics_api_triggers(cfg, service.url), [service]
         auth = k8s.apiextensions.CustomResource(
             f"{name}-keda-auth",

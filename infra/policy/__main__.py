@@ -2,7 +2,7 @@
 
 The Pulumi CLI runs this directory in the virtualenv PulumiPolicy.yaml names,
 with ``requirements.txt`` installed; the rules come from the checkout around
-it (``stack_rules.py`` here, the backend's ``celery_gcs.contract``).
+it (``stack_rules.py`` here, the backend's ``celery_gcs.conventions``).
 """
 
 from policy_pack import PACK_NAME, policies

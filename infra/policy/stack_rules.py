@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from celery_gcs import contract
-except ImportError:  # The pack's own virtualenv: the checkout's backend holds the contract.
+    from celery_gcs import conventions
+except ImportError:  # The pack's own virtualenv: the checkout's backend holds celery_gcs.conventions.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "backend"))
-    from celery_gcs import contract
+    from celery_gcs import conventions
 
 Resource = dict[str, Any]
 Violation = tuple[str, str]
@@ -68,6 +68,9 @@ HIERARCHY_IAM = re.compile(r"^gcp:(projects|folder|organizations)/iAM\w+:")
 WORKER_POD_LABEL = ("app.kubernetes.io/name", "celery-worker")
 #: What every pod the stack runs carries.
 PART_OF = ("app.kubernetes.io/part-of", "celery-gcs")
+#: The one ingress a worker admits: Managed Service for Prometheus' collectors on its metrics port.
+METRICS_PORT = 9808
+COLLECTOR_NAMESPACE = "gmp-system"
 #: Where each CMEK-capable resource names its key.
 CMEK_KEY_PATHS: dict[str, tuple[str, ...]] = {
     BUCKET: ("encryption", "defaultKmsKeyName"),
@@ -266,7 +269,7 @@ def ttl_matches_backend(resources: list[Resource]) -> list[Violation]:
     """The result bucket and chord database expire data the way the backend expects.
 
     TTL is per collection group and never reaches subcollections: every group
-    ``contract.chord_collection_groups()`` names needs its own policy.
+    ``conventions.chord_collection_groups()`` names needs its own policy.
     """
     buckets = {b["props"].get("name"): b for b in _of_type(resources, BUCKET)}
     fields = _of_type(resources, FIELD)
@@ -278,9 +281,9 @@ def ttl_matches_backend(resources: list[Resource]) -> list[Violation]:
         if url is UNKNOWN:
             continue
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme != contract.URL_SCHEME:
+        if parts.scheme != conventions.URL_SCHEME:
             violations.append(
-                _flag(deployment, f"result backend {url!r} is not {contract.URL_SCHEME}://")
+                _flag(deployment, f"result backend {url!r} is not {conventions.URL_SCHEME}://")
             )
             continue
         bucket = buckets.get(parts.netloc)
@@ -289,20 +292,20 @@ def ttl_matches_backend(resources: list[Resource]) -> list[Violation]:
         else:
             violations += _lifecycle_violations(bucket)
         query = urllib.parse.parse_qs(parts.query)
-        database = query.get("firestore_database", [contract.FIRESTORE_DATABASE])[0]
-        collection = query.get("firestore_collection", [contract.FIRESTORE_COLLECTION])[0]
-        for group in contract.chord_collection_groups(collection):
+        database = query.get("firestore_database", [conventions.FIRESTORE_DATABASE])[0]
+        collection = query.get("firestore_collection", [conventions.FIRESTORE_COLLECTION])[0]
+        for group in conventions.chord_collection_groups(collection):
             if not any(
                 f["props"].get("database") == database
                 and f["props"].get("collection") == group
-                and f["props"].get("field") == contract.FIRESTORE_TTL_FIELD
+                and f["props"].get("field") == conventions.FIRESTORE_TTL_FIELD
                 and f["props"].get("ttlConfig") is not None
                 for f in fields
             ):
                 violations.append(
                     (
                         (
-                            f"no TTL policy on {group}.{contract.FIRESTORE_TTL_FIELD} "
+                            f"no TTL policy on {group}.{conventions.FIRESTORE_TTL_FIELD} "
                             f"in database {database!r}"
                         ),
                         deployment["urn"],
@@ -320,7 +323,7 @@ def _lifecycle_violations(bucket: Resource) -> list[Violation]:
     name, urn = _name(bucket), bucket["urn"]
     violations = []
     custom = [c for c in deletes if c.get("daysSinceCustomTime") is not None]
-    want = contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
+    want = conventions.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME
     if not any(c["daysSinceCustomTime"] == want for c in custom):
         violations.append((f"{name} has no Delete rule at {want} days since custom time", urn))
     if want == 0 and not any(c.get("sendDaysSinceCustomTimeIfZero") for c in custom):
@@ -328,14 +331,14 @@ def _lifecycle_violations(bucket: Resource) -> list[Violation]:
             (f"{name}: daysSinceCustomTime 0 is dropped without sendDaysSinceCustomTimeIfZero", urn)
         )
     ages = [c["age"] for c in deletes if c.get("age") is not None]
-    if contract.LIFECYCLE_MAX_AGE_DAYS not in ages:
+    if conventions.LIFECYCLE_MAX_AGE_DAYS not in ages:
         violations.append(
-            (f"{name} has no age backstop of {contract.LIFECYCLE_MAX_AGE_DAYS} days", urn)
+            (f"{name} has no age backstop of {conventions.LIFECYCLE_MAX_AGE_DAYS} days", urn)
         )
     allowed = {"age", "daysSinceCustomTime", "sendDaysSinceCustomTimeIfZero", "sendAgeIfZero"}
     for c in deletes:
         set_keys = {k for k, v in c.items() if v not in (None, False, [], "")}
-        early = (c.get("age") or contract.LIFECYCLE_MAX_AGE_DAYS) < contract.LIFECYCLE_MAX_AGE_DAYS
+        early = (c.get("age") or conventions.LIFECYCLE_MAX_AGE_DAYS) < conventions.LIFECYCLE_MAX_AGE_DAYS
         if set_keys - allowed or early:
             violations.append((f"{name} has a Delete rule {c} that could drop live results", urn))
     return violations
@@ -383,11 +386,29 @@ def _selects(policy: Resource, labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def _scrape_only(rule: dict[str, Any]) -> bool:
+    """An ingress rule admitting only the metrics collectors, only on the metrics port."""
+    ports = rule.get("ports") or []
+    peers = rule.get("from") or []
+    return (
+        bool(ports)
+        and all(p.get("port") == METRICS_PORT for p in ports)
+        and bool(peers)
+        and all(
+            (_get(peer, "namespaceSelector", "matchLabels") or {}).get("kubernetes.io/metadata.name")
+            == COLLECTOR_NAMESPACE
+            and "ipBlock" not in peer
+            for peer in peers
+        )
+    )
+
+
 def worker_network_policy(resources: list[Resource]) -> list[Violation]:
     """Every celery-gcs pod is selected by a NetworkPolicy governing both directions.
 
-    Workers admit no ingress at all; any other pod (KEDA's queue-length service)
-    only from named sources on named ports; every egress rule names both.
+    Workers admit no ingress but the metrics collectors' (namespace gmp-system) on
+    the metrics port; any other pod (KEDA's queue-length service) only from named
+    sources on named ports; every egress rule names both.
     """
     policies = _of_type(resources, NETWORK_POLICY)
     violations = []
@@ -411,7 +432,7 @@ def worker_network_policy(resources: list[Resource]) -> list[Violation]:
             if types != {"Ingress", "Egress"}:
                 violations.append(_flag(p, f"must govern Ingress and Egress, not {sorted(types)}"))
             for rule in spec.get("ingress") or []:
-                if worker:
+                if worker and not _scrape_only(rule):
                     violations.append(_flag(p, "admits ingress to the workers"))
                 elif not rule.get("from") or not rule.get("ports"):
                     violations.append(_flag(p, "admits ingress from anywhere or on any port"))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.cli import demo
 from celery_gcs.local import demo_tasks, processes, services
 from google.cloud import firestore, storage
@@ -71,7 +71,7 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     client = firestore.Client(project=stack.stack.project)
     documents = list(client.collection(summary["firestore_collection"]).list_documents())
     assert [doc.get().to_dict()["done"] for doc in documents] == [True]
-    for group in (contract.FIRESTORE_PARTS_COLLECTION, contract.FIRESTORE_COUNTERS_COLLECTION):
+    for group in (conventions.FIRESTORE_PARTS_COLLECTION, conventions.FIRESTORE_COUNTERS_COLLECTION):
         assert list(documents[0].collection(group).list_documents()) == []
     assert summary["chord_documents"] == 0
 
@@ -91,6 +91,14 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     assert summary["firestore_requests"] == sum(summary["firestore_requests_by_method"].values())
     # The chord was counted in Firestore: a commit per part at least (part documents).
     assert summary["firestore_requests_by_method"]["firestore.Commit"] >= 1000
+
+    # The worker's own metrics, scraped at the end, say the same.
+    metrics = summary["worker_metrics"]
+    assert summary["metrics_url"].startswith("http://127.0.0.1:")
+    assert metrics["celery_tasks_succeeded_total"] == tasks and metrics["celery_tasks_failed_total"] == 0
+    assert metrics["celery_gcs_chord_parts_counted_total"] == 1000
+    assert metrics["celery_gcs_chord_callbacks_published_total"] == 1
+    assert "Worker metrics" in done.stdout
 
     # The table says the same, and nothing the demo started is left running.
     table = done.stdout

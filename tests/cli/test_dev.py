@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.cli import dev
 from celery_gcs.cli.main import EXIT_MISSING_EXTRA
 from celery_gcs.local import processes, services
@@ -57,6 +57,7 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
 
     up = run_cli("dev", "up", *args, env=env)
     assert up.returncode == 0, up.stderr
+    assert "--include=celery_gcs.telemetry.metrics and read them at http://127.0.0.1:9808/metrics" in up.stderr
     # stdout is only `export` lines, so `eval "$(celery-gcs dev up)"` works.
     exported = parse_exports(up.stdout)
     assert sorted(exported) == list(EXPORTED)
@@ -73,7 +74,7 @@ def test_up_status_down(state_dir: Path, marker: str, tmp_path: Path) -> None:
     ) as response:
         bucket = json.loads(response.read())
     assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
-    assert bucket["lifecycle"]["rule"] == contract.lifecycle_rules()
+    assert bucket["lifecycle"]["rule"] == conventions.lifecycle_rules()
     with urllib.request.urlopen(f"http://{exported['FIRESTORE_EMULATOR_HOST']}/") as response:
         assert response.status == 200
     with socket.create_connection(("127.0.0.1", ports["redis"])) as sock:
@@ -228,7 +229,7 @@ def test_up_restarts_only_the_services_that_died_on_their_ports(state_dir: Path,
     with urllib.request.urlopen(
         f"{exported['STORAGE_EMULATOR_HOST']}/storage/v1/b/{services.BUCKET}", timeout=30
     ) as response:
-        assert json.loads(response.read())["lifecycle"]["rule"] == contract.lifecycle_rules()
+        assert json.loads(response.read())["lifecycle"]["rule"] == conventions.lifecycle_rules()
     status = json.loads(run_cli("dev", "status", "--json", *args, env=env).stdout)
     assert status["all_up"] is True
 

@@ -14,11 +14,12 @@ import subprocess
 from typing import Any
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.cli import doctor as doctor_module
 from celery_gcs.cli import main as cli
 from celery_gcs.cli.doctor import WORKER_PERMISSIONS, Config, Doctor, Status, judge_lifecycle
 from celery_gcs.local import processes, services
+from celery_gcs.stores import admin, retry
 from google.auth import impersonated_credentials
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore_admin_v1, storage
@@ -28,7 +29,7 @@ from ..support.fake_gcs import FakeGCS
 from .conftest import clean_env, run_cli
 
 PROJECT = services.PROJECT
-HEALTHY = contract.lifecycle_rules()  # Delete at daysSinceCustomTime 0, and at age 30 days
+HEALTHY = conventions.lifecycle_rules()  # Delete at daysSinceCustomTime 0, and at age 30 days
 TtlState = firestore_admin_v1.Field.TtlConfig.State
 
 
@@ -46,6 +47,20 @@ def doctor(stack: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
         report = json.loads(capsys.readouterr().out)
         assert report["ok"] is (code == 0)
         return code, {check["name"]: check for check in report["checks"]}
+
+    return run
+
+
+@pytest.fixture
+def doctor_on_firestore(doctor: Any, make_bucket: Any) -> Any:
+    """Run the doctor on a healthy bucket and a ``FakeFirestore(**fake)`` as database "chords": (code, checks, the fake)."""
+
+    def run(**fake: Any) -> tuple[int, dict[str, dict], FakeFirestore]:
+        with FakeFirestore(**fake) as firestore:
+            code, checks = doctor(
+                "--bucket", make_bucket(lifecycle=HEALTHY), "--database", "chords", firestore=firestore.host
+            )
+        return code, checks, firestore
 
     return run
 
@@ -202,10 +217,10 @@ def test_permissions_pass_only_where_iam_is_enforced(monkeypatch: pytest.MonkeyP
     config = Config(bucket="perm-bucket", project=PROJECT, timeout=3)
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     with FakeGCS("perm-bucket", granted=list(WORKER_PERMISSIONS)) as gcs:
-        client = storage.Client(
-            project=PROJECT,
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": gcs.host},
+        client = admin.BucketReader(
+            storage.Client(project=PROJECT, credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs.host}),
+            timeout=3,
+            retry=retry.policy(3),
         )
         on_gcs = Doctor(config, env={}).check_permissions(client)
         on_emulator = Doctor(config, env={"STORAGE_EMULATOR_HOST": gcs.host}).check_permissions(
@@ -235,50 +250,40 @@ def test_a_bucket_the_caller_may_not_read_fails_but_permissions_are_still_asked(
 @pytest.mark.parametrize(
     ("ttl", "status", "expected"),
     [
-        (firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE), "PASS", f"{contract.FIRESTORE_PARTS_COLLECTION}.expires_at active"),
+        (firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE), "PASS", f"{conventions.FIRESTORE_PARTS_COLLECTION}.expires_at active"),
         (firestore_admin_v1.Field.TtlConfig(state=TtlState.CREATING), "PASS", "being applied"),
         (
             firestore_admin_v1.Field.TtlConfig(state=TtlState.NEEDS_REPAIR),
             "FAIL",
             "is NEEDS_REPAIR",
         ),
-        (None, "FAIL", f"no TTL policy on {contract.FIRESTORE_COLLECTION}.expires_at"),
+        (None, "FAIL", f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at"),
     ],
     ids=["active", "creating", "needs-repair", "absent"],
 )
-def test_the_ttl_policy_is_read_from_the_admin_api(
-    doctor: Any, make_bucket: Any, ttl, status, expected
-) -> None:
-    with FakeFirestore(ttl_config=ttl) as firestore:
-        code, checks = doctor(
-            "--bucket",
-            make_bucket(lifecycle=HEALTHY),
-            "--database",
-            "chords",
-            firestore=firestore.host,
-        )
+def test_the_ttl_policy_is_read_from_the_admin_api(doctor_on_firestore: Any, ttl, status, expected) -> None:
+    code, checks, firestore = doctor_on_firestore(ttl_config=ttl)
     assert checks["ttl policy"]["status"] == status
     assert expected in checks["ttl policy"]["detail"]
     assert code == (0 if status == "PASS" else 1)
     assert firestore.fields_asked == [
         f"projects/{PROJECT}/databases/chords/collectionGroups/{group}/fields/expires_at"
-        for group in contract.chord_collection_groups()
+        for group in conventions.chord_collection_groups()
     ]
     if status == "FAIL":
-        for group in contract.chord_collection_groups():
+        for group in conventions.chord_collection_groups():
             fix = f"gcloud firestore fields ttls update expires_at --collection-group={group} --enable-ttl --database=chords"
             assert checks["ttl policy"]["fix"].count(fix) == 1
 
 
-def test_a_chord_subcollection_without_its_ttl_policy_fails_naming_it(doctor: Any, make_bucket: Any) -> None:
+def test_a_chord_subcollection_without_its_ttl_policy_fails_naming_it(doctor_on_firestore: Any) -> None:
     """The parts and counters of unfinished chords are deleted only by their own groups' policies."""
     active = firestore_admin_v1.Field.TtlConfig(state=TtlState.ACTIVE)
-    with FakeFirestore(ttl_config=active, without_ttl=(contract.FIRESTORE_PARTS_COLLECTION,)) as firestore:
-        code, checks = doctor("--bucket", make_bucket(lifecycle=HEALTHY), "--database", "chords", firestore=firestore.host)
+    code, checks, _ = doctor_on_firestore(ttl_config=active, without_ttl=(conventions.FIRESTORE_PARTS_COLLECTION,))
     assert code == 1 and checks["ttl policy"]["status"] == "FAIL"
-    assert f"no TTL policy on {contract.FIRESTORE_PARTS_COLLECTION}.expires_at" in checks["ttl policy"]["detail"]
-    assert f"--collection-group={contract.FIRESTORE_PARTS_COLLECTION}" in checks["ttl policy"]["fix"]
-    assert contract.FIRESTORE_COLLECTION + "." not in checks["ttl policy"]["detail"]
+    assert f"no TTL policy on {conventions.FIRESTORE_PARTS_COLLECTION}.expires_at" in checks["ttl policy"]["detail"]
+    assert f"--collection-group={conventions.FIRESTORE_PARTS_COLLECTION}" in checks["ttl policy"]["fix"]
+    assert conventions.FIRESTORE_COLLECTION + "." not in checks["ttl policy"]["detail"]
 
 
 @pytest.mark.parametrize(
@@ -290,17 +295,8 @@ def test_a_chord_subcollection_without_its_ttl_policy_fails_naming_it(doctor: An
     ],
     ids=["missing-database", "permission-denied"],
 )  # fmt: skip
-def test_firestore_errors_fail_with_their_fix(
-    doctor: Any, make_bucket: Any, error, expected, fix
-) -> None:
-    with FakeFirestore(refusal=error) as firestore:
-        code, checks = doctor(
-            "--bucket",
-            make_bucket(lifecycle=HEALTHY),
-            "--database",
-            "chords",
-            firestore=firestore.host,
-        )
+def test_firestore_errors_fail_with_their_fix(doctor_on_firestore: Any, error, expected, fix) -> None:
+    code, checks, _ = doctor_on_firestore(refusal=error)
     assert code == 1
     assert checks["firestore"]["status"] == "FAIL"
     assert expected in checks["firestore"]["detail"]
@@ -484,6 +480,6 @@ def test_it_says_who_it_checks_as(tmp_path) -> None:
     # With credentials, an impersonated identity is the target service account.
     source = AnonymousCredentials()
     impersonated = impersonated_credentials.Credentials(
-        source_credentials=source, target_principal=sa, target_scopes=[doctor_module.CLOUD_PLATFORM]
+        source_credentials=source, target_principal=sa, target_scopes=[admin.CLOUD_PLATFORM]
     )
     assert doctor_module.describe_credentials(impersonated, 3) == f"{sa} (impersonated)"

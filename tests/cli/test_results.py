@@ -254,3 +254,30 @@ def test_list_and_show_give_up_within_their_timeout_when_gcs_is_unreachable(stac
     assert stack.gcs.injected_snapshot().get("down", 0) >= 1
     done = run_cli("results", "list", "--timeout", "0", env=env)
     assert done.returncode == 2 and "must be more than 0 seconds" in done.stderr
+
+
+def test_a_chord_callback_failed_with_chorderror_is_stored_with_its_task_name(app, stack, backend_url) -> None:
+    """Celery stores the callback's ChordError without a request, so with no task name: --name never found it."""
+    from celery.result import AsyncResult
+    from celery_gcs.keys import encode_id
+
+    group_id, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(2)]
+    callback_id = f"cb-{uuid.uuid4().hex[:8]}"
+    app.backend.apply_chord((group_id, [AsyncResult(task_id, app=app) for task_id in ids]), None)
+
+    def part(task_id: str) -> types.SimpleNamespace:
+        return types.SimpleNamespace(
+            id=task_id, group=group_id, group_index=0, task="proj.part", ignore_result=False,
+            chord={"task": "proj.total", "options": {"task_id": callback_id}},
+        )  # fmt: skip
+
+    failure = ValueError("header task failed")
+    app.backend.store_result(ids[0], failure, states.FAILURE, request=part(ids[0]))
+    app.backend.store_result(ids[1], 2, states.SUCCESS, request=part(ids[1]))
+    assert app.AsyncResult(callback_id).state == states.FAILURE  # the chord failed its callback
+    blob = storage.Client().bucket(stack.bucket).get_blob(
+        f"{backend_url.split('/', 3)[3]}/celery-task-meta-{encode_id(callback_id)}"
+    )
+    assert blob.metadata["celery-task"] == "proj.total"
+    done = run_cli("results", "list", "--name", "proj.total", "--json", env=cli_env(stack, backend_url))
+    assert [json.loads(line)["task_id"] for line in done.stdout.splitlines()] == [callback_id], done.stderr

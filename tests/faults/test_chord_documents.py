@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from celery import chord, states
 from celery.exceptions import ChordError
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_store import MAX_CHORD_SIZE, chord_from
 from google.cloud import firestore
@@ -25,7 +25,7 @@ from google.cloud import firestore
 from ..support import tasks
 from ..support.chords import callback_runs, ended_only, errbacks, settle, sig
 
-PATH = f"{contract.FIRESTORE_COLLECTION}/chord-unlock-g1"
+PATH = f"{conventions.FIRESTORE_COLLECTION}/chord-unlock-g1"
 
 
 @dataclass
@@ -169,7 +169,7 @@ EXPECTED = [2 * n for n in range(SIZE)]
 
 def _chord_doc(app: Any, result: Any) -> firestore.DocumentReference:
     client = firestore.Client(project=app.backend.settings.firestore_project or None)
-    return client.collection(contract.FIRESTORE_COLLECTION).document(app.backend.chords.key(result.parent.id))
+    return client.collection(conventions.FIRESTORE_COLLECTION).document(app.backend.chords.key(result.parent.id))
 
 
 def _counter_id(result: Any) -> str:
@@ -180,11 +180,11 @@ def _counter_id(result: Any) -> str:
 
 
 def _counter_doc(app: Any, result: Any) -> firestore.DocumentReference:
-    return _chord_doc(app, result).collection(contract.FIRESTORE_COUNTERS_COLLECTION).document(_counter_id(result))
+    return _chord_doc(app, result).collection(conventions.FIRESTORE_COUNTERS_COLLECTION).document(_counter_id(result))
 
 
 def _part_doc(app: Any, result: Any, part: Any) -> firestore.DocumentReference:
-    return _chord_doc(app, result).collection(contract.FIRESTORE_PARTS_COLLECTION).document(part.id)
+    return _chord_doc(app, result).collection(conventions.FIRESTORE_PARTS_COLLECTION).document(part.id)
 
 
 def _header_values(app: Any, result: Any) -> list[Any]:
@@ -372,7 +372,7 @@ def test_chords_whose_counter_was_edited_end_once_not_hang(app, start_worker) ->
         try:
             assert result.get(timeout=max(deadline - time.monotonic(), 1)) == EXPECTED, name
         except ChordError as exc:
-            assert f"{contract.FIRESTORE_COUNTERS_COLLECTION}/{_counter_id(result)}" in str(exc), name
+            assert f"{conventions.FIRESTORE_COUNTERS_COLLECTION}/{_counter_id(result)}" in str(exc), name
     settle()
     for name, result in results.items():
         assert callback_runs(app, result) + len(errbacks(app, result)) == 1, name

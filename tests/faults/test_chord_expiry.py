@@ -8,16 +8,17 @@ fails the clean-up of an ended chord through the proxy instead.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import grpc
 import pytest
 from celery import states
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.keys import part_document_id
 from celery_gcs.local.faults import FIRESTORE_COMMIT
-from google.cloud import firestore
+from google.cloud import firestore, storage
 
 from ..support.chords import Published, apply_here, store_part
 
@@ -28,7 +29,7 @@ PENDING_FIX = pytest.mark.xfail(strict=True, reason="issue 26: confirmed, fix pe
 
 def chord_document(app: Any, stack: Any, group_id: str) -> firestore.DocumentReference:
     client = firestore.Client(project=stack.stack.project)
-    return client.collection(contract.FIRESTORE_COLLECTION).document(
+    return client.collection(conventions.FIRESTORE_COLLECTION).document(
         app.backend.chords.key(group_id)
     )
 
@@ -61,7 +62,7 @@ def test_a_replay_after_its_part_document_expired_still_completes_the_chord_once
     published = Published(app, monkeypatch)
     group_id, ids = apply_here(app, 3)
     store_part(app, group_id, ids[0], 0)
-    parts = chord_document(app, stack, group_id).collection(contract.FIRESTORE_PARTS_COLLECTION)
+    parts = chord_document(app, stack, group_id).collection(conventions.FIRESTORE_PARTS_COLLECTION)
     parts.document(part_document_id(ids[0])).delete()  # as the TTL policy does
     store_part(app, group_id, ids[0], 0)  # a replay: counted again
     store_part(app, group_id, ids[1], 1)
@@ -95,7 +96,7 @@ def test_an_ended_chord_document_expires_without_result_expires(
     assert published.values == [[0, 1]]
     ended = chord_document(app, stack, group_id).get().to_dict()
     assert ended["done"] is True
-    assert contract.FIRESTORE_TTL_FIELD in ended
+    assert conventions.FIRESTORE_TTL_FIELD in ended
 
 
 def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
@@ -122,3 +123,28 @@ def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
     app.backend.forget(ids[0])
     store_part(app, group_id, ids[0], 1)
     assert published.values == [[0], [1]]
+
+
+def expire_now(app: Any, stack: Any, task_id: str) -> None:
+    """Rewrite a stored result as one stored longer ago than its expiry (GCS keeps it until its lifecycle rule)."""
+    blob = storage.Client().bucket(stack.bucket).blob(app.backend.settings.object_name(f"celery-task-meta-{task_id}"))
+    stored = json.loads(blob.download_as_bytes())
+    stored["expires_at"] = "2000-01-01T00:00:00+00:00"
+    blob.upload_from_string(json.dumps(stored).encode(), content_type="application/json")
+
+
+def test_a_chord_whose_stored_results_expired_before_the_join_fails_once(make_app, stack, monkeypatch) -> None:
+    """Found by the soak: a part stalled longer than ``result_expires``; the others' results expired
+    meanwhile, the join waited for them as if still to come, gave the chord up to them, and nothing
+    ever came back to it: no callback, no error.
+    """
+    app = make_app(result_chord_join_timeout=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    expire_now(app, stack, ids[0])
+    store_part(app, group_id, ids[1], 1)
+    callback = app.AsyncResult("cb")
+    assert published.values == []
+    assert callback.state == states.FAILURE
+    assert f"Dependency {ids[0]} expired before the chord could join" in str(callback.result)

@@ -15,7 +15,6 @@ while the client heard nothing; the clean-up's deletes too.
 
 from __future__ import annotations
 
-import datetime as dt
 import types
 import uuid
 from typing import Any
@@ -25,11 +24,17 @@ import pytest
 from celery import states
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from celery_gcs.local.proxy import Rule
-from celery_gcs.settings import parse
 from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_store import ChordStore, PartState, Settle
 
-from ..support.chords import Published, apply_here, ended_only
+from ..support.chords import (
+    Published,
+    apply_here,
+    chord_store_on,
+    ended_only,
+    in_seconds,
+    open_chord,
+)
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -54,26 +59,16 @@ def assert_unanswered(stack: Any, rule: Rule, times: int = 1) -> None:
 
 @pytest.fixture
 def store(stack) -> ChordStore:
-    return ChordStore(parse(f"gcs://{stack.bucket}?gcs_project={stack.stack.project}&gcs_retry_deadline=30", {}))
+    return chord_store_on(stack)
 
 
-def _in(seconds: float) -> dt.datetime:
-    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
-
-
-def _chord(store: ChordStore, size: int) -> tuple[str, list[str], int]:
-    """A chord's documents as ``apply`` writes them: (key, its header's task ids, its leaves)."""
-    key, ids = f"chord-{uuid.uuid4()}", [f"task-{n}" for n in range(size)]
-    leaves = chord_tree.leaf_count(size)
-    store.create(key, size, leaves, chord_tree.initial_counts(ids, leaves), _in(60))
-    return key, ids, leaves
 
 
 def _claimed(store: ChordStore, token: str = "mine", lease: float = 60) -> str:
     """A chord of one part, counted, whose callback ``token`` holds: its key."""
-    key, ids, leaves = _chord(store, 1)
+    key, ids, leaves = open_chord(store, 1)
     top = chord_tree.leaf_of(ids[0], leaves)
-    assert store.count(key, ids[0], top, _in(60)) is not None
+    assert store.count(key, ids[0], top, in_seconds(60)) is not None
     assert store.settle(key, Settle(token, lease, top=top)).claimed
     return key
 
@@ -82,24 +77,24 @@ def _claimed(store: ChordStore, token: str = "mine", lease: float = 60) -> str:
 
 
 def test_a_part_counted_but_unanswered_is_counted_once(store, stack) -> None:
-    key, ids, leaves = _chord(store, 2)
+    key, ids, leaves = open_chord(store, 2)
     leaf = chord_tree.leaf_of(ids[0], leaves)
     unanswered = unanswered_commits(stack)
     # The client's retry finds the part's document there and is refused whole:
     # the caller hears "refused" and looks at the part (the coordinator's recount).
-    assert store.count(key, ids[0], leaf, _in(60)) is None
+    assert store.count(key, ids[0], leaf, in_seconds(60)) is None
     assert_unanswered(stack, unanswered)
     assert store.read_counter(key, leaf).remaining == 1
     assert store.read_part(key, ids[0]) == PartState(added=False, counted=True)
-    assert store.count(key, ids[0], leaf, _in(60)) is None  # a later copy: refused too
+    assert store.count(key, ids[0], leaf, in_seconds(60)) is None  # a later copy: refused too
     assert store.read_counter(key, leaf).remaining == 1
 
 
 @pytest.mark.parametrize("times", [1, 3])
 def test_a_claim_committed_but_unanswered_is_still_ours(store, stack, times: int) -> None:
-    key, ids, leaves = _chord(store, 1)
+    key, ids, leaves = open_chord(store, 1)
     top = chord_tree.leaf_of(ids[0], leaves)
-    store.count(key, ids[0], top, _in(60))
+    store.count(key, ids[0], top, in_seconds(60))
     unanswered = unanswered_commits(stack, times)
     settled = store.settle(key, Settle("mine", 60, top=top))
     assert_unanswered(stack, unanswered, times)
@@ -142,10 +137,10 @@ def test_an_end_committed_but_unanswered_leaves_the_chord_ended(store, stack) ->
 
 
 def test_a_clean_up_whose_deletes_went_unanswered_deletes_everything(store, stack, firestore_docs) -> None:
-    key, ids, leaves = _chord(store, 620)  # two batches of deletes
+    key, ids, leaves = open_chord(store, 620)  # two batches of deletes
     counters = chord_tree.initial_counts(ids, leaves)
     for task_id in ids:
-        store.count(key, task_id, chord_tree.leaf_of(task_id, leaves), _in(60))
+        store.count(key, task_id, chord_tree.leaf_of(task_id, leaves), in_seconds(60))
     assert store.settle(key, Settle("mine", 60, force=True)).claimed
     assert store.end(key, "mine") is True
     unanswered = unanswered_commits(stack, times=2)

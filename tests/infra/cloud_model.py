@@ -212,7 +212,7 @@ def rejections(
             found += _cluster_rejections(name, i)
         if typ == "gcp:redis/instance:Instance":
             found += _redis_rejections(inv, r, networks_made, connections)
-    return found + network_rejections(inv)
+    return found + network_rejections(inv) + scrape_rejections(inv) + monitoring_rejections(inv)
 
 
 def _cluster_rejections(name: str, i: dict[str, Any]) -> list[str]:
@@ -360,33 +360,42 @@ def _peer_matches(peer: dict[str, Any], dest: Destination, namespace: str) -> bo
     return _labels_match(peer.get("podSelector"), dest.pod or {})
 
 
-def _rule_allows(rule: dict[str, Any], dest: Destination, protocol: str, namespace: str) -> bool:
+def _rule_allows(
+    rule: dict[str, Any], dest: Destination, protocol: str, namespace: str, peers_key: str = "to"
+) -> bool:
+    """An egress rule (``to``) reaching ``dest``, or an ingress rule (``from``) admitting it on ``dest.port``."""
     ports = rule.get("ports") or []
     if ports and not any(
         p.get("protocol", "TCP") == protocol and p.get("port") in (None, dest.port) for p in ports
     ):
         return False
-    peers = rule.get("to") or []
+    peers = rule.get(peers_key) or []
     return not peers or any(_peer_matches(peer, dest, namespace) for peer in peers)
 
 
 def egress_allowed(inv: Inventory, pod: dict[str, Any], dest: Destination, protocol: str) -> bool:
     """Whether the NetworkPolicies in ``inv`` let the pods of ``pod`` (a Deployment or Job) reach ``dest``."""
+    return _allowed(inv, pod, dest, protocol, "Egress")
+
+
+def _allowed(inv: Inventory, pod: dict[str, Any], peer: Destination, protocol: str, direction: str) -> bool:
+    """Whether the pods of ``pod`` reach ``peer`` (Egress), or ``peer``'s pods reach them on ``peer.port`` (Ingress)."""
     namespace = (pod["inputs"].get("metadata") or {}).get("namespace", "default")
     labels = _dig(pod["inputs"], ("spec", "template", "metadata", "labels")) or {}
     policies = [
         p["inputs"]
         for p in inv.of_type(NETWORK_POLICY)
         if (p["inputs"].get("metadata") or {}).get("namespace", "default") == namespace
-        and "Egress" in (_dig(p["inputs"], ("spec", "policyTypes")) or [])
+        and direction in (_dig(p["inputs"], ("spec", "policyTypes")) or [])
         and _labels_match(_dig(p["inputs"], ("spec", "podSelector")), labels)
     ]
     if not policies:
-        return True  # no policy restricts its egress
+        return True  # no policy restricts it
+    rules, peers = ("egress", "to") if direction == "Egress" else ("ingress", "from")
     return any(
-        _rule_allows(rule, dest, protocol, namespace)
+        _rule_allows(rule, peer, protocol, namespace, peers_key=peers)
         for policy in policies
-        for rule in policy["spec"].get("egress") or []
+        for rule in policy["spec"].get(rules) or []
     )
 
 
@@ -415,4 +424,101 @@ def network_rejections(inv: Inventory) -> list[str]:
                         f"{pod['name']}: its NetworkPolicy blocks {dest.what} "
                         f"({where}:{dest.port}/{protocol})"
                     )
+    return found
+
+
+# -- Managed Service for Prometheus and Cloud Monitoring ------------------------------------------
+# A PodMonitoring scrapes the pods its selector matches, on a container port named in its
+# endpoints, from the collectors in gmp-system: a pod that does not declare the port, or whose
+# NetworkPolicies do not admit the collectors on it, is never scraped (its series never appear).
+# Cloud Monitoring refuses an alert policy without a combiner or a condition, a PromQL condition
+# whose duration is not a number of seconds, a notification channel not named
+# projects/P/notificationChannels/ID, and a dashboard tile outside its mosaic's columns.
+
+POD_MONITORING = "kubernetes:monitoring.googleapis.com/v1:PodMonitoring"
+ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+DASHBOARD = "gcp:monitoring/dashboard:Dashboard"
+COLLECTORS = {"namespace": "gmp-system", "pod": {"app.kubernetes.io/name": "collector"}}
+_CHANNEL = re.compile(r"^projects/[^/]+/notificationChannels/[0-9]+$")
+
+
+def ingress_allowed(inv: Inventory, pod: dict[str, Any], source: Destination, protocol: str = "TCP") -> bool:
+    """Whether the NetworkPolicies in ``inv`` admit ``source`` (pods) to the pods of ``pod`` on ``source.port``."""
+    return _allowed(inv, pod, source, protocol, "Ingress")
+
+
+def scrape_rejections(inv: Inventory) -> list[str]:
+    found = []
+    for monitor in inv.of_type(POD_MONITORING):
+        spec, meta = monitor["inputs"].get("spec") or {}, monitor["inputs"].get("metadata") or {}
+        namespace = meta.get("namespace", "default")
+        pods = [
+            pod
+            for typ in POD_TYPES
+            for pod in inv.of_type(typ)
+            if (pod["inputs"].get("metadata") or {}).get("namespace", "default") == namespace
+            and _labels_match(spec.get("selector"), _dig(pod["inputs"], ("spec", "template", "metadata", "labels")) or {})
+        ]
+        if not pods:
+            found.append(f"{monitor['name']}: its selector matches no pod in namespace {namespace}")
+        for pod in pods:
+            containers = _dig(pod["inputs"], ("spec", "template", "spec", "containers")) or []
+            declared = {p.get("name"): p.get("containerPort") for c in containers for p in c.get("ports") or []}
+            for endpoint in spec.get("endpoints") or []:
+                port = endpoint.get("port")
+                number = port if isinstance(port, int) else declared.get(port)
+                if number is None:
+                    found.append(f"{monitor['name']}: {pod['name']} declares no container port {port!r}")
+                    continue
+                source = Destination("the metrics collectors", None, number, ("TCP",), **COLLECTORS)
+                if not ingress_allowed(inv, pod, source):
+                    found.append(
+                        f"{monitor['name']}: {pod['name']}'s NetworkPolicy blocks the collectors (gmp-system) on {number}/TCP"
+                    )
+    return found
+
+
+def monitoring_rejections(inv: Inventory) -> list[str]:
+    found = []
+    for policy in inv.of_type(ALERT_POLICY):
+        i, name = policy["inputs"], policy["name"]
+        if not i.get("combiner") or not i.get("conditions") or not i.get("displayName"):
+            found.append(f"{name}: an alert policy needs a display name, a combiner and a condition")
+        for condition in i.get("conditions") or []:
+            promql = condition.get("conditionPrometheusQueryLanguage")
+            if promql is not None and (not promql.get("query") or not re.fullmatch(r"\d+s", promql.get("duration", "0s"))):
+                found.append(f"{name}: a PromQL condition needs a query and a duration in seconds (60s)")
+        for channel in i.get("notificationChannels") or []:
+            if not _CHANNEL.match(channel):
+                found.append(f"{name}: {channel!r} is not a notification channel")
+    for board in inv.of_type(DASHBOARD):
+        try:
+            layout = json.loads(board["inputs"]["dashboardJson"])["mosaicLayout"]
+        except (KeyError, ValueError, TypeError):
+            found.append(f"{board['name']}: dashboardJson is not a dashboard with a mosaicLayout")
+            continue
+        for tile in layout.get("tiles") or []:
+            if tile.get("xPos", 0) + tile.get("width", 1) > layout.get("columns", 12):
+                found.append(f"{board['name']}: a tile reaches past column {layout.get('columns', 12)}")
+    return found
+
+
+def destroy_rejections(inv: Inventory) -> list[str]:
+    """What ``pulumi destroy`` of one stack would fail on.
+
+    A private services access connection cannot be deleted while its producer
+    (Memorystore) still holds it, which it does for minutes after the instance is
+    deleted ("Failed to delete connection; Producer services ... are still using this
+    connection", terraform-provider-google issue 16275); the peering it leaves blocks
+    the deletion of a network the stack made. Only ``deletionPolicy: REMOVE_PEERING``
+    (magic-modules PR 18476) lets such a stack be destroyed.
+    """
+    found = []
+    if any(r["protect"] for r in inv):
+        return found  # a protected stack is not meant to be destroyed
+    networks = {r["urn"] for r in inv.of_type("gcp:compute/network:Network")}
+    for c in inv.of_type("gcp:servicenetworking/connection:Connection"):
+        on_own_network = any(urn in c["dependencies"] for urn in networks)
+        if on_own_network and c["inputs"].get("deletionPolicy") != "REMOVE_PEERING":
+            found.append(f"{c['name']}: producer services are still using this connection; its peering blocks deleting the network")
     return found

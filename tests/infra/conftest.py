@@ -92,6 +92,11 @@ def keda_stack(runs) -> Inventory:
 
 
 @pytest.fixture(scope="session")
+def quiet(runs) -> Inventory:
+    return _inventory(runs, "quiet")
+
+
+@pytest.fixture(scope="session")
 def team(runs) -> Inventory:
     return _inventory(runs, "team")
 

@@ -36,6 +36,7 @@ BYO_BROKER_URL = "rediss://:s3cret%2Fpw@redis.example.com:6380/2"
 KEDA_BROKER_URL = "rediss://:k3da-pw@redis.acme.example:6380/0"
 BYO_IMAGE = "europe-docker.pkg.dev/acme-ci/images/worker:2024.11@sha256:" + "c" * 64
 BYO_NODES = "gke-nodes@acme-celery-dev.iam.gserviceaccount.com"
+BYO_POOL_NODES = "gke-batch-pool@acme-celery-dev.iam.gserviceaccount.com"
 BYO_KMS_KEY = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/results"
 #: The key of the ``cmek`` environment: one key for everything in europe-west1.
 CMEK_KEY = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/all"
@@ -125,6 +126,8 @@ def scenarios() -> dict[str, dict]:
             "existing_cluster": {
                 "network": "projects/acme-net/global/networks/shared",
                 "nodeServiceAccount": BYO_NODES,
+                # A second node pool with an account of its own.
+                "nodePools": [{"nodeConfigs": [{"serviceAccount": BYO_POOL_NODES}]}],
             },
         },
         "team": {
@@ -177,6 +180,8 @@ def scenarios() -> dict[str, dict]:
             },
         ),
         "psa": new_environment("psa", {"redisConnectMode": "PRIVATE_SERVICE_ACCESS"}),
+        # Monitoring off with its one key: no scraping, dashboard, alert policy nor monitoring API.
+        "quiet": new_environment("quiet", {"monitoring": False}),
         # Hour-long tasks: a longer grace period and visibility timeout, the app's own env and args.
         "long_tasks": new_environment(
             "long",
@@ -186,6 +191,10 @@ def scenarios() -> dict[str, dict]:
                 "remapSigterm": True,
                 "extraEnv": "ACME_MODE=batch,TZ=UTC",
                 "extraArgs": "--prefetch-multiplier=1 --without-gossip",
+                # KEDA on Memorystore (the queue-length service), installed in a namespace of its own name.
+                "keda": True,
+                "cloudNat": True,
+                "kedaNamespace": "autoscaling",
             },
         ),
         # KEDA installed by the stack (its images through Cloud NAT), on an internet broker

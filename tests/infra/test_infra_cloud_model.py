@@ -11,7 +11,13 @@ import copy
 
 import pytest
 
-from .cloud_model import CMEK_SERVICES, NETWORK_POLICY, network_rejections, rejections
+from .cloud_model import (
+    CMEK_SERVICES,
+    NETWORK_POLICY,
+    destroy_rejections,
+    network_rejections,
+    rejections,
+)
 from .infra_inventory import Inventory
 from .run_program import AGENT_DOMAINS, agent_email
 
@@ -183,3 +189,16 @@ def test_the_model_lets_unrestricted_pods_reach_everything(runs):
     inv = inventory(runs, "dev")
     inv.resources[:] = [r for r in inv.resources if r["type"] != NETWORK_POLICY]
     assert network_rejections(inv) == []
+
+
+@pytest.mark.parametrize("name", ["psa", "dev", "alpha"])
+def test_an_unprotected_stack_can_be_destroyed(runs, name):
+    """Regression: in PRIVATE_SERVICE_ACCESS mode the connection's delete failed while Memorystore
+    still held it, and its peering blocked deleting the VPC."""
+    assert destroy_rejections(inventory(runs, name)) == []
+
+
+def test_the_model_rejects_a_connection_that_cannot_be_deleted(runs):
+    inv = inventory(runs, "psa")
+    inv.one("gcp:servicenetworking/connection:Connection")["inputs"].pop("deletionPolicy", None)
+    assert any("still using this connection" in f for f in destroy_rejections(inv))

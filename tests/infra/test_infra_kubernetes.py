@@ -16,6 +16,12 @@ import pytest
 #: Oldest minor GKE's channels still offer, and the newest schema installed.
 VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version() + ".0"]
 KEDA = "keda.sh/v1alpha1"
+GMP = "monitoring.googleapis.com/v1"
+#: Custom resources, outside the core schemas: checked structurally below.
+CUSTOM_APIS = ("keda.sh/", "monitoring.googleapis.com/")
+#: PodMonitoring's fields (Managed Service for Prometheus' CRD, monitoring.googleapis.com/v1).
+POD_MONITORING_FIELDS = {"selector", "endpoints", "targetLabels", "limits", "filterRunning"}
+ENDPOINT_FIELDS = {"port", "scheme", "path", "params", "interval", "timeout", "metricRelabeling", "authorization", "basicAuth", "oauth2", "tls", "proxyUrl"}
 CORE_KINDS = {"Namespace", "ServiceAccount", "Secret", "Deployment", "PodDisruptionBudget", "NetworkPolicy"}
 
 SCALED_OBJECT_FIELDS = {
@@ -53,7 +59,7 @@ def by_kind(inv, kind: str) -> list[dict]:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_core_objects_pass_strict_schema_validation(any_inventory, version):
-    core = [m for m in objects(any_inventory) if not m["apiVersion"].startswith("keda.sh/")]
+    core = [m for m in objects(any_inventory) if not m["apiVersion"].startswith(CUSTOM_APIS)]
     assert CORE_KINDS <= {m["kind"] for m in core}
     for m in core:
         kubernetes_validate.validate(m, version, strict=True)
@@ -110,10 +116,15 @@ def test_pod_meets_the_restricted_pod_security_standard(any_inventory):
 
 
 def test_disruption_budget_and_autoscaler_target_the_deployment(any_inventory):
-    deployment = by_kind(any_inventory, "Deployment")[0]
+    deployments = by_kind(any_inventory, "Deployment")
+    deployment = deployments[0]
     name, selector = deployment["metadata"]["name"], deployment["spec"]["selector"]
-    (pdb,) = by_kind(any_inventory, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"] == selector
+    # One budget per Deployment (the workers', and the queue-length service's where it runs).
+    budgets = by_kind(any_inventory, "PodDisruptionBudget")
+    assert sorted(b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for b in budgets) == sorted(
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for d in deployments
+    )
+    assert budgets[0]["spec"]["selector"] == selector
     hpas = by_kind(any_inventory, "HorizontalPodAutoscaler")
     scaled = by_kind(any_inventory, "ScaledObject")
     assert len(hpas) + len(scaled) == 1, "exactly one autoscaler"
@@ -179,3 +190,17 @@ def test_keda_objects_are_well_formed(request, name):
         VERSIONS[-1],
         strict=True,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_pod_monitorings_are_well_formed(request, name):
+    inv = request.getfixturevalue(name)
+    monitors = [m for m in objects(inv, GMP) if m["kind"] == "PodMonitoring"]
+    assert monitors
+    namespace = by_kind(inv, "Namespace")[0]["metadata"]["name"]
+    for m in monitors:
+        assert m["apiVersion"] == GMP and m["metadata"]["namespace"] == namespace
+        assert set(m["spec"]) <= POD_MONITORING_FIELDS and m["spec"]["selector"]["matchLabels"]
+        for endpoint in m["spec"]["endpoints"]:
+            assert set(endpoint) <= ENDPOINT_FIELDS and endpoint["port"]
+            assert endpoint["interval"].endswith("s") and endpoint["path"] == "/metrics"

@@ -11,7 +11,7 @@ import copy
 from collections.abc import Callable
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 
 from . import infra_policies as policies
 
@@ -180,25 +180,26 @@ def lifecycle_without_backstop(rs):
 
 
 def ttl_on_wrong_field(rs):
-    find(rs, FIELD)["inputs"]["field"] = "expiresAt"
+    # The chords group by name: the three groups' Field resources register in no fixed order.
+    find(rs, FIELD, collection="celery_gcs_chords")["inputs"]["field"] = "expiresAt"
 
 
 def ttl_on_other_database(rs):
-    find(rs, FIELD)["inputs"]["database"] = "(default)"
+    find(rs, FIELD, collection="celery_gcs_chords")["inputs"]["database"] = "(default)"
 
 
 def no_ttl_on_parts(rs):
-    rs.remove(find(rs, FIELD, collection=contract.FIRESTORE_PARTS_COLLECTION))
+    rs.remove(find(rs, FIELD, collection=conventions.FIRESTORE_PARTS_COLLECTION))
 
 
 def backend_uses_another_collection(rs):
     e = env(rs, "CELERY_RESULT_BACKEND")
-    e["value"] = e["value"].replace(f"firestore_collection={contract.FIRESTORE_COLLECTION}", "firestore_collection=jobs")
+    e["value"] = e["value"].replace(f"firestore_collection={conventions.FIRESTORE_COLLECTION}", "firestore_collection=jobs")
 
 
 def result_backend_wrong_scheme(rs):
     e = env(rs, "CELERY_RESULT_BACKEND")
-    e["value"] = e["value"].replace(f"{contract.URL_SCHEME}://", "gs://")
+    e["value"] = e["value"].replace(f"{conventions.URL_SCHEME}://", "gs://")
 
 
 def broker_url_in_plain_env(rs):
@@ -246,6 +247,11 @@ def no_network_policy(rs):
 
 def network_policy_admits_ingress(rs):
     find(rs, NETWORK_POLICY)["inputs"]["spec"]["ingress"] = [{}]
+
+
+def network_policy_metrics_port_open_to_all(rs):
+    """The metrics port admitted from any pod, not only the collectors."""
+    find(rs, NETWORK_POLICY)["inputs"]["spec"]["ingress"] = [{"ports": [{"port": 9808, "protocol": "TCP"}]}]
 
 
 def network_policy_egress_anywhere(rs):
@@ -331,9 +337,9 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
         (lifecycle_zero_dropped, "dropped without sendDaysSinceCustomTimeIfZero"),
         (lifecycle_deletes_early, "could drop live results"),
         (lifecycle_without_backstop, "no age backstop of 30 days"),
-        (ttl_on_wrong_field, f"no TTL policy on {contract.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
-        (ttl_on_other_database, f"no TTL policy on {contract.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
-        (no_ttl_on_parts, f"no TTL policy on {contract.FIRESTORE_PARTS_COLLECTION}.expires_at in database 'celery-dev'"),
+        (ttl_on_wrong_field, f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
+        (ttl_on_other_database, f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
+        (no_ttl_on_parts, f"no TTL policy on {conventions.FIRESTORE_PARTS_COLLECTION}.expires_at in database 'celery-dev'"),
         (backend_uses_another_collection, "no TTL policy on jobs.expires_at"),
         (result_backend_wrong_scheme, "is not gcs://"),
     ],
@@ -344,6 +350,7 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
     "worker-network-policy": [
         (no_network_policy, "no NetworkPolicy selects its pods"),
         (network_policy_admits_ingress, "admits ingress to the workers"),
+        (network_policy_metrics_port_open_to_all, "admits ingress to the workers"),
         (network_policy_egress_anywhere, "egress rule without destinations and ports"),
         (network_policy_ingress_only, "must govern Ingress and Egress"),
         (queue_length_service_open_to_all, "admits ingress from anywhere or on any port"),

@@ -8,13 +8,13 @@ import ssl
 import urllib.parse
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs_infra import cluster as cluster_mod
 from celery_gcs_infra import keda
 from kombu.utils.url import parse_url
 
 from .infra_inventory import Inventory
-from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, ROOT
+from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, BYO_POOL_NODES, ROOT
 from .run_program import PROJECT_NUMBER, agent_email, endpoint_for
 
 SERVICE = "gcp:projects/service:Service"
@@ -122,9 +122,10 @@ def test_apis_enabled_as_used_and_kept_on_destroy(dev, byo):
         "artifactregistry.googleapis.com",
     }
     dev_services = {r["inputs"]["service"] for r in dev.of_type(SERVICE)}
-    assert dev_services == base | {"compute.googleapis.com", "redis.googleapis.com", "dns.googleapis.com"}
+    monitoring = "monitoring.googleapis.com"  # the dashboard and alert policies (monitoring on by default)
+    assert dev_services == base | {"compute.googleapis.com", "redis.googleapis.com", "dns.googleapis.com", monitoring}
     byo_services = {r["inputs"]["service"] for r in byo.of_type(SERVICE)}
-    assert byo_services == base | {"cloudkms.googleapis.com"}
+    assert byo_services == base | {"cloudkms.googleapis.com", monitoring}
     for inv in (dev, byo):
         for r in inv.of_type(SERVICE):
             assert r["inputs"]["disableOnDestroy"] is False
@@ -179,11 +180,11 @@ def test_bucket_lifecycle_matches_backend_defaults(dev):
         {
             "action": {"type": "Delete"},
             "condition": {
-                "daysSinceCustomTime": contract.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME,
+                "daysSinceCustomTime": conventions.LIFECYCLE_DAYS_SINCE_CUSTOM_TIME,
                 "sendDaysSinceCustomTimeIfZero": True,
             },
         },
-        {"action": {"type": "Delete"}, "condition": {"age": contract.LIFECYCLE_MAX_AGE_DAYS}},
+        {"action": {"type": "Delete"}, "condition": {"age": conventions.LIFECYCLE_MAX_AGE_DAYS}},
     ]
 
 
@@ -253,12 +254,12 @@ def test_ttl_policy_on_every_collection_group_the_backend_writes(dev, prod):
                 "project": db["inputs"]["project"],
                 "database": db["inputs"]["name"],
                 "collection": group,
-                "field": contract.FIRESTORE_TTL_FIELD,
+                "field": conventions.FIRESTORE_TTL_FIELD,
                 "ttlConfig": {},
                 # Exempt from single-field indexes: no query uses it.
                 "indexConfig": {},
             }
-            for group in sorted(contract.chord_collection_groups())
+            for group in sorted(conventions.chord_collection_groups())
         ]
         for field in fields:
             assert db["urn"] in field["dependencies"]
@@ -268,7 +269,7 @@ def test_firestore_collection_key_feeds_the_backend_url_and_the_ttl_policies(run
     inv = _run(runs, "collection")
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(inv.outputs["result_backend"]).query)
     assert query["firestore_collection"] == ["jobs"]
-    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == set(contract.chord_collection_groups("jobs"))
+    assert {f["inputs"]["collection"] for f in inv.of_type(FIELD)} == set(conventions.chord_collection_groups("jobs"))
 
 
 # --- identity -----------------------------------------------------------------
@@ -477,8 +478,9 @@ def test_existing_image_deployed_as_given(byo):
     assert container(byo)["image"] == BYO_IMAGE
     assert byo.outputs["image_digest"] == BYO_IMAGE.split("@")[1]
     # The repository exists anyway, for CI to push to, and the cluster's nodes may pull from it.
-    assert byo.one(REPOSITORY)
-    assert byo.one(REPO_MEMBER)["inputs"]["member"] == f"serviceAccount:{BYO_NODES}"
+    repository = byo.one(REPOSITORY)["inputs"]["repositoryId"]
+    own = [m["inputs"]["member"] for m in byo.of_type(REPO_MEMBER) if m["inputs"]["repository"] == repository]
+    assert own == [f"serviceAccount:{BYO_NODES}", f"serviceAccount:{BYO_POOL_NODES}"]
 
 
 def test_an_existing_clusters_nodes_can_pull_the_built_image(runs):
@@ -622,14 +624,14 @@ def test_deployment_environment(dev, prod):
 def test_result_backend_url_names_bucket_project_and_database(dev, byo):
     for inv, path in [(dev, ""), (byo, "/results/v1")]:
         url = urllib.parse.urlsplit(inv.outputs["result_backend"])
-        assert url.scheme == contract.URL_SCHEME
+        assert url.scheme == conventions.URL_SCHEME
         assert url.netloc == inv.one(BUCKET)["inputs"]["name"]
         assert url.path == path
         assert urllib.parse.parse_qs(url.query) == {
             "gcs_project": ["acme-celery-dev"],
             "firestore_project": ["acme-celery-dev"],
             "firestore_database": [inv.one(DATABASE)["inputs"]["name"]],
-            "firestore_collection": [contract.FIRESTORE_COLLECTION],
+            "firestore_collection": [conventions.FIRESTORE_COLLECTION],
         }
 
 
@@ -718,7 +720,16 @@ def test_keda_on_memorystore_reads_the_verified_queue_length_service(prod):
         {
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}],
             "ports": [{"port": 8080, "protocol": "TCP"}],
-        }
+        },
+        {
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "collector"}},
+                }
+            ],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        },  # /metrics, scraped by Managed Service for Prometheus
     ]
     assert [r["to"][0].get("ipBlock") for r in policy["inputs"]["spec"]["egress"]][1:] == [{"cidr": "10.0.0.3/32"}]
 
@@ -941,11 +952,21 @@ def test_private_service_access_made_on_the_stacks_vpc_and_assumed_on_a_shared_o
     assert shared.of_type("gcp:servicenetworking/connection:Connection") == []
 
 
-def test_workers_accept_no_ingress_and_reach_only_dns_metadata_broker_and_google(dev, byo):
+def test_workers_admit_only_the_metrics_collectors_and_reach_only_dns_metadata_broker_and_google(dev, byo):
     policy = dev.one(NETWORK_POLICY)["inputs"]
     assert policy["spec"]["podSelector"] == worker_deployment(dev)["inputs"]["spec"]["selector"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert policy["spec"].get("ingress", []) == []
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "collector"}},
+                }
+            ],
+            "ports": [{"port": 9808, "protocol": "TCP"}],
+        }
+    ]
     egress = policy["spec"]["egress"]
     dns = egress[0]
     # kube-dns pods, and the node-local resolvers (Cloud DNS, NodeLocal DNSCache) no pod selector matches.
@@ -1044,3 +1065,63 @@ def test_the_example_app_applies_the_stacks_long_task_settings():
     }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False", "7200"]
+
+
+def test_scaling_survives_one_lost_pod_or_metrics_outage(prod):
+    """Regression: one queue-length replica and no PDB, and no fallback in the ScaledObject:
+    one evicted pod left KEDA blind, and a blind ScaledObject can stop every worker."""
+    (service,) = [d for d in prod.of_type(DEPLOYMENT) if d["name"].endswith("queue-length-deployment")]
+    assert service["inputs"]["spec"]["replicas"] >= 2
+    labels = service["inputs"]["spec"]["template"]["metadata"]["labels"]
+    budgets = [
+        b for b in prod.of_type("kubernetes:policy/v1:PodDisruptionBudget")
+        if all(labels.get(k) == v for k, v in b["inputs"]["spec"]["selector"]["matchLabels"].items())
+    ]
+    assert [b["inputs"]["spec"]["maxUnavailable"] for b in budgets] == [1]
+    scaled = prod.one("kubernetes:keda.sh/v1alpha1:ScaledObject")["inputs"]["spec"]
+    assert scaled["fallback"]["failureThreshold"] >= 1
+    assert scaled["fallback"]["replicas"] >= max(1, scaled["minReplicaCount"])
+
+
+def test_the_keda_namespace_is_a_setting(runs):
+    """Regression: the queue-length service admitted only a namespace named keda."""
+    inv = _run(runs, "long_tasks")
+    assert inv.one("kubernetes:helm.sh/v3:Release")["inputs"]["namespace"] == "autoscaling"
+    (policy,) = [p for p in inv.of_type(NETWORK_POLICY) if p["name"].endswith("queue-length-netpol")]
+    peer = policy["inputs"]["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "autoscaling"}
+
+
+def test_the_control_plane_reaches_kedas_ports_on_the_stacks_private_nodes(runs):
+    """Regression: private nodes admit only 443 and 10250 from GKE's control plane, and KEDA's
+    metrics API server (6443 on the pod range, by KEDA's firewall table) and webhooks (9443)
+    were unreachable on the stack's own VPC."""
+    inv = _run(runs, "keda_stack")
+    (rule,) = inv.of_type("gcp:compute/firewall:Firewall")
+    i = rule["inputs"]
+    cluster = inv.one(CLUSTER)["inputs"]
+    assert i["direction"] == "INGRESS"
+    assert i["allows"] == [{"protocol": "tcp", "ports": ["6443", "9443"]}]
+    assert i["sourceRanges"] == [endpoint_for(cluster["project"], cluster["location"], cluster["name"]) + "/32"]
+    assert i["targetServiceAccounts"] == [cluster["clusterAutoscaling"]["autoProvisioningDefaults"]["serviceAccount"]]
+    release = inv.one("kubernetes:helm.sh/v3:Release")
+    assert rule["urn"] in inv.waits_for(release)
+
+
+def test_workers_spread_over_zones(prod):
+    spec = worker_deployment(prod)["inputs"]["spec"]["template"]["spec"]
+    (spread,) = spec["topologySpreadConstraints"]
+    assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("topology.kubernetes.io/zone", "ScheduleAnyway")
+    assert spread["labelSelector"]["matchLabels"] == worker_deployment(prod)["inputs"]["spec"]["selector"]["matchLabels"]
+
+
+def test_every_node_pool_can_pull_the_image_from_where_it_is(byo):
+    """Regression: only the first node account got a pull grant, and only on the stack's own
+    repository, so a second node pool or an image from another registry hit ImagePullBackOff."""
+    grants = byo.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
+    where = {(g["inputs"]["project"], g["inputs"]["location"], g["inputs"]["repository"], g["inputs"]["member"]) for g in grants}
+    for account in (BYO_NODES, BYO_POOL_NODES):
+        member = f"serviceAccount:{account}"
+        # The image's own repository: europe-docker.pkg.dev/acme-ci/images.
+        assert ("acme-ci", "europe", "images", member) in where
+    assert {g["inputs"]["role"] for g in grants} == {"roles/artifactregistry.reader"}

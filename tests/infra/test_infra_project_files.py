@@ -6,7 +6,7 @@ import re
 
 import pytest
 import yaml
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs_infra import settings
 
 from .infra_scenarios import EXAMPLES, ROOT
@@ -44,7 +44,7 @@ def test_every_setting_declared_with_type_description_and_default(project):
 
 
 def test_shared_names_are_the_backend_defaults(project):
-    assert project["config"]["firestoreCollection"]["default"] == contract.FIRESTORE_COLLECTION
+    assert project["config"]["firestoreCollection"]["default"] == conventions.FIRESTORE_COLLECTION
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs_infra import CeleryStackArgs, SettingError, WorkerSettings, settings
 
 from .infra_scenarios import ROOT
@@ -44,7 +44,7 @@ def test_defaults_fill_in_and_derive():
         "europe-west1",
     )
     assert args.firestore_database == "celery-dev-chords"
-    assert args.firestore_collection == contract.FIRESTORE_COLLECTION
+    assert args.firestore_collection == conventions.FIRESTORE_COLLECTION
     assert args.broker == "memorystore" and args.protect is False and args.cluster == ""
     assert args.worker == WorkerSettings(
         celery_app="acme.tasks:app",

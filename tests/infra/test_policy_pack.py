@@ -38,15 +38,15 @@ def test_pack_project_files():
     assert (PACK_DIR / "venv").name in (ROOT / ".gitignore").read_text()
 
 
-def test_the_rules_find_the_contract_in_the_checkout_without_celery_gcs_installed():
-    """The pack's own venv has no celery-gcs: the rules read the contract from the checkout's backend/."""
+def test_the_rules_find_the_conventions_in_the_checkout_without_celery_gcs_installed():
+    """The pack's own venv has no celery-gcs: the rules read celery_gcs.conventions from the checkout's backend/."""
     code = (
         f"import sys; sys.path.insert(0, {str(PACK_DIR)!r}); import stack_rules; "
-        "print(stack_rules.contract.__file__, stack_rules.contract.chord_collection_groups())"
+        "print(stack_rules.conventions.__file__, stack_rules.conventions.chord_collection_groups())"
     )
     # -S: no site-packages, so no installed celery_gcs (nor anything else) to import.
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.startswith(str(ROOT / "backend" / "celery_gcs" / "contract.py"))
+    assert done.stdout.startswith(str(ROOT / "backend" / "celery_gcs" / "conventions.py"))
     assert "celery_gcs_chord_parts" in done.stdout
 
 

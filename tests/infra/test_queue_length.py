@@ -152,6 +152,8 @@ def test_serves_the_lengths_keda_reads(memorystore_like):
             assert json.loads(response.read()) == {"jobs": 2}
         with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
             assert response.read() == b"ok"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+            assert 'celery_queue_length{queue="jobs"} 2.0' in response.read().decode()
     finally:
         server.shutdown()
         server.server_close()
@@ -187,3 +189,40 @@ def test_the_standard_host_name_check_refuses_memorystores_certificate(memorysto
     with pytest.raises(redis.ConnectionError) as caught:
         conn.ping()
     assert "certificate verify failed" in str(caught.value)
+
+
+def test_metrics_give_each_queues_length_and_its_oldest_messages_age(memorystore_like):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = queue_length.client(
+        host="127.0.0.1", port=memorystore_like["port"], password=PASSWORD, ca_file=memorystore_like["ca"]
+    )
+    conn.delete("aged", "aged\x06\x166", "idle")
+    conn.lpush("aged", "first", "second")  # kombu pushes left: "first" is the oldest
+    conn.lpush("aged\x06\x166", "urgent")
+    clock = [100.0]
+    ages = queue_length.OldestAges(clock=lambda: clock[0])
+
+    def scrape() -> dict[tuple[str, str], float]:
+        text = queue_length.exposition(conn, ["aged", "idle"], ages).decode()
+        return {
+            (sample.name, sample.labels["queue"]): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    assert scrape() == {
+        ("celery_queue_length", "aged"): 3.0, ("celery_queue_length", "idle"): 0.0,
+        ("celery_queue_oldest_message_age_seconds", "aged"): 0.0,
+        ("celery_queue_oldest_message_age_seconds", "idle"): 0.0,
+    }  # fmt: skip
+    clock[0] = 130.0
+    assert scrape()[("celery_queue_oldest_message_age_seconds", "aged")] == 30.0
+    conn.rpop("aged")  # a worker takes "first": "second" is the oldest now, first seen just now
+    conn.rpop("aged\x06\x166")
+    clock[0] = 150.0
+    assert scrape()[("celery_queue_oldest_message_age_seconds", "aged")] == 0.0
+    clock[0] = 160.0
+    assert scrape()[("celery_queue_oldest_message_age_seconds", "aged")] == 10.0
+    conn.delete("aged")
+    assert scrape()[("celery_queue_oldest_message_age_seconds", "aged")] == 0.0

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from celery import states
-from celery.result import AsyncResult
+from celery.result import AsyncResult, GroupResult
 from celery_gcs import TransientError
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -69,3 +69,38 @@ def test_without_always_retry_the_error_surfaces(make_app, stack) -> None:
     stack.gcs.faults.clear()
     app.backend.store_result("t-fail", 2, states.SUCCESS)
     assert AsyncResult("t-fail", app=app).get(timeout=5) == 2
+
+
+UPLOAD = "POST /upload/storage/v1/b/[^/]+/o"
+
+
+def test_a_write_without_a_precondition_is_made_once(make_app, stack) -> None:
+    """Celery's plain ``set()`` carries no precondition: a failure is reported, never retried.
+
+    A retry after an answer lost on the way back could overwrite what another
+    writer stored in between (google-cloud-storage's ConditionalRetryPolicy).
+    """
+    backend = make_app().backend
+    key = backend.get_key_for_task("t-set")
+    rule = stack.gcs.fail(UPLOAD, 503, forward=True)  # it lands; the client sees 503
+    stack.gcs.reset_counts()
+    with pytest.raises(TransientError) as caught:
+        backend.set(key, backend.encode({"status": states.SUCCESS, "result": 1}))
+    assert "writing gs://celery-results/" in str(caught.value)
+    assert (rule.seen, rule.struck) == (1, 1)
+    assert stack.gcs.snapshot() == {"object.write": 1}
+    assert backend.exception_safe_to_retry(caught.value)  # Celery's always_retry may, at its own level
+
+
+def test_writes_safe_to_repeat_are_retried(app, stack) -> None:
+    """A task's state (create-only) and a group's structure (idempotent by construction) ride out 503s."""
+    rule = stack.gcs.fail(UPLOAD, 503, calls=range(1, 3))
+    app.backend.store_result("t-safe", "stored", states.SUCCESS)
+    assert rule.struck == 2
+    rule = stack.gcs.fail(UPLOAD, 503, calls=range(1, 3))
+    group = GroupResult(str(uuid.uuid4()), [AsyncResult("t-safe", app=app)], app=app)
+    group.save()
+    assert rule.struck == 2
+    assert AsyncResult("t-safe", app=app).get(timeout=5) == "stored"
+    restored = GroupResult.restore(group.id, app=app)
+    assert restored is not None and [r.id for r in restored.results] == ["t-safe"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import types
 import uuid
@@ -11,6 +12,10 @@ import pytest
 import redis
 from celery import states
 from celery.result import AsyncResult
+from celery_gcs import conventions
+from celery_gcs.settings import parse
+from celery_gcs.stores import chord_tree
+from celery_gcs.stores.chord_store import ChordStore
 
 from .tasks import CALLBACK_RUNS_KEY, ERRBACKS_KEY
 
@@ -63,6 +68,23 @@ def part_request(group_id: str, task_id: str) -> Any:
         id=task_id, group=group_id, group_index=0, chord={"task": "tests.callback", "options": {"task_id": "cb"}},
         task="tests.part", ignore_result=False,
     )  # fmt: skip
+
+
+def chord_store_on(stack: Any) -> ChordStore:
+    """A ChordStore on the test's stack, retrying for 30 s at most."""
+    return ChordStore(parse(conventions.backend_url(stack.bucket, gcs_project=stack.stack.project, gcs_retry_deadline="30"), {}))
+
+
+def in_seconds(seconds: float) -> dt.datetime:
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+
+
+def open_chord(store: ChordStore, size: int) -> tuple[str, list[str], int]:
+    """A chord's documents as ``apply`` writes them: (key, its header's task ids, its leaves)."""
+    key, ids = f"chord-{uuid.uuid4()}", [f"task-{n}" for n in range(size)]
+    leaves = chord_tree.leaf_count(size)
+    store.create(key, size, leaves, chord_tree.initial_counts(ids, leaves), in_seconds(60))
+    return key, ids, leaves
 
 
 def store_part(app: Any, group_id: str, task_id: str, value: object) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from celery_gcs import contract
+from celery_gcs import conventions
 
 from .loopback import LoopbackService
 
@@ -73,6 +73,6 @@ class FakeGCS(LoopbackService):
             "kind": "storage#bucket",
             "name": self.bucket,
             "location": "EUROPE-WEST1",
-            "lifecycle": {"rule": contract.lifecycle_rules()},
+            "lifecycle": {"rule": conventions.lifecycle_rules()},
             "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}},
         }

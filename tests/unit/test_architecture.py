@@ -4,8 +4,10 @@ The runtime (everything but ``cli``, ``local`` and ``worker``) imports none
 of those rooms nor the extras' packages, and its modules form no cycle; the
 worker image's helpers import neither the CLI nor the local stack; the local
 stack imports nothing from the CLI; waiting imports no store; the chord
-coordinator imports no backend; telemetry (``telemetry``, prometheus-client,
-OpenTelemetry) reaches the runtime only through ``observe``'s observers.
+coordinator imports no backend; nothing outside ``stores`` (and the local
+stack's proxy) imports a google package; telemetry (``telemetry``,
+prometheus-client, OpenTelemetry) reaches the runtime only through
+``observe``'s observers.
 """
 
 from __future__ import annotations
@@ -39,51 +41,57 @@ def planted(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def plant(planted: Path, module: str, line: str) -> str:
+    """Add ``line`` to ``module`` (a path in the copied package) and lint: the report, which must say it broke."""
+    path = planted / "celery_gcs" / module
+    path.write_text(path.read_text() + f"\n{line}  # planted\n")
+    done = lint_imports(planted, planted / "pyproject.toml")
+    assert done.returncode == 1, done.stdout
+    return done.stdout
+
+
 def test_the_tree_keeps_the_contract() -> None:
     done = lint_imports(ROOT / "backend", ROOT / "pyproject.toml")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 broken" in done.stdout
 
 
-def test_every_runtime_module_is_under_the_contract() -> None:
-    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+def top_modules() -> set[str]:
+    """The package's modules and subpackages, one level down."""
     package = ROOT / "backend" / "celery_gcs"
-    runtime = {f"celery_gcs.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
-    runtime |= {f"celery_gcs.{p.name}" for p in package.iterdir() if (p / "__init__.py").exists()}
-    runtime -= {"celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker", "celery_gcs.telemetry"}
-    assert runtime == set(contract["source_modules"])
+    modules = {f"celery_gcs.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    return modules | {f"celery_gcs.{p.name}" for p in package.iterdir() if (p / "__init__.py").exists()}
+
+
+def contract_named(start: str) -> dict:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (found,) = [contract for contract in contracts if contract["name"].startswith(start)]
+    return found
+
+
+def test_every_runtime_module_is_under_the_contract() -> None:
+    runtime = top_modules() - {"celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker", "celery_gcs.telemetry"}
+    assert runtime == set(contract_named("The runtime imports nothing from the CLI")["source_modules"])
 
 
 def test_a_runtime_module_importing_the_cli_breaks_the_contract(planted: Path) -> None:
-    settings = planted / "celery_gcs" / "settings.py"
-    settings.write_text(settings.read_text() + "\nfrom .cli import main as _cli  # planted\n")
-    done = lint_imports(planted, planted / "pyproject.toml")
-    assert done.returncode == 1
-    assert "celery_gcs.settings -> celery_gcs.cli.main" in done.stdout
+    report = plant(planted, "settings.py", "from .cli import main as _cli")
+    assert "celery_gcs.settings -> celery_gcs.cli.main" in report
 
 
 def test_a_runtime_module_importing_rich_breaks_the_contract(planted: Path) -> None:
-    store = planted / "celery_gcs" / "stores" / "result_store.py"
-    store.write_text(store.read_text() + "\nimport rich  # planted\n")
-    done = lint_imports(planted, planted / "pyproject.toml")
-    assert done.returncode == 1
-    assert "celery_gcs.stores.result_store -> rich" in done.stdout
+    report = plant(planted, "stores/result_store.py", "import rich")
+    assert "celery_gcs.stores.result_store -> rich" in report
 
 
 def test_the_worker_image_helpers_importing_the_local_stack_break_the_contract(planted: Path) -> None:
-    health = planted / "celery_gcs" / "worker" / "health.py"
-    health.write_text(health.read_text() + "\nfrom ..local import processes as _processes  # planted\n")
-    done = lint_imports(planted, planted / "pyproject.toml")
-    assert done.returncode == 1
-    assert "celery_gcs.worker.health -> celery_gcs.local.processes" in done.stdout
+    report = plant(planted, "worker/health.py", "from ..local import processes as _processes")
+    assert "celery_gcs.worker.health -> celery_gcs.local.processes" in report
 
 
 def test_an_import_cycle_in_the_runtime_breaks_the_contract(planted: Path) -> None:
-    keys = planted / "celery_gcs" / "keys.py"
-    keys.write_text(keys.read_text() + "\nfrom . import backend as _backend  # planted\n")
-    done = lint_imports(planted, planted / "pyproject.toml")
-    assert done.returncode == 1
-    assert "No import cycle in the runtime BROKEN" in done.stdout
+    report = plant(planted, "keys.py", "from . import backend as _backend")
+    assert "No import cycle in the runtime BROKEN" in report
 
 
 def test_every_module_opens_with_a_one_line_docstring_of_its_concern() -> None:
@@ -105,25 +113,27 @@ def test_every_module_opens_with_a_one_line_docstring_of_its_concern() -> None:
 
 
 def test_waiting_importing_a_store_breaks_the_contract(planted: Path) -> None:
-    waiting = planted / "celery_gcs" / "waiting.py"
-    waiting.write_text(waiting.read_text() + "\nfrom .stores import result_store as _store  # planted\n")
-    done = lint_imports(planted, planted / "pyproject.toml")
-    assert done.returncode == 1
-    assert "celery_gcs.waiting is not allowed to import celery_gcs.stores" in done.stdout
+    report = plant(planted, "waiting.py", "from .stores import result_store as _store")
+    assert "celery_gcs.waiting is not allowed to import celery_gcs.stores" in report
 
 
 def test_the_chord_coordinator_importing_the_backend_breaks_the_contract(planted: Path) -> None:
-    chords = planted / "celery_gcs" / "chords.py"
-    chords.write_text(chords.read_text() + "\nfrom . import backend as _backend  # planted\n")
-    done = lint_imports(planted, planted / "pyproject.toml")
-    assert done.returncode == 1
-    assert "celery_gcs.chords is not allowed to import celery_gcs.backend" in done.stdout
+    report = plant(planted, "chords.py", "from . import backend as _backend")
+    assert "celery_gcs.chords is not allowed to import celery_gcs.backend" in report
+
+
+def test_a_cli_command_building_its_own_google_client_breaks_the_contract(planted: Path) -> None:
+    report = plant(planted, "cli/results.py", "from google.cloud import storage as _storage")
+    assert "celery_gcs.cli is not allowed to import google" in report
+    assert "celery_gcs.cli.results -> google" in report
+
+
+def test_every_module_outside_stores_and_local_is_kept_from_google() -> None:
+    outside = top_modules() - {"celery_gcs.stores", "celery_gcs.local"}
+    assert outside == set(contract_named("Only stores/ talks to Google")["source_modules"])
 
 
 def test_a_store_importing_a_telemetry_library_breaks_the_contract(planted: Path) -> None:
     """Metrics and traces reach the runtime only through celery_gcs.observe's observers."""
-    store = planted / "celery_gcs" / "stores" / "chord_store.py"
-    store.write_text(store.read_text() + "\nimport prometheus_client  # planted\n")
-    done = lint_imports(planted, planted / "pyproject.toml")
-    assert done.returncode == 1
-    assert "celery_gcs.stores.chord_store -> prometheus_client" in done.stdout
+    report = plant(planted, "stores/chord_store.py", "import prometheus_client")
+    assert "celery_gcs.stores.chord_store -> prometheus_client" in report

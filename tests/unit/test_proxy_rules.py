@@ -233,3 +233,13 @@ def test_a_block_split_across_reads_comes_whole() -> None:
     inbound = Inbound()
     assert _blocks(inbound, written[:5]) == []
     assert _blocks(inbound, written[5:]) == [_request(1)]
+
+
+def test_a_random_stall_holds_back_one_answer_for_a_time_in_its_range() -> None:
+    faults = Faults(stall_rate=1.0, stall_seconds=(2.0, 3.0), only=frozenset({"object.read"}))
+    (stall,) = faults.take("GET", "/download/storage/v1/b/b/o/x", "object.read")
+    assert isinstance(stall.action, Delay) and stall.action.direction == "response"
+    assert 2.0 <= stall.action.seconds <= 3.0 and stall.struck == 1
+    assert faults.take("POST", "/upload/storage/v1/b/b/o", "object.write") == []  # not a kind it aims at
+    faults.clear()
+    assert faults.stall_rate == 0.0 and faults.take("GET", "/download/storage/v1/b/b/o/x", "object.read") == []

@@ -6,8 +6,9 @@ import time
 
 import pytest
 import requests
-from celery_gcs import deadline, retry
+from celery_gcs import deadline
 from celery_gcs.errors import CorruptResult, ResultTooLarge, TransientError
+from celery_gcs.stores import retry
 from google.api_core import exceptions as api
 from google.cloud.storage.exceptions import InvalidResponse
 

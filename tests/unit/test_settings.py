@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from celery_gcs import contract
+from celery_gcs import conventions
 from celery_gcs.errors import ConfigurationError
 from celery_gcs.settings import Settings, parse
 
@@ -49,9 +49,9 @@ def test_url_wins_over_app_conf() -> None:
 
 def test_defaults_come_from_the_shared_names() -> None:
     settings = parse("gcs://bucket", {})
-    assert settings.firestore_database == contract.FIRESTORE_DATABASE
-    assert settings.firestore_collection == contract.FIRESTORE_COLLECTION
-    assert settings.max_result_bytes == contract.MAX_RESULT_BYTES
+    assert settings.firestore_database == conventions.FIRESTORE_DATABASE
+    assert settings.firestore_collection == conventions.FIRESTORE_COLLECTION
+    assert settings.max_result_bytes == conventions.MAX_RESULT_BYTES
     assert settings.project is None and settings.firestore_project is None
 
 

@@ -30,6 +30,7 @@ import signal
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,10 +42,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .. import contract
+from .. import conventions
 from ..local import demo_tasks, processes, services
+from ..local.processes import free_port
 from ..local.proxy import Proxy
 from ..local.worker import WorkerFailed, WorkerProcess, celery_worker_argv
+from ..telemetry import names as metric_names
 from .options import positive, seconds
 
 #: Exit codes, besides 0.
@@ -157,6 +160,9 @@ class Summary:
     results_correct: dict[str, bool]
     seconds: dict[str, float]
     services: dict[str, int] = field(default_factory=dict)
+    #: Where the worker served its metrics, and a few of them as scraped at the end.
+    metrics_url: str = ""
+    worker_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -221,7 +227,7 @@ class Demo:
         self.prefix = f"demo-{self.run_id}"
         # A stack of its own gets the default collection; a shared one, the run's own.
         self.collection = (
-            f"demo-{self.run_id}" if options.use_env else contract.FIRESTORE_COLLECTION
+            f"demo-{self.run_id}" if options.use_env else conventions.FIRESTORE_COLLECTION
         )
         self.queue = f"{demo_tasks.DEFAULT_QUEUE}-{self.run_id}"
         self.workdir = Path(tempfile.mkdtemp(prefix="celery-gcs-demo-"))
@@ -281,13 +287,14 @@ class Demo:
         return gcs, firestore
 
     def app_env(self, endpoints: Endpoints, gcs: Proxy, firestore: Proxy) -> dict[str, str]:
-        query = urllib.parse.urlencode({"firestore_collection": self.collection})
         return {
             "GOOGLE_CLOUD_PROJECT": endpoints.project,
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs.port}",
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{firestore.port}",
             "CELERY_BROKER_URL": endpoints.redis_url,
-            "CELERY_RESULT_BACKEND": f"gcs://{endpoints.bucket}/{self.prefix}?{query}",
+            "CELERY_RESULT_BACKEND": conventions.backend_url(
+                endpoints.bucket, self.prefix, firestore_collection=self.collection
+            ),
             "CELERY_GCS_DEMO_RUN": self.run_id,
             "CELERY_GCS_DEMO_QUEUE": self.queue,
         }
@@ -300,12 +307,17 @@ class Demo:
         argv = celery_worker_argv(
             demo_tasks.__name__, name=f"demo-{self.run_id}@%h", concurrency=concurrency
         )
+        port = free_port()
+        metrics = {metric_names.PORT_ENV: str(port), metric_names.ADDRESS_ENV: "127.0.0.1"}
         worker = WorkerProcess(
-            argv, env={**os.environ, **env}, log_path=self.workdir / "worker.log"
+            [*argv, f"--include={metric_names.MODULE}"],
+            env={**os.environ, **env, **metrics},
+            log_path=self.workdir / "worker.log",
         )
         self.on_exit("the worker", worker.stop)
         worker.start()
-        self.err.print(f"  worker ready (pid {worker.pid})")
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        self.err.print(f"  worker ready (pid {worker.pid}); its metrics: {self.metrics_url}")
         return worker
 
     def run_workload(self, app: Any, worker: WorkerProcess, record: _Record) -> dict[str, bool]:
@@ -405,6 +417,8 @@ class Demo:
             results_correct=correct,
             seconds=dict(self.seconds),
             services=dict(self.services),
+            metrics_url=self.metrics_url,
+            worker_metrics=scrape_totals(self.metrics_url),
         )
 
     def run(self) -> Summary:
@@ -466,22 +480,22 @@ def _stop_stack(stack: services.LocalStack) -> None:
 
 def _count_objects(endpoints: Endpoints, prefix: str) -> dict[str, int]:
     """Objects under the run's prefix, by what they hold."""
-    from google.cloud import storage
+    from ..settings import parse
+    from ..stores.result_store import ResultStore
 
     kinds = {
-        contract.TASK_KEY_PREFIX: "task results",
-        contract.GROUP_KEY_PREFIX: "group results",
-        contract.CHORD_KEY_PREFIX: "chord state",
+        conventions.TASK_KEY_PREFIX: "task results",
+        conventions.GROUP_KEY_PREFIX: "group results",
+        conventions.CHORD_KEY_PREFIX: "chord state",
     }
     counts = dict.fromkeys([*kinds.values(), "other"], 0)
-    client = storage.Client(project=endpoints.project)
+    store = ResultStore(parse(conventions.backend_url(endpoints.bucket, prefix, gcs_project=endpoints.project), {}))
     try:
-        for blob in client.list_blobs(endpoints.bucket, prefix=f"{prefix}/"):
-            key = blob.name[len(prefix) + 1 :]
-            kind = next((label for start, label in kinds.items() if key.startswith(start)), "other")
+        for listed in store.list():
+            kind = next((label for start, label in kinds.items() if listed.name.startswith(start)), "other")
             counts[kind] += 1
     finally:
-        client.close()
+        store.close()
     return counts
 
 
@@ -490,22 +504,42 @@ def _count_documents(endpoints: Endpoints, collection: str) -> int:
 
     An ended chord's own document stays, marked done, until its TTL: it is not counted.
     """
-    from google.cloud import firestore
+    from ..settings import parse
+    from ..stores.chord_store import ChordStore
 
-    client = firestore.Client(project=endpoints.project)
-    groups = (contract.FIRESTORE_PARTS_COLLECTION, contract.FIRESTORE_COUNTERS_COLLECTION)
+    url = conventions.backend_url(endpoints.bucket, gcs_project=endpoints.project, firestore_collection=collection)
+    store = ChordStore(parse(url, {}))
     try:
-        left = 0
-        for ref in client.collection(collection).list_documents():
-            snapshot = ref.get()
-            left += snapshot.exists and (snapshot.to_dict() or {}).get("done") is not True
-            left += sum(1 for group in groups for _ in ref.collection(group).list_documents())
-        return left
+        return store.left_open()
     finally:
-        client.close()
+        store.close()
 
 
 # -- output ---------------------------------------------------------------------
+
+
+#: What the summary shows of the worker's metrics, summed over their labels.
+SHOWN_METRICS = (
+    metric_names.TASKS_SUCCEEDED, metric_names.TASKS_FAILED, metric_names.CHORD_PARTS_COUNTED,
+    metric_names.CHORD_CALLBACKS_PUBLISHED, metric_names.BACKEND_REQUESTS,
+)  # fmt: skip
+
+
+def scrape_totals(url: str) -> dict[str, float]:
+    """A few of the worker's metrics, each summed over its labels (empty if it cannot be read)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    totals = {str(metric): 0.0 for metric in SHOWN_METRICS}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals
 
 
 def render(summary: Summary, console: Console) -> None:
@@ -560,6 +594,9 @@ def render(summary: Summary, console: Console) -> None:
         f"{seconds.get('total', 0):.1f}s",
         f"start-up {seconds.get('startup', 0):.1f}s, workload {seconds.get('workload', 0):.1f}s",
     )
+    if summary.worker_metrics:
+        shown = ", ".join(f"{name} {value:,.0f}" for name, value in summary.worker_metrics.items())
+        table.add_row("Worker metrics", "", f"{shown} (from {summary.metrics_url})")
     table.add_row("Results", "ok" if summary.ok else "FAILED", checks)
     console.print(table)
 

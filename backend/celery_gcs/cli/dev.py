@@ -44,6 +44,7 @@ from rich.table import Table
 
 from ..local import builtin, processes
 from ..local import services as localstack
+from ..telemetry import names as metric_names
 
 STATE_FILE = "state.json"
 #: The ports of the last stack `down` stopped, for the next `up` to start on again.
@@ -124,6 +125,11 @@ NOTE_BUILTIN_BACKEND = (
     "Note: CELERY_RESULT_BACKEND selects Celery's built-in gs:// backend, on the emulators "
     "(celery_gcs.local.builtin: its start-up call to the Firestore Admin API, which the emulator lacks, is "
     "skipped). `celery-gcs results list --backend gs://{bucket}` reads what it stores."
+)
+NOTE_METRICS = (
+    f"Worker metrics: start your worker with --include={metric_names.MODULE} and read them at "
+    f"http://127.0.0.1:{metric_names.DEFAULT_PORT}/metrics ({metric_names.PORT_ENV} for another port; "
+    "celery-gcs chords list shows the chords in the Firestore emulator)"
 )
 NOTE_FRESH = (
     "The stack is new: no results, chord documents or queued tasks from before `dev down` are in it."
@@ -390,6 +396,7 @@ def run(action: str, *, state_dir: Path | None = None, as_json: bool = False, re
         )
         note = {"gcs": NOTE_ENV_WINS, "app": NOTE_APP_BACKEND, "gs": NOTE_BUILTIN_BACKEND}[result_backend]
         err.print(note.format(bucket=state.bucket), highlight=False)
+        err.print(NOTE_METRICS, highlight=False)
         return 0
     if action == "down":
         down(directory, err)

@@ -42,14 +42,15 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from .. import contract, retry
+from .. import conventions
 from ..errors import ConfigurationError
 from ..settings import Settings, bucket_problem, parse
+from ..stores import admin, retry
 from .options import seconds
 
 #: What the worker does with objects, and the role that grants them on a bucket.
-WORKER_PERMISSIONS = contract.WORKER_BUCKET_PERMISSIONS
-WORKER_ROLE = contract.WORKER_BUCKET_ROLE
+WORKER_PERMISSIONS = conventions.WORKER_BUCKET_PERMISSIONS
+WORKER_ROLE = conventions.WORKER_BUCKET_ROLE
 
 E_NO_CREDENTIALS = "no Google credentials found ({error})"
 FIX_CREDENTIALS = (
@@ -70,7 +71,6 @@ NOTE_ENV_WINS = (
 )
 E_SETTINGS = "{where}: {error}"
 EMULATOR_IDENTITY = "emulator (no credentials)"
-CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 #: Environment variables Google's clients read the project from, in order.
 PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT")
 #: Exit code when what to check cannot be worked out (no bucket, a bad setting, an app that fails to load).
@@ -101,10 +101,10 @@ class Config:
     project: str
     #: Firestore's project when it is not ``project`` (the app's firestore_project).
     firestore_project: str | None = None
-    database: str = contract.FIRESTORE_DATABASE
-    collection: str = contract.FIRESTORE_COLLECTION
+    database: str = conventions.FIRESTORE_DATABASE
+    collection: str = conventions.FIRESTORE_COLLECTION
     #: The app's ``result_expires`` in seconds; 0 means results never expire.
-    result_expires: float = float(contract.RESULT_EXPIRES_SECONDS)
+    result_expires: float = float(conventions.RESULT_EXPIRES_SECONDS)
     #: Seconds each check's calls may take, retries included.
     timeout: float = 10.0
     #: A service account to act as (through the caller's credentials), e.g. the worker's.
@@ -119,8 +119,8 @@ class Config:
 
 def lifecycle_fix(bucket: str, result_expires: float, *, emulator: str | None = None) -> str:
     """Rules that delete results once they expire and never before, applied to ``bucket``."""
-    age = max(contract.LIFECYCLE_MAX_AGE_DAYS, _ceil(result_expires / 86_400))
-    return apply_lifecycle(bucket, contract.lifecycle_rules(max_age_days=age), emulator=emulator)
+    age = max(conventions.LIFECYCLE_MAX_AGE_DAYS, _ceil(result_expires / 86_400))
+    return apply_lifecycle(bucket, conventions.lifecycle_rules(max_age_days=age), emulator=emulator)
 
 
 def apply_lifecycle(bucket: str, rules: list[dict[str, object]], *, emulator: str | None) -> str:
@@ -248,7 +248,7 @@ class Doctor:
         try:
             credentials = self.credentials()
         except Exception as exc:  # noqa: BLE001 (said here, failed by the checks)
-            return f"nobody: {E_NO_CREDENTIALS.format(error=_first_line(exc))}"
+            return f"nobody: {E_NO_CREDENTIALS.format(error=admin.first_line(exc))}"
         described = describe_credentials(credentials, self.config.timeout)
         if self.gcs_emulator or self.firestore_emulator:
             emulated = "GCS" if self.gcs_emulator else "Firestore"
@@ -275,7 +275,7 @@ class Doctor:
             failed = Check(
                 "bucket",
                 Status.FAIL,
-                E_NO_CREDENTIALS.format(error=_first_line(exc)),
+                E_NO_CREDENTIALS.format(error=admin.first_line(exc)),
                 FIX_CREDENTIALS,
             )
             return [
@@ -306,11 +306,10 @@ class Doctor:
             client.close()
 
     def _storage_client(self) -> Any:
-        from google.cloud import storage
-
-        if self.gcs_emulator:
-            return storage.Client(project=self.config.project)
-        return storage.Client(project=self.config.project, credentials=self.credentials())
+        credentials = None if self.gcs_emulator else self.credentials()
+        return admin.BucketReader.connect(
+            self.config.project, credentials, timeout=self.config.timeout, retry=self._retry
+        )
 
     def _where_gcs(self) -> str:
         return (
@@ -321,12 +320,10 @@ class Doctor:
 
     def check_bucket(self, client: Any) -> tuple[Check, Any, bool]:
         """The check, the bucket (None if unread), and whether GCS found the bucket at all."""
-        from google.api_core import exceptions as api
-
         name, project = self.config.bucket, self.config.project
         try:
-            bucket = client.get_bucket(name, timeout=self.config.timeout, retry=self._retry)
-        except api.NotFound:
+            bucket = client.bucket(name)
+        except admin.Missing:
             fix = (
                 f"gcloud storage buckets create gs://{name} --project={project} --location=LOCATION "
                 f"--uniform-bucket-level-access, {FIX_PULUMI}"
@@ -344,8 +341,8 @@ class Doctor:
                 None,
                 False,
             )
-        except api.Forbidden as exc:
-            detail = f"403: the caller may not read gs://{name}'s settings (storage.buckets.get): {_first_line(exc)}"
+        except admin.Denied as exc:
+            detail = f"403: the caller may not read gs://{name}'s settings (storage.buckets.get): {admin.first_line(exc)}"
             fix = f"run the doctor as an identity with storage.buckets.get on gs://{name} (e.g. roles/storage.admin)"
             return Check("bucket", Status.FAIL, detail, fix), None, True
         except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
@@ -363,7 +360,7 @@ class Doctor:
         else:
             fix = "check network access to storage.googleapis.com and the credentials in use"
         return Check(
-            "bucket", Status.FAIL, f"cannot reach {self._where_gcs()}: {_first_line(exc)}", fix
+            "bucket", Status.FAIL, f"cannot reach {self._where_gcs()}: {admin.first_line(exc)}", fix
         )
 
     def check_uniform_access(self, bucket: Any) -> Check:
@@ -379,22 +376,16 @@ class Doctor:
         )
 
     def check_permissions(self, client: Any) -> Check:
-        from google.api_core import exceptions as api
-
         name = self.config.bucket
         try:
-            granted = set(
-                client.bucket(name).test_iam_permissions(
-                    list(WORKER_PERMISSIONS), timeout=self.config.timeout, retry=self._retry
-                )
-            )
-        except api.NotFound:
+            granted = client.permissions(name, WORKER_PERMISSIONS)
+        except admin.Missing:
             return Check("permissions", Status.SKIP, "not checked: needs the bucket")
         except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
             return Check(
                 "permissions",
                 Status.SKIP,
-                f"not checked: testIamPermissions failed: {_first_line(exc)}",
+                f"not checked: testIamPermissions failed: {admin.first_line(exc)}",
             )
         missing = [permission for permission in WORKER_PERMISSIONS if permission not in granted]
         if missing:
@@ -436,46 +427,43 @@ class Doctor:
         return "firestore.googleapis.com"
 
     def check_firestore(self) -> Check:
-        from google.api_core import exceptions as api
-        from google.cloud import firestore
-
         config = self.config
         project = config.chords_project
         database = f"Firestore database {config.database!r} (project {project})"
         try:
             credentials = None if self.firestore_emulator else self.credentials()
-            client = firestore.Client(project=project, database=config.database, credentials=credentials)
+            client = admin.DatabaseReader(
+                project, config.database, credentials, timeout=config.timeout, retry=self._retry
+            )
         except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
             return Check(
                 "firestore",
                 Status.FAIL,
-                E_NO_CREDENTIALS.format(error=_first_line(exc)),
+                E_NO_CREDENTIALS.format(error=admin.first_line(exc)),
                 FIX_CREDENTIALS,
             )
         try:
-            client.collection(config.collection).limit(1).get(
-                timeout=config.timeout, retry=self._retry
-            )
-        except api.NotFound as exc:
+            client.query(config.collection)
+        except admin.Missing as exc:
             fix = (
                 f"gcloud firestore databases create --database={config.database} --location=LOCATION "
                 f"--project={project}, {FIX_PULUMI}"
             )
             return Check(
-                "firestore", Status.FAIL, f"{database} does not exist: {_first_line(exc)}", fix
+                "firestore", Status.FAIL, f"{database} does not exist: {admin.first_line(exc)}", fix
             )
-        except api.PermissionDenied as exc:
+        except admin.Denied as exc:
             fix = f"gcloud projects add-iam-policy-binding {project} --member=MEMBER --role=roles/datastore.user"
             return Check(
                 "firestore",
                 Status.FAIL,
-                f"the caller may not read {database}: {_first_line(exc)}",
+                f"the caller may not read {database}: {admin.first_line(exc)}",
                 fix,
             )
-        except api.FailedPrecondition as exc:
+        except admin.WrongMode as exc:
             fix = "celery-gcs needs a database in Firestore native mode; create one with --type=firestore-native"
             return Check(
-                "firestore", Status.FAIL, f"{database} cannot be queried: {_first_line(exc)}", fix
+                "firestore", Status.FAIL, f"{database} cannot be queried: {admin.first_line(exc)}", fix
             )
         except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
             if self.firestore_emulator:
@@ -485,7 +473,7 @@ class Doctor:
             return Check(
                 "firestore",
                 Status.FAIL,
-                f"cannot reach {self._where_firestore()}: {_first_line(exc)}",
+                f"cannot reach {self._where_firestore()}: {admin.first_line(exc)}",
                 fix,
             )
         finally:
@@ -501,67 +489,50 @@ class Doctor:
 
     def check_ttl(self) -> Check:
         """A TTL policy on every collection group the backend writes chord documents to."""
-        from google.api_core import exceptions as api
-        from google.cloud import firestore_admin_v1
-
         config = self.config
-        field = contract.FIRESTORE_TTL_FIELD
-        state_enum = firestore_admin_v1.Field.TtlConfig.State
+        field = conventions.FIRESTORE_TTL_FIELD
         passed, failed, fixes = [], [], []
-        for group in contract.chord_collection_groups(config.collection):
-            name = (
-                f"projects/{config.chords_project}/databases/{config.database}"
-                f"/collectionGroups/{group}/fields/{field}"
-            )
+        for group in conventions.chord_collection_groups(config.collection):
             fix = (
                 f"gcloud firestore fields ttls update {field} --collection-group={group} --enable-ttl "
                 f"--database={config.database} --project={config.chords_project}"
             )
             try:
-                client = self._admin_client(firestore_admin_v1)
-                found = client.get_field(name=name, timeout=config.timeout, retry=self._retry)
-            except api.MethodNotImplemented:
+                state = self._ttl_reader().state(group, field)
+            except admin.NotOffered:
                 where = "on the emulator" if self.firestore_emulator else f"at {self._where_firestore()}"
                 return Check("ttl policy", Status.SKIP, f"not checked: the Firestore admin API is not available {where}")
-            except api.PermissionDenied as exc:
+            except admin.Denied as exc:
                 return Check(
                     "ttl policy",
                     Status.SKIP,
                     f"not checked: the caller may not read field settings through the admin API "
-                    f"(e.g. roles/datastore.viewer grants it): {_first_line(exc)}",
+                    f"(e.g. roles/datastore.viewer grants it): {admin.first_line(exc)}",
                 )
             except Exception as exc:  # noqa: BLE001 (any failure is the check's finding)
-                return Check("ttl policy", Status.SKIP, f"not checked: the Firestore admin API failed: {_first_line(exc)}")
-            if "ttl_config" not in found:
+                return Check("ttl policy", Status.SKIP, f"not checked: the Firestore admin API failed: {admin.first_line(exc)}")
+            if state is None:
                 failed.append(f"no TTL policy on {group}.{field}")
                 fixes.append(fix)
                 continue
-            state = found.ttl_config.state
-            if state == state_enum.ACTIVE:
+            if state == "ACTIVE":
                 passed.append(f"{group}.{field} active")
-            elif state == state_enum.CREATING:
+            elif state == "CREATING":
                 passed.append(f"{group}.{field} being applied (CREATING; new documents already expire)")
             else:
-                failed.append(f"TTL policy on {group}.{field} is {state_enum(state).name}")
+                failed.append(f"TTL policy on {group}.{field} is {state}")
                 fixes.append(f"enable it again: {fix}")
         if failed:
             detail = "; ".join(failed) + ": chord documents of abandoned chords are never deleted"
             return Check("ttl policy", Status.FAIL, detail, "; ".join(fixes) + f"; {FIX_PULUMI}")
         return Check("ttl policy", Status.PASS, "TTL policies: " + ", ".join(passed))
 
-    def _admin_client(self, firestore_admin_v1: Any) -> Any:
-        if not self.firestore_emulator:
-            return firestore_admin_v1.FirestoreAdminClient(credentials=self.credentials())
-        # The admin client ignores FIRESTORE_EMULATOR_HOST; ask the emulator itself.
-        import grpc
-        from google.cloud.firestore_admin_v1.services.firestore_admin.transports import (
-            FirestoreAdminGrpcTransport,
-        )
-
-        channel = grpc.insecure_channel(self.firestore_emulator)
-        return firestore_admin_v1.FirestoreAdminClient(
-            transport=FirestoreAdminGrpcTransport(channel=channel)
-        )
+    def _ttl_reader(self) -> Any:
+        credentials = None if self.firestore_emulator else self.credentials()
+        return admin.TtlReader(
+            self.config.chords_project, self.config.database, credentials,
+            emulator=self.firestore_emulator, timeout=self.config.timeout, retry=self._retry,
+        )  # fmt: skip
 
     # -- all ---------------------------------------------------------------------------
 
@@ -573,61 +544,21 @@ class Doctor:
         return [Check(name, Status.SKIP, f"not checked: {reason}") for name in names]
 
 
-def _first_line(exc: BaseException) -> str:
-    from google.api_core import exceptions as api
-
-    prefix = ""
-    if isinstance(exc, api.RetryError) and exc.cause is not None:
-        prefix, exc = "gave up retrying: ", exc.cause
-    text = str(exc).strip() or type(exc).__name__
-    return prefix + text.splitlines()[0][:300]
-
-
 # -- identity ------------------------------------------------------------------------
 
 
 def load_credentials(impersonate: str | None) -> Any:
     """Application Default Credentials, or a service account acting through them."""
-    import google.auth
-    from google.auth import impersonated_credentials
-
-    credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM])
-    if impersonate:
-        credentials = impersonated_credentials.Credentials(
-            source_credentials=credentials, target_principal=impersonate, target_scopes=[CLOUD_PLATFORM]
-        )
-    return credentials
+    return admin.load_credentials(impersonate)
 
 
 def describe_credentials(credentials: Any, timeout: float) -> str:
     """The service account's email, or the user's; what could be learnt without failing the run."""
-    from google.auth import impersonated_credentials
-
-    if isinstance(credentials, impersonated_credentials.Credentials):
-        return f"{credentials.service_account_email} (impersonated)"
-    email = getattr(credentials, "service_account_email", None)
-    if email and email != "default":  # a GCE/GKE identity says "default" until refreshed
-        return email
     try:
-        import google.auth.transport.requests
-
-        request = google.auth.transport.requests.Request()
-        credentials.refresh(request)
-        email = getattr(credentials, "service_account_email", None)
-        if email and email != "default":
-            return email
-        if getattr(credentials, "account", None):
-            return str(credentials.account)
-        # User credentials from `gcloud auth application-default login` carry the
-        # userinfo.email scope: the token says whose it is.
-        response = request(
-            f"https://oauth2.googleapis.com/tokeninfo?access_token={credentials.token}", method="GET",
-            timeout=timeout,
-        )
-        found = json.loads(response.data or b"{}").get("email")
+        found = admin.identity_of(credentials, timeout)
     except Exception as exc:  # noqa: BLE001 (the checks report the failure itself)
-        return f"{type(credentials).__name__} (identity unknown: {_first_line(exc)})"
-    return str(found) if found else f"{type(credentials).__name__} (no email)"
+        return f"{type(credentials).__name__} (identity unknown: {admin.first_line(exc)})"
+    return found or f"{type(credentials).__name__} (no email)"
 
 
 # -- what to check ----------------------------------------------------------------------
@@ -639,7 +570,7 @@ def load_app(name: str) -> Any:
     try:
         return find_app(name)
     except Exception as exc:  # ImportError, AttributeError, or anything the module itself raises
-        raise ConfigurationError(E_APP.format(app=name, error=_first_line(exc))) from exc
+        raise ConfigurationError(E_APP.format(app=name, error=admin.first_line(exc))) from exc
 
 
 def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
@@ -678,13 +609,13 @@ def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     elif args.app:
         result_expires = _seconds(expires)
     else:
-        result_expires = float(contract.RESULT_EXPIRES_SECONDS)
+        result_expires = float(conventions.RESULT_EXPIRES_SECONDS)
     return Config(
         bucket=bucket,
         project=project,
         firestore_project=None if args.project or found is None else found.firestore_project,
-        database=args.database or (found.firestore_database if found else contract.FIRESTORE_DATABASE),
-        collection=args.collection or (found.firestore_collection if found else contract.FIRESTORE_COLLECTION),
+        database=args.database or (found.firestore_database if found else conventions.FIRESTORE_DATABASE),
+        collection=args.collection or (found.firestore_collection if found else conventions.FIRESTORE_COLLECTION),
         result_expires=result_expires,
         timeout=args.timeout,
         impersonate=args.impersonate_service_account,
@@ -748,11 +679,11 @@ def parser() -> argparse.ArgumentParser:
         "else GOOGLE_CLOUD_PROJECT)",
     )
     parser.add_argument(
-        "--database", help=f"Firestore database (default: the app's, else {contract.FIRESTORE_DATABASE})"
+        "--database", help=f"Firestore database (default: the app's, else {conventions.FIRESTORE_DATABASE})"
     )
     parser.add_argument(
         "--collection",
-        help=f"Firestore collection of chord documents (default: the app's, else {contract.FIRESTORE_COLLECTION})",
+        help=f"Firestore collection of chord documents (default: the app's, else {conventions.FIRESTORE_COLLECTION})",
     )
     parser.add_argument(
         "--result-expires",

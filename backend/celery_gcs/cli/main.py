@@ -8,6 +8,8 @@
                                          check a deployment (or the emulators)
     celery-gcs results list|show|delete|purge
                                          browse and remove stored results
+    celery-gcs chords list [--open] [--stuck MINUTES] [--json] | show GROUP_ID
+                                         chords in Firestore and what each waits for
 
 Each command is a module of this package with a ``main(argv)`` that parses
 its own options. It is imported only when it runs, after its extras are
@@ -46,12 +48,13 @@ COMMANDS = {
     "dev": Command("start, stop or show the local stack (emulators and Redis) for your own app", ("cli", "local")),
     "doctor": Command("check a deployment: bucket, lifecycle, access, Firestore, TTL, permissions", ("cli",)),
     "results": Command("list stored results by state, task and date, show, delete or purge them", ("cli",)),
+    "chords": Command("list chords in Firestore (open, stuck) and show what one waits for", ("cli",)),
 }
 
 #: The modules each extra brings; one missing means the extra is not installed.
 EXTRA_MODULES = {
     "cli": ("rich",),
-    "local": ("gcp_storage_emulator", "hpack", "hyperframe", "redis", "psutil"),
+    "local": ("gcp_storage_emulator", "hpack", "hyperframe", "redis", "psutil", "prometheus_client"),
 }
 
 

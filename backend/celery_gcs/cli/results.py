@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import contract, meta, settings
+from .. import conventions, meta, settings
 from ..errors import CeleryGCSError, TransientError
 from ..keys import encode_id
 from ..stores.result_store import LIST_PAGE, Listed, ResultStore
@@ -62,7 +62,7 @@ E_UNREACHABLE = (
 DEFAULT_TIMEOUT = 10.0
 E_NEEDS_YES = "not deleting without --yes (stdin is not a terminal to ask on); --dry-run only counts"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_SCHEMES = {"gs": contract.URL_SCHEME}  # the built-in backend's layout is ours: readable as it is
+_SCHEMES = {"gs": conventions.URL_SCHEME}  # the built-in backend's layout is ours: readable as it is
 
 
 @dataclass(frozen=True)
@@ -228,14 +228,23 @@ def readable_url(url: str) -> str:
     return f"{_SCHEMES.get(scheme, scheme)}{sep}{rest}"
 
 
+def backend_url(args: argparse.Namespace, err: Console) -> str | None:
+    """``--backend``, else ``$CELERY_RESULT_BACKEND``, for reading; None (said on ``err``) when neither is set."""
+    url = getattr(args, "backend", None) or os.environ.get("CELERY_RESULT_BACKEND")
+    if not url:
+        err.print(f"[red]{escape(E_NO_BACKEND)}[/]", highlight=False)
+        return None
+    return readable_url(url)
+
+
 def results(store: ResultStore) -> Iterator[Result]:
     """Every task result under the backend's prefix, from the listing alone."""
-    for listed in store.list(contract.TASK_KEY_PREFIX):
+    for listed in store.list(conventions.TASK_KEY_PREFIX):
         yield _result(listed)
 
 
 def _result(listed: Listed) -> Result:
-    encoded = listed.name[len(contract.TASK_KEY_PREFIX) :]
+    encoded = listed.name[len(conventions.TASK_KEY_PREFIX) :]
     task_id = encoded if encoded.startswith("%hash-") else urllib.parse.unquote(encoded)
     data = listed.metadata
     return Result(
@@ -257,15 +266,13 @@ def newest_first(found: Iterable[Result]) -> list[Result]:
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    url = getattr(args, "backend", None) or os.environ.get("CELERY_RESULT_BACKEND")
+    url = backend_url(args, err)
     if not url:
-        err.print(f"[red]{escape(E_NO_BACKEND)}[/]", highlight=False)
         return 2
     timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
     # Each request gives up after --timeout, retries included, not the backend's 60 s and two minutes.
     limits = {"gcs_timeout": timeout, "gcs_retry_deadline": timeout}
     try:
-        url = readable_url(url)
         config = settings.parse(url, limits)
         where = f"gs://{config.bucket}/{config.object_name('')}"
         if args.action == "show":
@@ -337,7 +344,7 @@ def show(url: str, task_id: str, out: Console, err: Console, *, where: str, limi
 
 
 def delete(store: ResultStore, task_ids: Sequence[str], out: Console, err: Console) -> int:
-    keys = [contract.TASK_KEY_PREFIX + encode_id(task_id) for task_id in task_ids]
+    keys = [conventions.TASK_KEY_PREFIX + encode_id(task_id) for task_id in task_ids]
     existed = store.remove_many(keys)
     for task_id, was in zip(task_ids, existed, strict=True):
         if not was:

@@ -76,6 +76,11 @@ class Faults:
     lost_response_rate: float = 0.0
     #: Seconds added before each request (HTTP/1) or chunk (other protocols) is forwarded.
     latency: float = 0.0
+    #: Probability that a request (HTTP/1) or call (gRPC) is served but its answer
+    #: held back, for a time drawn from ``stall_seconds``: one call stalls, its
+    #: neighbours go on (on GCS, that request's connection waits with it).
+    stall_rate: float = 0.0
+    stall_seconds: tuple[float, float] = (1.0, 30.0)
     #: Accept connections but never forward or answer anything.
     blackhole: bool = False
     #: Close every connection and refuse new ones, as a service that is down.
@@ -92,7 +97,7 @@ class Faults:
 
     def clear(self) -> None:
         """No fault any more; traffic held by a rule goes on."""
-        self.error_rate = self.reset_rate = self.lost_response_rate = self.latency = 0.0
+        self.error_rate = self.reset_rate = self.lost_response_rate = self.latency = self.stall_rate = 0.0
         self.statuses = (503,)
         self.error_message = INJECTED
         self.blackhole = self.down = False
@@ -112,9 +117,15 @@ class Faults:
             self.limit -= 1
         return True
 
-    def take(self, method: str, path: str) -> list[Rule]:
-        """The rules that act on this new call (counting it against every rule it matches)."""
-        return [rule for rule in list(self.rules) if rule.take(method, path)]
+    def take(self, method: str, path: str, kind: str | None = None) -> list[Rule]:
+        """The rules that act on this new call (counting it against every rule it matches), and a random stall."""
+        rules = [rule for rule in list(self.rules) if rule.take(method, path)]
+        if self.strikes(self.stall_rate, kind):
+            stall = Rule("a random stall", method, re.compile(re.escape(path)), range(1, 2),
+                         Delay(self.rng.uniform(*self.stall_seconds)))  # fmt: skip
+            stall.take(method, path)
+            rules.append(stall)
+        return rules
 
 
 @dataclass(frozen=True)

@@ -348,7 +348,7 @@ class GrpcRelay:
             raise _Fault()
         if faults.strikes(faults.lost_response_rate, kind):
             self._doomed = True
-        rules = faults.take(block.get(b":method"), path)
+        rules = faults.take(block.get(b":method"), path, kind)
         if not rules:
             return None
         call = self._calls[block.stream] = _Call()

@@ -278,7 +278,7 @@ class Proxy:
             kind = classify_gcs(method, path)
             self.count(kind)
             faults = self.faults
-            rules = faults.take(method, path.split("?", 1)[0])
+            rules = faults.take(method, path.split("?", 1)[0], kind)
             fail = next((rule.action for rule in rules if isinstance(rule.action, Fail)), None)
             if faults.down:
                 self.inject("down")

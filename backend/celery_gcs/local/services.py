@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import contract
+from .. import conventions
 from .processes import free_port, port_open, signals_held, spawn, stop_group
 
 PROJECT = "celery-gcs-local"
@@ -272,7 +272,7 @@ def create_bucket(gcs_host: str, bucket: str) -> None:
 def configure_bucket(gcs_host: str, bucket: str) -> None:
     """Give an emulator bucket a deployment's settings: lifecycle rules, uniform access."""
     body = {
-        "lifecycle": {"rule": contract.lifecycle_rules()},
+        "lifecycle": {"rule": conventions.lifecycle_rules()},
         "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}},
     }
     _http("PATCH", f"{gcs_host}/storage/v1/b/{bucket}", json.dumps(body).encode())

@@ -1,8 +1,8 @@
 """Firestore documents that count a chord's parts and guard its callback.
 
-Per chord, in the configured database and collection (names in ``contract``)::
+Per chord, in the configured database and collection (names in ``conventions``)::
 
-    {collection}/{chord key}                         size, leaves, added ids, claim, done
+    {collection}/{chord key}                         size, leaves, added_pending, claim, done
     {collection}/{chord key}/{counters}/{level-i}    remaining, reported (chord_tree.py)
     {collection}/{chord key}/{parts}/{task}          one per part that returned (or was added)
 
@@ -22,28 +22,26 @@ import dataclasses
 import datetime as dt
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as api
-from google.auth import exceptions as auth
 from google.cloud import firestore
 
-from .. import contract, observe, retry
+from .. import conventions, observe
 from ..errors import (
     E_CHORD_FIELD,
     E_DATABASE_DENIED,
     E_DATABASE_MISSING,
-    E_NO_CREDENTIALS,
     AccessDenied,
-    ConfigurationError,
+    CeleryGCSError,
     DatabaseNotFound,
     TransientError,
 )
-from ..observe import FIRESTORE_COMMIT, FIRESTORE_READ, FIRESTORE_TRANSACTION
+from ..observe import FIRESTORE_COMMIT, FIRESTORE_QUERY, FIRESTORE_READ, FIRESTORE_TRANSACTION
 from ..perprocess import PerProcess
 from ..settings import Settings
-from . import grpc_runtime
+from . import google_errors, grpc_runtime, retry
 from .chord_tree import Node
 
 T = TypeVar("T")
@@ -127,6 +125,15 @@ class Settled:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Inspected:
+    """A chord document as ``celery-gcs chords`` shows it."""
+
+    key: str
+    chord: Chord
+    created: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Refresh:
     """What taking a chord's refresh found."""
 
@@ -157,7 +164,7 @@ class ChordStore:
     """Chord documents of one backend. No I/O until the first call."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+        self.settings = settings
         self._retry = retry.policy(settings.retry_deadline)
         # Each call's own limit (gcs_timeout); the client's are a minute or more. The
         # transactions' begin and commit take the client's: they accept no timeout.
@@ -167,52 +174,32 @@ class ChordStore:
 
     def _new_client(self) -> firestore.Client:
         grpc_runtime.prepare()
-        try:
+        with google_errors.mapped(_Database(self, "connecting")):
             return firestore.Client(
-                project=self._settings.firestore_project,
-                database=self._settings.firestore_database,
+                project=self.settings.firestore_project,
+                database=self.settings.firestore_database,
             )
-        except auth.DefaultCredentialsError as exc:
-            raise ConfigurationError(
-                E_NO_CREDENTIALS.format(service="Firestore", reason=exc)
-            ) from exc
 
     def _chord(self, key: str) -> firestore.DocumentReference:
-        return self._client.get().collection(self._settings.firestore_collection).document(key)
+        return self._client.get().collection(self.settings.firestore_collection).document(key)
 
     def _counter(self, key: str, node: Node) -> firestore.DocumentReference:
         return (
             self._chord(key)
-            .collection(contract.FIRESTORE_COUNTERS_COLLECTION)
+            .collection(conventions.FIRESTORE_COUNTERS_COLLECTION)
             .document(node.document_id)
         )
 
     def _part(self, key: str, part: str) -> firestore.DocumentReference:
-        return self._chord(key).collection(contract.FIRESTORE_PARTS_COLLECTION).document(part)
+        return self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION).document(part)
 
     def _call(self, what: str, func: Callable[[], T], kind: str = FIRESTORE_READ) -> T:
-        """Every call to Firestore: reported (``observe``) and its errors translated."""
-        database = self._settings.firestore_database
-        try:
-            with observe.request(kind, _REFUSALS):
-                return func()
-        except api.NotFound as exc:
-            if _database_missing(exc):
-                raise DatabaseNotFound(
-                    E_DATABASE_MISSING.format(database=database, project=self._project())
-                ) from exc
-            raise
-        except api.PermissionDenied as exc:
-            reason = f"{what}: {exc.message}"
-            raise AccessDenied(
-                E_DATABASE_DENIED.format(database=database, project=self._project(), reason=reason)
-            ) from exc
-        except api.RetryError as exc:
-            raise TransientError(
-                f"{what} in Firestore database {self._settings.firestore_database}: {exc}"
-            ) from exc
+        """Every call to Firestore: reported (``observe``) and its errors translated (``google_errors``)."""
+        with google_errors.mapped(_Database(self, what)), observe.request(kind, _REFUSALS):
+            return func()
 
     def _commit(self, what: str, batch: firestore.WriteBatch) -> list[Any]:
+        """Commit a batch, retried: every batch here is safe to repeat, as each caller says why."""
         return self._call(what, lambda: batch.commit(**self._call_options), FIRESTORE_COMMIT)
 
     # -- a chord is applied ------------------------------------------------------------
@@ -251,6 +238,8 @@ class ChordStore:
             "header_done": not counts, "done": False, **ttl,
         }  # fmt: skip
         writes.append((self._chord(key), chord))
+        # Unconditional sets, yet safe to repeat: no part counts before apply_chord
+        # returns (Celery sends the header after it), so a repeat writes the same.
         self._commit_in_batches("creating a chord", writes, lambda batch, write: batch.set(*write))
         return True
 
@@ -263,7 +252,7 @@ class ChordStore:
         now = dt.datetime.now(dt.UTC)
         ended = {
             "size": 0, "leaves": 1, "added": [], "added_pending": 0, "header_done": True, "done": True,
-            contract.FIRESTORE_TTL_FIELD: expires_at or now + ENDED_CHORD_KEPT,
+            conventions.FIRESTORE_TTL_FIELD: expires_at or now + ENDED_CHORD_KEPT,
         }  # fmt: skip
         ref = self._chord(key)
         try:
@@ -276,17 +265,13 @@ class ChordStore:
         """Grow the chord by one task (``Task.add_to_chord``); False if it was added before."""
         batch = self._client.get().batch()
         ttl = _ttl(expires_at)
-        batch.create(self._part(key, part), {"added": True, "counted": False, **ttl})
-        batch.update(
-            self._chord(key),
-            {
-                "added": firestore.ArrayUnion([task_id]),
-                "added_pending": firestore.Increment(1),
-                **ttl,
-            },
-        )
+        # The task's id and when it was added live in its own part document, not in a list in
+        # the chord document: that list would grow with every add, in a document each settle reads.
+        added = {"added": True, "counted": False, "task_id": task_id, "added_at": firestore.SERVER_TIMESTAMP}
+        batch.create(self._part(key, part), {**added, **ttl})
+        batch.update(self._chord(key), {"added_pending": firestore.Increment(1), **ttl})
         try:
-            self._commit("adding to a chord", batch)
+            self._commit("adding to a chord", batch)  # safe to repeat: the part is created, once
         except api.Conflict:
             return False  # a retried commit whose first attempt landed
         return True
@@ -310,7 +295,7 @@ class ChordStore:
         return self._chord_from(snapshot)
 
     def count(
-        self, key: str, part: str, leaf: Node, expires_at: dt.datetime | None
+        self, key: str, part: str, leaf: Node, expires_at: dt.datetime | None, *, failed: bool = False
     ) -> Counted | None:
         """Count one part down its leaf, in one commit; None if refused.
 
@@ -320,13 +305,12 @@ class ChordStore:
         """
         batch = self._client.get().batch()
         ttl = _ttl(expires_at)
-        batch.create(self._part(key, part), ttl)
+        # A failed part says so in its document (``celery-gcs chords show`` lists them; no extra write).
+        batch.create(self._part(key, part), {**ttl, "failed": True} if failed else ttl)
         batch.update(self._counter(key, leaf), {"remaining": firestore.Increment(-1), **ttl})
         try:
-            results = self._commit("counting a chord part", batch)
-        except (api.Conflict, api.NotFound) as exc:
-            if isinstance(exc, api.NotFound) and _database_missing(exc):
-                raise
+            results = self._commit("counting a chord part", batch)  # safe to repeat: the part is created, once
+        except (api.Conflict, api.NotFound):  # a missing database was raised as DatabaseNotFound
             return None
         observe.event(observe.PART_COUNTED)
         return Counted(int(results[1].transform_results[0].integer_value), results[1].update_time)
@@ -351,10 +335,9 @@ class ChordStore:
             self._counter(key, parent), {"remaining": firestore.Increment(-1), **_ttl(expires_at)}
         )
         try:
+            # Safe to repeat: the counter is marked reported only at the update time read.
             results = self._commit("reporting a full chord counter", batch)
-        except (api.FailedPrecondition, api.NotFound) as exc:
-            if isinstance(exc, api.NotFound) and _database_missing(exc):
-                raise
+        except (api.FailedPrecondition, api.NotFound):  # a missing database was raised as DatabaseNotFound
             return None
         return Counted(int(results[1].transform_results[0].integer_value), results[1].update_time)
 
@@ -372,6 +355,29 @@ class ChordStore:
             )
             return None
         return CounterState(remaining, reported, snapshot.update_time)
+
+    def added(self, key: str, listed: Iterable[str] = ()) -> list[str]:
+        """The ids of the tasks added to the chord (``Task.add_to_chord``), in the order they were added.
+
+        One query over the chord's part documents marked added, made by the
+        holder once; ``listed`` are ids a chord document written before this
+        version lists itself, which come first.
+        """
+        query = self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION).where(
+            filter=firestore.FieldFilter("added", "==", True)
+        )
+        snapshots = self._call(
+            "listing a chord's added tasks", lambda: list(query.stream(retry=self._retry, timeout=self._timeout))
+        )
+        found = [
+            (data.get("added_at") or _EPOCH, data["task_id"])
+            for data in (snapshot.to_dict() or {} for snapshot in snapshots)
+            if isinstance(data.get("task_id"), str)
+        ]
+        ids = list(listed)
+        known = set(ids)
+        ids += [task_id for _, task_id in sorted(found) if task_id not in known]
+        return ids
 
     def read_part(self, key: str, part: str) -> PartState | None:
         snapshot = self._call(
@@ -466,7 +472,7 @@ class ChordStore:
                 return False
             ended: dict[str, Any] = {"done": True, "claim": firestore.DELETE_FIELD}
             if chord.expires_at is None and chord.read_time is not None:
-                ended[contract.FIRESTORE_TTL_FIELD] = chord.read_time + ENDED_CHORD_KEPT
+                ended[conventions.FIRESTORE_TTL_FIELD] = chord.read_time + ENDED_CHORD_KEPT
             transaction.update(ref, ended)
             return True
 
@@ -481,6 +487,7 @@ class ChordStore:
         refs = [self._part(key, part) for part in parts] + [
             self._counter(key, node) for node in nodes
         ]
+        # Deletes: safe to repeat.
         self._commit_in_batches("deleting a chord's parts", refs, lambda batch, ref: batch.delete(ref))
 
     def _commit_in_batches(
@@ -525,24 +532,39 @@ class ChordStore:
         """The refresh is done (``expires_at`` set) or given up (None): the chord's expiry, and no refresh taken."""
         fields: dict[str, Any] = {_REFRESHING: firestore.DELETE_FIELD}
         if expires_at is not None:
-            fields[contract.FIRESTORE_TTL_FIELD] = expires_at
+            fields[conventions.FIRESTORE_TTL_FIELD] = expires_at
         try:
             self._call("ending a chord's refresh", lambda: self._chord(key).update(fields, **self._call_options))
-        except api.NotFound as exc:
-            if _database_missing(exc):
-                raise
-            # the chord document expired meanwhile: nothing to push back
+        except api.NotFound:
+            pass  # the chord document expired meanwhile (a missing database was raised as DatabaseNotFound)
 
     def refresh(self, key: str, nodes: Iterable[Node], expires_at: dt.datetime) -> None:
         """Push back the expiry of a running chord's counters."""
         refs = [self._counter(key, node) for node in nodes]
-        fields = {contract.FIRESTORE_TTL_FIELD: expires_at}
+        fields = {conventions.FIRESTORE_TTL_FIELD: expires_at}
         try:
+            # Safe to repeat: the same expiry written again.
             self._commit_in_batches("refreshing a chord's expiry", refs, lambda batch, ref: batch.update(ref, fields))
-        except api.NotFound as exc:
-            if _database_missing(exc):
-                raise
-            # the chord ended meanwhile
+        except api.NotFound:
+            pass  # the chord ended meanwhile (a missing database was raised as DatabaseNotFound)
+
+    def left_open(self) -> int:
+        """Chord documents of the collection still open, and every part and counter left: what a clean run leaves none of.
+
+        An ended chord's own document stays, marked done, until its TTL: it is
+        not counted. Reads every document: for the demo's summary, not for workers.
+        """
+        groups = (conventions.FIRESTORE_PARTS_COLLECTION, conventions.FIRESTORE_COUNTERS_COLLECTION)
+
+        def count() -> int:
+            left = 0
+            for ref in self._client.get().collection(self.settings.firestore_collection).list_documents():
+                snapshot = ref.get()
+                left += snapshot.exists and (snapshot.to_dict() or {}).get("done") is not True
+                left += sum(1 for group in groups for _ in ref.collection(group).list_documents())
+            return left
+
+        return self._call("counting chord documents", count)
 
     def _transact(self, what: str, attempt: Callable[[firestore.Transaction], T]) -> T:
         """Run ``attempt`` in a transaction; start the whole transaction over on transient failures.
@@ -570,11 +592,74 @@ class ChordStore:
     def close(self) -> None:
         self._client.clear()
 
-    def _project(self) -> str:
-        return self._settings.firestore_project or self._client.get().project or "not set"
+    # -- inspection (celery-gcs chords): reads only ------------------------------------------
+
+    def inspect_all(self, *, open_only: bool = False) -> Iterator[Inspected]:
+        """Every chord document, or those not marked done: one query, one read per document it returns."""
+        query: Any = self._client.get().collection(self.settings.firestore_collection)
+        if open_only:
+            query = query.where(filter=firestore.FieldFilter("done", "==", False))
+        snapshots = self._call("listing chords", lambda: list(query.stream(**self._call_options)), FIRESTORE_QUERY)
+        for snapshot in snapshots:
+            chord = self._chord_from(snapshot)
+            if chord is not None:
+                yield Inspected(snapshot.id, chord, snapshot.create_time)
+
+    def inspect(self, key: str) -> Inspected | None:
+        """One chord document (one read), or None."""
+        snapshot = self._call("reading a chord", lambda: self._chord(key).get(**self._call_options))
+        chord = self._chord_from(snapshot)
+        return None if chord is None else Inspected(key, chord, snapshot.create_time)
+
+    def counters(self, key: str) -> dict[Node, int]:
+        """What each of the chord's counters still waits for: one query, one read per counter."""
+        ref = self._chord(key).collection(conventions.FIRESTORE_COUNTERS_COLLECTION)
+        snapshots = self._call("reading a chord's counters", lambda: list(ref.stream(**self._call_options)), FIRESTORE_QUERY)
+        found = {}
+        for snapshot in snapshots:
+            remaining = (snapshot.to_dict() or {}).get("remaining")
+            try:
+                node = Node.from_document_id(snapshot.id)
+            except ValueError:
+                continue  # not a counter this backend wrote
+            if isinstance(remaining, int):
+                found[node] = remaining
+        return found
+
+    def failed_parts(self, key: str) -> list[str]:
+        """Ids of the part documents of parts that failed: one query, one read per failed part (one if none)."""
+        ref = self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION)
+        query = ref.where(filter=firestore.FieldFilter("failed", "==", True))
+        snapshots = self._call("reading a chord's failed parts", lambda: list(query.stream(**self._call_options)), FIRESTORE_QUERY)
+        return sorted(snapshot.id for snapshot in snapshots)
+
+    def project(self) -> str:
+        """The project of the chord documents, for messages."""
+        return self.settings.firestore_project or self._client.get().project or "not set"
 
     def _chord_from(self, snapshot: firestore.DocumentSnapshot) -> Chord | None:
-        return chord_from(snapshot, self._settings.firestore_database)
+        return chord_from(snapshot, self.settings.firestore_database)
+
+
+class _Database:
+    """Where a call on the chord documents went, in the words of its errors (``google_errors.Place``)."""
+
+    service = "Firestore"
+
+    def __init__(self, store: ChordStore, what: str) -> None:
+        self._store, self._what, self._database = store, what, store.settings.firestore_database
+
+    def missing(self, exc: api.NotFound) -> CeleryGCSError | None:
+        if not _database_missing(exc):
+            return None  # a document: the caller's to judge
+        return DatabaseNotFound(E_DATABASE_MISSING.format(database=self._database, project=self._store.project()))
+
+    def denied(self, exc: api.Forbidden) -> AccessDenied:
+        reason = f"{self._what}: {exc.message}"
+        return AccessDenied(E_DATABASE_DENIED.format(database=self._database, project=self._store.project(), reason=reason))
+
+    def transient(self, exc: BaseException) -> TransientError:
+        return TransientError(f"{self._what} in Firestore database {self._database}: {exc}")
 
 
 def _transaction_error(exc: ValueError, outer: BaseException | None) -> BaseException:
@@ -598,8 +683,11 @@ def _transaction_error(exc: ValueError, outer: BaseException | None) -> BaseExce
     return found
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _ttl(expires_at: dt.datetime | None) -> dict[str, Any]:
-    return {contract.FIRESTORE_TTL_FIELD: expires_at} if expires_at else {}
+    return {conventions.FIRESTORE_TTL_FIELD: expires_at} if expires_at else {}
 
 
 def _with(chord: Chord, updates: Mapping[str, Any]) -> Chord:
@@ -671,7 +759,7 @@ def chord_from(snapshot: firestore.DocumentSnapshot, database: str) -> Chord | N
     claim = _claim_from(data.get("claim"))
     if claim is None and data.get("claim") is not None:
         log.warning("%s; taken as no claim", bad("claim", "not a claim this backend wrote"))
-    expires_at = data.get(contract.FIRESTORE_TTL_FIELD)
+    expires_at = data.get(conventions.FIRESTORE_TTL_FIELD)
     return Chord(
         size=size,
         leaves=leaves,

@@ -2,8 +2,11 @@
 
 The only module that talks to Cloud Storage. It sizes the HTTP connection
 pool to the thread pool, disables the client's background bucket look-ups,
-turns google-api-core errors into ``celery_gcs.errors``, and keeps every
-request within its caller's deadline (``deadline.within``).
+turns google-api-core errors into ``celery_gcs.errors`` (through
+``google_errors``' one table), and keeps every request within its caller's
+deadline (``deadline.within``). Reads and deletes are retried; a write only
+with a generation precondition, or when its caller says it is idempotent
+(``retry.for_write``).
 """
 
 from __future__ import annotations
@@ -21,22 +24,22 @@ import requests.adapters
 import requests.utils
 from google.api_core import exceptions as api
 from google.auth import environment_vars
-from google.auth import exceptions as auth
 from google.cloud import storage
 
-from .. import deadline, observe, retry
+from .. import deadline, observe
 from ..errors import (
     E_BUCKET_DENIED,
     E_BUCKET_MISSING,
-    E_NO_CREDENTIALS,
     E_NO_PROJECT,
     AccessDenied,
     BucketNotFound,
-    ConfigurationError,
+    CeleryGCSError,
+    TransientError,
 )
 from ..observe import GCS_DELETE, GCS_LIST, GCS_READ, GCS_WRITE
 from ..perprocess import PerProcess
 from ..settings import Settings
+from . import google_errors, retry
 
 
 class GenerationMismatch(Exception):
@@ -72,62 +75,36 @@ class ResultStore:
     """The bucket of one backend. No I/O until the first call."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+        self.settings = settings
         self._client = PerProcess(self._new_client, lambda client: client.close())
         self._pool = PerProcess(self._new_pool, lambda pool: pool.shutdown(wait=False))
 
     def _new_client(self) -> storage.Client:
-        try:
-            # An explicit project=None would stop the client reading GOOGLE_CLOUD_PROJECT.
-            client = storage.Client(project=self._settings.project or _environment_project())
-        except auth.DefaultCredentialsError as exc:
-            raise ConfigurationError(E_NO_CREDENTIALS.format(service="Cloud Storage", reason=exc)) from exc
-        # google-cloud-storage 3.x fetches bucket metadata in a background
-        # thread for its tracing attributes: a bucket GET on first use and
-        # another after every 404, i.e. after every read of a pending result.
-        # Those requests cost money and need storage.buckets.get, which the
-        # worker's least-privilege role does not grant.
-        client._bucket_metadata_cache = None
-        # One connection per pool thread, for https and for http:// emulators;
-        # retries are ours (retry.policy), not urllib3's.
-        size = self._settings.threadpool_maxsize
-        adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
-        for scheme in ("https://", "http://"):
-            client._http.mount(scheme, adapter)
-        read_environment_once(client._http, client.api_endpoint)
-        return client
+        with google_errors.mapped(_Bucket(self, "connect to", "")):
+            return new_client(self.settings)
 
     def _new_pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(self._settings.threadpool_maxsize, thread_name_prefix="celery-gcs")
+        return ThreadPoolExecutor(self.settings.threadpool_maxsize, thread_name_prefix="celery-gcs")
 
     def _blob(self, name: str) -> storage.Blob:
-        bucket = self._client.get().bucket(self._settings.bucket)
-        return bucket.blob(self._settings.object_name(name))
+        bucket = self._client.get().bucket(self.settings.bucket)
+        return bucket.blob(self.settings.object_name(name))
 
-    def _limits(self, caller: float | None, what: str) -> retry.Limits:
-        return retry.limits(self._settings.retry_deadline, self._settings.timeout, caller, what=what)
-
-    def _where(self, blob_name: str) -> str:
-        return f"gs://{self._settings.bucket}/{blob_name}"
+    def limits(self, caller: float | None, what: str) -> retry.Limits:
+        """A call's retry and timeout: the settings', within the caller's deadline (``deadline.current()``)."""
+        return retry.limits(self.settings.retry_deadline, self.settings.timeout, caller, what=what)
 
     def get(self, name: str) -> StoredObject | None:
         return self._get(name, deadline.current())
 
     def _get(self, name: str, caller: float | None) -> StoredObject | None:
         blob = self._blob(name)
-        what = f"reading {self._where(blob.name)}"
-        limits = self._limits(caller, what)
+        where = _Bucket(self, "read", blob.name, caller=caller)
         try:
-            with observe.request(GCS_READ, _REFUSALS):
-                data = blob.download_as_bytes(retry=limits.retry, timeout=limits.timeout)
-        except api.NotFound as exc:
-            if _bucket_missing(exc):
-                raise self._bucket_not_found() from exc
-            return None
-        except api.Forbidden as exc:
-            raise self._denied("read", blob.name, exc) from exc
-        except api.RetryError as exc:
-            raise limits.gave_up(what, exc) from exc
+            with google_errors.mapped(where), observe.request(GCS_READ, _REFUSALS):
+                data = blob.download_as_bytes(retry=where.limits.retry, timeout=where.limits.timeout)
+        except api.NotFound:
+            return None  # the object (a missing bucket was raised as BucketNotFound)
         return StoredObject(data, int(blob.generation or 0))
 
     def get_many(self, names: Sequence[str]) -> list[StoredObject | None]:
@@ -145,34 +122,31 @@ class ResultStore:
         if_generation_match: int | None = None,
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
+        idempotent: bool = False,
     ) -> int:
         """Write one object in one request; return its new generation.
 
         ``if_generation_match=0`` creates only; any other number replaces only
-        that generation. Either makes the write safe to retry.
+        that generation. Either makes the write safe to retry; without one it
+        is retried only if the caller says repeating it is harmless
+        (``idempotent``), else made once.
         """
         blob = self._blob(name)
         blob.custom_time = expires_at
         blob.metadata = dict(metadata) if metadata else None
-        what = f"writing {self._where(blob.name)}"
-        limits = self._limits(deadline.current(), what)
+        safe = if_generation_match is not None or idempotent
+        where = _Bucket(self, "write", blob.name, caller=deadline.current(), any_404_is_the_bucket=True)
         try:
-            with observe.request(GCS_WRITE, _REFUSALS):
+            with google_errors.mapped(where), observe.request(GCS_WRITE, _REFUSALS):
                 blob.upload_from_string(
                     data,
                     content_type=content_type,
                     if_generation_match=if_generation_match,
-                    retry=limits.retry,
-                    timeout=limits.timeout,
+                    retry=retry.for_write(where.limits.retry, safe_to_repeat=safe),
+                    timeout=where.limits.timeout,
                 )
         except api.PreconditionFailed as exc:
             raise GenerationMismatch(name) from exc
-        except api.NotFound as exc:
-            raise self._bucket_not_found() from exc
-        except api.Forbidden as exc:
-            raise self._denied("write", blob.name, exc) from exc
-        except api.RetryError as exc:
-            raise limits.gave_up(what, exc) from exc
         return int(blob.generation or 0)
 
     def delete(self, name: str) -> None:
@@ -180,24 +154,17 @@ class ResultStore:
         self.remove(name)
 
     def remove(self, name: str) -> bool:
-        """Delete in one request; False when there was nothing to delete."""
+        """Delete in one request (retried: idempotent); False when there was nothing to delete."""
         return self._remove(name, deadline.current())
 
     def _remove(self, name: str, caller: float | None) -> bool:
         blob = self._blob(name)
-        what = f"deleting {self._where(blob.name)}"
-        limits = self._limits(caller, what)
+        where = _Bucket(self, "delete", blob.name, caller=caller)
         try:
-            with observe.request(GCS_DELETE, _REFUSALS):
-                blob.delete(retry=limits.retry, timeout=limits.timeout)
-        except api.NotFound as exc:
-            if _bucket_missing(exc):
-                raise self._bucket_not_found() from exc
-            return False
-        except api.Forbidden as exc:
-            raise self._denied("delete", blob.name, exc) from exc
-        except api.RetryError as exc:
-            raise limits.gave_up(what, exc) from exc
+            with google_errors.mapped(where), observe.request(GCS_DELETE, _REFUSALS):
+                blob.delete(retry=where.limits.retry, timeout=where.limits.timeout)
+        except api.NotFound:
+            return False  # the object (a missing bucket was raised as BucketNotFound)
         return True
 
     def remove_many(self, names: Sequence[str]) -> list[bool]:
@@ -213,47 +180,32 @@ class ResultStore:
         One request per page of 1,000, each object with its custom metadata:
         nothing is read or downloaded.
         """
-        base = self._settings.object_name("")
-        what = f"listing {self._where(base + prefix)}"
-        limits = self._limits(deadline.current(), what)
+        base = self.settings.object_name("")
+        where = _Bucket(self, "list", base + prefix, caller=deadline.current(), any_404_is_the_bucket=True)
         pages = self._client.get().list_blobs(
-            self._settings.bucket,
+            self.settings.bucket,
             prefix=base + prefix,
             page_size=LIST_PAGE,
-            retry=limits.retry,
-            timeout=limits.timeout,
+            retry=where.limits.retry,
+            timeout=where.limits.timeout,
         )
-        try:
+        with google_errors.mapped(where):
             for page in _observed_pages(pages.pages):
                 for blob in page:
                     yield Listed(
                         blob.name[len(base) :], blob.metadata or {}, blob.updated, int(blob.size or 0), blob.custom_time
                     )
-        except api.NotFound as exc:
-            raise self._bucket_not_found() from exc
-        except api.Forbidden as exc:
-            raise self._denied("list", base + prefix, exc) from exc
-        except api.RetryError as exc:
-            raise limits.gave_up(what, exc) from exc
 
     def close(self) -> None:
         self._pool.clear()
         self._client.clear()
 
-    def _denied(self, action: str, name: str, exc: api.Forbidden) -> AccessDenied:
-        return AccessDenied(
-            E_BUCKET_DENIED.format(action=action, bucket=self._settings.bucket, name=name, reason=exc.message)
-        )
-
-    def _bucket_not_found(self) -> BucketNotFound:
-        return BucketNotFound(E_BUCKET_MISSING.format(bucket=self._settings.bucket, project=self._project_used()))
-
-    def _project_used(self) -> str:
+    def project_used(self) -> str:
         """The client's project and where it came from, for messages."""
         project = self._client.get().project
         if not project:
             return E_NO_PROJECT
-        source = self._settings.sources.get("gcs_project") if self._settings.project else None
+        source = self.settings.sources.get("gcs_project") if self.settings.project else None
         return f"{project}, from {source or environment_vars.PROJECT}"
 
 
@@ -265,6 +217,27 @@ def _observed_pages(pages: Iterator[Any]) -> Iterator[Any]:
         if page is None:
             return
         yield page
+
+
+def new_client(settings: Settings, *, environment_once: bool = True) -> storage.Client:
+    """A storage client as ``ResultStore`` uses it (``environment_once=False``: requests' environment look-ups left on)."""
+    # An explicit project=None would stop the client reading GOOGLE_CLOUD_PROJECT.
+    client = storage.Client(project=settings.project or _environment_project())
+    # google-cloud-storage 3.x fetches bucket metadata in a background
+    # thread for its tracing attributes: a bucket GET on first use and
+    # another after every 404, i.e. after every read of a pending result.
+    # Those requests cost money and need storage.buckets.get, which the
+    # worker's least-privilege role does not grant.
+    client._bucket_metadata_cache = None
+    # One connection per pool thread, for https and for http:// emulators;
+    # retries are ours (retry.policy), not urllib3's.
+    size = settings.threadpool_maxsize
+    adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
+    for scheme in ("https://", "http://"):
+        client._http.mount(scheme, adapter)
+    if environment_once:
+        read_environment_once(client._http, client.api_endpoint)
+    return client
 
 
 def read_environment_once(session: requests.Session, endpoint: str) -> None:
@@ -283,6 +256,46 @@ def read_environment_once(session: requests.Session, endpoint: str) -> None:
     if bundle:
         session.verify = bundle
     session.trust_env = False
+
+
+#: How a failure's message says what was being done.
+_GERUNDS = {"read": "reading", "write": "writing", "delete": "deleting", "list": "listing"}
+
+
+class _Bucket:
+    """Where a call on the bucket went, and its limits, in the words of its errors (``google_errors.Place``)."""
+
+    service = "Cloud Storage"
+
+    def __init__(
+        self,
+        store: ResultStore,
+        action: str,
+        name: str,
+        *,
+        caller: float | None = None,
+        any_404_is_the_bucket: bool = False,
+    ) -> None:
+        self._store, self._bucket, self._action, self._name = store, store.settings.bucket, action, name
+        self.what = f"{_GERUNDS.get(action, action)} gs://{self._bucket}/{name}"
+        self.limits = store.limits(caller, self.what) if action in _GERUNDS else None
+        # An upload or a listing has no object to miss: its 404 is the bucket's.
+        self._any_404_is_the_bucket = any_404_is_the_bucket
+
+    def missing(self, exc: api.NotFound) -> CeleryGCSError | None:
+        if not (self._any_404_is_the_bucket or _bucket_missing(exc)):
+            return None
+        return BucketNotFound(E_BUCKET_MISSING.format(bucket=self._bucket, project=self._store.project_used()))
+
+    def denied(self, exc: api.Forbidden) -> AccessDenied:
+        reason = exc.message
+        return AccessDenied(E_BUCKET_DENIED.format(action=self._action, bucket=self._bucket, name=self._name, reason=reason))
+
+    def transient(self, exc: BaseException) -> TransientError:
+        """Gave up (``TimedOut`` when the caller's time ran out first)."""
+        if self.limits is None:
+            return TransientError(f"{self.what}: {exc}")
+        return self.limits.gave_up(self.what, exc)
 
 
 def _environment_project() -> str | None:

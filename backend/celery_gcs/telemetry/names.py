@@ -109,6 +109,8 @@ EVENT_METRICS: dict[str, tuple[Metric, dict[str, str]]] = {
     CLAIM_LOST: (CHORD_CLAIMS, {"event": "lost"}),
 }
 
+#: The module a worker includes to serve its metrics.
+MODULE = "celery_gcs.telemetry.metrics"
 #: The worker's metrics port, in the image and on the local stack.
 DEFAULT_PORT = 9808
 #: Where a worker reads its metrics settings.

@@ -32,7 +32,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .. import naming, settings
+from .. import conventions, name_rules, settings
 from ..errors import ConfigurationError
 from ..telemetry import names as metric_names
 from . import probe as worker_probe
@@ -60,7 +60,7 @@ EX_CONFIG = 78
 BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 HEALTH_MODULE = "celery_gcs.worker.health"
-METRICS_MODULE = "celery_gcs.telemetry.metrics"
+METRICS_MODULE = metric_names.MODULE
 
 _APP_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 _QUEUE_RE = re.compile(r"^[\w.:@/+-]+$")
@@ -231,7 +231,7 @@ def _broker_problems(url: str) -> list[str]:
 
 def _result_backend(url: str, bucket: str, project: str, database: str) -> tuple[str, list[str]]:
     problems: list[str] = []
-    if project and (problem := naming.project_problem(project)):
+    if project and (problem := name_rules.project_problem(project)):
         problems.append(f"GOOGLE_CLOUD_PROJECT={project!r}: {problem}")
     if url and bucket:
         return "", [*problems, E_BACKEND_BOTH]
@@ -245,17 +245,11 @@ def _result_backend(url: str, bucket: str, project: str, database: str) -> tuple
         return url, problems
     if not bucket:
         return "", [*problems, E_BACKEND_NONE]
-    if problem := naming.bucket_problem(bucket):
+    if problem := name_rules.bucket_problem(bucket):
         problems.append(f"GCS_BUCKET={bucket!r}: {problem}")
-    if database and (problem := naming.database_problem(database)):
+    if database and (problem := name_rules.database_problem(database)):
         problems.append(f"FIRESTORE_DATABASE={database!r}: {problem}")
-    query = {
-        key: value
-        for key, value in (("gcs_project", project), ("firestore_database", database))
-        if value
-    }
-    backend = f"gcs://{bucket}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    return backend, problems
+    return conventions.backend_url(bucket, gcs_project=project, firestore_database=database), problems
 
 
 def _app_problems(app: str) -> list[str]:

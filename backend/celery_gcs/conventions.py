@@ -3,14 +3,30 @@
 Names (URL scheme, collections, key prefixes), numbers (lifecycle days,
 default expiry and limits), the bucket's lifecycle rules and the worker's IAM
 roles: the backend writes by them, infra provisions by them, doctor checks
-by them, so a deployment always matches what the backend does. This module
-imports nothing, so the Pulumi program can load it cheaply.
+by them, so a deployment always matches what the backend does; and the
+backend's URL, built here for all of them (``backend_url``). This module
+imports nothing but the standard library, so the Pulumi program can load it
+cheaply.
 """
 
+import urllib.parse
 from typing import Final
 
 #: URL scheme registered through the ``celery.result_backends`` entry point.
 URL_SCHEME: Final = "gcs"
+
+
+def backend_url(bucket: str, base_path: str = "", **settings: str | None) -> str:
+    """The ``gcs://BUCKET[/BASE_PATH][?SETTING=VALUE&...]`` URL the backend reads (``result_backend``).
+
+    The one builder of it, for infra, the worker image's env check and the
+    CLI; ``settings.parse`` reads it back. ``settings`` are the backend's own
+    keys (``gcs_project``, ``firestore_database``, ...); empty ones are left
+    out, and ``(default)`` stays readable.
+    """
+    path = f"/{base_path.strip('/')}" if base_path.strip("/") else ""
+    query = urllib.parse.urlencode({key: value for key, value in settings.items() if value}, safe="()")
+    return f"{URL_SCHEME}://{bucket}{path}" + (f"?{query}" if query else "")
 
 #: Firestore database used for chord counters when none is configured.
 FIRESTORE_DATABASE: Final = "(default)"

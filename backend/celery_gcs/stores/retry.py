@@ -1,12 +1,17 @@
-"""The one classifier of retryable failures, for GCS, Firestore and Celery.
+"""The one classifier of retryable failures, and which calls are retried, for GCS, Firestore and Celery.
 
-Used three ways: as the predicate of the retry policy on every client call,
-by ``GCSBackend.exception_safe_to_retry`` (so ``result_backend_always_retry``
+Used three ways: as the predicate of the retry policy on client calls, by
+``GCSBackend.exception_safe_to_retry`` (so ``result_backend_always_retry``
 retries the same failures), and by the chord code around Firestore.
 
-Only failures that say nothing about the request itself are retryable; a
-write is retried only when repeating it is harmless (a generation
-precondition, a create-only write, a delete, or a Firestore transaction).
+Only failures that say nothing about the request itself are retryable; and
+by kind of call, as google-cloud-storage's ``ConditionalRetryPolicy``
+decides: a read is always retried; a write only when repeating it is
+harmless, because it carries a precondition (a generation, a create-only
+write, a document's update time) or is idempotent by construction (a
+delete, a Firestore transaction run again from its start). Any other write
+is made once (``for_write``): a retry after an answer lost on the way back
+could overwrite what another writer stored in between.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from google.api_core.retry import Retry
 from google.auth import exceptions as auth
 from google.cloud.storage.exceptions import InvalidResponse
 
-from .errors import E_TIMED_OUT, TimedOut, TransientError
+from ..errors import E_TIMED_OUT, TimedOut, TransientError
 
 _RETRYABLE_TYPES: tuple[type[BaseException], ...] = (
     api.TooManyRequests,  # 429: rate limits, including Firestore's per-document limit
@@ -74,6 +79,11 @@ def is_retryable(exc: BaseException) -> bool:
 def policy(deadline: float) -> Retry:
     """Exponential backoff with jitter on retryable failures, up to ``deadline`` seconds."""
     return Retry(predicate=is_retryable, initial=0.1, maximum=5.0, multiplier=2.0, timeout=deadline)
+
+
+def for_write(retry: Retry, *, safe_to_repeat: bool) -> Retry | None:
+    """A write's retry: ``retry`` if it carries a precondition or is idempotent by construction, else none."""
+    return retry if safe_to_repeat else None
 
 
 @dataclass(frozen=True, slots=True)

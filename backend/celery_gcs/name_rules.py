@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from . import contract
+from . import conventions
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
 _DATABASE_RE = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
@@ -39,7 +39,7 @@ def project_problem(project: str) -> str | None:
 
 
 def database_problem(database: str) -> str | None:
-    if database == contract.FIRESTORE_DATABASE or _DATABASE_RE.match(database):
+    if database == conventions.FIRESTORE_DATABASE or _DATABASE_RE.match(database):
         return None
     return "use '(default)' or 4-63 lowercase letters, digits and '-', starting with a letter"
 

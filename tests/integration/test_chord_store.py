@@ -8,76 +8,88 @@ import types
 import uuid
 
 import pytest
+from celery_gcs import conventions
 from celery_gcs.settings import parse
 from celery_gcs.stores import chord_store, chord_tree
 from celery_gcs.stores.chord_store import ChordStore, Settle
+from google.cloud import firestore
+
+from ..support.chords import chord_store_on, in_seconds, open_chord
 
 pytestmark = pytest.mark.usefixtures("stack")
 
 
 @pytest.fixture
 def store(stack) -> ChordStore:
-    return ChordStore(parse(f"gcs://{stack.bucket}?gcs_project={stack.stack.project}", {}))
+    return chord_store_on(stack)
 
 
-def _in(seconds: float) -> dt.datetime:
-    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
-
-
-def _chord(store: ChordStore, size: int) -> tuple[str, list[str], int]:
-    key, ids = f"chord-{uuid.uuid4()}", [f"task-{n}" for n in range(size)]
-    leaves = chord_tree.leaf_count(size)
-    store.create(key, size, leaves, chord_tree.initial_counts(ids, leaves), _in(60))
-    return key, ids, leaves
 
 
 def test_a_part_is_counted_once_in_one_commit_that_reads_nothing(store, stack) -> None:
-    key, ids, leaves = _chord(store, 3)
+    key, ids, leaves = open_chord(store, 3)
     leaf = chord_tree.leaf_of(ids[0], leaves)
     stack.firestore.reset_counts()
-    counted = store.count(key, ids[0], leaf, _in(60))
+    counted = store.count(key, ids[0], leaf, in_seconds(60))
     assert counted is not None and counted.remaining == 2
     assert stack.firestore.snapshot() == {"firestore.Commit": 1}
-    assert store.count(key, ids[0], leaf, _in(60)) is None  # a duplicate: refused whole
+    assert store.count(key, ids[0], leaf, in_seconds(60)) is None  # a duplicate: refused whole
     assert store.read_counter(key, leaf).remaining == 2
-    assert store.count(key, ids[1], leaf, _in(60)).remaining == 1
+    assert store.count(key, ids[1], leaf, in_seconds(60)).remaining == 1
 
 
 def test_a_part_of_no_counter_is_refused_and_writes_nothing(store, firestore_docs) -> None:
-    key, _, _ = _chord(store, 1)
+    key, _, _ = open_chord(store, 1)
     before = firestore_docs()
-    assert store.count(key, "stranger", chord_tree.Node(0, 7, 1), _in(60)) is None
+    assert store.count(key, "stranger", chord_tree.Node(0, 7, 1), in_seconds(60)) is None
     assert firestore_docs() == before
 
 
 def test_a_full_counter_reports_to_its_parent_once(store) -> None:
-    key, ids, leaves = _chord(store, 40)
+    key, ids, leaves = open_chord(store, 40)
     assert leaves > 1
     leaf = chord_tree.leaf_of(ids[0], leaves)
     mine = [task_id for task_id in ids if chord_tree.leaf_of(task_id, leaves) == leaf]
     for task_id in mine:
-        counted = store.count(key, task_id, leaf, _in(60))
+        counted = store.count(key, task_id, leaf, in_seconds(60))
     assert counted.remaining == 0
     parent = chord_tree.parent(leaf)
     before = store.read_counter(key, parent).remaining
-    assert store.report(key, leaf, counted.update_time, parent, _in(60)).remaining == before - 1
+    assert store.report(key, leaf, counted.update_time, parent, in_seconds(60)).remaining == before - 1
     # A replay reporting from what it read: the precondition refuses it.
-    assert store.report(key, leaf, counted.update_time, parent, _in(60)) is None
+    assert store.report(key, leaf, counted.update_time, parent, in_seconds(60)) is None
     assert store.read_counter(key, parent).remaining == before - 1
     assert store.read_counter(key, leaf).reported is True
 
 
 def test_adding_grows_the_chord_once_per_task(store) -> None:
-    key, _, _ = _chord(store, 1)
+    key, _, _ = open_chord(store, 1)
     assert store.add(key, "extra-1", "extra-1", None) is True
     assert store.add(key, "extra-1", "extra-1", None) is False
     chord = store.read(key)
-    assert (chord.added, chord.added_pending) == (("extra-1",), 1)
+    assert chord.added_pending == 1
+    assert store.added(key) == ["extra-1"]
     assert store.read_part(key, "extra-1") == chord_store.PartState(added=True, counted=False)
 
 
+def test_adding_keeps_the_chord_document_the_same_size_and_the_added_in_order(store, stack) -> None:
+    """Issue 26: the chord document listed every added id, so the 28,335th add hit Firestore's 1 MiB limit,
+    and every settle read the whole list."""
+    key, _, _ = open_chord(store, 1)
+    client = firestore.Client(project=stack.stack.project)
+    document = client.collection(conventions.FIRESTORE_COLLECTION).document(key)
+    store.add(key, "extra-0", "extra-0", None)
+    once = document.get().to_dict()
+    for n in range(1, 30):
+        store.add(key, f"extra-{n}", f"extra-{n}", None)
+    after = document.get().to_dict()
+    assert {**after, "added_pending": 1} == once  # nothing but the count of pending added tasks changed
+    assert after["added_pending"] == 30
+    assert store.added(key) == [f"extra-{n}" for n in range(30)]
+
+
 def test_one_claim_at_a_time_with_a_lease_in_server_time(store) -> None:
-    key, ids, leaves = _chord(store, 1)
+    key, ids, leaves = open_chord(store, 1)
     top = chord_tree.leaf_of(ids[0], leaves)
     store.count(key, ids[0], top, None)
     first = store.settle(key, Settle("one", 60, top=top))
@@ -111,7 +123,7 @@ def test_a_lease_never_depends_on_a_hosts_clock(store, monkeypatch) -> None:
         def now(cls, tz=None):  # a host an hour ahead
             return dt.datetime.now(tz) + dt.timedelta(hours=1)
 
-    key, ids, leaves = _chord(store, 1)
+    key, ids, leaves = open_chord(store, 1)
     top = chord_tree.leaf_of(ids[0], leaves)
     store.count(key, ids[0], top, None)
     assert store.settle(key, Settle("holder", 60, top=top)).claimed
@@ -124,17 +136,17 @@ def test_a_lease_never_depends_on_a_hosts_clock(store, monkeypatch) -> None:
 
 
 def test_an_incomplete_chord_is_not_claimed(store) -> None:
-    key, _, _ = _chord(store, 2)
+    key, _, _ = open_chord(store, 2)
     settled = store.settle(key, Settle("early", 60))
     assert not settled.claimed and not settled.held
     assert store.read(key).claim is None
 
 
 def test_end_marks_the_chord_done_and_clean_up_deletes_in_batches(store, firestore_docs) -> None:
-    key, ids, leaves = _chord(store, 620)
+    key, ids, leaves = open_chord(store, 620)
     counts = chord_tree.initial_counts(ids, leaves)
     for task_id in ids:
-        store.count(key, task_id, chord_tree.leaf_of(task_id, leaves), _in(60))
+        store.count(key, task_id, chord_tree.leaf_of(task_id, leaves), in_seconds(60))
     assert len(firestore_docs()) == 1 + 620 + len(counts)
     assert all(data["expires_at"] for data in firestore_docs().values())
     assert store.settle(key, Settle("t", 60, force=True)).claimed
@@ -166,13 +178,13 @@ def test_chords_live_in_the_configured_database_and_collection(stack, firestore_
 
 def test_a_group_id_applied_again_while_open_keeps_its_claim_and_starts_afresh_once_ended(store) -> None:
     """Issue 11, suspected: re-applying a chord (set_size) deleted a live claim."""
-    key, ids, leaves = _chord(store, 1)
+    key, ids, leaves = open_chord(store, 1)
     top = chord_tree.leaf_of(ids[0], leaves)
     store.count(key, ids[0], top, None)
     assert store.settle(key, Settle("holder", 60, top=top)).claimed
-    assert store.create(key, 1, leaves, chord_tree.initial_counts(ids, leaves), _in(60)) is False
+    assert store.create(key, 1, leaves, chord_tree.initial_counts(ids, leaves), in_seconds(60)) is False
     assert store.read(key).claim.token == "holder" and store.read(key).header_done
     assert store.end(key, "holder")
-    assert store.create(key, 1, leaves, chord_tree.initial_counts(ids, leaves), _in(60)) is True
+    assert store.create(key, 1, leaves, chord_tree.initial_counts(ids, leaves), in_seconds(60)) is True
     fresh = store.read(key)
     assert (fresh.done, fresh.header_done, fresh.claim) == (False, False, None)

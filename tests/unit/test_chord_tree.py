@@ -1,4 +1,4 @@
-"""Pure parts of the chord algorithm: the counters' tree, the publish budget, header shapes."""
+"""stores/chord_tree.py: the counters' tree, counted down part by part as the coordinator does."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import uuid
 from collections import Counter
 
 import pytest
-from celery.result import AsyncResult, GroupResult
-from celery_gcs import chords
 from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_tree import FAN_IN, Node
 
@@ -83,30 +81,3 @@ def test_a_task_hashes_to_the_same_leaf_in_every_process() -> None:
 
 def test_counter_document_ids_round_trip() -> None:
     assert Node.from_document_id(Node(3, 41, 2000).document_id) == Node(3, 41, 2000)
-
-
-def test_the_publish_budget_follows_the_publish_retry_policy() -> None:
-    default = chords.publish_budget(
-        {"task_publish_retry_policy": {"max_retries": 3, "interval_start": 0, "interval_max": 1, "interval_step": 0.2}}
-    )
-    assert default == pytest.approx((0 + 0.2 + 0.4) + 4 * 4)
-    slow = chords.publish_budget(
-        {
-            "task_publish_retry_policy": {"max_retries": 10, "interval_start": 1, "interval_step": 1, "interval_max": 5},
-            "broker_connection_timeout": 10,
-        }
-    )
-    assert slow == pytest.approx(sum(min(1 + n, 5) for n in range(10)) + 11 * 10)
-    # An unbounded policy is capped by Celery at three retries for callbacks.
-    assert chords.publish_budget({"task_publish_retry_policy": {"max_retries": None}}) == pytest.approx(default)
-
-
-def test_header_shapes_flatten_and_rebuild() -> None:
-    shape = [
-        AsyncResult("a"),
-        GroupResult("g", [AsyncResult("b"), GroupResult("h", [AsyncResult("c")])]),
-        AsyncResult("d"),
-    ]
-    assert list(chords.leaf_ids(shape)) == ["a", "b", "c", "d"]
-    values = {"a": 1, "b": 2, "c": 3, "d": 4}
-    assert chords.rebuild(shape, values) == [1, [2, [3]], 4]

@@ -1,0 +1,106 @@
+"""The stack watches its workers: PodMonitorings the collectors can reach, a dashboard and alerts from the metrics' names."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from celery_gcs.telemetry import names
+from celery_gcs_infra import monitoring
+
+from .cloud_model import (
+    ALERT_POLICY,
+    DASHBOARD,
+    NETWORK_POLICY,
+    POD_MONITORING,
+    monitoring_rejections,
+    scrape_rejections,
+)
+from .infra_inventory import Inventory
+
+
+def promql(inv: Inventory) -> list[str]:
+    """Every PromQL expression the stack's dashboards and alert policies hold."""
+    found = []
+    for board in inv.of_type(DASHBOARD):
+        layout = json.loads(board["inputs"]["dashboardJson"])["mosaicLayout"]
+        for tile in layout["tiles"]:
+            found += [d["timeSeriesQuery"]["prometheusQuery"] for d in tile["widget"]["xyChart"]["dataSets"]]
+    for policy in inv.of_type(ALERT_POLICY):
+        found += [c["conditionPrometheusQueryLanguage"]["query"] for c in policy["inputs"]["conditions"]]
+    return found
+
+
+def unexported(queries: list[str]) -> set[str]:
+    """Metric names the queries read that neither the workers, the queue-length service nor GKE export."""
+    return {name for query in queries for name in monitoring.series_named(query)} - names.SERIES - monitoring.SYSTEM_SERIES
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_every_chart_and_alert_reads_a_metric_that_is_exported(request, name) -> None:
+    queries = promql(request.getfixturevalue(name))
+    assert len(queries) >= 20
+    assert unexported(queries) == set()
+    # Every metric the workers and the queue-length service export is on the dashboard or in an alert.
+    read = {series for query in queries for series in monitoring.series_named(query)}
+    assert {metric for metric in names.ALL if not set(metric.series) & read} == set()
+
+
+def test_a_chart_naming_a_metric_no_one_exports_is_caught() -> None:
+    renamed = monitoring.queries("ns")["failed"].replace("celery_tasks_failed_total", "celery_task_failures_total")
+    assert unexported([renamed]) == {"celery_task_failures_total"}
+
+
+def test_the_workers_and_the_queue_length_service_are_scraped_through_their_policies(prod) -> None:
+    monitors = {m["inputs"]["metadata"]["name"]: m["inputs"] for m in prod.of_type(POD_MONITORING)}
+    assert set(monitors) == {monitoring.WORKERS_JOB, monitoring.QUEUE_LENGTH_JOB}
+    assert monitors[monitoring.WORKERS_JOB]["spec"]["endpoints"][0]["port"] == "metrics"
+    assert scrape_rejections(prod) == [] and monitoring_rejections(prod) == []
+
+
+def test_a_policy_that_shuts_the_collectors_out_is_rejected(runs) -> None:
+    inv = Inventory(copy.deepcopy(runs["prod"]))
+    for policy in inv.of_type(NETWORK_POLICY):
+        policy["inputs"]["spec"]["ingress"] = []
+    found = scrape_rejections(inv)
+    assert len(found) == 2 and all("blocks the collectors (gmp-system)" in f for f in found), found
+
+
+def test_the_model_rejects_a_bad_duration_and_a_tile_past_the_columns(runs) -> None:
+    inv = Inventory(copy.deepcopy(runs["dev"]))
+    inv.of_type(ALERT_POLICY)[0]["inputs"]["conditions"][0]["conditionPrometheusQueryLanguage"]["duration"] = "5m"
+    board = inv.one(DASHBOARD)
+    layout = json.loads(board["inputs"]["dashboardJson"])
+    layout["mosaicLayout"]["tiles"][1]["xPos"] = 40
+    board["inputs"]["dashboardJson"] = json.dumps(layout)
+    found = monitoring_rejections(inv)
+    assert len(found) == 2, found
+
+
+def test_thresholds_and_channels_come_from_stack_config(prod) -> None:
+    policies = {p["inputs"]["displayName"]: p["inputs"] for p in prod.of_type(ALERT_POLICY)}
+    assert len(policies) == 5
+    for policy in policies.values():
+        assert policy["notificationChannels"] == ["projects/acme-celery-prod/notificationChannels/1234567890"]
+    backlog = next(p for title, p in policies.items() if title.startswith("Celery backlog"))
+    assert backlog["conditions"][0]["conditionPrometheusQueryLanguage"]["query"].endswith(" > 600")
+
+
+def test_monitoring_off_takes_everything_with_it(quiet) -> None:
+    assert not quiet.of_type(POD_MONITORING) and not quiet.of_type(ALERT_POLICY) and not quiet.of_type(DASHBOARD)
+    services = {s["inputs"]["service"] for s in quiet.of_type("gcp:projects/service:Service")}
+    assert "monitoring.googleapis.com" not in services
+
+
+def test_a_bad_channel_or_threshold_is_named() -> None:
+    from celery_gcs_infra import SettingError
+
+    with pytest.raises(SettingError) as caught:
+        monitoring.Thresholds(failure_percent=0)
+    assert caught.value.field == "alert_failure_percent"
+    with pytest.raises(SettingError) as bad:
+        monitoring.MonitoringArgs(
+            project="p", name="n", namespace="ns", worker_selector={}, notification_channels=("on-call",)
+        )
+    assert "'on-call' is not a notification channel" in str(bad.value)
