@@ -79,7 +79,7 @@ def test_nested_groups_and_chains_in_the_header_as_the_redis_backend_does(
             chain(sig(on, tasks.add, 4, 4), sig(on, tasks.mul, 10)),
         ])(sig(on, tasks.collect))  # fmt: skip
 
-    redis_url = stack.stack.redis_url.rsplit("/", 1)[0] + "/1"
+    redis_url = stack.local_stack.redis_url.rsplit("/", 1)[0] + "/1"
     redis_worker = start_worker(url=redis_url)
     expected = canvas(make_app(redis_url)).get(timeout=60)
     redis_worker.stop()
