@@ -29,16 +29,16 @@ from .support.workers import make_worker
 class Local:
     """The running stack, with a counting, fault-injecting proxy in front of each emulator."""
 
-    stack: services.LocalStack
+    local_stack: services.LocalStack
     gcs: Proxy
     firestore: Proxy
 
     @property
     def bucket(self) -> str:
-        return self.stack.bucket
+        return self.local_stack.bucket
 
     def env(self) -> dict[str, str]:
-        env = self.stack.env()
+        env = self.local_stack.env()
         env["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{self.gcs.port}"
         env["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{self.firestore.port}"
         env.pop("CELERY_RESULT_BACKEND", None)  # each test names its own
@@ -71,7 +71,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
 @pytest.fixture
 def stack(local: Local) -> Iterator[Local]:
     """The local stack, emptied and with faults and counts cleared for this test."""
-    local.stack.reset()
+    local.local_stack.reset()
     local.clear()
     yield local
     local.clear()
@@ -96,7 +96,7 @@ def make_app(stack: Local, backend_url: str) -> Iterator[Any]:
     def make(url: str | None = None, **conf: Any) -> Celery:
         app = Celery(f"test-{next(numbers)}", set_as_current=False)
         app.conf.update(
-            broker_url=stack.stack.redis_url,
+            broker_url=stack.local_stack.redis_url,
             result_backend=url or backend_url,
             **conf,
         )
@@ -152,7 +152,7 @@ def firestore_docs(stack: Local) -> Any:
         collection: str = conventions.FIRESTORE_COLLECTION, database: str = "(default)"
     ) -> dict[str, dict[str, Any]]:
         """By path: ``KEY`` (chord documents), ``KEY/parts/TASK`` and ``KEY/counters/LEVEL-INDEX``."""
-        client = firestore.Client(project=stack.stack.project, database=database)
+        client = firestore.Client(project=stack.local_stack.project, database=database)
         found: dict[str, dict[str, Any]] = {}
         for doc in client.collection(collection).list_documents():  # also parents with only parts
             snapshot = doc.get()

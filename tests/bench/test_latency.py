@@ -48,7 +48,7 @@ def test_an_upload_is_held_as_a_write_and_a_metadata_read_as_a_read() -> None:
 def proxies(stack, monkeypatch: pytest.MonkeyPatch):
     model = {**{kind: 0.0 for kind in latency.MODEL}, "gcs.write": 1.0, "firestore.Commit": 0.5}
     held = latency.LatencyProxies(
-        stack.stack.services["gcs"].port, stack.stack.services["firestore"].port, model
+        stack.local_stack.services["gcs"].port, stack.local_stack.services["firestore"].port, model
     ).start()
     for key, value in held.env("worker").items():
         monkeypatch.setenv(key, value)
@@ -75,7 +75,7 @@ def test_each_answer_is_held_for_its_kind_and_others_go_on_meanwhile(stack, prox
     assert bucket.get_blob("latency/none") is None  # a read: held 0 s
     assert time.monotonic() - started < 1.0
 
-    client = firestore.Client(project=stack.stack.project)
+    client = firestore.Client(project=stack.local_stack.project)
     started = time.monotonic()
     client.collection("latency").document(str(uuid.uuid4())).set({"n": 1})
     assert time.monotonic() - started >= 0.5
@@ -85,10 +85,10 @@ def test_redis_gets_its_round_trip_through_a_proxy_of_its_own(stack) -> None:
     """Memorystore in the same region: every command waits the model's round trip, Redis's as ours."""
     import redis
 
-    port = int(stack.stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    port = int(stack.local_stack.redis_url.rsplit(":", 1)[1].split("/")[0])
     model = {**{kind: 0.0 for kind in latency.MODEL}, "redis": 0.4}
     held = latency.LatencyProxies(
-        stack.stack.services["gcs"].port, stack.stack.services["firestore"].port, model, redis_ports={"broker": port}
+        stack.local_stack.services["gcs"].port, stack.local_stack.services["firestore"].port, model, redis_ports={"broker": port}
     ).start()
     try:
         client = redis.Redis.from_url(held.redis_url("broker", port))

@@ -150,7 +150,7 @@ def make_bucket(stack: Any) -> Any:
 
     def make(*, lifecycle: list[dict[str, Any]] | None = None, uniform: bool = True) -> str:
         name = f"doctor-{uuid.uuid4().hex[:12]}"
-        host = stack.stack.gcs_host
+        host = stack.local_stack.gcs_host
         services.create_bucket(host, name)
         body = {
             "lifecycle": {"rule": lifecycle or []},

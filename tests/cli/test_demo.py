@@ -32,7 +32,7 @@ WORKLOAD = demo.Workload()  # the defaults: what `make demo` runs
 def test_the_summary_matches_the_bucket_firestore_and_the_record(
     stack: Any, tmp_path: Path, marker: str
 ) -> None:
-    env = clean_env({**stack.stack.env(), MARKER: marker})
+    env = clean_env({**stack.local_stack.env(), MARKER: marker})
     summary_path = tmp_path / "summary.json"
     done = run_cli("demo", "--use-env", "--json", str(summary_path), env=env, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -45,7 +45,7 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
 
     # Results stored: the objects under the run's prefix: every task's result, and
     # the chord's header GroupResult, which the callback reads its parts' ids from.
-    client = storage.Client(project=stack.stack.project)
+    client = storage.Client(project=stack.local_stack.project)
     prefix = summary["prefix"] + "/"
     blobs = list(client.list_blobs(summary["bucket"], prefix=prefix))
     assert len(blobs) == summary["results_stored"] == tasks + 1
@@ -68,7 +68,7 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     )  # the callback's
 
     # Chord documents: only the ended chord's own is left, marked done, without parts or counters.
-    client = firestore.Client(project=stack.stack.project)
+    client = firestore.Client(project=stack.local_stack.project)
     documents = list(client.collection(summary["firestore_collection"]).list_documents())
     assert [doc.get().to_dict()["done"] for doc in documents] == [True]
     for group in (conventions.FIRESTORE_PARTS_COLLECTION, conventions.FIRESTORE_COUNTERS_COLLECTION):
@@ -76,7 +76,7 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     assert summary["chord_documents"] == 0
 
     # Tasks run and callbacks fired: the record the worker kept in Redis.
-    record = redis.Redis.from_url(stack.stack.redis_url)
+    record = redis.Redis.from_url(stack.local_stack.redis_url)
     ran_key, callbacks_key = demo_tasks.record_keys(summary["run"])
     ran = {name.decode(): int(count) for name, count in record.hgetall(ran_key).items()}
     assert ran == summary["tasks_run_by_name"] == expected_runs

@@ -40,8 +40,8 @@ def doctor(stack: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     def run(
         *args: str, gcs: str | None = None, firestore: str | None = None
     ) -> tuple[int, dict[str, dict]]:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs or stack.stack.gcs_host)
-        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore or stack.stack.firestore_host)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs or stack.local_stack.gcs_host)
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore or stack.local_stack.firestore_host)
         capsys.readouterr()
         code = cli.main(["doctor", "--project", PROJECT, "--timeout", "3", "--json", *args])
         report = json.loads(capsys.readouterr().out)
@@ -74,8 +74,8 @@ def test_a_healthy_setup_on_the_emulators_passes_and_says_what_it_could_not_chec
 ) -> None:
     bucket = make_bucket(lifecycle=HEALTHY, uniform=True)
     env = clean_env(
-        STORAGE_EMULATOR_HOST=stack.stack.gcs_host,
-        FIRESTORE_EMULATOR_HOST=stack.stack.firestore_host,
+        STORAGE_EMULATOR_HOST=stack.local_stack.gcs_host,
+        FIRESTORE_EMULATOR_HOST=stack.local_stack.firestore_host,
     )
     done = run_cli("doctor", "--bucket", bucket, "--project", PROJECT, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -388,7 +388,7 @@ app.conf.result_expires = datetime.timedelta(days=40)
 
 def _emulator_env(stack: Any, **more: str) -> dict[str, str]:
     return clean_env(
-        STORAGE_EMULATOR_HOST=stack.stack.gcs_host, FIRESTORE_EMULATOR_HOST=stack.stack.firestore_host, **more
+        STORAGE_EMULATOR_HOST=stack.local_stack.gcs_host, FIRESTORE_EMULATOR_HOST=stack.local_stack.firestore_host, **more
     )
 
 

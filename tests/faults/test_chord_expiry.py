@@ -28,7 +28,7 @@ PENDING_FIX = pytest.mark.xfail(strict=True, reason="issue 26: confirmed, fix pe
 
 
 def chord_document(app: Any, stack: Any, group_id: str) -> firestore.DocumentReference:
-    client = firestore.Client(project=stack.stack.project)
+    client = firestore.Client(project=stack.local_stack.project)
     return client.collection(conventions.FIRESTORE_COLLECTION).document(
         app.backend.chords.key(group_id)
     )

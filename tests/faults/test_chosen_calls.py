@@ -40,7 +40,7 @@ def background() -> Iterator[ThreadPoolExecutor]:
 @pytest.fixture
 def client(stack) -> Iterator[firestore.Client]:
     """A Firestore client already connected: its calls share one connection from here on."""
-    client = firestore.Client(project=stack.stack.project)
+    client = firestore.Client(project=stack.local_stack.project)
     client.collection("warm-up").document("none").get()
     yield client
     client.close()

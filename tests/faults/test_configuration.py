@@ -142,7 +142,7 @@ def test_applying_a_chord_without_its_database_fails_at_once_and_other_results_a
 ) -> None:
     app = make_app()
     app.backend.store_result("kept", "fine", states.SUCCESS)
-    refusing_firestore(MISSING_DATABASE, database="(default)", project=stack.stack.project)
+    refusing_firestore(MISSING_DATABASE, database="(default)", project=stack.local_stack.project)
     with pytest.raises(DatabaseNotFound):
         chord([sig(app, tasks.add, 1, 1), sig(app, tasks.add, 2, 2)])(sig(app, tasks.collect))
     # A header task that runs anyway cannot be counted: its store is the same clear error.
@@ -213,7 +213,7 @@ def test_a_missing_bucket_names_the_project_from_the_environment(make_app, stack
     with pytest.raises(BucketNotFound) as caught:
         backend.store_result("t", 1, states.SUCCESS)
     message = str(caught.value)
-    assert f"(project {stack.stack.project}, from GOOGLE_CLOUD_PROJECT)" in message
+    assert f"(project {stack.local_stack.project}, from GOOGLE_CLOUD_PROJECT)" in message
     assert "not set" not in message
 
 

@@ -152,7 +152,7 @@ def test_a_build_argument_names_the_app_and_bucket_variables_name_the_backend(
         stack,
         None,
         GCS_BUCKET=stack.bucket,
-        GOOGLE_CLOUD_PROJECT=stack.stack.project,
+        GOOGLE_CLOUD_PROJECT=stack.local_stack.project,
         FIRESTORE_DATABASE="(default)",
     )
     del env["CELERY_APP"]  # the image's default, from the build argument

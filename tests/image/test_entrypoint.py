@@ -128,7 +128,7 @@ def test_readiness_follows_the_broker_connection(start_entrypoint, make_app, sta
 
     worker = start_entrypoint()
     # Drop every broker connection but this one: the consumer stops, reconnects, starts.
-    killed = redis.Redis.from_url(stack.stack.redis_url).client_kill_filter(_type="normal")
+    killed = redis.Redis.from_url(stack.local_stack.redis_url).client_kill_filter(_type="normal")
     assert killed >= 1
     wait_for(
         lambda: worker.log().count("health: ready (consuming)") == 2, 60, "the consumer to restart"

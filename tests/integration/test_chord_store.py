@@ -76,7 +76,7 @@ def test_adding_keeps_the_chord_document_the_same_size_and_the_added_in_order(st
     """Issue 26: the chord document listed every added id, so the 28,335th add hit Firestore's 1 MiB limit,
     and every settle read the whole list."""
     key, _, _ = open_chord(store, 1)
-    client = firestore.Client(project=stack.stack.project)
+    client = firestore.Client(project=stack.local_stack.project)
     document = client.collection(conventions.FIRESTORE_COLLECTION).document(key)
     store.add(key, "extra-0", "extra-0", None)
     once = document.get().to_dict()
@@ -165,7 +165,7 @@ def test_incr_counts_up(store) -> None:
 
 
 def test_chords_live_in_the_configured_database_and_collection(stack, firestore_docs) -> None:
-    stack.stack.firestore_databases.add("chords-db")
+    stack.local_stack.firestore_databases.add("chords-db")
     store = ChordStore(
         parse(
             f"gcs://{stack.bucket}?firestore_database=chords-db&firestore_collection=my-chords", {}

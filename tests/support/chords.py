@@ -72,7 +72,7 @@ def part_request(group_id: str, task_id: str) -> Any:
 
 def chord_store_on(stack: Any) -> ChordStore:
     """A ChordStore on the test's stack, retrying for 30 s at most."""
-    return ChordStore(parse(conventions.backend_url(stack.bucket, gcs_project=stack.stack.project, gcs_retry_deadline="30"), {}))
+    return ChordStore(parse(conventions.backend_url(stack.bucket, gcs_project=stack.local_stack.project, gcs_retry_deadline="30"), {}))
 
 
 def in_seconds(seconds: float) -> dt.datetime:

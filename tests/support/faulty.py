@@ -7,7 +7,9 @@ test names, so a replayed step goes through.
 * ``KillingBackend`` SIGKILLs its own process (the pool child, or the whole
   worker under threads or gevent) at the step ``CELERY_GCS_KILL_AT`` names
   (before_count, after_count, after_claim), ``CELERY_GCS_KILLS`` times (default
-  one), leaving its markers in ``CELERY_GCS_KILL_DIR``.
+  one), leaving its markers in ``CELERY_GCS_KILL_DIR``. With ``CELERY_GCS_KILL_GATED``
+  set it waits first for a file ``go`` there: the test opens the gate once the
+  broker has handed over every message (see ``_wait_for_the_gate``).
 * ``SlowPublishBackend`` sleeps ``CELERY_GCS_PUBLISH_DELAY`` seconds between
   renewing its claim and publishing, as a holder held up by a broker failover.
 * ``FailingCleanupBackend`` fails to mark its chord done once, as when Firestore
@@ -37,10 +39,26 @@ def _first_time(directory: str, marker: str) -> bool:
     return True
 
 
+def _wait_for_the_gate(directory: str) -> None:
+    """Hold the kill until the test says so (at most a minute).
+
+    Redis's transport pops a message before it records it as unacknowledged
+    (kombu issue 305): a worker SIGKILLed in between loses that message for
+    good, and the chord waits for a part nobody will run. A test that means to
+    kill a worker after the broker handed it every message opens the gate then.
+    """
+    gate = os.path.join(directory, "go")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _maybe_die(step: str) -> None:
     if os.environ.get("CELERY_GCS_KILL_AT") != step:
         return
     directory = os.environ["CELERY_GCS_KILL_DIR"]
+    if os.environ.get("CELERY_GCS_KILL_GATED"):
+        _wait_for_the_gate(directory)
     for slot in range(int(os.environ.get("CELERY_GCS_KILLS", "1"))):
         if _first_time(directory, f"kill-{slot}"):
             os.kill(os.getpid(), signal.SIGKILL)

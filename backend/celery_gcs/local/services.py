@@ -241,15 +241,32 @@ class LocalStack:
             _http("GET", f"{self.gcs_host}/wipe?keep-buckets=true")
         if "firestore" in self.services:
             for database in self.firestore_databases:
-                _http(
-                    "DELETE",
+                _delete_all_documents(
                     f"http://{self.firestore_host}/emulator/v1/projects/{self.project}"
-                    f"/databases/{database}/documents",
+                    f"/databases/{database}/documents"
                 )
         if "redis" in self.services:
             with socket.create_connection(("127.0.0.1", self.services["redis"].port)) as sock:
                 sock.sendall(b"FLUSHALL\r\n")
                 sock.recv(64)
+
+
+def _delete_all_documents(url: str, *, patience: float = 60.0) -> None:
+    """Empty a Firestore emulator database, waiting out locks a killed client left.
+
+    A process killed inside a transaction leaves its locks on the emulator
+    until the emulator gives up on them; meanwhile it refuses to delete those
+    documents with 409 Conflict.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            _http("DELETE", url)
+            return
+        except urllib.error.HTTPError as refused:
+            if refused.code != 409 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 def _http(method: str, url: str, body: bytes | None = None) -> bytes:
