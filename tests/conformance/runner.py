@@ -49,7 +49,7 @@ GCS_EMULATORS = {
 }
 #: Our pytest plugins (modules of suite_plugins/) each emulator's runs load into
 #: the suite's pytest; each module says why.
-SUITE_PLUGINS = {"wrapper": (), "stock": ("empty_bucket_per_test",)}
+SUITE_PLUGINS = {"wrapper": ("upstream_races",), "stock": ("upstream_races", "empty_bucket_per_test")}
 SUITE_PLUGIN_DIR = Path(__file__).with_name("suite_plugins")
 #: What Celery's tox.ini sets for every integration run (its ``[testenv] setenv``).
 #: WORKER_LOGLEVEL matters: the pytest plugin's session worker logs at

@@ -51,11 +51,12 @@ def test_broker_and_backend_come_from_the_stack_and_no_celery_setting_leaks_in(
 
 
 def test_only_stock_emulator_runs_empty_the_bucket_before_each_test(tmp_path: Path) -> None:
-    assert plugin_args("wrapper") == []
-    assert plugin_args("stock") == ["-p", "empty_bucket_per_test"]
+    assert plugin_args("wrapper") == ["-p", "upstream_races"]
+    assert plugin_args("stock") == ["-p", "upstream_races", "-p", "empty_bucket_per_test"]
     env = suite_env(stack_on(tmp_path), "gcs://celery-results/conformance/test_canvas")
     assert env["PYTHONPATH"].split(":")[0] == str(SUITE_PLUGIN_DIR)
     assert (SUITE_PLUGIN_DIR / "empty_bucket_per_test.py").is_file()
+    assert (SUITE_PLUGIN_DIR / "upstream_races.py").is_file()
 
 
 HANGS = """
