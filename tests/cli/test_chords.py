@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+import pytest
 from celery import chord, states
 
 from ..support import tasks
@@ -76,3 +77,17 @@ def test_a_bad_stuck_value_is_named(stack, backend_url) -> None:
     done = run_cli("chords", "list", "--stuck", "soon", env=cli_env(stack, backend_url))
     assert done.returncode == 2
     assert "--stuck takes a number of minutes, 0 or more; got 'soon'" in done.stderr
+
+
+@pytest.mark.parametrize("fault", ["down", "blackhole"])
+def test_an_unreachable_firestore_is_said_within_the_timeout(stack, backend_url, fault: str) -> None:
+    """Issue 24: `chords list` waited out gcs_retry_deadline (two minutes) on an unreachable Firestore."""
+    setattr(stack.firestore.faults, fault, True)
+    started = time.monotonic()
+    done = run_cli("chords", "list", "--timeout", "2", env=cli_env(stack, backend_url))
+    took = time.monotonic() - started
+    assert done.returncode == 1
+    assert "no answer from Firestore (127.0.0.1:" in done.stderr and "within 2 s" in done.stderr
+    assert "FIRESTORE_EMULATOR_HOST" in done.stderr
+    assert took < 15, f"took {took:.1f} s"  # 2 s, and the command's start-up
+    assert stack.firestore.injected_snapshot().get(fault, 0) >= 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import urllib.parse
 from collections.abc import Sequence
@@ -27,15 +28,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import conventions, settings
-from ..errors import CeleryGCSError
+from ..errors import CeleryGCSError, TransientError
 from ..keys import encode_id
 from ..stores.chord_store import ChordStore, Inspected, Node
-from .results import backend_url
+from .options import positive_seconds
+from .results import DEFAULT_TIMEOUT, backend_url
 
 E_NO_CHORD = (
     "no chord {group_id!r} in Firestore collection {collection!r} of database {database!r}: never applied "
     "through celery-gcs, expired (its TTL), or under another backend (pass that one with --backend); "
     "`celery-gcs chords list` shows those there"
+)
+E_UNREACHABLE = (
+    "no answer from Firestore ({endpoint}) within {timeout:g} s, retries included (--timeout): {reason}. "
+    "Check network access and credentials; on the local stack, start it (celery-gcs dev up) and export the "
+    "FIRESTORE_EMULATOR_HOST it prints"
 )
 E_STUCK = "--stuck takes a number of minutes, 0 or more; got {value!r}"
 
@@ -144,6 +151,13 @@ def parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="gcs://BUCKET[/PREFIX][?firestore_database=...]: whose chords; default: $CELERY_RESULT_BACKEND",
     )
+    backend.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help=f"give up on a request after this long, retries included (default {DEFAULT_TIMEOUT:g})",
+    )
     parser = argparse.ArgumentParser(
         prog="celery-gcs chords",
         description="Chords in Firestore: which are open or stuck, and what each waits for. Reads only.",
@@ -167,12 +181,19 @@ def main(argv: Sequence[str]) -> int:
     url = backend_url(args, err)
     if not url:
         return 2
+    timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
     try:
-        config = settings.parse(url, {})
+        # Each request gives up after --timeout, retries included, not the backend's 60 s and two minutes.
+        config = settings.parse(url, {"gcs_timeout": timeout, "gcs_retry_deadline": timeout})
         store = ChordStore(config)
         if args.action == "show":
             return show(store, config, args.group_id, out, err)
         return print_list(chords(store, open_only=args.open or args.stuck is not None, stuck=args.stuck), out, args.json)
+    except TransientError as exc:
+        endpoint = os.environ.get("FIRESTORE_EMULATOR_HOST") or "firestore.googleapis.com"
+        message = E_UNREACHABLE.format(endpoint=endpoint, timeout=timeout, reason=exc)
+        err.print(f"[red]{escape(message)}[/]", highlight=False)
+        return 1
     except CeleryGCSError as exc:
         err.print(f"[red]{escape(str(exc))}[/]", highlight=False)
         return 1
