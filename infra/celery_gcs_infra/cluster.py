@@ -13,7 +13,8 @@ only ``authorized_networks`` (and not "every Google Cloud address"), or, with
 master CIDR: GKE 1.29+ connects them to the control plane with Private Service
 Connect. Autopilot enforces NetworkPolicy (GKE Dataplane V2) without any setting.
 With a CMEK key, Kubernetes Secrets are encrypted with it (application-layer
-secrets encryption), after GKE's service agent is granted the key.
+secrets encryption), after GKE's service agent is granted the key, and so are
+the nodes' boot disks, after Compute Engine's service agent is granted it.
 
 An existing cluster is read with ``getCluster``; the program stops with an
 error if Workload Identity is off there, or if it does not enforce
@@ -333,6 +334,15 @@ class Cluster(pulumi.ComponentResource):
             key=args.kms_key_name,
             invoke_opts=invoke_opts,
         )
+        # The nodes' boot disks are Compute Engine disks: its agent encrypts them.
+        after += cmek.grants_before(
+            f"{name}-boot-disk",
+            parent=self,
+            project=args.project,
+            service="compute.googleapis.com",
+            key=args.kms_key_name,
+            invoke_opts=invoke_opts,
+        )
         self.cluster = gcp.container.Cluster(
             f"{name}-cluster",
             name=args.name,
@@ -360,7 +370,7 @@ class Cluster(pulumi.ComponentResource):
             workload_identity_config=gcp.container.ClusterWorkloadIdentityConfigArgs(
                 workload_pool=workload_pool(args.project)
             ),
-            cluster_autoscaling=node_defaults(nodes.email),
+            cluster_autoscaling=node_defaults(nodes.email, boot_disk_key=args.kms_key_name),
             resource_labels={**common.APP_LABEL, **args.labels},
             # The provider's default is true; dev stacks must be destroyable.
             deletion_protection=args.protect,
@@ -429,12 +439,20 @@ def control_plane_access(args: ClusterArgs) -> dict[str, Any]:
     }
 
 
-def node_defaults(email: pulumi.Input[str]) -> gcp.container.ClusterClusterAutoscalingArgs:
-    """Autopilot's nodes run as ``email`` (not the Compute Engine default account)."""
+def node_defaults(
+    email: pulumi.Input[str], *, boot_disk_key: str = ""
+) -> gcp.container.ClusterClusterAutoscalingArgs:
+    """Autopilot's nodes run as ``email`` (not the Compute Engine default account), their boot
+    disks encrypted with ``boot_disk_key`` when the stack has one.
+
+    These three are the node settings an Autopilot cluster takes (``gcloud container clusters
+    create-auto`` --service-account, --scopes, --boot-disk-kms-key); GKE manages the rest.
+    """
     gke = gcp.container
     return gke.ClusterClusterAutoscalingArgs(
         auto_provisioning_defaults=gke.ClusterClusterAutoscalingAutoProvisioningDefaultsArgs(
             service_account=email,
             oauth_scopes=["https://www.googleapis.com/auth/cloud-platform"],
+            boot_disk_kms_key=boot_disk_key or None,
         )
     )

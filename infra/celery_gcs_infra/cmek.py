@@ -1,8 +1,8 @@
 """Customer-managed encryption keys: one key name for every resource that takes one, each service agent granted first.
 
 With ``kms_key_name`` set, the bucket, the Firestore database, Memorystore,
-the Artifact Registry repository and a new cluster's Secrets (GKE
-application-layer encryption) are all encrypted with it. A Cloud KMS key only
+the Artifact Registry repository, a new cluster's Secrets (GKE
+application-layer encryption) and its nodes' boot disks are all encrypted with it. A Cloud KMS key only
 encrypts resources in its own location, so a resource elsewhere uses the key
 of the same key ring and key name in *its* KMS location (:func:`key_in`):
 Firestore's multi-regions eur3 and nam5 take keys in ``europe`` and ``us``, a
@@ -17,8 +17,8 @@ refused outright. Each component calls :func:`agent_grant` for its own agent
 and creates its resource after that grant.
 
 Some agents exist only once asked for (``ServiceIdentity``); the Cloud Storage
-agent is read with ``getProjectServiceAccount``, GKE's is named after the
-project number.
+agent is read with ``getProjectServiceAccount``, GKE's and Compute Engine's are
+named after the project number.
 """
 
 from __future__ import annotations
@@ -34,7 +34,13 @@ ROLE = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 _KEY = re.compile(r"^projects/[^/]+/locations/([^/]+)/keyRings/[^/]+/cryptoKeys/[^/]+$")
 #: Services whose agent ServiceIdentity creates (and names).
 IDENTITY_SERVICES = ("firestore.googleapis.com", "redis.googleapis.com", "artifactregistry.googleapis.com")
-GKE_AGENT = "service-{number}@container-engine-robot.iam.gserviceaccount.com"
+#: Agents named after the project number (https://cloud.google.com/iam/docs/service-agents):
+#: GKE's encrypts Secrets, Compute Engine's a new cluster's node boot disks
+#: (https://cloud.google.com/kubernetes-engine/docs/how-to/using-cmek).
+NUMBERED_AGENTS = {
+    "container.googleapis.com": "service-{number}@container-engine-robot.iam.gserviceaccount.com",
+    "compute.googleapis.com": "service-{number}@compute-system.iam.gserviceaccount.com",
+}
 
 
 def key_name(value: str, field_name: str = "kms_key_name") -> str:
@@ -123,9 +129,10 @@ def agent_grant(
     elif service == "storage.googleapis.com":
         storage = gcp.storage.get_project_service_account_output(project=project, opts=invoke_opts)
         member = common.member(storage.email_address)
-    elif service == "container.googleapis.com":
+    elif service in NUMBERED_AGENTS:
         number = gcp.organizations.get_project_output(project_id=project, opts=invoke_opts).number
-        member = number.apply(lambda n: "serviceAccount:" + GKE_AGENT.format(number=n))
+        agent = NUMBERED_AGENTS[service]
+        member = number.apply(lambda n: "serviceAccount:" + agent.format(number=n))
     else:
         raise ValueError(f"no CMEK service agent known for {service}")
     return gcp.kms.CryptoKeyIAMMember(

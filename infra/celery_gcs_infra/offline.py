@@ -44,6 +44,7 @@ AGENT_DOMAINS = {
     "redis.googleapis.com": "cloud-redis.iam.gserviceaccount.com",
     "artifactregistry.googleapis.com": "gcp-sa-artifactregistry.iam.gserviceaccount.com",
     "container.googleapis.com": "container-engine-robot.iam.gserviceaccount.com",
+    "compute.googleapis.com": "compute-system.iam.gserviceaccount.com",
 }
 #: Stand-ins for encrypted config values, which cannot be read offline: each of
 #: the shape its key's checks accept, so only the rest of the config is judged.

@@ -326,6 +326,10 @@ def pod_spec(args: WorkerArgs) -> k8s.core.v1.PodSpecArgs:
     )
     return k8s.core.v1.PodSpecArgs(
         service_account_name=cfg.service_account,
+        # Nothing in the pod calls the Kubernetes API. Workload Identity does not need the token
+        # either: the GKE metadata server knows the pod by its address and asks for the
+        # service account's token itself (docs/security.md).
+        automount_service_account_token=False,
         termination_grace_period_seconds=cfg.termination_grace_period_seconds,
         security_context=pods.pod_security(),
         # Replicas over the region's zones (Autopilot clusters are regional): a zone outage

@@ -528,6 +528,10 @@ def cmek_coverage(resources: list[Resource]) -> list[Violation]:
             and _get(r["props"], "databaseEncryption", "state") != "ENCRYPTED"
         ):
             violations.append(_flag(r, f"does not encrypt its Secrets with {key}"))
+        if r["type"] == CLUSTER and key:
+            boot = _get(r["props"], "clusterAutoscaling", "autoProvisioningDefaults", "bootDiskKmsKey")
+            if boot is not UNKNOWN and not boot:
+                violations.append(_flag(r, f"boots its nodes from disks not encrypted with {key}"))
     return violations
 
 

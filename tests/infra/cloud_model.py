@@ -150,14 +150,24 @@ def names(inv: Inventory) -> set[Key]:
 # connect modes, persistence and maintenance, CMEK service agents and key locations,
 # and the organization policy constraints/gcp.restrictNonCmekServices.
 
-#: Resource type -> (the service whose agent encrypts it, where its key is named).
-CMEK_SERVICES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "gcp:storage/bucket:Bucket": ("storage.googleapis.com", ("encryption", "defaultKmsKeyName")),
-    "gcp:firestore/database:Database": ("firestore.googleapis.com", ("cmekConfig", "kmsKeyName")),
-    "gcp:redis/instance:Instance": ("redis.googleapis.com", ("customerManagedKey",)),
-    "gcp:artifactregistry/repository:Repository": ("artifactregistry.googleapis.com", ("kmsKeyName",)),
-    "gcp:container/cluster:Cluster": ("container.googleapis.com", ("databaseEncryption", "keyName")),
-}
+#: (resource type, the service whose agent encrypts it, where its key is named). A new
+#: cluster has two: its Secrets (GKE's agent) and its nodes' boot disks (Compute Engine's,
+#: https://cloud.google.com/kubernetes-engine/docs/how-to/using-cmek).
+CMEK_SERVICES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("gcp:storage/bucket:Bucket", "storage.googleapis.com", ("encryption", "defaultKmsKeyName")),
+    ("gcp:firestore/database:Database", "firestore.googleapis.com", ("cmekConfig", "kmsKeyName")),
+    ("gcp:redis/instance:Instance", "redis.googleapis.com", ("customerManagedKey",)),
+    ("gcp:artifactregistry/repository:Repository", "artifactregistry.googleapis.com", ("kmsKeyName",)),
+    ("gcp:container/cluster:Cluster", "container.googleapis.com", ("databaseEncryption", "keyName")),
+    (
+        "gcp:container/cluster:Cluster",
+        "compute.googleapis.com",
+        ("clusterAutoscaling", "autoProvisioningDefaults", "bootDiskKmsKey"),
+    ),
+)
+#: The node settings an Autopilot cluster takes (``gcloud container clusters create-auto``:
+#: --service-account, --scopes, --boot-disk-kms-key); GKE manages the rest of its nodes.
+AUTOPILOT_NODE_DEFAULTS = {"serviceAccount", "oauthScopes", "bootDiskKmsKey"}
 #: Multi-regions and the KMS location their keys must be in: Firestore's
 #: (https://cloud.google.com/firestore/docs/cmek) and Cloud Storage's
 #: (https://cloud.google.com/storage/docs/encryption/customer-managed-keys).
@@ -191,8 +201,7 @@ def rejections(
     connections = inv.of_type("gcp:servicenetworking/connection:Connection")
     for r in inv:
         typ, i, name = r["type"], r["inputs"], r["name"]
-        if typ in CMEK_SERVICES:
-            service, path = CMEK_SERVICES[typ]
+        for service, path in ((s, p) for t, s, p in CMEK_SERVICES if t == typ):
             key = _dig(i, path)
             if not key and service in restricted:
                 found.append(f"{name}: constraints/gcp.restrictNonCmekServices forbids {service} without CMEK")
@@ -241,6 +250,10 @@ def _cluster_rejections(name: str, i: dict[str, Any]) -> list[str]:
             found.append(f"{name}: Autopilot enforces NetworkPolicy with Dataplane V2; networkPolicy cannot be set")
         if i.get("datapathProvider") not in (None, "ADVANCED_DATAPATH"):
             found.append(f"{name}: Autopilot clusters run Dataplane V2 only")
+        defaults = _dig(i, ("clusterAutoscaling", "autoProvisioningDefaults")) or {}
+        if set(defaults) - AUTOPILOT_NODE_DEFAULTS:
+            unsupported = sorted(set(defaults) - AUTOPILOT_NODE_DEFAULTS)
+            found.append(f"{name}: Autopilot manages its nodes; {unsupported} cannot be set")
     return found
 
 

@@ -22,7 +22,7 @@ from .infra_inventory import Inventory
 from .run_program import AGENT_DOMAINS, agent_email
 
 AGENTS = {service: agent_email(service) for service in AGENT_DOMAINS}
-RESTRICTED = [service for service, _ in CMEK_SERVICES.values()]
+RESTRICTED = [service for _, service, _ in CMEK_SERVICES]
 CLUSTER = "gcp:container/cluster:Cluster"
 REDIS = "gcp:redis/instance:Instance"
 DATABASE = "gcp:firestore/database:Database"
@@ -49,6 +49,7 @@ def test_every_stack_creates_cleanly(runs, name):
 
 
 def test_under_restrict_non_cmek_services_only_the_keyed_stack_deploys(runs):
+    """Regression (compute.googleapis.com): a keyed stack's nodes booted from disks without its key."""
     assert rejections(inventory(runs, "cmek"), agents=AGENTS, restrict_non_cmek=RESTRICTED) == []
     multi = inventory(runs, "cmek_multi_region")
     assert rejections(multi, agents=AGENTS, restrict_non_cmek=RESTRICTED) == []
@@ -120,6 +121,16 @@ def read_replicas_on_one_gb(inv):
     _one(inv, REDIS)["inputs"].update(readReplicasMode="READ_REPLICAS_ENABLED", memorySizeGb=1)
 
 
+def boot_disks_not_granted(inv):
+    for g in inv.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"):
+        if "compute-system" in g["inputs"]["member"]:
+            g["inputs"]["member"] = "serviceAccount:" + AGENTS["container.googleapis.com"]
+
+
+def disk_size_on_autopilot(inv):
+    _one(inv, CLUSTER)["inputs"]["clusterAutoscaling"]["autoProvisioningDefaults"]["diskSize"] = 200
+
+
 @pytest.mark.parametrize(
     ("base", "mutate", "expected"),
     [
@@ -135,6 +146,8 @@ def read_replicas_on_one_gb(inv):
         ("dev", window_at_half_past, "start on the hour"),
         ("cmek", rdb_without_period, "needs an rdbSnapshotPeriod"),
         ("dev", read_replicas_on_one_gb, "read replicas need STANDARD_HA"),
+        ("cmek", boot_disks_not_granted, "compute-system.iam.gserviceaccount.com cannot use"),
+        ("dev", disk_size_on_autopilot, "Autopilot manages its nodes; ['diskSize']"),
     ],
     ids=lambda v: getattr(v, "__name__", v),
 )

@@ -285,6 +285,10 @@ def secrets_not_encrypted(rs):
     find(rs, CLUSTER)["inputs"]["databaseEncryption"]["state"] = "DECRYPTED"
 
 
+def boot_disks_not_encrypted(rs):
+    del find(rs, CLUSTER)["inputs"]["clusterAutoscaling"]["autoProvisioningDefaults"]["bootDiskKmsKey"]
+
+
 def protected_basic_broker(rs):
     find(rs, REDIS)["inputs"]["tier"] = "BASIC"
 
@@ -371,6 +375,7 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
         (registry_without_key, "uses Google-managed encryption while the stack uses"),
         (database_before_its_grant, "is created before any grant of"),
         (secrets_not_encrypted, "does not encrypt its Secrets"),
+        (boot_disks_not_encrypted, "boots its nodes from disks not encrypted with"),
     ],
     "durable-broker": [
         (protected_basic_broker, "is protected but tier BASIC"),

@@ -7,9 +7,10 @@ each open chord it shows, one query over that chord's counters (one read per
 counter: a chord of N parts has about N/16 + N/256 + ... of them). ``show`` is
 one read of the chord document, one query over its counters and one over its
 failed parts (one read per failed part, one if none). The database and
-collection come from ``--backend`` or ``$CELERY_RESULT_BACKEND``, as for
-``celery-gcs results``: the emulators locally, Application Default
-Credentials in production.
+collection come from ``--backend`` or ``$CELERY_RESULT_BACKEND``, and each
+read gives up after ``--timeout`` (10 s), retries included, as for
+``celery-gcs results`` (``reading``): the emulators locally, Application
+Default Credentials in production.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import urllib.parse
 from collections.abc import Sequence
@@ -28,21 +28,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import conventions, settings
-from ..errors import CeleryGCSError, TransientError
+from ..errors import CeleryGCSError
 from ..keys import encode_id
 from ..stores.chord_store import ChordStore, Inspected, Node
-from .options import positive_seconds
-from .results import DEFAULT_TIMEOUT, backend_url
+from . import reading
 
 E_NO_CHORD = (
     "no chord {group_id!r} in Firestore collection {collection!r} of database {database!r}: never applied "
     "through celery-gcs, expired (its TTL), or under another backend (pass that one with --backend); "
     "`celery-gcs chords list` shows those there"
-)
-E_UNREACHABLE = (
-    "no answer from Firestore ({endpoint}) within {timeout:g} s, retries included (--timeout): {reason}. "
-    "Check network access and credentials; on the local stack, start it (celery-gcs dev up) and export the "
-    "FIRESTORE_EMULATOR_HOST it prints"
 )
 E_STUCK = "--stuck takes a number of minutes, 0 or more; got {value!r}"
 
@@ -145,19 +139,7 @@ def minutes(value: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    backend = argparse.ArgumentParser(add_help=False)
-    backend.add_argument(
-        "--backend",
-        default=argparse.SUPPRESS,
-        help="gcs://BUCKET[/PREFIX][?firestore_database=...]: whose chords; default: $CELERY_RESULT_BACKEND",
-    )
-    backend.add_argument(
-        "--timeout",
-        type=positive_seconds,
-        default=argparse.SUPPRESS,
-        metavar="SECONDS",
-        help=f"give up on a request after this long, retries included (default {DEFAULT_TIMEOUT:g})",
-    )
+    backend = reading.backend_arguments("gcs://BUCKET[/PREFIX][?firestore_database=...]: whose chords")
     parser = argparse.ArgumentParser(
         prog="celery-gcs chords",
         description="Chords in Firestore: which are open or stuck, and what each waits for. Reads only.",
@@ -176,27 +158,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
-    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    url = backend_url(args, err)
-    if not url:
+    command = reading.start(parser(), argv)
+    if command is None:
         return 2
-    timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
+    args, out, err = command.args, command.out, command.err
     try:
-        # Each request gives up after --timeout, retries included, not the backend's 60 s and two minutes.
-        config = settings.parse(url, {"gcs_timeout": timeout, "gcs_retry_deadline": timeout})
+        config = command.settings()
         store = ChordStore(config)
         if args.action == "show":
             return show(store, config, args.group_id, out, err)
         return print_list(chords(store, open_only=args.open or args.stuck is not None, stuck=args.stuck), out, args.json)
-    except TransientError as exc:
-        endpoint = os.environ.get("FIRESTORE_EMULATOR_HOST") or "firestore.googleapis.com"
-        message = E_UNREACHABLE.format(endpoint=endpoint, timeout=timeout, reason=exc)
-        err.print(f"[red]{escape(message)}[/]", highlight=False)
-        return 1
     except CeleryGCSError as exc:
-        err.print(f"[red]{escape(str(exc))}[/]", highlight=False)
-        return 1
+        return command.failed(exc, reading.FIRESTORE)
 
 
 def chords(store: ChordStore, *, open_only: bool, stuck: float | None) -> list[ChordView]:

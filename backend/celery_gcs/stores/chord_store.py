@@ -2,7 +2,7 @@
 
 Per chord, in the configured database and collection (names in ``conventions``)::
 
-    {collection}/{chord key}                         size, leaves, added_pending, claim, done
+    {collection}/{chord key}                         size, leaves, added_pending, claim, done, opened
     {collection}/{chord key}/{counters}/{level-i}    remaining, reported (chord_tree.py)
     {collection}/{chord key}/{parts}/{task}          one per part that returned (or was added)
 
@@ -62,6 +62,9 @@ MAX_CHORD_SIZE = 10_000_000
 ENDED_CHORD_KEPT = dt.timedelta(days=1)
 #: The document a worker's warm-up reads, and never finds (``warm_up``).
 WARM_UP_DOCUMENT = "celery-gcs-warm-up"
+#: The chord document's field holding when the chord was applied (the server's time), removed
+#: when it ends: ordered on it, a query skips ended chords and finds the oldest open one in one read.
+OPENED = "opened"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -133,6 +136,15 @@ class Inspected:
     key: str
     chord: Chord
     created: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenChords:
+    """How many chords are open, and how long ago the oldest was applied (the server's time)."""
+
+    count: int
+    #: Seconds; 0 when no chord is open.
+    oldest_age: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -242,7 +254,7 @@ class ChordStore:
         ]
         chord = {
             "size": size, "leaves": leaves, "added": [], "added_pending": 0,
-            "header_done": not counts, "done": False, **ttl,
+            "header_done": not counts, "done": False, OPENED: firestore.SERVER_TIMESTAMP, **ttl,
         }  # fmt: skip
         writes.append((self._chord(key), chord))
         # Unconditional sets, yet safe to repeat: no part counts before apply_chord
@@ -477,7 +489,7 @@ class ChordStore:
                 return True  # ended: by this very call, whose first commit's answer was lost
             if not _held_by(chord, token) or chord is None:
                 return False
-            ended: dict[str, Any] = {"done": True, "claim": firestore.DELETE_FIELD}
+            ended: dict[str, Any] = {"done": True, "claim": firestore.DELETE_FIELD, OPENED: firestore.DELETE_FIELD}
             if chord.expires_at is None and chord.read_time is not None:
                 ended[conventions.FIRESTORE_TTL_FIELD] = chord.read_time + ENDED_CHORD_KEPT
             transaction.update(ref, ended)
@@ -613,6 +625,25 @@ class ChordStore:
             chord = self._chord_from(snapshot)
             if chord is not None:
                 yield Inspected(snapshot.id, chord, snapshot.create_time)
+
+    def open_chords(self) -> OpenChords:
+        """The open chords' number and the oldest one's age: two queries, two reads.
+
+        Counting is an aggregation (one read per 1,000 open chords, at least
+        one); the oldest is the first document ordered on ``OPENED``, which an
+        ended chord no longer has (one read, found or not). A chord applied by
+        a version without the field is counted, but not in the age.
+        """
+        chords = self._client.get().collection(self.settings.firestore_collection)
+        counting = chords.where(filter=firestore.FieldFilter("done", "==", False)).count()
+        first = chords.order_by(OPENED).limit(1).select([OPENED])
+        counted = self._call("counting open chords", lambda options: counting.get(**options), FIRESTORE_QUERY)
+        oldest = self._call("finding the oldest open chord", lambda options: list(first.stream(**options)), FIRESTORE_QUERY)
+        opened = oldest[0].get(OPENED) if oldest else None
+        age = 0.0
+        if isinstance(opened, dt.datetime) and oldest[0].read_time is not None:
+            age = max(0.0, (oldest[0].read_time - opened).total_seconds())
+        return OpenChords(int(counted[0][0].value), age)
 
     def inspect(self, key: str) -> Inspected | None:
         """One chord document (one read), or None."""
