@@ -29,9 +29,11 @@ from celery_gcs.telemetry.names import (
     BACKEND_REQUESTS,
     CHORD_CALLBACKS_PUBLISHED,
     CHORD_CLAIMS,
+    CHORD_OLDEST_OPEN_AGE,
     CHORD_PARTS_COUNTED,
     CHORDS_APPLIED,
     CHORDS_FAILED,
+    CHORDS_OPEN,
     QUEUE_LENGTH,
     QUEUE_OLDEST_AGE,
     TASK_RUNTIME,
@@ -60,6 +62,9 @@ WORKERS_JOB, QUEUE_LENGTH_JOB = "celery-gcs-workers", "celery-gcs-queue-length"
 RESTARTS = "kubernetes_io:container_restart_count"
 #: Names a query may use besides ``names.SERIES``: GKE's, and the collectors' per-target ``up``.
 SYSTEM_SERIES = frozenset({RESTARTS, "up"})
+#: The longest chord deadline: a chord document older than its TTL (result_expires) is gone, and no
+#: backend keeps results a month; a larger value is a mistake (seconds given for minutes).
+MAX_CHORD_OPEN_MINUTES = 30 * 24 * 60
 #: A notification channel as Cloud Monitoring names it.
 _CHANNEL = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/notificationChannels/[0-9]+$")
 
@@ -78,10 +83,18 @@ class Thresholds:
     backend_error_percent: int = 1
     #: Minutes a chord callback may stay claimed without being published or failed.
     chord_publish_minutes: int = 30
+    #: A chord's deadline: minutes after it was applied that it should have ended by.
+    chord_open_minutes: int = 60
 
     def __post_init__(self) -> None:
         for name in ("backlog_age_seconds", "restarts", "chord_publish_minutes"):
             common.check(getattr(self, name) >= 1, f"alert_{name}", "must be at least 1", "Use a positive number")
+        common.check(
+            1 <= self.chord_open_minutes <= MAX_CHORD_OPEN_MINUTES,
+            "alert_chord_open_minutes",
+            f"is {self.chord_open_minutes}, not a number of minutes from 1 to {MAX_CHORD_OPEN_MINUTES} (30 days)",
+            "Use the minutes your longest chord may take, such as 60",
+        )
         for name in ("failure_percent", "backend_error_percent"):
             value = getattr(self, name)
             common.check(1 <= value <= 100, f"alert_{name}", f"is {value}, not a percentage from 1 to 100", "Use 1 to 100")
@@ -148,6 +161,9 @@ def queries(namespace: str) -> dict[str, str]:
         "chord_callbacks": f"sum(rate({CHORD_CALLBACKS_PUBLISHED}{{{ns}}}[5m]))",
         "chords_failed": f"sum(rate({CHORDS_FAILED}{{{ns}}}[5m]))",
         "chord_claims": f"sum by (event) (rate({CHORD_CLAIMS}{{{ns}}}[5m]))",
+        # Every worker reads the same numbers from Firestore: the max is the stack's.
+        "chords_open": f"max({CHORDS_OPEN}{{{ns}}})",
+        "chord_oldest_age": f"max({CHORD_OLDEST_OPEN_AGE}{{{ns}}})",
     }
 
 
@@ -170,6 +186,11 @@ def alert_conditions(namespace: str, t: Thresholds) -> dict[str, tuple[str, str,
             "600s",
         ),
         "chord-unpublished": ("celery-gcs: chord callbacks claimed and never published", f"{unpublished} > 0", "0s"),
+        "chord-overdue": (
+            "celery-gcs: a chord open past its deadline",
+            f"{q['chord_oldest_age']} > {t.chord_open_minutes * 60}",
+            "0s",
+        ),
     }  # fmt: skip
 
 
@@ -189,6 +210,8 @@ def dashboard(title: str, namespace: str) -> dict:
         ("Chords: applied (by workers), parts counted, callbacks published, failed (/s)",
          ["chords_applied", "chord_parts", "chord_callbacks", "chords_failed"]),
         ("Chord claims: taken, renewed, lost (/s)", ["chord_claims"]),
+        ("Open chords", ["chords_open"]),
+        ("Oldest open chord's age (s)", ["chord_oldest_age"]),
     ]  # fmt: skip
     tiles = [
         {

@@ -304,6 +304,11 @@ OPTIONS: tuple[Option, ...] = (
         int,
         "Alert when a chord callback stays claimed this many minutes without being published or failed.",
     ),
+    _stack(
+        "alertChordOpenMinutes",
+        int,
+        "A chord's deadline: alert when a chord is still open this many minutes after it was applied.",
+    ),
     _worker(
         "celeryApp", str, "The Celery app the workers run (CELERY_APP), such as proj.celery:app."
     ),

@@ -162,6 +162,7 @@ class CeleryStackArgs:
     alert_restarts: int = Thresholds.restarts
     alert_backend_error_percent: int = Thresholds.backend_error_percent
     alert_chord_publish_minutes: int = Thresholds.chord_publish_minutes
+    alert_chord_open_minutes: int = Thresholds.chord_open_minutes
 
     def __post_init__(self) -> None:
         common.project_id(self.project)
@@ -434,6 +435,7 @@ class CeleryStackArgs:
                 restarts=self.alert_restarts,
                 backend_error_percent=self.alert_backend_error_percent,
                 chord_publish_minutes=self.alert_chord_publish_minutes,
+                chord_open_minutes=self.alert_chord_open_minutes,
             ),
             notification_channels=tuple(c.strip() for c in self.alert_notification_channels.split(",") if c.strip()),
             provider=provider,

@@ -7,7 +7,10 @@ import os
 import signal
 import time
 
+import pytest
 from celery import chord, states
+from celery_gcs.cli import chords
+from celery_gcs.local.processes import free_port
 
 from ..support import tasks
 from ..support.chords import sig
@@ -76,3 +79,29 @@ def test_a_bad_stuck_value_is_named(stack, backend_url) -> None:
     done = run_cli("chords", "list", "--stuck", "soon", env=cli_env(stack, backend_url))
     assert done.returncode == 2
     assert "--stuck takes a number of minutes, 0 or more; got 'soon'" in done.stderr
+
+
+def test_list_gives_up_within_its_timeout_when_firestore_is_down(stack, backend_url) -> None:
+    """Not after the backend's two-minute retry deadline: within --timeout, naming Firestore, its endpoint and the flag."""
+    env = cli_env(stack, backend_url)
+    stack.firestore.faults.down = True  # the proxy in front of the emulator closes every connection
+    started = time.monotonic()
+    done = run_cli("chords", "list", "--open", "--timeout", "2", env=env)
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    assert took < 20, f"chords list --timeout 2 took {took:.1f} s"
+    assert f"no answer from Firestore ({env['FIRESTORE_EMULATOR_HOST']}) within 2 s" in done.stderr
+    assert "(--timeout)" in done.stderr and "FIRESTORE_EMULATOR_HOST it prints" in done.stderr
+    assert stack.firestore.injected_snapshot().get("down", 0) >= 1
+
+
+def test_show_on_a_closed_port_and_a_bad_timeout_are_named(backend_url, monkeypatch, capsys) -> None:
+    """In this process (the command's main, as the console script calls it): nothing listens on the port."""
+    closed = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", closed)
+    assert chords.main(["--backend", backend_url, "show", "some-group", "--timeout", "1"]) == 1
+    assert f"no answer from Firestore ({closed}) within 1 s" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        chords.main(["list", "--timeout", "0"])
+    assert bad.value.code == 2
+    assert "must be more than 0 seconds" in capsys.readouterr().err

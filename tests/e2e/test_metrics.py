@@ -18,7 +18,7 @@ from celery_gcs.telemetry import names
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..support import tasks
-from ..support.chords import callback_runs, sig
+from ..support.chords import callback_runs, chord_store_on, open_chord, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -68,6 +68,7 @@ def test_a_workload_is_counted_as_it_ran(app, start_worker, stack, pool) -> None
     )
     before_gcs, before_firestore = stack.gcs.snapshot(), stack.firestore.snapshot()
     run_workload(app)
+    open_chord(chord_store_on(stack), 2)  # a chord whose parts never return
     samples = scrape(port)
 
     def count(metric: names.Metric, **labels: str) -> float:
@@ -91,6 +92,9 @@ def test_a_workload_is_counted_as_it_ran(app, start_worker, stack, pool) -> None
     assert count(names.CHORD_CLAIMS, event="renewed") >= 1
     assert count(names.CHORD_CLAIMS, event="lost") == 0
     assert count(names.CHORDS_FAILED) == 0
+    # Read from Firestore by the main process as it was scraped: the workload's chord ended, the other did not.
+    assert count(names.CHORDS_OPEN) == 1
+    assert 0 <= count(names.CHORD_OLDEST_OPEN_AGE) < 60
 
     # Each run stored one state (the retried run its RETRY) in one GCS write; the client wrote
     # one more, the chord's GroupResult.

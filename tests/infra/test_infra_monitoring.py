@@ -80,11 +80,29 @@ def test_the_model_rejects_a_bad_duration_and_a_tile_past_the_columns(runs) -> N
 
 def test_thresholds_and_channels_come_from_stack_config(prod) -> None:
     policies = {p["inputs"]["displayName"]: p["inputs"] for p in prod.of_type(ALERT_POLICY)}
-    assert len(policies) == 5
+    assert len(policies) == 6
     for policy in policies.values():
         assert policy["notificationChannels"] == ["projects/acme-celery-prod/notificationChannels/1234567890"]
     backlog = next(p for title, p in policies.items() if title.startswith("Celery backlog"))
     assert backlog["conditions"][0]["conditionPrometheusQueryLanguage"]["query"].endswith(" > 600")
+
+
+def test_the_open_chords_are_charted_and_a_chord_past_its_deadline_alerts(prod) -> None:
+    board = json.loads(prod.one(DASHBOARD)["inputs"]["dashboardJson"])
+    charts = {
+        tile["widget"]["title"]: [d["timeSeriesQuery"]["prometheusQuery"] for d in tile["widget"]["xyChart"]["dataSets"]]
+        for tile in board["mosaicLayout"]["tiles"]
+    }
+    assert {s for q in charts["Open chords"] for s in monitoring.series_named(q)} == {str(names.CHORDS_OPEN)}
+    assert {s for q in charts["Oldest open chord's age (s)"] for s in monitoring.series_named(q)} == {
+        str(names.CHORD_OLDEST_OPEN_AGE)
+    }
+    overdue = [p["inputs"] for p in prod.of_type(ALERT_POLICY) if p["name"].endswith("-chord-overdue")]
+    assert len(overdue) == 1
+    query = overdue[0]["conditions"][0]["conditionPrometheusQueryLanguage"]["query"]
+    assert monitoring.series_named(query) == {str(names.CHORD_OLDEST_OPEN_AGE)}
+    assert query.endswith(f" > {monitoring.Thresholds().chord_open_minutes * 60}")  # the default deadline, in seconds
+    assert all(metric.source == "worker" for metric in (names.CHORDS_OPEN, names.CHORD_OLDEST_OPEN_AGE))
 
 
 def test_monitoring_off_takes_everything_with_it(quiet) -> None:

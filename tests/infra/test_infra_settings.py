@@ -127,6 +127,9 @@ BAD_VALUES = [
     ("keda", "yes", "not a boolean"),
     ("protect", "maybe", "not a boolean"),
     ("kedaListLength", "0", "must be at least 1"),
+    ("alertChordOpenMinutes", "0", "not a number of minutes from 1 to 43200"),
+    ("alertChordOpenMinutes", "60000", "not a number of minutes from 1 to 43200"),
+    ("alertChordOpenMinutes", "an hour", "not a whole number"),
     ("namespace", "Celery", "is not a valid name"),
     ("serviceAccount", "celery_worker", "is not a valid name"),
 ]

@@ -69,8 +69,9 @@ def test_every_event_has_a_metric_and_the_worker_registers_what_names_lists() ->
     """Checked in a fresh process: importing the metrics module turns them on."""
     assert set(names.EVENT_METRICS) == set(observe.CHORD_EVENTS)
     code = (
-        "import json, celery_gcs.telemetry.metrics; from prometheus_client import REGISTRY; "
-        "print(json.dumps([[f.name, f.type] for f in REGISTRY.collect() if f.name.startswith('celery')]))"
+        "import json, itertools, celery_gcs.telemetry.metrics as m; from prometheus_client import REGISTRY; "
+        "families = itertools.chain(REGISTRY.collect(), m.OpenChords(None).describe()); "
+        "print(json.dumps([[f.name, f.type] for f in families if f.name.startswith('celery')]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     registered = {tuple(family) for family in json.loads(out)}

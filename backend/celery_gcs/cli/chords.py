@@ -7,9 +7,10 @@ each open chord it shows, one query over that chord's counters (one read per
 counter: a chord of N parts has about N/16 + N/256 + ... of them). ``show`` is
 one read of the chord document, one query over its counters and one over its
 failed parts (one read per failed part, one if none). The database and
-collection come from ``--backend`` or ``$CELERY_RESULT_BACKEND``, as for
-``celery-gcs results``: the emulators locally, Application Default
-Credentials in production.
+collection come from ``--backend`` or ``$CELERY_RESULT_BACKEND``, and each
+read gives up after ``--timeout`` (10 s), retries included, as for
+``celery-gcs results`` (``reading``): the emulators locally, Application
+Default Credentials in production.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .. import conventions, settings
 from ..errors import CeleryGCSError
 from ..keys import encode_id
 from ..stores.chord_store import ChordStore, Inspected, Node
-from .results import backend_url
+from . import reading
 
 E_NO_CHORD = (
     "no chord {group_id!r} in Firestore collection {collection!r} of database {database!r}: never applied "
@@ -138,12 +139,7 @@ def minutes(value: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    backend = argparse.ArgumentParser(add_help=False)
-    backend.add_argument(
-        "--backend",
-        default=argparse.SUPPRESS,
-        help="gcs://BUCKET[/PREFIX][?firestore_database=...]: whose chords; default: $CELERY_RESULT_BACKEND",
-    )
+    backend = reading.backend_arguments("gcs://BUCKET[/PREFIX][?firestore_database=...]: whose chords")
     parser = argparse.ArgumentParser(
         prog="celery-gcs chords",
         description="Chords in Firestore: which are open or stuck, and what each waits for. Reads only.",
@@ -162,20 +158,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
-    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    url = backend_url(args, err)
-    if not url:
+    command = reading.start(parser(), argv)
+    if command is None:
         return 2
+    args, out, err = command.args, command.out, command.err
     try:
-        config = settings.parse(url, {})
+        config = command.settings()
         store = ChordStore(config)
         if args.action == "show":
             return show(store, config, args.group_id, out, err)
         return print_list(chords(store, open_only=args.open or args.stuck is not None, stuck=args.stuck), out, args.json)
     except CeleryGCSError as exc:
-        err.print(f"[red]{escape(str(exc))}[/]", highlight=False)
-        return 1
+        return command.failed(exc, reading.FIRESTORE)
 
 
 def chords(store: ChordStore, *, open_only: bool, stuck: float | None) -> list[ChordView]:

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import difflib
 import json
-import os
 import re
 import sys
 import urllib.parse
@@ -29,16 +28,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import conventions, meta, settings
-from ..errors import CeleryGCSError, TransientError
+from .. import conventions, meta
+from ..errors import CeleryGCSError
 from ..keys import encode_id
 from ..stores.result_store import LIST_PAGE, Listed, ResultStore
-from .options import positive, positive_seconds
+from . import reading
+from .options import positive
 
-E_NO_BACKEND = (
-    "no result backend named: pass --backend gcs://BUCKET[/PREFIX] or export CELERY_RESULT_BACKEND "
-    '(eval "$(celery-gcs dev up)" does, for the local stack)'
-)
 E_BAD_SINCE = "{flag} takes a number and a unit (s, m, h or d), such as 30m or 2d; got {value!r}"
 E_BAD_MOMENT = (
     "--before takes an age (a number and a unit: s, m, h or d, such as 7d) or a date "
@@ -53,16 +49,8 @@ E_EXPIRED = (
     "gcs_ttl): it reads as PENDING, and the bucket's lifecycle rule deletes it"
 )
 E_NO_MATCH = "no results match in {where}: {why}"
-E_UNREACHABLE = (
-    "no answer from Cloud Storage ({endpoint}) within {timeout:g} s, retries included (--timeout): {reason}. "
-    "Check network access and credentials; on the local stack, start it (celery-gcs dev up) and export the "
-    "STORAGE_EMULATOR_HOST it prints"
-)
-#: How long each request may take, retries included, unless --timeout says.
-DEFAULT_TIMEOUT = 10.0
 E_NEEDS_YES = "not deleting without --yes (stdin is not a terminal to ask on); --dry-run only counts"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_SCHEMES = {"gs": conventions.URL_SCHEME}  # the built-in backend's layout is ours: readable as it is
 
 
 @dataclass(frozen=True)
@@ -171,21 +159,7 @@ def parser() -> argparse.ArgumentParser:
         "bucket's listing, without reading them), show one, delete some by id, or purge what a filter "
         "matches. The bucket and prefix come from --backend or $CELERY_RESULT_BACKEND."
     )
-    backend = argparse.ArgumentParser(add_help=False)
-    # Before or after the action; the one after it wins (SUPPRESS: an absent one sets nothing).
-    backend.add_argument(
-        "--backend",
-        default=argparse.SUPPRESS,
-        help="gcs://BUCKET[/PREFIX], or a gs:// URL of Celery's built-in backend (same layout); "
-        "default: $CELERY_RESULT_BACKEND",
-    )
-    backend.add_argument(
-        "--timeout",
-        type=positive_seconds,
-        default=argparse.SUPPRESS,
-        metavar="SECONDS",
-        help=f"give up on a request after this long, retries included (default {DEFAULT_TIMEOUT:g})",
-    )
+    backend = reading.backend_arguments("gcs://BUCKET[/PREFIX], or a gs:// URL of Celery's built-in backend (same layout)")
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--state", help="only results in this state (SUCCESS, FAILURE, ...)")
     filters.add_argument("--name", help="only results of this task name, as Celery names it (proj.add)")
@@ -217,26 +191,6 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def readable_url(url: str) -> str:
-    """``url`` for reading: a ``gs://`` URL of the built-in backend names the same objects.
-
-    So does one that selects a backend class (``module:Class+gs://...``, as
-    ``celery-gcs dev up --result-backend gs`` exports).
-    """
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.rpartition("+")[2]
-    return f"{_SCHEMES.get(scheme, scheme)}{sep}{rest}"
-
-
-def backend_url(args: argparse.Namespace, err: Console) -> str | None:
-    """``--backend``, else ``$CELERY_RESULT_BACKEND``, for reading; None (said on ``err``) when neither is set."""
-    url = getattr(args, "backend", None) or os.environ.get("CELERY_RESULT_BACKEND")
-    if not url:
-        err.print(f"[red]{escape(E_NO_BACKEND)}[/]", highlight=False)
-        return None
-    return readable_url(url)
-
-
 def results(store: ResultStore) -> Iterator[Result]:
     """Every task result under the backend's prefix, from the listing alone."""
     for listed in store.list(conventions.TASK_KEY_PREFIX):
@@ -264,19 +218,15 @@ def newest_first(found: Iterable[Result]) -> list[Result]:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
-    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    url = backend_url(args, err)
-    if not url:
+    command = reading.start(parser(), argv)
+    if command is None:
         return 2
-    timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
-    # Each request gives up after --timeout, retries included, not the backend's 60 s and two minutes.
-    limits = {"gcs_timeout": timeout, "gcs_retry_deadline": timeout}
+    args, out, err = command.args, command.out, command.err
     try:
-        config = settings.parse(url, limits)
+        config = command.settings()
         where = f"gs://{config.bucket}/{config.object_name('')}"
         if args.action == "show":
-            return show(url, args.task_id, out, err, where=where, limits=limits)
+            return show(command.url, args.task_id, out, err, where=where, limits=command.limits)
         store = ResultStore(config)
         if args.action == "delete":
             return delete(store, args.task_ids, out, err)
@@ -291,14 +241,8 @@ def main(argv: Sequence[str]) -> int:
         if args.action == "purge":
             return purge(store, found, listed=len(seen), where=where, args=args, out=out, err=err)
         return print_list(found[: args.limit], out, as_json=args.json, wide=args.wide)
-    except TransientError as exc:
-        endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com"
-        message = E_UNREACHABLE.format(endpoint=endpoint, timeout=timeout, reason=exc)
-        err.print(f"[red]{escape(message)}[/]", highlight=False)
-        return 1
     except CeleryGCSError as exc:
-        err.print(f"[red]{escape(str(exc))}[/]", highlight=False)
-        return 1
+        return command.failed(exc, reading.CLOUD_STORAGE)
 
 
 def print_list(found: Sequence[Result], out: Console, *, as_json: bool, wide: bool = False) -> int:

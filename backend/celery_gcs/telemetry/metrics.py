@@ -15,8 +15,10 @@ adds a previous run's files; it is removed when the worker exits.
 
 What is counted: Celery's task signals (received, started, succeeded,
 failed, retried, run time) and what the runtime reports through
-``celery_gcs.observe`` (calls to GCS and Firestore, chord events). The names
-are ``celery_gcs.telemetry.names``'.
+``celery_gcs.observe`` (calls to GCS and Firestore, chord events). With a
+celery-gcs result backend, the main process also reads the open chords from
+Firestore at each scrape (``OpenChords``: two reads). The names are
+``celery_gcs.telemetry.names``'.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ _own_multiprocess_dir()
 
 from celery import signals
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+
+from .open_chords import OpenChords
 
 _TYPES = {"counter": Counter, "histogram": Histogram}
 _BACKEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -169,11 +173,14 @@ def _retry(sender: Any = None, **_: Any) -> None:
 
 
 @signals.worker_init.connect(weak=False)
-def _serve(**_: Any) -> None:
-    """The main process serves every process's counts, summed from the multiprocess files."""
+def _serve(sender: Any = None, **_: Any) -> None:
+    """The main process serves every process's counts, summed from the multiprocess files, and the open chords."""
     listen = Listen.from_env()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    open_chords = OpenChords.of(sender.app) if sender is not None else None
+    if open_chords is not None:
+        registry.register(open_chords)
     try:
         start_http_server(listen.port, listen.address, registry=registry)
     except OSError as exc:

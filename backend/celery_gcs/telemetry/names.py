@@ -76,6 +76,14 @@ CHORDS_FAILED = Metric("celery_gcs_chords_failed", "counter", "Chords failed (th
 CHORD_CLAIMS = Metric(
     "celery_gcs_chord_claims", "counter", "Chord callback claims taken, renewed and lost.", ("event",)
 )
+CHORDS_OPEN = Metric(
+    "celery_gcs_chords_open", "gauge", "Chords applied and not ended, read from Firestore at each scrape."
+)
+CHORD_OLDEST_OPEN_AGE = Metric(
+    "celery_gcs_chord_oldest_open_age_seconds",
+    "gauge",
+    "How long ago the oldest open chord was applied, in Firestore's time (0 when none is open).",
+)
 QUEUE_LENGTH = Metric(
     "celery_queue_length", "gauge", "Messages waiting in a queue, its priority lists included.", ("queue",),
     source="queue-length",
@@ -92,6 +100,7 @@ ALL: tuple[Metric, ...] = (
     TASKS_RECEIVED, TASKS_STARTED, TASKS_SUCCEEDED, TASKS_FAILED, TASKS_RETRIED, TASK_RUNTIME,
     BACKEND_REQUESTS, BACKEND_LATENCY, BACKEND_ERRORS,
     CHORDS_APPLIED, CHORD_PARTS_COUNTED, CHORD_CALLBACKS_PUBLISHED, CHORDS_FAILED, CHORD_CLAIMS,
+    CHORDS_OPEN, CHORD_OLDEST_OPEN_AGE,
     QUEUE_LENGTH, QUEUE_OLDEST_AGE,
 )  # fmt: skip
 
