@@ -78,6 +78,13 @@ test-chords: venv system-deps
 test-soak: venv system-deps
 	$(BIN)/pytest -m soak tests/faults/test_chord_soak.py $(PYTEST_ARGS)
 
+# The README's install and demo paths end to end: wheels in fresh virtualenvs, make venv-infra,
+# the demo run and its Ctrl-C (tests/package, tests/cli/test_demo.py; about 5 minutes). Out of
+# make test to keep it near 10 minutes; .ci/run runs it.
+.PHONY: test-package
+test-package: venv system-deps
+	$(BIN)/pytest -m package tests/package tests/cli/test_demo.py $(PYTEST_ARGS)
+
 # The benchmark harness end to end on tiny sizes (every pass and backend; about 2 minutes).
 test-bench: venv system-deps
 	$(BIN)/pytest -m bench tests/bench $(PYTEST_ARGS)

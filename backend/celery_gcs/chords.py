@@ -727,6 +727,10 @@ class ChordCoordinator:
     def _lease(self) -> float:
         return max(MIN_LEASE, 2 * self._join_timeout())
 
+    def warm_up(self) -> None:
+        """Connect to Firestore now (``ChordStore.warm_up``)."""
+        self.store.warm_up()
+
     def close(self) -> None:
         self.store.close()
 
