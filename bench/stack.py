@@ -68,6 +68,10 @@ class BenchStack:
     workdir: Path
     backends: tuple[str, ...] = NAMES
     concurrency: int = 2
+    #: The workers' pool (-P).
+    pool: str = "prefork"
+    #: Settings added to every app's and worker's configuration (bench.first_task turns gcs_warm_up off and on).
+    extra_conf: dict[str, Any] = field(default_factory=dict)
     #: False: no counting proxies; clients reach the emulators directly.
     counted: bool = True
     #: Seconds each answer is held, by kind (bench.latency.MODEL); None: no latency added.
@@ -195,7 +199,7 @@ class BenchStack:
         return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == wanted)
 
     def _conf(self, backend: Backend) -> dict[str, Any]:
-        return {"task_default_queue": backend.queue}
+        return {"task_default_queue": backend.queue, **self.extra_conf}
 
     def _app(self, backend: Backend) -> Celery:
         app = Celery(f"bench-client-{backend.name}", set_as_current=False)
@@ -219,6 +223,7 @@ class BenchStack:
             "bench.tasks",
             name=f"bench{uuid.uuid4().hex[:6]}@localhost",
             concurrency=self.concurrency,
+            pool=self.pool,
             loglevel="WARNING",
         )
         env = {
@@ -245,7 +250,8 @@ class BenchStack:
             env=env,
             cwd=ROOT,
             log_path=log_path,
-            ready=lambda worker: bool(worker.children()) and ready_file.exists(),
+            # A prefork worker is ready once its children are; other pools have none.
+            ready=lambda worker: (self.pool != "prefork" or bool(worker.children())) and ready_file.exists(),
         )
         self.workers[name] = worker.start()
         return worker

@@ -11,27 +11,39 @@ other's results. Differences that matter:
   result past its expiry read as missing before the lifecycle deletes it;
 * no network I/O until first use, and no admin API calls at all;
 * chords are counted in Firestore, each part once, with a claim so the
-  callback is published once (chords.py).
+  callback is published once (chords.py);
+* one backend per process, shared by its threads and greenlets (Celery makes
+  one per thread, under gevent one per task, each connecting anew), and a
+  worker connects each process at start (``warm_up``), not on its first task.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from celery import states
+from celery import current_app, signals, states
+from celery.app.backends import by_url
 from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import ChordError
 from kombu.utils.encoding import bytes_to_str
 
-from . import meta, settings, waiting
+from . import deadline, meta, settings, waiting
 from .chords import ChordCoordinator
 from .errors import StoreError
 from .perprocess import PerProcess
 from .stored_results import KeyPrefixes, Lifetimes, StoredResults
 from .stores import grpc_runtime, retry
+
+log = logging.getLogger(__name__)
+
+#: How long a worker process's warm-up may take (``GCSBackend.warm_up``).
+WARM_UP_SECONDS = 10.0
+E_WARM_UP = "celery-gcs could not connect at worker start (%s); the first task will try again"
 
 
 class GCSBackend(KeyValueStoreBackend):
@@ -54,6 +66,9 @@ class GCSBackend(KeyValueStoreBackend):
     def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, url=url, **kwargs)
         grpc_runtime.check()
+        # Shared by a process's threads (and greenlets): its clients and pools are thread-safe,
+        # and one backend per thread (per task under gevent) would connect again for each.
+        self.thread_safe = True
         self.settings = settings.parse(url, self.app.conf)
         failure_expires = self.app.conf.get("result_failure_expires")
         self.failure_expires = self.expires if failure_expires is None else self.prepare_expires(failure_expires)
@@ -227,12 +242,66 @@ class GCSBackend(KeyValueStoreBackend):
         self.stored.save_group(bytes_to_str(group_id), result, self.expires if expires is None else expires)
         return result
 
+    def warm_up(self) -> None:
+        """Connect to GCS and Firestore now, so that this process's first task does not.
+
+        One read each, of an object and a document never there, within
+        ``WARM_UP_SECONDS``. A worker calls it in each process that runs
+        tasks, as it starts (``_warm_up_in_background``); a failure is logged,
+        and the first task connects as it would have.
+        """
+        with deadline.within(WARM_UP_SECONDS):
+            self.stored.warm_up()
+            self.chords.warm_up()
+
     def close(self) -> None:
         self.stored.close()
         self.chords.close()
 
     def __reduce__(self, args: tuple = (), kwargs: dict | None = None) -> tuple:
         return super().__reduce__(args, {**(kwargs or {}), "url": self.url})
+
+
+@signals.worker_process_init.connect(weak=False, dispatch_uid="celery_gcs.warm_up.pool_process")
+def _warm_pool_process(**_kwargs: Any) -> None:
+    """A prefork pool process has started: connect it before its first task."""
+    _warm_up_in_background(current_app._get_current_object())
+
+
+@signals.worker_ready.connect(weak=False, dispatch_uid="celery_gcs.warm_up.worker")
+def _warm_worker(sender: Any = None, **_kwargs: Any) -> None:
+    """A worker is ready: under threads, gevent or solo its tasks run in this process; connect it.
+
+    Never a prefork parent: it runs no task, and gRPC's channels must not
+    cross the forks of the children it starts later.
+    """
+    from celery.concurrency.prefork import TaskPool as Prefork
+
+    if sender is not None and not isinstance(getattr(sender, "pool", None), Prefork):
+        _warm_up_in_background(sender.app)
+
+
+def _warm_up_in_background(app: Any) -> None:
+    """``GCSBackend.warm_up`` beside the worker's start, never holding it up (a pool child has seconds to report).
+
+    Only for an app whose backend is this one: the class is looked up, no backend built for that.
+    """
+    try:
+        configured, _url = by_url(app.backend_cls or app.conf.result_backend, app.loader)
+    except Exception:  # noqa: BLE001 (the worker reports a bad backend setting itself)
+        return
+    if not (isinstance(configured, type) and issubclass(configured, GCSBackend)):
+        return
+
+    def warm_up() -> None:
+        try:
+            backend = app.backend
+            if backend.settings.warm_up:
+                backend.warm_up()
+        except Exception as exc:  # noqa: BLE001 (best effort: the first task meets the same error and reports it)
+            log.warning(E_WARM_UP, exc)
+
+    threading.Thread(target=warm_up, name="celery-gcs-warm-up", daemon=True).start()
 
 
 def _is_chord_part(request: Any, state: str) -> bool:

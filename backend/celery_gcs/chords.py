@@ -330,11 +330,10 @@ class ChordCoordinator:
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True))
         if settled is not None and settled.claimed and settled.chord is not None and settled.chord.claim:
             callback = maybe_signature(part.callback, app=self.backend.app)
-            token, held_until = settled.chord.claim.token, time.monotonic() + self._lease()
             try:
                 raise ChordError(reason)  # Celery fails the callback from the current stack
             except ChordError as error:
-                self._fail(key, token, held_until, callback, error, [], settled.chord)
+                self._fail(key, settled.chord.claim.token, callback, error, [], settled.chord)
         return None
 
     def _fail_gone(self, part: Part, key: str) -> None:
@@ -406,8 +405,6 @@ class ChordCoordinator:
         chord = settled.chord
         assert chord is not None and chord.claim is not None
         key, token = self.key(part.group_id), chord.claim.token
-        # Until when (monotonic) the claim is surely ours: the lease began before now.
-        held_until = time.monotonic() + self._lease()
         self.after_claim(part)
         callback = maybe_signature(part.callback, app=self.backend.app)
         results: list[Any] = []
@@ -429,27 +426,22 @@ class ChordCoordinator:
             return Ending.ENDED
         except ChordError as exc:
             log.error("Chord %s failed: %s", part.group_id, exc)
-            return self._fail(key, token, held_until, callback, exc, results, chord)
+            return self._fail(key, token, callback, exc, results, chord)
         except Exception as exc:  # a failed join fails the chord, as with Redis; the part stays
             if self._retried_by_celery(exc):
                 self._release_quietly(key, token)
                 raise  # Celery retries storing this part, which completes the chord then
             log.exception("Chord %s cannot join its parts", part.group_id)
             error = ChordError(f"Chord {part.group_id} cannot join: {exc!r}")
-            return self._fail(key, token, held_until, callback, error, results, chord)
-        lease = self._lease() + publish_budget(self.backend.app.conf)
-        renewing = time.monotonic()
+            return self._fail(key, token, callback, error, results, chord)
         try:
-            if not self.store.renew(key, token, lease):
-                log.warning(
-                    "Chord %s: claim lost before publishing; its new holder publishes",
-                    part.group_id,
-                )
-                return Ending.ENDED
+            held_until = self._hold_for_outcome(key, token)
         except Exception:
             self._release_quietly(key, token)
             raise
-        held_until = renewing + lease
+        if held_until is None:
+            log.warning("Chord %s: claim lost before publishing; its new holder publishes", part.group_id)
+            return Ending.ENDED
         self.before_publish(part)
         try:
             with observe.step(observe.CHORD_PUBLISH):
@@ -458,7 +450,7 @@ class ChordCoordinator:
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
             error = ChordError(f"Callback error: {exc!r}")
-            return self._fail(key, token, held_until, callback, error, results, chord)
+            return self._fail(key, token, callback, error, results, chord)
         self._end(key, token, held_until, results, chord)
         return Ending.PUBLISHED
 
@@ -467,22 +459,42 @@ class ChordCoordinator:
         conf = self.backend.app.conf
         return bool(conf.get("result_backend_always_retry")) and retry.is_retryable(exc)
 
+    def _hold_for_outcome(self, key: str, token: str) -> float | None:
+        """Renew the claim to cover sending the chord's outcome; until when (monotonic) it is surely ours, None if lost.
+
+        Checked right before the callback is published or its errbacks are
+        called, never before: a holder slowed past its lease (a call stalled
+        while it joined) may have been taken over, and its new holder sends
+        the outcome. The lease then covers the publish budget too
+        (``publish_budget``): errbacks that are not called in-process are
+        published as the callback would be.
+        """
+        lease = self._lease() + publish_budget(self.backend.app.conf)
+        renewing = time.monotonic()
+        if not self.store.renew(key, token, lease):
+            return None
+        return renewing + lease
+
     def _fail(
-        self,
-        key: str,
-        token: str,
-        held_until: float,
-        callback: Any,
-        error: ChordError,
-        results: list[Any],
-        chord: Chord,
+        self, key: str, token: str, callback: Any, error: ChordError, results: list[Any], chord: Chord
     ) -> Ending:
         """Fail the callback through its errbacks, then end the chord; or, if that cannot be recorded, leave it open.
 
         Ended with its error unrecorded, the chord would be done while its
         callback read PENDING forever; left open (its claim released), the
         next return of any of its parts ends it (this part's, once stored).
+        Only while the claim is still ours: a holder taken over leaves the
+        failing to its new holder, or it would call the errbacks a second time.
         """
+        try:
+            held_until = self._hold_for_outcome(key, token)
+        except Exception:
+            log.exception("Chord key %s: its claim could not be renewed to fail it; left open", key)
+            self._release_quietly(key, token)
+            return Ending.LEFT
+        if held_until is None:
+            log.warning("Chord key %s: claim lost before failing it; its new holder ends it", key)
+            return Ending.LEFT
         try:
             self.backend.chord_error_from_stack(callback, error)
         except Exception:
@@ -714,6 +726,10 @@ class ChordCoordinator:
 
     def _lease(self) -> float:
         return max(MIN_LEASE, 2 * self._join_timeout())
+
+    def warm_up(self) -> None:
+        """Connect to Firestore now (``ChordStore.warm_up``)."""
+        self.store.warm_up()
 
     def close(self) -> None:
         self.store.close()

@@ -30,6 +30,7 @@ KNOWN_KEYS: dict[str, str] = {
     "gcs_max_result_bytes": "largest encoded result stored; a larger one is a clear error",
     "gcs_timeout": "seconds one GCS or Firestore request may take",
     "gcs_retry_deadline": "seconds a call is retried for on throttling, 5xx or resets",
+    "gcs_warm_up": "a worker process connects to GCS and Firestore at start, not on its first task (true/false)",
     "firestore_project": "the Firestore project; defaults to gcs_project",
     "firestore_database": "the Firestore database holding chord counters",
     "firestore_collection": "the Firestore collection holding chord counters",
@@ -46,6 +47,9 @@ E_BAD_EXPIRY = (
     "app.conf.{key} = {raw!r} is invalid: {problem}; give seconds (or a timedelta) of 0 or more "
     "(None or 0: results never expire)"
 )
+
+#: How a true/false setting may be written (in the URL's query it is text).
+_FLAGS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 #: Celery's own settings this backend honours, checked as strictly as gcs_ttl:
 #: a negative one would write every result already expired, to read as PENDING.
@@ -64,6 +68,7 @@ class Settings:
     max_result_bytes: int = conventions.MAX_RESULT_BYTES
     timeout: float = 60.0
     retry_deadline: float = 120.0
+    warm_up: bool = True
     firestore_project: str | None = None
     firestore_database: str = conventions.FIRESTORE_DATABASE
     firestore_collection: str = conventions.FIRESTORE_COLLECTION
@@ -165,6 +170,14 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
 
         return convert
 
+    def flag(key: str, raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        value = str(raw).strip().lower()
+        if value not in _FLAGS:
+            raise ConfigurationError(f"{named(key)} must be true or false, got {raw!r}")
+        return _FLAGS[value]
+
     def text(check: Callable[[str], str | None]) -> Callable[[str, Any], str]:
         def convert(key: str, raw: Any) -> str:
             value = str(raw).strip()
@@ -187,6 +200,7 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
         "gcs_max_result_bytes": ("max_result_bytes", number(int, 1)),
         "gcs_timeout": ("timeout", number(float, 0, strict=True)),
         "gcs_retry_deadline": ("retry_deadline", number(float, 0, strict=True)),
+        "gcs_warm_up": ("warm_up", flag),
         "firestore_project": ("firestore_project", text(project_problem)),
         "firestore_database": ("firestore_database", text(database_problem)),
         "firestore_collection": ("firestore_collection", text(collection_problem)),

@@ -117,6 +117,10 @@ class StoredResults:
         # so the next state of the same task is one conditional PUT.
         self._generations: PerProcess[OrderedDict[str, int]] = PerProcess(OrderedDict)
 
+    def warm_up(self) -> None:
+        """Connect to GCS now (``ResultStore.warm_up``)."""
+        self.store.warm_up()
+
     # -- names ------------------------------------------------------------------
 
     def key(self, prefix: str, id: str) -> str:

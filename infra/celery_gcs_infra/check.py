@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from . import offline
+from .settings import DEFAULT_ORGANIZATION
 
 #: Exit codes: would deploy / a problem in the config / no stack file to check.
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -50,6 +51,12 @@ def parser() -> argparse.ArgumentParser:
         default=Path.cwd(),
         help="the Pulumi project: the directory with Pulumi.yaml (default: the current one)",
     )
+    parser.add_argument(
+        "--organization",
+        default=DEFAULT_ORGANIZATION,
+        help="the Pulumi organization the stack is in, part of its default name prefix "
+        f"(default: {DEFAULT_ORGANIZATION}, a self-managed backend's)",
+    )
     return parser
 
 
@@ -66,14 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         outputs = offline.run(
             project_dir / main_dir, stack=args.stack, config=config, secret_keys=secret_keys,
-            project=project, mocks=mocks,
+            project=project, organization=args.organization, mocks=mocks,
         )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 (what the program raised is the finding)
         print(f"{stack_file.name}: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     kinds = ", ".join(f"{count} {kind}" for kind, count in mocks.kinds.most_common(6))
     print(f"{stack_file.name}: the program runs to the end: {sum(mocks.kinds.values())} resources ({kinds}, ...).")
-    for key in ("result_backend", "bucket", "namespace"):
+    for key in ("prefix", "result_backend", "bucket", "namespace"):
         if key in outputs and not outputs[key][1]:
             print(f"  {key}: {outputs[key][0]}")
     if secret_keys:

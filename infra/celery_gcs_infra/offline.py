@@ -173,6 +173,7 @@ def run(
     config: Mapping[str, str],
     secret_keys: Sequence[str] = (),
     project: str = "celery-gcs",
+    organization: str = "organization",
     mocks: pulumi.runtime.Mocks | None = None,
     monitor: Callable[[pulumi.runtime.Mocks], Any] | None = None,
 ) -> dict[str, Any]:
@@ -188,7 +189,12 @@ def run(
     os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(list(secret_keys))
     mocks = mocks or OfflineMocks()
     pulumi.runtime.set_mocks(
-        mocks, project=project, stack=stack, preview=False, monitor=monitor(mocks) if monitor else None
+        mocks,
+        project=project,
+        stack=stack,
+        organization=organization,
+        preview=False,
+        monitor=monitor(mocks) if monitor else None,
     )
     runtime_config.set_all_config(runtime_config.get_config_env(), runtime_config.get_config_secret_keys_env())
     outputs: dict[str, Any] = {}

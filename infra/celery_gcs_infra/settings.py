@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import re
 import shlex
 from collections.abc import Collection, Mapping
@@ -98,7 +99,11 @@ OPTIONS: tuple[Option, ...] = (
         "of the bucket and database (for example europe-west1).",
     ),
     Option(
-        "prefix", str, "", "Prefix of resource names (at most 23 characters); empty: celery-STACK."
+        "prefix",
+        str,
+        "",
+        "Prefix of resource names (at most 23 characters); empty: celery-STACK-HASH, HASH from the "
+        "Pulumi organization, project and stack, so two teams' stacks of one name never share names.",
     ),
     _stack(
         "protect",
@@ -394,17 +399,43 @@ def _parse(option: Option, raw: Any) -> Any:
     return str(raw)
 
 
+#: The organization of a self-managed backend (file://, gs://): Pulumi's own name for "none".
+DEFAULT_ORGANIZATION = "organization"
+
+
+def default_prefix(stack: str, *, project: str, organization: str = DEFAULT_ORGANIZATION) -> str:
+    """``celery-STACK-HASH``: the stack's name (cut to 10 characters) and 5 hex digits of
+    ``ORGANIZATION/PROJECT/STACK``, what Pulumi itself keeps unique.
+
+    The stack's name alone is not: two teams (two Pulumi projects, or two organizations) both
+    naming a stack ``dev`` in one Google Cloud project or one cluster would otherwise claim the
+    same service accounts, database, namespace and cluster. At most 7 + 10 + 1 + 5 = 23
+    characters, the longest prefix every derived name has room for.
+    """
+    slug = re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-")[:10].strip("-")
+    digest = hashlib.sha256(f"{organization}/{project}/{stack}".encode()).hexdigest()[:5]
+    return "-".join(part for part in ("celery", slug, digest) if part)
+
+
 def _label_value(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
 
 def load(
-    values: Mapping[str, Any], *, stack: str, secret_keys: Collection[str] = (), build_context: str = ""
+    values: Mapping[str, Any],
+    *,
+    stack: str,
+    project: str = NAMESPACE,
+    organization: str = DEFAULT_ORGANIZATION,
+    secret_keys: Collection[str] = (),
+    build_context: str = "",
 ) -> CeleryStackArgs:
     """Build the stack's arguments from ``celery-gcs:*`` config values.
 
     ``values`` maps full keys (``celery-gcs:region``) to values as Pulumi passes
-    them (strings); keys of other namespaces (``gcp:*``) are ignored.
+    them (strings); keys of other namespaces (``gcp:*``) are ignored. ``project``
+    and ``organization`` are Pulumi's (not Google Cloud's): with ``stack`` they
+    make the default prefix (:func:`default_prefix`).
     """
     ours = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith(f"{NAMESPACE}:")}
     for key in ours:
@@ -444,7 +475,7 @@ def load(
         if option.key == "extraArgs":
             value = tuple(shlex.split(value))
         if option.key == "prefix":
-            value = value or "celery-" + re.sub(r"[^a-z0-9-]+", "-", stack.lower()).strip("-")
+            value = value or default_prefix(stack, project=project, organization=organization)
         target = worker_kwargs if option.target is WorkerSettings else stack_kwargs
         target[option.field] = value
     stack_kwargs["labels"] = {"celery-gcs-stack": _label_value(stack)}
@@ -473,4 +504,11 @@ def from_pulumi(*, build_context: str = "") -> CeleryStackArgs:
     values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     secret_keys = set(runtime_config.get_config_secret_keys_env())
     secret_keys |= {k for k in values if pulumi.runtime.is_config_secret(k)}
-    return load(values, stack=pulumi.get_stack(), secret_keys=secret_keys, build_context=build_context)
+    return load(
+        values,
+        stack=pulumi.get_stack(),
+        project=pulumi.get_project(),
+        organization=pulumi.get_organization() or DEFAULT_ORGANIZATION,
+        secret_keys=secret_keys,
+        build_context=build_context,
+    )

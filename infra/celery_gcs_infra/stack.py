@@ -541,6 +541,8 @@ class CeleryStack(pulumi.ComponentResource):
             if args.monitoring
             else None
         )
+        #: Every name's prefix: an existing stack keeps its names by setting it (docs/environments.md).
+        self.prefix = pulumi.Output.from_input(args.prefix)
         self.bucket = self.result_store.name
         self.database = self.chord_store.name
         self.service_account_email = self.identity.email
@@ -599,6 +601,7 @@ class CeleryStack(pulumi.ComponentResource):
     def outputs(self) -> dict[str, pulumi.Output]:
         """The stack outputs, by name."""
         return {
+            "prefix": self.prefix,
             "bucket": self.bucket,
             "firestore_database": self.database,
             "service_account_email": self.service_account_email,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
+
 import pytest
 from celery import chain, group, states
 
@@ -57,3 +60,27 @@ def test_task_track_started_and_extended_results(app, start_worker) -> None:
     assert result.get(timeout=30) == 5
     assert (result.name, result.args) == (tasks.add.name, [2, 3])
     assert result.worker and result.worker.startswith("w")
+
+
+#: Per pool: its concurrency, and the processes that run its tasks (prefork's children; else the worker).
+PROCESSES = {"prefork": (2, 2), "threads": (8, 1), "gevent": (8, 1)}
+
+
+@pytest.mark.parametrize("pool", list(PROCESSES))
+def test_each_process_running_tasks_connects_at_start_and_shares_one_backend(app, start_worker, stack, pool) -> None:
+    """Issue 24: a new process's first task paid for connecting to GCS and Firestore, and under
+    threads each thread (under gevent each task) built a backend of its own and connected again."""
+    concurrency, processes = PROCESSES[pool]
+    start_worker(pool=pool, concurrency=concurrency)
+    # No task sent yet: each process reads the warm-up object and document once, as it starts.
+    deadline = time.monotonic() + 30
+    while stack.firestore.snapshot().get("firestore.BatchGetDocuments", 0) < processes:
+        assert time.monotonic() < deadline, f"no warm-up: {stack.gcs.snapshot()} {stack.firestore.snapshot()}"
+        time.sleep(0.05)
+    assert stack.gcs.snapshot() == {"object.metadata": processes}
+    assert stack.firestore.snapshot() == {"firestore.BatchGetDocuments": processes}
+    ran = group(app.signature(tasks.backend_identity.name) for _ in range(24)).apply_async().get(timeout=60)
+    backends = defaultdict(set)
+    for pid, backend in ran:
+        backends[pid].add(backend)
+    assert all(len(found) == 1 for found in backends.values()), dict(backends)

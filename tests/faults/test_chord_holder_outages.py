@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from celery import states
+from celery_gcs import chords
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 
 from ..support.chords import Published, apply_here, part_request, store_part
@@ -139,4 +140,84 @@ def test_a_firestore_blip_while_the_holder_ends_the_chord_never_publishes_it_twi
     time.sleep(0.2)
     store_part(app, group_id, ids[0], 0)  # a copy of a part (a redelivery): the chord has ended
     assert published == [[0, 1]]
+    assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True
+
+
+def test_a_holder_stalled_past_its_lease_never_fails_the_chord_a_second_time(
+    make_app, stack, monkeypatch, firestore_docs
+) -> None:
+    """Found by the soak under ``-P threads``: a chord whose results expired before the join had its
+    errbacks called twice. The holder checked its claim before publishing a callback, never before
+    failing one: a holder whose read stalled past its lease went on to call the errbacks after the
+    part that had taken its claim over (a copy of a part, or a slow part looking again) had failed
+    the chord already.
+
+    The holder's read of the GroupResult is held by the proxy while a copy of
+    its part, in another thread, waits out the lease, takes the claim and
+    fails the chord; then the read goes on.
+    """
+    # A short lease (10 s in production) keeps the test short; the join (0.2 s) ends well before
+    # a third of it, when the holder would renew, so nothing but the end checks the claim.
+    monkeypatch.setattr(chords, "MIN_LEASE", 3.0)
+    app = make_app(result_expires=1, result_chord_join_timeout=0.2)
+    published = Published(app, monkeypatch)
+    failures: list[Exception] = []
+    backend = type(app.backend)  # each thread has its own (Celery's app.backend is per thread)
+    fail_callback = backend.chord_error_from_stack
+
+    def recorded(self: Any, callback: Any, exc: Exception) -> Any:
+        failures.append(exc)
+        return fail_callback(self, callback, exc)
+
+    monkeypatch.setattr(backend, "chord_error_from_stack", recorded)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    expired_by = time.monotonic() + 30
+    while app.AsyncResult(ids[0]).state != states.PENDING:  # not expired yet (result_expires=1)
+        assert time.monotonic() < expired_by
+        time.sleep(0.1)
+    stalled = stack.gcs.delay(f"GET /download/storage/v1/b/[^/]+/o/.+celery-taskset-meta-{group_id}", None, calls=1)
+    holder = threading.Thread(target=store_part, args=(app, group_id, ids[1], 1))
+    holder.start()
+    stalled.wait(struck=1)  # the holder claimed the callback; its first read of the join is held
+    store_part(app, group_id, ids[1], 1)  # a copy: waits out the lease, takes the claim, fails the chord
+    assert len(failures) == 1
+    stalled.release()
+    holder.join(timeout=60)
+    assert not holder.is_alive()
+    assert published.values == []
+    assert len(failures) == 1, failures
+    assert "expired before the chord could join" in str(failures[0])
+    assert app.AsyncResult("cb").state == states.FAILURE
+    assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True
+
+
+def test_a_readiness_read_outlasting_the_lease_never_publishes_the_callback_twice(
+    make_app, stack, monkeypatch, firestore_docs
+) -> None:
+    """Suspected, ruled out: one read of the parts' readiness (20,000 parts') can outlast the lease,
+    with no renew inside it; a part taking the claim over meanwhile publishes, and the holder, back
+    from its read with every value, published a second time.
+
+    The holder's read of the other part's result is held by the proxy past the
+    lease while a copy of its part, in another thread, takes the claim over and
+    publishes; then the read goes on and the holder finds its claim gone when
+    it renews it for the publish.
+    """
+    monkeypatch.setattr(chords, "MIN_LEASE", 3.0)  # as above: the holder renews only after its read
+    app = make_app(result_chord_join_timeout=0.2)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    stalled = stack.gcs.delay(f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", None, calls=1)
+    holder = threading.Thread(target=store_part, args=(app, group_id, ids[1], 1))
+    holder.start()
+    stalled.wait(struck=1)  # the holder's readiness read, held
+    store_part(app, group_id, ids[1], 1)  # a copy: waits out the lease, takes the claim, publishes
+    assert published.values == [[0, 1]]
+    stalled.release()
+    holder.join(timeout=60)
+    assert not holder.is_alive()
+    assert published.values == [[0, 1]]
+    assert (app.AsyncResult(ids[1]).state, app.AsyncResult(ids[1]).result) == (states.SUCCESS, 1)
     assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True

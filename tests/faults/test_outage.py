@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 from celery import chord, states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery_gcs import conventions, deadline
+from celery_gcs.settings import parse
+from celery_gcs.stores.chord_store import ChordStore
 
 from ..support import tasks
 from ..support.chords import callback_runs, settle, sig
@@ -137,6 +140,23 @@ def test_the_callers_timeout_bounds_a_wait_on_an_unreachable_gcs(app, stack, fau
     assert waited < 5, f"get(timeout=2) took {waited:.1f} s"
     assert stack.gcs.injected_snapshot().get(fault, 0) >= 1  # the fault was met, not bypassed
     assert f"gs://{stack.bucket}/" in str(caught.value)  # it says what it was reading
+
+
+@pytest.mark.parametrize("fault", ["down", "blackhole"])
+def test_the_callers_timeout_bounds_a_read_of_an_unreachable_firestore(stack, fault: str) -> None:
+    """Issue 24: Firestore calls took gcs_timeout (60 s) a try and gcs_retry_deadline (120 s) whatever the caller had left."""
+    store = ChordStore(parse(conventions.backend_url(stack.bucket, gcs_project=stack.local_stack.project), {}))
+    assert store.settings.retry_deadline == 120 and store.settings.timeout == 60
+    store.read("warm")  # connected first: the outage meets a live channel, as a running process's would
+    setattr(stack.firestore.faults, fault, True)
+    stack.firestore.drop_connections()
+    started = time.monotonic()
+    with pytest.raises(CeleryTimeoutError) as caught, deadline.within(2):
+        list(store.inspect_all())
+    waited = time.monotonic() - started
+    assert waited < 5, f"a read within 2 s took {waited:.1f} s"
+    assert stack.firestore.injected_snapshot().get(fault, 0) >= 1  # the fault was met, not bypassed
+    assert "listing chords in Firestore database" in str(caught.value)
 
 
 def test_a_wait_within_the_callers_timeout_still_retries_a_failed_read(app, stack) -> None:

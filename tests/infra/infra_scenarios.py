@@ -16,7 +16,13 @@
 - ``shared_a``, ``shared_b``: two environments deploying into one existing
   cluster; ``team_ns``: a third one, in a namespace that exists already;
 - ``nat_a``, ``nat_b``: two new environments with Cloud NAT, each on its own
-  subnetwork of the same network.
+  subnetwork of the same network;
+- ``orders_dev``, ``billing_dev``: two teams' own Pulumi projects, each with a
+  stack named ``dev``, in one Google Cloud project and one cluster;
+- ``other_org_dev``: the dev example again, as another Pulumi organization's
+  stack ``dev`` in the same Google Cloud project as ``dev``;
+- ``staging_from_dev``: a new environment made the way the docs say, the dev
+  example copied to ``Pulumi.staging.yaml``, beside ``dev``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,19 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "infra" / "examples"
 
 PROJECT = "celery-gcs"
+#: The Pulumi organization every scenario runs in unless it names one (a self-managed backend's).
+ORGANIZATION = "organization"
+
+
+def prefix_of(stack: str, project: str = PROJECT, organization: str = ORGANIZATION) -> str:
+    """The default name prefix of a stack (settings.default_prefix)."""
+    from celery_gcs_infra.settings import default_prefix
+
+    return default_prefix(stack, project=project, organization=organization)
+
+
+#: The example stacks' default prefixes (celery-STACK-HASH).
+DEV, PROD = prefix_of("dev"), prefix_of("prod")
 
 BYO_BROKER_URL = "rediss://:s3cret%2Fpw@redis.example.com:6380/2"
 KEDA_BROKER_URL = "rediss://:k3da-pw@redis.acme.example:6380/0"
@@ -161,6 +180,23 @@ def scenarios() -> dict[str, dict]:
                 "createNamespace": False,
             },
         ),
+        # Two teams, each with its own copy of the program (its own Pulumi project), both name a stack dev.
+        "orders_dev": {
+            **new_environment("dev", {"cluster": SHARED_CLUSTER, "authorizedNetworks": ""}),
+            "project": "orders-celery",
+        },
+        "billing_dev": {
+            **new_environment("dev", {"cluster": SHARED_CLUSTER, "authorizedNetworks": ""}),
+            "project": "billing-celery",
+        },
+        "other_org_dev": {
+            "program": program,
+            "stack": "dev",
+            "config": stack_config("dev"),
+            "organization": "acme-billing",
+        },
+        # A new environment from the template: Pulumi.dev.yaml copied to Pulumi.staging.yaml as it is.
+        "staging_from_dev": {"program": program, "stack": "staging", "config": stack_config("dev")},
         "nat_a": new_environment("nat-a", {"cloudNat": True}),
         "nat_b": new_environment("nat-b", {"cloudNat": True}),
         "cmek": new_environment("cmek", {"kmsKeyName": CMEK_KEY, "protect": True}),

@@ -110,6 +110,7 @@ def main(program: str, stack: str, config_path: str, out_path: str) -> None:
             config=spec["config"],
             secret_keys=spec.get("secret_keys", []),
             project=spec.get("project", "celery-gcs"),
+            organization=spec.get("organization", "organization"),
             mocks=the_mocks,
             monitor=CapturingMonitor,
         )

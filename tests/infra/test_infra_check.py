@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .infra_scenarios import DEV
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = yaml.safe_load((ROOT / "infra" / "examples" / "Pulumi.dev.yaml").read_text())
 
@@ -39,7 +41,7 @@ def test_a_stack_that_would_deploy_passes_with_a_summary(project: Path) -> None:
     done = check(project, "dev")
     assert done.returncode == 0, done.stderr
     assert "Pulumi.dev.yaml: the program runs to the end:" in done.stdout
-    assert "result_backend: gcs://acme-celery-dev-celery-dev-results?" in done.stdout
+    assert f"result_backend: gcs://acme-celery-dev-{DEV}-results?" in done.stdout
     assert "not checked offline: that the project, quotas and permissions exist on GCP" in done.stdout
 
 

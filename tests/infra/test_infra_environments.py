@@ -28,7 +28,20 @@ def inventory(runs: dict, name: str) -> Inventory:
     return Inventory(run)
 
 
-@pytest.mark.parametrize("pair", [("alpha", "beta"), ("shared_a", "shared_b"), ("nat_a", "nat_b")])
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("alpha", "beta"),
+        ("shared_a", "shared_b"),
+        ("nat_a", "nat_b"),
+        # Regression: the prefix came from the stack's name alone, so two teams' stacks named
+        # dev (two Pulumi projects, or two organizations) claimed the same names.
+        ("orders_dev", "billing_dev"),
+        ("dev", "other_org_dev"),
+        # Regression: the dev example named its database, so a stack copied from it took dev's.
+        ("dev", "staging_from_dev"),
+    ],
+)
 def test_two_environments_share_no_name_identity_database_or_field(runs, pair):
     first, second = (inventory(runs, name) for name in pair)
     assert conflicts([first, second]) == []

@@ -14,6 +14,7 @@ import pytest
 from celery_gcs import conventions
 
 from . import infra_policies as policies
+from .infra_scenarios import DEV
 
 
 def test_real_inventories_comply(any_inventory):
@@ -47,7 +48,7 @@ WI_BINDING = "gcp:serviceaccount/iAMMember:IAMMember"
 WI_ROLE = "roles/iam.workloadIdentityUser"
 BUCKET = "gcp:storage/bucket:Bucket"
 FIELD = "gcp:firestore/field:Field"
-WORKER = "serviceAccount:celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
+WORKER = f"serviceAccount:{DEV}-worker@acme-celery-dev.iam.gserviceaccount.com"
 
 
 def find(resources: list[dict], typ: str, **match) -> dict:
@@ -329,7 +330,7 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
     ],
     "workload-identity-after-cluster": [(binding_before_cluster, "does not wait for the cluster")],
     "workload-identity-matches-kubernetes": [
-        (binding_for_wrong_ksa, "KSA celery-dev/celery-dev-worker has no Workload Identity binding")
+        (binding_for_wrong_ksa, f"KSA {DEV}/{DEV}-worker has no Workload Identity binding")
     ],
     "buckets-private": [
         (bucket_public_access_inherited, "does not enforce public access prevention"),
@@ -341,9 +342,9 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
         (lifecycle_zero_dropped, "dropped without sendDaysSinceCustomTimeIfZero"),
         (lifecycle_deletes_early, "could drop live results"),
         (lifecycle_without_backstop, "no age backstop of 30 days"),
-        (ttl_on_wrong_field, f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
-        (ttl_on_other_database, f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at in database 'celery-dev'"),
-        (no_ttl_on_parts, f"no TTL policy on {conventions.FIRESTORE_PARTS_COLLECTION}.expires_at in database 'celery-dev'"),
+        (ttl_on_wrong_field, f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at in database '{DEV}-chords'"),
+        (ttl_on_other_database, f"no TTL policy on {conventions.FIRESTORE_COLLECTION}.expires_at in database '{DEV}-chords'"),
+        (no_ttl_on_parts, f"no TTL policy on {conventions.FIRESTORE_PARTS_COLLECTION}.expires_at in database '{DEV}-chords'"),
         (backend_uses_another_collection, "no TTL policy on jobs.expires_at"),
         (result_backend_wrong_scheme, "is not gcs://"),
     ],

@@ -14,7 +14,17 @@ from celery_gcs_infra import keda
 from kombu.utils.url import parse_url
 
 from .infra_inventory import Inventory
-from .infra_scenarios import BYO_BROKER_URL, BYO_IMAGE, BYO_KMS_KEY, BYO_NODES, BYO_POOL_NODES, ROOT
+from .infra_scenarios import (
+    BYO_BROKER_URL,
+    BYO_IMAGE,
+    BYO_KMS_KEY,
+    BYO_NODES,
+    BYO_POOL_NODES,
+    DEV,
+    PROD,
+    ROOT,
+    prefix_of,
+)
 from .run_program import PROJECT_NUMBER, agent_email, endpoint_for
 
 SERVICE = "gcp:projects/service:Service"
@@ -159,8 +169,8 @@ def test_lookups_run_after_the_apis_they_call_are_enabled(runs, name):
 
 def test_bucket_is_private_disposable_and_named_from_config(dev, prod):
     for inv, name in [
-        (dev, "acme-celery-dev-celery-dev-results"),
-        (prod, "acme-celery-prod-celery-prod-results"),
+        (dev, f"acme-celery-dev-{DEV}-results"),
+        (prod, f"acme-celery-prod-{PROD}-results"),
     ]:
         b = inv.one(BUCKET)["inputs"]
         assert b["name"] == name
@@ -215,14 +225,14 @@ def test_database_native_named_and_located_from_config(dev, prod):
     d = dev.one(DATABASE)["inputs"]
     assert (d["type"], d["name"], d["locationId"]) == (
         "FIRESTORE_NATIVE",
-        "celery-dev",
+        f"{DEV}-chords",
         "europe-west1",
     )
     # Unset, the database is the stack's own, never the project's (default).
     p = prod.one(DATABASE)["inputs"]
     assert (p["type"], p["name"], p["locationId"]) == (
         "FIRESTORE_NATIVE",
-        "celery-prod-chords",
+        f"{PROD}-chords",
         "eur3",
     )
 
@@ -280,8 +290,8 @@ def worker_account(inv):
 
 
 def test_least_privilege_grants_exactly(dev):
-    worker = "serviceAccount:celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
-    nodes = "serviceAccount:celery-dev-nodes@acme-celery-dev.iam.gserviceaccount.com"
+    worker = f"serviceAccount:{DEV}-worker@acme-celery-dev.iam.gserviceaccount.com"
+    nodes = f"serviceAccount:{DEV}-nodes@acme-celery-dev.iam.gserviceaccount.com"
     grants = sorted(
         (r["type"], r["inputs"]["role"], r["inputs"]["member"])
         for r in dev
@@ -294,7 +304,7 @@ def test_least_privilege_grants_exactly(dev):
             (
                 SA_MEMBER,
                 "roles/iam.workloadIdentityUser",
-                "serviceAccount:acme-celery-dev.svc.id.goog[celery-dev/celery-dev-worker]",
+                f"serviceAccount:acme-celery-dev.svc.id.goog[{DEV}/{DEV}-worker]",
             ),
             (PROJECT_MEMBER, "roles/container.defaultNodeServiceAccount", nodes),
             (REPO_MEMBER, "roles/artifactregistry.reader", nodes),
@@ -308,7 +318,7 @@ def test_object_role_is_on_the_result_bucket(dev):
 
 
 def test_firestore_access_conditioned_on_this_database(dev, prod):
-    for inv, database in [(dev, "celery-dev"), (prod, "celery-prod-chords")]:
+    for inv, database in [(dev, f"{DEV}-chords"), (prod, f"{PROD}-chords")]:
         grant = next(
             r for r in inv.of_type(PROJECT_MEMBER) if r["inputs"]["role"] == "roles/datastore.user"
         )
@@ -324,7 +334,7 @@ def test_workload_identity_binding(dev, byo):
         binding = inv.one(SA_MEMBER)
         assert binding["inputs"]["serviceAccountId"] == (
             "projects/acme-celery-dev/serviceAccounts/"
-            "celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
+            f"{DEV}-worker@acme-celery-dev.iam.gserviceaccount.com"
         )
     assert dev.one(CLUSTER)["urn"] in dev.one(SA_MEMBER)["dependencies"]
     assert byo.of_type(CLUSTER) == []
@@ -333,8 +343,8 @@ def test_workload_identity_binding(dev, byo):
 def test_no_keys_and_worker_account_is_not_the_node_account(dev):
     assert not [r for r in dev if r["type"].startswith("gcp:serviceaccount/key")]
     auto = dev.one(CLUSTER)["inputs"]["clusterAutoscaling"]["autoProvisioningDefaults"]
-    assert auto["serviceAccount"] == "celery-dev-nodes@acme-celery-dev.iam.gserviceaccount.com"
-    assert worker_account(dev)["inputs"]["accountId"] == "celery-dev-worker"
+    assert auto["serviceAccount"] == f"{DEV}-nodes@acme-celery-dev.iam.gserviceaccount.com"
+    assert worker_account(dev)["inputs"]["accountId"] == f"{DEV}-worker"
 
 
 # --- broker -------------------------------------------------------------------
@@ -383,7 +393,7 @@ def test_memorystore_url_reaches_the_worker_as_a_secret_kombu_understands(dev):
     mounts = {m["name"]: m for m in container(dev)["volumeMounts"]}
     assert mounts["broker-ca"]["mountPath"] == "/etc/celery-broker"
     assert env_of(dev)["CELERY_BROKER_URL"]["valueFrom"] == {
-        "secretKeyRef": {"name": "celery-dev-broker", "key": "url"}
+        "secretKeyRef": {"name": f"{DEV}-broker", "key": "url"}
     }
 
 
@@ -416,7 +426,7 @@ def test_repository_with_cleanup_policies(dev):
     assert (repo["format"], repo["location"], repo["repositoryId"]) == (
         "DOCKER",
         "europe-west1",
-        "celery-dev",
+        DEV,
     )
     assert repo["cleanupPolicyDryRun"] is False
     policies = {p["id"]: p for p in repo["cleanupPolicies"]}
@@ -432,7 +442,7 @@ def test_repository_with_cleanup_policies(dev):
         "mostRecentVersions": {"keepCount": 10},
     }
     reader = dev.one(REPO_MEMBER)["inputs"]
-    assert reader["repository"] == "celery-dev"
+    assert reader["repository"] == DEV
 
 
 def test_image_built_from_worker_image_and_deployed_by_digest(dev):
@@ -442,7 +452,7 @@ def test_image_built_from_worker_image_and_deployed_by_digest(dev):
     assert inputs["platforms"] == ["linux/amd64"]
     assert inputs["context"] == {"location": str(ROOT)}
     assert inputs["dockerfile"] == {"location": str(ROOT / "worker_image" / "Dockerfile")}
-    registry = "europe-west1-docker.pkg.dev/acme-celery-dev/celery-dev"
+    registry = f"europe-west1-docker.pkg.dev/acme-celery-dev/{DEV}"
     assert inputs["tags"] == [f"{registry}/worker:latest"]
     assert inputs["registries"][0]["address"] == "europe-west1-docker.pkg.dev"
     assert "registries[0].password" in image["secret_paths"]
@@ -538,7 +548,7 @@ def test_cloud_nat_only_when_asked_and_only_for_the_clusters_subnetwork(dev, pro
     assert nat["router"] == router["name"]
     assert router["network"] == nat_a.one(NETWORK)["name"] + "-id"  # the stack's own VPC
     assert nat["sourceSubnetworkIpRangesToNat"] == "LIST_OF_SUBNETWORKS"
-    subnetwork = "projects/acme-shared/regions/europe-west1/subnetworks/celery-nat-a"
+    subnetwork = f"projects/acme-shared/regions/europe-west1/subnetworks/{prefix_of('nat-a')}"
     assert nat["subnetworks"] == [{"name": subnetwork, "sourceIpRangesToNats": ["ALL_IP_RANGES"]}]
     assert nat_a.one(CLUSTER)["inputs"]["subnetwork"] == subnetwork
 
@@ -579,8 +589,9 @@ def test_an_existing_cluster_in_another_project_is_found_and_trusted_there(runs)
     inv = _run(runs, "other_project_cluster")
     lookup = next(i for i in inv.invokes if i["token"] == "gcp:container/getCluster:getCluster")
     assert lookup["args"] == {"name": "platform-gke", "location": "us-east1", "project": "acme-platform"}
+    other = prefix_of("other-project")
     member = inv.one(SA_MEMBER)["inputs"]["member"]
-    assert member == "serviceAccount:acme-platform.svc.id.goog[celery-other-project/celery-other-project-worker]"
+    assert member == f"serviceAccount:acme-platform.svc.id.goog[{other}/{other}-worker]"
     # Everything else stays in the stack's own project.
     assert inv.one(BUCKET)["inputs"]["project"] == "acme-shared"
     assert worker_account(inv)["inputs"]["project"] == "acme-shared"
@@ -591,10 +602,10 @@ def test_an_existing_cluster_in_another_project_is_found_and_trusted_there(runs)
 
 def test_namespace_and_workload_identity_service_account(dev):
     ns = dev.one(NAMESPACE)["inputs"]["metadata"]
-    assert ns["name"] == "celery-dev"
+    assert ns["name"] == DEV
     assert ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     ksa = dev.one(KSA)["inputs"]["metadata"]
-    assert (ksa["namespace"], ksa["name"]) == ("celery-dev", "celery-dev-worker")
+    assert (ksa["namespace"], ksa["name"]) == (DEV, f"{DEV}-worker")
     assert ksa["annotations"] == {
         "iam.gke.io/gcp-service-account": dev.outputs["service_account_email"]
     }
@@ -643,7 +654,7 @@ def test_deployment_resources_shutdown_and_identity(dev, prod):
         assert resources["requests"] == resources["limits"]
         assert (resources["requests"]["cpu"], resources["requests"]["memory"]) == (cpu, memory)
         assert pod["terminationGracePeriodSeconds"] == 600
-        assert pod["serviceAccountName"] == f"celery-{inv.stack}-worker"
+        assert pod["serviceAccountName"] == f"{prefix_of(inv.stack)}-worker"
         assert "replicas" not in deployment["inputs"]["spec"]  # the autoscaler owns it
         waits = inv.waits_for(deployment)
         assert inv.one(SA_MEMBER)["urn"] in waits
@@ -678,7 +689,7 @@ def test_hpa_on_cpu_without_keda(dev):
     assert spec["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "name": "celery-dev-worker",
+        "name": f"{DEV}-worker",
     }
     assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 3)
     assert spec["metrics"] == [
@@ -696,20 +707,20 @@ def test_keda_on_memorystore_reads_the_verified_queue_length_service(prod):
     assert prod.of_type(HPA) == [] and prod.of_type(TRIGGER_AUTH) == []
     spec = prod.one(SCALED_OBJECT)["inputs"]["spec"]
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 50)
-    url = "http://celery-prod-queue-length.celery-prod.svc.cluster.local:8080/queues"
+    url = f"http://{PROD}-queue-length.{PROD}.svc.cluster.local:8080/queues"
     assert spec["triggers"] == [
         {"type": "metrics-api", "metadata": {"url": url, "valueLocation": q, "targetValue": "10"}}
         for q in ("celery", "priority")
     ]
     service = prod.one("kubernetes:core/v1:Service")["inputs"]
-    assert (service["metadata"]["name"], service["spec"]["ports"][0]["port"]) == ("celery-prod-queue-length", 8080)
+    assert (service["metadata"]["name"], service["spec"]["ports"][0]["port"]) == (f"{PROD}-queue-length", 8080)
     (exporter,) = [d for d in prod.of_type(DEPLOYMENT) if d is not worker_deployment(prod)]
     pod = exporter["inputs"]["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == container(prod)["image"]  # the worker image's Python and redis-py
     assert c["command"] == ["/usr/bin/tini", "--", "python", "/opt/celery-gcs-queue-length/queue_length.py"]
     env = {e["name"]: e for e in c["env"]}
-    assert env["BROKER_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "celery-prod-broker", "key": "password"}}
+    assert env["BROKER_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": f"{PROD}-broker", "key": "password"}}
     assert (env["BROKER_HOST"]["value"], env["BROKER_PORT"]["value"]) == ("10.0.0.3", "6378")
     assert env["BROKER_CA_FILE"]["value"] == "/etc/celery-broker/ca.pem"
     script = prod.one("kubernetes:core/v1:ConfigMap")["inputs"]["data"]["queue_length.py"]
@@ -737,12 +748,12 @@ def test_keda_on_memorystore_reads_the_verified_queue_length_service(prod):
 def test_keda_scales_on_each_queue_list(keda_stack, byo):
     assert keda_stack.of_type(HPA) == []
     spec = keda_stack.one(SCALED_OBJECT)["inputs"]["spec"]
-    assert spec["scaleTargetRef"] == {"name": "celery-keda-worker"}
+    assert spec["scaleTargetRef"] == {"name": f"{prefix_of('keda')}-worker"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 10)
     assert [t["metadata"]["listName"] for t in spec["triggers"]] == ["celery", "priority"]
     for trigger in spec["triggers"]:
         assert trigger["type"] == "redis"
-        assert trigger["authenticationRef"] == {"name": "celery-keda-broker"}
+        assert trigger["authenticationRef"] == {"name": f"{prefix_of('keda')}-broker"}
         assert trigger["metadata"]["databaseIndex"] == "0"
         assert "unsafeSsl" not in trigger["metadata"]  # the server is verified
     refs = {
@@ -788,6 +799,7 @@ def test_keda_on_an_existing_cluster_must_be_confirmed_installed(runs):
 def test_stack_outputs(dev):
     out = dev.outputs
     assert set(out) == {
+        "prefix",
         "bucket",
         "firestore_database",
         "service_account_email",
@@ -801,12 +813,12 @@ def test_stack_outputs(dev):
     }
     assert dev.secret_outputs == ["broker_url"]
     assert out["bucket"] == dev.one(BUCKET)["inputs"]["name"]
-    assert out["firestore_database"] == "celery-dev"
+    assert out["firestore_database"] == f"{DEV}-chords"
     assert (
-        out["service_account_email"] == "celery-dev-worker@acme-celery-dev.iam.gserviceaccount.com"
+        out["service_account_email"] == f"{DEV}-worker@acme-celery-dev.iam.gserviceaccount.com"
     )
-    assert out["cluster"] == "celery-dev"
-    assert out["namespace"] == "celery-dev"
+    assert out["prefix"] == out["cluster"] == DEV
+    assert out["namespace"] == DEV
     assert out["image"] == container(dev)["image"]
 
 
@@ -852,13 +864,13 @@ def test_existing_cluster_without_workload_identity_stops_the_program(runs):
 
 def test_a_new_cluster_gets_its_own_vpc_never_default(dev, runs):
     vpc = dev.one(NETWORK)["inputs"]
-    assert (vpc["name"], vpc["autoCreateSubnetworks"]) == ("celery-dev", False)
+    assert (vpc["name"], vpc["autoCreateSubnetworks"]) == (DEV, False)
     subnet = dev.one(SUBNETWORK)["inputs"]
     assert subnet["privateIpGoogleAccess"] is True and subnet["region"] == "europe-west1"
     assert {r["rangeName"] for r in subnet["secondaryIpRanges"]} == {"pods", "services"}
     cluster = dev.one(CLUSTER)["inputs"]
-    assert cluster["network"] == "projects/acme-celery-dev/global/networks/celery-dev"
-    assert cluster["subnetwork"] == "projects/acme-celery-dev/regions/europe-west1/subnetworks/celery-dev"
+    assert cluster["network"] == f"projects/acme-celery-dev/global/networks/{DEV}"
+    assert cluster["subnetwork"] == f"projects/acme-celery-dev/regions/europe-west1/subnetworks/{DEV}"
     assert cluster["ipAllocationPolicy"] == {
         "clusterSecondaryRangeName": "pods",
         "servicesSecondaryRangeName": "services",

@@ -6,7 +6,7 @@ import pytest
 from celery_gcs import conventions
 from celery_gcs_infra import CeleryStackArgs, SettingError, WorkerSettings, settings
 
-from .infra_scenarios import ROOT
+from .infra_scenarios import DEV, ROOT, prefix_of
 
 REQUIRED = {
     "celery-gcs:project": "acme-celery-dev",
@@ -36,22 +36,22 @@ def load_error(extra: dict[str, str], secret_keys=(), drop: str | None = None):
 
 def test_defaults_fill_in_and_derive():
     args = load()
-    assert args.prefix == "celery-dev"
-    assert args.bucket_name == "acme-celery-dev-celery-dev-results"
+    assert args.prefix == DEV
+    assert args.bucket_name == f"acme-celery-dev-{DEV}-results"
     assert (args.bucket_location, args.firestore_location, args.cluster_location) == (
         "europe-west1",
         "europe-west1",
         "europe-west1",
     )
-    assert args.firestore_database == "celery-dev-chords"
+    assert args.firestore_database == f"{DEV}-chords"
     assert args.firestore_collection == conventions.FIRESTORE_COLLECTION
     assert args.broker == "memorystore" and args.protect is False and args.cluster == ""
     assert args.worker == WorkerSettings(
         celery_app="acme.tasks:app",
         labels={"celery-gcs-stack": "dev"},
-        instance="celery-dev",
-        namespace="celery-dev",
-        service_account="celery-dev-worker",
+        instance=DEV,
+        namespace=DEV,
+        service_account=f"{DEV}-worker",
     )
     assert args.labels == {"celery-gcs-stack": "dev"}
 
@@ -77,7 +77,8 @@ def test_values_are_parsed_from_the_cli_string_encoding():
     assert args.worker.queues == ("celery", "priority")
     assert args.worker.keda is True and args.worker.min_replicas == 0
     assert args.labels == {"celery-gcs-stack": "prod_eu"}
-    assert args.prefix == "celery-prod-eu"
+    assert args.prefix == prefix_of("Prod_EU")
+    assert args.prefix.startswith("celery-prod-eu-")
 
 
 def test_external_broker_from_a_secret():

@@ -64,6 +64,13 @@ def pid() -> int:
 
 
 @app.task(bind=True)
+def backend_identity(self) -> tuple[int, int]:
+    """This process and the backend object its result goes through; a moment's work, so threads share the load."""
+    time.sleep(0.05)
+    return os.getpid(), id(self.backend)
+
+
+@app.task(bind=True)
 def kill_self(self, marker: str) -> str:
     """SIGKILL this pool child the first time it runs for `marker`."""
     path = f"{marker}.killed"

@@ -83,12 +83,27 @@ def test_defaults_come_from_the_shared_names() -> None:
         ("gcs://bucket", {"result_expires": -1}, "app.conf.result_expires = -1 is invalid: it is negative"),
         ("gcs://bucket", {"result_expires": dt.timedelta(seconds=-5)}, "app.conf.result_expires = datetime.timedelta"),
         ("gcs://bucket", {"result_failure_expires": "soon"}, "app.conf.result_failure_expires = 'soon' is invalid: not a number"),
+        ("gcs://bucket?gcs_warm_up=maybe", {}, "gcs_warm_up (from result_backend URL) must be true or false, got 'maybe'"),
     ],
 )
 def test_bad_settings_are_named_with_their_fix(url: str | None, conf: dict, expected: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         parse(url, conf)
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "conf", "warm_up"),
+    [
+        ("gcs://bucket", {}, True),
+        ("gcs://bucket?gcs_warm_up=false", {}, False),
+        ("gcs://bucket?gcs_warm_up=1", {}, True),
+        ("gcs://bucket", {"gcs_warm_up": False}, False),
+        ("gcs://bucket", {"gcs_warm_up": "Off"}, False),
+    ],
+)
+def test_warm_up_is_on_unless_turned_off(url: str, conf: dict, warm_up: bool) -> None:
+    assert parse(url, conf).warm_up is warm_up
 
 
 @pytest.mark.parametrize(

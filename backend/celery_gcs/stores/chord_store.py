@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as api
 from google.cloud import firestore
 
-from .. import conventions, observe
+from .. import conventions, deadline, observe
 from ..errors import (
     E_CHORD_FIELD,
     E_DATABASE_DENIED,
@@ -60,6 +60,8 @@ MAX_CHORD_SIZE = 10_000_000
 #: (``result_expires`` None or 0): long enough for late copies of its parts
 #: to find it ended, and then removed by the TTL policy rather than kept forever.
 ENDED_CHORD_KEPT = dt.timedelta(days=1)
+#: The document a worker's warm-up reads, and never finds (``warm_up``).
+WARM_UP_DOCUMENT = "celery-gcs-warm-up"
 #: The chord document's field holding when the chord was applied (the server's time), removed
 #: when it ends: ordered on it, a query skips ended chords and finds the oldest open one in one read.
 OPENED = "opened"
@@ -177,11 +179,9 @@ class ChordStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._retry = retry.policy(settings.retry_deadline)
         # Each call's own limit (gcs_timeout); the client's are a minute or more. The
         # transactions' begin and commit take the client's: they accept no timeout.
         self._timeout = settings.timeout
-        self._call_options: dict[str, Any] = {"retry": self._retry, "timeout": self._timeout}
         self._client = PerProcess(self._new_client, lambda client: client.close())
 
     def _new_client(self) -> firestore.Client:
@@ -205,14 +205,21 @@ class ChordStore:
     def _part(self, key: str, part: str) -> firestore.DocumentReference:
         return self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION).document(part)
 
-    def _call(self, what: str, func: Callable[[], T], kind: str = FIRESTORE_READ) -> T:
-        """Every call to Firestore: reported (``observe``) and its errors translated (``google_errors``)."""
-        with google_errors.mapped(_Database(self, what)), observe.request(kind, _REFUSALS):
-            return func()
+    def _call(self, what: str, func: Callable[[dict[str, Any]], T], kind: str = FIRESTORE_READ) -> T:
+        """Every call to Firestore: ``func(options)``, its retry and timeout within the caller's deadline
+        (``deadline.current()``), reported (``observe``), its errors translated (``google_errors``)."""
+        where = _Database(self, what, deadline.current())
+        with google_errors.mapped(where), observe.request(kind, _REFUSALS):
+            return func({"retry": where.limits.retry, "timeout": where.limits.timeout})
 
     def _commit(self, what: str, batch: firestore.WriteBatch) -> list[Any]:
         """Commit a batch, retried: every batch here is safe to repeat, as each caller says why."""
-        return self._call(what, lambda: batch.commit(**self._call_options), FIRESTORE_COMMIT)
+        return self._call(what, lambda options: batch.commit(**options), FIRESTORE_COMMIT)
+
+    def warm_up(self) -> None:
+        """Build this process's client and open its channel now: one read of a document never there."""
+        ref = self._client.get().collection(self.settings.firestore_collection).document(WARM_UP_DOCUMENT)
+        self._call("opening a connection", lambda options: ref.get(**options))
 
     # -- a chord is applied ------------------------------------------------------------
 
@@ -268,7 +275,7 @@ class ChordStore:
         }  # fmt: skip
         ref = self._chord(key)
         try:
-            self._call("marking a chord ended", lambda: ref.create(ended, **self._call_options))
+            self._call("marking a chord ended", lambda options: ref.create(ended, **options))
         except api.Conflict:
             return False
         return True
@@ -295,7 +302,7 @@ class ChordStore:
         # Not idempotent: an increment is never retried blindly.
         result = self._call(
             "incrementing a counter",
-            lambda: ref.set(fields, merge=True, retry=None, timeout=self._timeout),
+            lambda options: ref.set(fields, merge=True, retry=None, timeout=options["timeout"]),
             FIRESTORE_COMMIT,
         )
         return int(result.transform_results[0].integer_value)
@@ -303,7 +310,7 @@ class ChordStore:
     # -- a part returns -------------------------------------------------------------------
 
     def read(self, key: str) -> Chord | None:
-        snapshot = self._call("reading a chord", lambda: self._chord(key).get(**self._call_options))
+        snapshot = self._call("reading a chord", lambda options: self._chord(key).get(**options))
         return self._chord_from(snapshot)
 
     def count(
@@ -355,7 +362,7 @@ class ChordStore:
 
     def read_counter(self, key: str, node: Node) -> CounterState | None:
         snapshot = self._call(
-            "reading a chord counter", lambda: self._counter(key, node).get(**self._call_options)
+            "reading a chord counter", lambda options: self._counter(key, node).get(**options)
         )
         if not snapshot.exists:
             return None
@@ -379,7 +386,7 @@ class ChordStore:
             filter=firestore.FieldFilter("added", "==", True)
         )
         snapshots = self._call(
-            "listing a chord's added tasks", lambda: list(query.stream(retry=self._retry, timeout=self._timeout))
+            "listing a chord's added tasks", lambda options: list(query.stream(**options))
         )
         found = [
             (data.get("added_at") or _EPOCH, data["task_id"])
@@ -393,7 +400,7 @@ class ChordStore:
 
     def read_part(self, key: str, part: str) -> PartState | None:
         snapshot = self._call(
-            "reading a chord part", lambda: self._part(key, part).get(**self._call_options)
+            "reading a chord part", lambda options: self._part(key, part).get(**options)
         )
         if not snapshot.exists:
             return None
@@ -546,7 +553,7 @@ class ChordStore:
         if expires_at is not None:
             fields[conventions.FIRESTORE_TTL_FIELD] = expires_at
         try:
-            self._call("ending a chord's refresh", lambda: self._chord(key).update(fields, **self._call_options))
+            self._call("ending a chord's refresh", lambda options: self._chord(key).update(fields, **options))
         except api.NotFound:
             pass  # the chord document expired meanwhile (a missing database was raised as DatabaseNotFound)
 
@@ -568,7 +575,7 @@ class ChordStore:
         """
         groups = (conventions.FIRESTORE_PARTS_COLLECTION, conventions.FIRESTORE_COUNTERS_COLLECTION)
 
-        def count() -> int:
+        def count(_options: dict[str, Any]) -> int:
             left = 0
             for ref in self._client.get().collection(self.settings.firestore_collection).list_documents():
                 snapshot = ref.get()
@@ -598,8 +605,10 @@ class ChordStore:
             except ValueError as exc:
                 raise _transaction_error(exc, outer) from None
 
-        policy = self._retry.with_predicate(_transaction_retryable)
-        return self._call(what, lambda: policy(once)(), FIRESTORE_TRANSACTION)
+        def run_again(options: dict[str, Any]) -> T:
+            return options["retry"].with_predicate(_transaction_retryable)(once)()
+
+        return self._call(what, run_again, FIRESTORE_TRANSACTION)
 
     def close(self) -> None:
         self._client.clear()
@@ -611,7 +620,7 @@ class ChordStore:
         query: Any = self._client.get().collection(self.settings.firestore_collection)
         if open_only:
             query = query.where(filter=firestore.FieldFilter("done", "==", False))
-        snapshots = self._call("listing chords", lambda: list(query.stream(**self._call_options)), FIRESTORE_QUERY)
+        snapshots = self._call("listing chords", lambda options: list(query.stream(**options)), FIRESTORE_QUERY)
         for snapshot in snapshots:
             chord = self._chord_from(snapshot)
             if chord is not None:
@@ -628,8 +637,8 @@ class ChordStore:
         chords = self._client.get().collection(self.settings.firestore_collection)
         counting = chords.where(filter=firestore.FieldFilter("done", "==", False)).count()
         first = chords.order_by(OPENED).limit(1).select([OPENED])
-        counted = self._call("counting open chords", lambda: counting.get(**self._call_options), FIRESTORE_QUERY)
-        oldest = self._call("finding the oldest open chord", lambda: list(first.stream(**self._call_options)), FIRESTORE_QUERY)
+        counted = self._call("counting open chords", lambda options: counting.get(**options), FIRESTORE_QUERY)
+        oldest = self._call("finding the oldest open chord", lambda options: list(first.stream(**options)), FIRESTORE_QUERY)
         opened = oldest[0].get(OPENED) if oldest else None
         age = 0.0
         if isinstance(opened, dt.datetime) and oldest[0].read_time is not None:
@@ -638,14 +647,14 @@ class ChordStore:
 
     def inspect(self, key: str) -> Inspected | None:
         """One chord document (one read), or None."""
-        snapshot = self._call("reading a chord", lambda: self._chord(key).get(**self._call_options))
+        snapshot = self._call("reading a chord", lambda options: self._chord(key).get(**options))
         chord = self._chord_from(snapshot)
         return None if chord is None else Inspected(key, chord, snapshot.create_time)
 
     def counters(self, key: str) -> dict[Node, int]:
         """What each of the chord's counters still waits for: one query, one read per counter."""
         ref = self._chord(key).collection(conventions.FIRESTORE_COUNTERS_COLLECTION)
-        snapshots = self._call("reading a chord's counters", lambda: list(ref.stream(**self._call_options)), FIRESTORE_QUERY)
+        snapshots = self._call("reading a chord's counters", lambda options: list(ref.stream(**options)), FIRESTORE_QUERY)
         found = {}
         for snapshot in snapshots:
             remaining = (snapshot.to_dict() or {}).get("remaining")
@@ -661,7 +670,7 @@ class ChordStore:
         """Ids of the part documents of parts that failed: one query, one read per failed part (one if none)."""
         ref = self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION)
         query = ref.where(filter=firestore.FieldFilter("failed", "==", True))
-        snapshots = self._call("reading a chord's failed parts", lambda: list(query.stream(**self._call_options)), FIRESTORE_QUERY)
+        snapshots = self._call("reading a chord's failed parts", lambda options: list(query.stream(**options)), FIRESTORE_QUERY)
         return sorted(snapshot.id for snapshot in snapshots)
 
     def project(self) -> str:
@@ -677,8 +686,13 @@ class _Database:
 
     service = "Firestore"
 
-    def __init__(self, store: ChordStore, what: str) -> None:
+    def __init__(self, store: ChordStore, what: str, caller: float | None = None) -> None:
         self._store, self._what, self._database = store, what, store.settings.firestore_database
+        settings = store.settings
+        #: The call's retry and timeout: the settings', within the caller's deadline.
+        self.limits = retry.limits(
+            settings.retry_deadline, settings.timeout, caller, what=f"{what} in Firestore database {self._database}"
+        )
 
     def missing(self, exc: api.NotFound) -> CeleryGCSError | None:
         if not _database_missing(exc):
@@ -690,7 +704,8 @@ class _Database:
         return AccessDenied(E_DATABASE_DENIED.format(database=self._database, project=self._store.project(), reason=reason))
 
     def transient(self, exc: BaseException) -> TransientError:
-        return TransientError(f"{self._what} in Firestore database {self._database}: {exc}")
+        """Gave up (``TimedOut`` when the caller's time ran out first)."""
+        return self.limits.gave_up(f"{self._what} in Firestore database {self._database}", exc)
 
 
 def _transaction_error(exc: ValueError, outer: BaseException | None) -> BaseException:

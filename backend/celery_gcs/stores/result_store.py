@@ -69,6 +69,8 @@ _REFUSALS = (api.NotFound, api.PreconditionFailed)
 
 #: Objects per listing request: GCS's largest page.
 LIST_PAGE = 1000
+#: The object a worker's warm-up looks for, and never finds (``warm_up``).
+WARM_UP_OBJECT = "celery-gcs-warm-up"
 
 
 class ResultStore:
@@ -112,6 +114,16 @@ class ResultStore:
         if len(names) <= 1:
             return [self._get(name, caller) for name in names]
         return list(self._pool.get().map(partial(self._get, caller=caller), names))
+
+    def warm_up(self) -> None:
+        """Build this process's client and open a connection now, fetching its token: one metadata read.
+
+        Of an object never there (a 404), so a worker's first task finds them ready.
+        """
+        blob = self._blob(WARM_UP_OBJECT)
+        where = _Bucket(self, "read", blob.name, caller=deadline.current())
+        with google_errors.mapped(where), observe.request(GCS_READ, _REFUSALS):
+            blob.exists(retry=where.limits.retry, timeout=where.limits.timeout)
 
     def put(
         self,
