@@ -28,6 +28,9 @@ from .conftest import MARKER, clean_env, marked_processes, port_open, run_cli
 
 WORKLOAD = demo.Workload()  # the defaults: what `make demo` runs
 
+#: Minutes, not seconds: run by `make test-package` (and .ci/run), not `make test`.
+pytestmark = pytest.mark.package
+
 
 def test_the_summary_matches_the_bucket_firestore_and_the_record(
     stack: Any, tmp_path: Path, marker: str
