@@ -67,7 +67,8 @@ test-all: venv system-deps
 	$(BIN)/pytest -m '' $(PYTEST_ARGS)
 
 # The chord kill matrix, a 20,000-part chord, and the fault soak (docs/chords.md) in its CI size:
-# one chord of 100 per pool (more until every kind of fault was met), stalls of 1-12 s, about a minute.
+# one chord of 100 per pool (more until every kind of fault was met), stalls of 1-12 s: about 70 s
+# at load 10, up to 3 minutes on a machine loaded by other work.
 test-chords: venv system-deps
 	SOAK_CHORDS=1 SOAK_SIZE=100 SOAK_STALL_MAX=12 \
 	  $(BIN)/pytest -m 'matrix or slow or soak' tests/e2e/test_chords.py tests/faults/test_chord_soak.py $(PYTEST_ARGS)
