@@ -91,3 +91,17 @@ def test_the_docs_table_lists_every_metric_as_exported() -> None:
         for metric in names.ALL
     ]
     assert rows == expected
+
+
+def test_open_chords_are_read_under_prefork_only_with_grpc_fork_support() -> None:
+    """Without it, a child forked after the main process's Firestore reads can hang in gRPC."""
+    code = (
+        "import os, types, celery_gcs.telemetry.metrics as m; "
+        "os.environ.pop('GRPC_ENABLE_FORK_SUPPORT', None); "
+        "unsafe = lambda pool: m._forks_unsafely(types.SimpleNamespace(pool_cls=pool)); "
+        "off = [unsafe('prefork'), unsafe('threads'), unsafe('solo')]; "
+        "os.environ['GRPC_ENABLE_FORK_SUPPORT'] = 'true'; "
+        "print(off, [unsafe('prefork')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[True,", "False,", "False]", "[False]"]

@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import observe
 from ..errors import ConfigurationError
+from ..stores import grpc_runtime
 from . import names
 
 E_IMPORTED_BEFORE = (
@@ -43,6 +44,14 @@ E_IMPORTED_BEFORE = (
     f"Set {names.MULTIPROC_ENV} to an empty directory, or load celery_gcs.telemetry.metrics first"
 )
 E_PORT = f"{names.PORT_ENV}={{value!r}} is not a port number from 1 to 65535; unset it for {names.DEFAULT_PORT}"
+W_NO_FORK_SUPPORT = (
+    "metrics: the open chords are not read (celery_gcs_chords_open and "
+    "celery_gcs_chord_oldest_open_age_seconds stay empty): reading them calls Firestore over gRPC in the "
+    "prefork worker's main process, and the children it forks later can hang in gRPC without its fork "
+    "support; start the worker with "
+    + " ".join(f"{key}={value}" for key, value in grpc_runtime.FORK_SUPPORT_ENV.items())
+    + " in its environment (the worker image does)"
+)
 E_LISTEN = f"worker metrics cannot listen on {{address}}:{{port}} ({{reason}}); set {names.PORT_ENV} to a free port"
 
 log = logging.getLogger(__name__)
@@ -64,6 +73,8 @@ def _own_multiprocess_dir() -> None:
 _own_multiprocess_dir()
 
 from celery import signals
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
 from .open_chords import OpenChords
@@ -179,6 +190,9 @@ def _serve(sender: Any = None, **_: Any) -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     open_chords = OpenChords.of(sender.app) if sender is not None else None
+    if open_chords is not None and _forks_unsafely(sender):
+        log.warning(W_NO_FORK_SUPPORT)
+        open_chords = None
     if open_chords is not None:
         registry.register(open_chords)
     try:
@@ -186,6 +200,12 @@ def _serve(sender: Any = None, **_: Any) -> None:
     except OSError as exc:
         raise ConfigurationError(E_LISTEN.format(address=listen.address, port=listen.port, reason=exc)) from exc
     log.info("metrics: http://%s:%d/metrics", listen.address, listen.port)
+
+
+def _forks_unsafely(worker: Any) -> bool:
+    """Whether ``worker`` forks pool children (prefork replaces exited ones) without gRPC's fork support."""
+    pool = get_implementation(worker.pool_cls)
+    return isinstance(pool, type) and issubclass(pool, PreforkPool) and not grpc_runtime.fork_support_on()
 
 
 @signals.worker_process_shutdown.connect(weak=False)
