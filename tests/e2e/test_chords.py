@@ -463,10 +463,11 @@ FORKED_PARTS = 30
 
 @pytest.mark.slow
 def test_children_forked_while_the_main_process_reads_firestore_run_and_store(app, start_worker) -> None:
-    """The main process calls Firestore (gRPC) at each scrape; prefork forks new children after that.
+    """The main process serves Firestore reads at each scrape; prefork forks new children after that.
 
-    gRPC does not support fork() with its objects live in the parent unless its fork
-    support is on (grpc's doc/fork_support.md). Each child here runs one task and is
+    gRPC does not support fork() once the parent made calls (grpc's doc/fork_support.md):
+    when the main process read Firestore itself, one run in two hung here (a child's
+    first Firestore call never returned). Each child here runs one task and is
     replaced (worker_max_tasks_per_child=1) while a thread scrapes every 50 ms: every
     child must start, store its part and count it; none may hang.
     """

@@ -3,8 +3,7 @@
 Each loads a test app (``tests.support.tasks`` by default, see the
 ``worker_app`` fixture) with the repository on its path, the backend under
 test in ``CELERY_RESULT_BACKEND`` and extra settings, as JSON, in
-``CELERY_GCS_TEST_CONF``. Prefork workers get gRPC's fork support, as the
-worker image does (``grpc_runtime.FORK_SUPPORT_ENV``).
+``CELERY_GCS_TEST_CONF``.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from celery_gcs.local.worker import WorkerProcess, celery_worker_argv
-from celery_gcs.stores.grpc_runtime import FORK_SUPPORT_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,11 +37,10 @@ def make_worker(
     for a worker in a PID namespace of its own.
     """
     name = f"w{uuid.uuid4().hex[:6]}@localhost"
-    forks = FORK_SUPPORT_ENV if pool == "prefork" else {}
     settings = {"CELERY_RESULT_BACKEND": backend_url, "CELERY_GCS_TEST_CONF": json.dumps(conf)}
     return WorkerProcess(
         [*wrap, *celery_worker_argv(app, name=name, concurrency=concurrency, pool=pool)],
-        env={**os.environ, **forks, **env, "PYTHONPATH": str(ROOT), **settings},
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT), **settings},
         cwd=ROOT,
         log_path=log_path,
     )

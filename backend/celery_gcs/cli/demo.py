@@ -47,7 +47,6 @@ from ..local import demo_tasks, processes, services
 from ..local.processes import free_port
 from ..local.proxy import Proxy
 from ..local.worker import WorkerFailed, WorkerProcess, celery_worker_argv
-from ..stores import grpc_runtime
 from ..telemetry import names as metric_names
 from .options import positive, seconds
 
@@ -312,7 +311,7 @@ class Demo:
         metrics = {metric_names.PORT_ENV: str(port), metric_names.ADDRESS_ENV: "127.0.0.1"}
         worker = WorkerProcess(
             [*argv, f"--include={metric_names.MODULE}"],
-            env={**os.environ, **grpc_runtime.FORK_SUPPORT_ENV, **env, **metrics},
+            env={**os.environ, **env, **metrics},
             log_path=self.workdir / "worker.log",
         )
         self.on_exit("the worker", worker.stop)

@@ -44,7 +44,6 @@ from rich.table import Table
 
 from ..local import builtin, processes
 from ..local import services as localstack
-from ..stores import grpc_runtime
 from ..telemetry import names as metric_names
 
 STATE_FILE = "state.json"
@@ -128,10 +127,8 @@ NOTE_BUILTIN_BACKEND = (
     "skipped). `celery-gcs results list --backend gs://{bucket}` reads what it stores."
 )
 NOTE_METRICS = (
-    f"Worker metrics: start your worker with --include={metric_names.MODULE} (under prefork with "
-    + " ".join(f"{key}={value}" for key, value in grpc_runtime.FORK_SUPPORT_ENV.items())
-    + " in its environment, for the open chords) and read them at "
-    + f"http://127.0.0.1:{metric_names.DEFAULT_PORT}/metrics ({metric_names.PORT_ENV} for another port; "
+    f"Worker metrics: start your worker with --include={metric_names.MODULE} and read them at "
+    f"http://127.0.0.1:{metric_names.DEFAULT_PORT}/metrics ({metric_names.PORT_ENV} for another port; "
     "celery-gcs chords list shows the chords in the Firestore emulator)"
 )
 NOTE_FRESH = (

@@ -5,21 +5,12 @@ monkey-patching every call would block all greenlets, and a streaming call
 never completes, unless gRPC's gevent integration is on before the first
 channel. gRPC has no eventlet integration at all, so an eventlet worker is
 refused at start with the pools that work.
-
-gRPC under prefork: a process that made gRPC calls and then forks leaves its
-children gRPC state they cannot use (a child's first Firestore call can wait
-forever), unless gRPC's fork support is on: ``FORK_SUPPORT_ENV``, in the
-environment before gRPC is imported (grpc's doc/fork_support.md). A prefork
-worker's main process calls Firestore only when it serves the open-chord
-metrics (``celery_gcs.telemetry.open_chords``); the worker image sets it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
-from collections.abc import Mapping
 
 from ..errors import ConfigurationError
 
@@ -28,10 +19,6 @@ E_EVENTLET = (
     "thread under eventlet and gRPC offers no eventlet support; run the worker with -P gevent, -P threads "
     "or -P prefork"
 )
-
-#: gRPC's client-side fork support, as grpc's doc/fork_support.md gives it; read when grpc is imported.
-FORK_SUPPORT_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "true", "GRPC_POLL_STRATEGY": "poll"}
-_TRUE = ("1", "true", "yes")  # what grpc takes as on
 
 _lock = threading.Lock()
 _prepared = False
@@ -55,12 +42,6 @@ def prepare() -> None:
 
             grpc_gevent.init_gevent()
             _prepared = True
-
-
-def fork_support_on(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ``environ`` (this process's) turns gRPC's fork support on."""
-    environ = os.environ if environ is None else environ
-    return environ.get("GRPC_ENABLE_FORK_SUPPORT", "").lower() in _TRUE
 
 
 def _patched_by(library: str) -> bool:

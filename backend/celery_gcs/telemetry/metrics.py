@@ -16,8 +16,9 @@ adds a previous run's files; it is removed when the worker exits.
 What is counted: Celery's task signals (received, started, succeeded,
 failed, retried, run time) and what the runtime reports through
 ``celery_gcs.observe`` (calls to GCS and Firestore, chord events). With a
-celery-gcs result backend, the main process also reads the open chords from
-Firestore at each scrape (``OpenChords``: two reads). The names are
+celery-gcs result backend, the main process also serves the open chords,
+read from Firestore at each scrape (``OpenChords``: two reads; under prefork
+in a spawned process, as gRPC cannot be forked). The names are
 ``celery_gcs.telemetry.names``'.
 """
 
@@ -35,7 +36,6 @@ from typing import Any
 
 from .. import observe
 from ..errors import ConfigurationError
-from ..stores import grpc_runtime
 from . import names
 
 E_IMPORTED_BEFORE = (
@@ -44,14 +44,6 @@ E_IMPORTED_BEFORE = (
     f"Set {names.MULTIPROC_ENV} to an empty directory, or load celery_gcs.telemetry.metrics first"
 )
 E_PORT = f"{names.PORT_ENV}={{value!r}} is not a port number from 1 to 65535; unset it for {names.DEFAULT_PORT}"
-W_NO_FORK_SUPPORT = (
-    "metrics: the open chords are not read (celery_gcs_chords_open and "
-    "celery_gcs_chord_oldest_open_age_seconds stay empty): reading them calls Firestore over gRPC in the "
-    "prefork worker's main process, and the children it forks later can hang in gRPC without its fork "
-    "support; start the worker with "
-    + " ".join(f"{key}={value}" for key, value in grpc_runtime.FORK_SUPPORT_ENV.items())
-    + " in its environment (the worker image does)"
-)
 E_LISTEN = f"worker metrics cannot listen on {{address}}:{{port}} ({{reason}}); set {names.PORT_ENV} to a free port"
 
 log = logging.getLogger(__name__)
@@ -189,12 +181,10 @@ def _serve(sender: Any = None, **_: Any) -> None:
     listen = Listen.from_env()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    open_chords = OpenChords.of(sender.app) if sender is not None else None
-    if open_chords is not None and _forks_unsafely(sender):
-        log.warning(W_NO_FORK_SUPPORT)
-        open_chords = None
+    open_chords = OpenChords.of(sender.app, forks=_forks(sender)) if sender is not None else None
     if open_chords is not None:
         registry.register(open_chords)
+        open_chords.start()
     try:
         start_http_server(listen.port, listen.address, registry=registry)
     except OSError as exc:
@@ -202,10 +192,10 @@ def _serve(sender: Any = None, **_: Any) -> None:
     log.info("metrics: http://%s:%d/metrics", listen.address, listen.port)
 
 
-def _forks_unsafely(worker: Any) -> bool:
-    """Whether ``worker`` forks pool children (prefork replaces exited ones) without gRPC's fork support."""
+def _forks(worker: Any) -> bool:
+    """Whether ``worker``'s main process forks pool children after start (prefork replaces exited ones)."""
     pool = get_implementation(worker.pool_cls)
-    return isinstance(pool, type) and issubclass(pool, PreforkPool) and not grpc_runtime.fork_support_on()
+    return isinstance(pool, type) and issubclass(pool, PreforkPool)
 
 
 @signals.worker_process_shutdown.connect(weak=False)
