@@ -480,11 +480,15 @@ def test_children_forked_while_the_main_process_reads_firestore_run_and_store(ap
     )
     scrape(port)  # the main process's Firestore client exists before the first child is replaced
     scraped: list[float] = []
+    failed: list[BaseException] = []
     done = threading.Event()
 
     def scrape_until_done() -> None:
-        while not done.wait(0.05):
-            scraped.append(total(scrape(port), str(names.CHORDS_OPEN)))
+        try:
+            while not done.wait(0.05):
+                scraped.append(total(scrape(port), str(names.CHORDS_OPEN)))
+        except Exception as exc:  # reported by the assert below, not lost in the thread
+            failed.append(exc)
 
     scraper = threading.Thread(target=scrape_until_done, daemon=True)
     scraper.start()
@@ -495,6 +499,7 @@ def test_children_forked_while_the_main_process_reads_firestore_run_and_store(ap
         done.set()
         scraper.join(timeout=15)
     assert not scraper.is_alive(), "a scrape hung"
+    assert failed == []
     # One child per part: each was forked, at the latest, right after the main process's reads.
     assert len(set(pids)) == FORKED_PARTS and worker.pid not in pids
     assert all(part.state == "SUCCESS" for part in result.parent.results)
