@@ -42,6 +42,8 @@ def inventory(runs, name) -> Inventory:
         "other_project_cluster", "shared_a", "team_ns",
         # Regression: a key in the region was refused for Firestore's eur3 (KMS location europe).
         "cmek_multi_region",
+        # A new environment copied from the dev example; two teams' stacks both named dev.
+        "staging_from_dev", "orders_dev", "billing_dev", "other_org_dev",
     ],
 )  # fmt: skip
 def test_every_stack_creates_cleanly(runs, name):

@@ -490,7 +490,8 @@ def test_existing_image_deployed_as_given(byo):
     # The repository exists anyway, for CI to push to, and the cluster's nodes may pull from it.
     repository = byo.one(REPOSITORY)["inputs"]["repositoryId"]
     own = [m["inputs"]["member"] for m in byo.of_type(REPO_MEMBER) if m["inputs"]["repository"] == repository]
-    assert own == [f"serviceAccount:{BYO_NODES}", f"serviceAccount:{BYO_POOL_NODES}"]
+    # Each grant is registered once its account is known: in no fixed order.
+    assert sorted(own) == sorted([f"serviceAccount:{BYO_NODES}", f"serviceAccount:{BYO_POOL_NODES}"])
 
 
 def test_an_existing_clusters_nodes_can_pull_the_built_image(runs):
