@@ -14,7 +14,9 @@ what stands in for GKE here, each for a stated reason:
   string and CA) and are given inline and as a ConfigMap: podman 4.3's
   ``kube play`` stores a Secret it is given in a form its own ``secretKeyRef``
   and secret volumes cannot read back;
-- the workers get the emulators' hosts (``STORAGE_EMULATOR_HOST``,
+- the smoke-test Job is played as the Pod its controller would create (podman
+  4.3's ``kube play`` knows no Jobs);
+- the workers and the smoke test get the emulators' hosts (``STORAGE_EMULATOR_HOST``,
   ``FIRESTORE_EMULATOR_HOST``) in place of Workload Identity, a metrics port
   of their own (several helpers share this host's network), two processes
   instead of eight (two cores here), and one replica of each Deployment
@@ -92,7 +94,7 @@ def localize(
     worker_env: dict[str, str],
     queue_length_port: int,
 ) -> list[Manifest]:
-    """The Deployments (and the ConfigMaps they mount) as podman runs them here; see the module docstring."""
+    """The Deployments and the Job (as its Pod), and the ConfigMaps they mount, as podman runs them here."""
     secret = one(objects, "Secret", "-broker")
     rendered_host, rendered_port = secret["stringData"]["address"].rsplit(":", 1)
     local_host, local_port = broker_values["address"].rsplit(":", 1)
@@ -106,11 +108,17 @@ def localize(
     for obj in objects:
         if obj["kind"] == "ConfigMap":
             out.append(copy.deepcopy(obj))
-        if obj["kind"] != "Deployment":
+        if obj["kind"] == "Deployment":
+            workload = copy.deepcopy(obj)
+            workload["spec"]["replicas"] = 1
+            pod = workload["spec"]["template"]["spec"]
+        elif obj["kind"] == "Job":
+            # podman 4.3 plays Pods and Deployments, not Jobs: the pod the Job controller would make.
+            template = copy.deepcopy(obj["spec"]["template"])
+            workload = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": obj["metadata"]["name"], **template["metadata"]}, "spec": template["spec"]}
+            pod = workload["spec"]
+        else:
             continue
-        deployment = copy.deepcopy(obj)
-        deployment["spec"]["replicas"] = 1
-        pod = deployment["spec"]["template"]["spec"]
         pod["hostNetwork"] = True
         for volume in pod["volumes"]:
             if "secret" in volume:
@@ -134,7 +142,7 @@ def localize(
                 elif var["name"] == "PORT":
                     var = {**var, "value": str(queue_length_port)}
                 env.append(var)
-            if container["name"] == "worker":
+            if any(v["name"] == "CELERY_RESULT_BACKEND" for v in env):  # the workers and the smoke test
                 env = [v for v in env if v["name"] not in worker_env] + [
                     {"name": k, "value": v} for k, v in worker_env.items()
                 ]
@@ -143,7 +151,7 @@ def localize(
                 http = container.get(probe, {}).get("httpGet")
                 if http:
                     http["port"] = queue_length_port
-        out.append(deployment)
+        out.append(workload)
     return out
 
 

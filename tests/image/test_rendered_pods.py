@@ -1,4 +1,4 @@
-"""The prod example's worker Deployment and queue-length service, as the Pulumi program renders them, run with `podman kube play`.
+"""The prod example's worker Deployment, queue-length service and smoke-test Job, as the Pulumi program renders them, run with `podman kube play`.
 
 The objects come from the program run under Pulumi's mocks in a fresh
 interpreter (tests/infra's ``prod`` scenario); rendered.py says what changes
@@ -56,8 +56,9 @@ def kube(podman: Podman, tmp_path: Path):
     pods: list[str] = []
 
     def play(name: str, objects: list[dict]) -> None:
-        # podman names a Deployment's pod NAME-pod-0, and its containers NAME-pod-0-CONTAINER.
+        # podman names a Deployment's pod NAME-pod-0 (a Pod's: NAME), and its containers POD-CONTAINER.
         pods.extend(f"{d['metadata']['name']}-pod-0" for d in objects if d["kind"] == "Deployment")
+        pods.extend(d["metadata"]["name"] for d in objects if d["kind"] == "Pod")
         podman("kube", "play", write(tmp_path / f"{name}.yaml", objects), env=env)
 
     yield play
@@ -78,7 +79,7 @@ def healthy(url: str) -> bool:
         return False
 
 
-def test_the_rendered_worker_and_queue_length_service_run_a_chord_on_verified_tls(
+def test_the_rendered_worker_queue_length_service_and_smoke_test_run_on_verified_tls(
     podman, kube, build_image, stack, tmp_path, monkeypatch
 ) -> None:
     # Celery prefers these to the app's own settings: the client uses the TLS broker below.
@@ -136,6 +137,17 @@ def test_the_rendered_worker_and_queue_length_service_run_a_chord_on_verified_tl
             result = chord(parts)(app.signature("acme.tasks.total"))
             assert result.get(timeout=120) == 90
             assert get_json(f"http://127.0.0.1:{port}/queues") == {"celery": 0, "priority": 0}
+
+            # The post-deploy smoke test as rendered, beside the running worker: every check passes.
+            job = one(pods, "Pod", "-smoke-test")
+            kube("smoke-test", [*config_maps, job])
+            check = f"{job['metadata']['name']}-smoke-test"
+            wait_for(lambda: podman.exit_code(check) is not None, 240, "the smoke test to finish", interval=1)
+            log = podman.logs(check)
+            assert podman.exit_code(check) == 0, log
+            assert [line.split(":")[0] for line in log.splitlines() if line.startswith(("PASS", "FAIL"))] == [
+                "PASS resolve", "PASS store", "PASS chord",
+            ], log
 
             # The pod's securityContext as rendered: the image's non-root user, a read-only root.
             uid = podman("exec", container, "id", "-u").stdout.strip()

@@ -189,7 +189,7 @@ def metadata_on_port_80_only(inv):
         (dns_only_to_kube_dns_pods, "blocks NodeLocal DNSCache (169.254.20.10:53/UDP)"),
         (dns_only_to_kube_dns_pods, "blocks Cloud DNS (the node's metadata server) (169.254.169.254:53/UDP)"),
         (dns_only_to_kube_dns_pods, "blocks the GKE metadata server (169.254.169.254:80/TCP)"),
-        (metadata_on_port_80_only, "blocks the GKE metadata server (Dataplane V2) (169.254.169.252:988/TCP)"),
+        (metadata_on_port_80_only, "blocks the GKE metadata server (after the node's translation, Calico) (169.254.169.252:988/TCP)"),
     ],
     ids=lambda v: getattr(v, "__name__", v),
 )
