@@ -28,6 +28,9 @@ from .conftest import MARKER, clean_env, marked_processes, port_open, run_cli
 
 WORKLOAD = demo.Workload()  # the defaults: what `make demo` runs
 
+#: Minutes, not seconds: run by `make test-package` (and .ci/run), not `make test`.
+pytestmark = pytest.mark.package
+
 
 def test_the_summary_matches_the_bucket_firestore_and_the_record(
     stack: Any, tmp_path: Path, marker: str
@@ -98,6 +101,7 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     assert metrics["celery_tasks_succeeded_total"] == tasks and metrics["celery_tasks_failed_total"] == 0
     assert metrics["celery_gcs_chord_parts_counted_total"] == 1000
     assert metrics["celery_gcs_chord_callbacks_published_total"] == 1
+    assert metrics["celery_gcs_chords_open"] == 0  # read from Firestore as it was scraped: the chord ended
     assert "Worker metrics" in done.stdout
 
     # The table says the same, and nothing the demo started is left running.

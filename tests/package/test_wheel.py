@@ -29,6 +29,9 @@ UV = Path(sys.executable).parent / "uv"
 TOOLING = ("rich", "psutil", "redis", "gcp_storage_emulator", "hpack", "hyperframe", "pulumi", "matplotlib")
 TOOLING_ROOMS = ("celery_gcs.cli", "celery_gcs.local", "celery_gcs.worker")
 
+#: Minutes, not seconds: run by `make test-package` (and .ci/run), not `make test`.
+pytestmark = pytest.mark.package
+
 
 def run(argv: list[object], **kwargs) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False, **kwargs)
