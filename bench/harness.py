@@ -4,6 +4,10 @@ A run is made of passes, each on a stack of its own (fresh emulators and workers
 
 * **local** (timed): the clients reach the emulators directly, with no proxy in
   the path; workers ``-c 2``. Its times and CPU give the ratios and targets.
+  After its workloads, the metrics' cost: the same tasks through celery-gcs's
+  worker and its twin with the worker metrics on (``stack.METRICS_TWIN``),
+  alternating within each round; the twin's CPU per task over the other's,
+  round by round, is the ratio reported.
 * **counted**: one round of every workload through the counting proxies, for
   the requests and documents each one makes (and what they cost).
 * **production** (timed, with ``latency``): the answers held as long as GCS and
@@ -31,7 +35,7 @@ from typing import Any
 from celery_gcs.local import builtin
 
 from . import cpu, latency, pricing, profile, timeline, workloads
-from .stack import LABELS, BenchStack
+from .stack import LABELS, METRICS_TWIN, BenchStack
 from .workloads import Sample
 
 log = logging.getLogger("bench")
@@ -56,6 +60,8 @@ class Plan:
     builtin_budget: dict[int, float] = field(default_factory=dict)
     #: Chord size profiled with py-spy after the rounds, when py-spy is available.
     profile: int | None = None
+    #: Tasks per round of the metrics' cost (metrics off, then on); 0: ``tasks``.
+    metrics_tasks: int = 0
 
     def counting(self) -> Plan:
         """One round of every workload: requests vary little from round to round."""
@@ -97,6 +103,7 @@ PLANS = {
         chord_budget={10_000: 900.0},
         builtin_budget={10_000: 180.0},
         profile=1000,
+        metrics_tasks=2000,
     ),
     # Every 10,000-part chord run to the end (hours for the GCS backends on the emulators).
     "full": Plan(
@@ -109,6 +116,7 @@ PLANS = {
         chord_repeats={10_000: 2},
         chord_budget={10_000: 4 * 3600.0},
         profile=1000,
+        metrics_tasks=5000,
     ),
 }
 
@@ -140,6 +148,8 @@ class Run:
     profile: dict[str, Any] = field(default_factory=dict)
     #: The production-like pass's timeline of one chord (bench.timeline).
     timeline: dict[str, Any] = field(default_factory=dict)
+    #: Worker CPU per task with metrics off and on (``_measure_metrics``).
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def measure(self, workload: str, label: str, unit: str) -> Measured:
         return self.measured.setdefault(workload, Measured(workload, label, unit))
@@ -155,6 +165,8 @@ PRODUCTION_CONCURRENCY = 16
 #: The production-like pass again at a low concurrency, one round, so that its ratios are
 #: not an artefact of one setting.
 LOW_CONCURRENCY = 4
+#: Batches a round of the metrics' cost alternates its tasks in (``_measure_metrics``).
+METRICS_BATCHES = 10
 #: The chord whose phases the production-like pass records (bench.timeline), or the
 #: plan's largest if smaller.
 TIMELINE_CHORD = 1000
@@ -175,7 +187,8 @@ def run(
     """
     started = time.time()
     say("pass 1: timed on the local stack, no proxy in the path")
-    local = _run_pass(plan, BenchStack(workdir / "local", backends=backends, counted=False), say)
+    local_stack = BenchStack(workdir / "local", backends=backends, counted=False, metrics_twin=True)
+    local = _run_pass(plan, local_stack, say)
     say("pass 2: requests counted through the proxies, one round")
     counted = _run_pass(plan.counting(), BenchStack(workdir / "counted", backends=backends), say)
     passes, production_summaries = [counted], []
@@ -213,6 +226,8 @@ def _run_pass(plan: Plan, stack: BenchStack, say: Callable[[str], None]) -> Run:
     try:
         _warm_up(stack, backends, min(100, min(plan.chords, default=4)))
         _measure_all(stack, result, say)
+        if METRICS_TWIN in stack.workers:
+            result.metrics = _measure_metrics(stack, plan, say)
         if stack.latency is not None and "celery_gcs" in backends and plan.chords:
             result.timeline = _timeline(stack, min(TIMELINE_CHORD, max(plan.chords)), say)
         if plan.profile and "celery_gcs" in backends:
@@ -288,6 +303,49 @@ def _measure_all(stack: BenchStack, result: Run, say: Callable[[str], None]) -> 
                 else:
                     result.callbacks.setdefault(name, []).append(sample.extra["callback_id"])
                     say(_line(f"chord of {size}, round {round_ + 1}", name, sample))
+
+
+def _measure_metrics(stack: BenchStack, plan: Plan, say: Callable[[str], None]) -> dict[str, Any]:
+    """Worker CPU per task, metrics off and on: the same tasks through two celery-gcs workers, alternating.
+
+    Both workers are alike but for ``celery_gcs.telemetry.metrics``. Each
+    round runs its tasks in ``METRICS_BATCHES`` batches through one worker,
+    then the other (the order rotating), so that the machine's load, which
+    drifts over seconds, falls on both alike; only the measured worker's CPU
+    is read (its process tree). Nothing scrapes during the rounds (a collector
+    scrapes every 30 s); the twin is scraped after them, to check it counted
+    every task.
+    """
+    n, pair = plan.metrics_tasks or plan.tasks, ("celery_gcs", METRICS_TWIN)
+    batch = max(1, n // METRICS_BATCHES)
+    n = batch * max(1, n // batch)
+    workloads.independent_tasks(stack, METRICS_TWIN, 4, 120)  # its pool and clients warmed up
+    rounds: list[dict[str, float]] = []
+    for round_ in range(plan.repeats):
+        used = dict.fromkeys(pair, 0.0)
+        for step in range(n // batch):
+            for name in rotated(pair, round_ + step):
+                groups = {name: stack.workers[name].pid}
+                before = cpu.cpu_by_tree(groups)
+                workloads.independent_tasks(stack, name, batch, 600)
+                used[name] += cpu.used(before, cpu.cpu_by_tree(groups))[name]
+        per_task = {name: seconds / n for name, seconds in used.items()}
+        rounds.append(per_task)
+        off, on = per_task["celery_gcs"], per_task[METRICS_TWIN]
+        say(f"  metrics' cost, round {round_ + 1}: worker CPU per task {off * 1e6:.0f} µs off, "
+            f"{on * 1e6:.0f} µs on ({on / off if off else float('nan'):.3f}x)")  # fmt: skip
+    off_on = [(r["celery_gcs"], r[METRICS_TWIN]) for r in rounds]
+    return {
+        "tasks": n,
+        "rounds": rounds,
+        "off_us": _stats([off * 1e6 for off, _ in off_on]),
+        "on_us": _stats([on * 1e6 for _, on in off_on]),
+        "ratio": _stats([on / off for off, on in off_on if off > 0]),
+        "added_us": _stats([(on - off) * 1e6 for off, on in off_on]),
+        "counted": stack.metrics_counted(),
+        "ran": 4 + n * plan.repeats,
+        "batches": n // batch,
+    }
 
 
 def _timeline(stack: BenchStack, size: int, say: Callable[[str], None]) -> dict[str, Any]:
@@ -403,6 +461,7 @@ def summarise(result: Run, seconds: float, counted: Run | None = None) -> dict[s
         "workloads": {},
         "callback_runs": {name: list(runs) for name, runs in result.callback_runs.items()},
         "profile": result.profile,
+        "metrics_overhead": result.metrics,
     }
     for key, measured in result.measured.items():
         entry: dict[str, Any] = {

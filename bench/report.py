@@ -77,6 +77,16 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{cpu['celery_gcs']:.2f} ms against Redis's {cpu['redis']:.2f} ms: {above:+.2f} ms",
                 above <= 1.5, f"missed by {above - 1.5:.2f} ms" if above > 1.5 else "")  # fmt: skip
 
+    metrics = summary.get("metrics_overhead") or {}
+    if metrics.get("added_us") and metrics.get("ratio"):
+        added = metrics["added_us"]["median"]
+        missing = metrics["ran"] - metrics["counted"]
+        add("worker CPU per task with the metrics on: at most 0.2 ms above the same worker's without",
+            f"{metrics['on_us']['median']:.0f} µs on, {metrics['off_us']['median']:.0f} µs off: {added:+.0f} µs; "
+            f"on / off {_x(metrics['ratio'])} ({metrics['tasks']:,} tasks a round)",
+            added <= 200 and not missing,
+            f"the metrics counted {metrics['counted']:g} of the {metrics['ran']:,} tasks run" if missing else "")  # fmt: skip
+
     constants = []
     for key, entry in work.items():
         if not key.startswith("chord"):
@@ -583,6 +593,10 @@ On a shared machine CPU time moves less than wall time, and it shows where the t
   chord: {run_counts or "-"}. Chords stopped at a time budget ({budget_text}) are reported as not
   finished, with the parts stored by then and an extrapolation (least squares fit of time against
   parts stored).
+- Metrics' cost: after the workloads, {(summary.get("metrics_overhead") or {}).get("tasks", 0):,} `add` tasks a
+  round through celery-gcs's worker and through a twin with the worker metrics on
+  (`celery_gcs.telemetry.metrics`, prometheus-client in multiprocess mode), alternating, the order
+  rotating; each worker's CPU (its process tree) per task, and their ratio within each round.
 - Times and CPU: with no proxy in the path (the clients reach the emulators directly), so that
   forwarding costs no CPU and no hop in the timed rounds.
 - Requests: a separate pass of one round on a fresh stack, through counting proxies

@@ -11,7 +11,10 @@
 * three workers (``celery worker -P prefork -c 2``), one per backend, each
   consuming its own queue. They stay up for the whole run; only the one
   whose backend is being measured has messages, so the others sit idle in
-  a blocking read of the broker.
+  a blocking read of the broker;
+* with ``metrics_twin``, a fourth: celery-gcs again, with the worker metrics
+  loaded (``celery_gcs.telemetry.metrics``), for the metrics' cost measured
+  side by side (``harness``); the other workers run without them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +56,9 @@ class Backend:
 
 #: The order backends are listed in, and their labels.
 NAMES = ("celery_gcs", "builtin", "redis")
-LABELS = {"celery_gcs": "celery-gcs", "builtin": "built-in gs://", "redis": "Redis"}
+#: celery-gcs's worker again, metrics on: not a backend of the comparisons, only of the metrics' cost.
+METRICS_TWIN = "celery_gcs_metrics"
+LABELS = {"celery_gcs": "celery-gcs", "builtin": "built-in gs://", "redis": "Redis", METRICS_TWIN: "celery-gcs, metrics on"}
 
 
 @dataclass
@@ -70,6 +76,10 @@ class BenchStack:
     counted: bool = True
     #: Seconds each answer is held, by kind (bench.latency.MODEL); None: no latency added.
     latency: dict[str, float] | None = None
+    #: Also start ``METRICS_TWIN`` (with celery_gcs among the backends).
+    metrics_twin: bool = False
+    #: Where ``METRICS_TWIN`` serves its metrics.
+    metrics_port: int = 0
     run_id: str = field(
         default_factory=lambda: time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
     )
@@ -115,9 +125,10 @@ class BenchStack:
         os.environ.update(
             {"GOOGLE_CLOUD_PROJECT": self.local.project, **self.proxies.env("client")}
         )
-        for name in self.backends:
+        names = self.backends + ((METRICS_TWIN,) if self.metrics_twin and "celery_gcs" in self.backends else ())
+        for name in names:
             self.by_name[name] = self._backend(name)
-        for name in self.backends:
+        for name in names:
             self.start_worker(name)
             self.apps[name] = self._app(self.by_name[name])
 
@@ -167,7 +178,7 @@ class BenchStack:
     def _backend(self, name: str) -> Backend:
         assert self.local is not None
         bucket, prefix = self.local.bucket, f"bench-{self.run_id}/{name}"
-        if name == "celery_gcs":
+        if name in ("celery_gcs", METRICS_TWIN):
             url = f"gcs://{bucket}/{prefix}"
         elif name == "builtin":
             url = builtin.url(bucket, self.local.project, prefix)
@@ -176,6 +187,16 @@ class BenchStack:
         else:
             raise ValueError(f"unknown backend {name!r}; known: {', '.join(NAMES)}")
         return Backend(name, LABELS[name], url, uses_gcs=name != "redis")
+
+    def metrics_counted(self) -> float:
+        """Tasks ``METRICS_TWIN`` counted as succeeded, scraped from its /metrics (proof they were on)."""
+        from celery_gcs.telemetry import names
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        wanted = str(names.TASKS_SUCCEEDED)
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == wanted)
 
     def _conf(self, backend: Backend) -> dict[str, Any]:
         return {"task_default_queue": backend.queue, **self.extra_conf}
@@ -218,6 +239,12 @@ class BenchStack:
         if self.latency is not None:
             self.timeline_dir.mkdir(parents=True, exist_ok=True)
             env[timeline.ENV] = str(self.timeline_dir)
+        if name == METRICS_TWIN:
+            from celery_gcs.telemetry import names
+
+            argv += ["--include", names.MODULE]
+            self.metrics_port = self.metrics_port or processes.free_port()
+            env.update({names.PORT_ENV: str(self.metrics_port), names.ADDRESS_ENV: "127.0.0.1"})
         worker = WorkerProcess(
             argv,
             env=env,
@@ -254,8 +281,8 @@ class BenchStack:
             ] = service.process.pid
         if self.result_redis and self.result_redis.process:
             groups["result-redis"] = self.result_redis.process.pid
-        for name, worker in self.workers.items():
-            groups[f"worker.{name}"] = worker.pid
+        for name in self.backends:  # not METRICS_TWIN: idle but for the metrics' own rounds
+            groups[f"worker.{name}"] = self.workers[name].pid
         return groups
 
 

@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,6 +72,10 @@ _WAIT_STEP = 1.0
 _LOOKS = 3
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
+#: Results the join reads between two looks at its lease: at ``gcs_threadpool_maxsize`` (32) at
+#: once, a few seconds even on a loaded host, well within a third of the lease. Read all at once,
+#: 1,000 outlasted it, and parts taking the claim over in turn never ended the chord (the soak).
+_READ_BATCH = 256
 
 
 class ChordBackend(Protocol):
@@ -114,6 +118,28 @@ class Part:
     #: Counted before this return (a rerun, a redelivery, a replay): an
     #: earlier run may have stored a result, which then wins over this one's.
     counted_before: bool = False
+
+
+@dataclass
+class _Holding:
+    """The claim a holder keeps while it joins: renewed once a third of its lease has passed."""
+
+    store: ChordStore
+    key: str
+    token: str
+    lease: float
+    renew_at: float = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.renew_at = time.monotonic() + self.lease / 3
+
+    def keep(self) -> None:
+        """Renew the claim if it is due; ClaimLost if it is not ours any more."""
+        if time.monotonic() < self.renew_at:
+            return
+        if not self.store.renew(self.key, self.token, self.lease):
+            raise ClaimLost("the claim was lost while waiting for parts")
+        self.renew_at = time.monotonic() + self.lease / 3
 
 
 class ChordCoordinator:
@@ -522,19 +548,22 @@ class ChordCoordinator:
         """Every part's stored result, once; this part's from memory unless a run before it stored a success.
 
         Waits up to the join timeout for parts counted but not stored yet,
-        renewing the lease while it waits, then looks one last time.
+        then looks one last time; reads ``_READ_BATCH`` results at a time,
+        renewing the lease between them (``_Holding``).
         """
         values: dict[str, tuple[str, Any]] = {}
         if not part.counted_before:
             values[part.task_id] = (part.state, part.value)  # a first run: nothing of it is stored
         missing = [task_id for task_id in ids if task_id not in values]
         deadline = time.monotonic() + self._join_timeout()
-        renew_at = time.monotonic() + self._lease() / 3
+        holding = _Holding(self.store, key, token, self._lease())
         nap, last = 0.02, False
         while missing:
             try:
-                stored = self.results.ready(missing, states.READY_STATES)
-                values.update((task_id, (meta["status"], meta["result"])) for task_id, meta in stored.items())
+                for batch in _batches(missing):
+                    stored = self.results.ready(batch, states.READY_STATES)
+                    values.update((task_id, (meta["status"], meta["result"])) for task_id, meta in stored.items())
+                    holding.keep()
             except CorruptResult as exc:
                 raise ChordError(
                     f"Dependency {getattr(exc, 'task_id', '?')} cannot be read: {exc}"
@@ -545,7 +574,10 @@ class ChordCoordinator:
             if not missing:
                 break
             if last:
-                gone = self.results.expired(missing)
+                gone = []
+                for batch in _batches(missing):
+                    gone += self.results.expired(batch)
+                    holding.keep()
                 if gone:
                     # Stored, then expired while the chord waited for a late part: no later
                     # look can read them, so the chord fails now rather than never ending.
@@ -557,10 +589,7 @@ class ChordCoordinator:
                 raise PartsInFlight(
                     f"{len(missing)} counted parts not stored yet, e.g. {missing[0]}"
                 )
-            if time.monotonic() >= renew_at:
-                if not self.store.renew(key, token, self._lease()):
-                    raise ClaimLost("the claim was lost while waiting for parts")
-                renew_at = time.monotonic() + self._lease() / 3
+            holding.keep()
             time.sleep(nap)
             nap = min(nap * 2, 0.5)
             last = time.monotonic() >= deadline
@@ -764,6 +793,11 @@ def publish_budget(conf: Mapping[str, Any]) -> float:
     waits = sum(min(start + step * attempt, ceiling) for attempt in range(retries))
     connect = float(conf.get("broker_connection_timeout") or 4)
     return waits + (retries + 1) * connect
+
+
+def _batches(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), _READ_BATCH):
+        yield ids[start : start + _READ_BATCH]
 
 
 def leaf_ids(results: Iterable[Any]) -> Iterable[str]:

@@ -25,6 +25,7 @@ import datetime as dt
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from celery import Celery, states
@@ -345,11 +346,9 @@ class StoredResults:
         raise StoreError(f"could not set the expiry of {name}: it kept changing under us")
 
     def refresh_chord(self, group_id: str, task_ids: Sequence[str]) -> None:
-        """Push back the expiry of a running chord's GroupResult and of its header results stored so far."""
-        seconds = self.lifetimes.chord_result
-        self.extend(self.group_key(group_id), seconds)
-        for task_id in task_ids:
-            self.extend(self.task_key(task_id), seconds)
+        """Push back the expiry of a running chord's GroupResult and of its header results stored so far, many at once."""
+        names = [self.group_key(group_id), *(self.task_key(task_id) for task_id in task_ids)]
+        self.store.each(partial(self.extend, seconds=self.lifetimes.chord_result), names)
 
     def put(
         self,

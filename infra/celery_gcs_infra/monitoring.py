@@ -301,6 +301,9 @@ class Monitoring(pulumi.ComponentResource):
                         query=spec.apply(lambda s: s[1]),
                         duration=spec.apply(lambda s: s[2]),
                         evaluation_interval="60s",
+                        # The API refuses a condition on a metric it has not seen, and a new stack's
+                        # have not been scraped yet (a labelled counter appears at its first event).
+                        disable_metric_validation=True,
                     ),
                 )
             ],

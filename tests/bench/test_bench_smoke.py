@@ -18,7 +18,10 @@ from bench.stack import NAMES
 
 pytestmark = pytest.mark.bench
 
-TINY = harness.Plan("smoke", repeats=1, results=6, gets=2, tasks=5, chords=(4,), default_budget=120)
+# The metrics' cost at 100 tasks a round: fewer take less CPU than the kernel's 10 ms tick can see.
+TINY = harness.Plan(
+    "smoke", repeats=1, results=6, gets=2, tasks=5, chords=(4,), default_budget=120, metrics_tasks=100
+)
 #: Held times small enough for a smoke run, large enough to be held at all.
 HELD = {kind: 0.002 for kind in latency.MODEL}
 
@@ -66,6 +69,18 @@ def test_requests_are_counted_in_a_pass_of_their_own_and_production_is_timed_bes
     for entry in production["workloads"].values():
         assert set(entry["ratios"]) == {"celery_gcs/redis", "builtin/celery_gcs"}
         assert all(entry["backends"][name]["seconds"]["n"] == 1 for name in NAMES)
+
+
+def test_the_metrics_cost_is_measured_side_by_side_in_the_same_run(run) -> None:
+    """celery-gcs's worker and its twin with metrics on, alternating: the CPU of each, and their ratio per round."""
+    summary, paths = run
+    found = summary["metrics_overhead"]
+    assert found["tasks"] == TINY.metrics_tasks and len(found["rounds"]) == TINY.repeats
+    assert found["ratio"]["n"] == TINY.repeats and found["ratio"]["median"] > 0
+    assert found["counted"] == found["ran"] == 4 + TINY.metrics_tasks * TINY.repeats  # the twin's metrics were on
+    target = next(t for t in summary["targets"] if t["target"].startswith("worker CPU per task with the metrics on"))
+    assert "on / off" in target["measured"]
+    assert "Metrics' cost" in paths["md"].read_text()
 
 
 def test_the_files_appear(run) -> None:

@@ -101,6 +101,7 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     assert metrics["celery_tasks_succeeded_total"] == tasks and metrics["celery_tasks_failed_total"] == 0
     assert metrics["celery_gcs_chord_parts_counted_total"] == 1000
     assert metrics["celery_gcs_chord_callbacks_published_total"] == 1
+    assert metrics["celery_gcs_chords_open"] == 0  # read from Firestore as it was scraped: the chord ended
     assert "Worker metrics" in done.stdout
 
     # The table says the same, and nothing the demo started is left running.

@@ -278,8 +278,8 @@ def test_get_on_a_group_after_a_failed_task_of_its_chain_raises_that_tasks_error
 #: releasing its locks: "a 60-second idle expiration time" (Firestore's transaction limits).
 FIRESTORE_IDLE_TRANSACTION_EXPIRY = 60
 
-#: Each pool as users run it: -c 20 threads and -c 50 greenlets share one process (and one backend
-#: per thread unless result_backend_thread_safe).
+#: Each pool as users run it: -c 20 threads and -c 50 greenlets share one process and, since issue 24,
+#: one backend whatever result_backend_thread_safe says (Celery's setting is still tried both ways).
 POOLS = {"prefork": 2, "threads": 20, "gevent": 50}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 
 import pytest
 from celery import chain, group, states
@@ -17,8 +16,10 @@ def _send(app, task, *args, **options):
     return app.send_task(task.name, args=args, **options)
 
 
-def test_tasks_run_by_a_prefork_worker_are_stored_and_read_back(app, start_worker) -> None:
+def test_tasks_run_by_a_prefork_worker_are_stored_and_read_back(app, start_worker, stack) -> None:
     start_worker(concurrency=2)
+    # Issue 24: each pool child connects as it starts, not on its first task.
+    wait_for_warm_up(stack, processes=2)
     results = [_send(app, tasks.add, n, n) for n in range(20)]
     assert [result.get(timeout=30) for result in results] == [2 * n for n in range(20)]
     pids = {_send(app, tasks.pid).get(timeout=30) for _ in range(8)}
@@ -62,25 +63,22 @@ def test_task_track_started_and_extended_results(app, start_worker) -> None:
     assert result.worker and result.worker.startswith("w")
 
 
-#: Per pool: its concurrency, and the processes that run its tasks (prefork's children; else the worker).
-PROCESSES = {"prefork": (2, 2), "threads": (8, 1), "gevent": (8, 1)}
-
-
-@pytest.mark.parametrize("pool", list(PROCESSES))
-def test_each_process_running_tasks_connects_at_start_and_shares_one_backend(app, start_worker, stack, pool) -> None:
-    """Issue 24: a new process's first task paid for connecting to GCS and Firestore, and under
-    threads each thread (under gevent each task) built a backend of its own and connected again."""
-    concurrency, processes = PROCESSES[pool]
-    start_worker(pool=pool, concurrency=concurrency)
-    # No task sent yet: each process reads the warm-up object and document once, as it starts.
+def wait_for_warm_up(stack, *, processes: int) -> None:
+    """Until each of ``processes`` has read the warm-up object and document (no task sent yet): nothing else."""
     deadline = time.monotonic() + 30
     while stack.firestore.snapshot().get("firestore.BatchGetDocuments", 0) < processes:
         assert time.monotonic() < deadline, f"no warm-up: {stack.gcs.snapshot()} {stack.firestore.snapshot()}"
         time.sleep(0.05)
-    assert stack.gcs.snapshot() == {"object.metadata": processes}
-    assert stack.firestore.snapshot() == {"firestore.BatchGetDocuments": processes}
+    # Reads only (a retried one counts twice), of the warm-up object and document.
+    assert set(stack.gcs.snapshot()) == {"object.metadata"} and stack.gcs.snapshot()["object.metadata"] >= processes
+    assert set(stack.firestore.snapshot()) == {"firestore.BatchGetDocuments"}
+
+
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
+def test_a_thread_or_green_pool_connects_at_start_and_shares_one_backend(app, start_worker, stack, pool) -> None:
+    """Issue 24: the worker's first task paid for connecting to GCS and Firestore, and each thread
+    (under gevent each task) built a backend of its own and connected again."""
+    start_worker(pool=pool, concurrency=8)
+    wait_for_warm_up(stack, processes=1)
     ran = group(app.signature(tasks.backend_identity.name) for _ in range(24)).apply_async().get(timeout=60)
-    backends = defaultdict(set)
-    for pid, backend in ran:
-        backends[pid].add(backend)
-    assert all(len(found) == 1 for found in backends.values()), dict(backends)
+    assert len({backend for _pid, backend in ran}) == 1

@@ -228,6 +228,21 @@ def test_clearing_the_faults_lets_held_calls_go(stack, client, collection, backg
     assert stack.firestore.faults.rules == []
 
 
+@pytest.mark.parametrize("service", ["firestore", "gcs"])
+def test_clearing_the_faults_ends_a_random_stall_at_once(stack, collection, bucket, background, service) -> None:
+    """A soak clears its faults at the end: a call stalled up to 30 s must not hold its worker's shutdown."""
+    proxy = getattr(stack, service)
+    proxy.faults.stall_rate, proxy.faults.stall_seconds = 1.0, (60.0, 60.0)
+    if service == "firestore":
+        writing: Future[Any] = background.submit(collection.document("doc").set, {"n": 1})
+    else:
+        writing = background.submit(bucket.blob("stalled").upload_from_string, b"1")
+    eventually(lambda: proxy.injected_snapshot().get("delay.response", 0) >= 1)
+    proxy.faults.clear()
+    writing.result(timeout=30)
+    assert proxy.faults.stalls == []
+
+
 # -- GCS: HTTP statuses and delays -------------------------------------------------------
 
 

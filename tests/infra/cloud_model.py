@@ -444,9 +444,18 @@ def network_rejections(inv: Inventory) -> list[str]:
 # A PodMonitoring scrapes the pods its selector matches, on a container port named in its
 # endpoints, from the collectors in gmp-system: a pod that does not declare the port, or whose
 # NetworkPolicies do not admit the collectors on it, is never scraped (its series never appear).
-# Cloud Monitoring refuses an alert policy without a combiner or a condition, a PromQL condition
-# whose duration is not a number of seconds, a notification channel not named
-# projects/P/notificationChannels/ID, and a dashboard tile outside its mosaic's columns.
+# Cloud Monitoring (monitoring v3 AlertPolicy, dashboards v1 MosaicLayout, their field rules) refuses:
+# a policy of no condition or more than six, a condition of not exactly one type, a PromQL (or MQL)
+# condition beside another ("An alerting policy that uses PromQL must have only one condition",
+# cloud.google.com/monitoring/promql/create-promql-alerts), a PromQL duration that is not a
+# non-negative number of seconds, an evaluationInterval that is not a positive multiple of 30 s, a
+# query naming a metric Cloud Monitoring has not seen unless disableMetricValidation is set (a new
+# stack's metrics do not exist until first scraped; a labelled counter not until its first event),
+# documentation over 8,192 characters or not text/markdown, user labels outside their alphabet, a
+# notification channel not named projects/P/notificationChannels/ID; a mosaic of more than 48
+# columns, a tile outside them or of no size, a chart query of not exactly one kind. PromQL is
+# only checked for balanced brackets. MQL is refused too, though the API still takes it: its
+# support ended (MQL_ENDED).
 
 POD_MONITORING = "kubernetes:monitoring.googleapis.com/v1:PodMonitoring"
 ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
@@ -491,28 +500,154 @@ def scrape_rejections(inv: Inventory) -> list[str]:
     return found
 
 
+#: The condition types an alert policy's condition holds exactly one of (monitoring v3 AlertPolicy.Condition).
+CONDITION_TYPES = (
+    "conditionThreshold", "conditionAbsent", "conditionMatchedLog", "conditionMonitoringQueryLanguage",
+    "conditionPrometheusQueryLanguage", "conditionSql",
+)  # fmt: skip
+COMBINERS = ("COMBINE_UNSPECIFIED", "AND", "OR", "AND_WITH_MATCHING_RESOURCE")
+#: A protobuf Duration in JSON: seconds, a fraction allowed, and "s" (no "5m").
+_DURATION = re.compile(r"^(\d+)(\.\d{1,9})?s$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_USER_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_USER_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+#: A metric selector in PromQL: a name before its label matchers.
+_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
+#: Google's MQL notice: support ended and the console dropped it on 2025-07-22; the API still takes it.
+MQL_ENDED = "MQL is deprecated (Google's support ended 2025-07-22, docs.cloud.google.com/monitoring/mql): write PromQL"
+PLOT_TYPES = ("LINE", "STACKED_AREA", "STACKED_BAR", "HEATMAP")
+QUERY_KINDS = ("timeSeriesFilter", "timeSeriesFilterRatio", "timeSeriesQueryLanguage", "prometheusQuery")
+
+
+def _seconds(value: str) -> float | None:
+    found = _DURATION.match(value)
+    return float(value[:-1]) if found else None
+
+
+def _balanced(query: str) -> bool:
+    """Brackets closed in order, outside quoted strings: the least of what PromQL's parser checks."""
+    stack, quote = [], None
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for char in query:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            stack.append(char)
+        elif char in pairs and (not stack or stack.pop() != pairs[char]):
+            return False
+    return not stack and quote is None
+
+
+def _promql_rejections(name: str, promql: dict[str, Any]) -> list[str]:
+    """What monitoring v3 refuses in a PrometheusQueryLanguageCondition (its field rules)."""
+    found = []
+    query = promql.get("query") or ""
+    if not query.strip():
+        found.append(f"{name}: a PromQL condition needs a query")
+    elif not _balanced(query):
+        found.append(f"{name}: the PromQL query does not parse (unbalanced brackets or quotes): {query}")
+    duration = _seconds(promql.get("duration", "0s"))
+    if duration is None:
+        found.append(f"{name}: duration {promql.get('duration')!r} is not a non-negative duration in seconds (60s)")
+    interval = promql.get("evaluationInterval")
+    if interval is not None:
+        seconds = _seconds(interval)
+        if seconds is None or seconds <= 0 or seconds % 30:
+            found.append(f"{name}: evaluationInterval {interval!r} is not a positive multiple of 30 seconds")
+    alert_rule = promql.get("alertRule")
+    if alert_rule and not (_LABEL_NAME.match(alert_rule) and len(alert_rule) <= 2048):
+        found.append(f"{name}: alertRule {alert_rule!r} is not a Prometheus label name")
+    if len(promql.get("ruleGroup") or "") > 2048:
+        found.append(f"{name}: ruleGroup is longer than 2,048 characters")
+    for label in promql.get("labels") or {}:
+        if not _LABEL_NAME.match(label):
+            found.append(f"{name}: label {label!r} is not a Prometheus label name")
+    # Without disableMetricValidation the API refuses a condition on a metric Cloud Monitoring has
+    # not seen yet: every Prometheus metric of a stack not yet scraped (GKE's own, named with ':', exist).
+    unseen = sorted({m for m in _SELECTOR.findall(query) if ":" not in m})
+    if unseen and not promql.get("disableMetricValidation"):
+        found.append(
+            f"{name}: the API checks that {', '.join(unseen)} exist, and a new stack has not exported them yet: "
+            "set disableMetricValidation"
+        )
+    return found
+
+
+def _policy_rejections(policy: dict[str, Any]) -> list[str]:
+    i, name = policy["inputs"], policy["name"]
+    found = []
+    conditions = i.get("conditions") or []
+    if not i.get("displayName") or len(i["displayName"]) > 512:
+        found.append(f"{name}: an alert policy needs a display name of at most 512 characters")
+    if not 1 <= len(conditions) <= 6:
+        found.append(f"{name}: an alert policy has one to six conditions, not {len(conditions)}")
+    if i.get("combiner") not in COMBINERS or (len(conditions) > 1 and i.get("combiner") in (None, "COMBINE_UNSPECIFIED")):
+        found.append(f"{name}: combiner {i.get('combiner')!r} is not one of {', '.join(COMBINERS[1:])}")
+    for condition in conditions:
+        kinds = [kind for kind in CONDITION_TYPES if condition.get(kind) is not None]
+        if len(kinds) != 1 or not condition.get("displayName"):
+            found.append(f"{name}: a condition needs a display name and exactly one condition type, not {kinds}")
+            continue
+        if kinds[0] in ("conditionPrometheusQueryLanguage", "conditionMonitoringQueryLanguage") and len(conditions) > 1:
+            found.append(f"{name}: a policy with a {kinds[0]} has only that one condition")
+        if kinds[0] == "conditionMonitoringQueryLanguage":
+            found.append(f"{name}: {MQL_ENDED}")
+        if kinds[0] == "conditionPrometheusQueryLanguage":
+            found += _promql_rejections(name, condition["conditionPrometheusQueryLanguage"])
+    for channel in i.get("notificationChannels") or []:
+        if not _CHANNEL.match(channel):
+            found.append(f"{name}: {channel!r} is not a notification channel")
+    documentation = i.get("documentation") or {}
+    content = documentation.get("content") or ""
+    if len(content) > 8192 or len(content.encode()) > 10_240:
+        found.append(f"{name}: documentation content is longer than 8,192 characters or 10,240 bytes")
+    if documentation and documentation.get("mimeType", "text/markdown") != "text/markdown":
+        found.append(f"{name}: documentation mimeType {documentation.get('mimeType')!r} is not text/markdown")
+    labels = i.get("userLabels") or {}
+    if len(labels) > 64 or any(not _USER_LABEL_KEY.match(k) or not _USER_LABEL_VALUE.match(v) for k, v in labels.items()):
+        found.append(f"{name}: user labels: at most 64, lowercase letters, digits, _ and - (keys from a letter), 63 characters each")
+    return found
+
+
+def _dashboard_rejections(board: dict[str, Any]) -> list[str]:
+    name = board["name"]
+    try:
+        layout = json.loads(board["inputs"]["dashboardJson"])["mosaicLayout"]
+    except (KeyError, ValueError, TypeError):
+        return [f"{name}: dashboardJson is not a dashboard with a mosaicLayout"]
+    found = []
+    columns = layout.get("columns", 12)
+    if not 1 <= columns <= 48:
+        found.append(f"{name}: a mosaic layout has 1 to 48 columns, not {columns}")
+    for tile in layout.get("tiles") or []:
+        x, y, width, height = (tile.get(k, 0) for k in ("xPos", "yPos", "width", "height"))
+        if x < 0 or y < 0 or width < 1 or height < 1:
+            found.append(f"{name}: a tile needs a position of 0 or more and a width and height of at least 1")
+        if x + width > columns:
+            found.append(f"{name}: a tile reaches past column {columns}")
+        for data_set in (tile.get("widget") or {}).get("xyChart", {}).get("dataSets") or []:
+            query = data_set.get("timeSeriesQuery") or {}
+            kinds = [kind for kind in QUERY_KINDS if query.get(kind)]
+            if len(kinds) != 1:
+                found.append(f"{name}: a chart's time series query needs exactly one of {', '.join(QUERY_KINDS)}")
+            elif kinds[0] == "timeSeriesQueryLanguage":
+                found.append(f"{name}: {MQL_ENDED}")
+            elif kinds[0] == "prometheusQuery" and not _balanced(query["prometheusQuery"]):
+                found.append(f"{name}: the PromQL query does not parse: {query['prometheusQuery']}")
+            if data_set.get("plotType", "LINE") not in PLOT_TYPES:
+                found.append(f"{name}: plotType {data_set.get('plotType')!r} is not one of {', '.join(PLOT_TYPES)}")
+    return found
+
+
 def monitoring_rejections(inv: Inventory) -> list[str]:
+    """What Cloud Monitoring's API refuses in the stack's alert policies and dashboards (monitoring v3, dashboards v1)."""
     found = []
     for policy in inv.of_type(ALERT_POLICY):
-        i, name = policy["inputs"], policy["name"]
-        if not i.get("combiner") or not i.get("conditions") or not i.get("displayName"):
-            found.append(f"{name}: an alert policy needs a display name, a combiner and a condition")
-        for condition in i.get("conditions") or []:
-            promql = condition.get("conditionPrometheusQueryLanguage")
-            if promql is not None and (not promql.get("query") or not re.fullmatch(r"\d+s", promql.get("duration", "0s"))):
-                found.append(f"{name}: a PromQL condition needs a query and a duration in seconds (60s)")
-        for channel in i.get("notificationChannels") or []:
-            if not _CHANNEL.match(channel):
-                found.append(f"{name}: {channel!r} is not a notification channel")
+        found += _policy_rejections(policy)
     for board in inv.of_type(DASHBOARD):
-        try:
-            layout = json.loads(board["inputs"]["dashboardJson"])["mosaicLayout"]
-        except (KeyError, ValueError, TypeError):
-            found.append(f"{board['name']}: dashboardJson is not a dashboard with a mosaicLayout")
-            continue
-        for tile in layout.get("tiles") or []:
-            if tile.get("xPos", 0) + tile.get("width", 1) > layout.get("columns", 12):
-                found.append(f"{board['name']}: a tile reaches past column {layout.get('columns', 12)}")
+        found += _dashboard_rejections(board)
     return found
 
 

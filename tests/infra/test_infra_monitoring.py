@@ -67,15 +67,76 @@ def test_a_policy_that_shuts_the_collectors_out_is_rejected(runs) -> None:
     assert len(found) == 2 and all("blocks the collectors (gmp-system)" in f for f in found), found
 
 
-def test_the_model_rejects_a_bad_duration_and_a_tile_past_the_columns(runs) -> None:
+def _promql(policy: dict) -> dict:
+    return policy["inputs"]["conditions"][0]["conditionPrometheusQueryLanguage"]
+
+
+def _second_condition(policy: dict) -> None:
+    policy["inputs"]["conditions"].append(copy.deepcopy(policy["inputs"]["conditions"][0]))
+
+
+def _mql(policy: dict) -> None:
+    condition = policy["inputs"]["conditions"][0]
+    condition["conditionMonitoringQueryLanguage"] = {"query": "fetch k8s_container", "duration": "60s"}
+    del condition["conditionPrometheusQueryLanguage"]
+
+
+POLICY_MUTATIONS = {
+    "duration in minutes": (lambda p: _promql(p).update(duration="5m"), "is not a non-negative duration in seconds"),
+    "interval not of 30 s": (lambda p: _promql(p).update(evaluationInterval="45s"), "not a positive multiple of 30"),
+    "a second condition": (_second_condition, "has only that one condition"),
+    "seven conditions": (lambda p: [_second_condition(p) for _ in range(6)], "one to six conditions, not 7"),
+    "metrics checked": (lambda p: _promql(p).pop("disableMetricValidation"), "set disableMetricValidation"),
+    "unbalanced query": (lambda p: _promql(p).update(query="sum(rate(x{a=\"b\"}[5m])"), "does not parse"),
+    "MQL": (_mql, "MQL is deprecated"),
+    "two condition types": (
+        lambda p: p["inputs"]["conditions"][0].update(conditionAbsent={"duration": "60s"}), "exactly one condition type"
+    ),
+    "upper-case label": (lambda p: p["inputs"]["userLabels"].update(Team="x"), "user labels"),
+    "long documentation": (lambda p: p["inputs"]["documentation"].update(content="x" * 9000), "8,192 characters"),
+}
+
+
+@pytest.mark.parametrize("mutation", POLICY_MUTATIONS)
+def test_the_model_refuses_what_cloud_monitoring_refuses_in_an_alert_policy(runs, mutation) -> None:
+    change, expected = POLICY_MUTATIONS[mutation]
     inv = Inventory(copy.deepcopy(runs["dev"]))
-    inv.of_type(ALERT_POLICY)[0]["inputs"]["conditions"][0]["conditionPrometheusQueryLanguage"]["duration"] = "5m"
+    assert monitoring_rejections(inv) == []
+    change(inv.of_type(ALERT_POLICY)[0])
+    found = monitoring_rejections(inv)
+    assert any(expected in f for f in found), found
+
+
+def _tiles(inv: Inventory, change) -> None:
     board = inv.one(DASHBOARD)
     layout = json.loads(board["inputs"]["dashboardJson"])
-    layout["mosaicLayout"]["tiles"][1]["xPos"] = 40
+    change(layout["mosaicLayout"])
     board["inputs"]["dashboardJson"] = json.dumps(layout)
+
+
+def _first_query(layout: dict) -> dict:
+    return layout["tiles"][0]["widget"]["xyChart"]["dataSets"][0]["timeSeriesQuery"]
+
+
+DASHBOARD_MUTATIONS = {
+    "60 columns": (lambda m: m.update(columns=60), "1 to 48 columns, not 60"),
+    "a tile past the columns": (lambda m: m["tiles"][1].update(xPos=40), "reaches past column 48"),
+    "a tile of no height": (lambda m: m["tiles"][1].update(height=0), "width and height of at least 1"),
+    "MQL chart": (lambda m: _first_query(m).update(timeSeriesQueryLanguage="fetch x"), "exactly one of"),
+    "only MQL": (
+        lambda m: _first_query(m).update(timeSeriesQueryLanguage=_first_query(m).pop("prometheusQuery")), "MQL is deprecated"
+    ),
+    "a bar of no kind": (lambda m: m["tiles"][0]["widget"]["xyChart"]["dataSets"][0].update(plotType="PIE"), "plotType"),
+}
+
+
+@pytest.mark.parametrize("mutation", DASHBOARD_MUTATIONS)
+def test_the_model_refuses_what_cloud_monitoring_refuses_in_a_dashboard(runs, mutation) -> None:
+    change, expected = DASHBOARD_MUTATIONS[mutation]
+    inv = Inventory(copy.deepcopy(runs["dev"]))
+    _tiles(inv, change)
     found = monitoring_rejections(inv)
-    assert len(found) == 2, found
+    assert len(found) == 1 and expected in found[0], found
 
 
 def test_thresholds_and_channels_come_from_stack_config(prod) -> None:

@@ -521,7 +521,7 @@ def _count_documents(endpoints: Endpoints, collection: str) -> int:
 #: What the summary shows of the worker's metrics, summed over their labels.
 SHOWN_METRICS = (
     metric_names.TASKS_SUCCEEDED, metric_names.TASKS_FAILED, metric_names.CHORD_PARTS_COUNTED,
-    metric_names.CHORD_CALLBACKS_PUBLISHED, metric_names.BACKEND_REQUESTS,
+    metric_names.CHORD_CALLBACKS_PUBLISHED, metric_names.BACKEND_REQUESTS, metric_names.CHORDS_OPEN,
 )  # fmt: skip
 
 

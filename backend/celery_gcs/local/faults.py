@@ -14,6 +14,7 @@ fails them (``Fail``) or holds them back (``Delay``). ``Proxy.fail`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import math
 import random
@@ -94,16 +95,18 @@ class Faults:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     #: Rules failing or delaying chosen calls, from ``Proxy.fail`` and ``Proxy.delay``.
     rules: list[Rule] = field(default_factory=list)
+    #: The random stalls (``stall_rate``) drawn since the last ``clear()``, each a rule of one call.
+    stalls: list[Rule] = field(default_factory=list)
 
     def clear(self) -> None:
-        """No fault any more; traffic held by a rule goes on."""
+        """No fault any more; traffic held by a rule, or by a random stall, goes on."""
         self.error_rate = self.reset_rate = self.lost_response_rate = self.latency = self.stall_rate = 0.0
         self.statuses = (503,)
         self.error_message = INJECTED
         self.blackhole = self.down = False
         self.only = frozenset()
         self.limit = None
-        rules, self.rules = self.rules, []
+        rules, self.rules, self.stalls = self.rules + self.stalls, [], []
         for rule in rules:
             rule.release()
 
@@ -125,6 +128,7 @@ class Faults:
                          Delay(self.rng.uniform(*self.stall_seconds)))  # fmt: skip
             stall.take(method, path)
             rules.append(stall)
+            self.stalls.append(stall)
         return rules
 
 
@@ -218,15 +222,16 @@ class Rule:
         for wake in wakers:
             wake()
 
-    async def held(self) -> None:
-        """Wait, on the proxy's loop, until the rule is released."""
+    async def held(self, seconds: float | None = None) -> None:
+        """Wait, on the proxy's loop, until the rule is released, or ``seconds`` have passed (None: no limit)."""
         loop = asyncio.get_running_loop()
         released = asyncio.Event()
         with self._changed:
             if self._released:
                 return
             self._wakers.append(lambda: _call_soon(loop, released.set))
-        await released.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(released.wait(), seconds)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:

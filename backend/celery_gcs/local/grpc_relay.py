@@ -196,7 +196,7 @@ class _Held:
                 due, send = await self._queue.get()
                 if send is None:
                     return
-                await asyncio.sleep(max(0.0, due - loop.time()))
+                await self._rule.held(max(0.0, due - loop.time()))  # released: at once
                 send()
                 await self._to.drain()
         except (ConnectionError, OSError):

@@ -325,8 +325,7 @@ class Proxy:
         if rule is None:
             return
         self.inject(f"delay.{direction}")
-        seconds = rule.action.seconds  # type: ignore[union-attr]
-        await (rule.held() if seconds is None else asyncio.sleep(seconds))
+        await rule.held(rule.action.seconds)  # type: ignore[union-attr]
 
     async def _forward(self, head: bytes, body: bytes, method: str) -> bytes:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
