@@ -43,6 +43,18 @@ def run_all(tmp: Path) -> dict[str, dict]:
         return {name: future.result() for name, future in futures.items()}
 
 
+#: pytest-timeout's bound (seconds) for a test that may set up ``runs``: the setup counts toward
+#: the first such test's bound, and every scenario's program (29) took 330 s at load 15 here,
+#: over the suite's 300 s for one test.
+RUNS_BOUND = 1200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(item.path).is_relative_to(HERE) and "runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(RUNS_BOUND))
+
+
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> dict[str, dict]:
     return run_all(tmp_path_factory.mktemp("pulumi-runs"))
