@@ -20,16 +20,6 @@ if str(ROOT) not in sys.path:
 from .infra_inventory import Inventory
 from .infra_scenarios import HERE, render, scenarios
 
-#: The first test to ask for an inventory runs every scenario's program (``runs``) in its
-#: setup: on a loaded machine that alone can pass pytest's default timeout per test.
-SCENARIOS_TIMEOUT = 900
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(item.path).parents and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(SCENARIOS_TIMEOUT))
-
 
 def run_all(tmp: Path) -> dict[str, dict]:
     """Each scenario in its own process, as many at once as there are cores: the timeout then
