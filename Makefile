@@ -119,7 +119,7 @@ bench-requests: venv system-deps
 
 # What the image tests build and run containers with: podman on runc (crun fails on
 # this kernel), debootstrap for the locally made base image (no registry is reachable).
-IMAGE_DEPS := podman runc debootstrap
+IMAGE_DEPS := podman runc catatonit debootstrap
 image-deps:
 	@for p in $(IMAGE_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -32,7 +32,9 @@ NAMESPACE = "keda"
 #: "Firewall" table: on Google Cloud the control plane calls port 6443 on the Pod range,
 #: https://keda.sh/docs/2.20/operate/cluster/#firewall) and its admission webhooks on 9443.
 #: A private cluster's nodes admit only 443 and 10250 from the control plane
-#: (https://cloud.google.com/kubernetes-engine/docs/how-to/private-clusters#add_firewall_rules).
+#: (https://cloud.google.com/kubernetes-engine/docs/how-to/private-clusters#add_firewall_rules),
+#: and GKE's API server calls an API service's or webhook's pod address, not its Service
+#: (kedacore/keda#1642, kubernetes/kubernetes#79739).
 CONTROL_PLANE_PORTS = ("6443", "9443")
 #: The Kubernetes minors each KEDA minor is tested on, from KEDA's compatibility matrix
 #: (https://keda.sh/docs/2.20/operate/cluster/#kubernetes-compatibility, kedacore/keda-docs

@@ -20,15 +20,21 @@ from .monitoring import COLLECTOR_LABELS, COLLECTOR_NAMESPACE, METRICS_PORT
 
 np = k8s.networking.v1
 
-#: The GKE metadata server under Workload Identity: 169.254.169.254:80, and on Dataplane V2
-#: (every Autopilot cluster) 169.254.169.252:988
-#: (https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity).
+#: The GKE metadata server under Workload Identity, as GKE's network-policy guidance lists it
+#: (https://cloud.google.com/kubernetes-engine/docs/how-to/network-policy): 169.254.169.254:80,
+#: the address pods dial, which Dataplane V2 (every Autopilot cluster) matches before it
+#: translates it; and 169.254.169.252:988, where the node translates it to, which is what
+#: a Calico (Dataplane V1) cluster's policy sees. Both, so one policy works on either
+#: (confirmed in Google's gke-labs/kube-agents#777 and #805). 8080/987 (the ALTS handshaker
+#: of gRPC DirectPath) stay closed: no client here takes DirectPath.
 METADATA_EGRESS = (("169.254.169.254/32", 80), ("169.254.169.252/32", 988))
 #: Cluster DNS pods: kube-dns, and NodeLocal DNSCache where it runs as pods.
 DNS_APPS = ("kube-dns", "node-local-dns")
 #: Node-local resolvers no pod selector can match (they are not pods), so only an ipBlock
 #: admits them: Cloud DNS for GKE answers on the node's metadata server, 169.254.169.254:53
-#: (https://cloud.google.com/kubernetes-engine/docs/how-to/cloud-dns), and NodeLocal DNSCache,
+#: (https://cloud.google.com/kubernetes-engine/docs/how-to/cloud-dns; seen on a live cluster in
+#: gke-labs/kube-agents#1140: a policy without it left pods unable to resolve googleapis.com),
+#: and NodeLocal DNSCache,
 #: on by default on Autopilot, on 169.254.20.10:53
 #: (https://cloud.google.com/kubernetes-engine/docs/how-to/nodelocal-dns-cache).
 NODE_LOCAL_RESOLVERS = ("169.254.169.254/32", "169.254.20.10/32")

@@ -366,6 +366,12 @@ OPTIONS: tuple[Option, ...] = (
         "SIGTERM as a cold shutdown (REMAP_SIGTERM=SIGQUIT): running tasks are requeued at once "
         "instead of finishing within the grace period.",
     ),
+    _worker(
+        "smokeTest",
+        bool,
+        "After every pulumi up, a Job run as the workers checks that the stores are reachable, a "
+        "result stores and reads back and a chord of 10 completes; up fails when it fails.",
+    ),
     _worker("namespace", str, "Kubernetes namespace of the workers; empty: the prefix."),
     _worker(
         "createNamespace",

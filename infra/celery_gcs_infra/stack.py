@@ -552,6 +552,13 @@ class CeleryStack(pulumi.ComponentResource):
         self.image_digest = self.registry_component.digest
         self.registry = self.registry_component.repository.registry_uri
         self.broker_url = pulumi.Output.secret(self.broker.connection.url)
+        #: When the smoke test of this ``up`` completed (it failing fails the ``up``); None without one.
+        job = self.worker.smoke_test
+        self.smoke_test_passed_at: pulumi.Output[str | None] = (
+            job.status.apply(lambda status: getattr(status, "completion_time", None))
+            if job is not None
+            else pulumi.Output.from_input(None)
+        )
         self.register_outputs(self.outputs())
 
     def _broker(self, name: str, args: CeleryStackArgs) -> broker.Broker:
@@ -612,6 +619,7 @@ class CeleryStack(pulumi.ComponentResource):
             "image_digest": self.image_digest,
             "registry": self.registry,
             "broker_url": self.broker_url,
+            "smoke_test_passed_at": self.smoke_test_passed_at,
         }
 
 

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from . import broker as broker_mod
-from . import common, monitoring, network_policy, pods, queue_metrics
+from . import common, monitoring, network_policy, pods, queue_metrics, smoke_test
 
 KEDA_API = "keda.sh/v1alpha1"
 WORKLOAD_IDENTITY_ANNOTATION = "iam.gke.io/gcp-service-account"
@@ -139,6 +140,9 @@ class WorkerSettings:
     #: SIGTERM as a cold shutdown (Celery's REMAP_SIGTERM=SIGQUIT): running tasks are requeued
     #: at once (with acks_late) instead of finishing within the grace period.
     remap_sigterm: bool = False
+    #: After every ``pulumi up``, a Job checks as the workers that a result and a chord of 10
+    #: go through (smoke_test.py); ``up`` fails when it fails.
+    smoke_test: bool = True
 
     def __post_init__(self) -> None:
         for name in ("instance", "namespace", "service_account"):
@@ -523,8 +527,43 @@ class Worker(pulumi.ComponentResource):
                 opts=self._child(depends_on=[self.deployment]),
             )
         )
+        #: The post-deploy check (smoke_test.py), after the workers are ready and scalable.
+        self.smoke_test: k8s.batch.v1.Job | None = self._smoke_test(in_ns) if cfg.smoke_test else None
         self.register_outputs(
             {"namespace": self.namespace_name, "deployment": self.deployment.metadata.name}
+        )
+
+    def _smoke_test(self, in_ns: list[pulumi.Resource]) -> k8s.batch.v1.Job:
+        args, cfg = self._args, self._args.settings
+        job = smoke_test.name(cfg.instance)
+        policy = k8s.networking.v1.NetworkPolicy(
+            f"{self._name}-smoke-test-netpol",
+            metadata=self._meta(job),
+            # The workers' rules: the Job reaches what a worker reaches, nothing more.
+            spec=network_policy.workers(smoke_test.selector(cfg.instance), args.broker, args.google_apis_cidr),
+            opts=self._child(depends_on=in_ns),
+        )
+        mounts, volumes = worker_storage(args)
+        return k8s.batch.v1.Job(
+            f"{self._name}-smoke-test",
+            metadata=self._meta(job),
+            spec=smoke_test.job_spec(
+                instance=cfg.instance,
+                labels=cfg.labels,
+                service_account=cfg.service_account,
+                image=args.image,
+                env=worker_env(args),
+                mounts=mounts,
+                volumes=volumes,
+                run=datetime.now(UTC).isoformat(timespec="seconds"),
+            ),
+            # Its name is fixed, so a new run replaces the last by deleting it first.
+            opts=self._child(
+                depends_on=[self.deployment, self.autoscaler, self.network_policy, policy],
+                delete_before_replace=True,
+                # Past the Job's own deadline, so the Job's failure, not a timeout, is what `up` reports.
+                custom_timeouts=pulumi.CustomTimeouts(create=smoke_test.AWAIT, update=smoke_test.AWAIT),
+            ),
         )
 
     def _child(self, **kwargs) -> pulumi.ResourceOptions:

@@ -56,6 +56,7 @@ NETWORK = "gcp:compute/network:Network"
 SUBNETWORK = "gcp:compute/subnetwork:Subnetwork"
 KMS_MEMBER = "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+JOB = "kubernetes:batch/v1:Job"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 KSA = "kubernetes:core/v1:ServiceAccount"
 WI_BINDING = "gcp:serviceaccount/iAMMember:IAMMember"
@@ -412,7 +413,8 @@ def worker_network_policy(resources: list[Resource]) -> list[Violation]:
     """
     policies = _of_type(resources, NETWORK_POLICY)
     violations = []
-    for d in _of_type(resources, DEPLOYMENT):
+    # The smoke-test Job's pods too: they act as the workers.
+    for d in _of_type(resources, DEPLOYMENT) + _of_type(resources, JOB):
         labels = _get(d["props"], "spec", "template", "metadata", "labels") or {}
         if labels.get(PART_OF[0]) != PART_OF[1]:
             continue

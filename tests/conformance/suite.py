@@ -10,9 +10,11 @@ sdist's ``celery/`` is left out so the tests import the installed celery.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +45,15 @@ def fetch_sdist(locked: Locked, cache: Path) -> Path:
     path = cache / f"celery-{locked.version}.tar.gz"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", f"celery=={locked.version}",
-             "--no-binary", ":all:", "--no-deps", "--quiet", "--dest", str(cache)],
-            check=True,
-        )  # fmt: skip
+        # Downloaded beside the cache and renamed in: two runs at once (CI runs both
+        # emulators together) never read a half-written sdist.
+        with tempfile.TemporaryDirectory(dir=cache) as download:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", f"celery=={locked.version}",
+                 "--no-binary", ":all:", "--no-deps", "--quiet", "--dest", download],
+                check=True,
+            )  # fmt: skip
+            os.replace(Path(download) / path.name, path)
     if hashlib.sha256(path.read_bytes()).hexdigest() != locked.sha256:
         raise SystemExit(E_HASH.format(path=path, expected=locked.sha256))
     return path
@@ -58,12 +64,19 @@ def extract_suite(sdist: Path, into: Path) -> Path:
     root = into / sdist.name.removesuffix(".tar.gz")  # the sdist's top directory
     if (root / "t" / "integration" / "conftest.py").exists():
         return root
-    with tarfile.open(sdist) as archive:
+    # Extracted beside the cache and renamed in whole, for runs at once as above; the
+    # run that renames second finds the suite there and drops its own copy.
+    with tempfile.TemporaryDirectory(dir=into) as scratch, tarfile.open(sdist) as archive:
         top = archive.getmembers()[0].name.split("/")[0]
         wanted = [
             member
             for member in archive.getmembers()
             if member.name == f"{top}/pyproject.toml" or member.name.startswith(f"{top}/t/")
         ]
-        archive.extractall(into, members=wanted, filter="data")
+        archive.extractall(scratch, members=wanted, filter="data")
+        try:
+            os.rename(Path(scratch) / top, into / top)
+        except OSError:
+            if not (into / top / "t" / "integration" / "conftest.py").exists():
+                raise
     return into / top

@@ -7,28 +7,17 @@ debootstrap) and tests/image runs on its own (`make image-test`).
 from __future__ import annotations
 
 import pytest
-import yaml
-from celery_gcs_infra import settings
 
-from .support import ROOT
+from .rendered import stack_args
 from .test_container import PROBE, container_env, start, wait_exit
 
 pytestmark = pytest.mark.timeout(1800)  # a first run debootstraps the base
 
 
-def dev_stack_args():
-    """What `pulumi up` on the dev stack passes the program: Pulumi.yaml's defaults, then the stack file."""
-    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
-    values = {f"celery-gcs:{k}": d["default"] for k, d in declared.items() if "default" in d}
-    values.update(yaml.safe_load((ROOT / "infra" / "examples" / "Pulumi.dev.yaml").read_text())["config"])
-    as_strings = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
-    return settings.load(as_strings, stack="dev", build_context=str(ROOT))
-
-
 def test_the_image_the_dev_stack_builds_runs_its_celery_app_and_requirement(
     podman, build_image, containers, stack, backend_url, make_app
 ) -> None:
-    args = dev_stack_args()
+    args = stack_args("dev")
     build_args = args.app_build_args()
     assert build_args["CELERY_APP"] == args.worker.celery_app
     image = build_image(**build_args)

@@ -301,9 +301,12 @@ def _redis_rejections(inv: Inventory, r: dict[str, Any], networks_made: set, con
 #   on by default, and not to be turned off, on Autopilot (Standard: from 1.34.1-gke.3720000);
 #   a hostNetwork DaemonSet listening on 169.254.20.10, port 53.
 # - The GKE metadata server under Workload Identity:
-#   https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity -- with network
-#   policies, allow 169.254.169.254/32 on TCP 80 and, on Dataplane V2, 169.254.169.252/32 on
-#   TCP 988. google-auth also finds it by name (metadata.google.internal), through DNS.
+#   https://cloud.google.com/kubernetes-engine/docs/how-to/network-policy -- with network
+#   policies, allow 169.254.169.254/32 on TCP 80 (what pods dial; Dataplane V2 evaluates
+#   policy before translating it) and 169.254.169.252/32 on TCP 988 (where the node
+#   translates it to; what a Calico cluster's policy sees), as Google's own
+#   gke-labs/kube-agents found on both datapaths (#777, #805). google-auth also finds it by
+#   name (metadata.google.internal), through DNS.
 # Since a stack deploys into clusters whose DNS it does not choose (an existing cluster),
 # every pod must reach every resolver; a pod acting as a Google service account must also
 # reach the metadata server.
@@ -327,7 +330,7 @@ RESOLVERS = (
 )
 METADATA_SERVER = (
     Destination("the GKE metadata server", "169.254.169.254", 80),
-    Destination("the GKE metadata server (Dataplane V2)", "169.254.169.252", 988),
+    Destination("the GKE metadata server (after the node's translation, Calico)", "169.254.169.252", 988),
 )
 POD_TYPES = ("kubernetes:apps/v1:Deployment", "kubernetes:batch/v1:Job")
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"

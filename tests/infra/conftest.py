@@ -5,9 +5,7 @@ The scenarios are in infra_scenarios.py; run_program.py runs one of them.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,32 +18,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from .infra_inventory import Inventory
-from .infra_scenarios import HERE, scenarios
-
-
-def _run_one(tmp: Path, name: str, spec: dict, env: dict[str, str]) -> dict:
-    config_file = tmp / f"{name}.config.json"
-    config_file.write_text(json.dumps(spec))
-    out_file = tmp / f"{name}.inventory.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "run_program.py"),
-            spec["program"],
-            spec["stack"],
-            str(config_file),
-            str(out_file),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{name}: runner failed\n{proc.stdout}"
-    return json.loads(out_file.read_text())
+from .infra_scenarios import HERE, render, scenarios
 
 
 def run_all(tmp: Path) -> dict[str, dict]:
@@ -55,9 +28,21 @@ def run_all(tmp: Path) -> dict[str, dict]:
     specs = scenarios()
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         futures = {
-            name: pool.submit(_run_one, tmp, name, spec, env) for name, spec in specs.items()
+            name: pool.submit(render, tmp, name, spec, env) for name, spec in specs.items()
         }
         return {name: future.result() for name, future in futures.items()}
+
+
+#: pytest-timeout's bound (seconds) for a test that may set up ``runs``: the setup counts toward
+#: the first such test's bound, and every scenario's program (29) took 330 s at load 15 here,
+#: over the suite's 300 s for one test.
+RUNS_BOUND = 1200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(item.path).is_relative_to(HERE) and "runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(RUNS_BOUND))
 
 
 @pytest.fixture(scope="session")

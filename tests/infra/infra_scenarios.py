@@ -27,6 +27,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -63,6 +67,25 @@ CMEK_KEY = "projects/acme-kms/locations/europe-west1/keyRings/celery/cryptoKeys/
 RUNNER_CIDR = "203.0.113.0/24"
 SHARED_VPC = "projects/acme-host/global/networks/shared"
 SHARED_SUBNET = "projects/acme-host/regions/europe-west1/subnetworks/celery"
+
+
+def render(tmp: Path, name: str, spec: dict, env: dict[str, str] | None = None) -> dict:
+    """Run one scenario's program in a fresh interpreter (run_program.py); return its inventory."""
+    config_file = tmp / f"{name}.config.json"
+    config_file.write_text(json.dumps(spec))
+    out_file = tmp / f"{name}.inventory.json"
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "run_program.py"), spec["program"], spec["stack"], str(config_file), str(out_file)],
+        cwd=ROOT,
+        env=env if env is not None else {**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{name}: runner failed\n{proc.stdout}"
+    return json.loads(out_file.read_text())
 
 
 def _as_config_string(value) -> str:

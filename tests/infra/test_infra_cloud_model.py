@@ -42,6 +42,8 @@ def inventory(runs, name) -> Inventory:
         "other_project_cluster", "shared_a", "team_ns",
         # Regression: a key in the region was refused for Firestore's eur3 (KMS location europe).
         "cmek_multi_region",
+        # A new environment copied from the dev example; two teams' stacks both named dev.
+        "staging_from_dev", "orders_dev", "billing_dev", "other_org_dev",
     ],
 )  # fmt: skip
 def test_every_stack_creates_cleanly(runs, name):
@@ -187,7 +189,7 @@ def metadata_on_port_80_only(inv):
         (dns_only_to_kube_dns_pods, "blocks NodeLocal DNSCache (169.254.20.10:53/UDP)"),
         (dns_only_to_kube_dns_pods, "blocks Cloud DNS (the node's metadata server) (169.254.169.254:53/UDP)"),
         (dns_only_to_kube_dns_pods, "blocks the GKE metadata server (169.254.169.254:80/TCP)"),
-        (metadata_on_port_80_only, "blocks the GKE metadata server (Dataplane V2) (169.254.169.252:988/TCP)"),
+        (metadata_on_port_80_only, "blocks the GKE metadata server (after the node's translation, Calico) (169.254.169.252:988/TCP)"),
     ],
     ids=lambda v: getattr(v, "__name__", v),
 )

@@ -118,11 +118,11 @@ def test_pod_meets_the_restricted_pod_security_standard(any_inventory):
 def test_no_pod_gets_a_kubernetes_api_token(any_inventory):
     """Regression: the workers' pods mounted their service account's token, which nothing in them
     uses (Workload Identity's metadata server does not read it); a stolen token is API access."""
-    deployments = by_kind(any_inventory, "Deployment")
-    assert deployments
-    for deployment in deployments:
-        pod = deployment["spec"]["template"]["spec"]
-        assert pod["automountServiceAccountToken"] is False, deployment["metadata"]["name"]
+    workloads = by_kind(any_inventory, "Deployment") + by_kind(any_inventory, "Job")
+    assert workloads
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, workload["metadata"]["name"]
 
 
 def test_disruption_budget_and_autoscaler_target_the_deployment(any_inventory):

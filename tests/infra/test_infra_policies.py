@@ -242,21 +242,30 @@ def google_public_cidrs(rs):
     find(rs, CLUSTER)["inputs"]["masterAuthorizedNetworksConfig"]["gcpPublicCidrsAccessEnabled"] = True
 
 
+def worker_policy(rs):
+    """The workers' NetworkPolicy (the smoke test's has a policy of its own)."""
+    return next(r for r in rs if r["type"] == NETWORK_POLICY and r["name"].endswith("-worker-netpol"))
+
+
 def no_network_policy(rs):
-    rs.remove(find(rs, NETWORK_POLICY))
+    rs.remove(worker_policy(rs))
+
+
+def smoke_test_without_policy(rs):
+    rs.remove(next(r for r in rs if r["name"].endswith("smoke-test-netpol")))
 
 
 def network_policy_admits_ingress(rs):
-    find(rs, NETWORK_POLICY)["inputs"]["spec"]["ingress"] = [{}]
+    worker_policy(rs)["inputs"]["spec"]["ingress"] = [{}]
 
 
 def network_policy_metrics_port_open_to_all(rs):
     """The metrics port admitted from any pod, not only the collectors."""
-    find(rs, NETWORK_POLICY)["inputs"]["spec"]["ingress"] = [{"ports": [{"port": 9808, "protocol": "TCP"}]}]
+    worker_policy(rs)["inputs"]["spec"]["ingress"] = [{"ports": [{"port": 9808, "protocol": "TCP"}]}]
 
 
 def network_policy_egress_anywhere(rs):
-    find(rs, NETWORK_POLICY)["inputs"]["spec"]["egress"].append({})
+    worker_policy(rs)["inputs"]["spec"]["egress"].append({})
 
 
 def queue_length_service_open_to_all(rs):
@@ -269,7 +278,7 @@ def queue_length_service_without_policy(rs):
 
 
 def network_policy_ingress_only(rs):
-    find(rs, NETWORK_POLICY)["inputs"]["spec"]["policyTypes"] = ["Ingress"]
+    worker_policy(rs)["inputs"]["spec"]["policyTypes"] = ["Ingress"]
 
 
 def registry_without_key(rs):
@@ -360,6 +369,7 @@ BAD: dict[str, list[tuple[Callable[[list[dict]], None], str]]] = {
         (network_policy_ingress_only, "must govern Ingress and Egress"),
         (queue_length_service_open_to_all, "admits ingress from anywhere or on any port"),
         (queue_length_service_without_policy, "Deployment celery-worker-queue-length-deployment: no NetworkPolicy"),
+        (smoke_test_without_policy, "Job celery-worker-smoke-test: no NetworkPolicy selects its pods"),
     ],
     "no-default-network": [
         (on_the_default_network, "is on the default network"),

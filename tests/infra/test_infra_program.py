@@ -490,7 +490,8 @@ def test_existing_image_deployed_as_given(byo):
     # The repository exists anyway, for CI to push to, and the cluster's nodes may pull from it.
     repository = byo.one(REPOSITORY)["inputs"]["repositoryId"]
     own = [m["inputs"]["member"] for m in byo.of_type(REPO_MEMBER) if m["inputs"]["repository"] == repository]
-    assert own == [f"serviceAccount:{BYO_NODES}", f"serviceAccount:{BYO_POOL_NODES}"]
+    # Each grant is registered once its account is known: in no fixed order.
+    assert sorted(own) == sorted([f"serviceAccount:{BYO_NODES}", f"serviceAccount:{BYO_POOL_NODES}"])
 
 
 def test_an_existing_clusters_nodes_can_pull_the_built_image(runs):
@@ -644,6 +645,39 @@ def test_result_backend_url_names_bucket_project_and_database(dev, byo):
             "firestore_database": [inv.one(DATABASE)["inputs"]["name"]],
             "firestore_collection": [conventions.FIRESTORE_COLLECTION],
         }
+
+
+def test_a_smoke_test_job_runs_as_the_workers_after_they_are_ready(dev, prod):
+    """Issue 22: after every `pulumi up` a Job stores and reads a result and runs a chord of 10 through
+    the workers, as they run (identity, environment, CA, egress rules); `up` fails when it fails."""
+    for inv in (dev, prod):
+        job = inv.one("kubernetes:batch/v1:Job")
+        spec = job["inputs"]["spec"]
+        pod = spec["template"]["spec"]
+        worker_pod = worker_deployment(inv)["inputs"]["spec"]["template"]["spec"]
+        (check,) = pod["containers"]
+        assert check["command"][-3:] == ["python", "-m", "celery_gcs.worker.smoke"]
+        assert check["image"] == container(inv)["image"]
+        assert check["env"] == container(inv)["env"]
+        assert check["volumeMounts"] == container(inv)["volumeMounts"]
+        assert check["securityContext"] == container(inv)["securityContext"]
+        assert (pod["serviceAccountName"], pod["volumes"]) == (worker_pod["serviceAccountName"], worker_pod["volumes"])
+        assert (pod["restartPolicy"], spec["backoffLimit"], pod["automountServiceAccountToken"]) == ("Never", 0, False)
+        assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
+        # Its own policy, with the workers' egress; it is not one of the workers' pods.
+        labels = spec["template"]["metadata"]["labels"]
+        policies = {p["inputs"]["metadata"]["name"]: p["inputs"]["spec"] for p in inv.of_type(NETWORK_POLICY)}
+        own = policies[job["inputs"]["metadata"]["name"]]
+        assert own["podSelector"]["matchLabels"].items() <= labels.items()
+        assert own["egress"] == policies[worker_deployment(inv)["inputs"]["metadata"]["name"]]["egress"]
+        assert not worker_deployment(inv)["inputs"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        # After the workers are ready and their autoscaler exists; a new run replaces the last.
+        waits = inv.waits_for(job)
+        assert worker_deployment(inv)["urn"] in waits
+        assert {r["urn"] for r in inv.of_type(HPA) + inv.of_type(SCALED_OBJECT)} & waits
+        assert "celery-gcs.dev/run" in spec["template"]["metadata"]["annotations"]
+    # Under the mocks the Job never completes: the output says so.
+    assert dev.outputs["smoke_test_passed_at"] is None
 
 
 def test_deployment_resources_shutdown_and_identity(dev, prod):
@@ -810,6 +844,7 @@ def test_stack_outputs(dev):
         "image_digest",
         "registry",
         "broker_url",
+        "smoke_test_passed_at",
     }
     assert dev.secret_outputs == ["broker_url"]
     assert out["bucket"] == dev.one(BUCKET)["inputs"]["name"]
@@ -965,7 +1000,7 @@ def test_private_service_access_made_on_the_stacks_vpc_and_assumed_on_a_shared_o
 
 
 def test_workers_admit_only_the_metrics_collectors_and_reach_only_dns_metadata_broker_and_google(dev, byo):
-    policy = dev.one(NETWORK_POLICY)["inputs"]
+    policy = dev.named("celery-worker-netpol")["inputs"]
     assert policy["spec"]["podSelector"] == worker_deployment(dev)["inputs"]["spec"]["selector"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == [
@@ -993,7 +1028,7 @@ def test_workers_admit_only_the_metrics_collectors_and_reach_only_dns_metadata_b
         "199.36.153.8/30": [443],  # private.googleapis.com, which the VPC's DNS points at
     }
     # An external broker by host name, on a network the stack does not own: its port only.
-    byo_egress = byo.one(NETWORK_POLICY)["inputs"]["spec"]["egress"]
+    byo_egress = byo.named("celery-worker-netpol")["inputs"]["spec"]["egress"]
     assert {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 6380, "protocol": "TCP"}]} in byo_egress
 
 

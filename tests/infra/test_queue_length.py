@@ -9,98 +9,26 @@ that names another address.
 
 from __future__ import annotations
 
-import datetime
 import json
 import shutil
 import threading
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import redis
-from celery_gcs.local.processes import free_port, port_open, spawn, stop_group
 from celery_gcs_infra import queue_length
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-PASSWORD = "auth-string"
+from ..support import tls_redis
+
+PASSWORD = tls_redis.PASSWORD
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _cert(subject: str, key, issuer: str, issuer_key, *, ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(path: Path, obj) -> str:
-    if isinstance(obj, x509.Certificate):
-        path.write_bytes(obj.public_bytes(serialization.Encoding.PEM))
-    else:
-        path.write_bytes(
-            obj.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def memorystore_like(tmp_path_factory):
-    """A TLS Redis whose certificate carries 127.0.0.1 only in its CN; its CA, and another CA."""
-    d = tmp_path_factory.mktemp("tls-redis")
-    ca_key, other_key, server_key = _key(), _key(), _key()
-    ca = _cert("Google Cloud Memorystore Redis Server CA", ca_key, "Google Cloud Memorystore Redis Server CA", ca_key, ca=True)
-    other = _cert("Some other CA", other_key, "Some other CA", other_key, ca=True)
-    server = _cert("127.0.0.1", server_key, ca.subject.rfc4514_string()[3:], ca_key, ca=False)
-    files = {
-        "ca": _pem(d / "ca.pem", ca),
-        "other_ca": _pem(d / "other.pem", other),
-        "cert": _pem(d / "server.pem", server),
-        "key": _pem(d / "server.key", server_key),
-    }
-    assert not [e for e in server.extensions if isinstance(e.value, x509.SubjectAlternativeName)]
-    port = free_port()
-    proc = spawn(
-        [
-            "redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-            "--tls-cert-file", files["cert"], "--tls-key-file", files["key"],
-            "--tls-ca-cert-file", files["ca"], "--tls-auth-clients", "no",
-            "--requirepass", PASSWORD, "--save", "", "--appendonly", "no",
-        ],
-        log_path=d / "redis.log",
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not port_open(port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert port_open(port), (d / "redis.log").read_text()
-        yield {"port": port, **files}
-    finally:
-        stop_group(proc.pid, reap=proc.poll)
+    with tls_redis.memorystore_like(tmp_path_factory.mktemp("tls-redis")) as redis_server:
+        yield redis_server
 
 
 def test_counts_each_queue_with_its_priority_lists_over_verified_tls(memorystore_like):

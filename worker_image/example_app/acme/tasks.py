@@ -32,3 +32,9 @@ def add(x: int, y: int) -> int:
 def natural_size(size: int) -> str:
     """Uses the app's own requirement, which only the image's build installs."""
     return humanize.naturalsize(size)
+
+
+@app.task
+def total(numbers: list[int]) -> int:
+    """A chord's callback: the sum of its parts' results."""
+    return sum(numbers)
