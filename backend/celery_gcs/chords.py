@@ -26,6 +26,7 @@ run out by the server's clock. Nothing here looks at hostnames, pids or
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime as dt
 import enum
@@ -33,9 +34,11 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from celery import Celery, states
 from celery.canvas import maybe_signature
@@ -51,6 +54,7 @@ from .stores import chord_tree, retry
 from .stores.chord_store import Chord, ChordStore, Settle, Settled
 from .stores.chord_tree import Node
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 E_HEADER_GONE = (
@@ -72,10 +76,6 @@ _WAIT_STEP = 1.0
 _LOOKS = 3
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
-#: Results the join reads between two looks at its lease: at ``gcs_threadpool_maxsize`` (32) at
-#: once, a few seconds even on a loaded host, well within a third of the lease. Read all at once,
-#: 1,000 outlasted it, and parts taking the claim over in turn never ended the chord (the soak).
-_READ_BATCH = 256
 
 
 class ChordBackend(Protocol):
@@ -122,7 +122,13 @@ class Part:
 
 @dataclass
 class _Holding:
-    """The claim a holder keeps while it joins: renewed once a third of its lease has passed."""
+    """The claim a holder keeps while it joins: renewed once a third of its lease has passed.
+
+    Also while a read is under way, however long it takes: reading 1,000
+    results, one GCS call stalled past the lease is likely (the soak's 0.5%
+    of calls stalled 1-30 s), and a part taking the claim over would then
+    meet the same, and the next: nobody would end the chord.
+    """
 
     store: ChordStore
     key: str
@@ -140,6 +146,19 @@ class _Holding:
         if not self.store.renew(self.key, self.token, self.lease):
             raise ClaimLost("the claim was lost while waiting for parts")
         self.renew_at = time.monotonic() + self.lease / 3
+
+    def read(self, read: Callable[[list[str]], T], ids: list[str]) -> T:
+        """``read(ids)`` in a thread of its own (in this context), keeping the claim until it returns."""
+        runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-gcs-join")
+        try:
+            reading = runner.submit(contextvars.copy_context().run, read, ids)
+            while True:
+                try:
+                    return reading.result(timeout=max(self.renew_at - time.monotonic(), 0.01))
+                except TimeoutError:
+                    self.keep()
+        finally:
+            runner.shutdown(wait=False)  # a read left behind (the claim lost) ends on its own
 
 
 class ChordCoordinator:
@@ -548,8 +567,7 @@ class ChordCoordinator:
         """Every part's stored result, once; this part's from memory unless a run before it stored a success.
 
         Waits up to the join timeout for parts counted but not stored yet,
-        then looks one last time; reads ``_READ_BATCH`` results at a time,
-        renewing the lease between them (``_Holding``).
+        then looks one last time, renewing the lease all along (``_Holding``).
         """
         values: dict[str, tuple[str, Any]] = {}
         if not part.counted_before:
@@ -560,10 +578,8 @@ class ChordCoordinator:
         nap, last = 0.02, False
         while missing:
             try:
-                for batch in _batches(missing):
-                    stored = self.results.ready(batch, states.READY_STATES)
-                    values.update((task_id, (meta["status"], meta["result"])) for task_id, meta in stored.items())
-                    holding.keep()
+                stored = holding.read(partial(self.results.ready, ready_states=states.READY_STATES), missing)
+                values.update((task_id, (meta["status"], meta["result"])) for task_id, meta in stored.items())
             except CorruptResult as exc:
                 raise ChordError(
                     f"Dependency {getattr(exc, 'task_id', '?')} cannot be read: {exc}"
@@ -574,10 +590,7 @@ class ChordCoordinator:
             if not missing:
                 break
             if last:
-                gone = []
-                for batch in _batches(missing):
-                    gone += self.results.expired(batch)
-                    holding.keep()
+                gone = holding.read(self.results.expired, missing)
                 if gone:
                     # Stored, then expired while the chord waited for a late part: no later
                     # look can read them, so the chord fails now rather than never ending.
@@ -793,11 +806,6 @@ def publish_budget(conf: Mapping[str, Any]) -> float:
     waits = sum(min(start + step * attempt, ceiling) for attempt in range(retries))
     connect = float(conf.get("broker_connection_timeout") or 4)
     return waits + (retries + 1) * connect
-
-
-def _batches(ids: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(ids), _READ_BATCH):
-        yield ids[start : start + _READ_BATCH]
 
 
 def leaf_ids(results: Iterable[Any]) -> Iterable[str]:

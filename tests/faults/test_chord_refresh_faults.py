@@ -122,7 +122,7 @@ def test_a_refresh_pushes_back_the_stored_results_many_at_once(make_app, stack, 
 
     before = expiries()
     held = stack.gcs.delay("GET /download/storage/v1/b/[^/]+/o/.+", None, calls=1)
-    refreshing = threading.Thread(target=app.backend.stored.refresh_chord, args=(group_id, ids))
+    refreshing = threading.Thread(target=app.backend.stored.refresh_chord, args=(group_id, ids), daemon=True)
     refreshing.start()
     deadline = time.monotonic() + 30
     while held.seen < 1 + len(ids):  # the GroupResult's read and every result's, the first still held

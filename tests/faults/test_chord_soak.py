@@ -29,8 +29,6 @@ from celery import chord
 from ..support import tasks
 from ..support.chords import callback_runs, errbacks, settle, sig
 
-pytestmark = [pytest.mark.usefixtures("stack"), pytest.mark.soak]
-
 CHORDS = int(os.environ.get("SOAK_CHORDS", "3"))
 SIZE = int(os.environ.get("SOAK_SIZE", "100"))
 #: Chords applied past CHORDS at most, while some kind of fault has not been met yet.
@@ -47,6 +45,10 @@ GCS_FAULTS = {
 FIRESTORE_FAULTS = {"reset_rate": 0.02, "lost_response_rate": 0.02, "stall_rate": 0.01, "stall_seconds": (1.0, STALL_MAX)}
 #: Seconds a chord may take to end under these faults before it counts as silently left open.
 ENDS_WITHIN = 240.0
+#: Each chord is bounded by ENDS_WITHIN, not the whole run by the suite's 300 s (50 chords of 1,000 take hours).
+pytestmark = [
+    pytest.mark.usefixtures("stack"), pytest.mark.soak, pytest.mark.timeout((CHORDS + MORE) * ENDS_WITHIN + 300)
+]  # fmt: skip
 #: What the run must have met, on each service, before it may stop.
 MET = {"gcs": {"reset", "lost_response", "delay.response"}, "firestore": {"reset", "lost_response", "delay.response"}}
 
