@@ -6,7 +6,6 @@ what the proxy in front of each emulator saw (every process's calls pass it).
 
 from __future__ import annotations
 
-import urllib.request
 import uuid
 from collections import Counter
 from typing import Any
@@ -15,32 +14,14 @@ import pytest
 from celery import chord
 from celery_gcs.local.processes import free_port
 from celery_gcs.telemetry import names
-from prometheus_client.parser import text_string_to_metric_families
 
 from ..support import tasks
 from ..support.chords import callback_runs, chord_store_on, open_chord, sig
+from ..support.metrics import scrape, total
 
 pytestmark = pytest.mark.usefixtures("stack")
 
-METRICS = "celery_gcs.telemetry.metrics"
 ADDS, PARTS = 6, 4
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample the worker serves, by name and labels."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def total(samples: dict, series: str, **labels: str) -> float:
-    """The sum of ``series`` over the samples whose labels include ``labels``."""
-    wanted = set(labels.items())
-    return sum(value for (name, have), value in samples.items() if name == series and wanted <= have)
 
 
 def run_workload(app: Any) -> None:
@@ -64,7 +45,7 @@ def test_a_workload_is_counted_as_it_ran(app, start_worker, stack, pool) -> None
         concurrency=2,
         pool=pool,
         env={names.PORT_ENV: str(port), names.ADDRESS_ENV: "127.0.0.1"},
-        include=[METRICS],
+        include=[names.MODULE],
     )
     before_gcs, before_firestore = stack.gcs.snapshot(), stack.firestore.snapshot()
     run_workload(app)
@@ -109,3 +90,4 @@ def test_a_workload_is_counted_as_it_ran(app, start_worker, stack, pool) -> None
     assert count(names.BACKEND_REQUESTS, outcome="error") == 0
     assert count(names.BACKEND_ERRORS) == 0
     assert (Counter(stack.firestore.snapshot()) - Counter(before_firestore))["firestore.Commit"] >= PARTS
+
