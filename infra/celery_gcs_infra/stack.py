@@ -536,7 +536,9 @@ class CeleryStack(pulumi.ComponentResource):
             monitoring.Monitoring(
                 f"{name}-monitoring",
                 args.monitoring_args(self.cluster_component.provider, self.worker.queue_metrics is not None),
-                opts=common.child(self, depends_on=[self.apis, self.worker]),
+                # After the workers' objects, not the whole component: the dashboard and alerts
+                # must exist even when the smoke test (the component's last child) fails.
+                opts=common.child(self, depends_on=[self.apis, *self.worker.watched]),
             )
             if args.monitoring
             else None

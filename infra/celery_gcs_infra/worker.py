@@ -527,6 +527,10 @@ class Worker(pulumi.ComponentResource):
                 opts=self._child(depends_on=[self.deployment]),
             )
         )
+        #: What monitoring watches (the workers and the queue-length service), without the smoke test.
+        self.watched: list[pulumi.Resource] = [self.deployment, self.network_policy]
+        if self.queue_metrics is not None:
+            self.watched.append(self.queue_metrics)
         #: The post-deploy check (smoke_test.py), after the workers are ready and scalable.
         self.smoke_test: k8s.batch.v1.Job | None = self._smoke_test(in_ns) if cfg.smoke_test else None
         self.register_outputs(

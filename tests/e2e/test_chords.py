@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -9,10 +10,13 @@ import pytest
 from billiard.exceptions import WorkerLostError
 from celery import chain, chord, group
 from celery.exceptions import ChordError
+from celery_gcs.local.processes import free_port
 from celery_gcs.local.worker import WorkerExited
+from celery_gcs.telemetry import names
 
 from ..support import faulty, tasks
 from ..support.chords import callback_runs, ended_only, errbacks, settle, sig
+from ..support.metrics import scrape, total
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -452,3 +456,56 @@ def test_get_on_a_group_after_a_failed_member_of_an_earlier_group_raises_that_ta
     with pytest.raises(ValueError) as raised:
         result.get(timeout=60)
     assert str(raised.value) == "in the first group"
+
+
+FORKED_PARTS = 30
+
+
+@pytest.mark.slow
+def test_children_forked_while_the_main_process_reads_firestore_run_and_store(app, start_worker) -> None:
+    """The main process serves Firestore reads at each scrape; prefork forks new children after that.
+
+    gRPC does not support fork() once the parent made calls (grpc's doc/fork_support.md):
+    when the main process read Firestore itself, one run in two hung here (a child's
+    first Firestore call never returned). Each child here runs one task and is
+    replaced (worker_max_tasks_per_child=1) while a thread scrapes every 50 ms: every
+    child must start, store its part and count it; none may hang.
+    """
+    port = free_port()
+    worker = start_worker(
+        concurrency=2,
+        env={names.PORT_ENV: str(port), names.ADDRESS_ENV: "127.0.0.1"},
+        include=[names.MODULE],
+        worker_max_tasks_per_child=1,
+    )
+    scrape(port)  # the main process's Firestore client exists before the first child is replaced
+    scraped: list[float] = []
+    failed: list[BaseException] = []
+    done = threading.Event()
+
+    def scrape_until_done() -> None:
+        try:
+            while not done.wait(0.05):
+                scraped.append(total(scrape(port), str(names.CHORDS_OPEN)))
+        except (OSError, ValueError) as exc:  # a failed request or answer: the assert below reports it
+            failed.append(exc)
+
+    scraper = threading.Thread(target=scrape_until_done, daemon=True)
+    scraper.start()
+    try:
+        result = chord([sig(app, tasks.pid) for _ in range(FORKED_PARTS)])(sig(app, tasks.collect))
+        pids = result.get(timeout=60)
+    finally:
+        done.set()
+        scraper.join(timeout=15)
+    assert not scraper.is_alive(), "a scrape hung"
+    assert failed == []
+    # One child per part: each was forked, at the latest, right after the main process's reads.
+    assert len(set(pids)) == FORKED_PARTS and worker.pid not in pids
+    assert all(part.state == "SUCCESS" for part in result.parent.results)
+    assert callback_runs(app, result) == 1
+    assert len(scraped) >= 5 and max(scraped) >= 1  # scraped while the chord was open, and read it
+    samples = scrape(port)
+    assert total(samples, str(names.CHORD_PARTS_COUNTED)) == FORKED_PARTS
+    assert total(samples, str(names.TASKS_SUCCEEDED), task=tasks.pid.name) == FORKED_PARTS
+    assert total(samples, str(names.BACKEND_REQUESTS), outcome="error") == 0

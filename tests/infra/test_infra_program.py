@@ -676,6 +676,10 @@ def test_a_smoke_test_job_runs_as_the_workers_after_they_are_ready(dev, prod):
         assert worker_deployment(inv)["urn"] in waits
         assert {r["urn"] for r in inv.of_type(HPA) + inv.of_type(SCALED_OBJECT)} & waits
         assert "celery-gcs.dev/run" in spec["template"]["metadata"]["annotations"]
+        # The dashboard, alerts and scraping do not wait for it: they must exist when it fails.
+        watchers = [r for r in inv if r["type"].startswith(("gcp:monitoring", "kubernetes:monitoring"))]
+        # (Waiting for its component, the Worker, would be waiting for it too.)
+        assert watchers and not any({job["urn"], job["parent"]} & inv.waits_for(r) for r in watchers)
     # Under the mocks the Job never completes: the output says so.
     assert dev.outputs["smoke_test_passed_at"] is None
 

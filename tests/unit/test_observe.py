@@ -91,3 +91,14 @@ def test_the_docs_table_lists_every_metric_as_exported() -> None:
         for metric in names.ALL
     ]
     assert rows == expected
+
+
+
+def test_only_prefork_counts_as_forking_after_start() -> None:
+    """Its main process reads the open chords in a spawned process (gRPC cannot be forked safely)."""
+    code = (
+        "import types, celery_gcs.telemetry.metrics as m; "
+        "print([m._forks(types.SimpleNamespace(pool_cls=p)) for p in ('prefork', 'threads', 'solo')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[True, False, False]"

@@ -16,8 +16,9 @@ adds a previous run's files; it is removed when the worker exits.
 What is counted: Celery's task signals (received, started, succeeded,
 failed, retried, run time) and what the runtime reports through
 ``celery_gcs.observe`` (calls to GCS and Firestore, chord events). With a
-celery-gcs result backend, the main process also reads the open chords from
-Firestore at each scrape (``OpenChords``: two reads). The names are
+celery-gcs result backend, the main process also serves the open chords,
+read from Firestore at each scrape (``OpenChords``: two reads; under prefork
+in a spawned process, as gRPC cannot be forked). The names are
 ``celery_gcs.telemetry.names``'.
 """
 
@@ -64,6 +65,8 @@ def _own_multiprocess_dir() -> None:
 _own_multiprocess_dir()
 
 from celery import signals
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
 from .open_chords import OpenChords
@@ -178,14 +181,21 @@ def _serve(sender: Any = None, **_: Any) -> None:
     listen = Listen.from_env()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    open_chords = OpenChords.of(sender.app) if sender is not None else None
+    open_chords = OpenChords.of(sender.app, forks=_forks(sender)) if sender is not None else None
     if open_chords is not None:
         registry.register(open_chords)
+        open_chords.start()
     try:
         start_http_server(listen.port, listen.address, registry=registry)
     except OSError as exc:
         raise ConfigurationError(E_LISTEN.format(address=listen.address, port=listen.port, reason=exc)) from exc
     log.info("metrics: http://%s:%d/metrics", listen.address, listen.port)
+
+
+def _forks(worker: Any) -> bool:
+    """Whether ``worker``'s main process forks pool children after start (prefork replaces exited ones)."""
+    pool = get_implementation(worker.pool_cls)
+    return isinstance(pool, type) and issubclass(pool, PreforkPool)
 
 
 @signals.worker_process_shutdown.connect(weak=False)
