@@ -31,6 +31,7 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -76,6 +77,16 @@ _WAIT_STEP = 1.0
 _LOOKS = 3
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
+#: One settle transaction at a time per chord in a process, whatever backends its threads or
+#: greenlets have: parts that find a claim's lease run out together (a killed worker's
+#: redelivered parts, under threads or gevent) would all read the chord document and commit at
+#: once, and transactions that read and write one document only abort each other (on the
+#: emulator, which has no wound-wait, each waits out its 10 s lock timeout, again and again:
+#: 22 parts of one gevent worker held a chord for over two minutes). Striped by chord key.
+_SETTLE_STRIPES = 64
+_SETTLING: PerProcess[tuple[threading.Lock, ...]] = PerProcess(
+    lambda: tuple(threading.Lock() for _ in range(_SETTLE_STRIPES))
+)
 
 
 class ChordBackend(Protocol):
@@ -417,7 +428,7 @@ class ChordCoordinator:
         return None if settled.held else settled  # held again: taken by another, which finishes
 
     def _settle_once(self, part: Part, key: str, step: Settle) -> Settled:
-        with observe.step(observe.CHORD_SETTLE):
+        with _SETTLING.get()[hash(key) % _SETTLE_STRIPES], observe.step(observe.CHORD_SETTLE):
             settled = self.store.settle(key, step)
         if settled.chord is None:
             self._fail_gone(part, key)

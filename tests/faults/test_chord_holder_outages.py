@@ -223,3 +223,43 @@ def test_a_read_stalled_past_the_lease_keeps_the_claim_and_publishes_once(
     assert publishers == ["holder"]
     assert (app.AsyncResult(ids[1]).state, app.AsyncResult(ids[1]).result) == (states.SUCCESS, 1)
     assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True
+
+
+#: Copies of a part (redeliveries) returning at once in one process, as a killed worker's do.
+COPIES = 12
+
+
+def test_copies_finding_a_lease_run_out_together_settle_one_at_a_time(make_app, stack, monkeypatch) -> None:
+    """Found by CI's kill test under gevent: a killed worker's redelivered parts, 22 in one worker,
+    found its claim's lease run out at the same moment and all settled the chord at once. Each
+    transaction read the chord document and meant to write it, so they only aborted each other (the
+    emulator waits out a 10 s lock timeout each time): no part ended the chord for over two minutes.
+
+    The holder's first read of the join is held by the proxy so its lease runs out while copies of
+    its part, in threads of this process, wait for it; they then settle one at a time: each copy
+    begins two transactions (finding the claim held, then once it is free), none begins again.
+    """
+    monkeypatch.setattr(chords, "MIN_LEASE", 3.0)  # the holder renews only after its first read
+    app = make_app(result_chord_join_timeout=0.2)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    stalled = stack.gcs.delay(f"GET /download/storage/v1/b/[^/]+/o/.+celery-taskset-meta-{group_id}", None, calls=1)
+    holder = threading.Thread(target=store_part, args=(app, group_id, ids[1], 1), daemon=True)
+    holder.start()
+    stalled.wait(struck=1)  # the holder claimed the callback; its first read of the join is held
+    stack.firestore.reset_counts()
+    copies = [threading.Thread(target=store_part, args=(app, group_id, ids[1], 1), daemon=True) for _ in range(COPIES)]
+    for copy in copies:
+        copy.start()
+    for copy in copies:
+        copy.join(timeout=90)
+    assert not any(copy.is_alive() for copy in copies), "copies still settling after 90 s"
+    assert published.values == [[0, 1]]
+    begun = stack.firestore.snapshot().get("firestore.BeginTransaction", 0)
+    # Each copy's two settles, and the new holder's renew before publishing and its end.
+    assert begun <= 2 * COPIES + 4, f"{begun} transactions begun for {COPIES} copies: some began again"
+    stalled.release()
+    holder.join(timeout=60)
+    assert not holder.is_alive()
+    assert published.values == [[0, 1]]
