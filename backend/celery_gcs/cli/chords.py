@@ -28,7 +28,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import conventions, settings
-from ..errors import CeleryGCSError
 from ..keys import encode_id
 from ..stores.chord_store import ChordStore, Inspected, Node
 from . import reading
@@ -158,18 +157,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    command = reading.start(parser(), argv)
-    if command is None:
-        return 2
+    return reading.run(parser(), argv, reading.FIRESTORE, act)
+
+
+def act(command: reading.Command, config: settings.Settings) -> int:
     args, out, err = command.args, command.out, command.err
-    try:
-        config = command.settings()
-        store = ChordStore(config)
-        if args.action == "show":
-            return show(store, config, args.group_id, out, err)
-        return print_list(chords(store, open_only=args.open or args.stuck is not None, stuck=args.stuck), out, args.json)
-    except CeleryGCSError as exc:
-        return command.failed(exc, reading.FIRESTORE)
+    store = ChordStore(config)
+    if args.action == "show":
+        return show(store, config, args.group_id, out, err)
+    return print_list(chords(store, open_only=args.open or args.stuck is not None, stuck=args.stuck), out, args.json)
 
 
 def chords(store: ChordStore, *, open_only: bool, stuck: float | None) -> list[ChordView]:

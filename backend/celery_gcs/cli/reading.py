@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -130,3 +130,22 @@ def start(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Command | Non
         err.print(f"[red]{escape(E_NO_BACKEND)}[/]", highlight=False)
         return None
     return Command(args, out, err, readable_url(url))
+
+
+def run(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str],
+    service: Service,
+    act: Callable[[Command, settings.Settings], int],
+) -> int:
+    """Start the command and ``act`` on its settings; its errors said as ``failed`` says them.
+
+    Exit status 2 when no backend is named, 1 when reading failed, else what ``act`` returns.
+    """
+    command = start(parser, argv)
+    if command is None:
+        return 2
+    try:
+        return act(command, command.settings())
+    except CeleryGCSError as exc:
+        return command.failed(exc, service)

@@ -28,8 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import conventions, meta
-from ..errors import CeleryGCSError
+from .. import conventions, meta, settings
 from ..keys import encode_id
 from ..stores.result_store import LIST_PAGE, Listed, ResultStore
 from . import reading
@@ -218,31 +217,28 @@ def newest_first(found: Iterable[Result]) -> list[Result]:
 
 
 def main(argv: Sequence[str]) -> int:
-    command = reading.start(parser(), argv)
-    if command is None:
-        return 2
+    return reading.run(parser(), argv, reading.CLOUD_STORAGE, act)
+
+
+def act(command: reading.Command, config: settings.Settings) -> int:
     args, out, err = command.args, command.out, command.err
-    try:
-        config = command.settings()
-        where = f"gs://{config.bucket}/{config.object_name('')}"
-        if args.action == "show":
-            return show(command.url, args.task_id, out, err, where=where, limits=command.limits)
-        store = ResultStore(config)
-        if args.action == "delete":
-            return delete(store, args.task_ids, out, err)
-        chosen = Filter(state=args.state, name=args.name, after=args.since, before=args.before)
-        seen = list(results(store))
-        found = newest_first(r for r in seen if chosen(r))
-        if not found and seen:
-            err.print(E_NO_MATCH.format(where=where, why=escape(chosen.why_nothing(seen))), highlight=False)
-            return 1
-        if not seen:
-            err.print(f"no task results are stored in {where}", highlight=False)
-        if args.action == "purge":
-            return purge(store, found, listed=len(seen), where=where, args=args, out=out, err=err)
-        return print_list(found[: args.limit], out, as_json=args.json, wide=args.wide)
-    except CeleryGCSError as exc:
-        return command.failed(exc, reading.CLOUD_STORAGE)
+    where = f"gs://{config.bucket}/{config.object_name('')}"
+    if args.action == "show":
+        return show(command.url, args.task_id, out, err, where=where, limits=command.limits)
+    store = ResultStore(config)
+    if args.action == "delete":
+        return delete(store, args.task_ids, out, err)
+    chosen = Filter(state=args.state, name=args.name, after=args.since, before=args.before)
+    seen = list(results(store))
+    found = newest_first(r for r in seen if chosen(r))
+    if not found and seen:
+        err.print(E_NO_MATCH.format(where=where, why=escape(chosen.why_nothing(seen))), highlight=False)
+        return 1
+    if not seen:
+        err.print(f"no task results are stored in {where}", highlight=False)
+    if args.action == "purge":
+        return purge(store, found, listed=len(seen), where=where, args=args, out=out, err=err)
+    return print_list(found[: args.limit], out, as_json=args.json, wide=args.wide)
 
 
 def print_list(found: Sequence[Result], out: Console, *, as_json: bool, wide: bool = False) -> int:
