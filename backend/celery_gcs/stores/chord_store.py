@@ -2,7 +2,7 @@
 
 Per chord, in the configured database and collection (names in ``conventions``)::
 
-    {collection}/{chord key}                         size, leaves, added_pending, claim, done, opened
+    {collection}/{chord key}                         size, leaves, added_pending, claim, done, opened, refreshes
     {collection}/{chord key}/{counters}/{level-i}    remaining, reported (chord_tree.py)
     {collection}/{chord key}/{parts}/{task}          one per part that returned (or was added)
 
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 _BATCH = 500  # Firestore's limit of writes per commit
 #: The chord document's field naming who refreshes the chord's expiry, until when (a claim of its own).
 _REFRESHING = "refreshing"
+#: The chord document's field counting the refreshes done (for ``celery-gcs chords`` and the benchmark).
+REFRESHES = "refreshes"
 #: Answers a caller expects (a part counted before, a counter gone, a precondition that moved),
 #: reported as refused rather than failed.
 _REFUSALS = (api.Conflict, api.NotFound, api.FailedPrecondition)
@@ -88,6 +90,10 @@ class Chord:
     claim: Claim | None = None
     expires_at: dt.datetime | None = None
     read_time: dt.datetime | None = None
+    #: When the chord was applied (the server's time); None once it ended, or written by an older version.
+    opened: dt.datetime | None = None
+    #: How many times its expiry was pushed back (``end_refresh``).
+    refreshes: int = 0
     #: What makes the document unusable (a field edited by hand), or None.
     #: Such a chord cannot complete: the first part to see it fails it.
     problem: str | None = None
@@ -552,6 +558,7 @@ class ChordStore:
         fields: dict[str, Any] = {_REFRESHING: firestore.DELETE_FIELD}
         if expires_at is not None:
             fields[conventions.FIRESTORE_TTL_FIELD] = expires_at
+            fields[REFRESHES] = firestore.Increment(1)  # in the same write: no request more
         try:
             self._call("ending a chord's refresh", lambda options: self._chord(key).update(fields, **options))
         except api.NotFound:
@@ -806,6 +813,7 @@ def chord_from(snapshot: firestore.DocumentSnapshot, database: str) -> Chord | N
     if claim is None and data.get("claim") is not None:
         log.warning("%s; taken as no claim", bad("claim", "not a claim this backend wrote"))
     expires_at = data.get(conventions.FIRESTORE_TTL_FIELD)
+    opened = data.get(OPENED)
     return Chord(
         size=size,
         leaves=leaves,
@@ -816,6 +824,8 @@ def chord_from(snapshot: firestore.DocumentSnapshot, database: str) -> Chord | N
         claim=claim,
         expires_at=expires_at if isinstance(expires_at, dt.datetime) else None,
         read_time=snapshot.read_time,
+        opened=opened if isinstance(opened, dt.datetime) else None,
+        refreshes=_whole(data.get(REFRESHES, 0)) or 0,
         problem="; ".join(problems) or None,
     )
 
