@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from google.api_core import exceptions as api
 from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from .. import conventions, deadline, observe
 from ..errors import (
@@ -48,6 +49,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # Firestore's limit of writes per commit
+_PAGE = 1000  # part documents listed per query: each query well within one call's timeout
 #: The chord document's field naming who refreshes the chord's expiry, until when (a claim of its own).
 _REFRESHING = "refreshing"
 #: The chord document's field counting the refreshes done (for ``celery-gcs chords`` and the benchmark).
@@ -294,7 +296,8 @@ class ChordStore:
         # the chord document: that list would grow with every add, in a document each settle reads.
         added = {"added": True, "counted": False, "task_id": task_id, "added_at": firestore.SERVER_TIMESTAMP}
         batch.create(self._part(key, part), {**added, **ttl})
-        batch.update(self._chord(key), {"added_pending": firestore.Increment(1), **ttl})
+        # The chord document's expiry is left as it is: its refreshes set it (and may have set it further out).
+        batch.update(self._chord(key), {"added_pending": firestore.Increment(1)})
         try:
             self._commit("adding to a chord", batch)  # safe to repeat: the part is created, once
         except api.Conflict:
@@ -403,6 +406,27 @@ class ChordStore:
         known = set(ids)
         ids += [task_id for _, task_id in sorted(found) if task_id not in known]
         return ids
+
+    def parts(self, key: str) -> set[str]:
+        """The ids of the chord's part documents: the parts counted so far, and those added.
+
+        By names only, a page of ``_PAGE`` a query: a chord's refresh rewrites
+        the results of these parts and reads no result not stored yet.
+        """
+        by_name = FieldPath.document_id()
+        query = (
+            self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION)
+            .select([by_name]).order_by(by_name).limit(_PAGE)
+        )  # fmt: skip
+        found: set[str] = set()
+        after: firestore.DocumentSnapshot | None = None
+        while True:
+            page = query.start_after(after) if after is not None else query
+            snapshots = self._call("listing a chord's parts", lambda options, page=page: list(page.stream(**options)))
+            found.update(snapshot.id for snapshot in snapshots)
+            if len(snapshots) < _PAGE:
+                return found
+            after = snapshots[-1]
 
     def read_part(self, key: str, part: str) -> PartState | None:
         snapshot = self._call(
@@ -564,9 +588,9 @@ class ChordStore:
         except api.NotFound:
             pass  # the chord document expired meanwhile (a missing database was raised as DatabaseNotFound)
 
-    def refresh(self, key: str, nodes: Iterable[Node], expires_at: dt.datetime) -> None:
-        """Push back the expiry of a running chord's counters."""
-        refs = [self._counter(key, node) for node in nodes]
+    def refresh(self, key: str, nodes: Iterable[Node], parts: Iterable[str], expires_at: dt.datetime) -> None:
+        """Push back the expiry of a running chord's counters and of its part documents ``parts`` (``parts()``)."""
+        refs = [self._counter(key, node) for node in nodes] + [self._part(key, part) for part in parts]
         fields = {conventions.FIRESTORE_TTL_FIELD: expires_at}
         try:
             # Safe to repeat: the same expiry written again.
