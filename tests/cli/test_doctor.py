@@ -365,6 +365,23 @@ def test_the_lifecycle_fix_for_a_short_age_rule_applies_a_rule_that_passes(expir
     assert judge_lifecycle(_rules_in(check.fix), expires, "b").status is Status.PASS
 
 
+@pytest.mark.parametrize(
+    ("rules", "expires"),
+    [
+        ([], 86_400),
+        ([], 0),  # results that never expire got the 30-day age rule, which then failed
+        ([_delete(age=0, isLive=False)], 0),
+        ([_delete(age=1)], 86_401),
+        ([_delete(daysSinceCustomTime=0), _delete(age=7)], 8 * 86_400),
+        ([_delete(age=30)], 0),
+    ],
+)  # fmt: skip
+def test_every_lifecycle_fix_once_applied_passes(rules, expires) -> None:
+    check = judge_lifecycle(rules, expires, "b")
+    assert check.status is Status.FAIL
+    assert judge_lifecycle(_rules_in(check.fix), expires, "b").status is Status.PASS, check.fix
+
+
 def test_results_that_never_expire_but_an_age_rule_deletes_fail_with_the_rules_to_keep() -> None:
     check = judge_lifecycle(HEALTHY, 0, "b")
     assert check.status is Status.FAIL
@@ -444,6 +461,16 @@ def test_with_no_arguments_it_checks_what_the_environment_names(stack: Any, make
     assert report["config"]["result_expires"] == 3_000_000  # gcs_ttl, as the backend reads it
     done = run_cli("doctor", env=env)
     assert f"Checking gs://{bucket}" in done.stdout and "(project envproj," in done.stdout
+
+
+@pytest.mark.parametrize("scheme", ["celery_gcs.local.builtin:BuiltinGCSBackend+gs", "gs"])
+def test_the_builtin_backends_gs_url_is_checked_as_gcs_on_the_same_bucket(scheme: str) -> None:
+    """What `dev up --result-backend gs` exports, to compare the two backends: `results` read it, doctor refused it."""
+    url = f"{scheme}://the-bucket/runs?gcs_project={PROJECT}&gcs_ttl=600"
+    config = doctor_module.resolve_config(doctor_module.parser().parse_args([]), {"CELERY_RESULT_BACKEND": url})
+    assert (config.bucket, config.project, config.result_expires) == ("the-bucket", PROJECT, 600)
+    (note,) = config.notes
+    assert note.startswith(f"{url} selects Celery's built-in gs:// backend: checked as gcs://")
 
 
 @pytest.mark.parametrize(

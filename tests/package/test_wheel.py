@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -168,6 +169,7 @@ def test_the_components_without_the_infra_extra_name_the_install(runtime_python:
     assert done.stderr.strip().splitlines()[-1].strip() == f"uv pip install --python {runtime_python} '{wheel}[infra]'"
 
 
+@pytest.mark.timeout(600)  # a bound: `make venv-infra` alone took 3 minutes on a loaded 2-core machine
 def test_make_venv_infra_is_enough_to_run_the_program_and_holds_no_dev_tools(tmp_path: Path) -> None:
     """What deploying needs, without the 700 MB of every extra and dev tool that `make venv` installs."""
     from tests.infra.infra_scenarios import HERE, scenarios
@@ -185,6 +187,15 @@ def test_make_venv_infra_is_enough_to_run_the_program_and_holds_no_dev_tools(tmp
     found = json.loads(inventory.read_text())
     assert found["error"] is None, found["error"]
     assert "gcp:storage/bucket:Bucket" in {resource["type"] for resource in found["resources"]}
+    # README's next step, in the same lean .venv: the stack's config checked offline (the dev example's).
+    project = tmp_path / "project"
+    (project / "infra").mkdir(parents=True)
+    shutil.copy(ROOT / "Pulumi.yaml", project)
+    shutil.copy(ROOT / "infra" / "__main__.py", project / "infra")
+    shutil.copytree(ROOT / "worker_image", project / "worker_image")
+    shutil.copy(ROOT / "infra" / "examples" / "Pulumi.dev.yaml", project)
+    checked = run([python, "-m", "celery_gcs_infra.check", "dev"], cwd=project, env=env, timeout=300)
+    assert "Pulumi.dev.yaml: the program runs to the end:" in checked.stdout
 
 
 def test_a_team_program_imports_the_components_from_the_installed_package(tmp_path: Path, wheel: Path) -> None:
@@ -217,6 +228,21 @@ def test_the_demo_runs_from_the_cli_and_local_extras_alone(tmp_path: Path, wheel
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["ok"] is True
+
+
+#: A task of README's proj.py run to a failure (None is no number); prints its id.
+FAIL_ONE = "from proj import add; r = add.delay(2, None); r.get(timeout=10, propagate=False); print(r.id)"
+#: A copy of that failure under id old-ID, as if stored ten days ago (the listing's date done).
+BACKDATE = """
+import datetime as dt, sys
+from google.cloud import storage
+
+bucket = storage.Client().bucket("celery-results")
+failure = bucket.get_blob("celery-task-meta-" + sys.argv[1])
+old = bucket.blob("celery-task-meta-old-" + sys.argv[1])
+old.metadata = {**failure.metadata, "celery-date-done": (dt.datetime.now(dt.UTC) - dt.timedelta(days=10)).isoformat()}
+old.upload_from_string(failure.download_as_bytes(), content_type=failure.content_type)
+"""
 
 
 def readme_blocks(section: str, language: str) -> list[str]:
@@ -266,6 +292,29 @@ def test_readmes_use_it_in_your_app_steps_work_from_the_wheel(tmp_path: Path, wh
             assert "1 of 1 results in gs://celery-results/ match" in said["celery-gcs results purge --dry-run"]
             doctor = said["celery-gcs doctor -A proj"]  # the exported backend wins over proj.py's, and it says so
             assert "Note: CELERY_RESULT_BACKEND is exported" in doctor and "0 failed" in doctor
+            # README "Browsing and removing results", verbatim but for the ids: a task failed now, and a
+            # failure stored ten days ago (as its listing's date done says), to be listed, deleted and purged.
+            failed = run([python, "-c", FAIL_ONE], cwd=tmp_path, env=env).stdout.strip()
+            run([python, "-c", BACKDATE, failed], cwd=tmp_path, env=env)
+            (browsing,) = [b for b in readme_blocks("### Browsing and removing results", "sh") if "purge" in b]
+            said = {}
+            for line in browsing.strip().splitlines():
+                command = line.split("#", 1)[0].strip()
+                ids = command.replace("TASK_ID [TASK_ID ...]", f"{task_id} {failed}").replace("TASK_ID", task_id)
+                said[command] = run(["bash", "-c", ids], cwd=tmp_path, env=env, timeout=120).stdout
+            assert task_id in said["celery-gcs results list"] and f"old-{failed}" in said["celery-gcs results list"]
+            recent = said["celery-gcs results list --state FAILURE --since 1h --limit 20"]
+            assert failed in recent and f"old-{failed}" not in recent and task_id not in recent
+            assert json.loads(said["celery-gcs results show TASK_ID"])["status"] == "SUCCESS"
+            assert "Deleted 2 of 2 results (2 delete requests)." in said["celery-gcs results delete TASK_ID [TASK_ID ...]"]
+            assert "1 of 1 results in gs://celery-results/ match" in said[
+                "celery-gcs results purge --state FAILURE --before 7d --dry-run"
+            ]
+            assert "Deleted 1 results with 1 delete requests." in said[
+                "celery-gcs results purge --state FAILURE --before 7d --yes"
+            ]
+            listed = run(["celery-gcs", "results", "list", "--json"], cwd=tmp_path, env=env).stdout
+            assert listed == ""
         finally:
             worker.stop()
     finally:
