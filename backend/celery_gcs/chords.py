@@ -65,6 +65,13 @@ E_HEADER_GONE = (
     "a chord's parts can wait in the queue and run"
 )
 
+E_RESULTS_EXPIRED = (
+    "Dependency {task_id} expired before the chord could join ({count} of its results did): a chord's results "
+    "live the longer of result_chord_expires and result_expires (here {seconds:g}s; gcs_ttl overrides both), and "
+    "this chord outlasted them (its parts waited, ran or came further apart than that): raise result_chord_expires "
+    "above the longest a chord can take"
+)
+
 #: A claim is held at least this long before others may take it over.
 MIN_LEASE = 10.0
 #: What Celery's ``result_chord_join_timeout`` defaults to.
@@ -606,9 +613,7 @@ class ChordCoordinator:
                     # Stored, then expired while the chord waited for a late part: no later
                     # look can read them, so the chord fails now rather than never ending.
                     raise ChordError(
-                        f"Dependency {gone[0]} expired before the chord could join ({len(gone)} of its "
-                        "results did): its parts were further apart than result_chord_expires (or "
-                        "result_expires) allows"
+                        E_RESULTS_EXPIRED.format(task_id=gone[0], count=len(gone), seconds=self._lifetime())
                     )
                 raise PartsInFlight(
                     f"{len(missing)} counted parts not stored yet, e.g. {missing[0]}"

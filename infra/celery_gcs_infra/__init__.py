@@ -1,6 +1,6 @@
 """celery-gcs's Pulumi components, one module per concern, for ``pulumi up`` and teams' own programs.
 
-Installed with ``pip install 'celery-gcs[infra]'``. Import :class:`CeleryStack`
+Installed with ``pip install './celery-gcs[infra]'`` (from a checkout; no release is on PyPI). Import :class:`CeleryStack`
 for the whole deployment; the others are its parts; ``settings`` turns a
 stack's config into :class:`CeleryStackArgs`.
 """

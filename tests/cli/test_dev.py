@@ -177,6 +177,20 @@ def test_state_dir_defaults_to_dot_devstack_in_the_working_directory(tmp_path: P
     assert str(tmp_path / "elsewhere" / "state.json") in done.stderr.replace("\n", "")
 
 
+def test_only_a_state_directory_of_the_stacks_own_ignores_itself_in_git(tmp_path: Path) -> None:
+    """`up --state-dir DIR` on a directory of the user's must not hide their files from git with a `*`."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    dev.make_state_dir(theirs)
+    assert not (theirs / ".gitignore").exists()
+    for ours in (tmp_path / "new" / "stack", tmp_path / "existing" / dev.DEFAULT_STATE_DIR):
+        if ours.parent.name == "existing":
+            ours.mkdir(parents=True)  # a .devstack from before, without its .gitignore
+        dev.make_state_dir(ours)
+        assert (ours / ".gitignore").read_text().endswith("\n*\n")
+
+
 def test_up_reports_a_missing_prerequisite_and_starts_nothing(
     state_dir: Path, tmp_path: Path, marker: str
 ) -> None:

@@ -365,6 +365,23 @@ def test_the_lifecycle_fix_for_a_short_age_rule_applies_a_rule_that_passes(expir
     assert judge_lifecycle(_rules_in(check.fix), expires, "b").status is Status.PASS
 
 
+@pytest.mark.parametrize(
+    ("rules", "expires"),
+    [
+        ([], 86_400),
+        ([], 0),  # results that never expire got the 30-day age rule, which then failed
+        ([_delete(age=0, isLive=False)], 0),
+        ([_delete(age=1)], 86_401),
+        ([_delete(daysSinceCustomTime=0), _delete(age=7)], 8 * 86_400),
+        ([_delete(age=30)], 0),
+    ],
+)  # fmt: skip
+def test_every_lifecycle_fix_once_applied_passes(rules, expires) -> None:
+    check = judge_lifecycle(rules, expires, "b")
+    assert check.status is Status.FAIL
+    assert judge_lifecycle(_rules_in(check.fix), expires, "b").status is Status.PASS, check.fix
+
+
 def test_results_that_never_expire_but_an_age_rule_deletes_fail_with_the_rules_to_keep() -> None:
     check = judge_lifecycle(HEALTHY, 0, "b")
     assert check.status is Status.FAIL

@@ -160,6 +160,12 @@ def test_filters_that_match_nothing_say_why(app, stack, backend_url) -> None:
     assert done.returncode == 1 and "none is in the date range" in done.stderr
 
 
+def test_listing_a_prefix_with_nothing_stored_says_so_and_prints_no_empty_table(stack, backend_url) -> None:
+    done = run_cli("results", "list", env=cli_env(stack, backend_url))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and "no task results are stored in gs://" in done.stderr
+
+
 def test_an_expired_result_is_marked_in_the_list_and_show_says_it_expired(make_app, stack, backend_url) -> None:
     import time
 

@@ -219,6 +219,21 @@ def test_the_demo_runs_from_the_cli_and_local_extras_alone(tmp_path: Path, wheel
     assert summary["ok"] is True
 
 
+#: A task of README's proj.py run to a failure (None is no number); prints its id.
+FAIL_ONE = "from proj import add; r = add.delay(2, None); r.get(timeout=10, propagate=False); print(r.id)"
+#: A copy of that failure under id old-ID, as if stored ten days ago (the listing's date done).
+BACKDATE = """
+import datetime as dt, sys
+from google.cloud import storage
+
+bucket = storage.Client().bucket("celery-results")
+failure = bucket.get_blob("celery-task-meta-" + sys.argv[1])
+old = bucket.blob("celery-task-meta-old-" + sys.argv[1])
+old.metadata = {**failure.metadata, "celery-date-done": (dt.datetime.now(dt.UTC) - dt.timedelta(days=10)).isoformat()}
+old.upload_from_string(failure.download_as_bytes(), content_type=failure.content_type)
+"""
+
+
 def readme_blocks(section: str, language: str) -> list[str]:
     """The ``language`` code blocks of a README section, as written there."""
     text = (ROOT / "README.md").read_text()
@@ -266,6 +281,29 @@ def test_readmes_use_it_in_your_app_steps_work_from_the_wheel(tmp_path: Path, wh
             assert "1 of 1 results in gs://celery-results/ match" in said["celery-gcs results purge --dry-run"]
             doctor = said["celery-gcs doctor -A proj"]  # the exported backend wins over proj.py's, and it says so
             assert "Note: CELERY_RESULT_BACKEND is exported" in doctor and "0 failed" in doctor
+            # README "Browsing and removing results", verbatim but for the ids: a task failed now, and a
+            # failure stored ten days ago (as its listing's date done says), to be listed, deleted and purged.
+            failed = run([python, "-c", FAIL_ONE], cwd=tmp_path, env=env).stdout.strip()
+            run([python, "-c", BACKDATE, failed], cwd=tmp_path, env=env)
+            (browsing,) = [b for b in readme_blocks("### Browsing and removing results", "sh") if "purge" in b]
+            said = {}
+            for line in browsing.strip().splitlines():
+                command = line.split("#", 1)[0].strip()
+                ids = command.replace("TASK_ID [TASK_ID ...]", f"{task_id} {failed}").replace("TASK_ID", task_id)
+                said[command] = run(["bash", "-c", ids], cwd=tmp_path, env=env, timeout=120).stdout
+            assert task_id in said["celery-gcs results list"] and f"old-{failed}" in said["celery-gcs results list"]
+            recent = said["celery-gcs results list --state FAILURE --since 1h --limit 20"]
+            assert failed in recent and f"old-{failed}" not in recent and task_id not in recent
+            assert json.loads(said["celery-gcs results show TASK_ID"])["status"] == "SUCCESS"
+            assert "Deleted 2 of 2 results (2 delete requests)." in said["celery-gcs results delete TASK_ID [TASK_ID ...]"]
+            assert "1 of 1 results in gs://celery-results/ match" in said[
+                "celery-gcs results purge --state FAILURE --before 7d --dry-run"
+            ]
+            assert "Deleted 1 results with 1 delete requests." in said[
+                "celery-gcs results purge --state FAILURE --before 7d --yes"
+            ]
+            listed = run(["celery-gcs", "results", "list", "--json"], cwd=tmp_path, env=env).stdout
+            assert listed == ""
         finally:
             worker.stop()
     finally:

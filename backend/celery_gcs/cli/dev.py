@@ -14,7 +14,8 @@ the ``unset`` lines for ``eval "$(celery-gcs dev down)"``.
 The state lives in ``--state-dir``, else ``$CELERY_GCS_DEVSTACK_DIR``, else
 the nearest ``.devstack/state.json`` in the working directory or one of its
 parents (as git finds its repository), else ``./.devstack`` (``make clean``
-removes it; a ``.gitignore`` in it keeps it out of the user's repository).
+removes it; a ``.gitignore`` in it, or in a state directory ``up`` creates, keeps it out of the
+user's repository).
 ``down`` warns about workers still connected to Redis, and leaves the ports it
 stopped in ``ports.json``, where the next ``up`` starts again when they are free
 (a worker left running reconnects); the data is new, and ``up`` says so.
@@ -234,10 +235,7 @@ def up(directory: Path, err: Console) -> State:
         if set(kept) == set(SERVICES):
             err.print(f"The local stack is already running (state in {directory / STATE_FILE}).")
             return state
-    directory.mkdir(parents=True, exist_ok=True)
-    ignore = directory / ".gitignore"
-    if not ignore.exists():  # the stack's files never show in the user's repository
-        ignore.write_text("# Written by celery-gcs dev: the local stack's state and logs.\n*\n")
+    make_state_dir(directory)
     project = state.project if state else localstack.PROJECT
     bucket = state.bucket if state else localstack.BUCKET
     last = read_ports(directory) if state is None else {}
@@ -278,6 +276,19 @@ def up(directory: Path, err: Console) -> State:
     with contextlib.suppress(FileNotFoundError):
         (directory / PORTS_FILE).unlink()
     return state
+
+
+def make_state_dir(directory: Path) -> None:
+    """Create the state directory; one of the stack's own ignores itself, so it never shows in the user's repository.
+
+    Its own: ``.devstack``, or one ``up`` creates. An existing directory named
+    by ``--state-dir`` is the user's: a ``*`` there would hide their files from git.
+    """
+    ours = directory.name == DEFAULT_STATE_DIR or not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    ignore = directory / ".gitignore"
+    if ours and not ignore.exists():
+        ignore.write_text("# Written by celery-gcs dev: the local stack's state and logs.\n*\n")
 
 
 def read_ports(directory: Path) -> dict[str, int]:

@@ -118,9 +118,17 @@ class Config:
 
 
 def lifecycle_fix(bucket: str, result_expires: float, *, emulator: str | None = None) -> str:
-    """Rules that delete results once they expire and never before, applied to ``bucket``."""
+    """Rules that delete results once they expire and never before, applied to ``bucket``.
+
+    Results that never expire (``result_expires`` 0) get no age rule: it would delete them all the same.
+    """
     age = max(conventions.LIFECYCLE_MAX_AGE_DAYS, _ceil(result_expires / 86_400))
-    return apply_lifecycle(bucket, conventions.lifecycle_rules(max_age_days=age), emulator=emulator)
+    rules = conventions.lifecycle_rules(max_age_days=age)
+    return apply_lifecycle(bucket, rules if result_expires else _without_age(rules), emulator=emulator)
+
+
+def _without_age(rules: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(rule) for rule in rules if "age" not in (rule.get("condition") or {})]
 
 
 def apply_lifecycle(bucket: str, rules: list[dict[str, object]], *, emulator: str | None) -> str:
@@ -171,7 +179,9 @@ def judge_lifecycle(
             lifecycle_fix(bucket, result_expires, emulator=emulator),
         )
     if not result_expires and by_age:
-        kept = [rule for rule in rules if "age" not in (rule.get("condition") or {})]
+        kept = _without_age(rules)
+        if not by_custom_time:  # the rules left must still delete results once they expire
+            kept += _without_age(conventions.lifecycle_rules())
         return Check(
             "lifecycle",
             Status.FAIL,

@@ -236,6 +236,8 @@ def act(command: reading.Command, config: settings.Settings) -> int:
         return 1
     if not seen:
         err.print(f"no task results are stored in {where}", highlight=False)
+        if args.action == "list":
+            return 0  # said; an empty table under it would read as a broken listing
     if args.action == "purge":
         return purge(store, found, listed=len(seen), where=where, args=args, out=out, err=err)
     return print_list(found[: args.limit], out, as_json=args.json, wide=args.wide)

@@ -2,7 +2,7 @@
 
 ::
 
-    pip install 'celery-gcs[otel]'
+    pip install './celery-gcs[otel]'   # from a checkout (no release is on PyPI)
     celery -A proj worker --include=celery_gcs.telemetry.traces
     # in a client: import celery_gcs.telemetry.traces (or call setup())
 
