@@ -52,7 +52,22 @@ def markdown(summary: dict[str, Any]) -> str:
         counted,
         counting_table(counting),
     ]
+    refreshing = summary.get("refreshing")
+    if refreshing:
+        sections += ["## Requests per part with refreshes and add_to_chord", _refreshing_intro(refreshing),
+                     counting_table(refreshing)]  # fmt: skip
     return "\n\n".join(sections) + "\n"
+
+
+def _refreshing_intro(refreshing: dict[str, Any]) -> str:
+    return (
+        "The same stack, its worker restarted with `result_expires` = "
+        f"{refreshing['result_expires']:g} s at every size, shorter than the larger chords run: a "
+        "chord past half its expiry is refreshed (its expiry pushed back, its stored results "
+        f"rewritten). One header part in {refreshing['grow_every']} adds a part, `add(0, 0)`, to its "
+        "own chord (`Task.add_to_chord`). Counted as above, divided by the parts including those "
+        "added; a chord's refreshes are read from its document once it ended."
+    )
 
 
 def timing_table(timing: dict[str, Any]) -> str:
@@ -94,7 +109,15 @@ def counting_table(counting: dict[str, Any]) -> str:
     header = " | ".join(f"{int(size):,} parts" for size in sizes)
     lines = [f"| per part | {header} | fit: a per part + b per chord | flat |",
              "|---|" + "---|" * len(sizes) + "---|---|"]  # fmt: skip
-    entries = counting["sizes"].values()
+    failed = [size for size in sizes if "failed" in counting["sizes"][size]]
+    if failed:
+        cells = [_cell(counting["sizes"][size].get("failed", ""), 200) or "finished" for size in sizes]
+        lines.append(f"| **chord failed** (its figures †: per part stored until then) | {' | '.join(cells)} | | |")
+    entries = [entry for entry in counting["sizes"].values() if "failed" not in entry]
+    if any("added" in entry for entry in entries):
+        for key, label in (("added", "parts added (`add_to_chord`), per chord"), ("refreshes", "refreshes, per chord")):
+            cells = [_count(counting["sizes"][size], key) for size in sizes]
+            lines.append(f"| {label} | {' | '.join(cells)} | | |")
     rows: list[tuple[str, str, list[str]]] = []  # (label, fit key, path into a size's entry)
     for kind in sorted({k for entry in entries for k in entry["firestore"]["rpcs"]}):
         rows.append((f"Firestore {kind.split('.', 1)[1]}", kind, ["firestore", "rpcs", kind]))
@@ -108,18 +131,38 @@ def counting_table(counting: dict[str, Any]) -> str:
         rows.append((label, kind, ["gcs", "kinds", kind]))
     rows.append(("**GCS requests**", "gcs requests", ["gcs", "requests"]))
     for label, key, path in rows:
-        cells = [f"{_dig(counting['sizes'][size], path):.4f}" for size in sizes]
+        cells = [_per_part(counting["sizes"][size], path) for size in sizes]
         fit = counting["fit"].get(key)
         fit_cell = f"{fit['per_part']:.4f} + {fit['per_chord']:g}" if fit else "-"
         flat = ("yes" if fit["flat"] else "**no**") if fit else "-"
         lines.append(f"| {label} | {' | '.join(cells)} | {fit_cell} | {flat} |")
     seconds = [
-        f"{counting['sizes'][size]['seconds'] / int(size) * 1000:.2f} ms" for size in sizes
+        f"{entry['seconds'] / entry.get('parts', int(size)) * 1000:.2f} ms" if "failed" not in entry else "-"
+        for size, entry in counting["sizes"].items()
     ]
     lines.append(f"| time to callback (through the proxies) | {' | '.join(seconds)} | | |")
-    cleaned = ["yes" if counting["sizes"][size]["cleaned_up"] else "**no**" for size in sizes]
+    cleaned = [
+        "-" if "failed" in entry else "yes" if entry["cleaned_up"] else "**no**"
+        for entry in counting["sizes"].values()
+    ]
     lines.append(f"| every part and counter document deleted | {' | '.join(cleaned)} | | |")
     return "\n".join(lines)
+
+
+def _per_part(entry: dict[str, Any], path: list[str]) -> str:
+    if "failed" not in entry:
+        return f"{_dig(entry, path):.4f}"
+    return f"{_dig(entry, path):.4f} †" if "totals" in entry else "-"
+
+
+def _count(entry: dict[str, Any], key: str) -> str:
+    return "-" if "failed" in entry else f"{entry.get(key, 0):,}"
+
+
+def _cell(text: str, limit: int) -> str:
+    """Text fit for a table cell: one line, no pipes, at most ``limit`` characters."""
+    flat = " ".join(text.split()).replace("|", "/")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _dig(entry: dict[str, Any], path: list[str]) -> float:

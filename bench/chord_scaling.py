@@ -14,6 +14,12 @@ stack of its own with one celery-gcs worker (``prefork -c 2``):
   clean-up's deletes have landed (worker and client apart, then summed),
   divided by its parts. Each kind's totals are fitted to ``a * parts + b``:
   ``a`` is what a part costs, ``b`` what the chord costs once.
+* **refreshing**, on the same stack, its worker restarted with
+  ``result_expires`` set (``ChordPlan.refresh_expires``, the same at every
+  size) shorter than the larger chords run, so their expiry is pushed back
+  while they run; and one header part in ``grow_every`` adds a part to its
+  own chord (``Task.add_to_chord``). Counted as above, divided by the parts
+  including those added; each chord's refreshes read from its document.
 """
 
 from __future__ import annotations
@@ -61,12 +67,17 @@ class ChordPlan:
     counted: tuple[int, ...]  # requests per part at each
     warm_up: int  # parts of an untimed chord first on each stack (0: none)
     budget: float  # seconds a chord may take
+    #: The refreshing pass's ``result_expires``, in seconds: a chord running longer than half of it is refreshed.
+    refresh_expires: float = 20.0
+    #: In the refreshing pass, one header part in this many adds a part to its chord.
+    grow_every: int = 50
 
 
 PLANS = {
     # A minute or so: for developing the harness.
     "quick": ChordPlan(
-        "quick", timed=(20, 200), rounds=2, counted=(10, 50, 200), warm_up=10, budget=300
+        "quick", timed=(20, 200), rounds=2, counted=(10, 50, 200), warm_up=10, budget=300,
+        refresh_expires=3.0, grow_every=10,
     ),
     # What `make bench-chords` runs: the issue's sizes.
     "default": ChordPlan(
@@ -84,7 +95,7 @@ def run(plan: ChordPlan, workdir: Path, say: Callable[[str], None] = print) -> d
     """Both passes; the summary as a JSON-able dict."""
     started, load_before = time.time(), os.getloadavg()
     timing = _timing_pass(plan, workdir / "timing", say)
-    counting = _counting_pass(plan, workdir / "counting", say)
+    counting, refreshing = _counting_passes(plan, workdir / "counting", say)
     return {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
@@ -98,6 +109,7 @@ def run(plan: ChordPlan, workdir: Path, say: Callable[[str], None] = print) -> d
         },
         "timing": timing,
         "counting": counting,
+        "refreshing": refreshing,
     }
 
 
@@ -164,41 +176,93 @@ def summarise_timing(sizes: tuple[int, int], rounds: list[dict[str, Any]]) -> di
 # -- counting --------------------------------------------------------------------------
 
 
-def _counting_pass(plan: ChordPlan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def _counting_passes(
+    plan: ChordPlan, workdir: Path, say: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The counting pass, then the refreshing pass on the same stack."""
     stack = BenchStack(workdir, backends=(BACKEND,))
     say(f"counting: starting a stack with counting proxies in {workdir}")
     stack.start()
-    sizes: dict[str, Any] = {}
     try:
-        if plan.warm_up:
-            _chord(stack, plan.warm_up, plan.budget, settled=_quiet)
-        for size in plan.counted:
-            sizes[str(size)] = counted_chord(stack, size, plan.budget)
-            entry = sizes[str(size)]
-            say(f"  chord of {size:>6,}: {entry['seconds']:8.2f} s; per part: "
-                f"{entry['firestore']['round_trips']:.4f} Firestore round trips, "
-                f"{entry['gcs']['requests']:.4f} GCS requests")  # fmt: skip
+        counting = _counted_sizes(stack, plan, say)
+        say(f"refreshing: result_expires={plan.refresh_expires:g} s, one part in {plan.grow_every} "
+            "adds a part to its chord")  # fmt: skip
+        stack.reconfigure(result_expires=plan.refresh_expires)
+        refreshing = _counted_sizes(stack, plan, say, grow_every=plan.grow_every)
     finally:
         stack.stop()
+    settings = {"result_expires": plan.refresh_expires, "grow_every": plan.grow_every}
+    return counting, {**settings, **refreshing}
+
+
+def _counted_sizes(
+    stack: BenchStack, plan: ChordPlan, say: Callable[[str], None], grow_every: int = 0
+) -> dict[str, Any]:
+    sizes: dict[str, Any] = {}
+    if plan.warm_up:
+        _chord(stack, plan.warm_up, plan.budget, settled=_quiet)
+    for size in plan.counted:
+        try:
+            sizes[str(size)] = counted_chord(stack, size, plan.budget, grow_every)
+        except workloads.WorkloadFailed as exc:
+            if not grow_every:
+                raise
+            # A chord that failed (results expired while refreshes ran, say) is a finding, reported as
+            # such, with its requests until then per part stored.
+            say(f"  chord of {size:>6,}: FAILED: {exc}")
+            sizes[str(size)] = failed_chord(stack, str(exc))
+            stack.restart_worker(BACKEND)
+            continue
+        entry = sizes[str(size)]
+        say(f"  chord of {size:>6,}: {entry['seconds']:8.2f} s, {entry['added']} added, "
+            f"{entry['refreshes']} refreshes; per part: "
+            f"{entry['firestore']['round_trips']:.4f} Firestore round trips, "
+            f"{entry['gcs']['requests']:.4f} GCS requests")  # fmt: skip
     return summarise_counting(sizes)
 
 
-def counted_chord(stack: BenchStack, size: int, budget: float) -> dict[str, Any]:
-    """One chord's requests, from sending it until its clean-up's deletes have landed."""
-    sample = _chord(stack, size, budget, settled=_quiet)
+def counted_chord(stack: BenchStack, size: int, budget: float, grow_every: int = 0) -> dict[str, Any]:
+    """One chord's requests, from sending it until its clean-up's deletes have landed; per part, added ones included."""
+    sample = _chord(stack, size, budget, settled=_quiet, grow_every=grow_every)
     counts = sample.counts
     worker, client = counts.side("worker"), counts.side("client")
     both = {kind: worker.get(kind, 0) + client.get(kind, 0) for kind in {*worker, *client}}
     leaves = chord_tree.leaf_count(size)
     counters = len(chord_tree.initial_counts(sample.extra["header_ids"], leaves))
+    added = sample.extra["added"]
     return {
         "seconds": round(sample.seconds, 4),
         "counters": counters,
+        "added": added,
+        "parts": size + added,
+        "refreshes": _refreshes(stack, sample.extra["group_id"]),
         # The completer deletes every part and counter by id: fewer, and counting stopped early.
-        "cleaned_up": both.get("doc.delete", 0) == size + counters,
+        "cleaned_up": both.get("doc.delete", 0) == size + added + counters,
         "totals": {"worker": worker, "client": client},
-        **per_part(both, size),
+        **per_part(both, size + added),
     }
+
+
+def failed_chord(stack: BenchStack, reason: str) -> dict[str, Any]:
+    """A chord that failed: why, and its requests so far per part stored (left out of the fit)."""
+    assert stack.proxies is not None
+    counts = stack.proxies.snapshot()
+    worker, client = counts.side("worker"), counts.side("client")
+    both = {kind: worker.get(kind, 0) + client.get(kind, 0) for kind in {*worker, *client}}
+    stored = worker.get("object.write", 0)
+    return {
+        "failed": reason,
+        "parts_stored": stored,
+        "totals": {"worker": worker, "client": client},
+        **per_part(both, max(stored, 1)),
+    }
+
+
+def _refreshes(stack: BenchStack, group_id: str) -> int:
+    """How many times the chord's expiry was pushed back, as its (ended) document says; read after counting."""
+    chords = stack.apps[BACKEND].backend.chords
+    found = chords.store.read(chords.key(group_id))
+    return found.refreshes if found is not None else 0
 
 
 def per_part(counts: dict[str, int], size: int) -> dict[str, Any]:
@@ -224,9 +288,10 @@ def per_part(counts: dict[str, int], size: int) -> dict[str, Any]:
 
 
 def summarise_counting(sizes: dict[str, Any]) -> dict[str, Any]:
-    """Each kind's totals fitted to ``a * parts + b``, and whether its cost per part stays flat."""
-    parts = [int(size) for size in sizes]
-    by_size = [_totals(entry) for entry in sizes.values()]
+    """Each kind's totals fitted to ``a * parts + b``, and whether its cost per part stays flat (chords that failed left out)."""
+    finished = {size: entry for size, entry in sizes.items() if "failed" not in entry}
+    parts = [entry.get("parts", int(size)) for size, entry in finished.items()]
+    by_size = [_totals(entry) for entry in finished.values()]
     fits = {}
     for kind in sorted({kind for totals in by_size for kind in totals}):
         totals = [found.get(kind, 0) for found in by_size]
@@ -283,8 +348,9 @@ def _chord(
     size: int,
     budget: float,
     settled: Callable[[BenchStack], Counts] | None = None,
+    grow_every: int = 0,
 ) -> workloads.Sample:
-    sample = workloads.chord_of(stack, BACKEND, size, budget, settled)
+    sample = workloads.chord_of(stack, BACKEND, size, budget, settled, grow_every, errback=bool(grow_every))
     if sample.seconds is None:
         raise workloads.WorkloadFailed(
             f"chord of {size:,} did not finish in {budget:.0f} s "

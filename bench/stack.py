@@ -268,6 +268,15 @@ class BenchStack:
             conn.default_channel.queue_purge(self.by_name[name].queue)
         self.start_worker(name)
 
+    def reconfigure(self, **conf: Any) -> None:
+        """Add settings to every app and worker: each worker started afresh, each client app built anew."""
+        self.extra_conf.update(conf)
+        for name in list(self.workers):
+            self.restart_worker(name)
+            _forget_subscriptions(self.apps[name])
+            self.apps[name].close()
+            self.apps[name] = self._app(self.by_name[name])
+
     def measured_processes(self) -> dict[str, int]:
         """The processes whose CPU time (each with its descendants) is measured, by name (see bench.cpu)."""
         assert self.local is not None and self.proxies is not None

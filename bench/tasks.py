@@ -24,6 +24,8 @@ from . import timeline
 DONE_KEY = "bench:done:{task_id}"
 #: Redis counter of a callback's runs.
 RUNS_KEY = "bench:runs:{task_id}"
+#: Redis list the error a failed chord gave its callback's errback is pushed to.
+FAILED_KEY = "bench:failed:{task_id}"
 
 app = app_from_env("bench", conf_var="CELERY_BENCH_CONF")
 timeline.install_from_env()
@@ -45,11 +47,24 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@app.task(bind=True)
+def add_and_grow(self, x: int, y: int) -> int:
+    """A header part that adds one more part to its own chord (``Task.add_to_chord``): ``add(0, 0)``."""
+    self.add_to_chord(add.s(0, 0))
+    return x + y
+
+
 @app.task
 def collect(values: list[int]) -> dict[str, int]:
     """A chord callback: how many results it got and their sum."""
     _broker_redis().incr(RUNS_KEY.format(task_id=collect.request.id))
     return {"count": len(values), "sum": sum(values)}
+
+
+@app.task
+def chord_failed(request, exc, traceback) -> None:
+    """A chord callback's errback: records the chord's error, under the callback's id."""
+    _broker_redis().rpush(FAILED_KEY.format(task_id=request.id), repr(exc))
 
 
 @task_prerun.connect

@@ -117,8 +117,15 @@ def chord_of(
     n: int,
     budget: float,
     settled: Callable[[BenchStack], Counts] | None = None,
+    grow_every: int = 0,
+    errback: bool = False,
 ) -> Sample:
     """A chord of n parts; time to the callback's stored result, or None past `budget` seconds.
+
+    With ``grow_every``, every such part of the header adds one more part,
+    ``add(0, 0)``, to the chord as it runs (``Task.add_to_chord``). With
+    ``errback``, a chord that fails (a ``ChordError``) raises WorkloadFailed
+    as soon as its callback's errback ran, rather than at the budget.
 
     While waiting it notes, every few seconds, how many parts the worker has
     stored (its GCS object writes), so that a chord stopped at its budget
@@ -129,17 +136,27 @@ def chord_of(
     assert stack.proxies is not None
     app = stack.apps[name]
     broker = stack.broker()
-    header = [app.signature(tasks.add.name, args=(i, i)) for i in range(n)]
+    grows = [bool(grow_every) and i % grow_every == grow_every - 1 for i in range(n)]
+    header = [
+        app.signature((tasks.add_and_grow if grow else tasks.add).name, args=(i, i))
+        for i, grow in enumerate(grows)
+    ]
+    added = sum(grows)
     callback = app.signature(tasks.collect.name)
+    if errback:
+        callback.link_error(app.signature(tasks.chord_failed.name))
     stack.proxies.reset()
     sent = time.time()
     result = chord(header)(callback)
     done_key = tasks.DONE_KEY.format(task_id=result.id)
+    failed_key = tasks.FAILED_KEY.format(task_id=result.id)
     progress: list[tuple[float, int]] = []
     done = None
     while done is None and time.time() - sent < budget:
         wait = max(1, min(_PROGRESS_EVERY, int(budget - (time.time() - sent))))
-        done = broker.blpop([done_key], timeout=wait)
+        done = broker.blpop([done_key, failed_key], timeout=wait)
+        if done is not None and done[0].decode() == failed_key:
+            raise WorkloadFailed(f"{name}: chord of {n} failed after {time.time() - sent:.1f} s: {done[1].decode()}")
         if done is None and stack.by_name[name].uses_gcs:
             stored = stack.proxies.snapshot().side("worker").get("object.write", 0)
             progress.append((round(time.time() - sent, 2), stored))
@@ -152,10 +169,11 @@ def chord_of(
     seconds = float(done[1]) - sent
     counts = (settled or _settled)(stack)
     value = result.get(timeout=60)
-    if value != {"count": n, "sum": n * (n - 1)}:
-        raise WorkloadFailed(f"{name}: chord of {n} returned {value!r}")
+    if value != {"count": n + added, "sum": n * (n - 1)}:
+        raise WorkloadFailed(f"{name}: chord of {n} (+{added} added) returned {value!r}")
     header_ids = [part.id for part in result.parent.results]  # the ids its counters hash
-    return Sample(seconds, counts, n, {"callback_id": result.id, "header_ids": header_ids})
+    extra = {"callback_id": result.id, "group_id": result.parent.id, "header_ids": header_ids, "added": added}
+    return Sample(seconds, counts, n + added, extra)
 
 
 def estimate_finish(progress: list[tuple[float, int]], n: int) -> float | None:

@@ -84,6 +84,8 @@ _WAIT_STEP = 1.0
 _LOOKS = 3
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
+#: A running chord is kept this many times its age so far from now, at least (``_stretch``).
+_STRETCH = 2.0
 #: One settle transaction at a time per chord in a process, whatever backends its threads or
 #: greenlets have: parts that find a claim's lease run out together (a killed worker's
 #: redelivered parts, under threads or gevent) would all read the chord document and commit at
@@ -227,7 +229,7 @@ class ChordCoordinator:
 
     def add(self, group_id: str, task_id: str) -> None:
         key = self.key(group_id)
-        if not self.store.add(key, part_document_id(task_id), task_id, self._expires_at()):
+        if not self.store.add(key, part_document_id(task_id), task_id, self._expires_at(self._chords.get().get(key))):
             log.info("Chord %s: %s was added before", group_id, task_id)
         self._chords.get().pop(key, None)
 
@@ -261,6 +263,7 @@ class ChordCoordinator:
         ending = None
         if settled is not None and settled.claimed:
             ending = self._complete(part, settled)
+        encoded = self._lasting(part, encoded)
         try:
             self.results.write_state(encoded)
         except Exception:
@@ -312,7 +315,7 @@ class ChordCoordinator:
         assert chord.leaves is not None
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
         counted = self.store.count(
-            key, part_document_id(part.task_id), leaf, self._expires_at(), failed=part.state in states.PROPAGATE_STATES
+            key, part_document_id(part.task_id), leaf, self._expires_at(chord), failed=part.state in states.PROPAGATE_STATES
         )
         if counted is None:
             replayed = dataclasses.replace(part, counted_before=True)
@@ -322,12 +325,12 @@ class ChordCoordinator:
             if chord_tree.is_top(node, chord.leaves):
                 return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), top=node)), part
             parent = chord_tree.parent(node)
-            reported = self.store.report(key, node, update_time, parent, self._expires_at())
+            reported = self.store.report(key, node, update_time, parent, self._expires_at(chord))
             if reported is None:
                 # The counter changed since it filled: reported (by a replay, or by this
                 # very commit whose answer was lost), or only rewritten (its expiry pushed
                 # back). Either way, read it and go on from there, as a replay does.
-                return self._walk_up(part, key, chord.leaves, node, may_wait=False), part
+                return self._walk_up(part, key, chord, node, may_wait=False), part
             node, remaining, update_time = parent, reported.remaining, reported.update_time
         if remaining < 0:
             # More returns than parts at this counter (a part document deleted, then its task
@@ -357,15 +360,17 @@ class ChordCoordinator:
             return None
         # A replay: finish whatever the run before it left undone, counter by counter.
         assert chord.leaves is not None
-        return self._walk_up(part, key, chord.leaves, chord_tree.leaf_of(part.task_id, chord.leaves), may_wait=True)
+        return self._walk_up(part, key, chord, chord_tree.leaf_of(part.task_id, chord.leaves), may_wait=True)
 
-    def _walk_up(self, part: Part, key: str, leaves: int, start: Node, may_wait: bool) -> Settled | None:
+    def _walk_up(self, part: Part, key: str, chord: Chord, start: Node, may_wait: bool) -> Settled | None:
         """From ``start`` up: report any full counter not reported yet, and settle if the top is full.
 
         A report refused by its precondition is not taken for done: the
         counter may only have been rewritten (its expiry pushed back), so it
         is read again until it reads reported.
         """
+        assert chord.leaves is not None
+        leaves = chord.leaves
         for node in chord_tree.path(start, leaves):
             while True:
                 counter = self.store.read_counter(key, node)
@@ -375,7 +380,7 @@ class ChordCoordinator:
                     step = Settle(uuid.uuid4().hex, self._lease(), top=node)
                     return self._settle(part, step, may_wait=may_wait)
                 if counter.reported or self.store.report(
-                    key, node, counter.update_time, chord_tree.parent(node), self._expires_at()
+                    key, node, counter.update_time, chord_tree.parent(node), self._expires_at(chord)
                 ):
                     break
         return None
@@ -713,13 +718,21 @@ class ChordCoordinator:
         """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do.
 
         One process takes the refresh (a lease in the chord document) and
-        pushes back the counters, the GroupResult and the header results
-        stored so far, then the chord document's own expiry, last: a refresh
-        that fails half-way leaves the chord due, and the next part past the
-        lease takes it over. Each process looks again only when its own
-        idea of the chord's expiry falls due.
+        pushes back the counters, the GroupResult and the results of the
+        parts counted so far (its part documents, listed by name: no result
+        not stored yet is read), then the chord document's own expiry, last:
+        a refresh that fails half-way leaves the chord due, and the next part
+        past the lease takes it over. Each process looks again only when its
+        own idea of the chord's expiry falls due.
+
+        Pushed back by twice the chord's age (``_stretch``), at least its
+        expiry, and due once less than half of that is left: the refreshes
+        come at ages 1.5 times apart, so the results they rewrite add up to
+        a few times the chord's parts, whatever its size (docs/chords.md,
+        "Cost"), and each has the chord's age so far to do its work in.
         """
-        expires_at, new = chord.expires_at, self._expires_at()
+        stretch = self._stretch(chord)
+        expires_at, new = chord.expires_at, self.results.chord_expires_at(at_least=stretch)
         if expires_at is None or new is None:
             return
         now = _now()
@@ -733,8 +746,11 @@ class ChordCoordinator:
             started = taken.started
             if started:
                 results = self._header(part, chord)
-                self.store.refresh(key, self._nodes(results, chord), new)
-                self.results.refresh_chord(part.group_id, list(leaf_ids(results)))
+                listed = self.store.parts(key)
+                # The part documents too: the next refresh finds the parts counted by them.
+                self.store.refresh(key, self._nodes(results, chord), sorted(listed), new)
+                counted = [task_id for task_id in leaf_ids(results) if part_document_id(task_id) in listed]
+                self.results.refresh_chord(part.group_id, counted, at_least=stretch)
                 self.store.end_refresh(key, new)
                 seen = new
             elif taken.busy_for:
@@ -747,6 +763,30 @@ class ChordCoordinator:
                 self._give_up_refresh(key)
             seen = now + half + dt.timedelta(seconds=_WAIT_STEP)  # at most once a second per process
         _remember(self._chords.get(), key, dataclasses.replace(chord, expires_at=seen))
+
+    def _stretch(self, chord: Chord) -> float:
+        """Seconds from now a running chord's documents and results are kept at least: twice its age so far.
+
+        Pushed back by a fixed ``result_expires``, a chord lasting longer
+        with its size was refreshed more often, and each refresh rewrote
+        every result stored so far: per part, a cost growing with the chord.
+        A chord written by an older version (no ``opened``) keeps that rule.
+        """
+        if chord.opened is None:
+            return 0.0
+        return max(0.0, _STRETCH * (_now() - chord.opened).total_seconds())
+
+    def _lasting(self, part: Part, encoded: EncodedState) -> EncodedState:
+        """A part's result, kept at least as long as a refresh of its chord now would keep it (``_stretch``).
+
+        So a result stored between two refreshes lives until the next one
+        rewrites it, however far apart they come; a chord ended (no longer
+        remembered here) keeps the result's own expiry.
+        """
+        chord = self._chords.get().get(self.key(part.group_id))
+        if chord is None or chord.expires_at is None:
+            return encoded
+        return self.results.lasting(encoded, self._stretch(chord))
 
     def _give_up_refresh(self, key: str) -> None:
         try:
@@ -775,8 +815,12 @@ class ChordCoordinator:
         """Seconds a chord's header results and GroupResult live, for messages."""
         return self.results.settings.ttl or self.results.lifetimes.chord_result or 0
 
-    def _expires_at(self) -> dt.datetime | None:
-        return self.results.chord_expires_at()
+    def _expires_at(self, chord: Chord | None = None) -> dt.datetime | None:
+        """When chord documents written now expire; those of a running ``chord`` no sooner than a refresh would keep it.
+
+        A count or report never shortens what a refresh gave (``_stretch``).
+        """
+        return self.results.chord_expires_at(at_least=self._stretch(chord) if chord is not None else 0.0)
 
     def _join_timeout(self) -> float:
         timeout = self.backend.app.conf.get("result_chord_join_timeout")

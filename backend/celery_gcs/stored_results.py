@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -140,16 +140,20 @@ class StoredResults:
 
     # -- expiry -------------------------------------------------------------------
 
-    def expires_at(self, seconds: float | None) -> dt.datetime | None:
-        """When something written now expires: ``gcs_ttl`` if set, else ``seconds``."""
+    def expires_at(self, seconds: float | None, *, at_least: float = 0.0) -> dt.datetime | None:
+        """When something written now expires: ``gcs_ttl`` if set, else ``seconds``; no sooner than ``at_least`` seconds from now.
+
+        ``at_least``: a long-running chord's (chords.py, ``_stretch``); nothing
+        set to expire never does.
+        """
         ttl = self.settings.ttl or seconds
         if not ttl:
             return None
-        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=float(ttl))
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(float(ttl), at_least))
 
-    def chord_expires_at(self) -> dt.datetime | None:
+    def chord_expires_at(self, *, at_least: float = 0.0) -> dt.datetime | None:
         """When chord documents written now expire."""
-        return self.expires_at(self.lifetimes.chord)
+        return self.expires_at(self.lifetimes.chord, at_least=at_least)
 
     def state_expires_at(self, state: str, *, chord_part: bool) -> dt.datetime | None:
         """When a task state written now expires; a chord part's lives as long as its chord, as Celery keeps it."""
@@ -316,8 +320,19 @@ class StoredResults:
         saved = {"result": result.as_tuple(), meta.EXPIRES_FIELD: meta.isoformat(expires_at)}
         self.put(self.group_key(group_id), self._codec.encode(saved), expires_at=expires_at, idempotent=True)
 
-    def extend(self, name: str, seconds: float | None) -> None:
-        """Give an existing result a new expiry, ``seconds`` from now; nothing if it is missing or expired.
+    def lasting(self, encoded: EncodedState, at_least: float) -> EncodedState:
+        """``encoded``, encoded again to expire no sooner than ``at_least`` seconds from now if it would (a long chord's part)."""
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=at_least)
+        if encoded.expires_at is None or later <= encoded.expires_at:
+            return encoded  # kept for ever, or long enough already
+        decoded = self._decode(encoded.name, encoded.payload)
+        decoded[meta.EXPIRES_FIELD] = meta.isoformat(later)
+        payload = self._codec.encode(decoded)
+        meta.check_payload_size(encoded.name, payload, self.settings.max_result_bytes)
+        return replace(encoded, payload=payload, expires_at=later)
+
+    def extend(self, name: str, seconds: float | None, *, at_least: float = 0.0) -> None:
+        """Give an existing result a new expiry, ``seconds`` from now (at least ``at_least``); nothing if it is missing or expired.
 
         An expired result reads as absent (PENDING); giving it a new expiry
         would bring back what readers already saw gone.
@@ -329,7 +344,7 @@ class StoredResults:
             decoded = self._decode(name, found.data)
             if meta.expired(decoded):
                 return
-            expires_at = self.expires_at(seconds)
+            expires_at = self.expires_at(seconds, at_least=at_least)
             decoded[meta.EXPIRES_FIELD] = meta.isoformat(expires_at)
             metadata = meta.object_metadata(decoded, decoded.get("name")) if "status" in decoded else None
             try:
@@ -345,10 +360,10 @@ class StoredResults:
                 continue
         raise StoreError(f"could not set the expiry of {name}: it kept changing under us")
 
-    def refresh_chord(self, group_id: str, task_ids: Sequence[str]) -> None:
-        """Push back the expiry of a running chord's GroupResult and of its header results stored so far, many at once."""
+    def refresh_chord(self, group_id: str, task_ids: Sequence[str], *, at_least: float = 0.0) -> None:
+        """Push back the expiry of a running chord's GroupResult and of the results of ``task_ids``, many at once."""
         names = [self.group_key(group_id), *(self.task_key(task_id) for task_id in task_ids)]
-        self.store.each(partial(self.extend, seconds=self.lifetimes.chord_result), names)
+        self.store.each(partial(self.extend, seconds=self.lifetimes.chord_result, at_least=at_least), names)
 
     def put(
         self,

@@ -15,8 +15,9 @@ import pytest
 
 from bench import chord_report, chord_scaling
 
+#: No refresh at these sizes (a chord of 20 runs for a second or so): the counts stay exact.
 TINY = chord_scaling.ChordPlan(
-    "smoke", timed=(3, 6), rounds=2, counted=(4, 20), warm_up=0, budget=120
+    "smoke", timed=(3, 6), rounds=2, counted=(4, 20), warm_up=0, budget=120, refresh_expires=60, grow_every=4
 )
 
 
@@ -32,7 +33,7 @@ def test_the_timed_sizes_alternate_and_each_round_has_its_ratio(run) -> None:
     assert [r["order"] for r in timing["rounds"]] == [[3, 6], [6, 3]]
     for r in timing["rounds"]:
         per_part = {size: r["seconds"][str(size)] / size for size in (3, 6)}
-        assert r["ratio"] == pytest.approx(per_part[6] / per_part[3], rel=1e-3)
+        assert r["ratio"] == pytest.approx(per_part[6] / per_part[3], rel=1e-3, abs=1e-4)  # rounded to 4 places
     assert timing["ratio"]["median"] == pytest.approx(
         statistics.median(r["ratio"] for r in timing["rounds"]), abs=1e-4
     )
@@ -65,6 +66,35 @@ def test_a_counted_chord_costs_what_the_design_says(run, size: int) -> None:
     assert per_part["firestore.Rollback"] == 0  # always shown, seen or not
 
 
+@pytest.mark.parametrize("size", TINY.counted)
+def test_a_refreshing_chord_counts_its_added_parts(run, size: int) -> None:
+    refreshing = run[0]["refreshing"]
+    assert refreshing["result_expires"] == 60 and refreshing["grow_every"] == 4
+    entry = refreshing["sizes"][str(size)]
+    worker = entry["totals"]["worker"]
+    added = size // 4
+    assert entry["added"] == added and entry["parts"] == size + added
+    assert entry["refreshes"] == 0  # 60 s: none falls due
+    # Every part's result, the added ones' too, and the callback's; the completer reads them once.
+    assert worker["object.write"] == size + added + 1
+    assert worker["object.read"] - worker.get("object.read!404", 0) == size + added
+    assert entry["cleaned_up"]  # added parts' documents deleted too
+    assert entry["gcs"]["kinds"]["object.write"] == round((worker["object.write"] + 1) / (size + added), 4)
+
+
+def test_a_failed_refreshing_chord_is_reported_and_left_out_of_the_fit() -> None:
+    finished = {"parts": 10, "totals": {"worker": {"object.write": 20}, "client": {}}}
+    summary = chord_scaling.summarise_counting({"10": finished, "100": {"failed": "chord of 100 failed: expired"}})
+    assert summary["fit"]["object.write"]["per_part"] == 2.0
+    table = chord_report.counting_table({**summary, "sizes": {
+        "10": {**finished, "seconds": 1.0, "cleaned_up": True, "added": 1, "refreshes": 0,
+               **chord_scaling.per_part({"object.write": 20}, 10)},
+        "100": {"failed": "chord of 100 failed: expired"},
+    }})  # fmt: skip
+    assert "| finished | chord of 100 failed: expired |" in table
+    assert "| refreshes, per chord | 0 | - |" in table
+
+
 def test_the_fit_splits_a_part_cost_from_a_chord_cost(run) -> None:
     counting = run[0]["counting"]
     commits = counting["fit"]["firestore.Commit"]
@@ -94,3 +124,5 @@ def test_the_files_appear(run) -> None:
     text = paths["md"].read_text()
     assert "## Time to callback per part" in text and "## Requests per part" in text
     assert "| 4 parts | 20 parts |" in text and "**Firestore round trips**" in text
+    assert "## Requests per part with refreshes and add_to_chord" in text
+    assert "`result_expires` = 60 s" in text and "| refreshes, per chord | 0 | 0 |" in text

@@ -8,6 +8,7 @@ fails the clean-up of an ended chord through the proxy instead.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from celery import states
 from celery_gcs import conventions
 from celery_gcs.keys import part_document_id
 from celery_gcs.local.faults import FIRESTORE_COMMIT
+from celery_gcs.stores.chord_store import OPENED, REFRESHES
 from google.cloud import firestore, storage
 
 from ..support.chords import Published, apply_here, store_part
@@ -148,3 +150,81 @@ def test_a_chord_whose_stored_results_expired_before_the_join_fails_once(make_ap
     assert published.values == []
     assert callback.state == states.FAILURE
     assert f"Dependency {ids[0]} expired before the chord could join" in str(callback.result)
+
+
+# -- a long-running chord's expiry (issue 26's cost: refreshes constant per part) ----------------------------
+
+
+def as_if_running_for(app: Any, stack: Any, group_id: str, seconds: float, expires_in: float) -> float:
+    """Make a chord just applied look as if applied ``seconds`` ago, its expiry ``expires_in`` from now; now (epoch s)."""
+    now = dt.datetime.now(dt.UTC)
+    chord_document(app, stack, group_id).update({
+        OPENED: now - dt.timedelta(seconds=seconds),
+        conventions.FIRESTORE_TTL_FIELD: now + dt.timedelta(seconds=expires_in),
+    })  # fmt: skip
+    return now.timestamp()
+
+
+def stored_expiry(app: Any, stack: Any, task_id: str) -> float:
+    """When a stored result expires, as its own ``expires_at`` says (epoch s)."""
+    blob = storage.Client().bucket(stack.bucket).blob(app.backend.settings.object_name(f"celery-task-meta-{task_id}"))
+    return dt.datetime.fromisoformat(json.loads(blob.download_as_bytes())["expires_at"]).timestamp()
+
+
+def document_expiry(document: firestore.DocumentReference) -> float:
+    return document.get().get(conventions.FIRESTORE_TTL_FIELD).timestamp()
+
+
+def test_a_chord_running_long_is_kept_twice_its_age_not_result_expires(make_app, stack, monkeypatch) -> None:
+    """Issue 26's cost: a refresh pushed a chord's expiry back by ``result_expires`` alone, so a chord
+    lasting longer with its size was refreshed more often, each refresh rewriting every result stored
+    so far (per part, a cost growing with the chord). Now by twice its age so far: its documents, the
+    results stored so far and those stored from then on, and a count never brings that forward.
+
+    The chord is made to look 100 s old, its expiry 20 s off (due, by either rule).
+    """
+    app = make_app(result_expires=60)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 3)
+    now = as_if_running_for(app, stack, group_id, 100, expires_in=20)
+    store_part(app, group_id, ids[0], 0)  # counted, stored, then refreshes the chord
+    kept = now + 190  # twice its age, less the time this takes; result_expires alone: now + 60 and a bit
+    document = chord_document(app, stack, group_id)
+    assert document.get().get(REFRESHES) == 1
+    assert document_expiry(document) >= kept
+    parts = document.collection(conventions.FIRESTORE_PARTS_COLLECTION)
+    counters = list(document.collection(conventions.FIRESTORE_COUNTERS_COLLECTION).stream())
+    assert counters and all(counter.get(conventions.FIRESTORE_TTL_FIELD).timestamp() >= kept for counter in counters)
+    assert stored_expiry(app, stack, ids[0]) >= kept
+    store_part(app, group_id, ids[1], 1)  # after the refresh: counted and stored to last as long
+    assert document_expiry(parts.document(part_document_id(ids[1]))) >= kept
+    assert stored_expiry(app, stack, ids[1]) >= kept
+    assert document.get().get(REFRESHES) == 1  # not due again
+    store_part(app, group_id, ids[2], 2)
+    assert published.values == [[0, 1, 2]]
+
+
+def test_a_refresh_reads_no_result_not_stored_yet(make_app, stack) -> None:
+    """Issue 26's cost: a refresh read every header result, stored or not (a 404 each): a chord of
+    20,000 read 20,000 results per refresh. Now only those of the parts counted so far.
+    """
+    app = make_app(result_expires=60)
+    group_id, ids = apply_here(app, 10)
+    as_if_running_for(app, stack, group_id, 100, expires_in=20)
+    reads = stack.gcs.delay("GET /download/storage/v1/b/[^/]+/o/.+celery-task-meta-.+", 0, calls=range(1, 10**6))
+    store_part(app, group_id, ids[0], 0)  # the one part counted: its result is the one read
+    assert chord_document(app, stack, group_id).get().get(REFRESHES) == 1
+    assert reads.seen == 1
+
+
+def test_add_to_chord_never_brings_a_refreshed_chords_expiry_forward(make_app, stack) -> None:
+    """Adding a task wrote the chord document's expiry as ``result_expires`` from now, undoing a
+    refresh that had pushed it further out (twice the chord's age)."""
+    app = make_app(result_expires=60)
+    group_id, ids = apply_here(app, 3)
+    now = as_if_running_for(app, stack, group_id, 100, expires_in=20)
+    store_part(app, group_id, ids[0], 0)  # refreshes it
+    document = chord_document(app, stack, group_id)
+    app.backend.add_to_chord(group_id, app.AsyncResult("added-1"))
+    assert document.get().get("added_pending") == 1
+    assert document_expiry(document) >= now + 190

@@ -47,6 +47,7 @@ from ..errors import ConfigurationError
 from ..settings import Settings, bucket_problem, parse
 from ..stores import admin, retry
 from .options import seconds
+from .reading import readable_url
 
 #: What the worker does with objects, and the role that grants them on a bucket.
 WORKER_PERMISSIONS = conventions.WORKER_BUCKET_PERMISSIONS
@@ -68,6 +69,10 @@ E_APP = "could not load the Celery app {app!r}: {error}"
 NOTE_ENV_WINS = (
     "CELERY_RESULT_BACKEND is exported ({url}): Celery uses it instead of the app's own result_backend, "
     "so that is what is checked; unset it to check the app's"
+)
+NOTE_READ_AS_GCS = (
+    "{url} selects Celery's built-in gs:// backend: checked as gcs:// on the same bucket and prefix (the same "
+    "object layout), what switching to gcs:// needs"
 )
 E_SETTINGS = "{where}: {error}"
 EMULATOR_IDENTITY = "emulator (no credentials)"
@@ -597,6 +602,9 @@ def resolve_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
             where = f"CELERY_RESULT_BACKEND (which wins over the app {args.app!r}'s result_backend)"
     else:
         url, conf, where = env.get("CELERY_RESULT_BACKEND"), {}, "CELERY_RESULT_BACKEND"
+    if url and readable_url(url) != url:  # as `celery-gcs results` reads it (dev up --result-backend gs)
+        notes.append(NOTE_READ_AS_GCS.format(url=url))
+        url = readable_url(url)
     if (url or conf.get("gcs_bucket")) and not (args.bucket and not args.app):
         try:
             found = parse(url, conf)

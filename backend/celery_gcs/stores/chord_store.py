@@ -2,7 +2,7 @@
 
 Per chord, in the configured database and collection (names in ``conventions``)::
 
-    {collection}/{chord key}                         size, leaves, added_pending, claim, done, opened
+    {collection}/{chord key}                         size, leaves, added_pending, claim, done, opened, refreshes
     {collection}/{chord key}/{counters}/{level-i}    remaining, reported (chord_tree.py)
     {collection}/{chord key}/{parts}/{task}          one per part that returned (or was added)
 
@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from google.api_core import exceptions as api
 from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from .. import conventions, deadline, observe
 from ..errors import (
@@ -48,8 +49,11 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # Firestore's limit of writes per commit
+_PAGE = 1000  # part documents listed per query: each query well within one call's timeout
 #: The chord document's field naming who refreshes the chord's expiry, until when (a claim of its own).
 _REFRESHING = "refreshing"
+#: The chord document's field counting the refreshes done (for ``celery-gcs chords`` and the benchmark).
+REFRESHES = "refreshes"
 #: Answers a caller expects (a part counted before, a counter gone, a precondition that moved),
 #: reported as refused rather than failed.
 _REFUSALS = (api.Conflict, api.NotFound, api.FailedPrecondition)
@@ -88,6 +92,10 @@ class Chord:
     claim: Claim | None = None
     expires_at: dt.datetime | None = None
     read_time: dt.datetime | None = None
+    #: When the chord was applied (the server's time); None once it ended, or written by an older version.
+    opened: dt.datetime | None = None
+    #: How many times its expiry was pushed back (``end_refresh``).
+    refreshes: int = 0
     #: What makes the document unusable (a field edited by hand), or None.
     #: Such a chord cannot complete: the first part to see it fails it.
     problem: str | None = None
@@ -288,7 +296,8 @@ class ChordStore:
         # the chord document: that list would grow with every add, in a document each settle reads.
         added = {"added": True, "counted": False, "task_id": task_id, "added_at": firestore.SERVER_TIMESTAMP}
         batch.create(self._part(key, part), {**added, **ttl})
-        batch.update(self._chord(key), {"added_pending": firestore.Increment(1), **ttl})
+        # The chord document's expiry is left as it is: its refreshes set it (and may have set it further out).
+        batch.update(self._chord(key), {"added_pending": firestore.Increment(1)})
         try:
             self._commit("adding to a chord", batch)  # safe to repeat: the part is created, once
         except api.Conflict:
@@ -397,6 +406,27 @@ class ChordStore:
         known = set(ids)
         ids += [task_id for _, task_id in sorted(found) if task_id not in known]
         return ids
+
+    def parts(self, key: str) -> set[str]:
+        """The ids of the chord's part documents: the parts counted so far, and those added.
+
+        By names only, a page of ``_PAGE`` a query: a chord's refresh rewrites
+        the results of these parts and reads no result not stored yet.
+        """
+        by_name = FieldPath.document_id()
+        query = (
+            self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION)
+            .select([by_name]).order_by(by_name).limit(_PAGE)
+        )  # fmt: skip
+        found: set[str] = set()
+        after: firestore.DocumentSnapshot | None = None
+        while True:
+            page = query.start_after(after) if after is not None else query
+            snapshots = self._call("listing a chord's parts", lambda options, page=page: list(page.stream(**options)))
+            found.update(snapshot.id for snapshot in snapshots)
+            if len(snapshots) < _PAGE:
+                return found
+            after = snapshots[-1]
 
     def read_part(self, key: str, part: str) -> PartState | None:
         snapshot = self._call(
@@ -552,14 +582,15 @@ class ChordStore:
         fields: dict[str, Any] = {_REFRESHING: firestore.DELETE_FIELD}
         if expires_at is not None:
             fields[conventions.FIRESTORE_TTL_FIELD] = expires_at
+            fields[REFRESHES] = firestore.Increment(1)  # in the same write: no request more
         try:
             self._call("ending a chord's refresh", lambda options: self._chord(key).update(fields, **options))
         except api.NotFound:
             pass  # the chord document expired meanwhile (a missing database was raised as DatabaseNotFound)
 
-    def refresh(self, key: str, nodes: Iterable[Node], expires_at: dt.datetime) -> None:
-        """Push back the expiry of a running chord's counters."""
-        refs = [self._counter(key, node) for node in nodes]
+    def refresh(self, key: str, nodes: Iterable[Node], parts: Iterable[str], expires_at: dt.datetime) -> None:
+        """Push back the expiry of a running chord's counters and of its part documents ``parts`` (``parts()``)."""
+        refs = [self._counter(key, node) for node in nodes] + [self._part(key, part) for part in parts]
         fields = {conventions.FIRESTORE_TTL_FIELD: expires_at}
         try:
             # Safe to repeat: the same expiry written again.
@@ -806,6 +837,7 @@ def chord_from(snapshot: firestore.DocumentSnapshot, database: str) -> Chord | N
     if claim is None and data.get("claim") is not None:
         log.warning("%s; taken as no claim", bad("claim", "not a claim this backend wrote"))
     expires_at = data.get(conventions.FIRESTORE_TTL_FIELD)
+    opened = data.get(OPENED)
     return Chord(
         size=size,
         leaves=leaves,
@@ -816,6 +848,8 @@ def chord_from(snapshot: firestore.DocumentSnapshot, database: str) -> Chord | N
         claim=claim,
         expires_at=expires_at if isinstance(expires_at, dt.datetime) else None,
         read_time=snapshot.read_time,
+        opened=opened if isinstance(opened, dt.datetime) else None,
+        refreshes=_whole(data.get(REFRESHES, 0)) or 0,
         problem="; ".join(problems) or None,
     )
 
