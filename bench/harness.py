@@ -24,7 +24,7 @@ minutes apart at most) and reported as their median and range over rounds.
 from __future__ import annotations
 
 import logging
-import platform
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -143,6 +143,8 @@ class Run:
     concurrency: int = 2
     measured: dict[str, Measured] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    #: The machine's load average (1, 5, 15 minutes) when the pass started: CPU seconds grow with it.
+    load_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
     callbacks: dict[str, list[str]] = field(default_factory=dict)  # backend -> chord callback ids
     callback_runs: dict[str, list[int]] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
@@ -447,7 +449,8 @@ def summarise(result: Run, seconds: float, counted: Run | None = None) -> dict[s
             "plan": asdict(result.plan),
             "backends": {name: LABELS[name] for name in names},
             "run_seconds": round(seconds, 1),
-            "machine": f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}",
+            "machine": cpu.machine(),
+            "load_average": {"start": cpu.load(result.load_start), "end": cpu.load()},
             "builtin_note": builtin.NOTE,
             "worker": f"celery worker -P prefork -c {result.concurrency}, one per backend, each consuming "
             "its own queue; all three stay up, only the measured backend's queue has messages",
@@ -577,9 +580,3 @@ def _ratios(measured: Measured, names: tuple[str, ...]) -> dict[str, Any]:
         if lower_bounds:
             ratios[key + ">="] = _stats(lower_bounds)
     return ratios
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 0
