@@ -25,7 +25,6 @@ stack of its own with one celery-gcs worker (``prefork -c 2``):
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from typing import Any
 
 from celery_gcs.stores import chord_tree
 
-from . import workloads
+from . import cpu, workloads
 from .counting import Counts
 from .stack import BenchStack
 
@@ -102,9 +101,8 @@ def run(plan: ChordPlan, workdir: Path, say: Callable[[str], None] = print) -> d
             "mode": plan.mode,
             "plan": asdict(plan),
             "run_seconds": round(time.time() - started, 1),
-            "machine": f"{platform.machine()}, {os.cpu_count() or 0} CPUs, "
-            f"Python {platform.python_version()}",
-            "load_average": {"start": _load(load_before), "end": _load(os.getloadavg())},
+            "machine": cpu.machine(),
+            "load_average": {"start": cpu.load(load_before), "end": cpu.load()},
             "worker": "celery worker -P prefork -c 2 (celery-gcs), GCS and Firestore emulators",
         },
         "timing": timing,
@@ -371,7 +369,3 @@ def _quiet(stack: BenchStack, limit: float = 600.0) -> Counts:
             return now
         last = now
     raise workloads.WorkloadFailed(f"requests still arriving {limit:.0f} s after a callback")
-
-
-def _load(values: tuple[float, float, float]) -> list[float]:
-    return [round(value, 2) for value in values]

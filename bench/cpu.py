@@ -8,7 +8,14 @@ Firestore emulator, the proxies, or this process (the client).
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
 import psutil
+
+#: Fields of /proc/cpuinfo that tell one host's processor from another's.
+_CPUINFO_FIELDS = ("model name", "cpu family", "model", "stepping", "cache size")
 
 
 def cpu_by_tree(roots: dict[str, int]) -> dict[str, float]:
@@ -44,3 +51,34 @@ def _tree(pid: int) -> float:
 
 def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {name: round(after[name] - before.get(name, 0.0), 3) for name in after}
+
+
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The machine a run measured, its processor and kernel included.
+
+    The same code's CPU seconds differ by tens of percent from one host to
+    another (bench/ANALYSIS.md, "Local ratios across machines"), so runs are
+    compared only once their machines are known to match.
+    """
+    described = f"{platform.machine()}, {os.cpu_count() or 0} CPUs"
+    processor = describe_processor(cpuinfo.read_text() if cpuinfo.exists() else "")
+    if processor:
+        described += f" ({processor})"
+    return f"{described}, kernel {platform.release()}, Python {platform.python_version()}"
+
+
+def describe_processor(cpuinfo: str) -> str:
+    """The first processor's model, family, model number, stepping and cache, from /proc/cpuinfo's text."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor only: on one host the others are alike
+        key, _, value = line.partition(":")
+        if key.strip() in _CPUINFO_FIELDS:
+            fields[key.strip()] = value.strip()
+    return ", ".join(f"{key} {fields[key]}" for key in _CPUINFO_FIELDS if key in fields)
+
+
+def load(values: tuple[float, float, float] | None = None) -> list[float]:
+    """The load average (1, 5, 15 minutes), now or as read before, rounded: CPU seconds grow with it."""
+    return [round(value, 2) for value in (values or os.getloadavg())]

@@ -520,7 +520,7 @@ def markdown(summary: dict[str, Any]) -> str:
     return f"""# Benchmarks: celery-gcs, Celery's built-in `gs://` backend and Celery's Redis backend
 
 Run {meta["date"]}, mode `{meta["mode"]}`, {meta["run_seconds"] / 60:.1f} minutes, on {meta["machine"]}
-shared with other work. The same workloads ran against the three backends in one run, interleaved
+shared with other work{_load_text(meta)}. The same workloads ran against the three backends in one run, interleaved
 (each round measures every backend once, in rotating order) and repeated ({plan["repeats"]} rounds;
 chords of 10,000 parts: {plan["chord_repeats"].get("10000", plan["chord_repeats"].get(10000, plan["repeats"]))}).
 Ratios are the median over rounds of ratios measured within one round, with their range.
@@ -668,3 +668,11 @@ def update_readme(readme: Path, summary: dict[str, Any]) -> None:
             else text + "\n" + block
         )
     readme.write_text(text)
+
+
+def _load_text(meta: dict[str, Any]) -> str:
+    """The load average the local pass started and the run ended with, where the run recorded it."""
+    load = meta.get("load_average")
+    if not load:
+        return ""
+    return f" (load average {load['start'][0]:g} at the start, {load['end'][0]:g} at the end)"

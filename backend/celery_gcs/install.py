@@ -12,6 +12,7 @@ call it before their extras' packages can be imported.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 import sys
@@ -37,6 +38,28 @@ def install_line(extras: Sequence[str]) -> str:
         installer=(dist.read_text("INSTALLER") or "pip").strip(),
         python=sys.executable,
     )
+
+
+def require_extra(extra: str, modules: Sequence[str], needed_by: str) -> None:
+    """Raise, naming the extra and the line that installs it, unless every module in ``modules`` can be imported.
+
+    For modules that need an extra's packages: without this, a bare
+    ``ModuleNotFoundError`` of some third-party name is all a user would see.
+    """
+    missing = [name for name in modules if not _importable(name)]
+    if missing:
+        raise ModuleNotFoundError(
+            f"{needed_by} needs celery-gcs's {extra} extra ({', '.join(missing)} not installed); "
+            f"install it with:\n  {install_line([extra])}",
+            name=missing[0],
+        )
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package of a dotted name is missing
+        return False
 
 
 def install_command(

@@ -5,19 +5,10 @@ for the whole deployment; the others are its parts; ``settings`` turns a
 stack's config into :class:`CeleryStackArgs`.
 """
 
-import importlib.util as _util
+from celery_gcs.install import require_extra as _require_extra
 
-from celery_gcs.install import install_line as _install_line
-
-#: The infra extra's packages: without one of them, say how to install the extra, not a bare import error.
-_EXTRA = ("pulumi", "pulumi_gcp", "pulumi_kubernetes", "pulumi_docker_build")
-_missing = [name for name in _EXTRA if _util.find_spec(name) is None]
-if _missing:
-    raise ModuleNotFoundError(
-        f"celery_gcs_infra needs celery-gcs's infra extra ({', '.join(_missing)} not installed); "
-        f"install it with:\n  {_install_line(['infra'])}",
-        name=_missing[0],
-    )
+# Without one of the infra extra's packages, say how to install the extra, not a bare import error.
+_require_extra("infra", ("pulumi", "pulumi_gcp", "pulumi_kubernetes", "pulumi_docker_build"), "celery_gcs_infra")
 
 from .apis import Apis, ApisArgs
 from .broker import Broker, BrokerArgs, BrokerConnection

@@ -75,6 +75,18 @@ def test_show_on_an_unknown_id_says_so(stack, backend_url) -> None:
     assert "no chord 'no-such-group' in Firestore collection 'celery_gcs_chords'" in done.stderr
 
 
+def test_a_list_with_nothing_to_show_says_so_instead_of_an_empty_table(stack, backend_url) -> None:
+    done = run_cli("chords", "list", "--stuck", "1000000", env=cli_env(stack, backend_url))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert (
+        "no open chords applied 1000000 minutes ago or earlier in Firestore collection 'celery_gcs_chords'"
+        in done.stderr
+    )
+    as_json = run_cli("chords", "list", "--stuck", "1000000", "--json", env=cli_env(stack, backend_url))
+    assert rows(as_json) == []
+
+
 def test_a_bad_stuck_value_is_named(stack, backend_url) -> None:
     done = run_cli("chords", "list", "--stuck", "soon", env=cli_env(stack, backend_url))
     assert done.returncode == 2

@@ -463,13 +463,13 @@ def test_with_no_arguments_it_checks_what_the_environment_names(stack: Any, make
     assert f"Checking gs://{bucket}" in done.stdout and "(project envproj," in done.stdout
 
 
-def test_the_builtin_backends_gs_url_is_checked_as_gcs_on_the_same_bucket(stack: Any, make_bucket: Any) -> None:
+@pytest.mark.parametrize("scheme", ["celery_gcs.local.builtin:BuiltinGCSBackend+gs", "gs"])
+def test_the_builtin_backends_gs_url_is_checked_as_gcs_on_the_same_bucket(scheme: str) -> None:
     """What `dev up --result-backend gs` exports, to compare the two backends: `results` read it, doctor refused it."""
-    bucket = make_bucket(lifecycle=HEALTHY)
-    url = f"celery_gcs.local.builtin:BuiltinGCSBackend+gs://{bucket}/runs?gcs_project={PROJECT}"
-    report = _report(run_cli("doctor", "--timeout", "3", "--json", env=_emulator_env(stack, CELERY_RESULT_BACKEND=url)))
-    assert (report["config"]["bucket"], report["config"]["project"]) == (bucket, PROJECT)
-    (note,) = report["config"]["notes"]
+    url = f"{scheme}://the-bucket/runs?gcs_project={PROJECT}&gcs_ttl=600"
+    config = doctor_module.resolve_config(doctor_module.parser().parse_args([]), {"CELERY_RESULT_BACKEND": url})
+    assert (config.bucket, config.project, config.result_expires) == ("the-bucket", PROJECT, 600)
+    (note,) = config.notes
     assert note.startswith(f"{url} selects Celery's built-in gs:// backend: checked as gcs://")
 
 

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-CONFTEST = """
-import pytest
-
-pytest_plugins = ["celery.contrib.pytest"]  # celery-gcs's own plugin loads by itself
+ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def celery_config(celery_gcs_config):
-    return celery_gcs_config
-"""
+def readme_conftest() -> str:
+    """README's "Testing your own app" conftest.py, verbatim."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Testing your own app") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
 
 TESTS = """
 from celery import chord
@@ -62,7 +61,8 @@ def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("conftest", ["entry point", "old pytest_plugins line"])
 def test_a_users_suite_gets_the_local_stack_and_a_configured_app(tmp_path: Path, conftest: str) -> None:
-    text = textwrap.dedent(CONFTEST)
+    text = readme_conftest()
+    assert "celery_gcs_config" in text and 'pytest_plugins = ["celery.contrib.pytest"]' in text
     if conftest == "old pytest_plugins line":
         text = text.replace('pytest_plugins = ["celery.contrib.pytest"]', OLD_LINE)
     (tmp_path / "conftest.py").write_text(text)

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -168,6 +169,7 @@ def test_the_components_without_the_infra_extra_name_the_install(runtime_python:
     assert done.stderr.strip().splitlines()[-1].strip() == f"uv pip install --python {runtime_python} '{wheel}[infra]'"
 
 
+@pytest.mark.timeout(600)  # a bound: `make venv-infra` alone took 3 minutes on a loaded 2-core machine
 def test_make_venv_infra_is_enough_to_run_the_program_and_holds_no_dev_tools(tmp_path: Path) -> None:
     """What deploying needs, without the 700 MB of every extra and dev tool that `make venv` installs."""
     from tests.infra.infra_scenarios import HERE, scenarios
@@ -185,6 +187,15 @@ def test_make_venv_infra_is_enough_to_run_the_program_and_holds_no_dev_tools(tmp
     found = json.loads(inventory.read_text())
     assert found["error"] is None, found["error"]
     assert "gcp:storage/bucket:Bucket" in {resource["type"] for resource in found["resources"]}
+    # README's next step, in the same lean .venv: the stack's config checked offline (the dev example's).
+    project = tmp_path / "project"
+    (project / "infra").mkdir(parents=True)
+    shutil.copy(ROOT / "Pulumi.yaml", project)
+    shutil.copy(ROOT / "infra" / "__main__.py", project / "infra")
+    shutil.copytree(ROOT / "worker_image", project / "worker_image")
+    shutil.copy(ROOT / "infra" / "examples" / "Pulumi.dev.yaml", project)
+    checked = run([python, "-m", "celery_gcs_infra.check", "dev"], cwd=project, env=env, timeout=300)
+    assert "Pulumi.dev.yaml: the program runs to the end:" in checked.stdout
 
 
 def test_a_team_program_imports_the_components_from_the_installed_package(tmp_path: Path, wheel: Path) -> None:

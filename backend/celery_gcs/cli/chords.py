@@ -37,6 +37,7 @@ E_NO_CHORD = (
     "through celery-gcs, expired (its TTL), or under another backend (pass that one with --backend); "
     "`celery-gcs chords list` shows those there"
 )
+NONE_LISTED = "no {which} in Firestore collection {collection!r} of database {database!r}"
 E_STUCK = "--stuck takes a number of minutes, 0 or more; got {value!r}"
 
 
@@ -165,7 +166,18 @@ def act(command: reading.Command, config: settings.Settings) -> int:
     store = ChordStore(config)
     if args.action == "show":
         return show(store, config, args.group_id, out, err)
-    return print_list(chords(store, open_only=args.open or args.stuck is not None, stuck=args.stuck), out, args.json)
+    found = chords(store, open_only=args.open or args.stuck is not None, stuck=args.stuck)
+    if not found and not args.json:  # said; an empty table would read as a broken listing
+        which = (
+            f"open chords applied {args.stuck:.10g} minutes ago or earlier" if args.stuck is not None
+            else "open chords" if args.open else "chords"
+        )  # fmt: skip
+        err.print(
+            NONE_LISTED.format(which=which, collection=config.firestore_collection, database=config.firestore_database),
+            highlight=False,
+        )
+        return 0
+    return print_list(found, out, args.json)
 
 
 def chords(store: ChordStore, *, open_only: bool, stuck: float | None) -> list[ChordView]:

@@ -36,7 +36,10 @@ from typing import Any
 
 from .. import observe
 from ..errors import ConfigurationError
+from ..install import require_extra
 from . import names
+
+require_extra("metrics", ("prometheus_client",), __name__)
 
 E_IMPORTED_BEFORE = (
     "prometheus_client was imported before celery_gcs.telemetry.metrics, without "

@@ -23,6 +23,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..install import require_extra
+
+require_extra(
+    "otel",
+    ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http", "opentelemetry.instrumentation.celery"),
+    __name__,
+)
+
 from opentelemetry import context, trace
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.trace import SpanKind, Status, StatusCode
