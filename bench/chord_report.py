@@ -67,6 +67,7 @@ def _refreshing_intro(refreshing: dict[str, Any]) -> str:
         f"rewritten). One header part in {refreshing['grow_every']} adds a part, `add(0, 0)`, to its "
         "own chord (`Task.add_to_chord`). Counted as above, divided by the parts including those "
         "added; a chord's refreshes are read from its document once it ended."
+        + (f" {refreshing['note']}" if refreshing.get("note") else "")
     )
 
 

@@ -11,6 +11,7 @@ calls to Google and when a callback starts (``bench.timeline``).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -24,6 +25,9 @@ from . import timeline
 DONE_KEY = "bench:done:{task_id}"
 #: Redis counter of a callback's runs.
 RUNS_KEY = "bench:runs:{task_id}"
+#: Redis key a callback's value is written to (JSON): checked from there, as its stored result may
+#: have expired by then (the refreshing pass's short result_expires).
+VALUE_KEY = "bench:value:{task_id}"
 #: Redis list the error a failed chord gave its callback's errback is pushed to.
 FAILED_KEY = "bench:failed:{task_id}"
 
@@ -58,7 +62,9 @@ def add_and_grow(self, x: int, y: int) -> int:
 def collect(values: list[int]) -> dict[str, int]:
     """A chord callback: how many results it got and their sum."""
     _broker_redis().incr(RUNS_KEY.format(task_id=collect.request.id))
-    return {"count": len(values), "sum": sum(values)}
+    value = {"count": len(values), "sum": sum(values)}
+    _broker_redis().set(VALUE_KEY.format(task_id=collect.request.id), json.dumps(value))
+    return value
 
 
 @app.task
