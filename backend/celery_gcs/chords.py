@@ -754,7 +754,10 @@ class ChordCoordinator:
                 self.store.end_refresh(key, new)
                 seen = new
             elif taken.busy_for:
-                seen = now + half + dt.timedelta(seconds=taken.busy_for)  # look again once it is due
+                # Look again once the other refresh's lease runs out, should it fail; but no later than
+                # this refresh would have made it due: a lease (10 s at least) longer than half the
+                # expiry would otherwise put the next look past the expiry the other refresh sets.
+                seen = min(new, now + half + dt.timedelta(seconds=taken.busy_for))
             else:
                 seen = taken.expires_at or new
         except Exception:  # counting goes on; a later part tries again

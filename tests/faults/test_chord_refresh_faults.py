@@ -104,6 +104,43 @@ def test_a_gcs_failure_during_a_refresh_is_retried_by_a_later_part(
     assert app.AsyncResult(ids[0]).state == states.SUCCESS
 
 
+def test_a_process_that_found_the_refresh_taken_looks_again_before_its_results_expire(
+    make_app, stack, monkeypatch
+) -> None:
+    """Found by the soak under ``-P threads -c 4`` with ``result_expires=4``: a process that found the
+    refresh taken by another remembered the chord as due only once that refresh's lease (10 s at
+    least) and half the expiry had passed, later than the expiry the other refresh set; none of its
+    parts looked again in time and the chord failed with its results expired.
+
+    Two backends play two worker processes. At 4.3 s the other one takes the
+    refresh (held reading a result) and this one's part finds it taken; the
+    other pushes the chord back to about 13.2 s, due again from about 6.6 s.
+    This one's part at 8 s must refresh it (the old rule looked from 9.5 s),
+    or the last part, at 15 s, finds the first results expired.
+    """
+    expires = 8.0
+    app, other = make_app(result_expires=expires), make_app(result_expires=expires)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 5)
+    applied = time.monotonic()
+    store_part(app, group_id, ids[0], 0)
+    sleep_until(applied + expires / 2 + 0.3)  # due: the other process takes the refresh
+    held = stack.gcs.delay(f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", None, calls=1)
+    refreshing = threading.Thread(target=store_part, args=(other, group_id, ids[1], 1))
+    refreshing.start()
+    held.wait(struck=1)
+    store_part(app, group_id, ids[2], 2)  # finds the refresh taken
+    held.release()
+    refreshing.join(timeout=30)
+    assert not refreshing.is_alive()
+    sleep_until(applied + 8.0)
+    store_part(app, group_id, ids[3], 3)
+    assert time.monotonic() < applied + 9.3, "past when the old rule looked again: the test proves nothing"
+    sleep_until(applied + 15.0)  # well past the other refresh's expiry (about 13.2 s)
+    store_part(app, group_id, ids[4], 4)
+    assert published.values == [[0, 1, 2, 3, 4]]
+
+
 def test_a_refresh_pushes_back_the_stored_results_many_at_once(make_app, stack, prefix) -> None:
     """A refresh read and rewrote the chord's stored results one after another: 2,002 GCS requests and
     31 s for 1,000 parts on the emulators, longer than the 20 s results of the fault soak lived, so its
