@@ -85,6 +85,9 @@ def test_chords_in_a_row_under_mixed_faults_each_end_exactly_once(app, start_wor
         task_reject_on_worker_lost=True,
         result_expires=EXPIRES,
     )
+    # The client applies the chords with the workers' setting, as one app's config would: the chord
+    # document's expiry is the client's, and with Celery's default (a day) no refresh would fall due.
+    app.conf.result_expires = EXPIRES
     make_faulty(stack)
     applied: list[Any] = []
     while len(applied) < CHORDS or (len(applied) < CHORDS + MORE and not all_met(injected(stack))):
