@@ -151,9 +151,18 @@ class StoredResults:
             return None
         return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(float(ttl), at_least))
 
+    @property
+    def chord_lifetime(self) -> float | None:
+        """Seconds chord documents live (``gcs_ttl``, else ``result_chord_expires``, else ``result_expires``); None: for ever.
+
+        Its parts' results live as long at least (the longer of this and
+        ``result_expires``): the soonest anything written now for a chord expires.
+        """
+        return self.settings.ttl or self.lifetimes.chord or None
+
     def chord_expires_at(self, *, at_least: float = 0.0) -> dt.datetime | None:
         """When chord documents written now expire."""
-        return self.expires_at(self.lifetimes.chord, at_least=at_least)
+        return self.expires_at(self.chord_lifetime, at_least=at_least)
 
     def state_expires_at(self, state: str, *, chord_part: bool) -> dt.datetime | None:
         """When a task state written now expires; a chord part's lives as long as its chord, as Celery keeps it."""
