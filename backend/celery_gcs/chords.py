@@ -774,6 +774,8 @@ class ChordCoordinator:
         if chord is None or chord.done:
             chords.pop(key, None)
             return None
+        # Remembered with its expiry as this process sees it, when it looks at a refresh next.
+        chord = dataclasses.replace(chord, expires_at=chord.due_by(self.results.chord_lifetime))
         _remember(chords, key, chord)
         return chord
 
@@ -793,7 +795,11 @@ class ChordCoordinator:
         not stored yet is read), then the chord document's own expiry, last:
         a refresh that fails half-way leaves the chord due, and the next part
         past the lease takes it over. Each process looks again only when its
-        own idea of the chord's expiry falls due.
+        own idea of the chord's expiry falls due: at first the chord
+        document's, but no later than this process's own lifetime after the
+        chord opened while it was never refreshed (``Chord.due_by``: the
+        document's expiry is the applying client's, whose ``result_expires``
+        may be longer than the workers'), then what its look found.
 
         Pushed back by twice the chord's age (``_stretch``), at least its
         expiry, and due once less than half of that is left: the refreshes
@@ -812,7 +818,7 @@ class ChordCoordinator:
         token, lease = uuid.uuid4().hex, max(MIN_LEASE, half.total_seconds() / 2)
         started = False
         try:
-            taken = self.store.start_refresh(key, now + half, token, lease)
+            taken = self.store.start_refresh(key, now + half, token, lease, lifetime=self.results.chord_lifetime)
             started = taken.started
             if started:
                 results = self._header(part, chord)

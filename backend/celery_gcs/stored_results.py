@@ -165,9 +165,18 @@ class StoredResults:
             return None
         return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(float(ttl), at_least))
 
+    @property
+    def chord_lifetime(self) -> float | None:
+        """Seconds chord documents live (``gcs_ttl``, else ``result_chord_expires``, else ``result_expires``); None: for ever.
+
+        Its parts' results live as long at least (the longer of this and
+        ``result_expires``): the soonest anything written now for a chord expires.
+        """
+        return self.settings.ttl or self.lifetimes.chord or None
+
     def chord_expires_at(self, *, at_least: float = 0.0) -> dt.datetime | None:
         """When chord documents written now expire."""
-        return self.expires_at(self.lifetimes.chord, at_least=at_least)
+        return self.expires_at(self.chord_lifetime, at_least=at_least)
 
     def state_expires_at(self, state: str, *, chord_part: bool) -> dt.datetime | None:
         """When a task state written now expires; a chord part's lives as long as its chord, as Celery keeps it."""
@@ -372,8 +381,9 @@ class StoredResults:
         meta.check_payload_size(encoded.name, payload, self.settings.max_result_bytes)
         return replace(encoded, payload=payload, expires_at=later)
 
-    def extend(self, name: str, seconds: float | None, *, at_least: float = 0.0) -> None:
-        """Give an existing result a new expiry, ``seconds`` from now (at least ``at_least``); nothing if it is missing or expired.
+    def extend(self, name: str, seconds: float | None, *, at_least: float = 0.0, later_only: bool = False) -> None:
+        """Give an existing result a new expiry, ``seconds`` from now (at least ``at_least``); nothing if it is missing or expired,
+        or, ``later_only``, kept as long already (or for ever).
 
         An expired result reads as absent (PENDING); giving it a new expiry
         would bring back what readers already saw gone.
@@ -386,6 +396,8 @@ class StoredResults:
             if meta.expired(decoded):
                 return
             expires_at = self.expires_at(seconds, at_least=at_least)
+            if later_only and (expires_at is None or not meta.expired(decoded, now=expires_at)):
+                return
             decoded[meta.EXPIRES_FIELD] = meta.isoformat(expires_at)
             metadata = meta.object_metadata(decoded, decoded.get("name")) if "status" in decoded else None
             try:
@@ -402,9 +414,15 @@ class StoredResults:
         raise StoreError(f"could not set the expiry of {name}: it kept changing under us")
 
     def refresh_chord(self, group_id: str, task_ids: Sequence[str], *, at_least: float = 0.0) -> None:
-        """Push back the expiry of a running chord's GroupResult and of the results of ``task_ids``, many at once."""
+        """Push back the expiry of a running chord's GroupResult and of the results of ``task_ids``, many at once.
+
+        Never forward: the GroupResult of a client keeping it longer than
+        this worker would (Celery's default, a day), or a failed part's
+        result kept ``result_failure_expires``, keeps its own.
+        """
         names = [self.group_key(group_id), *(self.task_key(task_id) for task_id in task_ids)]
-        self.store.each(partial(self.extend, seconds=self.lifetimes.chord_result, at_least=at_least), names)
+        extend = partial(self.extend, seconds=self.lifetimes.chord_result, at_least=at_least, later_only=True)
+        self.store.each(extend, names)
 
     def put(
         self,

@@ -9,8 +9,9 @@ once: its callback runs once, or its errback is called once with a
 ChordError; and within a bound, never silently left open.
 
 SOAK_CHORDS chords of SOAK_SIZE parts per pool under prefork, threads and
-gevent (``make test-soak``: 3 of 100; the issue's soak is
-``SOAK_CHORDS=50 SOAK_SIZE=1000 make test-soak``), and more, up to
+gevent (``make test-soak``: 3 of 100; the issue's soak is ``SOAK_CHORDS=50
+SOAK_SIZE=1000 SOAK_EXPIRES=90 SOAK_ENDS_WITHIN=420 make test-soak``, one
+pool at a time with ``PYTEST_ARGS='-k prefork'``), and more, up to
 SOAK_MORE, until every kind of fault has been met on both services: so a
 small run cannot pass without the faults it is there to meet. CI's (``make
 test-chords``) is one chord of 100 per pool, its stalls 1-12 s: still past
@@ -40,6 +41,9 @@ STALL_MAX = float(os.environ.get("SOAK_STALL_MAX", "30"))
 #: only if no gap between its parts' returns outlasts this (stalls, then retries, make gaps of 60 s and
 #: more: SOAK_EXPIRES=90); under it the chord fails once, naming the setting.
 EXPIRES = int(os.environ.get("SOAK_EXPIRES", "20"))
+#: The applying client's ``result_expires``: Celery's default (a day) unless set, as most clients run,
+#: so the workers refresh chords by their own lifetime. "workers" gives the client the workers' setting.
+CLIENT_EXPIRES = os.environ.get("SOAK_CLIENT_EXPIRES", "")
 #: Of every 100 GCS requests: 2 answered 429 or 503, 1 reset unanswered, 1 served and its answer lost,
 #: 1 in 200 answered 1 to STALL_MAX s late. Of every 100 Firestore calls: 2 reset, 2 served and their
 #: answer lost, 1 in 100 answered 1 to STALL_MAX s late.
@@ -85,9 +89,8 @@ def test_chords_in_a_row_under_mixed_faults_each_end_exactly_once(app, start_wor
         task_reject_on_worker_lost=True,
         result_expires=EXPIRES,
     )
-    # The client applies the chords with the workers' setting, as one app's config would: the chord
-    # document's expiry is the client's, and with Celery's default (a day) no refresh would fall due.
-    app.conf.result_expires = EXPIRES
+    if CLIENT_EXPIRES:
+        app.conf.result_expires = EXPIRES if CLIENT_EXPIRES == "workers" else int(CLIENT_EXPIRES)
     make_faulty(stack)
     applied: list[Any] = []
     while len(applied) < CHORDS or (len(applied) < CHORDS + MORE and not all_met(injected(stack))):

@@ -104,6 +104,22 @@ class Chord:
     def complete(self) -> bool:
         return self.problem is None and self.header_done and self.added_pending <= 0
 
+    def due_by(self, lifetime: float | None) -> dt.datetime | None:
+        """When the chord's expiry falls, for a worker whose own writes for it live ``lifetime`` seconds (None: for ever).
+
+        Its expiry, but until its first refresh no later than ``lifetime``
+        after it opened: the expiry was then the applying client's, and a
+        client keeping results longer than the workers (Celery's default, a
+        day) would have no refresh fall due while the workers' results
+        expired. A refresh sets the expiry by the refresher's own rule, which
+        holds from then on; a chord written by an older version (no
+        ``opened``) has only its expiry.
+        """
+        if self.refreshes or self.opened is None or not lifetime:
+            return self.expires_at
+        own = self.opened + dt.timedelta(seconds=lifetime)
+        return own if self.expires_at is None else min(self.expires_at, own)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Counted:
@@ -161,7 +177,7 @@ class Refresh:
 
     #: This caller refreshes the chord, then calls ``end_refresh``.
     started: bool
-    #: The chord document's expiry as read.
+    #: When the chord's expiry falls, as read (``Chord.due_by``).
     expires_at: dt.datetime | None = None
     #: Another process is refreshing it, for this many more seconds at most.
     busy_for: float = 0.0
@@ -551,9 +567,13 @@ class ChordStore:
             self._commit(what, batch)
 
     def start_refresh(
-        self, key: str, due_before: dt.datetime, token: str, lease: float
+        self, key: str, due_before: dt.datetime, token: str, lease: float, *, lifetime: float | None
     ) -> Refresh:
         """Take the chord's refresh if its expiry falls before ``due_before``, for ``lease`` seconds.
+
+        Its expiry as a worker whose writes live ``lifetime`` seconds sees it
+        (``Chord.due_by``): the same rule as the caller's, so that a chord its
+        caller found due is not refused on the client's expiry.
 
         The new expiry is written only once the refresh is done
         (``end_refresh``): a refresh that fails half-way leaves the chord due,
@@ -565,15 +585,16 @@ class ChordStore:
         def attempt(transaction: firestore.Transaction) -> Refresh:
             snapshot = ref.get(transaction=transaction, timeout=self._timeout)
             chord = self._chord_from(snapshot)
-            if chord is None or chord.done or (chord.expires_at and chord.expires_at >= due_before):
-                return Refresh(started=False, expires_at=chord.expires_at if chord else None)
+            expires_at = chord.due_by(lifetime) if chord else None
+            if chord is None or chord.done or (expires_at and expires_at >= due_before):
+                return Refresh(started=False, expires_at=expires_at)
             now = snapshot.read_time
             busy = _claim_from((snapshot.to_dict() or {}).get(_REFRESHING))
             if busy is not None and busy.token != token and busy.lease_until > now:
-                return Refresh(started=False, expires_at=chord.expires_at, busy_for=(busy.lease_until - now).total_seconds())
+                return Refresh(started=False, expires_at=expires_at, busy_for=(busy.lease_until - now).total_seconds())
             mine = Claim(token, now + dt.timedelta(seconds=lease))
             transaction.update(ref, {_REFRESHING: _claim_fields(mine)})
-            return Refresh(started=True, expires_at=chord.expires_at)
+            return Refresh(started=True, expires_at=expires_at)
 
         return self._transact("taking a chord's refresh", attempt)
 
