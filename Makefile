@@ -16,7 +16,7 @@ help:
 	@echo "make test       the test suite (emulators, broker and real workers)"
 	@echo "make test-all   the test suite including slow tests"
 	@echo "make test-chords the chord kill matrix under every pool, a 20,000-part chord and a small fault soak (about 11 minutes)"
-	@echo "make test-soak  chords in a row under a mixed fault rate (about 10 minutes; SOAK_CHORDS, SOAK_SIZE, SOAK_STALL_MAX)"
+	@echo "make test-soak  chords in a row under a mixed fault rate (about 10 minutes; SOAK_CHORDS, SOAK_SIZE, SOAK_STALL_MAX, SOAK_EXPIRES, SOAK_ENDS_WITHIN, SOAK_CLIENT_EXPIRES)"
 	@echo "make test-bench the benchmark harness: its tests and a run on tiny sizes (about 3 minutes)"
 	@echo "make bench      benchmarks against the built-in gs:// and Redis backends"
 	@echo "make bench-chords  chord scaling: time and requests per part, 100 to 20,000 parts"
@@ -76,7 +76,8 @@ test-chords: venv system-deps
 	  $(BIN)/pytest -m 'matrix or slow or soak' tests/e2e/test_chords.py tests/faults/test_chord_soak.py $(PYTEST_ARGS)
 
 # The fault soak at full size (docs/chords.md): 3 chords of 100 per pool under prefork, threads
-# and gevent, stalls of 1-30 s. The issue's: SOAK_CHORDS=50 SOAK_SIZE=1000 make test-soak.
+# and gevent, stalls of 1-30 s. The issue's, 50 chords of 1,000 (docs/chords.md):
+#   SOAK_CHORDS=50 SOAK_SIZE=1000 SOAK_EXPIRES=90 SOAK_ENDS_WITHIN=420 make test-soak PYTEST_ARGS='-k prefork'
 .PHONY: test-soak
 test-soak: venv system-deps
 	$(BIN)/pytest -m soak tests/faults/test_chord_soak.py $(PYTEST_ARGS)

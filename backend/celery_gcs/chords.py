@@ -54,6 +54,7 @@ from .stored_results import EncodedState, StoredResults
 from .stores import chord_tree, retry
 from .stores.chord_store import Chord, ChordStore, Refused, Settle, Settled
 from .stores.chord_tree import Node
+from .unstored import Unstored
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -191,8 +192,8 @@ class ChordCoordinator:
         # chord key -> its document as last read: the counters' shape never
         # changes while a chord runs, so parts count without reading it.
         self._chords: PerProcess[OrderedDict[str, Chord]] = PerProcess(OrderedDict)
-        # task id -> its state, for parts whose value went out with the callback and could not be stored.
-        self._published: PerProcess[OrderedDict[str, EncodedState]] = PerProcess(OrderedDict)
+        # Parts whose value went out with the callback and could not be stored: stored later, never replaced.
+        self.unstored = Unstored(results.write_state)
         # group id -> header size, for chords this process applied.
         self._applied: PerProcess[OrderedDict[str, int]] = PerProcess(OrderedDict)
 
@@ -246,13 +247,12 @@ class ChordCoordinator:
         have given up on it looks again once stored; so does a part that
         could not end the chord it held (its error could not be recorded).
         A part whose value went out with the callback and could not be
-        stored then stores that value when its task's outcome is recorded
-        again (Celery's record of the failed store, or its retry): readers
-        never read another outcome than the one the callback got.
+        stored keeps that value (``unstored``): it is stored in the
+        background, or when its task's outcome is recorded again (Celery's
+        record of the failed store, or its retry), instead of that outcome;
+        readers never read another outcome than the one the callback got.
         """
-        published = self._published.get().pop(str(request.id), None)
-        if published is not None:
-            self.results.write_state(published)
+        if self.unstored.store(str(request.id)):
             return
         part = self.part(request, state, result)
         started = time.monotonic()
@@ -266,9 +266,9 @@ class ChordCoordinator:
         encoded = self._lasting(part, encoded)
         try:
             self.results.write_state(encoded)
-        except Exception:
+        except Exception as exc:
             if ending is Ending.PUBLISHED:
-                _remember(self._published.get(), part.task_id, encoded)
+                self.unstored.keep(part.task_id, encoded, exc)
             raise
         if ending is None:
             self._refresh_after_store(part)

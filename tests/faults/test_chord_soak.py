@@ -9,8 +9,9 @@ once: its callback runs once, or its errback is called once with a
 ChordError; and within a bound, never silently left open.
 
 SOAK_CHORDS chords of SOAK_SIZE parts per pool under prefork, threads and
-gevent (``make test-soak``: 3 of 100; the issue's soak is
-``SOAK_CHORDS=50 SOAK_SIZE=1000 make test-soak``), and more, up to
+gevent (``make test-soak``: 3 of 100; the issue's soak is ``SOAK_CHORDS=50
+SOAK_SIZE=1000 SOAK_EXPIRES=90 SOAK_ENDS_WITHIN=420 make test-soak``, one
+pool at a time with ``PYTEST_ARGS='-k prefork'``), and more, up to
 SOAK_MORE, until every kind of fault has been met on both services: so a
 small run cannot pass without the faults it is there to meet. CI's (``make
 test-chords``) is one chord of 100 per pool, its stalls 1-12 s: still past
