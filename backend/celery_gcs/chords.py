@@ -52,7 +52,7 @@ from .keys import part_document_id
 from .perprocess import PerProcess
 from .stored_results import EncodedState, StoredResults
 from .stores import chord_tree, retry
-from .stores.chord_store import Chord, ChordStore, Settle, Settled
+from .stores.chord_store import Chord, ChordStore, Refused, Settle, Settled
 from .stores.chord_tree import Node
 from .unstored import Unstored
 
@@ -326,7 +326,9 @@ class ChordCoordinator:
                 return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), top=node)), part
             parent = chord_tree.parent(node)
             reported = self.store.report(key, node, update_time, parent, self._expires_at(chord))
-            if reported is None:
+            if reported is Refused.GONE:
+                return self._counter_gone(part, key, chord, node), part
+            if reported is Refused.MOVED:
                 # The counter changed since it filled: reported (by a replay, or by this
                 # very commit whose answer was lost), or only rewritten (its expiry pushed
                 # back). Either way, read it and go on from there, as a replay does.
@@ -367,7 +369,8 @@ class ChordCoordinator:
 
         A report refused by its precondition is not taken for done: the
         counter may only have been rewritten (its expiry pushed back), so it
-        is read again until it reads reported.
+        is read again until it reads reported. One refused because its
+        parent is gone is not tried again: no read brings the parent back.
         """
         assert chord.leaves is not None
         leaves = chord.leaves
@@ -379,11 +382,24 @@ class ChordCoordinator:
                 if chord_tree.is_top(node, leaves):
                     step = Settle(uuid.uuid4().hex, self._lease(), top=node)
                     return self._settle(part, step, may_wait=may_wait)
-                if counter.reported or self.store.report(
+                if counter.reported:
+                    break
+                reported = self.store.report(
                     key, node, counter.update_time, chord_tree.parent(node), self._expires_at(chord)
-                ):
+                )
+                if reported is Refused.GONE:
+                    return self._counter_gone(part, key, chord, node)
+                if reported is not Refused.MOVED:
                     break
         return None
+
+    def _counter_gone(self, part: Part, key: str, chord: Chord, node: Node) -> Settled | None:
+        """Reporting ``node`` found it or its parent gone: the chord ended (its counters deleted), or one went while it is open."""
+        current = self._chord(key, part, fresh=True)
+        if current is None or current.leaves != chord.leaves:
+            return None  # ended, or applied again: these counters are not its own
+        gone = node if self.store.read_counter(key, node) is None else chord_tree.parent(node)
+        return self._fail_uncountable(part, key, gone)
 
     def _fail_uncountable(self, part: Part, key: str, node: Node) -> Settled | None:
         """A counter gone while its chord is open: nothing can count the chord, so fail it once."""
@@ -391,8 +407,8 @@ class ChordCoordinator:
         path = f"{settings.firestore_collection}/{key}/{conventions.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
         reason = (
             f"Chord {part.group_id}: counter document {path!r} in Firestore database "
-            f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand?); "
-            "the chord cannot be counted"
+            f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand, or removed by "
+            "the TTL policy: the chord outlived its expiry); the chord cannot be counted"
         )
         log.error("%s", reason)
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True))

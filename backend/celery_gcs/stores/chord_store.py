@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -127,6 +128,16 @@ class Counted:
 
     remaining: int
     update_time: dt.datetime
+
+
+class Refused(enum.Enum):
+    """Why a report did not count its parent down."""
+
+    #: The counter changed since it was read: reported already, or only rewritten (its expiry pushed back).
+    MOVED = "moved"
+    #: The counter or its parent is not there: the chord ended (its counters deleted), or one was
+    #: deleted by hand or removed by its TTL. Reading it again would not bring it back.
+    GONE = "gone"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -366,8 +377,8 @@ class ChordStore:
         update_time: dt.datetime,
         parent: Node,
         expires_at: dt.datetime | None,
-    ) -> Counted | None:
-        """A full counter counts down its parent, once; None if someone else did."""
+    ) -> Counted | Refused:
+        """A full counter counts down its parent, once; refused if it changed since ``update_time``, or either is gone."""
         client = self._client.get()
         batch = client.batch()
         batch.update(
@@ -381,8 +392,10 @@ class ChordStore:
         try:
             # Safe to repeat: the counter is marked reported only at the update time read.
             results = self._commit("reporting a full chord counter", batch)
-        except (api.FailedPrecondition, api.NotFound):  # a missing database was raised as DatabaseNotFound
-            return None
+        except api.FailedPrecondition:
+            return Refused.MOVED
+        except api.NotFound:  # a missing database was raised as DatabaseNotFound
+            return Refused.GONE
         return Counted(int(results[1].transform_results[0].integer_value), results[1].update_time)
 
     def read_counter(self, key: str, node: Node) -> CounterState | None:
