@@ -83,6 +83,11 @@ _CHORDS_KEPT = 1_000
 _WAIT_STEP = 1.0
 #: How many times a part looks again at a chord left to it before it leaves it to its TTL.
 _LOOKS = 3
+#: The longest a holder waits on for a part counted but not stored, whatever its document says
+#: (``_late_parts_wait``): a part document edited by hand holds the claim no longer.
+_LATE_WAIT_MAX = 3600.0
+#: Added to that wait: the part's own clock measures from before its count to after its store.
+_LATE_MARGIN = 0.1
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
 #: A running chord is kept this many times its age so far from now, at least (``_stretch``).
@@ -315,8 +320,9 @@ class ChordCoordinator:
         assert chord.leaves is not None
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
         counted = self.store.count(
-            key, part_document_id(part.task_id), leaf, self._expires_at(chord), failed=part.state in states.PROPAGATE_STATES
-        )
+            key, part_document_id(part.task_id), leaf, self._expires_at(chord),
+            failed=part.state in states.PROPAGATE_STATES, looks_again_after=self.slow_part_after(),
+        )  # fmt: skip
         if counted is None:
             replayed = dataclasses.replace(part, counted_before=True)
             return self._recount(replayed, key, chord), replayed
@@ -346,8 +352,9 @@ class ChordCoordinator:
         state = self.store.read_part(key, part_document_id(part.task_id))
         if state is not None and state.added:
             step = Settle(
-                uuid.uuid4().hex, self._lease(), added_part=part_document_id(part.task_id)
-            )
+                uuid.uuid4().hex, self._lease(), added_part=part_document_id(part.task_id),
+                looks_again_after=self.slow_part_after(),
+            )  # fmt: skip
             return self._settle(part, step, may_wait=True)
         if state is None:
             current = self._chord(key, part, fresh=True)
@@ -607,6 +614,10 @@ class ChordCoordinator:
 
         Waits up to the join timeout for parts counted but not stored yet,
         then looks one last time, renewing the lease all along (``_Holding``).
+        Before giving up on parts still missing, it waits on, once, until
+        each has been counted longer than its own worker's threshold for
+        looking again (``_late_parts_wait``): a part stored after that looks
+        again and completes the chord, whatever the two workers' join timeouts.
         """
         values: dict[str, tuple[str, Any]] = {}
         if not part.counted_before:
@@ -614,7 +625,7 @@ class ChordCoordinator:
         missing = [task_id for task_id in ids if task_id not in values]
         deadline = time.monotonic() + self._join_timeout()
         holding = _Holding(self.store, key, token, self._lease())
-        nap, last = 0.02, False
+        nap, last, waited_late = 0.02, False, False
         while missing:
             try:
                 stored = holding.read(partial(self.results.ready, ready_states=states.READY_STATES), missing)
@@ -628,6 +639,11 @@ class ChordCoordinator:
             missing = [task_id for task_id in missing if task_id not in values]
             if not missing:
                 break
+            if last and not waited_late:
+                waited_late = True
+                more = holding.read(partial(self._late_parts_wait, key), missing)
+                if more > 0:
+                    deadline, last = time.monotonic() + more, False
             if last:
                 gone = holding.read(self.results.expired, missing)
                 if gone:
@@ -651,6 +667,25 @@ class ChordCoordinator:
                     error.__cause__ = value
                 raise error
         return {task_id: value for task_id, (_, value) in values.items()}
+
+    def _late_parts_wait(self, key: str, missing: list[str]) -> float:
+        """Seconds until each part in ``missing``, if stored only later, is sure to look again at the chord.
+
+        Each part's worker has it look again when it is slower than its own
+        threshold from count to stored (half its ``result_chord_join_timeout``),
+        written in its part document at its count; a worker with a longer join
+        timeout than this one's would otherwise store a part after this join
+        gave up on it, yet too soon to look again, and nobody would end the
+        chord. A part saying nothing (an older version) goes by this worker's.
+        Reckoned in the server's time: the document's last write against its read.
+        """
+        own = self.slow_part_after()
+        waits = [
+            (found.written - found.read_time).total_seconds() + _LATE_MARGIN
+            + min(own if found.looks_again_after is None else found.looks_again_after, _LATE_WAIT_MAX)
+            for found in self.store.countings(key, map(part_document_id, missing))
+        ]  # fmt: skip
+        return max(waits, default=0.0)
 
     def _end(self, key: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
         """The callback is published, or its errbacks called: mark the chord done, then clean up.

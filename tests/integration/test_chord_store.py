@@ -38,6 +38,20 @@ def test_a_part_is_counted_once_in_one_commit_that_reads_nothing(store, stack) -
     assert store.count(key, ids[1], leaf, in_seconds(60)).remaining == 1
 
 
+def test_a_part_says_when_it_looks_again_in_its_document_at_no_cost(store, stack) -> None:
+    key, ids, leaves = open_chord(store, 3)
+    stack.firestore.reset_counts()
+    for task_id, seconds in zip(ids, (1.5, None, 10.0), strict=True):
+        store.count(key, task_id, chord_tree.leaf_of(task_id, leaves), in_seconds(60), looks_again_after=seconds)
+    assert stack.firestore.snapshot() == {"firestore.Commit": 3}  # one commit a part, as before
+    parts = firestore.Client(project=stack.local_stack.project).collection(conventions.FIRESTORE_COLLECTION).document(key)
+    parts.collection(conventions.FIRESTORE_PARTS_COLLECTION).document(ids[2]).update({"looks_again_after": "soon"})
+    found = store.countings(key, [*ids, "never-counted"])
+    # In no set order; the edited one is not a number.
+    assert sorted(str(counting.looks_again_after) for counting in found) == ["1.5", "None", "None"]
+    assert all(counting.written <= counting.read_time for counting in found)
+
+
 def test_a_part_of_no_counter_is_refused_and_writes_nothing(store, firestore_docs) -> None:
     key, _, _ = open_chord(store, 1)
     before = firestore_docs()

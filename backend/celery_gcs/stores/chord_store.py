@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -65,6 +66,9 @@ MAX_CHORD_SIZE = 10_000_000
 #: (``result_expires`` None or 0): long enough for late copies of its parts
 #: to find it ended, and then removed by the TTL policy rather than kept forever.
 ENDED_CHORD_KEPT = dt.timedelta(days=1)
+#: A part document's field: after how many seconds from its count the part's worker has it look
+#: again at its chord if it is not stored by then (``Counting``).
+LOOKS_AGAIN_AFTER = "looks_again_after"
 #: The document a worker's warm-up reads, and never finds (``warm_up``).
 WARM_UP_DOCUMENT = "celery-gcs-warm-up"
 #: The chord document's field holding when the chord was applied (the server's time), removed
@@ -154,6 +158,18 @@ class PartState:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Counting:
+    """A part counted but not stored yet, as its document says (the server's times)."""
+
+    #: When the document was last written: its count, or later (a refresh pushing back its expiry).
+    written: dt.datetime
+    read_time: dt.datetime
+    #: After how many seconds from its count its worker has it look again if not stored by then; None if
+    #: it does not say (written by an older version, or edited).
+    looks_again_after: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settled:
     """What a transaction on the chord document found and did."""
 
@@ -204,6 +220,8 @@ class Settle:
     top: Node | None = None
     #: An added part returned: count it (its document id).
     added_part: str | None = None
+    #: Written into a counted added part's document (``LOOKS_AGAIN_AFTER``).
+    looks_again_after: float | None = None
     #: Claim even if the chord is not complete (to fail a corrupt chord once).
     force: bool = False
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -350,18 +368,27 @@ class ChordStore:
         return self._chord_from(snapshot)
 
     def count(
-        self, key: str, part: str, leaf: Node, expires_at: dt.datetime | None, *, failed: bool = False
+        self,
+        key: str,
+        part: str,
+        leaf: Node,
+        expires_at: dt.datetime | None,
+        *,
+        failed: bool = False,
+        looks_again_after: float | None = None,
     ) -> Counted | None:
         """Count one part down its leaf, in one commit; None if refused.
 
         Refused when the part's document exists (a replay, an added part, or
         a retried commit that landed) or the leaf does not (the chord ended,
         or the task is not in its header): the caller looks at which.
+        ``looks_again_after`` goes into the part's document (``Counting``).
         """
         batch = self._client.get().batch()
         ttl = _ttl(expires_at)
+        fields = {**ttl, **_looks_again(looks_again_after)}
         # A failed part says so in its document (``celery-gcs chords show`` lists them; no extra write).
-        batch.create(self._part(key, part), {**ttl, "failed": True} if failed else ttl)
+        batch.create(self._part(key, part), {**fields, "failed": True} if failed else fields)
         batch.update(self._counter(key, leaf), {"remaining": firestore.Increment(-1), **ttl})
         try:
             results = self._commit("counting a chord part", batch)  # safe to repeat: the part is created, once
@@ -466,6 +493,17 @@ class ChordStore:
         data = snapshot.to_dict() or {}
         return PartState(added=data.get("added") is True, counted=data.get("counted") is not False)
 
+    def countings(self, key: str, parts: Iterable[str]) -> list[Counting]:
+        """What the documents of ``parts`` say of when they were counted: one batched read (a read per document found)."""
+        refs = [self._part(key, part) for part in parts]
+        client = self._client.get()
+        snapshots = self._call("reading parts not stored yet", lambda options: list(client.get_all(refs, **options)))
+        return [
+            Counting(snapshot.update_time, snapshot.read_time, _seconds((snapshot.to_dict() or {}).get(LOOKS_AGAIN_AFTER)))
+            for snapshot in snapshots
+            if snapshot.exists and snapshot.update_time is not None and snapshot.read_time is not None
+        ]
+
     # -- who publishes --------------------------------------------------------------------
 
     def settle(self, key: str, step: Settle) -> Settled:
@@ -490,7 +528,7 @@ class ChordStore:
                 and (part.to_dict() or {}).get("counted") is False
             ):
                 updates["added_pending"] = chord.added_pending - 1
-                transaction.update(part_ref, {"counted": True})
+                transaction.update(part_ref, {"counted": True, **_looks_again(step.looks_again_after)})
             chord = _with(chord, updates)
             now = chord.read_time
             assert now is not None  # a transaction's read always has one
@@ -799,6 +837,17 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 def _ttl(expires_at: dt.datetime | None) -> dict[str, Any]:
     return {conventions.FIRESTORE_TTL_FIELD: expires_at} if expires_at else {}
+
+
+def _looks_again(seconds: float | None) -> dict[str, Any]:
+    return {LOOKS_AGAIN_AFTER: seconds} if seconds is not None else {}
+
+
+def _seconds(value: Any) -> float | None:
+    """A number of seconds a document holds, or None if it holds no such thing."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
 
 
 def _with(chord: Chord, updates: Mapping[str, Any]) -> Chord:
