@@ -212,9 +212,8 @@ class ChordCoordinator:
         task_ids = list(leaf_ids(header))
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
-        parts = map(part_document_id, task_ids)
         with observe.step(observe.CHORD_APPLY):
-            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts)
+            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at())
         if not created:
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))

@@ -160,6 +160,37 @@ def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
     assert published.values == [[0], [1]]
 
 
+def test_a_group_applied_again_after_a_failed_clean_up_gets_none_of_the_last_runs_added_tasks(
+    make_app, stack, monkeypatch
+) -> None:
+    """Review defect D: applied again, the chord deleted only its header's leftover part documents; those
+    of the tasks added to the last run stayed, and the new run's holder listed them as added to it: its
+    callback got the last run's added values ([1, 'a'] for [1]).
+
+    The clean-up is the second commit after the callback's publish (end, clean-up).
+    """
+    app = make_app(gcs_retry_deadline=0.5)
+    published: list[Any] = []
+
+    def publish(_: Any, value: Any) -> None:
+        published.append(value)
+        if len(published) == 1:
+            stack.firestore.fail(FIRESTORE_COMMIT, grpc.StatusCode.UNAVAILABLE, calls=range(2, 10**6))
+
+    monkeypatch.setattr(app.amqp, "_retry_publish", publish)
+    group_id, ids = apply_here(app, 1)
+    app.backend.add_to_chord(group_id, app.AsyncResult("added-1"))
+    store_part(app, group_id, ids[0], 0)
+    app.backend.store_result("added-1", "a", states.SUCCESS, request=part_request(group_id, "added-1"))
+    assert published == [[0, "a"]]
+    assert stack.firestore.injected_snapshot()  # the clean-up failed
+    stack.firestore.faults.clear()
+    app.backend.apply_chord((group_id, [app.AsyncResult(ids[0])]), None)  # the same chord, run again
+    app.backend.forget(ids[0])
+    store_part(app, group_id, ids[0], 1)
+    assert published == [[0, "a"], [1]]
+
+
 def expire_now(app: Any, stack: Any, task_id: str) -> None:
     """Rewrite a stored result as one stored longer ago than its expiry (GCS keeps it until its lifecycle rule)."""
     blob = storage.Client().bucket(stack.bucket).blob(app.backend.settings.object_name(f"celery-task-meta-{task_id}"))

@@ -283,13 +283,13 @@ class ChordStore:
         leaves: int,
         counts: Mapping[Node, int],
         expires_at: dt.datetime | None,
-        parts: Iterable[str] = (),
     ) -> bool:
         """Write the chord's counters, then its document (which makes it countable); False if it is open.
 
         A group id applied again once its chord ended starts afresh: the part
         documents its last run may have left (a clean-up that failed) are
-        deleted first, by id (``parts``), or its parts would read as counted.
+        listed and deleted first, the header's and those added to it, or its
+        parts would read as counted and its added tasks as added to this run.
         One applied again while its chord is still open (a frozen chord run
         twice at once) is left as it is: the runs share its parts, counted
         once, and one callback.
@@ -297,8 +297,9 @@ class ChordStore:
         current = self.read(key)
         if current is not None and not current.done and current.problem is None:
             return False
-        if current is not None and current.done:
-            refs = [self._part(key, part) for part in parts]
+        if current is not None:
+            # One query a page of names, only when a chord document is there already: a rerun.
+            refs = [self._part(key, part) for part in sorted(self.parts(key))]
             self._commit_in_batches("clearing an ended chord's parts", refs, lambda batch, ref: batch.delete(ref))
         ttl = _ttl(expires_at)
         writes = [
