@@ -52,7 +52,7 @@ from .keys import part_document_id
 from .perprocess import PerProcess
 from .stored_results import EncodedState, StoredResults
 from .stores import chord_tree, retry
-from .stores.chord_store import Chord, ChordStore, Settle, Settled
+from .stores.chord_store import Chord, ChordStore, Refused, Settle, Settled
 from .stores.chord_tree import Node
 from .unstored import Unstored
 
@@ -91,6 +91,11 @@ _CHORDS_KEPT = 1_000
 _WAIT_STEP = 1.0
 #: How many times a part looks again at a chord left to it before it leaves it to its TTL.
 _LOOKS = 3
+#: The longest a holder waits on for a part counted but not stored, whatever its document says
+#: (``_late_parts_wait``): a part document edited by hand holds the claim no longer.
+_LATE_WAIT_MAX = 3600.0
+#: Added to that wait: the part's own clock measures from before its count to after its store.
+_LATE_MARGIN = 0.1
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
 #: A running chord is kept this many times its age so far from now, at least (``_stretch``).
@@ -215,9 +220,8 @@ class ChordCoordinator:
         task_ids = list(leaf_ids(header))
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
-        parts = map(part_document_id, task_ids)
         with observe.step(observe.CHORD_APPLY):
-            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts)
+            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at())
         if not created:
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
@@ -323,8 +327,9 @@ class ChordCoordinator:
         assert chord.leaves is not None
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
         counted = self.store.count(
-            key, part_document_id(part.task_id), leaf, self._expires_at(chord), failed=part.state in states.PROPAGATE_STATES
-        )
+            key, part_document_id(part.task_id), leaf, self._expires_at(chord),
+            failed=part.state in states.PROPAGATE_STATES, looks_again_after=self.slow_part_after(),
+        )  # fmt: skip
         if counted is None:
             replayed = dataclasses.replace(part, counted_before=True)
             return self._recount(replayed, key, chord), replayed
@@ -334,7 +339,9 @@ class ChordCoordinator:
                 return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), top=node)), part
             parent = chord_tree.parent(node)
             reported = self.store.report(key, node, update_time, parent, self._expires_at(chord))
-            if reported is None:
+            if reported is Refused.GONE:
+                return self._counter_gone(part, key, chord, node), part
+            if reported is Refused.MOVED:
                 # The counter changed since it filled: reported (by a replay, or by this
                 # very commit whose answer was lost), or only rewritten (its expiry pushed
                 # back). Either way, read it and go on from there, as a replay does.
@@ -352,8 +359,9 @@ class ChordCoordinator:
         state = self.store.read_part(key, part_document_id(part.task_id))
         if state is not None and state.added:
             step = Settle(
-                uuid.uuid4().hex, self._lease(), added_part=part_document_id(part.task_id)
-            )
+                uuid.uuid4().hex, self._lease(), added_part=part_document_id(part.task_id),
+                looks_again_after=self.slow_part_after(),
+            )  # fmt: skip
             return self._settle(part, step, may_wait=True)
         if state is None:
             current = self._chord(key, part, fresh=True)
@@ -375,7 +383,8 @@ class ChordCoordinator:
 
         A report refused by its precondition is not taken for done: the
         counter may only have been rewritten (its expiry pushed back), so it
-        is read again until it reads reported.
+        is read again until it reads reported. One refused because its
+        parent is gone is not tried again: no read brings the parent back.
         """
         assert chord.leaves is not None
         leaves = chord.leaves
@@ -387,11 +396,24 @@ class ChordCoordinator:
                 if chord_tree.is_top(node, leaves):
                     step = Settle(uuid.uuid4().hex, self._lease(), top=node)
                     return self._settle(part, step, may_wait=may_wait)
-                if counter.reported or self.store.report(
+                if counter.reported:
+                    break
+                reported = self.store.report(
                     key, node, counter.update_time, chord_tree.parent(node), self._expires_at(chord)
-                ):
+                )
+                if reported is Refused.GONE:
+                    return self._counter_gone(part, key, chord, node)
+                if reported is not Refused.MOVED:
                     break
         return None
+
+    def _counter_gone(self, part: Part, key: str, chord: Chord, node: Node) -> Settled | None:
+        """Reporting ``node`` found it or its parent gone: the chord ended (its counters deleted), or one went while it is open."""
+        current = self._chord(key, part, fresh=True)
+        if current is None or current.leaves != chord.leaves:
+            return None  # ended, or applied again: these counters are not its own
+        gone = node if self.store.read_counter(key, node) is None else chord_tree.parent(node)
+        return self._fail_uncountable(part, key, gone)
 
     def _fail_uncountable(self, part: Part, key: str, node: Node) -> Settled | None:
         """A counter gone while its chord is open: nothing can count the chord, so fail it once."""
@@ -399,8 +421,8 @@ class ChordCoordinator:
         path = f"{settings.firestore_collection}/{key}/{conventions.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
         reason = (
             f"Chord {part.group_id}: counter document {path!r} in Firestore database "
-            f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand?); "
-            "the chord cannot be counted"
+            f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand, or removed by "
+            "the TTL policy: the chord outlived its expiry); the chord cannot be counted"
         )
         log.error("%s", reason)
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True))
@@ -622,6 +644,10 @@ class ChordCoordinator:
 
         Waits up to the join timeout for parts counted but not stored yet,
         then looks one last time, renewing the lease all along (``_Holding``).
+        Before giving up on parts still missing, it waits on, once, until
+        each has been counted longer than its own worker's threshold for
+        looking again (``_late_parts_wait``): a part stored after that looks
+        again and completes the chord, whatever the two workers' join timeouts.
         """
         values: dict[str, tuple[str, Any]] = {}
         if not part.counted_before:
@@ -629,7 +655,7 @@ class ChordCoordinator:
         missing = [task_id for task_id in ids if task_id not in values]
         deadline = time.monotonic() + self._join_timeout()
         holding = _Holding(self.store, key, token, self._lease())
-        nap, last = 0.02, False
+        nap, last, waited_late = 0.02, False, False
         while missing:
             try:
                 stored = holding.read(partial(self.results.ready, ready_states=states.READY_STATES), missing)
@@ -643,6 +669,11 @@ class ChordCoordinator:
             missing = [task_id for task_id in missing if task_id not in values]
             if not missing:
                 break
+            if last and not waited_late:
+                waited_late = True
+                more = holding.read(partial(self._late_parts_wait, key), missing)
+                if more > 0:
+                    deadline, last = time.monotonic() + more, False
             if last:
                 gone = holding.read(self.results.expired, missing)
                 if gone:
@@ -666,6 +697,25 @@ class ChordCoordinator:
                     error.__cause__ = value
                 raise error
         return {task_id: value for task_id, (_, value) in values.items()}
+
+    def _late_parts_wait(self, key: str, missing: list[str]) -> float:
+        """Seconds until each part in ``missing``, if stored only later, is sure to look again at the chord.
+
+        Each part's worker has it look again when it is slower than its own
+        threshold from count to stored (half its ``result_chord_join_timeout``),
+        written in its part document at its count; a worker with a longer join
+        timeout than this one's would otherwise store a part after this join
+        gave up on it, yet too soon to look again, and nobody would end the
+        chord. A part saying nothing (an older version) goes by this worker's.
+        Reckoned in the server's time: the document's last write against its read.
+        """
+        own = self.slow_part_after()
+        waits = [
+            (found.written - found.read_time).total_seconds() + _LATE_MARGIN
+            + min(own if found.looks_again_after is None else found.looks_again_after, _LATE_WAIT_MAX)
+            for found in self.store.countings(key, map(part_document_id, missing))
+        ]  # fmt: skip
+        return max(waits, default=0.0)
 
     def _end(self, group_id: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
         """The callback is published, or its errbacks called: mark the chord done, then clean up.
