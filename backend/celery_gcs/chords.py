@@ -720,7 +720,7 @@ class ChordCoordinator:
     def _end(self, group_id: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
         """The callback is published, or its errbacks called: mark the chord done, then clean up.
 
-        Its GroupResult is deleted first, as Celery's own backends delete a
+        Its GroupResult is deleted first, as Celery's gs:// and key-value backends delete a
         chord's as it ends: a late copy of a part that finds the chord's
         document gone (removed by its TTL) tells by it that the chord ended,
         and fails nothing (``_fail_gone``). A failure here is logged, never
