@@ -54,8 +54,9 @@ from .keys import part_document_id
 from .perprocess import PerProcess
 from .stored_results import EncodedState, StoredResults
 from .stores import chord_tree, retry
-from .stores.chord_store import Chord, ChordStore, Settle, Settled
+from .stores.chord_store import Chord, ChordStore, Refused, Settle, Settled
 from .stores.chord_tree import Node
+from .unstored import Unstored
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -74,6 +75,14 @@ E_RESULTS_EXPIRED = (
     "above the longest a chord can take"
 )
 
+E_GONE_UNTOLD = (
+    "Chord {group_id}: its document and its GroupResult are gone, and its callback has no outcome; part "
+    "{task_id} is not counted and fails nothing. Either the chord ended (its GroupResult is deleted then) and "
+    "this is a late copy of a part, or it was open and both expired (parts further apart than "
+    "result_chord_expires, else result_expires: here {seconds:g}s); then it never completes: raise "
+    "result_chord_expires above the longest a chord can take"
+)
+
 #: A claim is held at least this long before others may take it over.
 MIN_LEASE = 10.0
 #: What Celery's ``result_chord_join_timeout`` defaults to.
@@ -86,6 +95,11 @@ _WAIT_STEP = 1.0
 _LOOKS = 3
 #: What a chord's record of its sent outcome says went out (``_record_sent``).
 CALLBACK, ERRBACKS = "callback", "errbacks"
+#: The longest a holder waits on for a part counted but not stored, whatever its document says
+#: (``_late_parts_wait``): a part document edited by hand holds the claim no longer.
+_LATE_WAIT_MAX = 3600.0
+#: Added to that wait: the part's own clock measures from before its count to after its store.
+_LATE_MARGIN = 0.1
 #: Celery's cap on a callback's publish retries when its policy has none.
 _PUBLISH_MAX_RETRIES = 3
 #: A running chord is kept this many times its age so far from now, at least (``_stretch``).
@@ -201,8 +215,8 @@ class ChordCoordinator:
         # chord key -> its document as last read: the counters' shape never
         # changes while a chord runs, so parts count without reading it.
         self._chords: PerProcess[OrderedDict[str, Chord]] = PerProcess(OrderedDict)
-        # task id -> its state, for parts whose value went out with the callback and could not be stored.
-        self._published: PerProcess[OrderedDict[str, EncodedState]] = PerProcess(OrderedDict)
+        # Parts whose value went out with the callback and could not be stored: stored later, never replaced.
+        self.unstored = Unstored(results.write_state)
         # group id -> header size, for chords this process applied.
         self._applied: PerProcess[OrderedDict[str, int]] = PerProcess(OrderedDict)
 
@@ -216,9 +230,8 @@ class ChordCoordinator:
         task_ids = list(leaf_ids(header))
         leaves = chord_tree.leaf_count(len(task_ids))
         counts = chord_tree.initial_counts(task_ids, leaves)
-        parts = map(part_document_id, task_ids)
         with observe.step(observe.CHORD_APPLY):
-            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at(), parts)
+            created = self.store.create(self.key(group_id), len(task_ids), leaves, counts, self._expires_at())
         if not created:
             log.warning("Chord %s applied again while still open: both runs count into it, once", group_id)
         _remember(self._applied.get(), group_id, len(task_ids))
@@ -256,13 +269,12 @@ class ChordCoordinator:
         have given up on it looks again once stored; so does a part that
         could not end the chord it held (its error could not be recorded).
         A part whose value went out with the callback and could not be
-        stored then stores that value when its task's outcome is recorded
-        again (Celery's record of the failed store, or its retry): readers
-        never read another outcome than the one the callback got.
+        stored keeps that value (``unstored``): it is stored in the
+        background, or when its task's outcome is recorded again (Celery's
+        record of the failed store, or its retry), instead of that outcome;
+        readers never read another outcome than the one the callback got.
         """
-        published = self._published.get().pop(str(request.id), None)
-        if published is not None:
-            self.results.write_state(published)
+        if self.unstored.store(str(request.id)):
             return
         part = self.part(request, state, result)
         started = time.monotonic()
@@ -276,9 +288,9 @@ class ChordCoordinator:
         encoded = self._lasting(part, encoded)
         try:
             self.results.write_state(encoded)
-        except Exception:
+        except Exception as exc:
             if ending is Ending.PUBLISHED:
-                _remember(self._published.get(), part.task_id, encoded)
+                self.unstored.keep(part.task_id, encoded, exc)
             raise
         if ending is None:
             self._refresh_after_store(part)
@@ -325,8 +337,9 @@ class ChordCoordinator:
         assert chord.leaves is not None
         leaf = chord_tree.leaf_of(part.task_id, chord.leaves)
         counted = self.store.count(
-            key, part_document_id(part.task_id), leaf, self._expires_at(chord), failed=part.state in states.PROPAGATE_STATES
-        )
+            key, part_document_id(part.task_id), leaf, self._expires_at(chord),
+            failed=part.state in states.PROPAGATE_STATES, looks_again_after=self.slow_part_after(),
+        )  # fmt: skip
         if counted is None:
             replayed = dataclasses.replace(part, counted_before=True)
             return self._recount(replayed, key, chord), replayed
@@ -336,7 +349,9 @@ class ChordCoordinator:
                 return self._settle(part, Settle(uuid.uuid4().hex, self._lease(), top=node)), part
             parent = chord_tree.parent(node)
             reported = self.store.report(key, node, update_time, parent, self._expires_at(chord))
-            if reported is None:
+            if reported is Refused.GONE:
+                return self._counter_gone(part, key, chord, node), part
+            if reported is Refused.MOVED:
                 # The counter changed since it filled: reported (by a replay, or by this
                 # very commit whose answer was lost), or only rewritten (its expiry pushed
                 # back). Either way, read it and go on from there, as a replay does.
@@ -354,8 +369,9 @@ class ChordCoordinator:
         state = self.store.read_part(key, part_document_id(part.task_id))
         if state is not None and state.added:
             step = Settle(
-                uuid.uuid4().hex, self._lease(), added_part=part_document_id(part.task_id)
-            )
+                uuid.uuid4().hex, self._lease(), added_part=part_document_id(part.task_id),
+                looks_again_after=self.slow_part_after(),
+            )  # fmt: skip
             return self._settle(part, step, may_wait=True)
         if state is None:
             current = self._chord(key, part, fresh=True)
@@ -377,7 +393,8 @@ class ChordCoordinator:
 
         A report refused by its precondition is not taken for done: the
         counter may only have been rewritten (its expiry pushed back), so it
-        is read again until it reads reported.
+        is read again until it reads reported. One refused because its
+        parent is gone is not tried again: no read brings the parent back.
         """
         assert chord.leaves is not None
         leaves = chord.leaves
@@ -389,11 +406,24 @@ class ChordCoordinator:
                 if chord_tree.is_top(node, leaves):
                     step = Settle(uuid.uuid4().hex, self._lease(), top=node)
                     return self._settle(part, step, may_wait=may_wait)
-                if counter.reported or self.store.report(
+                if counter.reported:
+                    break
+                reported = self.store.report(
                     key, node, counter.update_time, chord_tree.parent(node), self._expires_at(chord)
-                ):
+                )
+                if reported is Refused.GONE:
+                    return self._counter_gone(part, key, chord, node)
+                if reported is not Refused.MOVED:
                     break
         return None
+
+    def _counter_gone(self, part: Part, key: str, chord: Chord, node: Node) -> Settled | None:
+        """Reporting ``node`` found it or its parent gone: the chord ended (its counters deleted), or one went while it is open."""
+        current = self._chord(key, part, fresh=True)
+        if current is None or current.leaves != chord.leaves:
+            return None  # ended, or applied again: these counters are not its own
+        gone = node if self.store.read_counter(key, node) is None else chord_tree.parent(node)
+        return self._fail_uncountable(part, key, gone)
 
     def _fail_uncountable(self, part: Part, key: str, node: Node) -> Settled | None:
         """A counter gone while its chord is open: nothing can count the chord, so fail it once."""
@@ -401,8 +431,8 @@ class ChordCoordinator:
         path = f"{settings.firestore_collection}/{key}/{conventions.FIRESTORE_COUNTERS_COLLECTION}/{node.document_id}"
         reason = (
             f"Chord {part.group_id}: counter document {path!r} in Firestore database "
-            f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand?); "
-            "the chord cannot be counted"
+            f"{settings.firestore_database!r} is missing while the chord is open (deleted by hand, or removed by "
+            "the TTL policy: the chord outlived its expiry); the chord cannot be counted"
         )
         log.error("%s", reason)
         settled = self._settle(part, Settle(uuid.uuid4().hex, self._lease(), force=True))
@@ -415,12 +445,23 @@ class ChordCoordinator:
         return None
 
     def _fail_gone(self, part: Part, key: str) -> None:
-        """The chord document is gone: fail the chord once, unless its callback already has an outcome."""
+        """The chord document is gone: fail the chord once, if it was open.
+
+        It was, if its GroupResult is still stored (read past its expiry, as
+        the join reads it): a chord that ended had its GroupResult deleted
+        (``_end``), so a late copy of one of its parts, arriving once its
+        document expired, fails nothing, even with its callback's result
+        gone (``ignore_result``, or expired). Both gone, an open chord cannot
+        be told from an ended one: nothing is failed (docs/chords.md).
+        """
         callback = maybe_signature(part.callback, app=self.backend.app)
         if callback is None or not callback.id:
             return
         if self.results.task_state(callback.id)["status"] in states.READY_STATES:
             return  # it ended, and its document expired since: a late copy of a part
+        if not self._header_stored(part.group_id):
+            log.error(E_GONE_UNTOLD.format(group_id=part.group_id, task_id=part.task_id, seconds=self._lifetime()))
+            return
         settings = self.results.settings
         reason = (
             f"Chord {part.group_id}: its document {settings.firestore_collection}/{key} in Firestore "
@@ -436,6 +477,17 @@ class ChordCoordinator:
         except ChordError as error:
             self.backend.chord_error_from_stack(callback, error)
         observe.event(observe.CHORD_FAILED)
+        try:
+            self.results.delete_group(part.group_id)  # ended: its written-back document expires too
+        except Exception:
+            log.warning("Chord %s: failed, but its GroupResult could not be deleted", part.group_id, exc_info=True)
+
+    def _header_stored(self, group_id: str) -> bool:
+        """Whether the chord's GroupResult is stored, past its expiry too (one that cannot be decoded is)."""
+        try:
+            return self.results.read_group(group_id) is not None
+        except CorruptResult:
+            return True
 
     def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
         """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it."""
@@ -521,7 +573,7 @@ class ChordCoordinator:
             log.warning("Chord %s: claim lost before publishing; its new holder publishes", part.group_id)
             return Ending.ENDED
         if hold.sent:
-            self._end(key, token, hold.until, results, chord)
+            self._end(part.group_id, token, hold.until, results, chord)
             return Ending.ENDED
         self.before_publish(part)
         try:
@@ -534,7 +586,7 @@ class ChordCoordinator:
             return self._fail(part.group_id, token, callback, error, results, chord)
         self._record_sent(part.group_id, chord, hold.until, CALLBACK)
         self.after_publish(part)
-        self._end(key, token, hold.until, results, chord)
+        self._end(part.group_id, token, hold.until, results, chord)
         return Ending.PUBLISHED
 
     def _retried_by_celery(self, exc: Exception) -> bool:
@@ -640,7 +692,7 @@ class ChordCoordinator:
                 return Ending.LEFT
             observe.event(observe.CHORD_FAILED)
             self._record_sent(group_id, chord, hold.until, ERRBACKS)
-        self._end(key, token, hold.until, results, chord)
+        self._end(group_id, token, hold.until, results, chord)
         return Ending.ENDED
 
     def _header(self, part: Part, chord: Chord, with_added: bool = True) -> list[Any]:
@@ -661,6 +713,10 @@ class ChordCoordinator:
 
         Waits up to the join timeout for parts counted but not stored yet,
         then looks one last time, renewing the lease all along (``_Holding``).
+        Before giving up on parts still missing, it waits on, once, until
+        each has been counted longer than its own worker's threshold for
+        looking again (``_late_parts_wait``): a part stored after that looks
+        again and completes the chord, whatever the two workers' join timeouts.
         """
         values: dict[str, tuple[str, Any]] = {}
         if not part.counted_before:
@@ -668,7 +724,7 @@ class ChordCoordinator:
         missing = [task_id for task_id in ids if task_id not in values]
         deadline = time.monotonic() + self._join_timeout()
         holding = _Holding(self.store, key, token, self._lease())
-        nap, last = 0.02, False
+        nap, last, waited_late = 0.02, False, False
         while missing:
             try:
                 stored = holding.read(partial(self.results.ready, ready_states=states.READY_STATES), missing)
@@ -682,6 +738,11 @@ class ChordCoordinator:
             missing = [task_id for task_id in missing if task_id not in values]
             if not missing:
                 break
+            if last and not waited_late:
+                waited_late = True
+                more = holding.read(partial(self._late_parts_wait, key), missing)
+                if more > 0:
+                    deadline, last = time.monotonic() + more, False
             if last:
                 gone = holding.read(self.results.expired, missing)
                 if gone:
@@ -706,12 +767,36 @@ class ChordCoordinator:
                 raise error
         return {task_id: value for task_id, (_, value) in values.items()}
 
-    def _end(self, key: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
+    def _late_parts_wait(self, key: str, missing: list[str]) -> float:
+        """Seconds until each part in ``missing``, if stored only later, is sure to look again at the chord.
+
+        Each part's worker has it look again when it is slower than its own
+        threshold from count to stored (half its ``result_chord_join_timeout``),
+        written in its part document at its count; a worker with a longer join
+        timeout than this one's would otherwise store a part after this join
+        gave up on it, yet too soon to look again, and nobody would end the
+        chord. A part saying nothing (an older version) goes by this worker's.
+        Reckoned in the server's time: the document's last write against its read.
+        """
+        own = self.slow_part_after()
+        waits = [
+            (found.written - found.read_time).total_seconds() + _LATE_MARGIN
+            + min(own if found.looks_again_after is None else found.looks_again_after, _LATE_WAIT_MAX)
+            for found in self.store.countings(key, map(part_document_id, missing))
+        ]  # fmt: skip
+        return max(waits, default=0.0)
+
+    def _end(self, group_id: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
         """The callback is published, or its errbacks called: mark the chord done, then clean up.
 
-        A failure here is logged, never raised: the callback went out, and
-        raising would fail a part whose value it carries.
+        Its GroupResult is deleted first, as Celery's gs:// and key-value backends delete a
+        chord's as it ends: a late copy of a part that finds the chord's
+        document gone (removed by its TTL) tells by it that the chord ended,
+        and fails nothing (``_fail_gone``). A failure here is logged, never
+        raised: the callback went out, and raising would fail a part whose
+        value it carries.
         """
+        key = self.key(group_id)
         self._chords.get().pop(key, None)
         try:
             if not self._end_within_lease(key, token, held_until):
@@ -719,13 +804,15 @@ class ChordCoordinator:
                     "Chord key %s: the claim was taken over before the chord was marked done", key
                 )
                 return
+            self.results.delete_group(group_id)
             self.store.clean_up(
                 key, map(part_document_id, leaf_ids(results)), self._nodes(results, chord)
             )
         except Exception:
             log.exception(
-                "Chord key %s: published, but its documents could not be ended; their TTL removes them",
-                key,
+                "Chord %s: ended, but its GroupResult and documents could not be deleted; their expiry "
+                "removes them (until then, a late copy of a part finding its document gone fails it again)",
+                group_id,
             )
 
     def _end_within_lease(self, key: str, token: str, held_until: float) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from celery import states
 from celery_gcs import conventions
 from celery_gcs.keys import part_document_id
 from celery_gcs.local.faults import FIRESTORE_COMMIT
+from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_store import OPENED, REFRESHES
 from google.cloud import firestore, storage
 
@@ -51,6 +53,98 @@ def test_a_chord_whose_document_expired_while_open_fails_once(make_app, stack, m
     assert published.values == []
     assert callback.state == states.FAILURE
     assert "expired" in str(callback.result) and group_id in str(callback.result)
+
+
+def errbacks_called(app: Any, monkeypatch: pytest.MonkeyPatch) -> list[Exception]:
+    """The errors the backend fails chord callbacks with, from now on."""
+    failed: list[Exception] = []
+    backend = type(app.backend)
+    fail_callback = backend.chord_error_from_stack
+
+    def recorded(self: Any, callback: Any, exc: Exception) -> Any:
+        failed.append(exc)
+        return fail_callback(self, callback, exc)
+
+    monkeypatch.setattr(backend, "chord_error_from_stack", recorded)
+    return failed
+
+
+def test_a_late_copy_of_a_part_after_a_completed_chords_document_expired_fails_nothing(
+    make_app, stack, monkeypatch
+) -> None:
+    """Review E: the chord completed, its callback stored no result (``ignore_result``; or it expired),
+    its document was removed by the TTL policy; a late copy of a part (redelivered, its own SUCCESS
+    expired) took the chord for one whose document expired while open, wrote it back as ended, called
+    the errbacks and stored FAILURE for the callback that had run.
+    """
+    app = make_app()
+    published = Published(app, monkeypatch)  # the callback is not run here: its result reads PENDING
+    failed = errbacks_called(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[1], 1)
+    assert published.values == [[0, 1]]
+    document = chord_document(app, stack, group_id)
+    assert document.get().to_dict()["done"] is True
+    document.delete()  # as the TTL policy does, past its expiry
+    app.backend.forget(ids[0])  # its SUCCESS expired too
+    store_part(app, group_id, ids[0], 0)  # the late copy
+    assert failed == []
+    assert app.AsyncResult("cb").state == states.PENDING
+    assert published.values == [[0, 1]]
+    assert not document.get().exists
+
+
+def test_an_open_chord_whose_document_and_group_result_both_expired_is_logged_not_failed(
+    make_app, stack, monkeypatch, caplog
+) -> None:
+    """What cannot be told from a completed chord's late copy (docs/chords.md): an open chord whose
+    GroupResult the bucket's lifecycle removed as well as its document. Nothing is failed; an error
+    names the chord and the setting to raise."""
+    app = make_app()
+    Published(app, monkeypatch)
+    failed = errbacks_called(app, monkeypatch)
+    group_id, ids = apply_here(app, 3)
+    store_part(app, group_id, ids[0], 0)
+    chord_document(app, stack, group_id).delete()  # as the TTL policy does
+    app.backend.stored.delete_group(group_id)  # as the bucket's lifecycle does
+    store_part(app, group_id, ids[1], 1)
+    store_part(app, group_id, ids[2], 2)  # fills the chord: settling finds its document gone
+    assert failed == []
+    assert app.AsyncResult("cb").state == states.PENDING
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and group_id in r.getMessage()]
+    assert logged and "result_chord_expires" in logged[0] and "late copy" in logged[0]
+
+
+def test_a_chord_whose_parent_counter_expired_while_open_fails_once_naming_it(
+    make_app, stack, monkeypatch, caplog
+) -> None:
+    """Review defect C: the part filling a leaf whose parent counter is gone (the TTL policy removes a
+    chord's documents in no set order, or a counter was deleted by hand) retried its report for ever,
+    thousands of Firestore requests a second; each report refused as "not found" is now taken for
+    gone, and the chord fails once, naming the counter.
+    """
+    app = make_app()
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 20)
+    leaves = chord_tree.leaf_count(len(ids))
+    by_leaf = sorted(ids, key=lambda task_id: chord_tree.leaf_of(task_id, leaves).index)
+    top = chord_tree.parent(chord_tree.leaf_of(by_leaf[0], leaves))
+    assert leaves == 2 and chord_tree.is_top(top, leaves)
+    counters = chord_document(app, stack, group_id).collection(conventions.FIRESTORE_COUNTERS_COLLECTION)
+    counters.document(top.document_id).delete()  # as the TTL policy does
+    returning = threading.Thread(
+        target=lambda: [store_part(app, group_id, task_id, 0) for task_id in by_leaf], daemon=True
+    )
+    returning.start()
+    returning.join(timeout=60)  # a bound only: it takes a few seconds
+    assert not returning.is_alive(), f"still reporting: {sum(stack.firestore.snapshot().values())} Firestore requests"
+    callback = app.AsyncResult("cb")
+    assert published.values == []
+    assert callback.state == states.FAILURE
+    assert f"{conventions.FIRESTORE_COUNTERS_COLLECTION}/{top.document_id}" in str(callback.result)
+    failures = [r for r in caplog.records if "is missing while the chord is open" in r.getMessage()]
+    assert len(failures) == 1  # the other leaf's report finds the chord ended
 
 
 def test_a_replay_after_its_part_document_expired_still_completes_the_chord_once(
@@ -125,6 +219,37 @@ def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
     app.backend.forget(ids[0])
     store_part(app, group_id, ids[0], 1)
     assert published.values == [[0], [1]]
+
+
+def test_a_group_applied_again_after_a_failed_clean_up_gets_none_of_the_last_runs_added_tasks(
+    make_app, stack, monkeypatch
+) -> None:
+    """Review defect D: applied again, the chord deleted only its header's leftover part documents; those
+    of the tasks added to the last run stayed, and the new run's holder listed them as added to it: its
+    callback got the last run's added values ([1, 'a'] for [1]).
+
+    The clean-up is the second commit after the callback's publish (end, clean-up).
+    """
+    app = make_app(gcs_retry_deadline=0.5)
+    published: list[Any] = []
+
+    def publish(_: Any, value: Any) -> None:
+        published.append(value)
+        if len(published) == 1:
+            stack.firestore.fail(FIRESTORE_COMMIT, grpc.StatusCode.UNAVAILABLE, calls=range(2, 10**6))
+
+    monkeypatch.setattr(app.amqp, "_retry_publish", publish)
+    group_id, ids = apply_here(app, 1)
+    app.backend.add_to_chord(group_id, app.AsyncResult("added-1"))
+    store_part(app, group_id, ids[0], 0)
+    app.backend.store_result("added-1", "a", states.SUCCESS, request=part_request(group_id, "added-1"))
+    assert published == [[0, "a"]]
+    assert stack.firestore.injected_snapshot()  # the clean-up failed
+    stack.firestore.faults.clear()
+    app.backend.apply_chord((group_id, [app.AsyncResult(ids[0])]), None)  # the same chord, run again
+    app.backend.forget(ids[0])
+    store_part(app, group_id, ids[0], 1)
+    assert published == [[0, "a"], [1]]
 
 
 def expire_now(app: Any, stack: Any, task_id: str) -> None:

@@ -16,7 +16,9 @@ from typing import Any
 import grpc
 import pytest
 from celery import states
-from celery_gcs import chords
+from celery.exceptions import BackendStoreError
+from celery_gcs import chords, unstored
+from celery_gcs.errors import TransientError
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 
 from ..support.chords import Published, apply_here, part_request, store_part
@@ -102,6 +104,60 @@ def test_the_callbacks_value_is_what_readers_read_when_the_holders_own_store_fai
     part = app.AsyncResult(ids[1])
     assert (part.state, part.result) == (states.SUCCESS, 1)
     assert published.values == [[0, 1]]
+
+
+@pytest.mark.parametrize("retries", [1, 2])
+def test_a_published_value_whose_store_celery_retried_and_gave_up_on_is_stored_not_failed(
+    make_app, stack, monkeypatch, retries
+) -> None:
+    """Review A: under result_backend_always_retry, Celery's retry of the holder's store took the
+    published value out of memory and, failing too, lost it: its mark_as_failure once the retries ran
+    out stored FAILURE for a part whose SUCCESS the callback consumed.
+    """
+    app = make_app(
+        gcs_retry_deadline=0.5,
+        result_backend_always_retry=True,
+        result_backend_max_retries=retries,
+        result_backend_base_sleep_between_retries_ms=10,
+    )
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    outage(stack, "object.write")
+    request = part_request(group_id, ids[1])
+    # What celery.app.trace does: mark_as_done (store_result, retried by Celery), and, on the
+    # BackendStoreError it raises once the retries run out, mark_as_failure.
+    with pytest.raises(BackendStoreError) as raised:
+        app.backend.store_result(ids[1], 1, states.SUCCESS, request=request)
+    assert published.values == [[0, 1]]
+    stack.gcs.faults.clear()
+    app.backend.mark_as_failure(ids[1], raised.value, request=request, call_errbacks=False)
+    part = app.AsyncResult(ids[1])
+    assert (part.state, part.result) == (states.SUCCESS, 1)
+
+
+def test_a_published_value_unstored_through_celerys_record_of_the_failure_is_stored_once_gcs_answers(
+    make_app, stack, monkeypatch
+) -> None:
+    """Review A: the outage lasted into Celery's mark_as_failure too; the published value was dropped
+    and nothing stored it again: the part read PENDING for ever. Kept, it is stored in the background."""
+    monkeypatch.setattr(unstored, "FIRST_WAIT", 0.1)
+    app = make_app(gcs_retry_deadline=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    outage(stack, "object.write")
+    with pytest.raises(TransientError):
+        returned(app, group_id, ids[1], 1)  # the store, then Celery's mark_as_failure, both fail
+    assert published.values == [[0, 1]]
+    part = app.AsyncResult(ids[1])
+    assert part.state == states.PENDING  # never FAILURE
+    stack.gcs.faults.clear()
+    deadline = time.monotonic() + 30
+    while part.state == states.PENDING and time.monotonic() < deadline:
+        time.sleep(0.05)
+        part = app.AsyncResult(ids[1])
+    assert (part.state, part.result) == (states.SUCCESS, 1)
 
 
 #: Seconds Firestore aborts every commit once the callback is published: longer than the

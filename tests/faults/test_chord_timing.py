@@ -76,3 +76,34 @@ def test_parts_slow_to_store_leave_the_chord_document_alone(make_app, stack, mon
     assert published.values == [list(range(size))]
     # The holder's settle, renew and end; a part or two may find it held and settle once it is free.
     assert stack.firestore.snapshot().get("firestore.BeginTransaction", 0) <= 6
+
+
+@pytest.mark.parametrize(
+    "late_workers_timeout",
+    [None, pytest.param(20.0, marks=pytest.mark.slow)],
+    ids=["celerys_default_3s", "20s"],
+)
+def test_a_part_the_holder_gave_up_on_completes_the_chord_whatever_its_workers_join_timeout(
+    make_app, stack, monkeypatch, firestore_docs, late_workers_timeout
+) -> None:
+    """Review defect B: a holder with a 0.5 s join timeout gave up on a part still storing and let the
+    claim go; that part, in a worker with a longer join timeout, was stored within half of *its* own
+    timeout, so it did not look again: every part counted and stored, no claim, no callback, no error.
+    The holder now waits, before giving up, until each late part's own threshold has passed.
+
+    Two apps in this process play the two workers; the proxy holds the late part's upload.
+    """
+    holder_app = make_app(result_chord_join_timeout=0.5)
+    late_app = make_app(**({} if late_workers_timeout is None else {"result_chord_join_timeout": late_workers_timeout}))
+    published = [Published(holder_app, monkeypatch), Published(late_app, monkeypatch)]
+    group_id, ids = apply_here(holder_app, 2)
+    held = stack.gcs.delay("POST /upload/storage/v1/b/[^/]+/o", None, calls=1, direction="request")
+    late = threading.Thread(target=store_part, args=(late_app, group_id, ids[0], 0), daemon=True)
+    late.start()
+    held.wait(struck=1)  # counted; its result not stored yet
+    store_part(holder_app, group_id, ids[1], 1)  # the last part: claims, waits for the other, gives up
+    held.release()
+    late.join(timeout=60)
+    assert not late.is_alive()
+    chord = firestore_docs()[holder_app.backend.chords.key(group_id)]
+    assert published[0].values + published[1].values == [[0, 1]], f"no callback: {chord}"

@@ -11,7 +11,7 @@ import pytest
 from celery_gcs import conventions
 from celery_gcs.settings import parse
 from celery_gcs.stores import chord_store, chord_tree
-from celery_gcs.stores.chord_store import ChordStore, Settle
+from celery_gcs.stores.chord_store import ChordStore, Refused, Settle
 from google.cloud import firestore
 
 from ..support.chords import chord_store_on, in_seconds, open_chord
@@ -38,6 +38,20 @@ def test_a_part_is_counted_once_in_one_commit_that_reads_nothing(store, stack) -
     assert store.count(key, ids[1], leaf, in_seconds(60)).remaining == 1
 
 
+def test_a_part_says_when_it_looks_again_in_its_document_at_no_cost(store, stack) -> None:
+    key, ids, leaves = open_chord(store, 3)
+    stack.firestore.reset_counts()
+    for task_id, seconds in zip(ids, (1.5, None, 10.0), strict=True):
+        store.count(key, task_id, chord_tree.leaf_of(task_id, leaves), in_seconds(60), looks_again_after=seconds)
+    assert stack.firestore.snapshot() == {"firestore.Commit": 3}  # one commit a part, as before
+    parts = firestore.Client(project=stack.local_stack.project).collection(conventions.FIRESTORE_COLLECTION).document(key)
+    parts.collection(conventions.FIRESTORE_PARTS_COLLECTION).document(ids[2]).update({"looks_again_after": "soon"})
+    found = store.countings(key, [*ids, "never-counted"])
+    # In no set order; the edited one is not a number.
+    assert sorted(str(counting.looks_again_after) for counting in found) == ["1.5", "None", "None"]
+    assert all(counting.written <= counting.read_time for counting in found)
+
+
 def test_a_part_of_no_counter_is_refused_and_writes_nothing(store, firestore_docs) -> None:
     key, _, _ = open_chord(store, 1)
     before = firestore_docs()
@@ -57,9 +71,20 @@ def test_a_full_counter_reports_to_its_parent_once(store) -> None:
     before = store.read_counter(key, parent).remaining
     assert store.report(key, leaf, counted.update_time, parent, in_seconds(60)).remaining == before - 1
     # A replay reporting from what it read: the precondition refuses it.
-    assert store.report(key, leaf, counted.update_time, parent, in_seconds(60)) is None
+    assert store.report(key, leaf, counted.update_time, parent, in_seconds(60)) is Refused.MOVED
     assert store.read_counter(key, parent).remaining == before - 1
     assert store.read_counter(key, leaf).reported is True
+
+
+def test_a_report_to_a_parent_gone_is_refused_as_gone_and_writes_nothing(store, stack) -> None:
+    key, ids, leaves = open_chord(store, 40)
+    leaf = chord_tree.leaf_of(ids[0], leaves)
+    counted = store.count(key, ids[0], leaf, in_seconds(60))
+    parent = chord_tree.parent(leaf)
+    chord = firestore.Client(project=stack.local_stack.project).collection(conventions.FIRESTORE_COLLECTION).document(key)
+    chord.collection(conventions.FIRESTORE_COUNTERS_COLLECTION).document(parent.document_id).delete()
+    assert store.report(key, leaf, counted.update_time, parent, in_seconds(60)) is Refused.GONE
+    assert store.read_counter(key, leaf).reported is False
 
 
 def test_adding_grows_the_chord_once_per_task(store) -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -64,6 +66,9 @@ MAX_CHORD_SIZE = 10_000_000
 #: (``result_expires`` None or 0): long enough for late copies of its parts
 #: to find it ended, and then removed by the TTL policy rather than kept forever.
 ENDED_CHORD_KEPT = dt.timedelta(days=1)
+#: A part document's field: after how many seconds from its count the part's worker has it look
+#: again at its chord if it is not stored by then (``Counting``).
+LOOKS_AGAIN_AFTER = "looks_again_after"
 #: The document a worker's warm-up reads, and never finds (``warm_up``).
 WARM_UP_DOCUMENT = "celery-gcs-warm-up"
 #: The chord document's field holding when the chord was applied (the server's time), removed
@@ -129,6 +134,16 @@ class Counted:
     update_time: dt.datetime
 
 
+class Refused(enum.Enum):
+    """Why a report did not count its parent down."""
+
+    #: The counter changed since it was read: reported already, or only rewritten (its expiry pushed back).
+    MOVED = "moved"
+    #: The counter or its parent is not there: the chord ended (its counters deleted), or one was
+    #: deleted by hand or removed by its TTL. Reading it again would not bring it back.
+    GONE = "gone"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class CounterState:
     remaining: int
@@ -140,6 +155,18 @@ class CounterState:
 class PartState:
     added: bool
     counted: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Counting:
+    """A part counted but not stored yet, as its document says (the server's times)."""
+
+    #: When the document was last written: its count, or later (a refresh pushing back its expiry).
+    written: dt.datetime
+    read_time: dt.datetime
+    #: After how many seconds from its count its worker has it look again if not stored by then; None if
+    #: it does not say (written by an older version, or edited).
+    looks_again_after: float | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -193,6 +220,8 @@ class Settle:
     top: Node | None = None
     #: An added part returned: count it (its document id).
     added_part: str | None = None
+    #: Written into a counted added part's document (``LOOKS_AGAIN_AFTER``).
+    looks_again_after: float | None = None
     #: Claim even if the chord is not complete (to fail a corrupt chord once).
     force: bool = False
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -254,13 +283,13 @@ class ChordStore:
         leaves: int,
         counts: Mapping[Node, int],
         expires_at: dt.datetime | None,
-        parts: Iterable[str] = (),
     ) -> bool:
         """Write the chord's counters, then its document (which makes it countable); False if it is open.
 
         A group id applied again once its chord ended starts afresh: the part
         documents its last run may have left (a clean-up that failed) are
-        deleted first, by id (``parts``), or its parts would read as counted.
+        listed and deleted first, the header's and those added to it, or its
+        parts would read as counted and its added tasks as added to this run.
         One applied again while its chord is still open (a frozen chord run
         twice at once) is left as it is: the runs share its parts, counted
         once, and one callback.
@@ -268,8 +297,9 @@ class ChordStore:
         current = self.read(key)
         if current is not None and not current.done and current.problem is None:
             return False
-        if current is not None and current.done:
-            refs = [self._part(key, part) for part in parts]
+        if current is not None:
+            # One query a page of names, only when a chord document is there already: a rerun.
+            refs = [self._part(key, part) for part in sorted(self.parts(key))]
             self._commit_in_batches("clearing an ended chord's parts", refs, lambda batch, ref: batch.delete(ref))
         ttl = _ttl(expires_at)
         writes = [
@@ -339,18 +369,27 @@ class ChordStore:
         return self._chord_from(snapshot)
 
     def count(
-        self, key: str, part: str, leaf: Node, expires_at: dt.datetime | None, *, failed: bool = False
+        self,
+        key: str,
+        part: str,
+        leaf: Node,
+        expires_at: dt.datetime | None,
+        *,
+        failed: bool = False,
+        looks_again_after: float | None = None,
     ) -> Counted | None:
         """Count one part down its leaf, in one commit; None if refused.
 
         Refused when the part's document exists (a replay, an added part, or
         a retried commit that landed) or the leaf does not (the chord ended,
         or the task is not in its header): the caller looks at which.
+        ``looks_again_after`` goes into the part's document (``Counting``).
         """
         batch = self._client.get().batch()
         ttl = _ttl(expires_at)
+        fields = {**ttl, **_looks_again(looks_again_after)}
         # A failed part says so in its document (``celery-gcs chords show`` lists them; no extra write).
-        batch.create(self._part(key, part), {**ttl, "failed": True} if failed else ttl)
+        batch.create(self._part(key, part), {**fields, "failed": True} if failed else fields)
         batch.update(self._counter(key, leaf), {"remaining": firestore.Increment(-1), **ttl})
         try:
             results = self._commit("counting a chord part", batch)  # safe to repeat: the part is created, once
@@ -366,8 +405,8 @@ class ChordStore:
         update_time: dt.datetime,
         parent: Node,
         expires_at: dt.datetime | None,
-    ) -> Counted | None:
-        """A full counter counts down its parent, once; None if someone else did."""
+    ) -> Counted | Refused:
+        """A full counter counts down its parent, once; refused if it changed since ``update_time``, or either is gone."""
         client = self._client.get()
         batch = client.batch()
         batch.update(
@@ -381,8 +420,10 @@ class ChordStore:
         try:
             # Safe to repeat: the counter is marked reported only at the update time read.
             results = self._commit("reporting a full chord counter", batch)
-        except (api.FailedPrecondition, api.NotFound):  # a missing database was raised as DatabaseNotFound
-            return None
+        except api.FailedPrecondition:
+            return Refused.MOVED
+        except api.NotFound:  # a missing database was raised as DatabaseNotFound
+            return Refused.GONE
         return Counted(int(results[1].transform_results[0].integer_value), results[1].update_time)
 
     def read_counter(self, key: str, node: Node) -> CounterState | None:
@@ -453,6 +494,17 @@ class ChordStore:
         data = snapshot.to_dict() or {}
         return PartState(added=data.get("added") is True, counted=data.get("counted") is not False)
 
+    def countings(self, key: str, parts: Iterable[str]) -> list[Counting]:
+        """What the documents of ``parts`` say of when they were counted: one batched read (a read per document found)."""
+        refs = [self._part(key, part) for part in parts]
+        client = self._client.get()
+        snapshots = self._call("reading parts not stored yet", lambda options: list(client.get_all(refs, **options)))
+        return [
+            Counting(snapshot.update_time, snapshot.read_time, _seconds((snapshot.to_dict() or {}).get(LOOKS_AGAIN_AFTER)))
+            for snapshot in snapshots
+            if snapshot.exists and snapshot.update_time is not None and snapshot.read_time is not None
+        ]
+
     # -- who publishes --------------------------------------------------------------------
 
     def settle(self, key: str, step: Settle) -> Settled:
@@ -477,7 +529,7 @@ class ChordStore:
                 and (part.to_dict() or {}).get("counted") is False
             ):
                 updates["added_pending"] = chord.added_pending - 1
-                transaction.update(part_ref, {"counted": True})
+                transaction.update(part_ref, {"counted": True, **_looks_again(step.looks_again_after)})
             chord = _with(chord, updates)
             now = chord.read_time
             assert now is not None  # a transaction's read always has one
@@ -786,6 +838,17 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 def _ttl(expires_at: dt.datetime | None) -> dict[str, Any]:
     return {conventions.FIRESTORE_TTL_FIELD: expires_at} if expires_at else {}
+
+
+def _looks_again(seconds: float | None) -> dict[str, Any]:
+    return {LOOKS_AGAIN_AFTER: seconds} if seconds is not None else {}
+
+
+def _seconds(value: Any) -> float | None:
+    """A number of seconds a document holds, or None if it holds no such thing."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
 
 
 def _with(chord: Chord, updates: Mapping[str, Any]) -> Chord:
