@@ -767,7 +767,9 @@ class ChordCoordinator:
         chords = self._chords.get()
         chord = chords.get(key)
         if chord is not None and chord.problem is None:
-            _remember(chords, key, self._refresh_if_due(part, key, chord))
+            looked = self._refresh_if_due(part, key, chord)
+            if looked is not chord:
+                _remember(chords, key, looked)
 
     @contextlib.contextmanager
     def _kept_alive(self, part: Part, key: str, chord: Chord) -> Iterator[None]:
@@ -790,12 +792,12 @@ class ChordCoordinator:
             return
         joined = threading.Event()
 
-        def keep(seen: Chord) -> None:
-            pause = 0.0  # after a look that left it due (refused, failed, someone else's): a second at least
-            while (due := self._due_at(seen)) is not None:
+        def keep(looked: Chord) -> None:
+            pause = 0.0  # after a look that left it due (refused, failed, another's refresh): a second at least
+            while (due := self._due_at(looked)) is not None:
                 if joined.wait(max((due - _now()).total_seconds(), pause)):
                     return
-                seen, pause = self._refresh_if_due(part, key, seen), _WAIT_STEP
+                looked, pause = self._refresh_if_due(part, key, looked), _WAIT_STEP
 
         keeper = threading.Thread(
             target=contextvars.copy_context().run, args=(keep, seen), name="celery-gcs-refresh", daemon=True
@@ -842,6 +844,9 @@ class ChordCoordinator:
         come at ages 1.5 times apart, so the results they rewrite add up to
         a few times the chord's parts, whatever its size (docs/chords.md,
         "Cost"), and each has the chord's age so far to do its work in.
+
+        Returns the chord with its expiry as this look left it, for the next
+        look (``chord`` itself when it was not due).
         """
         now, due = _now(), self._due_at(chord)
         if due is None or now < due:
