@@ -74,6 +74,14 @@ E_RESULTS_EXPIRED = (
     "above the longest a chord can take"
 )
 
+E_GONE_UNTOLD = (
+    "Chord {group_id}: its document and its GroupResult are gone, and its callback has no outcome; part "
+    "{task_id} is not counted and fails nothing. Either the chord ended (its GroupResult is deleted then) and "
+    "this is a late copy of a part, or it was open and both expired (parts further apart than "
+    "result_chord_expires, else result_expires: here {seconds:g}s); then it never completes: raise "
+    "result_chord_expires above the longest a chord can take"
+)
+
 #: A claim is held at least this long before others may take it over.
 MIN_LEASE = 10.0
 #: What Celery's ``result_chord_join_timeout`` defaults to.
@@ -424,16 +432,27 @@ class ChordCoordinator:
             try:
                 raise ChordError(reason)  # Celery fails the callback from the current stack
             except ChordError as error:
-                self._fail(key, settled.chord.claim.token, callback, error, [], settled.chord)
+                self._fail(part.group_id, settled.chord.claim.token, callback, error, [], settled.chord)
         return None
 
     def _fail_gone(self, part: Part, key: str) -> None:
-        """The chord document is gone: fail the chord once, unless its callback already has an outcome."""
+        """The chord document is gone: fail the chord once, if it was open.
+
+        It was, if its GroupResult is still stored (read past its expiry, as
+        the join reads it): a chord that ended had its GroupResult deleted
+        (``_end``), so a late copy of one of its parts, arriving once its
+        document expired, fails nothing, even with its callback's result
+        gone (``ignore_result``, or expired). Both gone, an open chord cannot
+        be told from an ended one: nothing is failed (docs/chords.md).
+        """
         callback = maybe_signature(part.callback, app=self.backend.app)
         if callback is None or not callback.id:
             return
         if self.results.task_state(callback.id)["status"] in states.READY_STATES:
             return  # it ended, and its document expired since: a late copy of a part
+        if not self._header_stored(part.group_id):
+            log.error(E_GONE_UNTOLD.format(group_id=part.group_id, task_id=part.task_id, seconds=self._lifetime()))
+            return
         settings = self.results.settings
         reason = (
             f"Chord {part.group_id}: its document {settings.firestore_collection}/{key} in Firestore "
@@ -449,6 +468,17 @@ class ChordCoordinator:
         except ChordError as error:
             self.backend.chord_error_from_stack(callback, error)
         observe.event(observe.CHORD_FAILED)
+        try:
+            self.results.delete_group(part.group_id)  # ended: its written-back document expires too
+        except Exception:
+            log.warning("Chord %s: failed, but its GroupResult could not be deleted", part.group_id, exc_info=True)
+
+    def _header_stored(self, group_id: str) -> bool:
+        """Whether the chord's GroupResult is stored, past its expiry too (one that cannot be decoded is)."""
+        try:
+            return self.results.read_group(group_id) is not None
+        except CorruptResult:
+            return True
 
     def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
         """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it."""
@@ -518,14 +548,14 @@ class ChordCoordinator:
             return Ending.ENDED
         except ChordError as exc:
             log.error("Chord %s failed: %s", part.group_id, exc)
-            return self._fail(key, token, callback, exc, results, chord)
+            return self._fail(part.group_id, token, callback, exc, results, chord)
         except Exception as exc:  # a failed join fails the chord, as with Redis; the part stays
             if self._retried_by_celery(exc):
                 self._release_quietly(key, token)
                 raise  # Celery retries storing this part, which completes the chord then
             log.exception("Chord %s cannot join its parts", part.group_id)
             error = ChordError(f"Chord {part.group_id} cannot join: {exc!r}")
-            return self._fail(key, token, callback, error, results, chord)
+            return self._fail(part.group_id, token, callback, error, results, chord)
         try:
             held_until = self._hold_for_outcome(key, token)
         except Exception:
@@ -542,8 +572,8 @@ class ChordCoordinator:
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
             error = ChordError(f"Callback error: {exc!r}")
-            return self._fail(key, token, callback, error, results, chord)
-        self._end(key, token, held_until, results, chord)
+            return self._fail(part.group_id, token, callback, error, results, chord)
+        self._end(part.group_id, token, held_until, results, chord)
         return Ending.PUBLISHED
 
     def _retried_by_celery(self, exc: Exception) -> bool:
@@ -568,7 +598,7 @@ class ChordCoordinator:
         return renewing + lease
 
     def _fail(
-        self, key: str, token: str, callback: Any, error: ChordError, results: list[Any], chord: Chord
+        self, group_id: str, token: str, callback: Any, error: ChordError, results: list[Any], chord: Chord
     ) -> Ending:
         """Fail the callback through its errbacks, then end the chord; or, if that cannot be recorded, leave it open.
 
@@ -578,6 +608,7 @@ class ChordCoordinator:
         Only while the claim is still ours: a holder taken over leaves the
         failing to its new holder, or it would call the errbacks a second time.
         """
+        key = self.key(group_id)
         try:
             held_until = self._hold_for_outcome(key, token)
         except Exception:
@@ -594,7 +625,7 @@ class ChordCoordinator:
             self._release_quietly(key, token)
             return Ending.LEFT
         observe.event(observe.CHORD_FAILED)
-        self._end(key, token, held_until, results, chord)
+        self._end(group_id, token, held_until, results, chord)
         return Ending.ENDED
 
     def _header(self, part: Part, chord: Chord, with_added: bool = True) -> list[Any]:
@@ -688,12 +719,17 @@ class ChordCoordinator:
         ]  # fmt: skip
         return max(waits, default=0.0)
 
-    def _end(self, key: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
+    def _end(self, group_id: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
         """The callback is published, or its errbacks called: mark the chord done, then clean up.
 
-        A failure here is logged, never raised: the callback went out, and
-        raising would fail a part whose value it carries.
+        Its GroupResult is deleted first, as Celery's gs:// and key-value backends delete a
+        chord's as it ends: a late copy of a part that finds the chord's
+        document gone (removed by its TTL) tells by it that the chord ended,
+        and fails nothing (``_fail_gone``). A failure here is logged, never
+        raised: the callback went out, and raising would fail a part whose
+        value it carries.
         """
+        key = self.key(group_id)
         self._chords.get().pop(key, None)
         try:
             if not self._end_within_lease(key, token, held_until):
@@ -701,13 +737,15 @@ class ChordCoordinator:
                     "Chord key %s: the claim was taken over before the chord was marked done", key
                 )
                 return
+            self.results.delete_group(group_id)
             self.store.clean_up(
                 key, map(part_document_id, leaf_ids(results)), self._nodes(results, chord)
             )
         except Exception:
             log.exception(
-                "Chord key %s: published, but its documents could not be ended; their TTL removes them",
-                key,
+                "Chord %s: ended, but its GroupResult and documents could not be deleted; their expiry "
+                "removes them (until then, a late copy of a part finding its document gone fails it again)",
+                group_id,
             )
 
     def _end_within_lease(self, key: str, token: str, held_until: float) -> bool:

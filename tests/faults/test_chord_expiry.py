@@ -56,6 +56,67 @@ def test_a_chord_whose_document_expired_while_open_fails_once(make_app, stack, m
     assert "expired" in str(callback.result) and group_id in str(callback.result)
 
 
+def errbacks_called(app: Any, monkeypatch: pytest.MonkeyPatch) -> list[Exception]:
+    """The errors the backend fails chord callbacks with, from now on."""
+    failed: list[Exception] = []
+    backend = type(app.backend)
+    fail_callback = backend.chord_error_from_stack
+
+    def recorded(self: Any, callback: Any, exc: Exception) -> Any:
+        failed.append(exc)
+        return fail_callback(self, callback, exc)
+
+    monkeypatch.setattr(backend, "chord_error_from_stack", recorded)
+    return failed
+
+
+def test_a_late_copy_of_a_part_after_a_completed_chords_document_expired_fails_nothing(
+    make_app, stack, monkeypatch
+) -> None:
+    """Review E: the chord completed, its callback stored no result (``ignore_result``; or it expired),
+    its document was removed by the TTL policy; a late copy of a part (redelivered, its own SUCCESS
+    expired) took the chord for one whose document expired while open, wrote it back as ended, called
+    the errbacks and stored FAILURE for the callback that had run.
+    """
+    app = make_app()
+    published = Published(app, monkeypatch)  # the callback is not run here: its result reads PENDING
+    failed = errbacks_called(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[1], 1)
+    assert published.values == [[0, 1]]
+    document = chord_document(app, stack, group_id)
+    assert document.get().to_dict()["done"] is True
+    document.delete()  # as the TTL policy does, past its expiry
+    app.backend.forget(ids[0])  # its SUCCESS expired too
+    store_part(app, group_id, ids[0], 0)  # the late copy
+    assert failed == []
+    assert app.AsyncResult("cb").state == states.PENDING
+    assert published.values == [[0, 1]]
+    assert not document.get().exists
+
+
+def test_an_open_chord_whose_document_and_group_result_both_expired_is_logged_not_failed(
+    make_app, stack, monkeypatch, caplog
+) -> None:
+    """What cannot be told from a completed chord's late copy (docs/chords.md): an open chord whose
+    GroupResult the bucket's lifecycle removed as well as its document. Nothing is failed; an error
+    names the chord and the setting to raise."""
+    app = make_app()
+    Published(app, monkeypatch)
+    failed = errbacks_called(app, monkeypatch)
+    group_id, ids = apply_here(app, 3)
+    store_part(app, group_id, ids[0], 0)
+    chord_document(app, stack, group_id).delete()  # as the TTL policy does
+    app.backend.stored.delete_group(group_id)  # as the bucket's lifecycle does
+    store_part(app, group_id, ids[1], 1)
+    store_part(app, group_id, ids[2], 2)  # fills the chord: settling finds its document gone
+    assert failed == []
+    assert app.AsyncResult("cb").state == states.PENDING
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and group_id in r.getMessage()]
+    assert logged and "result_chord_expires" in logged[0] and "late copy" in logged[0]
+
+
 def test_a_chord_whose_parent_counter_expired_while_open_fails_once_naming_it(
     make_app, stack, monkeypatch, caplog
 ) -> None:
