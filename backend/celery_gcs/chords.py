@@ -26,6 +26,7 @@ run out by the server's clock. Nothing here looks at hostnames, pids or
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -35,7 +36,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -531,9 +532,10 @@ class ChordCoordinator:
         try:
             if chord.problem is not None:
                 raise ChordError(chord.problem)
-            results = self._header(part, chord)
-            with observe.step(observe.CHORD_GATHER):
-                value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+            with self._kept_alive(part, key, chord):
+                results = self._header(part, chord)
+                with observe.step(observe.CHORD_GATHER):
+                    value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
         except ClaimLost as exc:
             # Taken over (its new holder finishes), or lost while a call stalled past the
             # lease and not taken: this part looks again once stored, in case nobody else will.
@@ -800,11 +802,67 @@ class ChordCoordinator:
     def _refresh_after_store(self, part: Part) -> None:
         """Refresh the chord if it is due, once this part is counted and stored: off its critical path."""
         key = self.key(part.group_id)
-        chord = self._chords.get().get(key)
+        chords = self._chords.get()
+        chord = chords.get(key)
         if chord is not None and chord.problem is None:
-            self._refresh_if_due(part, key, chord)
+            looked = self._refresh_if_due(part, key, chord)
+            if looked is not chord:
+                _remember(chords, key, looked)
 
-    def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> None:
+    @contextlib.contextmanager
+    def _kept_alive(self, part: Part, key: str, chord: Chord) -> Iterator[None]:
+        """While its holder joins, the chord is refreshed each time it falls due (``_refresh_if_due``), alongside.
+
+        Only a part returning refreshes a chord, and none may come while its
+        holder joins: a join held up (GCS reads stalled, a part counted but
+        slow to store) would otherwise outlast the chord's first results,
+        which it reads as expired (the soak: parts all within half of
+        ``result_expires=90``, a join of 59 s, the chord failed). In a thread
+        of its own, so the claim is renewed meanwhile (``_Holding``); the
+        same refresh as a part's, by the same rule (at ages 1.5 times apart),
+        the holder's idea of the expiry starting from the chord as it settled
+        it. A refresh under way when the join ends ends on its own; a chord
+        ended meanwhile is not refreshed (``ChordStore.start_refresh``).
+        """
+        seen = dataclasses.replace(chord, expires_at=chord.due_by(self.results.chord_lifetime))
+        if chord.problem is not None or self._due_at(seen) is None:
+            yield
+            return
+        joined = threading.Event()
+
+        def keep(looked: Chord) -> None:
+            pause = 0.0  # after a look that left it due (refused, failed, another's refresh): a second at least
+            while (due := self._due_at(looked)) is not None:
+                if joined.wait(max((due - _now()).total_seconds(), pause)):
+                    return
+                looked, pause = self._refresh_if_due(part, key, looked), _WAIT_STEP
+
+        keeper = threading.Thread(
+            target=contextvars.copy_context().run, args=(keep, seen), name="celery-gcs-refresh", daemon=True
+        )
+        keeper.start()
+        try:
+            yield
+        finally:
+            joined.set()
+
+    def _due_at(self, chord: Chord) -> dt.datetime | None:
+        """When a chord whose expiry this process takes to be ``chord.expires_at`` falls due for a refresh; None: never.
+
+        Due once less than half of what a refresh would then give it is
+        left: half of the longer of its lifetime and twice its age
+        (``_stretch``), so the sooner of half its lifetime before its expiry
+        and half-way from its opening to its expiry.
+        """
+        lifetime = self.results.chord_lifetime
+        if chord.expires_at is None or not lifetime:
+            return None
+        due = chord.expires_at - dt.timedelta(seconds=lifetime / 2)
+        if chord.opened is not None:
+            due = min(due, chord.opened + (chord.expires_at - chord.opened) / 2)
+        return due
+
+    def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> Chord:
         """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do.
 
         One process takes the refresh (a lease in the chord document) and
@@ -824,15 +882,17 @@ class ChordCoordinator:
         come at ages 1.5 times apart, so the results they rewrite add up to
         a few times the chord's parts, whatever its size (docs/chords.md,
         "Cost"), and each has the chord's age so far to do its work in.
+
+        Returns the chord with its expiry as this look left it, for the next
+        look (``chord`` itself when it was not due).
         """
+        now, due = _now(), self._due_at(chord)
+        if due is None or now < due:
+            return chord
         stretch = self._stretch(chord)
-        expires_at, new = chord.expires_at, self.results.chord_expires_at(at_least=stretch)
-        if expires_at is None or new is None:
-            return
-        now = _now()
+        new = self.results.chord_expires_at(at_least=stretch)
+        assert new is not None  # due: it has a lifetime
         half = (new - now) / 2
-        if expires_at >= now + half:
-            return
         token, lease = uuid.uuid4().hex, max(MIN_LEASE, half.total_seconds() / 2)
         started = False
         try:
@@ -859,7 +919,7 @@ class ChordCoordinator:
             if started:
                 self._give_up_refresh(key)
             seen = now + half + dt.timedelta(seconds=_WAIT_STEP)  # at most once a second per process
-        _remember(self._chords.get(), key, dataclasses.replace(chord, expires_at=seen))
+        return dataclasses.replace(chord, expires_at=seen)
 
     def _stretch(self, chord: Chord) -> float:
         """Seconds from now a running chord's documents and results are kept at least: twice its age so far.
