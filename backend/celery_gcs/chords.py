@@ -26,6 +26,7 @@ run out by the server's clock. Nothing here looks at hostnames, pids or
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -35,7 +36,7 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -71,6 +72,14 @@ E_RESULTS_EXPIRED = (
     "live the longer of result_chord_expires and result_expires (here {seconds:g}s; gcs_ttl overrides both), and "
     "this chord outlasted them (its parts waited, ran or came further apart than that): raise result_chord_expires "
     "above the longest a chord can take"
+)
+
+E_GONE_UNTOLD = (
+    "Chord {group_id}: its document and its GroupResult are gone, and its callback has no outcome; part "
+    "{task_id} is not counted and fails nothing. Either the chord ended (its GroupResult is deleted then) and "
+    "this is a late copy of a part, or it was open and both expired (parts further apart than "
+    "result_chord_expires, else result_expires: here {seconds:g}s); then it never completes: raise "
+    "result_chord_expires above the longest a chord can take"
 )
 
 #: A claim is held at least this long before others may take it over.
@@ -423,16 +432,27 @@ class ChordCoordinator:
             try:
                 raise ChordError(reason)  # Celery fails the callback from the current stack
             except ChordError as error:
-                self._fail(key, settled.chord.claim.token, callback, error, [], settled.chord)
+                self._fail(part.group_id, settled.chord.claim.token, callback, error, [], settled.chord)
         return None
 
     def _fail_gone(self, part: Part, key: str) -> None:
-        """The chord document is gone: fail the chord once, unless its callback already has an outcome."""
+        """The chord document is gone: fail the chord once, if it was open.
+
+        It was, if its GroupResult is still stored (read past its expiry, as
+        the join reads it): a chord that ended had its GroupResult deleted
+        (``_end``), so a late copy of one of its parts, arriving once its
+        document expired, fails nothing, even with its callback's result
+        gone (``ignore_result``, or expired). Both gone, an open chord cannot
+        be told from an ended one: nothing is failed (docs/chords.md).
+        """
         callback = maybe_signature(part.callback, app=self.backend.app)
         if callback is None or not callback.id:
             return
         if self.results.task_state(callback.id)["status"] in states.READY_STATES:
             return  # it ended, and its document expired since: a late copy of a part
+        if not self._header_stored(part.group_id):
+            log.error(E_GONE_UNTOLD.format(group_id=part.group_id, task_id=part.task_id, seconds=self._lifetime()))
+            return
         settings = self.results.settings
         reason = (
             f"Chord {part.group_id}: its document {settings.firestore_collection}/{key} in Firestore "
@@ -448,6 +468,17 @@ class ChordCoordinator:
         except ChordError as error:
             self.backend.chord_error_from_stack(callback, error)
         observe.event(observe.CHORD_FAILED)
+        try:
+            self.results.delete_group(part.group_id)  # ended: its written-back document expires too
+        except Exception:
+            log.warning("Chord %s: failed, but its GroupResult could not be deleted", part.group_id, exc_info=True)
+
+    def _header_stored(self, group_id: str) -> bool:
+        """Whether the chord's GroupResult is stored, past its expiry too (one that cannot be decoded is)."""
+        try:
+            return self.results.read_group(group_id) is not None
+        except CorruptResult:
+            return True
 
     def _settle(self, part: Part, step: Settle, may_wait: bool = False) -> Settled | None:
         """Settle the chord; a replay waits out a live holder's lease, unless the holder renews it."""
@@ -501,9 +532,10 @@ class ChordCoordinator:
         try:
             if chord.problem is not None:
                 raise ChordError(chord.problem)
-            results = self._header(part, chord)
-            with observe.step(observe.CHORD_GATHER):
-                value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+            with self._kept_alive(part, key, chord):
+                results = self._header(part, chord)
+                with observe.step(observe.CHORD_GATHER):
+                    value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
         except ClaimLost as exc:
             # Taken over (its new holder finishes), or lost while a call stalled past the
             # lease and not taken: this part looks again once stored, in case nobody else will.
@@ -516,14 +548,14 @@ class ChordCoordinator:
             return Ending.ENDED
         except ChordError as exc:
             log.error("Chord %s failed: %s", part.group_id, exc)
-            return self._fail(key, token, callback, exc, results, chord)
+            return self._fail(part.group_id, token, callback, exc, results, chord)
         except Exception as exc:  # a failed join fails the chord, as with Redis; the part stays
             if self._retried_by_celery(exc):
                 self._release_quietly(key, token)
                 raise  # Celery retries storing this part, which completes the chord then
             log.exception("Chord %s cannot join its parts", part.group_id)
             error = ChordError(f"Chord {part.group_id} cannot join: {exc!r}")
-            return self._fail(key, token, callback, error, results, chord)
+            return self._fail(part.group_id, token, callback, error, results, chord)
         try:
             held_until = self._hold_for_outcome(key, token)
         except Exception:
@@ -540,8 +572,8 @@ class ChordCoordinator:
         except Exception as exc:  # any publish failure fails the chord, as with Redis
             log.exception("Chord %s: callback not published", part.group_id)
             error = ChordError(f"Callback error: {exc!r}")
-            return self._fail(key, token, callback, error, results, chord)
-        self._end(key, token, held_until, results, chord)
+            return self._fail(part.group_id, token, callback, error, results, chord)
+        self._end(part.group_id, token, held_until, results, chord)
         return Ending.PUBLISHED
 
     def _retried_by_celery(self, exc: Exception) -> bool:
@@ -566,7 +598,7 @@ class ChordCoordinator:
         return renewing + lease
 
     def _fail(
-        self, key: str, token: str, callback: Any, error: ChordError, results: list[Any], chord: Chord
+        self, group_id: str, token: str, callback: Any, error: ChordError, results: list[Any], chord: Chord
     ) -> Ending:
         """Fail the callback through its errbacks, then end the chord; or, if that cannot be recorded, leave it open.
 
@@ -576,6 +608,7 @@ class ChordCoordinator:
         Only while the claim is still ours: a holder taken over leaves the
         failing to its new holder, or it would call the errbacks a second time.
         """
+        key = self.key(group_id)
         try:
             held_until = self._hold_for_outcome(key, token)
         except Exception:
@@ -592,7 +625,7 @@ class ChordCoordinator:
             self._release_quietly(key, token)
             return Ending.LEFT
         observe.event(observe.CHORD_FAILED)
-        self._end(key, token, held_until, results, chord)
+        self._end(group_id, token, held_until, results, chord)
         return Ending.ENDED
 
     def _header(self, part: Part, chord: Chord, with_added: bool = True) -> list[Any]:
@@ -686,12 +719,17 @@ class ChordCoordinator:
         ]  # fmt: skip
         return max(waits, default=0.0)
 
-    def _end(self, key: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
+    def _end(self, group_id: str, token: str, held_until: float, results: list[Any], chord: Chord) -> None:
         """The callback is published, or its errbacks called: mark the chord done, then clean up.
 
-        A failure here is logged, never raised: the callback went out, and
-        raising would fail a part whose value it carries.
+        Its GroupResult is deleted first, as Celery's gs:// and key-value backends delete a
+        chord's as it ends: a late copy of a part that finds the chord's
+        document gone (removed by its TTL) tells by it that the chord ended,
+        and fails nothing (``_fail_gone``). A failure here is logged, never
+        raised: the callback went out, and raising would fail a part whose
+        value it carries.
         """
+        key = self.key(group_id)
         self._chords.get().pop(key, None)
         try:
             if not self._end_within_lease(key, token, held_until):
@@ -699,13 +737,15 @@ class ChordCoordinator:
                     "Chord key %s: the claim was taken over before the chord was marked done", key
                 )
                 return
+            self.results.delete_group(group_id)
             self.store.clean_up(
                 key, map(part_document_id, leaf_ids(results)), self._nodes(results, chord)
             )
         except Exception:
             log.exception(
-                "Chord key %s: published, but its documents could not be ended; their TTL removes them",
-                key,
+                "Chord %s: ended, but its GroupResult and documents could not be deleted; their expiry "
+                "removes them (until then, a late copy of a part finding its document gone fails it again)",
+                group_id,
             )
 
     def _end_within_lease(self, key: str, token: str, held_until: float) -> bool:
@@ -762,11 +802,67 @@ class ChordCoordinator:
     def _refresh_after_store(self, part: Part) -> None:
         """Refresh the chord if it is due, once this part is counted and stored: off its critical path."""
         key = self.key(part.group_id)
-        chord = self._chords.get().get(key)
+        chords = self._chords.get()
+        chord = chords.get(key)
         if chord is not None and chord.problem is None:
-            self._refresh_if_due(part, key, chord)
+            looked = self._refresh_if_due(part, key, chord)
+            if looked is not chord:
+                _remember(chords, key, looked)
 
-    def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> None:
+    @contextlib.contextmanager
+    def _kept_alive(self, part: Part, key: str, chord: Chord) -> Iterator[None]:
+        """While its holder joins, the chord is refreshed each time it falls due (``_refresh_if_due``), alongside.
+
+        Only a part returning refreshes a chord, and none may come while its
+        holder joins: a join held up (GCS reads stalled, a part counted but
+        slow to store) would otherwise outlast the chord's first results,
+        which it reads as expired (the soak: parts all within half of
+        ``result_expires=90``, a join of 59 s, the chord failed). In a thread
+        of its own, so the claim is renewed meanwhile (``_Holding``); the
+        same refresh as a part's, by the same rule (at ages 1.5 times apart),
+        the holder's idea of the expiry starting from the chord as it settled
+        it. A refresh under way when the join ends ends on its own; a chord
+        ended meanwhile is not refreshed (``ChordStore.start_refresh``).
+        """
+        seen = dataclasses.replace(chord, expires_at=chord.due_by(self.results.chord_lifetime))
+        if chord.problem is not None or self._due_at(seen) is None:
+            yield
+            return
+        joined = threading.Event()
+
+        def keep(looked: Chord) -> None:
+            pause = 0.0  # after a look that left it due (refused, failed, another's refresh): a second at least
+            while (due := self._due_at(looked)) is not None:
+                if joined.wait(max((due - _now()).total_seconds(), pause)):
+                    return
+                looked, pause = self._refresh_if_due(part, key, looked), _WAIT_STEP
+
+        keeper = threading.Thread(
+            target=contextvars.copy_context().run, args=(keep, seen), name="celery-gcs-refresh", daemon=True
+        )
+        keeper.start()
+        try:
+            yield
+        finally:
+            joined.set()
+
+    def _due_at(self, chord: Chord) -> dt.datetime | None:
+        """When a chord whose expiry this process takes to be ``chord.expires_at`` falls due for a refresh; None: never.
+
+        Due once less than half of what a refresh would then give it is
+        left: half of the longer of its lifetime and twice its age
+        (``_stretch``), so the sooner of half its lifetime before its expiry
+        and half-way from its opening to its expiry.
+        """
+        lifetime = self.results.chord_lifetime
+        if chord.expires_at is None or not lifetime:
+            return None
+        due = chord.expires_at - dt.timedelta(seconds=lifetime / 2)
+        if chord.opened is not None:
+            due = min(due, chord.opened + (chord.expires_at - chord.opened) / 2)
+        return due
+
+    def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> Chord:
         """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do.
 
         One process takes the refresh (a lease in the chord document) and
@@ -786,15 +882,17 @@ class ChordCoordinator:
         come at ages 1.5 times apart, so the results they rewrite add up to
         a few times the chord's parts, whatever its size (docs/chords.md,
         "Cost"), and each has the chord's age so far to do its work in.
+
+        Returns the chord with its expiry as this look left it, for the next
+        look (``chord`` itself when it was not due).
         """
+        now, due = _now(), self._due_at(chord)
+        if due is None or now < due:
+            return chord
         stretch = self._stretch(chord)
-        expires_at, new = chord.expires_at, self.results.chord_expires_at(at_least=stretch)
-        if expires_at is None or new is None:
-            return
-        now = _now()
+        new = self.results.chord_expires_at(at_least=stretch)
+        assert new is not None  # due: it has a lifetime
         half = (new - now) / 2
-        if expires_at >= now + half:
-            return
         token, lease = uuid.uuid4().hex, max(MIN_LEASE, half.total_seconds() / 2)
         started, begun = False, time.monotonic()
         try:
@@ -826,7 +924,7 @@ class ChordCoordinator:
             if started:
                 self._give_up_refresh(key)
             seen = now + half + dt.timedelta(seconds=_WAIT_STEP)  # at most once a second per process
-        _remember(self._chords.get(), key, dataclasses.replace(chord, expires_at=seen))
+        return dataclasses.replace(chord, expires_at=seen)
 
     def _stretch(self, chord: Chord) -> float:
         """Seconds from now a running chord's documents and results are kept at least: twice its age so far.

@@ -220,6 +220,10 @@ class StoredResults:
                 raise meta.corrupt(name, self.settings.bucket, f"not a group of results ({exc!r})") from exc
         return decoded
 
+    def delete_group(self, group_id: str) -> None:
+        """Delete a saved group (a chord's, as it ends); one already gone is deleted."""
+        self.delete(self.group_key(group_id))
+
     def read_group(self, group_id: str) -> GroupResult | None:
         """A chord's saved header GroupResult, or None; CorruptResult if it is not one.
 
