@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,7 +51,7 @@ from . import conventions, observe
 from .errors import CorruptResult
 from .keys import part_document_id
 from .perprocess import PerProcess
-from .stored_results import EncodedState, StoredResults
+from .stored_results import EncodedState, Extended, StoredResults
 from .stores import chord_tree, retry
 from .stores.chord_store import Chord, ChordStore, Refused, Settle, Settled
 from .stores.chord_tree import Node
@@ -894,18 +894,20 @@ class ChordCoordinator:
         assert new is not None  # due: it has a lifetime
         half = (new - now) / 2
         token, lease = uuid.uuid4().hex, max(MIN_LEASE, half.total_seconds() / 2)
-        started = False
+        started, begun = False, time.monotonic()
         try:
             taken = self.store.start_refresh(key, now + half, token, lease, lifetime=self.results.chord_lifetime)
             started = taken.started
             if started:
+                waited = time.monotonic() - begun
                 results = self._header(part, chord)
                 listed = self.store.parts(key)
                 # The part documents too: the next refresh finds the parts counted by them.
                 self.store.refresh(key, self._nodes(results, chord), sorted(listed), new)
                 counted = [task_id for task_id in leaf_ids(results) if part_document_id(task_id) in listed]
-                self.results.refresh_chord(part.group_id, counted, at_least=stretch)
+                met = self.results.refresh_chord(part.group_id, counted, at_least=stretch)
                 self.store.end_refresh(key, new)
+                _log_refresh(part.group_id, chord, now, new, met, waited, time.monotonic() - begun)
                 seen = new
             elif taken.busy_for:
                 # Look again once the other refresh's lease runs out, should it fail; but no later than
@@ -915,7 +917,10 @@ class ChordCoordinator:
             else:
                 seen = taken.expires_at or new
         except Exception:  # counting goes on; a later part tries again
-            log.warning("Chord %s: could not push back its expiry", part.group_id, exc_info=True)
+            took = time.monotonic() - begun
+            log.warning(
+                "Chord %s: could not push back its expiry (gave up after %.1fs)", part.group_id, took, exc_info=True
+            )
             if started:
                 self._give_up_refresh(key)
             seen = now + half + dt.timedelta(seconds=_WAIT_STEP)  # at most once a second per process
@@ -1049,3 +1054,32 @@ def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _log_refresh(
+    group_id: str,
+    chord: Chord,
+    now: dt.datetime,
+    new: dt.datetime,
+    met: Counter[Extended],
+    waited: float,
+    took: float,
+) -> None:
+    """One line per refresh, enough to tell from a worker's log why a chord's results expired.
+
+    Its age, its expiry before (as this process saw it: ``Chord.due_by``)
+    and after, how long taking the refresh waited (the chord document
+    locked, or its calls retried) and the whole refresh took, and what it
+    met of the parts' results; a warning when some had expired already.
+    """
+    age = f"{(now - chord.opened).total_seconds():.0f}s" if chord.opened is not None else "unknown"
+    before = chord.expires_at.isoformat(timespec="seconds") if chord.expires_at else "never"
+    expired = met[Extended.EXPIRED]
+    log.log(
+        logging.WARNING if expired else logging.INFO,
+        "Chord %s: expiry pushed back at age %s from %s to %s (taken after %.1fs, done in %.1fs): "
+        "%d results rewritten, %d kept as long already, %d not stored yet, %d expired%s",
+        group_id, age, before, new.isoformat(timespec="seconds"), waited, took,
+        met[Extended.REWRITTEN], met[Extended.KEPT], met[Extended.MISSING], expired,
+        " before it reached them: the chord cannot complete" if expired else "",
+    )  # fmt: skip
