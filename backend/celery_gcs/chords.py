@@ -28,6 +28,7 @@ run out by the server's clock. Nothing here looks at hostnames, pids or
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -36,8 +37,8 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -52,7 +53,7 @@ from . import conventions, deadline, observe
 from .errors import CorruptResult
 from .keys import part_document_id
 from .perprocess import PerProcess
-from .stored_results import EncodedState, StoredResults
+from .stored_results import EncodedState, Extended, StoredResults
 from .stores import chord_tree, retry
 from .stores.chord_store import Chord, ChordStore, Refused, Settle, Settled
 from .stores.chord_tree import Node
@@ -541,9 +542,10 @@ class ChordCoordinator:
         try:
             if chord.problem is not None:
                 raise ChordError(chord.problem)
-            results = self._header(part, chord)
-            with observe.step(observe.CHORD_GATHER):
-                value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
+            with self._kept_alive(part, key, chord):
+                results = self._header(part, chord)
+                with observe.step(observe.CHORD_GATHER):
+                    value = rebuild(results, self._gather(part, key, token, list(leaf_ids(results))))
         except ClaimLost as exc:
             # Taken over (its new holder finishes), or lost while a call stalled past the
             # lease and not taken: this part looks again once stored, in case nobody else will.
@@ -869,11 +871,67 @@ class ChordCoordinator:
     def _refresh_after_store(self, part: Part) -> None:
         """Refresh the chord if it is due, once this part is counted and stored: off its critical path."""
         key = self.key(part.group_id)
-        chord = self._chords.get().get(key)
+        chords = self._chords.get()
+        chord = chords.get(key)
         if chord is not None and chord.problem is None:
-            self._refresh_if_due(part, key, chord)
+            looked = self._refresh_if_due(part, key, chord)
+            if looked is not chord:
+                _remember(chords, key, looked)
 
-    def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> None:
+    @contextlib.contextmanager
+    def _kept_alive(self, part: Part, key: str, chord: Chord) -> Iterator[None]:
+        """While its holder joins, the chord is refreshed each time it falls due (``_refresh_if_due``), alongside.
+
+        Only a part returning refreshes a chord, and none may come while its
+        holder joins: a join held up (GCS reads stalled, a part counted but
+        slow to store) would otherwise outlast the chord's first results,
+        which it reads as expired (the soak: parts all within half of
+        ``result_expires=90``, a join of 59 s, the chord failed). In a thread
+        of its own, so the claim is renewed meanwhile (``_Holding``); the
+        same refresh as a part's, by the same rule (at ages 1.5 times apart),
+        the holder's idea of the expiry starting from the chord as it settled
+        it. A refresh under way when the join ends ends on its own; a chord
+        ended meanwhile is not refreshed (``ChordStore.start_refresh``).
+        """
+        seen = dataclasses.replace(chord, expires_at=chord.due_by(self.results.chord_lifetime))
+        if chord.problem is not None or self._due_at(seen) is None:
+            yield
+            return
+        joined = threading.Event()
+
+        def keep(looked: Chord) -> None:
+            pause = 0.0  # after a look that left it due (refused, failed, another's refresh): a second at least
+            while (due := self._due_at(looked)) is not None:
+                if joined.wait(max((due - _now()).total_seconds(), pause)):
+                    return
+                looked, pause = self._refresh_if_due(part, key, looked), _WAIT_STEP
+
+        keeper = threading.Thread(
+            target=contextvars.copy_context().run, args=(keep, seen), name="celery-gcs-refresh", daemon=True
+        )
+        keeper.start()
+        try:
+            yield
+        finally:
+            joined.set()
+
+    def _due_at(self, chord: Chord) -> dt.datetime | None:
+        """When a chord whose expiry this process takes to be ``chord.expires_at`` falls due for a refresh; None: never.
+
+        Due once less than half of what a refresh would then give it is
+        left: half of the longer of its lifetime and twice its age
+        (``_stretch``), so the sooner of half its lifetime before its expiry
+        and half-way from its opening to its expiry.
+        """
+        lifetime = self.results.chord_lifetime
+        if chord.expires_at is None or not lifetime:
+            return None
+        due = chord.expires_at - dt.timedelta(seconds=lifetime / 2)
+        if chord.opened is not None:
+            due = min(due, chord.opened + (chord.expires_at - chord.opened) / 2)
+        return due
+
+    def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> Chord:
         """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do.
 
         One process takes the refresh (a lease in the chord document) and
@@ -893,28 +951,32 @@ class ChordCoordinator:
         come at ages 1.5 times apart, so the results they rewrite add up to
         a few times the chord's parts, whatever its size (docs/chords.md,
         "Cost"), and each has the chord's age so far to do its work in.
+
+        Returns the chord with its expiry as this look left it, for the next
+        look (``chord`` itself when it was not due).
         """
+        now, due = _now(), self._due_at(chord)
+        if due is None or now < due:
+            return chord
         stretch = self._stretch(chord)
-        expires_at, new = chord.expires_at, self.results.chord_expires_at(at_least=stretch)
-        if expires_at is None or new is None:
-            return
-        now = _now()
+        new = self.results.chord_expires_at(at_least=stretch)
+        assert new is not None  # due: it has a lifetime
         half = (new - now) / 2
-        if expires_at >= now + half:
-            return
         token, lease = uuid.uuid4().hex, max(MIN_LEASE, half.total_seconds() / 2)
-        started = False
+        started, begun = False, time.monotonic()
         try:
             taken = self.store.start_refresh(key, now + half, token, lease, lifetime=self.results.chord_lifetime)
             started = taken.started
             if started:
+                waited = time.monotonic() - begun
                 results = self._header(part, chord)
                 listed = self.store.parts(key)
                 # The part documents too: the next refresh finds the parts counted by them.
                 self.store.refresh(key, self._nodes(results, chord), sorted(listed), new)
                 counted = [task_id for task_id in leaf_ids(results) if part_document_id(task_id) in listed]
-                self.results.refresh_chord(part.group_id, counted, at_least=stretch)
+                met = self.results.refresh_chord(part.group_id, counted, at_least=stretch)
                 self.store.end_refresh(key, new)
+                _log_refresh(part.group_id, chord, now, new, met, waited, time.monotonic() - begun)
                 seen = new
             elif taken.busy_for:
                 # Look again once the other refresh's lease runs out, should it fail; but no later than
@@ -924,11 +986,14 @@ class ChordCoordinator:
             else:
                 seen = taken.expires_at or new
         except Exception:  # counting goes on; a later part tries again
-            log.warning("Chord %s: could not push back its expiry", part.group_id, exc_info=True)
+            took = time.monotonic() - begun
+            log.warning(
+                "Chord %s: could not push back its expiry (gave up after %.1fs)", part.group_id, took, exc_info=True
+            )
             if started:
                 self._give_up_refresh(key)
             seen = now + half + dt.timedelta(seconds=_WAIT_STEP)  # at most once a second per process
-        _remember(self._chords.get(), key, dataclasses.replace(chord, expires_at=seen))
+        return dataclasses.replace(chord, expires_at=seen)
 
     def _stretch(self, chord: Chord) -> float:
         """Seconds from now a running chord's documents and results are kept at least: twice its age so far.
@@ -1073,3 +1138,32 @@ def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _log_refresh(
+    group_id: str,
+    chord: Chord,
+    now: dt.datetime,
+    new: dt.datetime,
+    met: Counter[Extended],
+    waited: float,
+    took: float,
+) -> None:
+    """One line per refresh, enough to tell from a worker's log why a chord's results expired.
+
+    Its age, its expiry before (as this process saw it: ``Chord.due_by``)
+    and after, how long taking the refresh waited (the chord document
+    locked, or its calls retried) and the whole refresh took, and what it
+    met of the parts' results; a warning when some had expired already.
+    """
+    age = f"{(now - chord.opened).total_seconds():.0f}s" if chord.opened is not None else "unknown"
+    before = chord.expires_at.isoformat(timespec="seconds") if chord.expires_at else "never"
+    expired = met[Extended.EXPIRED]
+    log.log(
+        logging.WARNING if expired else logging.INFO,
+        "Chord %s: expiry pushed back at age %s from %s to %s (taken after %.1fs, done in %.1fs): "
+        "%d results rewritten, %d kept as long already, %d not stored yet, %d expired%s",
+        group_id, age, before, new.isoformat(timespec="seconds"), waited, took,
+        met[Extended.REWRITTEN], met[Extended.KEPT], met[Extended.MISSING], expired,
+        " before it reached them: the chord cannot complete" if expired else "",
+    )  # fmt: skip

@@ -22,7 +22,8 @@ exceptions, its app) comes in as a ``Codec``; the bytes go through
 from __future__ import annotations
 
 import datetime as dt
-from collections import OrderedDict
+import enum
+from collections import Counter, OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -43,6 +44,18 @@ _GENERATIONS_KEPT = 10_000
 # Writers racing on one key: how many precondition failures to ride out.
 _MAX_CONFLICTS = 8
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class Extended(enum.Enum):
+    """What giving a result a new expiry did (``StoredResults.extend``)."""
+
+    REWRITTEN = "rewritten"
+    #: Kept as long already (or for ever): left as it is.
+    KEPT = "kept"
+    #: Not stored (yet, for a chord part counted but not stored).
+    MISSING = "missing"
+    #: Past its expiry already: readers saw it gone, so it stays gone.
+    EXPIRED = "expired"
 
 
 class Codec(Protocol):
@@ -385,7 +398,7 @@ class StoredResults:
         meta.check_payload_size(encoded.name, payload, self.settings.max_result_bytes)
         return replace(encoded, payload=payload, expires_at=later)
 
-    def extend(self, name: str, seconds: float | None, *, at_least: float = 0.0, later_only: bool = False) -> None:
+    def extend(self, name: str, seconds: float | None, *, at_least: float = 0.0, later_only: bool = False) -> Extended:
         """Give an existing result a new expiry, ``seconds`` from now (at least ``at_least``); nothing if it is missing or expired,
         or, ``later_only``, kept as long already (or for ever).
 
@@ -395,13 +408,13 @@ class StoredResults:
         for _ in range(_MAX_CONFLICTS):
             found = self.store.get(name)
             if found is None:
-                return
+                return Extended.MISSING
             decoded = self._decode(name, found.data)
             if meta.expired(decoded):
-                return
+                return Extended.EXPIRED
             expires_at = self.expires_at(seconds, at_least=at_least)
             if later_only and (expires_at is None or not meta.expired(decoded, now=expires_at)):
-                return
+                return Extended.KEPT
             decoded[meta.EXPIRES_FIELD] = meta.isoformat(expires_at)
             metadata = meta.object_metadata(decoded, decoded.get("name")) if "status" in decoded else None
             try:
@@ -412,13 +425,16 @@ class StoredResults:
                     if_generation_match=found.generation,
                     metadata=metadata,
                 )
-                return
+                return Extended.REWRITTEN
             except GenerationMismatch:
                 continue
         raise StoreError(f"could not set the expiry of {name}: it kept changing under us")
 
-    def refresh_chord(self, group_id: str, task_ids: Sequence[str], *, at_least: float = 0.0) -> None:
-        """Push back the expiry of a running chord's GroupResult and of the results of ``task_ids``, many at once.
+    def refresh_chord(
+        self, group_id: str, task_ids: Sequence[str], *, at_least: float = 0.0
+    ) -> Counter[Extended]:
+        """Push back the expiry of a running chord's GroupResult and of the results of ``task_ids``, many at once;
+        how many of those results met each outcome (``Extended``), for the refresh's log line.
 
         Never forward: the GroupResult of a client keeping it longer than
         this worker would (Celery's default, a day), or a failed part's
@@ -426,7 +442,7 @@ class StoredResults:
         """
         names = [self.group_key(group_id), *(self.task_key(task_id) for task_id in task_ids)]
         extend = partial(self.extend, seconds=self.lifetimes.chord_result, at_least=at_least, later_only=True)
-        self.store.each(extend, names)
+        return Counter(self.store.each(extend, names)[1:])
 
     def put(
         self,

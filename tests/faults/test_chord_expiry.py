@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -275,6 +276,43 @@ def test_a_chord_whose_stored_results_expired_before_the_join_fails_once(make_ap
     assert published.values == []
     assert callback.state == states.FAILURE
     assert f"Dependency {ids[0]} expired before the chord could join" in str(callback.result)
+
+
+#: ``result_expires`` of the test below: its chord falls due for a refresh at half of it, its first results expire at it.
+JOIN_HELD_LIFETIME = 4
+
+
+def test_a_holder_whose_join_is_held_up_past_its_first_results_expiry_keeps_them_and_completes_once(
+    make_app, stack, monkeypatch
+) -> None:
+    """Found by the 50 x 1,000 prefork soak (``result_expires=90``): a chord's parts all ran within half
+    its expiry, the last became the holder, and its join was held up (GCS reads stalled) past the expiry
+    of the first results. Only a part returning refreshed a chord, and none was left to: the join found
+    those results expired and failed the chord ("expired before the chord could join"). Now the holder
+    refreshes its chord when it falls due while it joins.
+
+    Both other parts are stored at once; the join's read of the first one's result is held until that
+    result, as it was stored, has expired (its answer then reads expired, as a stalled read's does).
+    """
+    app = make_app(result_expires=JOIN_HELD_LIFETIME, result_chord_join_timeout=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 3)
+    store_part(app, group_id, ids[0], 0)
+    store_part(app, group_id, ids[1], 1)
+    expires = stored_expiry(app, stack, ids[0])
+    read = stack.gcs.delay(f"GET /download/storage/v1/b/[^/]+/o/.+celery-task-meta-{re.escape(ids[0])}", None)
+    holder = threading.Thread(target=store_part, args=(app, group_id, ids[2], 2), daemon=True)
+    holder.start()
+    read.wait()  # the join's read of the first result, held
+    while time.time() <= expires + 0.1:  # a bound only: what it waits for is the clock
+        time.sleep(0.05)
+    read.release()
+    holder.join(timeout=60)  # a bound only: it ends a moment after the release
+    assert not holder.is_alive()
+    assert published.values == [[0, 1, 2]]
+    assert app.AsyncResult("cb").state == states.PENDING  # no ChordError stored for it
+    assert refreshes(chord_document(app, stack, group_id)) >= 1  # by the holder: at ages 2 s, 3 s, 4.5 s...
+    assert app.AsyncResult(ids[0]).result == 0  # kept for readers too
 
 
 # -- a long-running chord's expiry (issue 26's cost: refreshes constant per part) ----------------------------

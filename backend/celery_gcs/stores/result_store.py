@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 import requests.adapters
@@ -41,6 +41,8 @@ from ..observe import GCS_DELETE, GCS_LIST, GCS_READ, GCS_WRITE
 from ..perprocess import PerProcess
 from ..settings import Settings
 from . import google_errors, retry
+
+T = TypeVar("T")
 
 
 class GenerationMismatch(Exception):
@@ -116,8 +118,8 @@ class ResultStore:
             return [self._get(name, caller) for name in names]
         return list(self._pool.get().map(partial(self._get, caller=caller), names))
 
-    def each(self, work: Callable[[str], object], names: Sequence[str]) -> None:
-        """``work(name)`` for every name, as many at once as ``get_many`` reads (``gcs_threadpool_maxsize``).
+    def each(self, work: Callable[[str], T], names: Sequence[str]) -> list[T]:
+        """``work(name)`` for every name, as many at once as ``get_many`` reads (``gcs_threadpool_maxsize``); what each returned.
 
         For work of a request or two per object over many objects (a chord's
         refresh: a read and a write each), which one after another takes
@@ -127,8 +129,7 @@ class ResultStore:
         pool = self._pool.get()
         running = [pool.submit(contextvars.copy_context().run, work, name) for name in names]
         wait(running)
-        for done in running:
-            done.result()
+        return [done.result() for done in running]
 
     def warm_up(self) -> None:
         """Build this process's client and open a connection now, fetching its token: one metadata read.
