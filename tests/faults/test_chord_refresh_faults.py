@@ -24,6 +24,9 @@ from ..support.chords import Published, apply_here, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
 
+#: A read of documents by name (not a query): taking a chord's refresh reads its document so.
+READ = "google.firestore.v1.Firestore/BatchGetDocuments"
+
 
 def sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
@@ -197,3 +200,37 @@ def test_a_refresh_says_in_the_log_what_it_did_and_warns_of_results_expired_befo
     assert line.levelno == logging.WARNING
     assert group_id in line.getMessage()
     assert "1 expired before it reached them: the chord cannot complete" in line.getMessage()
+
+
+def test_a_refresh_held_up_in_one_process_holds_up_no_other_process(make_app, stack, monkeypatch, caplog) -> None:
+    """Found by the soak (1,000 parts, prefork, ``result_expires=90``): taking a chord's refresh was a
+    transaction on the chord document, which holds the document from its read to its commit. One
+    process's look at a due refresh held up (a stalled call) held every other process's too: each
+    commit refused ("Transaction lock timeout", 109 in 70 s) and retried, with their parts waiting
+    behind it (no part returned for 70 s), until the results the last refresh had kept expired.
+
+    Two backends play two worker processes. The other one's look at the due
+    refresh is held by the proxy, its read served; meanwhile this one's part
+    must refresh the chord (the old code gave up after its retry deadline).
+    """
+    expires = 3
+    app, other = (make_app(result_expires=expires, gcs_retry_deadline=3) for _ in range(2))
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 5)
+    applied = time.monotonic()
+    store_part(other, group_id, ids[0], 0)  # each process reads the chord document once, now
+    store_part(app, group_id, ids[1], 1)
+    sleep_until(applied + expires / 2 + 0.2)  # due
+    held = stack.firestore.delay(READ, None, calls=1)
+    looking = threading.Thread(target=store_part, args=(other, group_id, ids[2], 2), daemon=True)
+    looking.start()
+    held.wait(struck=1)
+    caplog.set_level(logging.INFO, logger="celery_gcs.chords")
+    store_part(app, group_id, ids[3], 3)
+    refreshed = [record.getMessage() for record in caplog.records if "expiry pushed back" in record.getMessage()]
+    held.release()
+    looking.join(timeout=30)
+    assert not looking.is_alive()
+    assert len(refreshed) == 1 and group_id in refreshed[0], [record.getMessage() for record in caplog.records]
+    store_part(app, group_id, ids[4], 4)
+    assert published.values == [[0, 1, 2, 3, 4]]

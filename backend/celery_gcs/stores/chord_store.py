@@ -59,6 +59,10 @@ REFRESHES = "refreshes"
 #: Answers a caller expects (a part counted before, a counter gone, a precondition that moved),
 #: reported as refused rather than failed.
 _REFUSALS = (api.Conflict, api.NotFound, api.FailedPrecondition)
+#: How many times taking a chord's refresh reads the chord document again after finding it changed.
+_REFRESH_TRIES = 4
+#: Seconds before looking again at a refresh whose document kept changing under every try.
+_REFRESH_RETRY_AFTER = 1.0
 #: A size above this is not one Celery gave us: the chord document could not
 #: hold its counters' shape, and no worker fleet runs a header this large.
 MAX_CHORD_SIZE = 10_000_000
@@ -631,11 +635,17 @@ class ChordStore:
         (``end_refresh``): a refresh that fails half-way leaves the chord due,
         and the next part takes it once this lease has run out (or at once,
         if the failed one gave it up).
-        """
-        ref = self._chord(key)
 
-        def attempt(transaction: firestore.Transaction) -> Refresh:
-            snapshot = ref.get(transaction=transaction, timeout=self._timeout)
+        A read, then a write on condition that the document is as read (its
+        update time), not a transaction: a transaction holds the document
+        from its read to its commit, so one process's look held up (a stalled
+        call) held up every other process's, each commit refused and retried
+        with its part waiting behind it, until the chord's results expired
+        (the soak, 1,000 parts: no part returned for 70 s). A read holds nothing.
+        """
+        ref, client = self._chord(key), self._client.get()
+        for _ in range(_REFRESH_TRIES):
+            snapshot = self._call("reading a chord for its refresh", lambda options: ref.get(**options))
             chord = self._chord_from(snapshot)
             expires_at = chord.due_by(lifetime) if chord else None
             if chord is None or chord.done or (expires_at and expires_at >= due_before):
@@ -644,11 +654,23 @@ class ChordStore:
             busy = _claim_from((snapshot.to_dict() or {}).get(_REFRESHING))
             if busy is not None and busy.token != token and busy.lease_until > now:
                 return Refresh(started=False, expires_at=expires_at, busy_for=(busy.lease_until - now).total_seconds())
-            mine = Claim(token, now + dt.timedelta(seconds=lease))
-            transaction.update(ref, {_REFRESHING: _claim_fields(mine)})
+            fields = {_REFRESHING: _claim_fields(Claim(token, now + dt.timedelta(seconds=lease)))}
+            option = client.write_option(last_update_time=snapshot.update_time)
+            try:
+                # Safe to repeat: a write that landed and is retried is refused, and the read
+                # after it finds the refresh taken with this token (ours: taken again).
+                self._call(
+                    "taking a chord's refresh",
+                    lambda options, fields=fields, option=option: ref.update(fields, option=option, **options),
+                    FIRESTORE_COMMIT,
+                )
+            except api.FailedPrecondition:
+                continue  # changed since read: read it again
+            except api.NotFound:  # a missing database was raised as DatabaseNotFound
+                return Refresh(started=False)
             return Refresh(started=True, expires_at=expires_at)
-
-        return self._transact("taking a chord's refresh", attempt)
+        # Changed under every look: others are at it; look again in a moment.
+        return Refresh(started=False, expires_at=expires_at, busy_for=_REFRESH_RETRY_AFTER)
 
     def end_refresh(self, key: str, expires_at: dt.datetime | None) -> None:
         """The refresh is done (``expires_at`` set) or given up (None): the chord's expiry, and no refresh taken."""
