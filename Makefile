@@ -73,7 +73,8 @@ test-all: venv system-deps
 # at load 10, up to 3 minutes on a machine loaded by other work.
 test-chords: venv system-deps
 	SOAK_CHORDS=1 SOAK_SIZE=100 SOAK_STALL_MAX=12 \
-	  $(BIN)/pytest -m 'matrix or slow or soak' tests/e2e/test_chords.py tests/faults/test_chord_soak.py $(PYTEST_ARGS)
+	  $(BIN)/pytest -m 'matrix or slow or soak' tests/e2e/test_chords.py tests/faults/test_chord_soak.py \
+	  tests/faults/test_chord_holder_outages.py $(PYTEST_ARGS)
 
 # The fault soak at full size (docs/chords.md): 3 chords of 100 per pool under prefork, threads
 # and gevent, stalls of 1-30 s. The issue's, 50 chords of 1,000 (docs/chords.md):

@@ -12,7 +12,9 @@ The design (docs/chords.md has the failure table):
   reckoned in the server's time.
 * **complete**: the claim's holder reads every part's result from GCS (its
   own from memory unless a run before it stored one), renews the lease for
-  the publish, publishes the callback, and marks the chord done.
+  the publish (and looks in GCS whether a holder before it sent the chord's
+  outcome already), publishes the callback, records in GCS that it went
+  out, and marks the chord done.
 * **store**: only then does the part store its own result.
 
 Storing last is what makes a crash harmless: Celery 5.7 replays a killed
@@ -37,7 +39,7 @@ import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -47,7 +49,7 @@ from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
 from celery.result import AsyncResult, GroupResult
 
-from . import conventions, observe
+from . import conventions, deadline, observe
 from .errors import CorruptResult
 from .keys import part_document_id
 from .perprocess import PerProcess
@@ -92,6 +94,8 @@ _CHORDS_KEPT = 1_000
 _WAIT_STEP = 1.0
 #: How many times a part looks again at a chord left to it before it leaves it to its TTL.
 _LOOKS = 3
+#: What a chord's record of its sent outcome says went out (``_record_sent``).
+CALLBACK, ERRBACKS = "callback", "errbacks"
 #: The longest a holder waits on for a part counted but not stored, whatever its document says
 #: (``_late_parts_wait``): a part document edited by hand holds the claim no longer.
 _LATE_WAIT_MAX = 3600.0
@@ -184,16 +188,22 @@ class _Holding:
 
     def read(self, read: Callable[[list[str]], T], ids: list[str]) -> T:
         """``read(ids)`` in a thread of its own (in this context), keeping the claim until it returns."""
-        runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-gcs-join")
-        try:
-            reading = runner.submit(contextvars.copy_context().run, read, ids)
-            while True:
-                try:
-                    return reading.result(timeout=max(self.renew_at - time.monotonic(), 0.01))
-                except TimeoutError:
-                    self.keep()
-        finally:
-            runner.shutdown(wait=False)  # a read left behind (the claim lost) ends on its own
+        reading = _alongside(partial(read, ids))
+        while True:
+            try:
+                return reading.result(timeout=max(self.renew_at - time.monotonic(), 0.01))
+            except TimeoutError:
+                self.keep()
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """The claim, renewed to send the chord's outcome."""
+
+    #: Until when (``time.monotonic()``) the claim is surely ours.
+    until: float
+    #: A holder before this one sent the outcome (its record found in GCS): send nothing again.
+    sent: bool
 
 
 class ChordCoordinator:
@@ -557,12 +567,15 @@ class ChordCoordinator:
             error = ChordError(f"Chord {part.group_id} cannot join: {exc!r}")
             return self._fail(part.group_id, token, callback, error, results, chord)
         try:
-            held_until = self._hold_for_outcome(key, token)
+            hold = self._hold_for_outcome(part.group_id, token, chord)
         except Exception:
             self._release_quietly(key, token)
             raise
-        if held_until is None:
+        if hold is None:
             log.warning("Chord %s: claim lost before publishing; its new holder publishes", part.group_id)
+            return Ending.ENDED
+        if hold.sent:
+            self._end(part.group_id, token, hold.until, results, chord)
             return Ending.ENDED
         self.before_publish(part)
         try:
@@ -573,7 +586,9 @@ class ChordCoordinator:
             log.exception("Chord %s: callback not published", part.group_id)
             error = ChordError(f"Callback error: {exc!r}")
             return self._fail(part.group_id, token, callback, error, results, chord)
-        self._end(part.group_id, token, held_until, results, chord)
+        self._record_sent(part.group_id, chord, hold.until, CALLBACK)
+        self.after_publish(part)
+        self._end(part.group_id, token, hold.until, results, chord)
         return Ending.PUBLISHED
 
     def _retried_by_celery(self, exc: Exception) -> bool:
@@ -581,8 +596,8 @@ class ChordCoordinator:
         conf = self.backend.app.conf
         return bool(conf.get("result_backend_always_retry")) and retry.is_retryable(exc)
 
-    def _hold_for_outcome(self, key: str, token: str) -> float | None:
-        """Renew the claim to cover sending the chord's outcome; until when (monotonic) it is surely ours, None if lost.
+    def _hold_for_outcome(self, group_id: str, token: str, chord: Chord) -> _Hold | None:
+        """Renew the claim to cover sending the chord's outcome, and look whether a holder before sent it; None if lost.
 
         Checked right before the callback is published or its errbacks are
         called, never before: a holder slowed past its lease (a call stalled
@@ -590,12 +605,63 @@ class ChordCoordinator:
         the outcome. The lease then covers the publish budget too
         (``publish_budget``): errbacks that are not called in-process are
         published as the callback would be.
+
+        A holder before may have sent the outcome and then been unable to
+        mark the chord done within its claim (killed, or Firestore out for
+        longer): its record in GCS (``_record_sent``) says so, a store apart
+        from Firestore. Read alongside the renewal (one GCS read per chord,
+        not per part, and no wait added to the publish), within the lease
+        alone: what is left of the claim then still covers the publish.
         """
         lease = self._lease() + publish_budget(self.backend.app.conf)
         renewing = time.monotonic()
-        if not self.store.renew(key, token, lease):
+        sent = _alongside(partial(self._sent_before, group_id, chord))
+        if not self.store.renew(self.key(group_id), token, lease):
             return None
-        return renewing + lease
+        return _Hold(renewing + lease, sent.result())
+
+    def _sent_before(self, group_id: str, chord: Chord) -> bool:
+        """Whether a holder before sent the outcome; not known (GCS not answering), taken as not.
+
+        Taken as sent, an outage of GCS reads would leave every chord ending
+        in it open, where today a join failing in it fails the chord once; a
+        second outcome now needs both that outage and a holder before that
+        could not mark the chord done (docs/chords.md, the failure table).
+        """
+        try:
+            with deadline.within(self._lease()):
+                sent = self.results.chord_sent(group_id, chord.opened)
+        except Exception:
+            log.warning("Chord %s: could not look whether its outcome was sent before", group_id, exc_info=True)
+            return False
+        if sent:
+            log.warning(
+                "Chord %s: its outcome was sent by a holder before, which could not mark it done; "
+                "marking it done, sending nothing again",
+                group_id,
+            )
+        return sent
+
+    def _record_sent(self, group_id: str, chord: Chord, until: float, outcome: str) -> None:
+        """Record in GCS that the chord's outcome went out; retried as every write is (``gcs_retry_deadline``), within the claim.
+
+        Before the chord is marked done: a holder killed after this, or one
+        that cannot mark the chord done within its claim (Firestore out as
+        long), leaves the record to the part that takes the claim over, which
+        sends nothing again (``_hold_for_outcome``). Retried no longer than
+        the claim (``until``, monotonic): past it, another part may take it
+        over. A failure is logged, never raised: the outcome went out.
+        """
+        try:
+            with deadline.within(until - time.monotonic()):
+                self.results.mark_chord_sent(group_id, chord.opened, outcome, at_least=self._stretch(chord))
+        except Exception:
+            log.exception(
+                "Chord %s: its %s went out, but that could not be recorded in GCS; "
+                "should it not be marked done either, it may be sent again",
+                group_id,
+                outcome,
+            )
 
     def _fail(
         self, group_id: str, token: str, callback: Any, error: ChordError, results: list[Any], chord: Chord
@@ -606,26 +672,29 @@ class ChordCoordinator:
         callback read PENDING forever; left open (its claim released), the
         next return of any of its parts ends it (this part's, once stored).
         Only while the claim is still ours: a holder taken over leaves the
-        failing to its new holder, or it would call the errbacks a second time.
+        failing to its new holder, or it would call the errbacks a second time;
+        and only if no holder before sent an outcome.
         """
         key = self.key(group_id)
         try:
-            held_until = self._hold_for_outcome(key, token)
+            hold = self._hold_for_outcome(group_id, token, chord)
         except Exception:
             log.exception("Chord key %s: its claim could not be renewed to fail it; left open", key)
             self._release_quietly(key, token)
             return Ending.LEFT
-        if held_until is None:
+        if hold is None:
             log.warning("Chord key %s: claim lost before failing it; its new holder ends it", key)
             return Ending.LEFT
-        try:
-            self.backend.chord_error_from_stack(callback, error)
-        except Exception:
-            log.exception("Chord key %s: its error could not be recorded; left open", key)
-            self._release_quietly(key, token)
-            return Ending.LEFT
-        observe.event(observe.CHORD_FAILED)
-        self._end(group_id, token, held_until, results, chord)
+        if not hold.sent:
+            try:
+                self.backend.chord_error_from_stack(callback, error)
+            except Exception:
+                log.exception("Chord key %s: its error could not be recorded; left open", key)
+                self._release_quietly(key, token)
+                return Ending.LEFT
+            observe.event(observe.CHORD_FAILED)
+            self._record_sent(group_id, chord, hold.until, ERRBACKS)
+        self._end(group_id, token, hold.until, results, chord)
         return Ending.ENDED
 
     def _header(self, part: Part, chord: Chord, with_added: bool = True) -> list[Any]:
@@ -1011,6 +1080,9 @@ class ChordCoordinator:
     def before_publish(self, part: Part) -> None:
         """Called after the claim was renewed for the publish, right before publishing."""
 
+    def after_publish(self, part: Part) -> None:
+        """Called once the callback was published and that recorded in GCS, before the chord is marked done."""
+
 
 def publish_budget(conf: Mapping[str, Any]) -> float:
     """The longest a callback's publish may take under ``task_publish_retry_policy``.
@@ -1043,6 +1115,18 @@ def rebuild(shape: Iterable[Any], values: dict[str, Any]) -> list[Any]:
         rebuild(result.results, values) if isinstance(result, GroupResult) else values[result.id]
         for result in shape
     ]
+
+
+def _alongside(work: Callable[[], T]) -> Future[T]:
+    """``work()`` in a thread of its own, in this context (its deadline), while the caller goes on.
+
+    Left behind (its caller gone on without it), it ends on its own.
+    """
+    runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-gcs-chord")
+    try:
+        return runner.submit(contextvars.copy_context().run, work)
+    finally:
+        runner.shutdown(wait=False)
 
 
 def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:

@@ -43,6 +43,7 @@ from .stores.result_store import GenerationMismatch, ResultStore, StoredObject
 _GENERATIONS_KEPT = 10_000
 # Writers racing on one key: how many precondition failures to ride out.
 _MAX_CONFLICTS = 8
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class Extended(enum.Enum):
@@ -150,6 +151,19 @@ class StoredResults:
     def chord_key(self, group_id: str) -> str:
         """The name of the chord's Firestore document."""
         return self.key(self.prefixes.chord, group_id)
+
+    def chord_sent_key(self, group_id: str, opened: dt.datetime | None) -> str:
+        """The object saying a chord's outcome went out (``mark_chord_sent``): its chord key and run.
+
+        The run is when the chord was applied (``opened``, the server's time;
+        None for a chord written by an older version): a group id applied
+        again once its chord ended is a new run, with its own outcome.
+        ``~`` never appears in an encoded id (``keys.encode_id``), so no two
+        chords' runs share a name; and the name is outside the task prefix,
+        so ``celery-gcs results`` neither lists nor purges it.
+        """
+        run = "" if opened is None else str((opened - _EPOCH) // dt.timedelta(microseconds=1))
+        return f"{self.chord_key(group_id)}~sent{run}"
 
     # -- expiry -------------------------------------------------------------------
 
@@ -272,6 +286,13 @@ class StoredResults:
                 continue  # not a result: the reads that need it say so
         return gone
 
+    def chord_sent(self, group_id: str, opened: dt.datetime | None) -> bool:
+        """Whether this run of the chord's outcome went out already (``mark_chord_sent``): one read.
+
+        Found past its expiry, it still says so: the run it names is this one.
+        """
+        return self.store.get(self.chord_sent_key(group_id, opened)) is not None
+
     def as_stored(self, state: str, result: Any) -> Any:
         """A result as a reader gets it back: through the serializer and Celery's rebuilding."""
         codec = self._codec
@@ -345,6 +366,26 @@ class StoredResults:
         expires_at = self.expires_at(seconds)
         saved = {"result": result.as_tuple(), meta.EXPIRES_FIELD: meta.isoformat(expires_at)}
         self.put(self.group_key(group_id), self._codec.encode(saved), expires_at=expires_at, idempotent=True)
+
+    def mark_chord_sent(self, group_id: str, opened: dt.datetime | None, outcome: str, *, at_least: float = 0.0) -> None:
+        """Record that a chord's outcome (``callback`` or ``errbacks``) went out, once: a create-only write.
+
+        Kept as long as the chord's results (``at_least``: a running chord's,
+        chords.py ``_stretch``), so the bucket's lifecycle removes it with them.
+        Found there already, it was written by this very call (a retried
+        write whose first answer was lost) or by a holder before: nothing to do.
+        """
+        expires_at = self.expires_at(self.lifetimes.chord_result, at_least=at_least)
+        sent = {
+            "group_id": group_id, "outcome": outcome, "date_done": meta.isoformat(dt.datetime.now(dt.UTC)),
+            meta.EXPIRES_FIELD: meta.isoformat(expires_at),
+        }  # fmt: skip
+        try:
+            self.put(
+                self.chord_sent_key(group_id, opened), self._codec.encode(sent), expires_at=expires_at, if_generation_match=0
+            )
+        except GenerationMismatch:
+            pass
 
     def lasting(self, encoded: EncodedState, at_least: float) -> EncodedState:
         """``encoded``, encoded again to expire no sooner than ``at_least`` seconds from now if it would (a long chord's part)."""

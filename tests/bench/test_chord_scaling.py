@@ -51,8 +51,10 @@ def test_a_counted_chord_costs_what_the_design_says(run, size: int) -> None:
     writes = {kind: n for kind, n in client.items() if kind in writing}
     assert writes == {"object.write": 1, "firestore.Commit": 1, "doc.write": counters + 1}
     assert "object.read" not in client and client.get("doc.read", 0) <= 1
-    assert worker["object.write"] == size + 1  # the parts' results and the callback's
-    # The completer reads the GroupResult and every part's result once (a 404 is read again).
+    # The parts' results, the callback's, and the record that the callback went out.
+    assert worker["object.write"] == size + 2
+    # The completer reads the GroupResult and every part's result once (a 404 is read again),
+    # and looks for a record of the callback sent before (a 404).
     assert worker["object.read"] - worker.get("object.read!404", 0) == size
     # A commit per part, one per full counter below the top, settle, renew and end
     # (transactions), one batch of deletes; nothing rolled back.
@@ -75,8 +77,9 @@ def test_a_refreshing_chord_counts_its_added_parts(run, size: int) -> None:
     added = size // 4
     assert entry["added"] == added and entry["parts"] == size + added
     assert entry["refreshes"] == 0  # 60 s: none falls due
-    # Every part's result, the added ones' too, and the callback's; the completer reads them once.
-    assert worker["object.write"] == size + added + 1
+    # Every part's result, the added ones' too, the callback's and the record that it went out;
+    # the completer reads them once.
+    assert worker["object.write"] == size + added + 2
     assert worker["object.read"] - worker.get("object.read!404", 0) == size + added
     assert entry["cleaned_up"]  # added parts' documents deleted too
     assert entry["gcs"]["kinds"]["object.write"] == round((worker["object.write"] + 1) / (size + added), 4)

@@ -46,17 +46,19 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     assert summary["workload"] == {"group": 100, "chain": 10, "chord": 1000}
     assert summary["results_correct"] == {"group": True, "chain": True, "chord": True}
 
-    # Results stored: the objects under the run's prefix: every task's result. The chord's
-    # header GroupResult, which the callback reads its parts' ids from, is deleted as it ends.
+    # Results stored: the objects under the run's prefix: every task's result, and the chord's
+    # record that its callback went out. The chord's header GroupResult, which the callback reads
+    # its parts' ids from, is deleted as it ends.
     client = storage.Client(project=stack.local_stack.project)
     prefix = summary["prefix"] + "/"
     blobs = list(client.list_blobs(summary["bucket"], prefix=prefix))
-    assert len(blobs) == summary["results_stored"] == tasks
+    assert len(blobs) == summary["results_stored"] == tasks + 1
     task_results = [
         blob for blob in blobs if blob.name[len(prefix) :].startswith("celery-task-meta-")
     ]
     assert len(task_results) == summary["results_by_kind"]["task results"] == tasks
     assert summary["results_by_kind"]["group results"] == 0
+    assert summary["results_by_kind"]["chord state"] == 1
     # (Listed objects carry media links naming the demo's proxy, gone now: read by name.)
     bucket = client.bucket(summary["bucket"])
     with ThreadPoolExecutor(8) as pool:

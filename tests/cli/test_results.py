@@ -262,10 +262,9 @@ def test_list_and_show_give_up_within_their_timeout_when_gcs_is_unreachable(stac
     assert done.returncode == 2 and "must be more than 0 seconds" in done.stderr
 
 
-def test_a_chord_callback_failed_with_chorderror_is_stored_with_its_task_name(app, stack, backend_url) -> None:
-    """Celery stores the callback's ChordError without a request, so with no task name: --name never found it."""
+def failed_chord(app) -> tuple[list[str], str]:
+    """A chord of two parts applied and failed in this process (its first part failed): their ids, its callback's."""
     from celery.result import AsyncResult
-    from celery_gcs.keys import encode_id
 
     group_id, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(2)]
     callback_id = f"cb-{uuid.uuid4().hex[:8]}"
@@ -281,9 +280,33 @@ def test_a_chord_callback_failed_with_chorderror_is_stored_with_its_task_name(ap
     app.backend.store_result(ids[0], failure, states.FAILURE, request=part(ids[0]))
     app.backend.store_result(ids[1], 2, states.SUCCESS, request=part(ids[1]))
     assert app.AsyncResult(callback_id).state == states.FAILURE  # the chord failed its callback
+    return ids, callback_id
+
+
+def test_a_chord_callback_failed_with_chorderror_is_stored_with_its_task_name(app, stack, backend_url) -> None:
+    """Celery stores the callback's ChordError without a request, so with no task name: --name never found it."""
+    from celery_gcs.keys import encode_id
+
+    _, callback_id = failed_chord(app)
     blob = storage.Client().bucket(stack.bucket).get_blob(
         f"{backend_url.split('/', 3)[3]}/celery-task-meta-{encode_id(callback_id)}"
     )
     assert blob.metadata["celery-task"] == "proj.total"
     done = run_cli("results", "list", "--name", "proj.total", "--json", env=cli_env(stack, backend_url))
     assert [json.loads(line)["task_id"] for line in done.stdout.splitlines()] == [callback_id], done.stderr
+
+
+def test_a_chords_record_of_its_sent_outcome_is_neither_listed_nor_purged(app, stack, backend_url, prefix) -> None:
+    """The object recording that a chord's outcome went out (chords.py) lives beside the results, not among them."""
+    ids, callback_id = failed_chord(app)
+    records = [name for name in _names(stack, prefix) if name.startswith("chord-unlock-")]
+    assert len(records) == 1 and "~sent" in records[0]
+    env = cli_env(stack, backend_url)
+    listed = run_cli("results", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(json.loads(line)["task_id"] for line in listed.stdout.splitlines()) == sorted([*ids, callback_id])
+    done = run_cli("results", "purge", "--yes", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Deleted 3 results with 3 delete requests." in done.stdout
+    left = _names(stack, prefix)  # the record, and the chord's GroupResult (not a task's result either)
+    assert [name for name in left if not name.startswith("celery-taskset-meta-")] == records

@@ -212,6 +212,43 @@ def test_a_killed_child_never_hangs_a_chord_nor_doubles_its_callback(
         assert callback_runs(app, result) == 1
 
 
+@pytest.mark.matrix
+@pytest.mark.parametrize("reject", [True, False], ids=["reject_on_worker_lost", "plain_acks_late"])
+def test_a_holder_killed_after_publishing_never_gets_its_chord_an_outcome_twice(
+    app, start_worker, backend_url, tmp_path, firestore_docs, reject: bool
+) -> None:
+    """Issue 26: the holder killed after publishing the callback, before marking the chord done. Its
+    part, replayed (requeued, or recorded as a WorkerLostError), waited out the claim, took it over
+    and published the callback a second time, or failed the chord it had called back.
+
+    The claim is held 11 s to publish (the 10 s lease and 1 s to connect, no retries); the test
+    waits until the replay has ended the chord.
+    """
+    kill_dir = tmp_path / "kills"
+    kill_dir.mkdir()
+    start_worker(
+        concurrency=2,
+        url=f"{faulty.__name__}:KillingBackend+{backend_url}",
+        env={"CELERY_GCS_KILL_AT": "after_publish", "CELERY_GCS_KILL_DIR": str(kill_dir)},
+        task_acks_late=True,
+        task_reject_on_worker_lost=reject,
+        task_publish_retry_policy={"max_retries": 0},
+        broker_connection_timeout=1,
+    )
+    callback = sig(app, tasks.collect).on_error(sig(app, tasks.on_chord_error))
+    result = chord(sig(app, tasks.add, n, n) for n in range(10))(callback)
+    assert result.get(timeout=60) == [2 * n for n in range(10)]
+    assert list(kill_dir.glob("kill-*")), "the fault was injected"
+    key = app.backend.chords.key(result.parent.id)
+    ended_by = time.monotonic() + 120
+    while not firestore_docs().get(key, {}).get("done"):
+        assert time.monotonic() < ended_by, "the replay did not end the chord within 120 s"
+        time.sleep(0.5)
+    settle()
+    assert callback_runs(app, result) == 1
+    assert errbacks(app, result) == []
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_a_chord_of_twenty_thousand_parts_completes_once(app, start_worker, firestore_docs) -> None:

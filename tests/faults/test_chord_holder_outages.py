@@ -161,8 +161,9 @@ def test_a_published_value_unstored_through_celerys_record_of_the_failure_is_sto
 
 
 #: Seconds Firestore aborts every commit once the callback is published: longer than the
-#: claim's lease (``chords.MIN_LEASE``, 10 s), shorter than the lease renewed for the publish (14 s here).
-BLIP = 12.0
+#: claim's lease (``chords.MIN_LEASE``, 10 s, patched to 3 s), shorter than the lease renewed for
+#: the publish (7 s here).
+BLIP = 5.0
 
 
 def test_a_firestore_blip_while_the_holder_ends_the_chord_never_publishes_it_twice(
@@ -172,11 +173,12 @@ def test_a_firestore_blip_while_the_holder_ends_the_chord_never_publishes_it_twi
     the claim for the lease plus the publish budget; a copy of a part arriving after it gave up waited
     for the claim to run out, took it over and published the callback a second time.
     """
+    monkeypatch.setattr(chords, "MIN_LEASE", 3.0)  # as in production, 10 s, but a shorter test
     app = make_app(
         result_chord_join_timeout=0.5,
         gcs_retry_deadline=1.0,
         task_publish_retry_policy={"max_retries": 0},
-        broker_connection_timeout=4,  # the publish budget: the claim is renewed for 10 + 4 s
+        broker_connection_timeout=4,  # the publish budget: the claim is renewed for 3 + 4 s
     )
     published: list[Any] = []
     blip_over = threading.Event()
@@ -319,3 +321,72 @@ def test_copies_finding_a_lease_run_out_together_settle_one_at_a_time(make_app, 
     holder.join(timeout=60)
     assert not holder.is_alive()
     assert published.values == [[0, 1]]
+
+
+#: Seconds the claim is renewed for to send the outcome in the tests below: a lease of 3 s
+#: (``chords.MIN_LEASE``, patched) and a publish budget of 1 s (no retries, 1 s to connect).
+HELD = 4.0
+
+
+def an_outage_of_firestore_commits_past_the_claim(make_app: Any, stack: Any, monkeypatch: Any) -> tuple[Any, list[str]]:
+    """An app whose claim is held ``HELD`` s to send a chord's outcome, and what it was sent with.
+
+    Once it sends one (the callback published, or the errbacks called), every
+    Firestore commit is refused, longer than the claim: the holder cannot
+    mark the chord done.
+    """
+    monkeypatch.setattr(chords, "MIN_LEASE", HELD - 1)
+    app = make_app(
+        result_chord_join_timeout=0.5,
+        gcs_retry_deadline=1.0,
+        task_publish_retry_policy={"max_retries": 0},
+        broker_connection_timeout=1,
+    )
+    sent: list[str] = []
+    fail_callback = app.backend.chord_error_from_stack
+
+    def publish(_: Any, value: Any) -> None:
+        sent.append(f"callback {value}")
+        commits_aborted(stack)
+
+    def fail(callback: Any, exc: Exception) -> Any:
+        sent.append(f"errbacks {exc}")
+        try:
+            return fail_callback(callback, exc)
+        finally:
+            commits_aborted(stack)
+
+    monkeypatch.setattr(app.amqp, "_retry_publish", publish)
+    monkeypatch.setattr(app.backend, "chord_error_from_stack", fail)
+    return app, sent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outcome", ["callback", "errbacks"])
+def test_firestore_out_past_the_holders_claim_after_it_sent_the_outcome_never_sends_it_twice(
+    make_app, stack, monkeypatch, firestore_docs, outcome: str
+) -> None:
+    """Issue 26, defect 3, the window it left: Firestore out for longer than the claim (the lease
+    plus the publish budget) after the holder published the callback, or called the errbacks. The
+    holder gave up marking the chord done; a copy of a part arriving later took the expired claim
+    over and sent the chord's outcome a second time.
+
+    Now the holder records in GCS that the outcome went out, and the copy finds the record.
+    """
+    app, sent = an_outage_of_firestore_commits_past_the_claim(make_app, stack, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    if outcome == "callback":
+        store_part(app, group_id, ids[0], 0)
+    else:
+        request = part_request(group_id, ids[0])
+        app.backend.store_result(ids[0], ValueError("part broke"), states.FAILURE, request=request)
+    started = time.monotonic()
+    store_part(app, group_id, ids[1], 1)  # holds the claim, sends, cannot mark the chord done
+    assert len(sent) == 1 and sent[0].startswith(outcome)
+    assert time.monotonic() - started >= HELD - 1, "the holder gave up marking it done before its claim ran out"
+    assert stack.firestore.injected_snapshot()["status.10"] > 0
+    assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is False
+    stack.firestore.faults.clear()
+    store_part(app, group_id, ids[1], 1)  # a copy of the holder's part (a redelivery): takes the claim over
+    assert len(sent) == 1, sent
+    assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True

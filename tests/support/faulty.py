@@ -6,7 +6,7 @@ test names, so a replayed step goes through.
 
 * ``KillingBackend`` SIGKILLs its own process (the pool child, or the whole
   worker under threads or gevent) at the step ``CELERY_GCS_KILL_AT`` names
-  (before_count, after_count, after_claim), ``CELERY_GCS_KILLS`` times (default
+  (before_count, after_count, after_claim, after_publish), ``CELERY_GCS_KILLS`` times (default
   one), leaving its markers in ``CELERY_GCS_KILL_DIR``. With ``CELERY_GCS_KILL_GATED``
   set it waits first for a file ``go`` there: the test opens the gate once the
   broker has handed over every message (see ``_wait_for_the_gate``).
@@ -73,6 +73,9 @@ class KillingCoordinator(ChordCoordinator):
 
     def after_claim(self, part: Part) -> None:
         _maybe_die("after_claim")
+
+    def after_publish(self, part: Part) -> None:
+        _maybe_die("after_publish")
 
 
 class KillingBackend(GCSBackend):

@@ -40,3 +40,9 @@ def test_encoding_is_injective_across_the_three_forms() -> None:
     ]  # fmt: skip
     names = [encode_id(task_id) for task_id in ids]
     assert len(set(names)) == len(ids)
+
+
+@pytest.mark.parametrize("group_id", [UUID, "a~b", "~", "a~sent1", "%7E", "x" * 5000, "ü~"])
+def test_no_encoded_id_holds_a_tilde_so_a_chords_sent_record_names_one_chord(group_id: str) -> None:
+    """``StoredResults.chord_sent_key`` puts ``~sent<run>`` after the encoded group id."""
+    assert "~" not in encode_id(group_id)
