@@ -643,15 +643,30 @@ class ChordCoordinator:
         return sent
 
     def _record_sent(self, group_id: str, chord: Chord, until: float, outcome: str) -> None:
-        """Record in GCS that the chord's outcome went out; retried as every write is (``gcs_retry_deadline``), within the claim.
+        """Record in GCS that the chord's outcome went out, waiting for it no longer than half what is left of the claim.
 
         Before the chord is marked done: a holder killed after this, or one
         that cannot mark the chord done within its claim (Firestore out as
         long), leaves the record to the part that takes the claim over, which
-        sends nothing again (``_hold_for_outcome``). Retried no longer than
-        the claim (``until``, monotonic): past it, another part may take it
-        over. A failure is logged, never raised: the outcome went out.
+        sends nothing again (``_hold_for_outcome``). A write stalled longer
+        (GCS's timeouts outlast the claim) goes on alongside while the chord
+        is marked done with the rest of the claim, which makes the record
+        moot: waited for to the end of the claim, it left no time to mark
+        the chord done, and a copy of a part taking the claim over sent the
+        outcome again.
         """
+        recording = _alongside(partial(self._write_sent, group_id, chord, until, outcome))
+        try:
+            recording.result(timeout=max(until - time.monotonic(), 0.0) / 2)
+        except TimeoutError:
+            log.warning(
+                "Chord %s: its %s went out; recording that in GCS is slow, marking the chord done meanwhile",
+                group_id,
+                outcome,
+            )
+
+    def _write_sent(self, group_id: str, chord: Chord, until: float, outcome: str) -> None:
+        """The record's write: retried as every write is (``gcs_retry_deadline``), no longer than the claim; logged, never raised."""
         try:
             with deadline.within(until - time.monotonic()):
                 self.results.mark_chord_sent(group_id, chord.opened, outcome, at_least=self._stretch(chord))
@@ -806,16 +821,25 @@ class ChordCoordinator:
                     "Chord key %s: the claim was taken over before the chord was marked done", key
                 )
                 return
+        except Exception:
+            log.exception("Chord %s: its outcome went out, but it could not be marked done", group_id)
+            return
+        # Each clean-up on its own: a GCS failure must not leave the Firestore documents (with
+        # result_expires None they have no expiry), nor a Firestore failure the GroupResult.
+        try:
             self.results.delete_group(group_id)
+        except Exception:
+            log.exception(
+                "Chord %s: ended, but its GroupResult could not be deleted; its expiry removes it (until then, "
+                "a late copy of a part finding the chord's document gone fails it again)",
+                group_id,
+            )
+        try:
             self.store.clean_up(
                 key, map(part_document_id, leaf_ids(results)), self._nodes(results, chord)
             )
         except Exception:
-            log.exception(
-                "Chord %s: ended, but its GroupResult and documents could not be deleted; their expiry "
-                "removes them (until then, a late copy of a part finding its document gone fails it again)",
-                group_id,
-            )
+            log.exception("Chord %s: ended, but its documents could not be deleted; their TTL removes them", group_id)
 
     def _end_within_lease(self, key: str, token: str, held_until: float) -> bool:
         """Mark the chord done, trying again until the claim's lease runs out (``held_until``, monotonic).

@@ -44,6 +44,8 @@ _GENERATIONS_KEPT = 10_000
 # Writers racing on one key: how many precondition failures to ride out.
 _MAX_CONFLICTS = 8
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# How long a chord's record that its outcome went out is kept at least (results kept for ever).
+_SENT_RECORD_KEPT = 86_400.0
 
 
 class Extended(enum.Enum):
@@ -371,11 +373,15 @@ class StoredResults:
         """Record that a chord's outcome (``callback`` or ``errbacks``) went out, once: a create-only write.
 
         Kept as long as the chord's results (``at_least``: a running chord's,
-        chords.py ``_stretch``), so the bucket's lifecycle removes it with them.
-        Found there already, it was written by this very call (a retried
+        chords.py ``_stretch``), so the bucket's lifecycle removes it with them;
+        with results kept for ever, ``_SENT_RECORD_KEPT`` at least: nothing lists
+        or purges it (``celery-gcs results`` shows task results only), so it must
+        expire. Found there already, it was written by this very call (a retried
         write whose first answer was lost) or by a holder before: nothing to do.
         """
-        expires_at = self.expires_at(self.lifetimes.chord_result, at_least=at_least)
+        expires_at = self.expires_at(self.lifetimes.chord_result, at_least=at_least) or (
+            dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(at_least, _SENT_RECORD_KEPT))
+        )
         sent = {
             "group_id": group_id, "outcome": outcome, "date_done": meta.isoformat(dt.datetime.now(dt.UTC)),
             meta.EXPIRES_FIELD: meta.isoformat(expires_at),

@@ -20,8 +20,9 @@ from celery.exceptions import BackendStoreError
 from celery_gcs import chords, unstored
 from celery_gcs.errors import TransientError
 from celery_gcs.local.faults import FIRESTORE_COMMIT
+from google.cloud import storage
 
-from ..support.chords import Published, apply_here, part_request, store_part
+from ..support.chords import Published, apply_here, ended_only, part_request, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -390,3 +391,108 @@ def test_firestore_out_past_the_holders_claim_after_it_sent_the_outcome_never_se
     store_part(app, group_id, ids[1], 1)  # a copy of the holder's part (a redelivery): takes the claim over
     assert len(sent) == 1, sent
     assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True
+
+
+BEGIN = "google.firestore.v1.Firestore/BeginTransaction"
+#: As in the tests above: a lease of 3 s and a publish budget of 1 s.
+HELD = 4.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "copy_of", [0, 1], ids=["copy_of_another_part", "copy_of_the_holders_part"]
+)
+def test_a_record_write_stalled_past_the_claim_never_gives_a_second_callback(
+    make_app, stack, monkeypatch, firestore_docs, copy_of
+) -> None:
+    """Review of onceout: the holder waited for its record that the callback went out until the claim ran out
+    (one GCS write stalled: GCS's timeouts outlast the claim), leaving no time to mark the chord done; with its
+    end a moment slow, a copy of a part took the claim over, found no record and published again (copy of the
+    holder's part), or the chord was left open (copy of another part). Found by review, reproduced in
+    /work/coord/review27/test_record_stall_eats_the_claim.py; both fail on the old code.
+    """
+    monkeypatch.setattr(chords, "MIN_LEASE", HELD - 1)
+    app = make_app(
+        result_chord_join_timeout=0.5,
+        task_publish_retry_policy={"max_retries": 0},
+        broker_connection_timeout=1,
+    )
+    sent: list[Any] = []
+    published = threading.Event()
+    record: list[Any] = []
+
+    def publish(_: Any, value: Any) -> None:
+        sent.append(value)
+        if len(sent) == 1:
+            # The holder's next upload is the record that the callback went out: held, never landing.
+            record.append(
+                stack.gcs.delay(
+                    "POST /upload/storage/v1/b/[^/]+/o", None, calls=1, direction="request"
+                )
+            )
+            published.set()
+
+    monkeypatch.setattr(app.amqp, "_retry_publish", publish)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    holder = threading.Thread(target=store_part, args=(app, group_id, ids[1], 1), daemon=True)
+    holder.start()
+    assert published.wait(30)
+    copy = threading.Thread(target=store_part, args=(app, group_id, ids[copy_of], copy_of), daemon=True)
+    copy.start()  # a redelivered copy: counted (refused), it finds the claim held and waits for its lease
+    # Once the copy waits (its count and settle take well under a second; a copy still counting then
+    # arrives later and must find the chord ended), the holder's end is a moment slow.
+    time.sleep(1.0)
+    stack.firestore.delay(BEGIN, 1.5, calls=1, direction="request")
+    copy.join(timeout=60)
+    holder.join(timeout=60)
+    stack.gcs.faults.clear()
+    assert not copy.is_alive() and not holder.is_alive()
+    assert record[0].struck == 1
+    assert len(sent) == 1, f"published {len(sent)} times: {sent}"
+    assert firestore_docs()[app.backend.chords.key(group_id)]["done"] is True, (
+        "chord left open after its callback"
+    )
+
+
+@pytest.mark.parametrize("expires", [None, 60])
+def test_a_failed_group_result_delete_still_cleans_up_the_chords_documents(
+    make_app, stack, monkeypatch, firestore_docs, expires
+) -> None:
+    """Review of E: the GroupResult's delete and the Firestore clean-up shared one ``try``: a failed GCS
+    delete left the parts and counters, for ever with ``result_expires`` None (fails on the old code)."""
+    app = make_app(result_expires=expires, gcs_retry_deadline=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 2)
+    store_part(app, group_id, ids[0], 0)
+    deletes = stack.gcs.fail("DELETE /storage/v1/b/[^/]+/o/.+", 503, calls=range(1, 10**6))
+    store_part(app, group_id, ids[1], 1)
+    assert deletes.struck > 0
+    stack.gcs.faults.clear()
+    assert published.values == [[0, 1]]
+    key = app.backend.chords.key(group_id)
+    docs = {path: data for path, data in firestore_docs().items() if path.startswith(key)}
+    assert ended_only(docs), sorted(docs)
+
+
+@pytest.mark.parametrize("expires", [None, 0, 60])
+def test_an_ended_chords_record_that_its_callback_went_out_always_expires(
+    make_app, stack, monkeypatch, expires
+) -> None:
+    """Review of onceout: with results kept for ever the record had no custom time, so the bucket's
+    lifecycle never removed it, and nothing else lists or purges it (None and 0 fail on the old code)."""
+    app = make_app(result_expires=expires)
+    published = Published(app, monkeypatch)
+    for _ in range(3):
+        group_id, ids = apply_here(app, 2)
+        store_part(app, group_id, ids[0], 0)
+        store_part(app, group_id, ids[1], 1)
+    assert published.values == [[0, 1]] * 3
+    base = app.backend.settings.object_name("")
+    records = [
+        blob
+        for blob in storage.Client().bucket(stack.bucket).list_blobs(prefix=base)
+        if "~sent" in blob.name
+    ]
+    assert len(records) == 3
+    assert [blob.name for blob in records if blob.custom_time is None] == []
