@@ -734,7 +734,10 @@ class ChordCoordinator:
         try:
             if self.results.task_state(callback.id)["status"] in states.READY_STATES:
                 return True
-            self.backend.fail_from_current_stack(callback.id, exc=error)
+            try:
+                raise error  # Celery stores a failure from the current stack
+            except ChordError:
+                self.backend.fail_from_current_stack(callback.id, exc=error)
         except Exception:
             log.exception("Chord %s: its errbacks were called, but its error could not be stored; left open", group_id)
             return False
