@@ -202,8 +202,9 @@ class _Hold:
 
     #: Until when (``time.monotonic()``) the claim is surely ours.
     until: float
-    #: A holder before this one sent the outcome (its record found in GCS): send nothing again.
-    sent: bool
+    #: What a holder before this one sent (its record found in GCS: ``CALLBACK`` or ``ERRBACKS``), or None.
+    #: Sent, nothing is sent again.
+    sent: str | None
 
 
 class ChordCoordinator:
@@ -575,6 +576,10 @@ class ChordCoordinator:
             log.warning("Chord %s: claim lost before publishing; its new holder publishes", part.group_id)
             return Ending.ENDED
         if hold.sent:
+            error = ChordError(f"Chord {part.group_id}: its errbacks were called by a holder before this one")
+            if hold.sent == ERRBACKS and not self._failure_stored(part.group_id, callback, error):
+                self._release_quietly(key, token)
+                return Ending.LEFT
             self._end(part.group_id, token, hold.until, results, chord)
             return Ending.ENDED
         self.before_publish(part)
@@ -620,7 +625,7 @@ class ChordCoordinator:
             return None
         return _Hold(renewing + lease, sent.result())
 
-    def _sent_before(self, group_id: str, chord: Chord) -> bool:
+    def _sent_before(self, group_id: str, chord: Chord) -> str | None:
         """Whether a holder before sent the outcome; not known (GCS not answering), taken as not.
 
         Taken as sent, an outage of GCS reads would leave every chord ending
@@ -633,7 +638,7 @@ class ChordCoordinator:
                 sent = self.results.chord_sent(group_id, chord.opened)
         except Exception:
             log.warning("Chord %s: could not look whether its outcome was sent before", group_id, exc_info=True)
-            return False
+            return None
         if sent:
             log.warning(
                 "Chord %s: its outcome was sent by a holder before, which could not mark it done; "
@@ -700,17 +705,44 @@ class ChordCoordinator:
         if hold is None:
             log.warning("Chord key %s: claim lost before failing it; its new holder ends it", key)
             return Ending.LEFT
+        if hold.sent == ERRBACKS and not self._failure_stored(group_id, callback, error):
+            self._release_quietly(key, token)
+            return Ending.LEFT
         if not hold.sent:
             try:
                 self.backend.chord_error_from_stack(callback, error)
             except Exception:
-                log.exception("Chord key %s: its error could not be recorded; left open", key)
+                # Celery calls the errbacks before it stores the callback's FAILURE: it is the store
+                # that failed. Recorded, the next look stores the failure alone (``_failure_stored``).
+                log.exception("Chord key %s: its errbacks were called, its error could not be stored; left open", key)
+                self._record_sent(group_id, chord, hold.until, ERRBACKS)
                 self._release_quietly(key, token)
                 return Ending.LEFT
             observe.event(observe.CHORD_FAILED)
             self._record_sent(group_id, chord, hold.until, ERRBACKS)
         self._end(group_id, token, hold.until, results, chord)
         return Ending.ENDED
+
+    def _failure_stored(self, group_id: str, callback: Any, error: ChordError) -> bool:
+        """A holder before called the errbacks: store the callback's FAILURE if it could not (no errbacks again).
+
+        False if that store fails too: the chord is left open, and the next
+        look tries again, as with a failure that could not be stored at all.
+        """
+        if callback is None or not callback.id:
+            return True
+        try:
+            if self.results.task_state(callback.id)["status"] in states.READY_STATES:
+                return True
+            try:
+                raise error  # Celery stores a failure from the current stack
+            except ChordError:
+                self.backend.fail_from_current_stack(callback.id, exc=error)
+        except Exception:
+            log.exception("Chord %s: its errbacks were called, but its error could not be stored; left open", group_id)
+            return False
+        observe.event(observe.CHORD_FAILED)
+        return True
 
     def _header(self, part: Part, chord: Chord, with_added: bool = True) -> list[Any]:
         """The header's results in header order, then those added to the chord (one GCS read, one query)."""

@@ -288,12 +288,22 @@ class StoredResults:
                 continue  # not a result: the reads that need it say so
         return gone
 
-    def chord_sent(self, group_id: str, opened: dt.datetime | None) -> bool:
-        """Whether this run of the chord's outcome went out already (``mark_chord_sent``): one read.
+    def chord_sent(self, group_id: str, opened: dt.datetime | None) -> str | None:
+        """What of this run of the chord went out already (``mark_chord_sent``'s ``outcome``), or None: one read.
 
         Found past its expiry, it still says so: the run it names is this one.
+        One that cannot be read says ``callback``: sent, and nothing to store.
         """
-        return self.store.get(self.chord_sent_key(group_id, opened)) is not None
+        name = self.chord_sent_key(group_id, opened)
+        found = self.store.get(name)
+        if found is None:
+            return None
+        try:
+            decoded = self._codec.decode(found.data)
+        except Exception:  # noqa: BLE001 (any decoder's error: not ours to read, taken as sent)
+            decoded = None
+        outcome = decoded.get("outcome") if isinstance(decoded, dict) else None
+        return outcome if isinstance(outcome, str) else "callback"
 
     def as_stored(self, state: str, result: Any) -> Any:
         """A result as a reader gets it back: through the serializer and Celery's rebuilding."""

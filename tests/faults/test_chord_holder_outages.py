@@ -496,3 +496,41 @@ def test_an_ended_chords_record_that_its_callback_went_out_always_expires(
     ]
     assert len(records) == 3
     assert [blob.name for blob in records if blob.custom_time is None] == []
+
+
+def test_a_gcs_write_outage_while_failing_a_chord_calls_its_errbacks_once(make_app, stack, monkeypatch) -> None:
+    """Review of onceout: Celery calls the errbacks before it stores the callback's FAILURE; with GCS writes
+    out, that store failed and the chord was left open with no record, so the part's next look called the
+    errbacks a second time. The errbacks are now recorded as sent, and the next look stores the failure alone
+    (fails on the old code: errbacks called 2 times). Reproduced first in /work/coord/review27/.
+    """
+    app = make_app(gcs_retry_deadline=0.5, result_chord_join_timeout=0.5)
+    published = Published(app, monkeypatch)
+    errbacks: list[str] = []
+    call_errbacks = app.backend._call_task_errbacks
+
+    def counted(request: Any, exc: Exception, traceback: Any) -> Any:
+        errbacks.append(str(exc))
+        return call_errbacks(request, exc, traceback)
+
+    monkeypatch.setattr(app.backend, "_call_task_errbacks", counted)
+    fail_callback = app.backend.chord_error_from_stack
+    tries: list[int] = []
+
+    def then_recover(callback: Any, exc: Exception) -> Any:
+        tries.append(1)
+        try:
+            return fail_callback(callback, exc)
+        finally:
+            stack.gcs.faults.clear()  # GCS writes answer again once the first failure was tried
+
+    monkeypatch.setattr(app.backend, "chord_error_from_stack", then_recover)
+    group_id, ids = apply_here(app, 2)
+    app.backend.store_result(ids[0], ValueError("part broke"), states.FAILURE, request=part_request(group_id, ids[0]))
+    outage(stack, "object.write")
+    returned(app, group_id, ids[1], 1)
+    assert stack.gcs.injected_snapshot()["status.503"] > 0
+    assert published.values == []
+    assert tries == [1]
+    assert len(errbacks) == 1, f"errbacks called {len(errbacks)} times: {errbacks}"
+    assert app.AsyncResult("cb").state == states.FAILURE
