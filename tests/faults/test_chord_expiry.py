@@ -222,6 +222,27 @@ def test_a_group_applied_again_after_a_failed_clean_up_completes_again(
     assert published.values == [[0], [1]]
 
 
+def test_a_group_applied_again_after_its_ended_document_expired_before_its_parts_completes_again(
+    make_app, stack, monkeypatch
+) -> None:
+    """Review finding: the leftover part documents were looked for only when the chord document was
+    still there; Firestore's TTL deletes each document on its own (the part documents expire later than
+    the chord's), so with the chord document gone the new run's part read as a replay and nothing ended it.
+    """
+    app = make_app(gcs_retry_deadline=0.5)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 1)
+    stack.firestore.fail(FIRESTORE_COMMIT, grpc.StatusCode.UNAVAILABLE, calls=range(5, 10**6))
+    store_part(app, group_id, ids[0], 0)
+    stack.firestore.faults.clear()
+    assert published.values == [[0]]
+    chord_document(app, stack, group_id).delete()  # removed by its TTL before the part documents
+    app.backend.apply_chord((group_id, [app.AsyncResult(ids[0])]), None)  # the same chord, run again
+    app.backend.forget(ids[0])
+    store_part(app, group_id, ids[0], 1)
+    assert published.values == [[0], [1]]
+
+
 def test_a_group_applied_again_after_a_failed_clean_up_gets_none_of_the_last_runs_added_tasks(
     make_app, stack, monkeypatch
 ) -> None:

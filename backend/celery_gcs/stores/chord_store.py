@@ -293,7 +293,9 @@ class ChordStore:
         A group id applied again once its chord ended starts afresh: the part
         documents its last run may have left (a clean-up that failed) are
         listed and deleted first, the header's and those added to it, or its
-        parts would read as counted and its added tasks as added to this run.
+        parts would read as counted and its added tasks as added to this run;
+        also when its chord document expired before them (one query for one
+        name, whenever no chord document is there).
         One applied again while its chord is still open (a frozen chord run
         twice at once) is left as it is: the runs share its parts, counted
         once, and one callback.
@@ -301,8 +303,10 @@ class ChordStore:
         current = self.read(key)
         if current is not None and not current.done and current.problem is None:
             return False
-        if current is not None:
-            # One query a page of names, only when a chord document is there already: a rerun.
+        # A rerun: the chord document is there, or it expired before the part documents a failed
+        # clean-up left (Firestore's TTL deletes each document on its own, in no set order).
+        if current is not None or self._any_part(key):
+            # One query a page of names.
             refs = [self._part(key, part) for part in sorted(self.parts(key))]
             self._commit_in_batches("clearing an ended chord's parts", refs, lambda batch, ref: batch.delete(ref))
         ttl = _ttl(expires_at)
@@ -488,6 +492,12 @@ class ChordStore:
             if len(snapshots) < _PAGE:
                 return found
             after = snapshots[-1]
+
+    def _any_part(self, key: str) -> bool:
+        """Whether the chord has a part document, by one query for one name."""
+        by_name = FieldPath.document_id()
+        query = self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION).select([by_name]).limit(1)
+        return bool(self._call("looking for a chord's parts", lambda options: list(query.stream(**options))))
 
     def read_part(self, key: str, part: str) -> PartState | None:
         snapshot = self._call(
