@@ -28,8 +28,6 @@ from google.cloud import firestore, storage
 from ..support.chords import Published, apply_here, part_request, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
-#: A suspected defect shown real on today's code; its fix lands with the marker removed.
-PENDING_FIX = pytest.mark.xfail(strict=True, reason="issue 26: confirmed, fix pending")
 
 
 def chord_document(app: Any, stack: Any, group_id: str) -> firestore.DocumentReference:
