@@ -653,7 +653,7 @@ class ChordStore:
         with its part waiting behind it, until the chord's results expired
         (the soak, 1,000 parts: no part returned for 70 s). A read holds nothing.
         """
-        ref, client = self._chord(key), self._client.get()
+        ref = self._chord(key)
         for _ in range(_REFRESH_TRIES):
             snapshot = self._call("reading a chord for its refresh", lambda options: ref.get(**options))
             chord = self._chord_from(snapshot)
@@ -665,17 +665,11 @@ class ChordStore:
             if busy is not None and busy.token != token and busy.lease_until > now:
                 return Refresh(started=False, expires_at=expires_at, busy_for=(busy.lease_until - now).total_seconds())
             fields = {_REFRESHING: _claim_fields(Claim(token, now + dt.timedelta(seconds=lease)))}
-            option = client.write_option(last_update_time=snapshot.update_time)
             try:
                 # Safe to repeat: a write that landed and is retried is refused, and the read
                 # after it finds the refresh taken with this token (ours: taken again).
-                self._call(
-                    "taking a chord's refresh",
-                    lambda options, fields=fields, option=option: ref.update(fields, option=option, **options),
-                    FIRESTORE_COMMIT,
-                )
-            except api.FailedPrecondition:
-                continue  # changed since read: read it again
+                if not self._update_as_read("taking a chord's refresh", snapshot, fields):
+                    continue  # changed since read: read it again
             except api.NotFound:  # a missing database was raised as DatabaseNotFound
                 return Refresh(started=False)
             return Refresh(started=True, expires_at=expires_at)
@@ -693,7 +687,7 @@ class ChordStore:
         read, then a write on condition that the document is as read, as
         ``start_refresh`` takes it.
         """
-        ref, client = self._chord(key), self._client.get()
+        ref = self._chord(key)
         for _ in range(_REFRESH_TRIES):
             try:
                 snapshot = self._call("reading a chord to end its refresh", lambda options: ref.get(**options))
@@ -715,19 +709,22 @@ class ChordStore:
                 fields[conventions.FIRESTORE_TTL_FIELD] = expires_at
             if expires_at is not None:
                 fields[REFRESHES] = firestore.Increment(1)  # in the same write: no request more
-            option = client.write_option(last_update_time=snapshot.update_time)
             try:
-                self._call(
-                    "ending a chord's refresh",
-                    lambda options, fields=fields, option=option: ref.update(fields, option=option, **options),
-                    FIRESTORE_COMMIT,
-                )
-            except api.FailedPrecondition:
-                continue  # changed since read (or a retried write that landed): read it again
+                if not self._update_as_read("ending a chord's refresh", snapshot, fields):
+                    continue  # changed since read (or a retried write that landed): read it again
             except api.NotFound:
                 return
             return
         # Changed under every look: its lease runs out instead, and the next refresh sets the expiry.
+
+    def _update_as_read(self, what: str, snapshot: firestore.DocumentSnapshot, fields: dict[str, Any]) -> bool:
+        """Write ``fields`` on condition that the document is as ``snapshot`` read it; False if it changed since."""
+        option = self._client.get().write_option(last_update_time=snapshot.update_time)
+        try:
+            self._call(what, lambda options: snapshot.reference.update(fields, option=option, **options), FIRESTORE_COMMIT)
+        except api.FailedPrecondition:
+            return False
+        return True
 
     def refresh(self, key: str, nodes: Iterable[Node], parts: Iterable[str], expires_at: dt.datetime) -> None:
         """Push back the expiry of a running chord's counters and of its part documents ``parts`` (``parts()``)."""
