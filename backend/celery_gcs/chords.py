@@ -1031,7 +1031,7 @@ class ChordCoordinator:
                 self.store.refresh(key, self._nodes(results, chord), sorted(listed), new)
                 counted = [task_id for task_id in leaf_ids(results) if part_document_id(task_id) in listed]
                 met = self.results.refresh_chord(part.group_id, counted, at_least=stretch)
-                self.store.end_refresh(key, new)
+                self.store.end_refresh(key, token, new)
                 _log_refresh(part.group_id, chord, now, new, met, waited, time.monotonic() - begun)
                 seen = new
             elif taken.busy_for:
@@ -1047,7 +1047,7 @@ class ChordCoordinator:
                 "Chord %s: could not push back its expiry (gave up after %.1fs)", part.group_id, took, exc_info=True
             )
             if started:
-                self._give_up_refresh(key)
+                self._give_up_refresh(key, token)
             seen = now + half + dt.timedelta(seconds=_WAIT_STEP)  # at most once a second per process
         return dataclasses.replace(chord, expires_at=seen)
 
@@ -1075,9 +1075,9 @@ class ChordCoordinator:
             return encoded
         return self.results.lasting(encoded, self._stretch(chord))
 
-    def _give_up_refresh(self, key: str) -> None:
+    def _give_up_refresh(self, key: str, token: str) -> None:
         try:
-            self.store.end_refresh(key, None)
+            self.store.end_refresh(key, token, None)
         except Exception:  # its lease runs out instead
             log.warning("Chord key %s: could not give up its refresh", key, exc_info=True)
 

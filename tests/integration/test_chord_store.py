@@ -213,3 +213,23 @@ def test_a_group_id_applied_again_while_open_keeps_its_claim_and_starts_afresh_o
     assert store.create(key, 1, leaves, chord_tree.initial_counts(ids, leaves), in_seconds(60)) is True
     fresh = store.read(key)
     assert (fresh.done, fresh.header_done, fresh.claim) == (False, False, None)
+
+
+def test_a_refresh_ended_after_its_lease_ran_out_leaves_its_successors_lease_and_later_expiry(store) -> None:
+    """The prefork soak's log: a refresh slower than its lease was taken over, and ending it removed its
+    successor's lease, so a third process took a refresh alongside (each rewriting every stored result),
+    and the last to end brought the chord's expiry forward to its own."""
+    key, _, _ = open_chord(store, 1)
+    due = in_seconds(3600)
+    assert store.start_refresh(key, due, "slow", 0.5, lifetime=None).started
+    time.sleep(0.7)
+    assert store.start_refresh(key, due, "next", 60, lifetime=None).started  # the slow one's lease ran out
+    slow_sets = in_seconds(300)
+    store.end_refresh(key, "slow", slow_sets)
+    third = store.start_refresh(key, due, "third", 60, lifetime=None)
+    assert not third.started and third.busy_for > 50  # the lease is still the successor's
+    store.end_refresh(key, "next", in_seconds(200))  # its expiry comes before the slow one's
+    chord = store.read(key)
+    assert chord.expires_at == slow_sets  # never brought forward
+    assert chord.refreshes == 2
+    assert store.start_refresh(key, due, "fourth", 60, lifetime=None).started  # its own lease removed

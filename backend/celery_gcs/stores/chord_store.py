@@ -653,7 +653,7 @@ class ChordStore:
         with its part waiting behind it, until the chord's results expired
         (the soak, 1,000 parts: no part returned for 70 s). A read holds nothing.
         """
-        ref, client = self._chord(key), self._client.get()
+        ref = self._chord(key)
         for _ in range(_REFRESH_TRIES):
             snapshot = self._call("reading a chord for its refresh", lambda options: ref.get(**options))
             chord = self._chord_from(snapshot)
@@ -665,33 +665,66 @@ class ChordStore:
             if busy is not None and busy.token != token and busy.lease_until > now:
                 return Refresh(started=False, expires_at=expires_at, busy_for=(busy.lease_until - now).total_seconds())
             fields = {_REFRESHING: _claim_fields(Claim(token, now + dt.timedelta(seconds=lease)))}
-            option = client.write_option(last_update_time=snapshot.update_time)
             try:
                 # Safe to repeat: a write that landed and is retried is refused, and the read
                 # after it finds the refresh taken with this token (ours: taken again).
-                self._call(
-                    "taking a chord's refresh",
-                    lambda options, fields=fields, option=option: ref.update(fields, option=option, **options),
-                    FIRESTORE_COMMIT,
-                )
-            except api.FailedPrecondition:
-                continue  # changed since read: read it again
+                if not self._update_as_read("taking a chord's refresh", snapshot, fields):
+                    continue  # changed since read: read it again
             except api.NotFound:  # a missing database was raised as DatabaseNotFound
                 return Refresh(started=False)
             return Refresh(started=True, expires_at=expires_at)
         # Changed under every look: others are at it; look again in a moment.
         return Refresh(started=False, expires_at=expires_at, busy_for=_REFRESH_RETRY_AFTER)
 
-    def end_refresh(self, key: str, expires_at: dt.datetime | None) -> None:
-        """The refresh is done (``expires_at`` set) or given up (None): the chord's expiry, and no refresh taken."""
-        fields: dict[str, Any] = {_REFRESHING: firestore.DELETE_FIELD}
-        if expires_at is not None:
-            fields[conventions.FIRESTORE_TTL_FIELD] = expires_at
-            fields[REFRESHES] = firestore.Increment(1)  # in the same write: no request more
+    def end_refresh(self, key: str, token: str, expires_at: dt.datetime | None) -> None:
+        """The refresh taken with ``token`` is done (``expires_at`` set) or given up (None).
+
+        Its lease is removed only while it is still its own, and the chord's
+        expiry only ever pushed back: a refresh slower than its lease is
+        taken over, and the one that was late ending it removed its
+        successor's lease (a third refresh then ran alongside, each rewriting
+        every result) and brought the chord's expiry forward to its own. A
+        read, then a write on condition that the document is as read, as
+        ``start_refresh`` takes it.
+        """
+        ref = self._chord(key)
+        for _ in range(_REFRESH_TRIES):
+            try:
+                snapshot = self._call("reading a chord to end its refresh", lambda options: ref.get(**options))
+            except api.NotFound:
+                return  # a missing database was raised as DatabaseNotFound
+            chord = self._chord_from(snapshot)
+            if chord is None:
+                return  # the chord document expired meanwhile
+            lease = _claim_from((snapshot.to_dict() or {}).get(_REFRESHING))
+            ours = lease is not None and lease.token == token
+            later = (
+                expires_at is not None and not chord.done
+                and (chord.expires_at is None or chord.expires_at < expires_at)
+            )  # fmt: skip
+            if not ours and not later:
+                return  # nothing of this refresh's left to write (or its write landed, its answer lost)
+            fields: dict[str, Any] = {_REFRESHING: firestore.DELETE_FIELD} if ours else {}
+            if later:
+                fields[conventions.FIRESTORE_TTL_FIELD] = expires_at
+            if expires_at is not None:
+                fields[REFRESHES] = firestore.Increment(1)  # in the same write: no request more
+            try:
+                if not self._update_as_read("ending a chord's refresh", snapshot, fields):
+                    continue  # changed since read (or a retried write that landed): read it again
+            except api.NotFound:
+                return
+            return
+        # Changed under every look: its lease runs out instead, and the next refresh sets the expiry.
+
+    def _update_as_read(self, what: str, snapshot: firestore.DocumentSnapshot, fields: dict[str, Any]) -> bool:
+        """Write ``fields`` on condition that the document is as ``snapshot`` read it; False if it changed since."""
+        option = self._client.get().write_option(last_update_time=snapshot.update_time)
         try:
-            self._call("ending a chord's refresh", lambda options: self._chord(key).update(fields, **options))
-        except api.NotFound:
-            pass  # the chord document expired meanwhile (a missing database was raised as DatabaseNotFound)
+            self._call(what, lambda options: snapshot.reference.update(fields, option=option, **options), FIRESTORE_COMMIT)
+        except api.FailedPrecondition:
+            return False
+        return True
 
     def refresh(self, key: str, nodes: Iterable[Node], parts: Iterable[str], expires_at: dt.datetime) -> None:
         """Push back the expiry of a running chord's counters and of its part documents ``parts`` (``parts()``)."""
