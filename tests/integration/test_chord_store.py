@@ -221,15 +221,29 @@ def test_a_refresh_ended_after_its_lease_ran_out_leaves_its_successors_lease_and
     and the last to end brought the chord's expiry forward to its own."""
     key, _, _ = open_chord(store, 1)
     due = in_seconds(3600)
-    assert store.start_refresh(key, due, "slow", 0.5, lifetime=None).started
-    time.sleep(0.7)
-    assert store.start_refresh(key, due, "next", 60, lifetime=None).started  # the slow one's lease ran out
-    slow_sets = in_seconds(300)
-    store.end_refresh(key, "slow", slow_sets)
+
+    def taken_over(slow: str, successor: str) -> None:
+        assert store.start_refresh(key, due, slow, 0.5, lifetime=None).started
+        time.sleep(0.7)
+        assert store.start_refresh(key, due, successor, 60, lifetime=None).started  # the slow one's lease ran out
+
+    taken_over("a", "b")
+    store.end_refresh(key, "a", in_seconds(300))
     third = store.start_refresh(key, due, "third", 60, lifetime=None)
     assert not third.started and third.busy_for > 50  # the lease is still the successor's
-    store.end_refresh(key, "next", in_seconds(200))  # its expiry comes before the slow one's
+    b_sets = in_seconds(600)
+    store.end_refresh(key, "b", b_sets)
+    assert store.read(key).expires_at == b_sets
+    taken_over("c", "d")
+    d_sets = in_seconds(900)
+    store.end_refresh(key, "d", d_sets)
+    store.end_refresh(key, "c", in_seconds(800))  # the slow one ends last, with a sooner expiry
     chord = store.read(key)
-    assert chord.expires_at == slow_sets  # never brought forward
-    assert chord.refreshes == 2
-    assert store.start_refresh(key, due, "fourth", 60, lifetime=None).started  # its own lease removed
+    assert chord.expires_at == d_sets  # never brought forward by a refresh taken over
+    assert chord.refreshes == 3  # a, b and d: c wrote nothing
+    # The refresh holding its lease sets the expiry, sooner or not: the applying client's longer
+    # result_expires is brought down to the workers' by their first refresh.
+    assert store.start_refresh(key, due, "e", 60, lifetime=None).started
+    e_sets = in_seconds(100)
+    store.end_refresh(key, "e", e_sets)
+    assert store.read(key).expires_at == e_sets

@@ -679,9 +679,9 @@ class ChordStore:
     def end_refresh(self, key: str, token: str, expires_at: dt.datetime | None) -> None:
         """The refresh taken with ``token`` is done (``expires_at`` set) or given up (None).
 
-        Its lease is removed only while it is still its own, and the chord's
-        expiry only ever pushed back: a refresh slower than its lease is
-        taken over, and the one that was late ending it removed its
+        Its lease is removed only while it is still its own, and once it is
+        not, the chord's expiry is only pushed back: a refresh slower than its
+        lease is taken over, and the one that was late ending it removed its
         successor's lease (a third refresh then ran alongside, each rewriting
         every result) and brought the chord's expiry forward to its own. A
         read, then a write on condition that the document is as read, as
@@ -698,9 +698,11 @@ class ChordStore:
                 return  # the chord document expired meanwhile
             lease = _claim_from((snapshot.to_dict() or {}).get(_REFRESHING))
             ours = lease is not None and lease.token == token
+            # The refresh still holding its lease is the latest: its expiry stands, even one sooner than
+            # the document's (the applying client's longer result_expires, brought down to the workers').
             later = (
                 expires_at is not None and not chord.done
-                and (chord.expires_at is None or chord.expires_at < expires_at)
+                and (ours or chord.expires_at is None or chord.expires_at < expires_at)
             )  # fmt: skip
             if not ours and not later:
                 return  # nothing of this refresh's left to write (or its write landed, its answer lost)
