@@ -102,3 +102,17 @@ def test_only_prefork_counts_as_forking_after_start() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[True, False, False]"
+
+
+def test_a_scrape_skips_a_process_file_not_sized_yet() -> None:
+    """make test-chords, under load: a scrape answered HTTP 500 (struct.error) when it read the file of a
+    prefork child just started (--max-tasks-per-child), which prometheus-client creates before sizing."""
+    code = (
+        "import os, celery_gcs.telemetry.metrics as m; from prometheus_client import CollectorRegistry, generate_latest; "
+        "m.retried.labels('t').inc(); d = os.environ['PROMETHEUS_MULTIPROC_DIR']; "
+        "open(os.path.join(d, 'counter_99999999.db'), 'wb').close(); "
+        "r = CollectorRegistry(); m.EveryProcess(r, d); "
+        "print([line for line in generate_latest(r).decode().splitlines() if line.startswith('celery_tasks_retried_total')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "task=\"t\"} 1.0" in out

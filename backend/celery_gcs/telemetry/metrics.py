@@ -25,6 +25,7 @@ in a spawned process, as gRPC cannot be forked). The names are
 from __future__ import annotations
 
 import atexit
+import glob
 import logging
 import os
 import shutil
@@ -183,7 +184,7 @@ def _serve(sender: Any = None, **_: Any) -> None:
     """The main process serves every process's counts, summed from the multiprocess files, and the open chords."""
     listen = Listen.from_env()
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    EveryProcess(registry, os.environ[names.MULTIPROC_ENV])
     open_chords = OpenChords.of(sender.app, forks=_forks(sender)) if sender is not None else None
     if open_chords is not None:
         registry.register(open_chords)
@@ -193,6 +194,30 @@ def _serve(sender: Any = None, **_: Any) -> None:
     except OSError as exc:
         raise ConfigurationError(E_LISTEN.format(address=listen.address, port=listen.port, reason=exc)) from exc
     log.info("metrics: http://%s:%d/metrics", listen.address, listen.port)
+
+
+class EveryProcess(multiprocess.MultiProcessCollector):
+    """Every process's counts, summed from their files as prometheus-client does; files not sized yet left out.
+
+    A process creates its file and sizes it only afterwards: a scrape reading it
+    in between failed whole, an HTTP 500 (``struct.error``, prometheus/client_python
+    issue 1199), and prefork starts children all the time with
+    ``--max-tasks-per-child``. An empty file holds nothing yet.
+    """
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self._pattern = os.path.join(path, "*.db")
+        super().__init__(registry, path)
+
+    def collect(self) -> Any:
+        return self.merge([file for file in glob.glob(self._pattern) if _sized(file)], accumulate=True)
+
+
+def _sized(file: str) -> bool:
+    try:
+        return os.path.getsize(file) > 0
+    except FileNotFoundError:  # a dead process's live gauges, removed since the listing
+        return False
 
 
 def _forks(worker: Any) -> bool:
