@@ -555,7 +555,9 @@ def test_children_forked_while_the_main_process_reads_firestore_run_and_store(ap
     assert failed == []
     # One child per part: each was forked, at the latest, right after the main process's reads.
     assert len(set(pids)) == FORKED_PARTS and worker.pid not in pids
-    assert all(part.state == "SUCCESS" for part in result.parent.results)
+    # Every part stored what the callback got; the holder's own lands just after its publish
+    # (docs/chords.md, "Why the result is stored last"): read at once, it was PENDING under load.
+    assert [part.get(timeout=10) for part in result.parent.results] == pids
     assert callback_runs(app, result) == 1
     assert len(scraped) >= 5 and max(scraped) >= 1  # scraped while the chord was open, and read it
     samples = scrape(port)
