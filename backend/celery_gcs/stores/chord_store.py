@@ -294,8 +294,8 @@ class ChordStore:
         documents its last run may have left (a clean-up that failed) are
         listed and deleted first, the header's and those added to it, or its
         parts would read as counted and its added tasks as added to this run;
-        also when its chord document expired before them (one query for one
-        name, whenever no chord document is there).
+        also when its chord document expired before them (so they are listed
+        at every apply: one query, which finds none for a new chord).
         One applied again while its chord is still open (a frozen chord run
         twice at once) is left as it is: the runs share its parts, counted
         once, and one callback.
@@ -303,12 +303,11 @@ class ChordStore:
         current = self.read(key)
         if current is not None and not current.done and current.problem is None:
             return False
-        # A rerun: the chord document is there, or it expired before the part documents a failed
-        # clean-up left (Firestore's TTL deletes each document on its own, in no set order).
-        if current is not None or self._any_part(key):
-            # One query a page of names.
-            refs = [self._part(key, part) for part in sorted(self.parts(key))]
-            self._commit_in_batches("clearing an ended chord's parts", refs, lambda batch, ref: batch.delete(ref))
+        # Listed whether or not the chord document is there: it may have expired before the part
+        # documents a failed clean-up left (Firestore's TTL deletes each document on its own, in no
+        # set order). One query a page of names; none found, nothing is committed.
+        refs = [self._part(key, part) for part in sorted(self.parts(key))]
+        self._commit_in_batches("clearing an ended chord's parts", refs, lambda batch, ref: batch.delete(ref))
         ttl = _ttl(expires_at)
         writes = [
             (self._counter(key, node), {"remaining": remaining, "reported": False, **ttl})
@@ -492,12 +491,6 @@ class ChordStore:
             if len(snapshots) < _PAGE:
                 return found
             after = snapshots[-1]
-
-    def _any_part(self, key: str) -> bool:
-        """Whether the chord has a part document, by one query for one name."""
-        by_name = FieldPath.document_id()
-        query = self._chord(key).collection(conventions.FIRESTORE_PARTS_COLLECTION).select([by_name]).limit(1)
-        return bool(self._call("looking for a chord's parts", lambda options: list(query.stream(**options))))
 
     def read_part(self, key: str, part: str) -> PartState | None:
         snapshot = self._call(
@@ -689,10 +682,7 @@ class ChordStore:
         """
         ref = self._chord(key)
         for _ in range(_REFRESH_TRIES):
-            try:
-                snapshot = self._call("reading a chord to end its refresh", lambda options: ref.get(**options))
-            except api.NotFound:
-                return  # a missing database was raised as DatabaseNotFound
+            snapshot = self._call("reading a chord to end its refresh", lambda options: ref.get(**options))
             chord = self._chord_from(snapshot)
             if chord is None:
                 return  # the chord document expired meanwhile
