@@ -19,8 +19,8 @@ from celery import states
 from celery_gcs import chords
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from celery_gcs.stores import chord_tree
-from google.cloud import storage
 
+from ..support import gcs
 from ..support.chords import Published, apply_here, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -157,7 +157,7 @@ def test_a_refresh_pushes_back_the_stored_results_many_at_once(make_app, stack, 
     group_id, ids = apply_here(app, 5)
     for n, task_id in enumerate(ids):
         app.backend.store_result(task_id, n, states.SUCCESS)
-    bucket = storage.Client().bucket(stack.bucket)
+    bucket = gcs.client().bucket(stack.bucket)
 
     def expiries() -> list[dt.datetime]:
         return [bucket.get_blob(f"{prefix}/celery-task-meta-{task_id}").custom_time for task_id in ids]
