@@ -8,9 +8,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from google.cloud import firestore, storage
+from google.cloud import firestore
 
 from bench import latency
+
+from ..support import gcs
 
 
 def test_overrides_are_milliseconds_by_kind() -> None:
@@ -57,7 +59,7 @@ def proxies(stack, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_each_answer_is_held_for_its_kind_and_others_go_on_meanwhile(stack, proxies) -> None:
-    bucket = storage.Client().bucket(stack.bucket)
+    bucket = gcs.client().bucket(stack.bucket)
 
     def upload(_: int) -> float:
         started = time.monotonic()

@@ -22,8 +22,9 @@ import redis
 from celery_gcs import conventions
 from celery_gcs.cli import demo
 from celery_gcs.local import demo_tasks, processes, services
-from google.cloud import firestore, storage
+from google.cloud import firestore
 
+from ..support import gcs
 from .conftest import MARKER, clean_env, marked_processes, port_open, run_cli
 
 WORKLOAD = demo.Workload()  # the defaults: what `make demo` runs
@@ -49,7 +50,7 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     # Results stored: the objects under the run's prefix: every task's result, and the chord's
     # record that its callback went out. The chord's header GroupResult, which the callback reads
     # its parts' ids from, is deleted as it ends.
-    client = storage.Client(project=stack.local_stack.project)
+    client = gcs.client(project=stack.local_stack.project)
     prefix = summary["prefix"] + "/"
     blobs = list(client.list_blobs(summary["bucket"], prefix=prefix))
     assert len(blobs) == summary["results_stored"] == tasks + 1
@@ -89,10 +90,10 @@ def test_the_summary_matches_the_bucket_firestore_and_the_record(
     assert int(record.get(callbacks_key)) == summary["callbacks_fired"] == 1
 
     # Requests: by kind, adding up; every stored object took at least one write.
-    gcs = summary["gcs_requests_by_kind"]
-    assert summary["gcs_requests"] == sum(gcs.values())
-    assert gcs["object.write"] >= summary["results_stored"]
-    assert gcs["object.read"] >= WORKLOAD.group + 2  # the client read every result back
+    by_kind = summary["gcs_requests_by_kind"]
+    assert summary["gcs_requests"] == sum(by_kind.values())
+    assert by_kind["object.write"] >= summary["results_stored"]
+    assert by_kind["object.read"] >= WORKLOAD.group + 2  # the client read every result back
     assert summary["firestore_requests"] == sum(summary["firestore_requests_by_method"].values())
     # The chord was counted in Firestore: a commit per part at least (part documents).
     assert summary["firestore_requests_by_method"]["firestore.Commit"] >= 1000

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from celery import states
-from google.cloud import storage
 
+from ..support import gcs
 from .conftest import CLI, clean_env, run_cli
 
 
@@ -39,7 +39,7 @@ def test_each_result_object_carries_its_content_type_and_metadata_in_the_one_wri
     stack.gcs.reset_counts()
     app.backend.store_result("t-meta", {"n": 1}, states.SUCCESS, request=request("proj.add"))
     assert stack.gcs.snapshot() == {"object.write": 1}
-    blob = storage.Client().bucket(stack.bucket).get_blob(f"{prefix}/celery-task-meta-t-meta")
+    blob = gcs.client().bucket(stack.bucket).get_blob(f"{prefix}/celery-task-meta-t-meta")
     assert blob.content_type == "application/json"
     assert blob.metadata["celery-state"] == "SUCCESS"
     assert blob.metadata["celery-task"] == "proj.add"
@@ -48,7 +48,7 @@ def test_each_result_object_carries_its_content_type_and_metadata_in_the_one_wri
 
 def test_a_compressed_result_is_stored_as_opaque_bytes_not_as_gzip(make_app, stack, prefix) -> None:
     make_app(result_compression="gzip").backend.store_result("t-zip", "x" * 1000, states.SUCCESS)
-    blob = storage.Client().bucket(stack.bucket).get_blob(f"{prefix}/celery-task-meta-t-zip")
+    blob = gcs.client().bucket(stack.bucket).get_blob(f"{prefix}/celery-task-meta-t-zip")
     assert blob.content_type == "application/octet-stream" and blob.content_encoding is None
 
 
@@ -197,7 +197,7 @@ def test_backend_goes_before_or_after_the_action_and_gs_urls_read_the_same_objec
 
 
 def _names(stack, prefix: str) -> list[str]:
-    return sorted(blob.name.rsplit("/", 1)[1] for blob in storage.Client().list_blobs(stack.bucket, prefix=prefix + "/"))
+    return sorted(blob.name.rsplit("/", 1)[1] for blob in gcs.client().list_blobs(stack.bucket, prefix=prefix + "/"))
 
 
 def test_delete_removes_results_by_id_and_names_those_not_stored(app, stack, backend_url, prefix) -> None:
@@ -288,7 +288,7 @@ def test_a_chord_callback_failed_with_chorderror_is_stored_with_its_task_name(ap
     from celery_gcs.keys import encode_id
 
     _, callback_id = failed_chord(app)
-    blob = storage.Client().bucket(stack.bucket).get_blob(
+    blob = gcs.client().bucket(stack.bucket).get_blob(
         f"{backend_url.split('/', 3)[3]}/celery-task-meta-{encode_id(callback_id)}"
     )
     assert blob.metadata["celery-task"] == "proj.total"

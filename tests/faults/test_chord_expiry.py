@@ -23,8 +23,9 @@ from celery_gcs.keys import part_document_id
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from celery_gcs.stores import chord_tree
 from celery_gcs.stores.chord_store import OPENED, REFRESHES
-from google.cloud import firestore, storage
+from google.cloud import firestore
 
+from ..support import gcs
 from ..support.chords import Published, apply_here, part_request, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -274,7 +275,7 @@ def test_a_group_applied_again_after_a_failed_clean_up_gets_none_of_the_last_run
 
 def expire_now(app: Any, stack: Any, task_id: str) -> None:
     """Rewrite a stored result as one stored longer ago than its expiry (GCS keeps it until its lifecycle rule)."""
-    blob = storage.Client().bucket(stack.bucket).blob(app.backend.settings.object_name(f"celery-task-meta-{task_id}"))
+    blob = gcs.client().bucket(stack.bucket).blob(app.backend.settings.object_name(f"celery-task-meta-{task_id}"))
     stored = json.loads(blob.download_as_bytes())
     stored["expires_at"] = "2000-01-01T00:00:00+00:00"
     blob.upload_from_string(json.dumps(stored).encode(), content_type="application/json")
@@ -349,7 +350,7 @@ def as_if_running_for(app: Any, stack: Any, group_id: str, seconds: float, expir
 
 def stored_expiry(app: Any, stack: Any, task_id: str, prefix: str = "celery-task-meta-") -> float:
     """When a stored result (or with ``prefix``, a saved group) expires, as its own ``expires_at`` says (epoch s)."""
-    blob = storage.Client().bucket(stack.bucket).blob(app.backend.settings.object_name(f"{prefix}{task_id}"))
+    blob = gcs.client().bucket(stack.bucket).blob(app.backend.settings.object_name(f"{prefix}{task_id}"))
     return dt.datetime.fromisoformat(json.loads(blob.download_as_bytes())["expires_at"]).timestamp()
 
 

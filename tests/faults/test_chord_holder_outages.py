@@ -20,8 +20,8 @@ from celery.exceptions import BackendStoreError
 from celery_gcs import chords, unstored
 from celery_gcs.errors import TransientError
 from celery_gcs.local.faults import FIRESTORE_COMMIT
-from google.cloud import storage
 
+from ..support import gcs
 from ..support.chords import Published, apply_here, ended_only, part_request, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -491,7 +491,7 @@ def test_an_ended_chords_record_that_its_callback_went_out_always_expires(
     base = app.backend.settings.object_name("")
     records = [
         blob
-        for blob in storage.Client().bucket(stack.bucket).list_blobs(prefix=base)
+        for blob in gcs.client().bucket(stack.bucket).list_blobs(prefix=base)
         if "~sent" in blob.name
     ]
     assert len(records) == 3

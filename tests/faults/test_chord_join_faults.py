@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 from celery import chord
 from celery.exceptions import ChordError
-from google.cloud import storage
 
-from ..support import faulty, tasks
+from ..support import faulty, gcs, tasks
 from ..support.chords import callback_runs, ended_only, errbacks, settle, sig
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -63,7 +62,7 @@ def test_a_part_result_that_cannot_be_decoded_fails_the_chord_once(
     result = apply_with_last_part_held(app)
     first = result.parent.results[0]
     name = app.backend.settings.object_name(f"celery-task-meta-{first.id}")
-    storage.Client().bucket(stack.bucket).blob(name).upload_from_string(b'{"status": "SUCC')  # truncated
+    gcs.client().bucket(stack.bucket).blob(name).upload_from_string(b'{"status": "SUCC')  # truncated
     start_worker(task_default_queue="later")
     with pytest.raises(ChordError) as caught:
         app.AsyncResult(result.id).get(timeout=60)
@@ -84,7 +83,7 @@ def test_a_header_group_that_cannot_be_decoded_fails_the_chord_once(
     start_worker()
     result = apply_with_last_part_held(app)
     name = app.backend.settings.object_name(f"celery-taskset-meta-{result.parent.id}")
-    storage.Client().bucket(stack.bucket).blob(name).upload_from_string(b'{"result": "mangled"}')
+    gcs.client().bucket(stack.bucket).blob(name).upload_from_string(b'{"result": "mangled"}')
     start_worker(task_default_queue="later")
     with pytest.raises(ChordError) as caught:
         app.AsyncResult(result.id).get(timeout=60)

@@ -16,10 +16,11 @@ import time
 
 import pytest
 from celery import states
+from celery_gcs import chords
 from celery_gcs.local.faults import FIRESTORE_COMMIT
 from celery_gcs.stores import chord_tree
-from google.cloud import storage
 
+from ..support import gcs
 from ..support.chords import Published, apply_here, store_part
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -156,7 +157,7 @@ def test_a_refresh_pushes_back_the_stored_results_many_at_once(make_app, stack, 
     group_id, ids = apply_here(app, 5)
     for n, task_id in enumerate(ids):
         app.backend.store_result(task_id, n, states.SUCCESS)
-    bucket = storage.Client().bucket(stack.bucket)
+    bucket = gcs.client().bucket(stack.bucket)
 
     def expiries() -> list[dt.datetime]:
         return [bucket.get_blob(f"{prefix}/celery-task-meta-{task_id}").custom_time for task_id in ids]
@@ -234,3 +235,38 @@ def test_a_refresh_held_up_in_one_process_holds_up_no_other_process(make_app, st
     assert len(refreshed) == 1 and group_id in refreshed[0], [record.getMessage() for record in caplog.records]
     store_part(app, group_id, ids[4], 4)
     assert published.values == [[0, 1, 2, 3, 4]]
+
+
+def test_a_refresh_stalled_past_its_lease_keeps_it_and_runs_alone(make_app, stack, monkeypatch, caplog) -> None:
+    """Found in the prefork soak's log: a refresh (about 30 s for 1,000 results under stalls) outlasted
+    its lease (about 22 s) and was taken over, so that 14 of the 19 chords that refreshed had two full
+    refreshes running at once, each rewriting every result. The refresh now renews its lease as it runs.
+
+    Two backends play two worker processes. The first part past half the
+    expiry takes the refresh, whose read of a result the proxy holds past its
+    lease (``chords.MIN_LEASE``, 10 s, patched to 3 s: the lease then); a part
+    of the other process returning then must find the refresh still taken.
+    """
+    expires = 6.0
+    monkeypatch.setattr(chords, "MIN_LEASE", 3.0)
+    app, other = make_app(result_expires=expires), make_app(result_expires=expires)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 3)
+    applied = time.monotonic()
+    caplog.set_level(logging.INFO, logger="celery_gcs.chords")
+    sleep_until(applied + expires / 2 + 0.2)  # due
+    held = stack.gcs.delay(f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", None, calls=1)
+    refreshing = threading.Thread(target=store_part, args=(app, group_id, ids[0], 0), daemon=True)
+    refreshing.start()
+    held.wait(struck=1)  # the refresh's read: the refresh was taken before it
+    sleep_until(time.monotonic() + chords.MIN_LEASE + 1.0)  # its lease ran out, unless renewed
+    store_part(other, group_id, ids[1], 1)
+    alongside = [record.getMessage() for record in caplog.records if "expiry pushed back" in record.getMessage()]
+    held.release()
+    refreshing.join(timeout=30)
+    assert not refreshing.is_alive()
+    assert alongside == []  # the other process took no refresh over while the first ran
+    refreshed = [record.getMessage() for record in caplog.records if "expiry pushed back" in record.getMessage()]
+    assert len(refreshed) == 1 and group_id in refreshed[0], [record.getMessage() for record in caplog.records]
+    store_part(app, group_id, ids[2], 2)
+    assert published.values == [[0, 1, 2]]

@@ -22,6 +22,8 @@ import pytest
 from google.api_core import exceptions as api
 from google.cloud import firestore, storage
 
+from ..support import gcs
+
 pytestmark = pytest.mark.usefixtures("stack")
 
 COMMIT = "google.firestore.v1.Firestore/Commit"
@@ -53,7 +55,7 @@ def collection(client: firestore.Client) -> firestore.CollectionReference:
 
 @pytest.fixture
 def bucket(stack) -> storage.Bucket:
-    return storage.Client().bucket(stack.bucket)
+    return gcs.client().bucket(stack.bucket)
 
 
 @firestore.transactional

@@ -15,17 +15,18 @@ import pytest
 from celery import states
 from celery.result import AsyncResult, GroupResult
 from celery_gcs import CorruptResult
-from google.cloud import storage
+
+from ..support import gcs
 
 pytestmark = pytest.mark.usefixtures("stack")
 
 
 def _write(stack, backend, key: str, data: bytes) -> None:
-    storage.Client().bucket(stack.bucket).blob(backend.settings.object_name(key)).upload_from_string(data)
+    gcs.client().bucket(stack.bucket).blob(backend.settings.object_name(key)).upload_from_string(data)
 
 
 def _stored(stack, backend, key: str) -> bytes:
-    return storage.Client().bucket(stack.bucket).blob(backend.settings.object_name(key)).download_as_bytes()
+    return gcs.client().bucket(stack.bucket).blob(backend.settings.object_name(key)).download_as_bytes()
 
 
 GARBAGE = {

@@ -10,9 +10,8 @@ from __future__ import annotations
 import pytest
 from celery import chord, group
 from celery_gcs.keys import part_document_id
-from google.cloud import storage
 
-from ..support import tasks
+from ..support import gcs, tasks
 from ..support.chords import callback_runs, ended_only, settle, sig
 
 HOSTILE = [
@@ -44,7 +43,7 @@ def test_a_chord_of_hostile_ids_completes_once_under_its_prefix(app, start_worke
     assert callback_runs(app, result) == 1
     assert ended_only(firestore_docs())
     prefix = app.backend.settings.base_path + "/"
-    names = [blob.name for blob in storage.Client().list_blobs(stack.bucket)]
+    names = [blob.name for blob in gcs.client().list_blobs(stack.bucket)]
     # The parts, the callback, the record that the callback went out (the GroupResult is deleted as it ends).
     assert len(names) == len(HOSTILE) + 2
     for name in names:

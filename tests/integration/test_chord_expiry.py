@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from celery import states
-from google.cloud import storage
 
+from ..support import gcs
 from ..support.chords import Published, apply_here, part_request
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -42,7 +42,7 @@ def test_a_header_the_lifecycle_deleted_fails_the_chord_naming_the_setting(make_
     app = make_app(result_expires=1)
     published, failed = Published(app, monkeypatch), _errors(app, monkeypatch)
     group_id, ids = apply_here(app, 2)
-    storage.Client().bucket(stack.bucket).blob(f"{prefix}/celery-taskset-meta-{group_id}").delete()
+    gcs.client().bucket(stack.bucket).blob(f"{prefix}/celery-taskset-meta-{group_id}").delete()
     for n, task_id in enumerate(ids):
         app.backend.store_result(task_id, n, states.SUCCESS, request=part_request(group_id, task_id))
     assert published.values == []

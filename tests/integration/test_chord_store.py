@@ -215,6 +215,28 @@ def test_a_group_id_applied_again_while_open_keeps_its_claim_and_starts_afresh_o
     assert (fresh.done, fresh.header_done, fresh.claim) == (False, False, None)
 
 
+def test_a_refresh_renews_its_own_lease_in_a_read_and_a_write_and_never_one_taken_over(store, stack) -> None:
+    """A refresh slower than its lease was taken over, and a second full refresh ran alongside (the
+    prefork soak: 14 chords of 19); its refresher now renews the lease while it runs."""
+    key, _, _ = open_chord(store, 1)
+    due = in_seconds(3600)
+    assert store.start_refresh(key, due, "a", 1.0, lifetime=None).started
+    stack.firestore.reset_counts()
+    assert store.renew_refresh(key, "a", 60)
+    assert stack.firestore.snapshot() == {"firestore.BatchGetDocuments": 1, "firestore.Commit": 1}
+    busy = store.start_refresh(key, due, "b", 60, lifetime=None)
+    assert not busy.started and busy.busy_for > 50  # renewed for a minute from its 1 s
+    assert store.renew_refresh(key, "a", 0.5)
+    time.sleep(0.7)
+    assert store.start_refresh(key, due, "b", 60, lifetime=None).started  # a's lease ran out: taken over
+    assert not store.renew_refresh(key, "a", 3600)
+    third = store.start_refresh(key, due, "c", 60, lifetime=None)
+    assert not third.started and 50 < third.busy_for <= 60  # b's lease, as b took it
+    store.end_refresh(key, "b", in_seconds(600))
+    assert not store.renew_refresh(key, "b", 3600)  # ended: no lease written back
+    assert store.start_refresh(key, due, "d", 60, lifetime=None).started
+
+
 def test_a_refresh_ended_after_its_lease_ran_out_leaves_its_successors_lease_and_later_expiry(store) -> None:
     """The prefork soak's log: a refresh slower than its lease was taken over, and ending it removed its
     successor's lease, so a third process took a refresh alongside (each rewriting every stored result),

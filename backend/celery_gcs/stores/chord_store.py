@@ -669,6 +669,31 @@ class ChordStore:
         # Changed under every look: others are at it; look again in a moment.
         return Refresh(started=False, expires_at=expires_at, busy_for=_REFRESH_RETRY_AFTER)
 
+    def renew_refresh(self, key: str, token: str, lease: float) -> bool:
+        """Keep the refresh taken with ``token`` for ``lease`` more seconds (the server's time); False once it is not its own.
+
+        Not its own: taken over once its lease ran out, given up, or the
+        chord ended or is gone; its refresher stops renewing then. A read,
+        then a write on condition that the document is as read, as
+        ``start_refresh`` takes it: a renewal costs one of each. Safe to
+        repeat: a write that landed and is retried is refused, and the read
+        after it finds the lease still its own (renewed again).
+        """
+        ref = self._chord(key)
+        for _ in range(_REFRESH_TRIES):
+            snapshot = self._call("reading a chord to renew its refresh", lambda options: ref.get(**options))
+            chord = self._chord_from(snapshot)
+            lease_held = _claim_from((snapshot.to_dict() or {}).get(_REFRESHING))
+            if chord is None or chord.done or lease_held is None or lease_held.token != token:
+                return False
+            fields = {_REFRESHING: _claim_fields(Claim(token, snapshot.read_time + dt.timedelta(seconds=lease)))}
+            try:
+                if self._update_as_read("renewing a chord's refresh", snapshot, fields):
+                    return True
+            except api.NotFound:  # a missing database was raised as DatabaseNotFound
+                return False
+        return True  # changed under every look, its own as last read: the next renewal tries again
+
     def end_refresh(self, key: str, token: str, expires_at: dt.datetime | None) -> None:
         """The refresh taken with ``token`` is done (``expires_at`` set) or given up (None).
 

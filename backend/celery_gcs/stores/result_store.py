@@ -250,13 +250,7 @@ def _observed_pages(pages: Iterator[Any]) -> Iterator[Any]:
 def new_client(settings: Settings, *, environment_once: bool = True) -> storage.Client:
     """A storage client as ``ResultStore`` uses it (``environment_once=False``: requests' environment look-ups left on)."""
     # An explicit project=None would stop the client reading GOOGLE_CLOUD_PROJECT.
-    client = storage.Client(project=settings.project or _environment_project())
-    # google-cloud-storage 3.x fetches bucket metadata in a background
-    # thread for its tracing attributes: a bucket GET on first use and
-    # another after every 404, i.e. after every read of a pending result.
-    # Those requests cost money and need storage.buckets.get, which the
-    # worker's least-privilege role does not grant.
-    client._bucket_metadata_cache = None
+    client = without_bucket_reads(storage.Client(project=settings.project or _environment_project()))
     # One connection per pool thread, for https and for http:// emulators;
     # retries are ours (retry.policy), not urllib3's.
     size = settings.threadpool_maxsize
@@ -265,6 +259,19 @@ def new_client(settings: Settings, *, environment_once: bool = True) -> storage.
         client._http.mount(scheme, adapter)
     if environment_once:
         read_environment_once(client._http, client.api_endpoint)
+    return client
+
+
+def without_bucket_reads(client: storage.Client) -> storage.Client:
+    """``client``, making only the requests its callers ask for: no bucket GET of its own.
+
+    google-cloud-storage 3.x fetches bucket metadata in a background
+    thread for its tracing attributes: a bucket GET on first use and
+    another after every 404, i.e. after every read of a pending result.
+    Those requests cost money and need storage.buckets.get, which the
+    worker's least-privilege role does not grant.
+    """
+    client._bucket_metadata_cache = None
     return client
 
 
