@@ -72,7 +72,8 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def _refreshing_intro(refreshing: dict[str, Any]) -> str:
-    return (
+    return _noted(
+        refreshing,
         "The same stack, its worker restarted with `result_expires` = "
         f"{refreshing['result_expires']:g} s at every size, shorter than the larger chords run: a "
         "chord past half its expiry is refreshed (its expiry pushed back, its stored results "
@@ -80,24 +81,28 @@ def _refreshing_intro(refreshing: dict[str, Any]) -> str:
         "own chord (`Task.add_to_chord`). Counted as above, divided by the parts including those "
         "added; a chord's refreshes are read from its document once it ended. With one expiry for "
         "every size a larger chord is also longer in expiries (the small ones may end before "
-        "their first refresh is due), so this pass mixes size with length: the next section, "
-        f"\"{SCALED_TITLE}\", compares sizes at the same multiple of their expiry."
-        + (f" {refreshing['note']}" if refreshing.get("note") else "")
+        "their first refresh is due), so this pass mixes size with length: the section below, "
+        f"\"{SCALED_TITLE}\", compares sizes at the same multiple of their expiry.",
     )
 
 
 def _scaled_intro(scaled: dict[str, Any]) -> str:
-    return (
-        "The same stack, as the pass above (one header part in "
+    return _noted(
+        scaled,
+        "The same stack, as the refreshing pass (one header part in "
         f"{scaled['grow_every']} adds a part to its own chord), but before each size its worker "
         "restarts with a `result_expires` of that size's own: the time its chord took in the "
         f"counting pass (same proxies, same size, no refresh) divided by {scaled['expiries_per_run']:g}, "
         f"and no less than {scaled['expires_floor']:g} s. So every chord runs about "
         f"{scaled['expiries_per_run']:g} of its expiries and only its size differs; the rows "
         "`result_expires` and \"time to callback / result_expires\" show what each chord got and ran "
-        "(the load on the machine moves the latter). A warm-up chord runs after each restart."
-        + (f" {scaled['note']}" if scaled.get("note") else "")
+        "(the load on the machine moves the latter). A warm-up chord runs after each restart.",
     )
+
+
+def _noted(pass_: dict[str, Any], text: str) -> str:
+    """A pass's introduction, with what was noted of its run by hand (its ``note``) after it."""
+    return f"{text} {pass_['note']}" if pass_.get("note") else text
 
 
 def flat_lines(counting: dict[str, Any]) -> str:
@@ -115,12 +120,13 @@ def flat_lines(counting: dict[str, Any]) -> str:
             for b, later in values[i + 1 :]
         )
         steepest = (
-            f"{large[0]:,} parts paid {rise:+.1%} per part against {small[0]:,} "
+            f"{large[0]:,} parts against {small[0]:,}, {rise:+.1%} per part "
             f"({large[1]:.4f} against {small[1]:.4f})"
         )
         if fit["flat"]:
             lines.append(f"- {label} per part: **flat** (no larger size paid more than "
-                         f"{counting['flat_tolerance']:.0%} more per part; the steepest rise: {steepest}).")  # fmt: skip
+                         f"{counting['flat_tolerance']:.0%} more per part than a smaller one; the "
+                         f"most a larger one paid over a smaller: {steepest}).")  # fmt: skip
         else:
             lines.append(f"- {label} per part: **not flat**: {steepest}.")
     return "\n".join(lines)

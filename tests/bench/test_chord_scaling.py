@@ -137,10 +137,10 @@ def test_the_flat_lines_name_the_steepest_rise() -> None:
                 "flat_tolerance": 0.05}  # fmt: skip
 
     rising = chord_report.flat_lines(summary({"100": 8.0, "500": 8.2, "5000": 8.8, "20000": 8.6}, flat=False))
-    assert "- GCS requests per part: **not flat**: 5,000 parts paid +10.0% per part against 100" in rising
+    assert "- GCS requests per part: **not flat**: 5,000 parts against 100, +10.0% per part (8.8000 against" in rising
     assert "- Firestore round trips per part: **flat**" in rising
     falling = chord_report.flat_lines(summary({"100": 8.0, "500": 7.0, "5000": 7.1}, flat=True))
-    assert "**flat**" in falling and "5,000 parts paid +1.4% per part against 500" in falling
+    assert "**flat**" in falling and "over a smaller: 5,000 parts against 500, +1.4% per part" in falling
 
 
 def test_the_fit_splits_a_part_cost_from_a_chord_cost(run) -> None:
@@ -175,5 +175,5 @@ def test_the_files_appear(run) -> None:
     assert "## Requests per part with refreshes and add_to_chord" in text
     assert "`result_expires` = 60 s" in text and "| refreshes, per chord | 0 | 0 |" in text
     assert f"## {chord_report.SCALED_TITLE}" in text and "| `result_expires`, per chord |" in text
-    assert f'the next section, "{chord_report.SCALED_TITLE}"' in text  # the fixed pass points at it
+    assert f'the section below, "{chord_report.SCALED_TITLE}"' in text  # the fixed pass points at it
     assert "- GCS requests per part: **" in text
