@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any
 
 NAME = "chord-scaling"
+SCALED_TITLE = "Requests per part with refreshes and add_to_chord, expiry scaled to the chord"
+#: The per-part sums whose flatness each counting section states in words.
+_HEADLINES = (("gcs requests", ["gcs", "requests"], "GCS requests"),
+              ("firestore round trips", ["firestore", "round_trips"], "Firestore round trips"))  # fmt: skip
 
 
 def write(summary: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -51,24 +55,81 @@ def markdown(summary: dict[str, Any]) -> str:
         "## Requests per part",
         counted,
         counting_table(counting),
+        flat_lines(counting),
     ]
     refreshing = summary.get("refreshing")
     if refreshing:
         sections += ["## Requests per part with refreshes and add_to_chord", _refreshing_intro(refreshing),
-                     counting_table(refreshing)]  # fmt: skip
-    return "\n\n".join(sections) + "\n"
+                     counting_table(refreshing), flat_lines(refreshing)]  # fmt: skip
+    before = summary.get("refreshing_before")
+    if before:  # kept by hand from an earlier run (see its note)
+        sections += ["### The same pass on the refresh rule before 2026-12-07", before.get("note", ""),
+                     counting_table(before)]  # fmt: skip
+    scaled = summary.get("scaled_expiry")
+    if scaled:
+        sections += [f"## {SCALED_TITLE}", _scaled_intro(scaled), counting_table(scaled), flat_lines(scaled)]
+    return "\n\n".join(section for section in sections if section) + "\n"
 
 
 def _refreshing_intro(refreshing: dict[str, Any]) -> str:
-    return (
+    return _noted(
+        refreshing,
         "The same stack, its worker restarted with `result_expires` = "
         f"{refreshing['result_expires']:g} s at every size, shorter than the larger chords run: a "
         "chord past half its expiry is refreshed (its expiry pushed back, its stored results "
         f"rewritten). One header part in {refreshing['grow_every']} adds a part, `add(0, 0)`, to its "
         "own chord (`Task.add_to_chord`). Counted as above, divided by the parts including those "
-        "added; a chord's refreshes are read from its document once it ended."
-        + (f" {refreshing['note']}" if refreshing.get("note") else "")
+        "added; a chord's refreshes are read from its document once it ended. With one expiry for "
+        "every size a larger chord is also longer in expiries (the small ones may end before "
+        "their first refresh is due), so this pass mixes size with length: the section below, "
+        f"\"{SCALED_TITLE}\", compares sizes at the same multiple of their expiry.",
     )
+
+
+def _scaled_intro(scaled: dict[str, Any]) -> str:
+    return _noted(
+        scaled,
+        "The same stack, as the refreshing pass (one header part in "
+        f"{scaled['grow_every']} adds a part to its own chord), but before each size its worker "
+        "restarts with a `result_expires` of that size's own: the time its chord took in the "
+        f"counting pass (same proxies, same size, no refresh) divided by {scaled['expiries_per_run']:g}, "
+        f"and no less than {scaled['expires_floor']:g} s. So every chord runs about "
+        f"{scaled['expiries_per_run']:g} of its expiries and only its size differs; the rows "
+        "`result_expires` and \"time to callback / result_expires\" show what each chord got and ran "
+        "(the load on the machine moves the latter). A warm-up chord runs after each restart.",
+    )
+
+
+def _noted(pass_: dict[str, Any], text: str) -> str:
+    """A pass's introduction, with what was noted of its run by hand (its ``note``) after it."""
+    return f"{text} {pass_['note']}" if pass_.get("note") else text
+
+
+def flat_lines(counting: dict[str, Any]) -> str:
+    """Whether GCS requests and Firestore round trips per part stay flat across sizes, in words, with the steepest rise."""
+    finished = {int(size): entry for size, entry in counting["sizes"].items() if "failed" not in entry}
+    lines = []
+    for key, path, label in _HEADLINES:
+        fit = counting["fit"].get(key)
+        if fit is None or len(finished) < 2:
+            continue
+        values = [(size, _dig(entry, path)) for size, entry in sorted(finished.items())]
+        rise, small, large = max(
+            ((later / earlier - 1 if earlier else 0.0), (a, earlier), (b, later))
+            for i, (a, earlier) in enumerate(values)
+            for b, later in values[i + 1 :]
+        )
+        steepest = (
+            f"{large[0]:,} parts against {small[0]:,}, {rise:+.1%} per part "
+            f"({large[1]:.4f} against {small[1]:.4f})"
+        )
+        if fit["flat"]:
+            lines.append(f"- {label} per part: **flat** (no larger size paid more than "
+                         f"{counting['flat_tolerance']:.0%} more per part than a smaller one; the "
+                         f"most a larger one paid over a smaller: {steepest}).")  # fmt: skip
+        else:
+            lines.append(f"- {label} per part: **not flat**: {steepest}.")
+    return "\n".join(lines)
 
 
 def timing_table(timing: dict[str, Any]) -> str:
@@ -119,6 +180,12 @@ def counting_table(counting: dict[str, Any]) -> str:
         for key, label in (("added", "parts added (`add_to_chord`), per chord"), ("refreshes", "refreshes, per chord")):
             cells = [_count(counting["sizes"][size], key) for size in sizes]
             lines.append(f"| {label} | {' | '.join(cells)} | | |")
+    if any("result_expires" in entry for entry in counting["sizes"].values()):
+        expiry = [f"{counting['sizes'][size].get('result_expires', 0):g} s" for size in sizes]
+        ran = [f"{counting['sizes'][size]['expiries']:.2f}" if "expiries" in counting["sizes"][size] else "-"
+               for size in sizes]  # fmt: skip
+        lines.append(f"| `result_expires`, per chord | {' | '.join(expiry)} | | |")
+        lines.append(f"| time to callback / result_expires | {' | '.join(ran)} | | |")
     rows: list[tuple[str, str, list[str]]] = []  # (label, fit key, path into a size's entry)
     for kind in sorted({k for entry in entries for k in entry["firestore"]["rpcs"]}):
         rows.append((f"Firestore {kind.split('.', 1)[1]}", kind, ["firestore", "rpcs", kind]))

@@ -1,8 +1,8 @@
 """How celery-gcs chords scale: time per part at two sizes, requests per part at four.
 
 ``python -m bench --chords`` (``make bench-chords``) writes
-``bench/results/chord-scaling.{json,md}`` from two passes, each on a local
-stack of its own with one celery-gcs worker (``prefork -c 2``):
+``bench/results/chord-scaling.{json,md}`` from four passes, on two local
+stacks with one celery-gcs worker each (``prefork -c 2``):
 
 * **timing**, with no counting proxies in the path (``BenchStack(counted=False)``):
   chords of the two timed sizes (500 and 5,000 parts) alternate, the
@@ -20,6 +20,16 @@ stack of its own with one celery-gcs worker (``prefork -c 2``):
   while they run; and one header part in ``grow_every`` adds a part to its
   own chord (``Task.add_to_chord``). Counted as above, divided by the parts
   including those added; each chord's refreshes read from its document.
+  A fixed expiry makes a larger chord not only bigger but longer in
+  expiries (a 20,000-part chord runs many of them, a 100-part one none),
+  so this pass mixes the two.
+* **expiry scaled to the chord**, on the same stack: as the refreshing pass,
+  but each size's chord runs under a ``result_expires`` of its own, its
+  counting-pass run time divided by ``ChordPlan.expiries_per_run``
+  (``scaled_expires``), the worker restarted with it before that size; so
+  every chord runs about the same number of its expiries and only its size
+  differs. Reported with each chord's ``result_expires`` and how many of
+  them it ran.
 """
 
 from __future__ import annotations
@@ -70,6 +80,14 @@ class ChordPlan:
     refresh_expires: float = 20.0
     #: In the refreshing pass, one header part in this many adds a part to its chord.
     grow_every: int = 50
+    #: In the scaled pass, how many of its ``result_expires`` each chord runs (``scaled_expires``).
+    expiries_per_run: float = 4.0
+    #: The scaled pass's shortest ``result_expires``, in seconds. The backend takes any (0: never
+    #: expires), but a refresh has about half the expiry to rewrite the earliest results before they
+    #: expire, and its own work (a query, a commit, a GCS read and write per result) took 0.1-0.3 s
+    #: here under load: with 0.1-0.17 s most chords of 4 failed, their results expired while their
+    #: first refresh ran. Below about a second the pass would measure that race, not the refresh rule.
+    expires_floor: float = 1.0
 
 
 PLANS = {
@@ -91,10 +109,10 @@ PLANS = {
 
 
 def run(plan: ChordPlan, workdir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Both passes; the summary as a JSON-able dict."""
+    """Every pass; the summary as a JSON-able dict."""
     started, load_before = time.time(), os.getloadavg()
     timing = _timing_pass(plan, workdir / "timing", say)
-    counting, refreshing = _counting_passes(plan, workdir / "counting", say)
+    counting, refreshing, scaled = _counting_passes(plan, workdir / "counting", say)
     return {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
@@ -108,6 +126,7 @@ def run(plan: ChordPlan, workdir: Path, say: Callable[[str], None] = print) -> d
         "timing": timing,
         "counting": counting,
         "refreshing": refreshing,
+        "scaled_expiry": scaled,
     }
 
 
@@ -176,8 +195,8 @@ def summarise_timing(sizes: tuple[int, int], rounds: list[dict[str, Any]]) -> di
 
 def _counting_passes(
     plan: ChordPlan, workdir: Path, say: Callable[[str], None]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The counting pass, then the refreshing pass on the same stack."""
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The counting pass, then the refreshing pass and the scaled one on the same stack."""
     stack = BenchStack(workdir, backends=(BACKEND,))
     say(f"counting: starting a stack with counting proxies in {workdir}")
     stack.start()
@@ -187,19 +206,53 @@ def _counting_passes(
             "adds a part to its chord")  # fmt: skip
         stack.reconfigure(result_expires=plan.refresh_expires)
         refreshing = _counted_sizes(stack, plan, say, grow_every=plan.grow_every)
+        expires = {size: scaled_expires(counting["sizes"][str(size)]["seconds"], plan) for size in plan.counted}
+        say(f"expiry scaled to the chord: each chord runs about {plan.expiries_per_run:g} of its "
+            f"result_expires ({', '.join(f'{size:,}: {s:g} s' for size, s in expires.items())}), "
+            f"one part in {plan.grow_every} adds a part")  # fmt: skip
+        scaled = _counted_sizes(stack, plan, say, grow_every=plan.grow_every, expires=expires)
     finally:
         stack.stop()
     settings = {"result_expires": plan.refresh_expires, "grow_every": plan.grow_every}
-    return counting, {**settings, **refreshing}
+    scaling = {
+        "expiries_per_run": plan.expiries_per_run,
+        "expires_floor": plan.expires_floor,
+        "grow_every": plan.grow_every,
+    }
+    return counting, {**settings, **refreshing}, {**scaling, **scaled}
+
+
+def scaled_expires(seconds: float, plan: ChordPlan) -> float:
+    """The scaled pass's ``result_expires`` for a size whose chord ran ``seconds`` in the counting pass.
+
+    That chord's own time, not one time per part for every size: it ran
+    through the same proxies, on the same stack and worker, at the same
+    size, with no refresh, so it already holds what a chord of that size
+    costs once (applying it, the workers picking it up, the join), which
+    makes a 100-part chord take about twice as long per part as a 20,000-part
+    one here. One time per part would give the small chords twice as many
+    expiries as the large, mixing length with size again, the other way
+    round. What each chord then ran, in expiries, is reported beside it.
+    """
+    return round(max(plan.expires_floor, seconds / plan.expiries_per_run), 3)
 
 
 def _counted_sizes(
-    stack: BenchStack, plan: ChordPlan, say: Callable[[str], None], grow_every: int = 0
+    stack: BenchStack,
+    plan: ChordPlan,
+    say: Callable[[str], None],
+    grow_every: int = 0,
+    expires: dict[int, float] | None = None,
 ) -> dict[str, Any]:
+    """One counted chord per size; with ``expires``, each size under its own ``result_expires``."""
     sizes: dict[str, Any] = {}
-    if plan.warm_up:
+    if plan.warm_up and expires is None:
         _chord(stack, plan.warm_up, plan.budget, settled=_quiet)
     for size in plan.counted:
+        if expires is not None:
+            # A worker restarted with this size's expiry, warmed up as in the other passes.
+            stack.reconfigure(result_expires=expires[size])
+            _warm_up(stack, plan, say)
         try:
             sizes[str(size)] = counted_chord(stack, size, plan.budget, grow_every)
         except workloads.WorkloadFailed as exc:
@@ -210,13 +263,33 @@ def _counted_sizes(
             say(f"  chord of {size:>6,}: FAILED: {exc}")
             sizes[str(size)] = failed_chord(stack, str(exc))
             stack.restart_worker(BACKEND)
-            continue
         entry = sizes[str(size)]
+        if expires is not None:
+            entry["result_expires"] = expires[size]
+            if "failed" not in entry:
+                entry["expiries"] = round(entry["seconds"] / expires[size], 2)
+        if "failed" in entry:
+            continue
         say(f"  chord of {size:>6,}: {entry['seconds']:8.2f} s, {entry['added']} added, "
             f"{entry['refreshes']} refreshes; per part: "
             f"{entry['firestore']['round_trips']:.4f} Firestore round trips, "
             f"{entry['gcs']['requests']:.4f} GCS requests")  # fmt: skip
     return summarise_counting(sizes)
+
+
+def _warm_up(stack: BenchStack, plan: ChordPlan, say: Callable[[str], None]) -> None:
+    """A chord to warm a restarted worker's processes up; under a short expiry it may fail, and has warmed them all the same.
+
+    A cold process's first part comes late (its clients connect first),
+    later than a short ``result_expires``: its chord's early results expire.
+    """
+    if not plan.warm_up:
+        return
+    try:
+        workloads.chord_of(stack, BACKEND, plan.warm_up, plan.budget, _quiet, errback=True)
+    except workloads.WorkloadFailed as exc:
+        say(f"  warm-up chord of {plan.warm_up:,} failed (a cold worker under a short expiry): {exc}"[:300])
+        _quiet(stack)
 
 
 def counted_chord(stack: BenchStack, size: int, budget: float, grow_every: int = 0) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The chord-scaling benchmark on tiny sizes: both passes run, files appear, requests are counted right.
+"""The chord-scaling benchmark on tiny sizes: every pass runs, files appear, requests are counted right.
 
 No timing is asserted: only that the rounds alternate and that a chord's
 requests are what the design says a chord costs (chords.py, chord_tree.py).
@@ -15,10 +15,13 @@ import pytest
 
 from bench import chord_report, chord_scaling
 
-#: No refresh at these sizes (a chord of 20 runs for a second or so): the counts stay exact.
+#: No refresh at these sizes in the fixed pass (a chord of 20 runs for a second or so): the counts
+#: stay exact. The scaled pass gives each chord half its counting-pass time: tenths of a second, about
+#: what a refresh takes, so a chord of 4 often fails, its results expired while its first refresh ran.
 TINY = chord_scaling.ChordPlan(
-    "smoke", timed=(3, 6), rounds=2, counted=(4, 20), warm_up=0, budget=120, refresh_expires=60, grow_every=4
-)
+    "smoke", timed=(3, 6), rounds=2, counted=(4, 20), warm_up=3, budget=120, refresh_expires=60, grow_every=4,
+    expiries_per_run=2, expires_floor=0.05,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +103,46 @@ def test_a_failed_refreshing_chord_is_reported_and_left_out_of_the_fit() -> None
     assert "| refreshes, per chord | 0 | - |" in table
 
 
+@pytest.mark.parametrize("size", TINY.counted)
+def test_the_scaled_pass_runs_each_size_under_its_own_share_of_its_time(run, size: int) -> None:
+    counting, scaled = run[0]["counting"]["sizes"][str(size)], run[0]["scaled_expiry"]
+    assert (scaled["expiries_per_run"], scaled["expires_floor"], scaled["grow_every"]) == (2, 0.05, 4)
+    entry = scaled["sizes"][str(size)]
+    # Half what this size's chord took in the counting pass, not one expiry for every size.
+    assert entry["result_expires"] == round(max(0.05, counting["seconds"] / 2), 3)
+    if "failed" in entry:  # its results expired before the join read them: short indeed
+        assert "expired" in entry["failed"]
+        return
+    assert entry["expiries"] == round(entry["seconds"] / entry["result_expires"], 2)
+    # The worker ran under it: refreshed, where the fixed pass's 60 s made none.
+    assert entry["refreshes"] >= 1
+    assert entry["added"] == size // 4 and entry["cleaned_up"]
+
+
+def test_the_scaled_expiry_has_a_floor() -> None:
+    plan = chord_scaling.PLANS["default"]
+    assert plan.expires_floor > 0  # 0 would mean results never expire
+    assert chord_scaling.scaled_expires(100.0, plan) == 100.0 / plan.expiries_per_run
+    assert chord_scaling.scaled_expires(0.1, plan) == plan.expires_floor
+
+
+def test_the_flat_lines_name_the_steepest_rise() -> None:
+    def entry(gcs: float) -> dict[str, Any]:
+        return {"gcs": {"requests": gcs}, "firestore": {"round_trips": 1.0}}
+
+    def summary(values: dict[str, float], flat: bool) -> dict[str, Any]:
+        fit = {"per_part": 1.0, "per_chord": 0.0, "flat": flat}
+        sizes = {size: entry(gcs) for size, gcs in values.items()}
+        return {"sizes": sizes, "fit": {"gcs requests": fit, "firestore round trips": {**fit, "flat": True}},
+                "flat_tolerance": 0.05}  # fmt: skip
+
+    rising = chord_report.flat_lines(summary({"100": 8.0, "500": 8.2, "5000": 8.8, "20000": 8.6}, flat=False))
+    assert "- GCS requests per part: **not flat**: 5,000 parts against 100, +10.0% per part (8.8000 against" in rising
+    assert "- Firestore round trips per part: **flat**" in rising
+    falling = chord_report.flat_lines(summary({"100": 8.0, "500": 7.0, "5000": 7.1}, flat=True))
+    assert "**flat**" in falling and "over a smaller: 5,000 parts against 500, +1.4% per part" in falling
+
+
 def test_the_fit_splits_a_part_cost_from_a_chord_cost(run) -> None:
     counting = run[0]["counting"]
     commits = counting["fit"]["firestore.Commit"]
@@ -131,3 +174,6 @@ def test_the_files_appear(run) -> None:
     assert "| 4 parts | 20 parts |" in text and "**Firestore round trips**" in text
     assert "## Requests per part with refreshes and add_to_chord" in text
     assert "`result_expires` = 60 s" in text and "| refreshes, per chord | 0 | 0 |" in text
+    assert f"## {chord_report.SCALED_TITLE}" in text and "| `result_expires`, per chord |" in text
+    assert f'the section below, "{chord_report.SCALED_TITLE}"' in text  # the fixed pass points at it
+    assert "- GCS requests per part: **" in text
