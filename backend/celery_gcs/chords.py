@@ -1272,22 +1272,23 @@ def _log_refresh(
     met of the parts' results; a warning when some had expired already and
     the chord is still open (once it ended, its results are no longer its
     own: its holder's, stored last, lives ``result_expires``). A refresh
-    that stopped says why, and what it skipped.
+    that stopped says why and what it skipped, and warns of nothing: the
+    join, or the refresh that took it over, meets what it met.
     """
     age = f"{(now - chord.opened).total_seconds():.0f}s" if chord.opened is not None else "unknown"
     before = chord.expires_at.isoformat(timespec="seconds") if chord.expires_at else "never"
     expired = met[Extended.EXPIRED]
-    lost = bool(expired) and still_open
+    cannot = bool(expired) and still_open
     after = new.isoformat(timespec="seconds")
     if stopped is None:
         what, args = "expiry pushed back at age %s from %s to %s", (age, before, after)
     else:
         what, args = "refresh stopped at age %s (%s): expiry left at %s, not pushed to %s", (age, stopped, before, after)
     log.log(
-        logging.WARNING if lost else logging.INFO,
+        logging.WARNING if cannot else logging.INFO,
         "Chord %s: " + what + " (taken after %.1fs, done in %.1fs): "
         "%d results rewritten, %d kept as long already, %d not stored yet, %d expired%s, %d skipped",
         group_id, *args, waited, took,
         met[Extended.REWRITTEN], met[Extended.KEPT], met[Extended.MISSING], expired,
-        " before it reached them: the chord cannot complete" if lost else "", met[Extended.SKIPPED],
+        " before it reached them: the chord cannot complete" if cannot else "", met[Extended.SKIPPED],
     )  # fmt: skip
