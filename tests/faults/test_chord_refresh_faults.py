@@ -323,3 +323,42 @@ def test_a_holders_refresh_under_way_when_its_join_ends_stops(make_app, stack, m
     warned = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert not [message for message in warned if "cannot complete" in message], warned
     assert published.values == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_a_parts_refresh_stops_once_its_lease_renewal_finds_the_chord_ended(make_app, stack, monkeypatch, caplog) -> None:
+    """A part's refresh held up (here its first result's read) while another process completes the chord:
+    its lease's renewal finds the chord ended, and the refresh skips the rest instead of rewriting every
+    result of an ended chord (two GCS requests each).
+
+    Two backends play two worker processes; the lease is patched down so that it is renewed every half second.
+    """
+    expires = 3.0
+    monkeypatch.setattr(chords, "MIN_LEASE", 1.5)
+    app, other = (make_app(result_expires=expires, gcs_threadpool_maxsize=1) for _ in range(2))
+    published = Published(other, monkeypatch)
+    group_id, ids = apply_here(app, 6)
+    applied = time.monotonic()
+    caplog.set_level(logging.INFO, logger="celery_gcs.chords")
+    for n, task_id in enumerate(ids[:4]):
+        store_part(app, group_id, task_id, n)
+    sleep_until(applied + expires / 2 + 0.2)  # due
+    held = stack.gcs.delay(f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", None, calls=1)
+    refreshing = threading.Thread(target=store_part, args=(app, group_id, ids[4], 4), daemon=True)
+    refreshing.start()
+    held.wait(struck=1)  # its refresh's read of the first result
+    store_part(other, group_id, ids[5], 5)  # the holder, in the other process: the chord ends
+    assert published.values == [[0, 1, 2, 3, 4, 5]]
+    deadline = time.monotonic() + 30
+    while any(thread.name == "celery-gcs-refresh-lease" for thread in threading.enumerate()):
+        assert time.monotonic() < deadline, "the refresh's lease was renewed on after its chord ended"
+        time.sleep(0.05)
+    before = sum(stack.gcs.snapshot().values())
+    held.release()
+    refreshing.join(timeout=30)
+    assert not refreshing.is_alive()
+    after = sum(stack.gcs.snapshot().values())
+    assert after - before <= 1, f"{after - before} GCS requests after the chord ended"  # the held read's write
+    lines = [record.getMessage() for record in caplog.records if group_id in record.getMessage()]
+    stopped = [line for line in lines if "refresh stopped" in line]
+    assert len(stopped) == 1 and "(its lease was taken over, or the chord ended)" in stopped[0], lines
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING and group_id in record.getMessage()]
