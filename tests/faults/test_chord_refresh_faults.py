@@ -330,10 +330,10 @@ def test_a_parts_refresh_stops_once_its_lease_renewal_finds_the_chord_ended(make
     its lease's renewal finds the chord ended, and the refresh skips the rest instead of rewriting every
     result of an ended chord (two GCS requests each).
 
-    Two backends play two worker processes; the lease is patched down so that it is renewed every half second.
+    Two backends play two worker processes; the lease is patched down so that it is renewed every second.
     """
     expires = 3.0
-    monkeypatch.setattr(chords, "MIN_LEASE", 1.5)
+    monkeypatch.setattr(chords, "MIN_LEASE", 3.0)
     app, other = (make_app(result_expires=expires, gcs_threadpool_maxsize=1) for _ in range(2))
     published = Published(other, monkeypatch)
     group_id, ids = apply_here(app, 6)
