@@ -946,8 +946,9 @@ class ChordCoordinator:
         of its own, so the claim is renewed meanwhile (``_Holding``); the
         same refresh as a part's, by the same rule (at ages 1.5 times apart),
         the holder's idea of the expiry starting from the chord as it settled
-        it. A refresh under way when the join ends ends on its own; a chord
-        ended meanwhile is not refreshed (``ChordStore.start_refresh``).
+        it. A refresh under way when the join ends stops: its results under
+        way finish, the rest are skipped (``_refresh_if_due``); a chord ended
+        meanwhile is not refreshed (``ChordStore.start_refresh``).
         """
         seen = dataclasses.replace(chord, expires_at=chord.due_by(self.results.chord_lifetime))
         if chord.problem is not None or self._due_at(seen) is None:
@@ -960,7 +961,7 @@ class ChordCoordinator:
             while (due := self._due_at(looked)) is not None:
                 if joined.wait(max((due - _now()).total_seconds(), pause)):
                     return
-                looked, pause = self._refresh_if_due(part, key, looked), _WAIT_STEP
+                looked, pause = self._refresh_if_due(part, key, looked, joined), _WAIT_STEP
 
         with _meanwhile(keep, "celery-gcs-refresh"):
             yield
@@ -981,7 +982,7 @@ class ChordCoordinator:
             due = min(due, chord.opened + (chord.expires_at - chord.opened) / 2)
         return due
 
-    def _refresh_if_due(self, part: Part, key: str, chord: Chord) -> Chord:
+    def _refresh_if_due(self, part: Part, key: str, chord: Chord, joined: threading.Event | None = None) -> Chord:
         """A chord running past half its expiry gets its expiry pushed back, as Celery's backends do.
 
         One process takes the refresh (a lease in the chord document) and
@@ -1002,6 +1003,12 @@ class ChordCoordinator:
         a few times the chord's parts, whatever its size (docs/chords.md,
         "Cost"), and each has the chord's age so far to do its work in.
 
+        A refresh no longer needed stops: its holder's join ended (``joined``,
+        for a holder's refresh while it joins: ``_kept_alive``), or its
+        lease's renewal found it taken over or the chord ended. Results under
+        way finish, the rest are skipped, and it gives its lease up without
+        the new expiry, as a refresh failing half-way: the chord stays due.
+
         Returns the chord with its expiry as this look left it, for the next
         look (``chord`` itself when it was not due).
         """
@@ -1018,17 +1025,29 @@ class ChordCoordinator:
             taken = self.store.start_refresh(key, now + half, token, lease, lifetime=self.results.chord_lifetime)
             started = taken.started
             if started:
-                waited = time.monotonic() - begun
-                with self._refresh_renewed(key, token, lease):
+                waited, lost = time.monotonic() - begun, threading.Event()
+
+                def unneeded() -> str | None:
+                    if joined is not None and joined.is_set():
+                        return "its holder's join ended"
+                    return "its lease was taken over, or the chord ended" if lost.is_set() else None
+
+                with self._refresh_renewed(key, token, lease, lost):
                     results = self._header(part, chord)
                     listed = self.store.parts(key)
                     # The part documents too: the next refresh finds the parts counted by them.
                     self.store.refresh(key, self._nodes(results, chord), sorted(listed), new)
                     counted = [task_id for task_id in leaf_ids(results) if part_document_id(task_id) in listed]
-                    met = self.results.refresh_chord(part.group_id, counted, at_least=stretch)
-                self.store.end_refresh(key, token, new)
-                _log_refresh(part.group_id, chord, now, new, met, waited, time.monotonic() - begun)
-                seen = new
+                    met = self.results.refresh_chord(part.group_id, counted, at_least=stretch, stop=unneeded)
+                stopped = unneeded() if met[Extended.SKIPPED] else None
+                if stopped is None:
+                    still_open = self.store.end_refresh(key, token, new)
+                    seen = new
+                else:
+                    self._give_up_refresh(key, token)
+                    still_open, seen = False, now + half + dt.timedelta(seconds=_WAIT_STEP)
+                took = time.monotonic() - begun
+                _log_refresh(part.group_id, chord, now, new, met, waited, took, stopped=stopped, still_open=still_open)
             elif taken.busy_for:
                 # Look again once the other refresh's lease runs out, should it fail; but no later than
                 # this refresh would have made it due: a lease (10 s at least) longer than half the
@@ -1046,8 +1065,10 @@ class ChordCoordinator:
             seen = now + half + dt.timedelta(seconds=_WAIT_STEP)  # at most once a second per process
         return dataclasses.replace(chord, expires_at=seen)
 
-    def _refresh_renewed(self, key: str, token: str, lease: float) -> contextlib.AbstractContextManager[None]:
-        """The refresh taken with ``token`` keeps its lease while the block runs: renewed every third of it.
+    def _refresh_renewed(
+        self, key: str, token: str, lease: float, lost: threading.Event
+    ) -> contextlib.AbstractContextManager[None]:
+        """The refresh taken with ``token`` keeps its lease while the block runs: renewed every third of it; ``lost`` set once not its own.
 
         A refresh rewrites every counted part's result: at 1,000 parts under
         the soak's stalls it took about 30 s against a lease of about 22 s,
@@ -1056,15 +1077,15 @@ class ChordCoordinator:
         a stalled GCS call of the refresh's is covered as well as its stages.
         A renewal that fails is logged and the refresh goes on (its lease may
         run out: a second refresh alongside costs requests, nothing more);
-        one that finds the lease taken over stops renewing.
+        one that finds the lease taken over, or the chord ended, stops
+        renewing and sets ``lost``: the refresh stops too.
         """
 
         def renew(ended: threading.Event) -> None:
             while not ended.wait(lease / 3):
                 try:
                     if not self.store.renew_refresh(key, token, lease):
-                        if not ended.is_set():  # else: ended meanwhile, by this very refresh
-                            log.info("Chord key %s: its refresh was taken over, or the chord ended, as it ran", key)
+                        lost.set()
                         return
                 except Exception:  # the next renewal tries again
                     log.warning("Chord key %s: could not renew its refresh's lease", key, exc_info=True)
@@ -1239,22 +1260,35 @@ def _log_refresh(
     met: Counter[Extended],
     waited: float,
     took: float,
+    *,
+    stopped: str | None,
+    still_open: bool,
 ) -> None:
     """One line per refresh, enough to tell from a worker's log why a chord's results expired.
 
     Its age, its expiry before (as this process saw it: ``Chord.due_by``)
     and after, how long taking the refresh waited (the chord document
     locked, or its calls retried) and the whole refresh took, and what it
-    met of the parts' results; a warning when some had expired already.
+    met of the parts' results; a warning when some had expired already and
+    the chord is still open (once it ended, its results are no longer its
+    own: its holder's, stored last, lives ``result_expires``). A refresh
+    that stopped says why and what it skipped, and warns of nothing: the
+    join, or the refresh that took it over, meets what it met.
     """
     age = f"{(now - chord.opened).total_seconds():.0f}s" if chord.opened is not None else "unknown"
     before = chord.expires_at.isoformat(timespec="seconds") if chord.expires_at else "never"
     expired = met[Extended.EXPIRED]
+    cannot = bool(expired) and still_open
+    after = new.isoformat(timespec="seconds")
+    if stopped is None:
+        what, args = "expiry pushed back at age %s from %s to %s", (age, before, after)
+    else:
+        what, args = "refresh stopped at age %s (%s): expiry left at %s, not pushed to %s", (age, stopped, before, after)
     log.log(
-        logging.WARNING if expired else logging.INFO,
-        "Chord %s: expiry pushed back at age %s from %s to %s (taken after %.1fs, done in %.1fs): "
-        "%d results rewritten, %d kept as long already, %d not stored yet, %d expired%s",
-        group_id, age, before, new.isoformat(timespec="seconds"), waited, took,
+        logging.WARNING if cannot else logging.INFO,
+        "Chord %s: " + what + " (taken after %.1fs, done in %.1fs): "
+        "%d results rewritten, %d kept as long already, %d not stored yet, %d expired%s, %d skipped",
+        group_id, *args, waited, took,
         met[Extended.REWRITTEN], met[Extended.KEPT], met[Extended.MISSING], expired,
-        " before it reached them: the chord cannot complete" if expired else "",
+        " before it reached them: the chord cannot complete" if cannot else "", met[Extended.SKIPPED],
     )  # fmt: skip

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections import Counter, OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol
@@ -58,6 +58,8 @@ class Extended(enum.Enum):
     MISSING = "missing"
     #: Past its expiry already: readers saw it gone, so it stays gone.
     EXPIRED = "expired"
+    #: Not reached: its chord's refresh stopped, no longer needed (``refresh_chord``'s ``stop``).
+    SKIPPED = "skipped"
 
 
 class Codec(Protocol):
@@ -447,18 +449,20 @@ class StoredResults:
         raise StoreError(f"could not set the expiry of {name}: it kept changing under us")
 
     def refresh_chord(
-        self, group_id: str, task_ids: Sequence[str], *, at_least: float = 0.0
+        self, group_id: str, task_ids: Sequence[str], *, at_least: float = 0.0, stop: Callable[[], object] = lambda: False
     ) -> Counter[Extended]:
         """Push back the expiry of a running chord's GroupResult and of the results of ``task_ids``, many at once;
         how many of those results met each outcome (``Extended``), for the refresh's log line.
 
         Never forward: the GroupResult of a client keeping it longer than
         this worker would (Celery's default, a day), or a failed part's
-        result kept ``result_failure_expires``, keeps its own.
+        result kept ``result_failure_expires``, keeps its own. Once ``stop()``
+        is true, what is not begun yet is skipped (``SKIPPED``): those under
+        way finish.
         """
         names = [self.group_key(group_id), *(self.task_key(task_id) for task_id in task_ids)]
         extend = partial(self.extend, seconds=self.lifetimes.chord_result, at_least=at_least, later_only=True)
-        return Counter(self.store.each(extend, names)[1:])
+        return Counter(self.store.each(lambda name: Extended.SKIPPED if stop() else extend(name), names)[1:])
 
     def put(
         self,

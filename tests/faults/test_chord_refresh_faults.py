@@ -270,3 +270,95 @@ def test_a_refresh_stalled_past_its_lease_keeps_it_and_runs_alone(make_app, stac
     assert len(refreshed) == 1 and group_id in refreshed[0], [record.getMessage() for record in caplog.records]
     store_part(app, group_id, ids[2], 2)
     assert published.values == [[0, 1, 2]]
+
+
+def test_a_holders_refresh_under_way_when_its_join_ends_stops(make_app, stack, monkeypatch, caplog) -> None:
+    """Found in ``make bench-chords``' worker logs: every big chord's last refresh warned "5099 results
+    rewritten, ..., 1 expired before it reached them: the chord cannot complete", yet the chord completed.
+    It was the holder's refresh while it joins, which went on over every result after the join ended:
+    the holder stores its own result after the chord ended, kept ``result_expires`` only, and the refresh
+    reached it after that (a false warning, and a whole refresh's GCS requests spent on an ended chord).
+
+    One thread reads for the refresh (``gcs_threadpool_maxsize=1``), held by the proxy on its first
+    result while a part's store, also held, keeps the holder joining; both parts stored, the chord ends.
+    Released once the holder's own result expired, the refresh must skip the rest, and warn of nothing.
+    """
+    expires = 3.0  # due at 1.5 s: every part counts before that
+    app = make_app(result_expires=expires, result_chord_join_timeout=30, gcs_threadpool_maxsize=1)
+    published = Published(app, monkeypatch)
+    group_id, ids = apply_here(app, 6)
+    caplog.set_level(logging.INFO, logger="celery_gcs.chords")
+    for n, task_id in enumerate(ids[:4]):
+        store_part(app, group_id, task_id, n)
+    late = stack.gcs.delay("POST /upload/storage/v1/b/[^/]+/o", None, calls=1, direction="request")
+    storing = threading.Thread(target=store_part, args=(app, group_id, ids[4], 4), daemon=True)
+    storing.start()
+    late.wait(struck=1)  # counted, its store held: the holder's join waits for it
+    # Its first read by the join, its second by the holder's refresh: held.
+    refresh_read = stack.gcs.delay(f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", None, calls=range(2, 3))
+    holder = threading.Thread(target=store_part, args=(app, group_id, ids[5], 5), daemon=True)
+    holder.start()
+    refresh_read.wait(struck=1)
+    late.release()
+    for thread in (storing, holder):
+        thread.join(timeout=30)  # a bound only
+        assert not thread.is_alive()
+    ended = time.monotonic()
+    assert published.values == [[0, 1, 2, 3, 4, 5]]
+    before = sum(stack.gcs.snapshot().values())
+    sleep_until(ended + expires + 0.3)  # the holder's own result, stored last, has expired
+    refresh_read.release()
+
+    def refreshed() -> list[str]:
+        return [message for record in caplog.records if group_id in (message := record.getMessage())]
+
+    deadline = time.monotonic() + 30
+    while not any("expiry pushed back" in message or "stopped" in message for message in refreshed()):
+        assert time.monotonic() < deadline, refreshed()
+        time.sleep(0.05)
+    after = sum(stack.gcs.snapshot().values())
+    assert after - before <= 1, f"{after - before} GCS requests after the chord ended"  # the held read's, at most
+    stopped = [message for message in refreshed() if "refresh stopped" in message]
+    assert len(stopped) == 1 and "(its holder's join ended)" in stopped[0] and "5 skipped" in stopped[0], refreshed()
+    warned = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert not [message for message in warned if "cannot complete" in message], warned
+    assert published.values == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_a_parts_refresh_stops_once_its_lease_renewal_finds_the_chord_ended(make_app, stack, monkeypatch, caplog) -> None:
+    """A part's refresh held up (here its first result's read) while another process completes the chord:
+    its lease's renewal finds the chord ended, and the refresh skips the rest instead of rewriting every
+    result of an ended chord (two GCS requests each).
+
+    Two backends play two worker processes; the lease is patched down so that it is renewed every second.
+    """
+    expires = 3.0
+    monkeypatch.setattr(chords, "MIN_LEASE", 3.0)
+    app, other = (make_app(result_expires=expires, gcs_threadpool_maxsize=1) for _ in range(2))
+    published = Published(other, monkeypatch)
+    group_id, ids = apply_here(app, 6)
+    applied = time.monotonic()
+    caplog.set_level(logging.INFO, logger="celery_gcs.chords")
+    for n, task_id in enumerate(ids[:4]):
+        store_part(app, group_id, task_id, n)
+    sleep_until(applied + expires / 2 + 0.2)  # due
+    held = stack.gcs.delay(f"GET /download/storage/v1/b/[^/]+/o/.+{ids[0]}", None, calls=1)
+    refreshing = threading.Thread(target=store_part, args=(app, group_id, ids[4], 4), daemon=True)
+    refreshing.start()
+    held.wait(struck=1)  # its refresh's read of the first result
+    store_part(other, group_id, ids[5], 5)  # the holder, in the other process: the chord ends
+    assert published.values == [[0, 1, 2, 3, 4, 5]]
+    deadline = time.monotonic() + 30
+    while any(thread.name == "celery-gcs-refresh-lease" for thread in threading.enumerate()):
+        assert time.monotonic() < deadline, "the refresh's lease was renewed on after its chord ended"
+        time.sleep(0.05)
+    before = sum(stack.gcs.snapshot().values())
+    held.release()
+    refreshing.join(timeout=30)
+    assert not refreshing.is_alive()
+    after = sum(stack.gcs.snapshot().values())
+    assert after - before <= 1, f"{after - before} GCS requests after the chord ended"  # the held read's write
+    lines = [record.getMessage() for record in caplog.records if group_id in record.getMessage()]
+    stopped = [line for line in lines if "refresh stopped" in line]
+    assert len(stopped) == 1 and "(its lease was taken over, or the chord ended)" in stopped[0], lines
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING and group_id in record.getMessage()]

@@ -269,3 +269,20 @@ def test_a_refresh_ended_after_its_lease_ran_out_leaves_its_successors_lease_and
     e_sets = in_seconds(100)
     store.end_refresh(key, "e", e_sets)
     assert store.read(key).expires_at == e_sets
+
+
+def test_ending_a_refresh_says_whether_its_chord_is_still_open(store) -> None:
+    """A refresh warns of results it found expired only while its chord is open: ending it says, from the
+    read it makes anyway (the holder's own result, stored once the chord ended, lives ``result_expires``)."""
+    key, ids, leaves = open_chord(store, 1)
+    due = in_seconds(3600)
+    assert store.start_refresh(key, due, "a", 60, lifetime=None).started
+    assert store.end_refresh(key, "a", in_seconds(600)) is True
+    assert store.start_refresh(key, due, "b", 60, lifetime=None).started
+    top = chord_tree.leaf_of(ids[0], leaves)
+    store.count(key, ids[0], top, None)
+    assert store.settle(key, Settle("holder", 60, top=top)).claimed
+    assert store.end(key, "holder")
+    assert store.end_refresh(key, "b", in_seconds(900)) is False
+    assert store.end_refresh(key, "b", None) is False
+    assert store.end_refresh(f"{key}-gone", "c", None) is False

@@ -694,8 +694,8 @@ class ChordStore:
                 return False
         return True  # changed under every look, its own as last read: the next renewal tries again
 
-    def end_refresh(self, key: str, token: str, expires_at: dt.datetime | None) -> None:
-        """The refresh taken with ``token`` is done (``expires_at`` set) or given up (None).
+    def end_refresh(self, key: str, token: str, expires_at: dt.datetime | None) -> bool:
+        """The refresh taken with ``token`` is done (``expires_at`` set) or given up (None); whether the chord is open still.
 
         Its lease is removed only while it is still its own, and once it is
         not, the chord's expiry is only pushed back: a refresh slower than its
@@ -710,7 +710,7 @@ class ChordStore:
             snapshot = self._call("reading a chord to end its refresh", lambda options: ref.get(**options))
             chord = self._chord_from(snapshot)
             if chord is None:
-                return  # the chord document expired meanwhile
+                return False  # the chord document expired meanwhile
             lease = _claim_from((snapshot.to_dict() or {}).get(_REFRESHING))
             ours = lease is not None and lease.token == token
             # The refresh still holding its lease is the latest: its expiry stands, even one sooner than
@@ -720,7 +720,7 @@ class ChordStore:
                 and (ours or chord.expires_at is None or chord.expires_at < expires_at)
             )  # fmt: skip
             if not ours and not later:
-                return  # nothing of this refresh's left to write (or its write landed, its answer lost)
+                return not chord.done  # nothing of this refresh's left to write (or its write landed, its answer lost)
             fields: dict[str, Any] = {_REFRESHING: firestore.DELETE_FIELD} if ours else {}
             if later:
                 fields[conventions.FIRESTORE_TTL_FIELD] = expires_at
@@ -730,9 +730,10 @@ class ChordStore:
                 if not self._update_as_read("ending a chord's refresh", snapshot, fields):
                     continue  # changed since read (or a retried write that landed): read it again
             except api.NotFound:
-                return
-            return
+                return False
+            return not chord.done
         # Changed under every look: its lease runs out instead, and the next refresh sets the expiry.
+        return True
 
     def _update_as_read(self, what: str, snapshot: firestore.DocumentSnapshot, fields: dict[str, Any]) -> bool:
         """Write ``fields`` on condition that the document is as ``snapshot`` read it; False if it changed since."""
