@@ -67,7 +67,8 @@ def markdown(summary: dict[str, Any]) -> str:
                      counting_table(before)]  # fmt: skip
     scaled = summary.get("scaled_expiry")
     if scaled:
-        sections += [f"## {SCALED_TITLE}", _scaled_intro(scaled), counting_table(scaled), flat_lines(scaled)]
+        verdict = "\n".join(line for line in (flat_lines(scaled), expiries_line(scaled)) if line)
+        sections += [f"## {SCALED_TITLE}", _scaled_intro(scaled), counting_table(scaled), verdict]
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
@@ -87,16 +88,51 @@ def _refreshing_intro(refreshing: dict[str, Any]) -> str:
 
 
 def _scaled_intro(scaled: dict[str, Any]) -> str:
+    if "calibrate_up_to" not in scaled:  # a run before calibration (2026-12-07 19:15)
+        source = (
+            "the time its chord took in the counting pass (same proxies, same size, no refresh) "
+            f"divided by {scaled['expiries_per_run']:g}"
+        )
+    else:
+        larger = (
+            f"; a size above {scaled['calibrate_up_to']:,} parts is calibrated with a chord of the largest "
+            "counted size up to that, its time multiplied by the two sizes' ratio in the counting pass"
+            if scaled["calibrate_up_to"] else ""
+        )
+        source = (
+            "the time a calibration chord took right before it, on the same worker restarted with no "
+            f"refresh due (so under the same load; its requests are not counted{larger}), divided by "
+            f"{scaled['expiries_per_run']:g}"
+        )
     return _noted(
         scaled,
         "The same stack, as the refreshing pass (one header part in "
         f"{scaled['grow_every']} adds a part to its own chord), but before each size its worker "
-        "restarts with a `result_expires` of that size's own: the time its chord took in the "
-        f"counting pass (same proxies, same size, no refresh) divided by {scaled['expiries_per_run']:g}, "
-        f"and no less than {scaled['expires_floor']:g} s. So every chord runs about "
+        f"restarts with a `result_expires` of that size's own: {source}, and no less than "
+        f"{scaled['expires_floor']:g} s (a chord's first refresh, at half its expiry, must rewrite "
+        "the earliest results within the other half). So every chord runs about "
         f"{scaled['expiries_per_run']:g} of its expiries and only its size differs; the rows "
-        "`result_expires` and \"time to callback / result_expires\" show what each chord got and ran "
-        "(the load on the machine moves the latter). A warm-up chord runs after each restart.",
+        "`result_expires` and \"time to callback / result_expires\" show what each chord got, ran "
+        "and was set to run (the load on the machine moves what it ran; the floor lowers what a "
+        "short chord is set to run). A warm-up chord runs after each restart.",
+    )
+
+
+def expiries_line(scaled: dict[str, Any]) -> str:
+    """Whether the scaled pass's chords ran comparable numbers of their expiries, in words (empty when they did)."""
+    spread = scaled.get("expiries_spread")
+    ran = {int(size): entry["expiries"] for size, entry in scaled["sizes"].items() if "expiries" in entry}
+    if spread is None or len(ran) < 2 or not min(ran.values()):
+        return ""
+    low, high = min(ran, key=ran.__getitem__), max(ran, key=ran.__getitem__)
+    if ran[high] <= ran[low] * (1 + spread):
+        return (f"- Expiries run: comparable ({ran[low]:.2f} to {ran[high]:.2f}, within {spread:.0%} "
+                "of each other), so the sizes above are compared at about the same length.")  # fmt: skip
+    return (
+        f"- Expiries run: **not comparable**: {ran[low]:.2f} ({low:,} parts) to {ran[high]:.2f} "
+        f"({high:,} parts), more than {spread:.0%} apart, against {scaled['expiries_per_run']:g} "
+        "set: a chord's refreshes, and with them its requests per part, follow the expiries it "
+        "ran, so the verdicts above mix size with length."
     )
 
 
@@ -182,10 +218,14 @@ def counting_table(counting: dict[str, Any]) -> str:
             lines.append(f"| {label} | {' | '.join(cells)} | | |")
     if any("result_expires" in entry for entry in counting["sizes"].values()):
         expiry = [f"{counting['sizes'][size].get('result_expires', 0):g} s" for size in sizes]
-        ran = [f"{counting['sizes'][size]['expiries']:.2f}" if "expiries" in counting["sizes"][size] else "-"
-               for size in sizes]  # fmt: skip
+        ran = [_expiries(counting["sizes"][size]) for size in sizes]
         lines.append(f"| `result_expires`, per chord | {' | '.join(expiry)} | | |")
-        lines.append(f"| time to callback / result_expires | {' | '.join(ran)} | | |")
+        if any("calibration" in entry for entry in counting["sizes"].values()):
+            calibrated = [_calibration(counting["sizes"][size]) for size in sizes]
+            lines.append(f"| calibration chord: parts, s (x counting-pass ratio) | {' | '.join(calibrated)} | | |")
+            lines.append(f"| time to callback / result_expires (set to run) | {' | '.join(ran)} | | |")
+        else:
+            lines.append(f"| time to callback / result_expires | {' | '.join(ran)} | | |")
     rows: list[tuple[str, str, list[str]]] = []  # (label, fit key, path into a size's entry)
     for kind in sorted({k for entry in entries for k in entry["firestore"]["rpcs"]}):
         rows.append((f"Firestore {kind.split('.', 1)[1]}", kind, ["firestore", "rpcs", kind]))
@@ -221,6 +261,20 @@ def _per_part(entry: dict[str, Any], path: list[str]) -> str:
     if "failed" not in entry:
         return f"{_dig(entry, path):.4f}"
     return f"{_dig(entry, path):.4f} †" if "totals" in entry else "-"
+
+
+def _expiries(entry: dict[str, Any]) -> str:
+    """Expiries a chord ran, with those it was set to run where known."""
+    ran = f"{entry['expiries']:.2f}" if "expiries" in entry else "-"
+    return f"{ran} ({entry['expected_expiries']:g})" if "expected_expiries" in entry else ran
+
+
+def _calibration(entry: dict[str, Any]) -> str:
+    found = entry.get("calibration")
+    if not found:
+        return "-"
+    ratio = f" (x {found['counting_ratio']:.2f})" if found["counting_ratio"] != 1 else ""
+    return f"{found['parts']:,}, {found['seconds']:.2f} s{ratio}"
 
 
 def _count(entry: dict[str, Any], key: str) -> str:

@@ -24,12 +24,14 @@ stacks with one celery-gcs worker each (``prefork -c 2``):
   expiries (a 20,000-part chord runs many of them, a 100-part one none),
   so this pass mixes the two.
 * **expiry scaled to the chord**, on the same stack: as the refreshing pass,
-  but each size's chord runs under a ``result_expires`` of its own, its
-  counting-pass run time divided by ``ChordPlan.expiries_per_run``
-  (``scaled_expires``), the worker restarted with it before that size; so
-  every chord runs about the same number of its expiries and only its size
-  differs. Reported with each chord's ``result_expires`` and how many of
-  them it ran.
+  but each size's chord runs under a ``result_expires`` of its own: right
+  before it, a calibration chord with no refresh measures what that size
+  takes under the load of the moment (``calibrated_expires``), and the
+  worker restarts with that time divided by ``ChordPlan.expiries_per_run``
+  (``scaled_expires``); so every chord runs about the same number of its
+  expiries and only its size differs. Reported with each chord's
+  ``result_expires``, its calibration, and how many expiries it ran beside
+  how many it was set to run.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ FIRESTORE_KINDS = (
 )
 #: A per-part cost counts as flat when no larger size pays more than this much more per part.
 FLAT_TOLERANCE = 0.05
+#: In the scaled pass, chords whose expiries run differ by more than this (the most over the least)
+#: are not at comparable lengths: the report says so beside its verdict on flatness.
+EXPIRIES_SPREAD = 0.25
+#: The calibration chords' ``result_expires``: Celery's default, as in the counting pass (no refresh).
+CALIBRATION_EXPIRES = 86_400.0
 #: Seconds without a new request after which a chord's clean-up is taken as finished.
 _QUIET = 1.5
 
@@ -83,27 +90,35 @@ class ChordPlan:
     #: In the scaled pass, how many of its ``result_expires`` each chord runs (``scaled_expires``).
     expiries_per_run: float = 4.0
     #: The scaled pass's shortest ``result_expires``, in seconds. The backend takes any (0: never
-    #: expires), but a refresh has about half the expiry to rewrite the earliest results before they
-    #: expire, and its own work (a query, a commit, a GCS read and write per result) took 0.1-0.3 s
-    #: here under load: with 0.1-0.17 s most chords of 4 failed, their results expired while their
-    #: first refresh ran. Below about a second the pass would measure that race, not the refresh rule.
-    expires_floor: float = 1.0
+    #: expires), but a chord's first refresh comes at half its expiry and must rewrite the earliest
+    #: results within the other half. That refresh took 0.1-0.3 s for a chord of 4 and 0.7 s for a
+    #: chord of 100 under load 6-12 (2026-12-07 19:15 run: at a 1 s floor its results expired
+    #: first and the chord failed). 3 s leaves 1.5 s, twice that 0.7 s, so the pass measures the
+    #: refresh rule and not that race; a chord shorter than 4 floors then runs fewer expiries than
+    #: ``expiries_per_run``, which the report shows beside what it ran.
+    expires_floor: float = 3.0
+    #: The largest size calibrated with a chord of its own size; a larger size is calibrated with
+    #: the largest counted size not above this, its time multiplied by the two sizes' ratio in the
+    #: counting pass (``calibrated_expires``). 0: every size at its own size.
+    calibrate_up_to: int = 0
 
 
 PLANS = {
     # A minute or so: for developing the harness.
     "quick": ChordPlan(
         "quick", timed=(20, 200), rounds=2, counted=(10, 50, 200), warm_up=10, budget=300,
-        refresh_expires=3.0, grow_every=10,
+        refresh_expires=3.0, grow_every=10, calibrate_up_to=50,
     ),
     # What `make bench-chords` runs: the issue's sizes.
+    # A 20,000-part chord takes 4.5-7 minutes under load here: calibrating it at its own size would
+    # add as much again to the pass, so it is calibrated with a chord of 5,000 (1-2.5 minutes).
     "default": ChordPlan(
         "default", timed=(500, 5000), rounds=5, counted=(100, 500, 5000, 20_000), warm_up=100,
-        budget=1800,
+        budget=1800, calibrate_up_to=5000,
     ),
     "full": ChordPlan(
         "full", timed=(500, 5000), rounds=9, counted=(100, 500, 5000, 20_000), warm_up=100,
-        budget=1800,
+        budget=1800, calibrate_up_to=5000,
     ),
 }
 
@@ -206,35 +221,82 @@ def _counting_passes(
             "adds a part to its chord")  # fmt: skip
         stack.reconfigure(result_expires=plan.refresh_expires)
         refreshing = _counted_sizes(stack, plan, say, grow_every=plan.grow_every)
-        expires = {size: scaled_expires(counting["sizes"][str(size)]["seconds"], plan) for size in plan.counted}
         say(f"expiry scaled to the chord: each chord runs about {plan.expiries_per_run:g} of its "
-            f"result_expires ({', '.join(f'{size:,}: {s:g} s' for size, s in expires.items())}), "
-            f"one part in {plan.grow_every} adds a part")  # fmt: skip
-        scaled = _counted_sizes(stack, plan, say, grow_every=plan.grow_every, expires=expires)
+            f"result_expires, calibrated right before it; one part in {plan.grow_every} adds a part")  # fmt: skip
+
+        def calibrate(size: int) -> dict[str, Any]:
+            return _calibrate(stack, plan, size, counting["sizes"], say)
+
+        scaled = _counted_sizes(stack, plan, say, grow_every=plan.grow_every, expires=calibrate)
     finally:
         stack.stop()
     settings = {"result_expires": plan.refresh_expires, "grow_every": plan.grow_every}
     scaling = {
         "expiries_per_run": plan.expiries_per_run,
         "expires_floor": plan.expires_floor,
+        "calibrate_up_to": plan.calibrate_up_to,
+        "expiries_spread": EXPIRIES_SPREAD,
         "grow_every": plan.grow_every,
     }
     return counting, {**settings, **refreshing}, {**scaling, **scaled}
 
 
 def scaled_expires(seconds: float, plan: ChordPlan) -> float:
-    """The scaled pass's ``result_expires`` for a size whose chord ran ``seconds`` in the counting pass.
+    """The scaled pass's ``result_expires`` for a size whose chord takes ``seconds`` with no refresh.
 
-    That chord's own time, not one time per part for every size: it ran
-    through the same proxies, on the same stack and worker, at the same
-    size, with no refresh, so it already holds what a chord of that size
-    costs once (applying it, the workers picking it up, the join), which
-    makes a 100-part chord take about twice as long per part as a 20,000-part
-    one here. One time per part would give the small chords twice as many
-    expiries as the large, mixing length with size again, the other way
-    round. What each chord then ran, in expiries, is reported beside it.
+    That size's own chord time, not one time per part for every size: it
+    holds what a chord of that size costs once (applying it, the workers
+    picking it up, the join), which makes a 100-part chord take about twice
+    as long per part as a 20,000-part one here. One time per part would give
+    the small chords twice as many expiries as the large, mixing length with
+    size again, the other way round. No less than ``expires_floor``.
     """
     return round(max(plan.expires_floor, seconds / plan.expiries_per_run), 3)
+
+
+def calibration_size(size: int, plan: ChordPlan) -> int:
+    """The chord that calibrates ``size``: itself, or the largest counted size up to ``calibrate_up_to``."""
+    if not plan.calibrate_up_to or size <= plan.calibrate_up_to:
+        return size
+    return max((n for n in plan.counted if n <= plan.calibrate_up_to), default=min(plan.counted))
+
+
+def calibrated_expires(size: int, calibration: dict[str, Any], counting: dict[str, Any], plan: ChordPlan) -> dict[str, Any]:
+    """``size``'s expiry from a calibration chord (``parts``, ``seconds``) run just before, under the same load.
+
+    Not the counting pass's time alone: that ran minutes earlier, and the
+    load here moves within minutes (2026-12-07: a 5,000-part chord took 61 s
+    there and 163 s a quarter of an hour later, so it ran 10.75 of its
+    expiries instead of 4). A calibration of a smaller size is multiplied by
+    the two sizes' ratio in the counting pass, which ran both under one load.
+    """
+    parts, seconds = calibration["parts"], calibration["seconds"]
+    ratio = counting[str(size)]["seconds"] / counting[str(parts)]["seconds"] if parts != size else 1.0
+    estimate = seconds * ratio
+    expires = scaled_expires(estimate, plan)
+    return {
+        "result_expires": expires,
+        "expected_expiries": round(estimate / expires, 2),
+        "calibration": {**calibration, "counting_ratio": round(ratio, 4), "estimate_seconds": round(estimate, 4)},
+    }
+
+
+def _calibrate(
+    stack: BenchStack, plan: ChordPlan, size: int, counting: dict[str, Any], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """A chord with no refresh (the counting pass's expiry) on a warmed worker, timed, just before ``size``'s scaled chord.
+
+    Its requests are not counted: the scaled chord's counts start at its own sending.
+    """
+    parts = calibration_size(size, plan)
+    stack.reconfigure(result_expires=CALIBRATION_EXPIRES)
+    _warm_up(stack, plan, say)
+    seconds = _chord(stack, parts, plan.budget, settled=_quiet).seconds
+    assert seconds is not None  # _chord raises past the budget
+    found = calibrated_expires(size, {"parts": parts, "seconds": round(seconds, 4)}, counting, plan)
+    say(f"  calibration for {size:,}: a chord of {parts:,} took {seconds:.2f} s; "
+        f"result_expires {found['result_expires']:g} s")  # fmt: skip
+    return found
 
 
 def _counted_sizes(
@@ -242,16 +304,18 @@ def _counted_sizes(
     plan: ChordPlan,
     say: Callable[[str], None],
     grow_every: int = 0,
-    expires: dict[int, float] | None = None,
+    expires: Callable[[int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One counted chord per size; with ``expires``, each size under its own ``result_expires``."""
+    """One counted chord per size; with ``expires``, each size under the ``result_expires`` it gives (calibrated)."""
     sizes: dict[str, Any] = {}
     if plan.warm_up and expires is None:
         _chord(stack, plan.warm_up, plan.budget, settled=_quiet)
     for size in plan.counted:
+        scaling: dict[str, Any] = {}
         if expires is not None:
             # A worker restarted with this size's expiry, warmed up as in the other passes.
-            stack.reconfigure(result_expires=expires[size])
+            scaling = expires(size)
+            stack.reconfigure(result_expires=scaling["result_expires"])
             _warm_up(stack, plan, say)
         try:
             sizes[str(size)] = counted_chord(stack, size, plan.budget, grow_every)
@@ -264,10 +328,10 @@ def _counted_sizes(
             sizes[str(size)] = failed_chord(stack, str(exc))
             stack.restart_worker(BACKEND)
         entry = sizes[str(size)]
-        if expires is not None:
-            entry["result_expires"] = expires[size]
+        if scaling:
+            entry.update(scaling)
             if "failed" not in entry:
-                entry["expiries"] = round(entry["seconds"] / expires[size], 2)
+                entry["expiries"] = round(entry["seconds"] / scaling["result_expires"], 2)
         if "failed" in entry:
             continue
         say(f"  chord of {size:>6,}: {entry['seconds']:8.2f} s, {entry['added']} added, "

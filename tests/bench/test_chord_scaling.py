@@ -16,11 +16,14 @@ import pytest
 from bench import chord_report, chord_scaling
 
 #: No refresh at these sizes in the fixed pass (a chord of 20 runs for a second or so): the counts
-#: stay exact. The scaled pass gives each chord half its counting-pass time: tenths of a second, about
-#: what a refresh takes, so a chord of 4 often fails, its results expired while its first refresh ran.
+#: stay exact. The scaled pass would give each chord half its calibrated time, 0.1-0.25 s, less than a
+#: refresh takes: the floor, 2 s, holds them up, and the run shows it applied. Under load the chords
+#: still fail here (a part of the just-restarted worker came 7 s late, at 0.05, 0.5 and 2 s alike), so
+#: what is asserted is the expiry each got. The chord of 20 is calibrated with one of 4, times their
+#: counting-pass ratio.
 TINY = chord_scaling.ChordPlan(
     "smoke", timed=(3, 6), rounds=2, counted=(4, 20), warm_up=3, budget=120, refresh_expires=60, grow_every=4,
-    expiries_per_run=2, expires_floor=0.05,
+    expiries_per_run=2, expires_floor=2, calibrate_up_to=4,
 )  # fmt: skip
 
 
@@ -104,26 +107,58 @@ def test_a_failed_refreshing_chord_is_reported_and_left_out_of_the_fit() -> None
 
 
 @pytest.mark.parametrize("size", TINY.counted)
-def test_the_scaled_pass_runs_each_size_under_its_own_share_of_its_time(run, size: int) -> None:
-    counting, scaled = run[0]["counting"]["sizes"][str(size)], run[0]["scaled_expiry"]
-    assert (scaled["expiries_per_run"], scaled["expires_floor"], scaled["grow_every"]) == (2, 0.05, 4)
+def test_the_scaled_pass_runs_each_size_under_its_own_calibrated_share(run, size: int) -> None:
+    counting, scaled = run[0]["counting"]["sizes"], run[0]["scaled_expiry"]
+    assert (scaled["expiries_per_run"], scaled["expires_floor"], scaled["grow_every"]) == (2, 2, 4)
+    assert scaled["calibrate_up_to"] == 4
     entry = scaled["sizes"][str(size)]
-    # Half what this size's chord took in the counting pass, not one expiry for every size.
-    assert entry["result_expires"] == round(max(0.05, counting["seconds"] / 2), 3)
+    calibration = entry["calibration"]
+    # A chord of 4 timed right before, at both sizes (20 is above calibrate_up_to), not the counting pass's time.
+    assert calibration["parts"] == 4 and calibration["seconds"] > 0
+    ratio = counting[str(size)]["seconds"] / counting["4"]["seconds"]
+    assert calibration["counting_ratio"] == round(ratio, 4)
+    # Held up by the floor where half the calibrated time is shorter.
+    assert entry["result_expires"] == round(max(2, calibration["seconds"] * ratio / 2), 3)
+    assert entry["expected_expiries"] == round(calibration["seconds"] * ratio / entry["result_expires"], 2)
     if "failed" in entry:  # its results expired before the join read them: short indeed
         assert "expired" in entry["failed"]
         return
     assert entry["expiries"] == round(entry["seconds"] / entry["result_expires"], 2)
-    # The worker ran under it: refreshed, where the fixed pass's 60 s made none.
-    assert entry["refreshes"] >= 1
+    # The worker ran under it: refreshed once past its expiry, where the fixed pass's 60 s made none.
+    assert entry["refreshes"] >= 1 or entry["seconds"] < entry["result_expires"]
     assert entry["added"] == size // 4 and entry["cleaned_up"]
 
 
-def test_the_scaled_expiry_has_a_floor() -> None:
+def test_the_expiry_follows_the_calibration_not_the_counting_pass() -> None:
     plan = chord_scaling.PLANS["default"]
-    assert plan.expires_floor > 0  # 0 would mean results never expire
+    counting = {"5000": {"seconds": 60.0}, "20000": {"seconds": 270.0}}
+    # The load rose since the counting pass: the 5,000-part calibration took 150 s, not 60.
+    own = chord_scaling.calibrated_expires(5000, {"parts": 5000, "seconds": 150.0}, counting, plan)
+    assert own["result_expires"] == 37.5 and own["expected_expiries"] == 4
+    assert chord_scaling.calibration_size(20_000, plan) == 5000 and chord_scaling.calibration_size(500, plan) == 500
+    larger = chord_scaling.calibrated_expires(20_000, {"parts": 5000, "seconds": 150.0}, counting, plan)
+    assert larger["result_expires"] == 150.0 * 4.5 / 4 and larger["calibration"]["counting_ratio"] == 4.5
+
+
+def test_the_scaled_expiry_has_a_floor_a_first_refresh_fits_in() -> None:
+    plan = chord_scaling.PLANS["default"]
+    # A chord of 100's first refresh took 0.7 s under load; it has half the expiry to finish.
+    assert plan.expires_floor / 2 >= 2 * 0.7
     assert chord_scaling.scaled_expires(100.0, plan) == 100.0 / plan.expiries_per_run
-    assert chord_scaling.scaled_expires(0.1, plan) == plan.expires_floor
+    assert chord_scaling.scaled_expires(1.4, plan) == plan.expires_floor
+    short = chord_scaling.calibrated_expires(100, {"parts": 100, "seconds": 1.4}, {"100": {"seconds": 1.0}}, plan)
+    # Held at the floor, the chord is set to run fewer expiries than the plan's, and says so.
+    assert short["result_expires"] == plan.expires_floor and short["expected_expiries"] == round(1.4 / 3, 2)
+
+
+def test_the_report_says_when_the_expiries_run_are_not_comparable() -> None:
+    def scaled(ran: dict[str, float]) -> dict[str, Any]:
+        sizes = {size: {"expiries": n} for size, n in ran.items()}
+        return {"sizes": {**sizes, "100": {"failed": "expired"}}, "expiries_spread": 0.25, "expiries_per_run": 4}
+
+    apart = chord_report.expiries_line(scaled({"500": 2.55, "5000": 10.75, "20000": 6.52}))
+    assert apart.startswith("- Expiries run: **not comparable**: 2.55 (500 parts) to 10.75 (5,000 parts)")
+    assert "comparable (3.80 to 4.40" in chord_report.expiries_line(scaled({"500": 3.8, "5000": 4.4}))
 
 
 def test_the_flat_lines_name_the_steepest_rise() -> None:
@@ -175,5 +210,9 @@ def test_the_files_appear(run) -> None:
     assert "## Requests per part with refreshes and add_to_chord" in text
     assert "`result_expires` = 60 s" in text and "| refreshes, per chord | 0 | 0 |" in text
     assert f"## {chord_report.SCALED_TITLE}" in text and "| `result_expires`, per chord |" in text
+    assert "| calibration chord: parts, s (x counting-pass ratio) | 4, " in text
+    assert "| time to callback / result_expires (set to run) |" in text
+    finished = [entry for entry in summary["scaled_expiry"]["sizes"].values() if "expiries" in entry]
+    assert ("- Expiries run: " in text) == (len(finished) > 1)
     assert f'the section below, "{chord_report.SCALED_TITLE}"' in text  # the fixed pass points at it
     assert "- GCS requests per part: **" in text
